@@ -1,0 +1,188 @@
+//! Command-line types (clap) only; what each command does lives in `commands`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dispatcher",
+    version,
+    about = "A highly available job dispatcher"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Replica addresses; any one of them is enough, the client finds the leader.
+    #[arg(
+        long,
+        env = "DISPATCHER_ENDPOINTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub endpoints: Vec<String>,
+    /// Output format: aligned text for people, one JSON document for scripts.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a dispatcher replica.
+    Serve(ServeArgs),
+    /// Cluster status and membership.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// TaskManagers.
+    Tm {
+        #[command(subcommand)]
+        command: TmCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Submit a job: `dispatcher submit --name N --shards 4 -- command args...`
+    Submit {
+        #[command(flatten)]
+        submit: SubmitArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Jobs.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This replica's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    pub id: u64,
+    /// Address to listen on, e.g. 0.0.0.0:7001.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Directory for the Raft log and snapshots; restarting on it resumes the replica.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Every replica of the initial cluster: id=host:port,... (this one included).
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+    pub peers: Vec<(u64, String)>,
+    /// TOML file with Raft timings and snapshot policy.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    pub fn peer_map(&self) -> BTreeMap<u64, String> {
+        self.peers.iter().cloned().collect()
+    }
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("peer '{s}' is not id=host:port"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("peer id '{id}' is not a positive integer"))?;
+    if id == 0 {
+        return Err("peer ids start at 1".into());
+    }
+    crate::fsm::validate_address(addr.trim()).map_err(|e| e.to_string())?;
+    Ok((id, addr.trim().to_string()))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Leader, term, members and their roles.
+    Status {
+        /// Ask the first endpoint for its own view, with its state digest.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Add a replica: it joins as a learner, catches up, then votes.
+    Add { id: u64, addr: String },
+    /// Remove a replica from the cluster.
+    Remove { id: u64 },
+    /// Hand leadership to another voter.
+    TransferLeader { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TmCommand {
+    /// Registered TaskManagers with their slots and state.
+    List,
+    /// Stop placing new shards on a TaskManager.
+    Drain { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub shards: u32,
+    #[arg(long, default_value_t = 1)]
+    pub slots_per_shard: u32,
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Resubmitting with the same key returns the same job instead of a new one.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Only TaskManagers carrying all these labels may run the shards: k=v,...
+    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Environment for every shard: K=V (repeatable).
+    #[arg(long = "env", value_parser = parse_label)]
+    pub env: Vec<(String, String)>,
+    /// The command each shard runs, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("'{s}' has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// A job's state and each shard's TaskManager, attempt and epoch.
+    Status { job_id: String },
+    /// Every job.
+    List,
+    /// Cancel a job's shards that have not ended.
+    Cancel { job_id: String },
+    /// Wait for a job to end: exit 0 finished, 1 failed or cancelled, 2 timeout.
+    Wait {
+        job_id: String,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+}

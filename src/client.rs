@@ -1,0 +1,376 @@
+//! The leader-following client used by the CLI, TaskManagers, tests and benchmarks.
+//!
+//! Give it every replica's address. Each call goes to the replica it last found leading; a
+//! follower's `UNAVAILABLE` answer carries the leader's address (`x-leader-addr`), which the
+//! client follows at once; with no hint, or when a replica does not answer, it tries the next
+//! address with a short growing pause, until the call's overall deadline. Submissions always
+//! carry an idempotency key (one is made up if the caller gave none), so retrying a
+//! submission whose outcome was unknown cannot create a second job.
+
+use crate::pb::api::cluster_client::ClusterClient;
+use crate::pb::api::dispatcher_client::DispatcherClient;
+use crate::pb::api::*;
+use crate::rpc::LEADER_ADDR_HEADER;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no endpoints given; pass --endpoints host:port[,host:port...] or set DISPATCHER_ENDPOINTS"
+    )]
+    NoEndpoints,
+    #[error("endpoint '{0}' is not host:port")]
+    BadEndpoint(String),
+    /// The cluster answered and refused the request.
+    #[error("{}", .0.message())]
+    Rejected(Status),
+    /// No leader answered within the deadline.
+    #[error("no leader reachable within {waited:?} (tried {endpoints}): {last}")]
+    Unavailable {
+        waited: Duration,
+        endpoints: String,
+        last: String,
+    },
+}
+
+impl ClientError {
+    /// The gRPC code of a refusal, if the cluster refused.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Rejected(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Deadline of one RPC attempt.
+    pub rpc_timeout: Duration,
+    /// Deadline of a whole call, retries included.
+    pub call_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            rpc_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Routing {
+    /// Address that answered as leader last time (or the leader's hint).
+    preferred: Option<String>,
+    /// Next endpoint to try when there is no preferred one.
+    next: usize,
+    channels: HashMap<String, Channel>,
+}
+
+pub struct Client {
+    endpoints: Vec<String>,
+    options: ClientOptions,
+    routing: Mutex<Routing>,
+}
+
+static KEY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh idempotency key, unique per process and call.
+pub fn new_idempotency_key() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&nanos.to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    hasher.update(&KEY_COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let hash = hasher.finalize();
+    let hex: String = hash.as_bytes()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("auto-{hex}")
+}
+
+fn leader_hint(status: &Status) -> Option<String> {
+    status
+        .metadata()
+        .get(LEADER_ADDR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Codes after which another replica (or the same one a moment later) may succeed.
+fn is_retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Aborted
+    )
+}
+
+impl Client {
+    pub fn new(endpoints: Vec<String>) -> Result<Self, ClientError> {
+        Self::with_options(endpoints, ClientOptions::default())
+    }
+
+    pub fn with_options(
+        endpoints: Vec<String>,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        for e in &endpoints {
+            crate::fsm::validate_address(e).map_err(|_| ClientError::BadEndpoint(e.clone()))?;
+        }
+        Ok(Client {
+            endpoints,
+            options,
+            routing: Mutex::new(Routing {
+                preferred: None,
+                next: 0,
+                channels: HashMap::new(),
+            }),
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routing> {
+        self.routing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn channel_for(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut routing = self.lock();
+        if let Some(ch) = routing.channels.get(addr) {
+            return Ok(ch.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|_| ClientError::BadEndpoint(addr.to_string()))?
+            .connect_timeout(Duration::from_millis(500).min(self.options.rpc_timeout))
+            .timeout(self.options.rpc_timeout)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        routing.channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn pick(&self) -> String {
+        let mut routing = self.lock();
+        if let Some(addr) = &routing.preferred {
+            return addr.clone();
+        }
+        let addr = self.endpoints[routing.next % self.endpoints.len()].clone();
+        routing.next = routing.next.wrapping_add(1);
+        addr
+    }
+
+    fn remember(&self, addr: Option<String>) {
+        self.lock().preferred = addr;
+    }
+
+    /// Run `op` against the leader, following hints and retrying until the call deadline.
+    pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_on(None, op).await
+    }
+
+    /// Like `call`, but with `target` set, only that replica is asked (for `--local` views).
+    pub async fn call_on<T, F, Fut>(&self, target: Option<&str>, op: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        let mut last = String::from("no attempt made");
+        loop {
+            let addr = target.map(str::to_string).unwrap_or_else(|| self.pick());
+            let channel = self.channel_for(&addr)?;
+            match op(channel).await {
+                Ok(reply) => {
+                    if target.is_none() {
+                        self.remember(Some(addr));
+                    }
+                    return Ok(reply.into_inner());
+                }
+                Err(status) if is_retryable(status.code()) => {
+                    last = format!("{addr}: {}", status.message());
+                    let hint = leader_hint(&status).filter(|h| *h != addr);
+                    let followed = target.is_none() && hint.is_some();
+                    if target.is_none() {
+                        self.remember(hint);
+                    }
+                    if started.elapsed() >= self.options.call_timeout {
+                        return Err(ClientError::Unavailable {
+                            waited: started.elapsed(),
+                            endpoints: self.endpoints.join(","),
+                            last,
+                        });
+                    }
+                    if !followed {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                    }
+                }
+                Err(status) => return Err(ClientError::Rejected(status)),
+            }
+        }
+    }
+
+    fn dispatcher(channel: Channel) -> DispatcherClient<Channel> {
+        DispatcherClient::new(channel).max_decoding_message_size(usize::MAX)
+    }
+
+    fn cluster(channel: Channel) -> ClusterClient<Channel> {
+        ClusterClient::new(channel)
+    }
+
+    /// Submit a job. Without an idempotency key one is made up, so retries stay safe.
+    pub async fn submit(&self, mut request: SubmitRequest) -> Result<SubmitReply, ClientError> {
+        if request.idempotency_key.is_empty() {
+            request.idempotency_key = new_idempotency_key();
+        }
+        self.call(|ch| {
+            let req = request.clone();
+            async move { Self::dispatcher(ch).submit(req).await }
+        })
+        .await
+    }
+
+    pub async fn job_status(&self, job_id: &str) -> Result<JobStatus, ClientError> {
+        let req = JobRequest {
+            job_id: job_id.to_string(),
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::dispatcher(ch).get_job(req).await }
+        })
+        .await
+    }
+
+    pub async fn list_jobs(&self) -> Result<Vec<JobSummary>, ClientError> {
+        let reply = self
+            .call(|ch| async move { Self::dispatcher(ch).list_jobs(ListJobsRequest {}).await })
+            .await?;
+        Ok(reply.jobs)
+    }
+
+    pub async fn cancel_job(&self, job_id: &str) -> Result<CancelJobReply, ClientError> {
+        let req = JobRequest {
+            job_id: job_id.to_string(),
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::dispatcher(ch).cancel_job(req).await }
+        })
+        .await
+    }
+
+    pub async fn register_taskmanager(
+        &self,
+        request: RegisterTaskManagerRequest,
+    ) -> Result<RegisterTaskManagerReply, ClientError> {
+        self.call(|ch| {
+            let req = request.clone();
+            async move { Self::dispatcher(ch).register_task_manager(req).await }
+        })
+        .await
+    }
+
+    pub async fn list_taskmanagers(&self) -> Result<Vec<TaskManagerInfo>, ClientError> {
+        let reply = self
+            .call(|ch| async move {
+                Self::dispatcher(ch)
+                    .list_task_managers(ListTaskManagersRequest {})
+                    .await
+            })
+            .await?;
+        Ok(reply.taskmanagers)
+    }
+
+    pub async fn drain_taskmanager(&self, id: &str) -> Result<DrainTaskManagerReply, ClientError> {
+        let req = DrainTaskManagerRequest { id: id.to_string() };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::dispatcher(ch).drain_task_manager(req).await }
+        })
+        .await
+    }
+
+    /// The leader's view of the cluster.
+    pub async fn cluster_status(&self) -> Result<ClusterStatusReply, ClientError> {
+        self.call(|ch| async move {
+            Self::cluster(ch)
+                .status(ClusterStatusRequest { local: false })
+                .await
+        })
+        .await
+    }
+
+    /// One replica's own view (the first endpoint unless `target` is given).
+    pub async fn local_status(
+        &self,
+        target: Option<&str>,
+    ) -> Result<ClusterStatusReply, ClientError> {
+        let target = target.unwrap_or(&self.endpoints[0]).to_string();
+        self.call_on(Some(&target), |ch| async move {
+            Self::cluster(ch)
+                .status(ClusterStatusRequest { local: true })
+                .await
+        })
+        .await
+    }
+
+    pub async fn add_member(&self, id: u64, addr: &str) -> Result<MembershipReply, ClientError> {
+        let req = AddMemberRequest {
+            id,
+            addr: addr.to_string(),
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::cluster(ch).add_member(req).await }
+        })
+        .await
+    }
+
+    pub async fn remove_member(&self, id: u64) -> Result<MembershipReply, ClientError> {
+        self.call(|ch| async move {
+            Self::cluster(ch)
+                .remove_member(RemoveMemberRequest { id })
+                .await
+        })
+        .await
+    }
+
+    pub async fn transfer_leader(&self, id: u64) -> Result<MembershipReply, ClientError> {
+        self.call(|ch| async move {
+            Self::cluster(ch)
+                .transfer_leader(TransferLeaderRequest { id })
+                .await
+        })
+        .await
+    }
+}

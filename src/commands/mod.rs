@@ -1,0 +1,177 @@
+//! What each CLI command does: talk to the cluster through `client`, print through `output`.
+
+mod output;
+mod table;
+
+use crate::cli::{ClientArgs, ClusterCommand, JobCommand, OutputFormat, SubmitArgs, TmCommand};
+use crate::client::{Client, ClientError};
+use crate::pb::api::{JobSpec, SubmitRequest};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Serve(#[from] crate::node::NodeError),
+}
+
+/// How a command ended, as a process exit code.
+pub type ExitCode = i32;
+
+fn connect(args: &ClientArgs) -> Result<Client, CliError> {
+    Ok(Client::new(args.endpoints.clone())?)
+}
+
+pub async fn cluster(command: ClusterCommand, args: ClientArgs) -> Result<ExitCode, CliError> {
+    let client = connect(&args)?;
+    match command {
+        ClusterCommand::Status { local } => {
+            let status = if local {
+                client.local_status(None).await?
+            } else {
+                client.cluster_status().await?
+            };
+            output::cluster_status(args.output, &status, local);
+        }
+        ClusterCommand::Add { id, addr } => {
+            let reply = client.add_member(id, &addr).await?;
+            output::members(args.output, &reply.members);
+        }
+        ClusterCommand::Remove { id } => {
+            let reply = client.remove_member(id).await?;
+            output::members(args.output, &reply.members);
+        }
+        ClusterCommand::TransferLeader { id } => {
+            let reply = client.transfer_leader(id).await?;
+            output::members(args.output, &reply.members);
+        }
+    }
+    Ok(0)
+}
+
+pub async fn tm(command: TmCommand, args: ClientArgs) -> Result<ExitCode, CliError> {
+    let client = connect(&args)?;
+    match command {
+        TmCommand::List => {
+            let tms = client.list_taskmanagers().await?;
+            output::taskmanagers(args.output, &tms);
+        }
+        TmCommand::Drain { id } => {
+            let reply = client.drain_taskmanager(&id).await?;
+            output::message(
+                args.output,
+                json!({"id": reply.id, "state": "draining"}),
+                &format!(
+                    "TaskManager {} is draining: it takes no new shards",
+                    reply.id
+                ),
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, CliError> {
+    let mut command = submit.command.into_iter();
+    let program = command.next().ok_or_else(|| {
+        CliError::Usage("give the command to run after `--`, e.g. `-- /bin/echo hello`".into())
+    })?;
+    let client = connect(&args)?;
+    let request = SubmitRequest {
+        name: submit.name,
+        spec: Some(JobSpec {
+            command: program,
+            args: command.collect(),
+            env: submit.env.into_iter().collect(),
+            shard_count: submit.shards,
+            slots_per_shard: submit.slots_per_shard,
+            max_attempts: submit.max_attempts,
+            selector: submit.labels.into_iter().collect(),
+        }),
+        idempotency_key: submit.idempotency_key.unwrap_or_default(),
+    };
+    let reply = client.submit(request).await?;
+    let text = if reply.created {
+        format!("submitted {}", reply.job_id)
+    } else {
+        format!("{} already exists for this idempotency key", reply.job_id)
+    };
+    output::message(
+        args.output,
+        json!({"job_id": reply.job_id, "created": reply.created}),
+        &text,
+    );
+    Ok(0)
+}
+
+pub async fn job(command: JobCommand, args: ClientArgs) -> Result<ExitCode, CliError> {
+    let client = connect(&args)?;
+    match command {
+        JobCommand::Status { job_id } => {
+            let status = client.job_status(&job_id).await?;
+            output::job_status(args.output, &status);
+        }
+        JobCommand::List => {
+            let jobs = client.list_jobs().await?;
+            output::jobs(args.output, &jobs);
+        }
+        JobCommand::Cancel { job_id } => {
+            let reply = client.cancel_job(&job_id).await?;
+            output::message(
+                args.output,
+                json!({"job_id": reply.job_id, "state": "cancelled", "shards_cancelled": reply.shards_cancelled}),
+                &format!(
+                    "cancelled {} ({} shards)",
+                    reply.job_id, reply.shards_cancelled
+                ),
+            );
+        }
+        JobCommand::Wait { job_id, timeout } => {
+            return wait(&client, &job_id, timeout, args.output).await
+        }
+    }
+    Ok(0)
+}
+
+/// Poll the job until it ends: 0 finished, 1 failed or cancelled, 2 timed out.
+async fn wait(
+    client: &Client,
+    job_id: &str,
+    timeout: Option<f64>,
+    format: OutputFormat,
+) -> Result<ExitCode, CliError> {
+    if let Some(t) = timeout {
+        if !(t.is_finite() && t >= 0.0) {
+            return Err(CliError::Usage(format!(
+                "--timeout {t} is not a number of seconds"
+            )));
+        }
+    }
+    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
+    loop {
+        let status = client.job_status(job_id).await?;
+        let code = match status.state.as_str() {
+            "finished" => Some(0),
+            "failed" | "cancelled" => Some(1),
+            _ => None,
+        };
+        let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+        if let Some(code) = code.or(timed_out.then_some(2)) {
+            output::message(
+                format,
+                json!({"job_id": status.job_id, "state": status.state, "timed_out": code == 2}),
+                &if code == 2 {
+                    format!("{} is still {} (timed out)", status.job_id, status.state)
+                } else {
+                    format!("{} {}", status.job_id, status.state)
+                },
+            );
+            return Ok(code);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

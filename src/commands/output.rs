@@ -1,0 +1,195 @@
+//! Rendering of command results: `--output json` prints one JSON document with the
+//! contract's fields; text prints aligned tables.
+
+use super::table::Table;
+use crate::cli::OutputFormat;
+use crate::pb::api::{ClusterStatusReply, JobStatus, JobSummary, Member, TaskManagerInfo};
+use serde_json::{json, Value};
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+pub fn message(format: OutputFormat, value: Value, text: &str) {
+    match format {
+        OutputFormat::Json => print_json(&value),
+        OutputFormat::Text => println!("{text}"),
+    }
+}
+
+fn members_json(members: &[Member]) -> Value {
+    Value::Array(
+        members
+            .iter()
+            .map(|m| json!({"id": m.id, "addr": m.addr, "role": m.role, "matched_index": m.matched_index}))
+            .collect(),
+    )
+}
+
+fn members_table(members: &[Member]) -> String {
+    let mut t = Table::new(&["ID", "ADDRESS", "ROLE", "MATCHED"]);
+    for m in members {
+        t.row(vec![
+            m.id.to_string(),
+            m.addr.clone(),
+            m.role.clone(),
+            m.matched_index
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.render()
+}
+
+pub fn members(format: OutputFormat, members: &[Member]) {
+    match format {
+        OutputFormat::Json => print_json(&json!({"members": members_json(members)})),
+        OutputFormat::Text => println!("{}", members_table(members)),
+    }
+}
+
+pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool) {
+    match format {
+        OutputFormat::Json => {
+            let mut v = json!({
+                "leader_id": s.leader_id,
+                "term": s.term,
+                "last_applied": s.last_applied,
+                "committed": s.committed,
+                "members": members_json(&s.members),
+            });
+            if local {
+                v["node_id"] = json!(s.node_id);
+                v["state_digest"] = json!(s.state_digest);
+                v["server_state"] = json!(s.server_state);
+                v["last_log_index"] = json!(s.last_log_index);
+                v["snapshot_index"] = json!(s.snapshot_index);
+                v["purged_index"] = json!(s.purged_index);
+                v["initialized"] = json!(s.initialized);
+            }
+            print_json(&v);
+        }
+        OutputFormat::Text => {
+            let leader = s
+                .leader_id
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "none".into());
+            println!(
+                "leader {leader}  term {}  last applied {}  committed {}",
+                s.term, s.last_applied, s.committed
+            );
+            if local {
+                println!(
+                    "replica {} ({})  state digest {}  last log {}  snapshot {}",
+                    s.node_id,
+                    s.server_state,
+                    s.state_digest,
+                    s.last_log_index,
+                    s.snapshot_index
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            println!("{}", members_table(&s.members));
+        }
+    }
+}
+
+pub fn taskmanagers(format: OutputFormat, tms: &[TaskManagerInfo]) {
+    match format {
+        OutputFormat::Json => print_json(&Value::Array(
+            tms.iter()
+                .map(|t| {
+                    json!({"id": t.id, "addr": t.addr, "state": t.state, "slots": t.slots,
+                           "used_slots": t.used_slots, "labels": t.labels,
+                           "registration_epoch": t.registration_epoch,
+                           "shard_runs": t.shard_runs, "shard_failures": t.shard_failures})
+                })
+                .collect(),
+        )),
+        OutputFormat::Text => {
+            let mut t = Table::new(&["ID", "ADDRESS", "STATE", "SLOTS", "USED", "LABELS"]);
+            for tm in tms {
+                let mut labels: Vec<String> =
+                    tm.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                labels.sort();
+                t.row(vec![
+                    tm.id.clone(),
+                    tm.addr.clone(),
+                    tm.state.clone(),
+                    tm.slots.to_string(),
+                    tm.used_slots.to_string(),
+                    labels.join(","),
+                ]);
+            }
+            println!("{}", t.render());
+        }
+    }
+}
+
+pub fn job_status(format: OutputFormat, job: &JobStatus) {
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "job_id": job.job_id,
+            "name": job.name,
+            "state": job.state,
+            "created_at_ms": job.created_at_ms,
+            "shards": job.shards.iter().map(|s| json!({
+                "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
+                "attempt": s.attempt, "epoch": s.epoch, "exit_code": s.exit_code,
+            })).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Text => {
+            println!(
+                "{}  {}  {}  ({} shards)",
+                job.job_id,
+                job.name,
+                job.state,
+                job.shards.len()
+            );
+            let mut t = Table::new(&["SHARD", "STATE", "TASKMANAGER", "ATTEMPT", "EPOCH", "EXIT"]);
+            for s in &job.shards {
+                t.row(vec![
+                    s.index.to_string(),
+                    s.state.clone(),
+                    s.taskmanager.clone().unwrap_or_else(|| "-".into()),
+                    s.attempt.to_string(),
+                    s.epoch.to_string(),
+                    s.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            println!("{}", t.render());
+        }
+    }
+}
+
+pub fn jobs(format: OutputFormat, jobs: &[JobSummary]) {
+    match format {
+        OutputFormat::Json => print_json(&Value::Array(
+            jobs.iter()
+                .map(|j| {
+                    json!({"job_id": j.job_id, "name": j.name, "state": j.state,
+                                "shard_count": j.shard_count, "shards_finished": j.shards_finished})
+                })
+                .collect(),
+        )),
+        OutputFormat::Text => {
+            let mut t = Table::new(&["JOB", "NAME", "STATE", "SHARDS", "FINISHED"]);
+            for j in jobs {
+                t.row(vec![
+                    j.job_id.clone(),
+                    j.name.clone(),
+                    j.state.clone(),
+                    j.shard_count.to_string(),
+                    j.shards_finished.to_string(),
+                ]);
+            }
+            println!("{}", t.render());
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Jobs and their shards.
+
+use super::ids::JobId;
+use super::taskmanager::Labels;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a client asked to run: each shard runs `command args...` with `env`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub shard_count: u32,
+    pub slots_per_shard: u32,
+    pub max_attempts: u32,
+    /// Only TaskManagers carrying all these labels may run the job's shards.
+    pub selector: Labels,
+}
+
+impl JobSpec {
+    /// Bytes the variable-size parts of the spec take, for the size limit.
+    pub fn encoded_len_estimate(&self) -> usize {
+        self.command.len()
+            + self.args.iter().map(|a| a.len() + 1).sum::<usize>()
+            + self
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+            + self
+                .selector
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Pending,
+    Running,
+    Finished,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Finished | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardState {
+    Pending,
+    Assigned,
+    Running,
+    Finished,
+    Failed,
+    Cancelled,
+}
+
+impl ShardState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardState::Pending => "pending",
+            ShardState::Assigned => "assigned",
+            ShardState::Running => "running",
+            ShardState::Finished => "finished",
+            ShardState::Failed => "failed",
+            ShardState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ShardState::Finished | ShardState::Failed | ShardState::Cancelled
+        )
+    }
+
+    /// True while the shard holds slots on a TaskManager.
+    pub fn holds_slots(self) -> bool {
+        matches!(self, ShardState::Assigned | ShardState::Running)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub state: ShardState,
+    pub taskmanager: Option<String>,
+    /// Attempts started so far (0 until first placed).
+    pub attempt: u32,
+    /// Fencing token: the log index of the command that made the current assignment. Only
+    /// grows; a report carrying an older epoch is stale.
+    pub epoch: u64,
+    pub exit_code: Option<i32>,
+}
+
+impl Shard {
+    pub fn new(index: u32) -> Self {
+        Shard {
+            index,
+            state: ShardState::Pending,
+            taskmanager: None,
+            attempt: 0,
+            epoch: 0,
+            exit_code: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub name: String,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub created_at_ms: u64,
+    pub idempotency_key: Option<String>,
+    pub shards: Vec<Shard>,
+}
+
+impl Job {
+    /// Shards not yet placed on any TaskManager.
+    pub fn pending_shards(&self) -> impl Iterator<Item = &Shard> {
+        self.shards
+            .iter()
+            .filter(|s| s.state == ShardState::Pending)
+    }
+
+    /// The job's state as its shards imply it. Terminal states set by a command (cancel) stick.
+    pub fn derived_state(&self) -> JobState {
+        if self.state == JobState::Cancelled {
+            return JobState::Cancelled;
+        }
+        let mut all_finished = true;
+        let mut any_failed = false;
+        let mut any_placed = false;
+        for shard in &self.shards {
+            match shard.state {
+                ShardState::Finished => any_placed = true,
+                ShardState::Failed => {
+                    any_failed = true;
+                    all_finished = false;
+                }
+                ShardState::Assigned | ShardState::Running => {
+                    any_placed = true;
+                    all_finished = false;
+                }
+                ShardState::Pending => all_finished = false,
+                ShardState::Cancelled => return JobState::Cancelled,
+            }
+        }
+        if any_failed {
+            JobState::Failed
+        } else if all_finished {
+            JobState::Finished
+        } else if any_placed {
+            JobState::Running
+        } else {
+            JobState::Pending
+        }
+    }
+}

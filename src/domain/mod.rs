@@ -1,0 +1,18 @@
+//! Pure domain data: TaskManagers, jobs, shards and the whole replicated cluster state.
+//!
+//! Nothing here knows about Raft, the network or the disk: this module imports no tokio,
+//! tonic, openraft or sled. Every collection whose order can reach the state (and therefore
+//! the state digest) is a `BTreeMap`/`BTreeSet`, so two replicas that applied the same
+//! commands hold byte-identical encodings.
+
+mod ids;
+mod job;
+mod limits;
+mod state;
+mod taskmanager;
+
+pub use ids::{JobId, ParseJobIdError, TaskManagerId};
+pub use job::{Job, JobSpec, JobState, Shard, ShardState};
+pub use limits::*;
+pub use state::{ClusterState, StateDigest};
+pub use taskmanager::{Labels, RunStats, TaskManager, TaskManagerState};

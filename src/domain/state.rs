@@ -1,0 +1,59 @@
+//! The whole replicated state: what every replica holds after applying the same log.
+
+use super::ids::JobId;
+use super::job::Job;
+use super::taskmanager::TaskManager;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub taskmanagers: BTreeMap<String, TaskManager>,
+    pub jobs: BTreeMap<JobId, Job>,
+    /// Client idempotency key → the job it created.
+    pub idempotency_keys: BTreeMap<String, JobId>,
+    /// Jobs that still have pending (unplaced) shards: the scheduler's work list, kept so the
+    /// leader never scans every job to find work.
+    pub jobs_with_pending_shards: BTreeSet<JobId>,
+}
+
+/// A hash of the whole state: equal on every replica that applied the same log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateDigest(pub [u8; 32]);
+
+impl fmt::Display for StateDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..16] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ClusterState {
+    /// Digest of the canonical encoding. Deterministic because every map is ordered.
+    pub fn digest(&self) -> StateDigest {
+        let bytes = self.encode();
+        StateDigest(*blake3::hash(&bytes).as_bytes())
+    }
+
+    /// Canonical bytes of the state (bincode, standard config).
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding plain owned data into a Vec cannot fail.
+        bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let (state, _read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+        Ok(state)
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn taskmanager(&self, id: &str) -> Option<&TaskManager> {
+        self.taskmanagers.get(id)
+    }
+}

@@ -1,0 +1,17 @@
+//! The replicated commands and their deterministic apply.
+//!
+//! `apply` is a pure function of (state, log index, command): no clock (the leader stamps
+//! time into commands), no randomness, no I/O. Business rejections — an unknown TaskManager,
+//! a stale placement, a job that is too large — are ordinary `Response`s and leave the state
+//! untouched; they are never storage errors. This module imports no tokio, tonic, openraft
+//! or sled.
+
+mod apply;
+mod command;
+mod validate;
+
+pub use apply::apply;
+pub use command::{Command, Placement, PlacementOutcome, Rejection, Response};
+pub use validate::{
+    validate_address, validate_labels, validate_name, validate_registration, validate_spec,
+};

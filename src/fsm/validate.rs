@@ -1,0 +1,144 @@
+//! Input checks shared by the API edge (to refuse bad input with a clear message before it
+//! reaches the log) and apply (so that no command, however it got there, breaks the state).
+
+use super::command::Rejection;
+use crate::domain::{
+    JobSpec, Labels, MAX_ATTEMPTS, MAX_NAME_LEN, MAX_SHARDS_PER_JOB, MAX_SLOTS_PER_SHARD,
+    MAX_SPEC_BYTES, MAX_TASKMANAGER_SLOTS,
+};
+
+fn invalid(msg: impl Into<String>) -> Rejection {
+    Rejection::Invalid(msg.into())
+}
+
+/// A name or id: non-empty, not too long, printable without spaces.
+pub fn validate_name(what: &str, value: &str) -> Result<(), Rejection> {
+    if value.is_empty() {
+        return Err(invalid(format!("{what} must not be empty")));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(invalid(format!(
+            "{what} is {} bytes long; the limit is {MAX_NAME_LEN}",
+            value.len()
+        )));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(format!(
+            "{what} '{value}' contains whitespace or control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_labels(labels: &Labels) -> Result<(), Rejection> {
+    for (k, v) in labels {
+        validate_name("label key", k)?;
+        if v.len() > MAX_NAME_LEN {
+            return Err(invalid(format!("label '{k}' value is too long")));
+        }
+    }
+    Ok(())
+}
+
+/// A TaskManager registration: an id, a host:port address and at least one slot.
+pub fn validate_registration(
+    id: &str,
+    addr: &str,
+    slots: u32,
+    labels: &Labels,
+) -> Result<(), Rejection> {
+    validate_name("TaskManager id", id)?;
+    validate_address(addr)?;
+    if slots == 0 {
+        return Err(invalid("slots must be at least 1"));
+    }
+    if slots > MAX_TASKMANAGER_SLOTS {
+        return Err(invalid(format!(
+            "slots is {slots}; the limit is {MAX_TASKMANAGER_SLOTS}"
+        )));
+    }
+    validate_labels(labels)
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535.
+pub fn validate_address(addr: &str) -> Result<(), Rejection> {
+    let bad = || {
+        invalid(format!(
+            "address '{addr}' is not host:port (for example 127.0.0.1:7001)"
+        ))
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// A job spec the dispatcher can run.
+pub fn validate_spec(name: &str, spec: &JobSpec) -> Result<(), Rejection> {
+    validate_name("job name", name)?;
+    if spec.command.trim().is_empty() {
+        return Err(invalid(
+            "the command is empty; give it after `--`, e.g. `-- /bin/echo hi`",
+        ));
+    }
+    if spec.shard_count == 0 {
+        return Err(invalid("a job needs at least 1 shard"));
+    }
+    if spec.shard_count > MAX_SHARDS_PER_JOB {
+        return Err(Rejection::JobTooLarge(format!(
+            "{} shards requested; the limit is {MAX_SHARDS_PER_JOB}",
+            spec.shard_count
+        )));
+    }
+    if spec.slots_per_shard == 0 {
+        return Err(invalid("slots per shard must be at least 1"));
+    }
+    if spec.slots_per_shard > MAX_SLOTS_PER_SHARD {
+        return Err(Rejection::JobTooLarge(format!(
+            "{} slots per shard requested; the limit is {MAX_SLOTS_PER_SHARD}",
+            spec.slots_per_shard
+        )));
+    }
+    if spec.max_attempts == 0 || spec.max_attempts > MAX_ATTEMPTS {
+        return Err(invalid(format!(
+            "max attempts must be between 1 and {MAX_ATTEMPTS}"
+        )));
+    }
+    validate_labels(&spec.selector)?;
+    let size = spec.encoded_len_estimate();
+    if size > MAX_SPEC_BYTES {
+        return Err(Rejection::JobTooLarge(format!(
+            "the job spec is {size} bytes; the limit is {MAX_SPEC_BYTES} bytes (pass large inputs through files)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert!(validate_address("127.0.0.1:7001").is_ok());
+        assert!(validate_address("host.example:1").is_ok());
+        assert!(validate_address("[::1]:80").is_ok());
+        for bad in [
+            "",
+            "nohost",
+            ":80",
+            "h:0",
+            "h:99999",
+            "h:x",
+            "a b:1",
+            "http://h:1",
+        ] {
+            assert!(validate_address(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

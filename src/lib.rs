@@ -1,0 +1,39 @@
+//! # dispatcher — a highly available job dispatcher
+//!
+//! ```text
+//!   CLI / TaskManagers / tests ──► client (follows the leader)
+//!                                     │ gRPC (Dispatcher, Cluster)
+//!   ┌─────────────────────────────────▼──────────────────────────────┐
+//!   │ replica: rpc ──► raft_access ──► openraft ──► raft::network ───┼──► other replicas
+//!   │            ▲                        │  ▲                       │
+//!   │            │ reads           log (sled)  state machine          │
+//!   │            │                        ▼  │  (fsm::apply over      │
+//!   │        SharedState ◄─────────────── apply   domain::ClusterState)│
+//!   │            ▲                                                    │
+//!   │   leader loops (placement) ── scheduler::plan ── PlaceShards ───┤
+//!   └────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Layers, with imports pointing one way only:
+//! - [`domain`]: pure data (TaskManagers, jobs, shards, the cluster state and its digest).
+//! - [`fsm`]: the replicated commands and their deterministic apply.
+//! - [`scheduler`]: the pure placement policy (state view in, plan out).
+//! - [`raft`]: openraft glue — sled log store, snapshotting state machine, tonic transport.
+//! - [`leader`]: loops that run only on the leader and act only through the log.
+//! - [`rpc`]: gRPC services and the single error → status mapping.
+//! - [`node`]: wiring of one replica; [`client`]: the leader-following client.
+//! - [`cli`], [`commands`]: the command line.
+
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod fsm;
+pub mod leader;
+pub mod node;
+pub mod pb;
+pub mod raft;
+pub mod rpc;
+pub mod scheduler;

@@ -1,0 +1,88 @@
+//! `dispatcher`: parse the command line, start logging, run the subcommand, exit with its
+//! code. Errors print one line on stderr.
+
+use clap::Parser;
+use dispatcher::cli::{Cli, Command};
+use dispatcher::commands::{self, CliError};
+use dispatcher::config::ServeConfig;
+use dispatcher::node::{self, ServeOptions};
+
+fn init_tracing(serving: bool) {
+    let default = if serving {
+        "info,openraft=warn"
+    } else {
+        "warn,openraft=error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32, CliError> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config =
+                ServeConfig::load(args.config.as_deref()).map_err(node::NodeError::from)?;
+            let peers = args.peer_map();
+            let opts = ServeOptions {
+                id: args.id,
+                listen: args.listen,
+                data_dir: args.data_dir,
+                peers,
+                config,
+            };
+            node::serve(opts, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Cluster { command, client } => commands::cluster(command, client).await,
+        Command::Tm { command, client } => commands::tm(command, client).await,
+        Command::Submit { submit, client } => commands::submit(submit, client).await,
+        Command::Job { command, client } => commands::job(command, client).await,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Serve(_)));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,149 @@
+//! A running replica: opens storage, starts Raft and the gRPC server, forms or joins the
+//! cluster, and runs the leader-only loops while it leads. `serve` is what `dispatcher serve`
+//! runs and what tests start in-process.
+
+mod bootstrap;
+
+use crate::config::{ConfigError, ServeConfig};
+use crate::leader::LeaderDuties;
+use crate::pb::api::cluster_server::ClusterServer;
+use crate::pb::api::dispatcher_server::DispatcherServer;
+use crate::pb::raft::raft_service_server::RaftServiceServer;
+use crate::raft::network::RAFT_MAX_MESSAGE_BYTES;
+use crate::raft::snapshot_store::SnapshotStore;
+use crate::raft::{GrpcNetworkFactory, Raft, SledLogStore, StateMachineStore};
+use crate::rpc::{
+    ClusterService, DispatcherService, RaftService, ServiceContext, API_MAX_MESSAGE_BYTES,
+};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage in {path}: {source}")]
+    Storage {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+    #[error("gRPC server failed: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// Everything `dispatcher serve` is given.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub id: u64,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Every replica of the initial cluster, this one included: id → host:port.
+    pub peers: BTreeMap<u64, String>,
+    pub config: ServeConfig,
+}
+
+fn storage_err(path: &std::path::Path) -> impl Fn(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Storage {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Run a replica until `shutdown` resolves.
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let raft_config = Arc::new(opts.config.openraft_config()?);
+    std::fs::create_dir_all(&opts.data_dir).map_err(storage_err(&opts.data_dir))?;
+    let db_path = opts.data_dir.join("raft.sled");
+    let db = sled::Config::new()
+        .path(&db_path)
+        .mode(sled::Mode::LowSpace)
+        .open()
+        .map_err(|e| NodeError::Storage {
+            path: db_path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+    let log_store = SledLogStore::open(db.clone()).map_err(storage_err(&db_path))?;
+    let snapshot_dir = opts.data_dir.join("snapshots");
+    let snapshots = SnapshotStore::open(&snapshot_dir).map_err(storage_err(&snapshot_dir))?;
+    let state_machine = StateMachineStore::open(snapshots).map_err(storage_err(&snapshot_dir))?;
+    let shared = state_machine.shared();
+
+    // Bind before starting Raft so a taken port fails fast and loudly.
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+
+    let raft: Raft = Raft::new(
+        opts.id,
+        raft_config,
+        GrpcNetworkFactory::default(),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    tracing::info!(id = opts.id, listen = %opts.listen, data_dir = %opts.data_dir.display(), "replica started");
+
+    let ctx = ServiceContext {
+        node_id: opts.id,
+        raft: raft.clone(),
+        shared: shared.clone(),
+    };
+    let bootstrap = tokio::spawn(bootstrap::form_or_join(
+        raft.clone(),
+        opts.id,
+        opts.peers.clone(),
+    ));
+    let leader_duties = LeaderDuties::start(raft.clone(), shared.clone());
+
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(120))
+        .add_service(
+            RaftServiceServer::new(RaftService::new(raft.clone()))
+                .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(RAFT_MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            DispatcherServer::new(DispatcherService::new(ctx.clone()))
+                .max_decoding_message_size(API_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(ctx))
+                .max_decoding_message_size(API_MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        );
+    let result = server.await;
+
+    tracing::info!(id = opts.id, "replica shutting down");
+    bootstrap.abort();
+    leader_duties.stop();
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    if let Err(e) = db.flush_async().await {
+        tracing::warn!("final flush: {e}");
+    }
+    result.map_err(NodeError::from)
+}

@@ -1,0 +1,14 @@
+//! Everything that touches openraft: the type configuration, the sled log store, the
+//! in-memory state machine with its on-disk snapshots, and the tonic transport between
+//! replicas. The rest of the crate sees Raft only through this module.
+
+pub mod log_store;
+pub mod network;
+pub mod snapshot_store;
+pub mod state_machine;
+pub mod types;
+
+pub use log_store::SledLogStore;
+pub use network::GrpcNetworkFactory;
+pub use state_machine::{AppliedState, SharedState, StateMachineStore};
+pub use types::*;

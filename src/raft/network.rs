@@ -1,0 +1,230 @@
+//! Outbound Raft RPCs over tonic: one lazily connected channel per peer, shared by the
+//! replication, heartbeat and snapshot clients; a deadline on every call; openraft's
+//! messages encoded with bincode inside a bytes field. Snapshots are streamed in chunks.
+
+use super::types::{Node, NodeId, Snapshot, TypeConfig, Vote};
+use crate::pb::raft::raft_service_client::RaftServiceClient;
+use crate::pb::raft::{RaftPayload, SnapshotChunk};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message on the Raft service, both ways. A full AppendEntries batch of maximal
+/// job specs (300 × 256 KiB) fits with room to spare; snapshots are chunked anyway.
+pub const RAFT_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Size of one snapshot chunk on the wire.
+const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| e.to_string())
+}
+
+/// Creates per-peer clients; keeps one channel per peer address for the process lifetime.
+#[derive(Clone, Default)]
+pub struct GrpcNetworkFactory {
+    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+}
+
+impl GrpcNetworkFactory {
+    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = channels.get(&(target, addr.to_string())) {
+            return Ok(ch.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad address {addr}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = endpoint.connect_lazy();
+        channels.insert((target, addr.to_string()), ch.clone());
+        Ok(ch)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        let client = self.channel(target, &node.addr).map(|ch| {
+            RaftServiceClient::new(ch)
+                .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(RAFT_MAX_MESSAGE_BYTES)
+        });
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            client,
+        }
+    }
+}
+
+/// Raft RPCs to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+fn unreachable(msg: String) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&TransportError(msg)))
+}
+
+fn network(msg: String) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&TransportError(msg)))
+}
+
+fn status_to_rpc_error(target: NodeId, addr: &str, status: tonic::Status) -> RPCError<TypeConfig> {
+    let msg = format!("raft rpc to {target} at {addr}: {status}");
+    match status.code() {
+        tonic::Code::Unavailable => unreachable(msg),
+        _ => network(msg),
+    }
+}
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<TypeConfig>> {
+        self.client.clone().map_err(unreachable)
+    }
+
+    /// Encode `req`, call `rpc` with a deadline, decode the reply. The server answers
+    /// `Result<Resp, String>`: `Err` is a fatal error on the remote replica.
+    async fn unary<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        timeout: Duration,
+        rpc: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let data = encode(req).map_err(network)?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(timeout);
+        let reply = rpc(self.client()?, request)
+            .await
+            .map_err(|s| status_to_rpc_error(self.target, &self.addr, s))?;
+        let result: Result<Resp, String> = decode(&reply.into_inner().data).map_err(network)?;
+        result.map_err(|remote| unreachable(format!("replica {} failed: {remote}", self.target)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&req, option.hard_ttl(), |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let to_streaming = |e: RPCError<TypeConfig>| match e {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            RPCError::Network(n) => StreamingError::Network(n),
+            RPCError::Timeout(t) => StreamingError::Timeout(t),
+            RPCError::RemoteError(r) => {
+                StreamingError::Network(NetworkError::new(&TransportError(r.to_string())))
+            }
+        };
+        let header =
+            encode(&(vote, snapshot.meta.clone())).map_err(|e| to_streaming(network(e)))?;
+        let data = snapshot.snapshot;
+        let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK_BYTES + 1);
+        chunks.push(SnapshotChunk {
+            header,
+            data: Vec::new(),
+        });
+        chunks.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| SnapshotChunk {
+            header: Vec::new(),
+            data: c.to_vec(),
+        }));
+        let mut request = tonic::Request::new(futures::stream::iter(chunks));
+        request.set_timeout(option.hard_ttl());
+        let mut client = self.client().map_err(to_streaming)?;
+        let (target, addr) = (self.target, self.addr.clone());
+        let call = async move {
+            let reply = client
+                .install_snapshot(request)
+                .await
+                .map_err(|s| status_to_rpc_error(target, &addr, s))?;
+            let result: Result<SnapshotResponse<TypeConfig>, String> =
+                decode(&reply.into_inner().data).map_err(network)?;
+            result.map_err(|remote| unreachable(format!("replica {target} failed: {remote}")))
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = call => result.map_err(to_streaming),
+        }
+    }
+}

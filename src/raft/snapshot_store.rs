@@ -1,0 +1,138 @@
+//! State-machine snapshots as files in `<data-dir>/snapshots`.
+//!
+//! A snapshot's data is `MAGIC | format version | bincode(ClusterState)`; the file adds the
+//! Raft snapshot meta in front. Files are written to a temporary name, fsynced, renamed and
+//! the directory fsynced, so a crash leaves either the old snapshot or the new one, never a
+//! torn file. Only the newest snapshot is kept.
+
+use super::types::SnapshotMeta;
+use crate::domain::ClusterState;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 4] = b"DSNP";
+/// Bump when the encoding of `ClusterState` changes incompatibly.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+const FILE_PREFIX: &str = "snapshot-";
+const FILE_SUFFIX: &str = ".bin";
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Encode a state as snapshot data (what travels between replicas).
+pub fn encode_state(state: &ClusterState) -> Vec<u8> {
+    let body = state.encode();
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decode snapshot data, refusing foreign or newer formats.
+pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
+    if data.len() < 8 || &data[..4] != MAGIC {
+        return Err(invalid(
+            "snapshot data does not start with the dispatcher's magic bytes",
+        ));
+    }
+    let mut version = [0u8; 4];
+    version.copy_from_slice(&data[4..8]);
+    let version = u32::from_be_bytes(version);
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(invalid(format!(
+            "snapshot format version {version} is not supported (this build reads {SNAPSHOT_FORMAT_VERSION})"
+        )));
+    }
+    ClusterState::decode(&data[8..])
+        .map_err(|e| invalid(format!("snapshot state does not decode: {e}")))
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// A snapshot as stored: its Raft meta and its data.
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotStore {
+    dir: PathBuf,
+}
+
+impl SnapshotStore {
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)?;
+        Ok(SnapshotStore { dir })
+    }
+
+    fn file_name(meta: &SnapshotMeta) -> String {
+        let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+        // Zero-padded so that names sort by index.
+        let term = meta
+            .last_log_id
+            .as_ref()
+            .map(|l| l.leader_id.term)
+            .unwrap_or(0);
+        format!("{FILE_PREFIX}{index:020}-{term}{FILE_SUFFIX}")
+    }
+
+    /// Write a snapshot durably and drop older ones.
+    pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data: data.to_vec(),
+        };
+        let bytes = bincode::serde::encode_to_vec(&file, bincode::config::standard())
+            .map_err(io::Error::other)?;
+        let name = Self::file_name(meta);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.dir.join(&name))?;
+        fs::File::open(&self.dir)?.sync_all()?;
+        for old in self.list()? {
+            if old != name {
+                let _ = fs::remove_file(self.dir.join(old));
+            }
+        }
+        Ok(())
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names: Vec<String> = fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(FILE_PREFIX) && n.ends_with(FILE_SUFFIX))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The newest snapshot on disk, if any.
+    pub fn load_latest(&self) -> io::Result<Option<StoredSnapshot>> {
+        let Some(name) = self.list()?.pop() else {
+            return Ok(None);
+        };
+        let bytes = fs::read(self.dir.join(&name))?;
+        let (file, _): (SnapshotFile, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                .map_err(|e| invalid(format!("snapshot file {name} does not decode: {e}")))?;
+        Ok(Some(StoredSnapshot {
+            meta: file.meta,
+            data: file.data,
+        }))
+    }
+}

@@ -1,0 +1,199 @@
+//! The state machine openraft drives: the in-memory `ClusterState`, applied entry by entry
+//! through `fsm::apply`, and persisted only as snapshots (see `snapshot_store`). On restart
+//! the newest snapshot is loaded and openraft replays the log after it.
+//!
+//! The state is shared with the API services behind a std `RwLock` (held only for short,
+//! non-async sections); every apply publishes the new applied index on a watch channel so
+//! that leader loops can react to changes without polling.
+
+use super::snapshot_store::{decode_state, encode_state, SnapshotStore};
+use super::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::domain::ClusterState;
+use crate::fsm::{self, Response};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use std::io;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use tokio::sync::watch;
+
+/// What has been applied: the state and the Raft bookkeeping that goes with it.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub last_membership: StoredMembership,
+    pub state: ClusterState,
+}
+
+/// The applied state, shared between the state machine (writer) and the API (readers).
+#[derive(Debug)]
+pub struct SharedState {
+    applied: RwLock<AppliedState>,
+    applied_index: watch::Sender<u64>,
+}
+
+impl SharedState {
+    fn new(initial: AppliedState) -> Arc<Self> {
+        let index = initial
+            .last_applied
+            .as_ref()
+            .map(|l| l.index())
+            .unwrap_or(0);
+        Arc::new(SharedState {
+            applied: RwLock::new(initial),
+            applied_index: watch::Sender::new(index),
+        })
+    }
+
+    /// Read access. A poisoned lock means an apply panicked; the data is still the last
+    /// consistent state we have, so keep serving it.
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        self.applied.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&mut AppliedState) -> R) -> R {
+        let mut guard = self.applied.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// A receiver that changes whenever an entry is applied.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+}
+
+pub struct StateMachineStore {
+    shared: Arc<SharedState>,
+    snapshots: SnapshotStore,
+}
+
+impl StateMachineStore {
+    /// Open the state machine, loading the newest snapshot if there is one.
+    pub fn open(snapshots: SnapshotStore) -> io::Result<Self> {
+        let initial = match snapshots.load_latest()? {
+            Some(snap) => AppliedState {
+                last_applied: snap.meta.last_log_id,
+                last_membership: snap.meta.last_membership.clone(),
+                state: decode_state(&snap.data)?,
+            },
+            None => AppliedState::default(),
+        };
+        Ok(StateMachineStore {
+            shared: SharedState::new(initial),
+            snapshots,
+        })
+    }
+
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+}
+
+/// Builds a snapshot from a copy of the state taken when openraft asked for it, so that
+/// applying goes on while the copy is encoded and written.
+pub struct SnapshotBuilder {
+    copy: AppliedState,
+    snapshots: SnapshotStore,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let meta = SnapshotMeta {
+            last_log_id: self.copy.last_applied,
+            last_membership: self.copy.last_membership.clone(),
+        };
+        let state = std::mem::take(&mut self.copy.state);
+        let store = self.snapshots.clone();
+        let meta_for_disk = meta.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let data = encode_state(&state);
+            store.save(&meta_for_disk, &data).map(|_| data)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        tracing::info!(
+            index = self.copy.last_applied.map(|l| l.index()),
+            bytes = data.len(),
+            "snapshot built"
+        );
+        Ok(Snapshot {
+            meta,
+            snapshot: data,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let applied = self.shared.read();
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut last_index = None;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id;
+            let response = self.shared.write(|applied| {
+                applied.last_applied = Some(log_id);
+                match entry.payload {
+                    EntryPayload::Blank => Response::Empty,
+                    EntryPayload::Normal(command) => {
+                        fsm::apply(&mut applied.state, log_id.index(), command)
+                    }
+                    EntryPayload::Membership(membership) => {
+                        applied.last_membership = StoredMembership::new(Some(log_id), membership);
+                        Response::Empty
+                    }
+                }
+            });
+            last_index = Some(log_id.index());
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        if let Some(index) = last_index {
+            self.shared.applied_index.send_replace(index);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            copy: self.shared.read().clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let state = decode_state(&snapshot)?;
+        self.snapshots.save(meta, &snapshot)?;
+        self.shared.write(|applied| {
+            applied.last_applied = meta.last_log_id;
+            applied.last_membership = meta.last_membership.clone();
+            applied.state = state;
+        });
+        let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+        self.shared.applied_index.send_replace(index);
+        tracing::info!(index, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self.snapshots.load_latest()?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: s.data,
+        }))
+    }
+}

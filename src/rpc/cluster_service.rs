@@ -1,0 +1,259 @@
+//! Cluster status and membership changes.
+//!
+//! `Status` without `local` is answered by the leader (linearizably); with `local` any replica
+//! answers from its own view and adds its state digest. Membership changes run on the leader:
+//! a new replica joins as a learner, catches up, then becomes a voter.
+
+use super::error::ApiError;
+use super::raft_access::{linearizable, not_leader_here, write_error};
+use super::ServiceContext;
+use crate::fsm::validate_address;
+use crate::pb::api::cluster_server::Cluster;
+use crate::pb::api::*;
+use crate::raft::{Node, RaftMetrics};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{ChangeMembers, Instant as _, ServerState};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// A follower the leader has not heard from for this long is shown as `unreachable`.
+const UNREACHABLE_AFTER: Duration = Duration::from_millis(1500);
+/// How long transfer-leader waits for the new leader to take over.
+const TRANSFER_WAIT: Duration = Duration::from_secs(5);
+
+pub struct ClusterService {
+    ctx: ServiceContext,
+}
+
+impl ClusterService {
+    pub fn new(ctx: ServiceContext) -> Self {
+        ClusterService { ctx }
+    }
+
+    fn metrics(&self) -> RaftMetrics {
+        self.ctx.raft.metrics().borrow_watched().clone()
+    }
+}
+
+fn server_state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// The members as the given metrics see them, with roles.
+fn members(metrics: &RaftMetrics) -> Vec<Member> {
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let i_lead = metrics.state == ServerState::Leader;
+    membership
+        .nodes()
+        .map(|(id, node)| {
+            let reachable = if !i_lead || *id == metrics.id {
+                true
+            } else {
+                metrics
+                    .heartbeat
+                    .as_ref()
+                    .and_then(|h| h.get(id).cloned().flatten())
+                    .is_some_and(|at| at.elapsed() < UNREACHABLE_AFTER)
+            };
+            let role = if metrics.current_leader == Some(*id) {
+                "leader"
+            } else if !reachable {
+                "unreachable"
+            } else if voters.contains(id) {
+                "follower"
+            } else {
+                "learner"
+            };
+            let matched_index = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .map(|l| l.index());
+            Member {
+                id: *id,
+                addr: node.addr.clone(),
+                role: role.to_string(),
+                matched_index,
+            }
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(
+        &self,
+        request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
+        let local = request.get_ref().local;
+        if !local {
+            linearizable(&self.ctx).await?;
+        }
+        let metrics = self.metrics();
+        let (last_applied, digest) = {
+            let applied = self.ctx.shared.read();
+            let index = applied
+                .last_applied
+                .as_ref()
+                .map(|l| l.index())
+                .unwrap_or(0);
+            let digest = local.then(|| applied.state.digest().to_string());
+            (index, digest)
+        };
+        let initialized = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .next()
+            .is_some();
+        Ok(Response::new(ClusterStatusReply {
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            last_applied,
+            members: members(&metrics),
+            node_id: self.ctx.node_id,
+            state_digest: digest.unwrap_or_default(),
+            committed: metrics.local_committed.map(|l| l.index()).unwrap_or(0),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            snapshot_index: metrics.snapshot.map(|l| l.index()),
+            purged_index: metrics.purged.map(|l| l.index()),
+            server_state: server_state_name(metrics.state).to_string(),
+            initialized,
+        }))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<AddMemberRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let req = request.into_inner();
+        validate_address(&req.addr).map_err(ApiError::from)?;
+        if req.id == 0 {
+            return Err(ApiError::InvalidArgument("replica ids start at 1".into()).into());
+        }
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        if let Some(existing) = membership.get_node(&req.id) {
+            if existing.addr != req.addr {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "replica {} is already a member at {}; remove it first to move it",
+                    req.id, existing.addr
+                ))
+                .into());
+            }
+        }
+        let node = Node { addr: req.addr };
+        self.ctx
+            .raft
+            .add_learner(req.id, node, true)
+            .await
+            .map_err(write_error)?;
+        let reply = self
+            .ctx
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
+            .await
+            .map_err(write_error)?;
+        let _ = reply;
+        Ok(Response::new(MembershipReply {
+            members: members(&self.metrics()),
+        }))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let id = request.into_inner().id;
+        let metrics = self.metrics();
+        if metrics.state != ServerState::Leader {
+            return Err(not_leader_here(&self.ctx).into());
+        }
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(ApiError::NotFound(format!(
+                "replica {id} is not a member; see `dispatcher cluster status`"
+            ))
+            .into());
+        }
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        let change = if is_voter {
+            let remaining = membership.voter_ids().filter(|v| *v != id).count();
+            if remaining == 0 {
+                return Err(
+                    ApiError::FailedPrecondition("cannot remove the last voter".into()).into(),
+                );
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.ctx
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_error)?;
+        Ok(Response::new(MembershipReply {
+            members: members(&self.metrics()),
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let to = request.into_inner().id;
+        let metrics = self.metrics();
+        if metrics.state != ServerState::Leader {
+            return Err(not_leader_here(&self.ctx).into());
+        }
+        if !metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == to)
+        {
+            return Err(ApiError::NotFound(format!(
+                "replica {to} is not a voter; leadership can only go to a voter"
+            ))
+            .into());
+        }
+        if to != self.ctx.node_id {
+            self.ctx
+                .raft
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            let mut rx = self.ctx.raft.metrics();
+            let waited = tokio::time::timeout(TRANSFER_WAIT, async {
+                loop {
+                    if rx.borrow_watched().current_leader == Some(to) {
+                        return;
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if waited.is_err() {
+                return Err(ApiError::Unavailable(format!(
+                    "replica {to} did not take over within {TRANSFER_WAIT:?}; check `dispatcher cluster status`"
+                ))
+                .into());
+            }
+        }
+        Ok(Response::new(MembershipReply {
+            members: members(&self.metrics()),
+        }))
+    }
+}

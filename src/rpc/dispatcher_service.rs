@@ -1,0 +1,162 @@
+//! The client API for jobs and TaskManagers. Writes go through Raft on the leader; reads are
+//! linearizable (ReadIndex) and also served only by the leader.
+
+use super::convert::{job_status, job_summary, taskmanager_info};
+use super::error::ApiError;
+use super::raft_access::{linearizable, write};
+use super::ServiceContext;
+use crate::clock::now_ms;
+use crate::domain::{JobId, JobSpec};
+use crate::fsm::{validate_registration, validate_spec, Command, Response as FsmResponse};
+use crate::pb::api::dispatcher_server::Dispatcher;
+use crate::pb::api::*;
+use tonic::{Request, Response, Status};
+
+pub struct DispatcherService {
+    ctx: ServiceContext,
+}
+
+impl DispatcherService {
+    pub fn new(ctx: ServiceContext) -> Self {
+        DispatcherService { ctx }
+    }
+}
+
+fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse::<JobId>()
+        .map_err(|e| ApiError::InvalidArgument(e.to_string()))
+}
+
+fn unexpected(resp: FsmResponse) -> ApiError {
+    ApiError::Internal(format!("unexpected state machine response {resp:?}"))
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherService {
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitReply>, Status> {
+        let req = request.into_inner();
+        let spec: JobSpec = req
+            .spec
+            .ok_or_else(|| ApiError::InvalidArgument("the request has no job spec".into()))?
+            .into();
+        validate_spec(&req.name, &spec).map_err(ApiError::from)?;
+        let idempotency_key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
+        if let Some(key) = &idempotency_key {
+            crate::fsm::validate_name("idempotency key", key).map_err(ApiError::from)?;
+        }
+        let command = Command::SubmitJob {
+            name: req.name,
+            spec,
+            idempotency_key,
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::JobSubmitted { job_id, created } => Ok(Response::new(SubmitReply {
+                job_id: job_id.to_string(),
+                created,
+            })),
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    async fn get_job(&self, request: Request<JobRequest>) -> Result<Response<JobStatus>, Status> {
+        let job_id = parse_job_id(&request.get_ref().job_id)?;
+        linearizable(&self.ctx).await?;
+        let applied = self.ctx.shared.read();
+        let job = applied.state.job(job_id).ok_or(ApiError::Rejected(
+            crate::fsm::Rejection::UnknownJob(job_id),
+        ))?;
+        Ok(Response::new(job_status(job)))
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsReply>, Status> {
+        linearizable(&self.ctx).await?;
+        let applied = self.ctx.shared.read();
+        let jobs = applied.state.jobs.values().map(job_summary).collect();
+        Ok(Response::new(ListJobsReply { jobs }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<JobRequest>,
+    ) -> Result<Response<CancelJobReply>, Status> {
+        let job_id = parse_job_id(&request.get_ref().job_id)?;
+        let command = Command::CancelJob {
+            job_id,
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::JobCancelled {
+                job_id,
+                shards_cancelled,
+            } => Ok(Response::new(CancelJobReply {
+                job_id: job_id.to_string(),
+                shards_cancelled,
+            })),
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    async fn register_task_manager(
+        &self,
+        request: Request<RegisterTaskManagerRequest>,
+    ) -> Result<Response<RegisterTaskManagerReply>, Status> {
+        let req = request.into_inner();
+        let labels = req.labels.into_iter().collect();
+        validate_registration(&req.id, &req.addr, req.slots, &labels).map_err(ApiError::from)?;
+        let command = Command::RegisterTaskManager {
+            id: req.id,
+            addr: req.addr,
+            slots: req.slots,
+            labels,
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::TaskManagerRegistered { registration_epoch } => {
+                Ok(Response::new(RegisterTaskManagerReply {
+                    registration_epoch,
+                }))
+            }
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    async fn list_task_managers(
+        &self,
+        _request: Request<ListTaskManagersRequest>,
+    ) -> Result<Response<ListTaskManagersReply>, Status> {
+        linearizable(&self.ctx).await?;
+        let applied = self.ctx.shared.read();
+        let taskmanagers = applied
+            .state
+            .taskmanagers
+            .values()
+            .map(taskmanager_info)
+            .collect();
+        Ok(Response::new(ListTaskManagersReply { taskmanagers }))
+    }
+
+    async fn drain_task_manager(
+        &self,
+        request: Request<DrainTaskManagerRequest>,
+    ) -> Result<Response<DrainTaskManagerReply>, Status> {
+        let id = request.into_inner().id;
+        crate::fsm::validate_name("TaskManager id", &id).map_err(ApiError::from)?;
+        let command = Command::DrainTaskManager {
+            id,
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::TaskManagerDraining { id } => {
+                Ok(Response::new(DrainTaskManagerReply { id }))
+            }
+            other => Err(unexpected(other).into()),
+        }
+    }
+}

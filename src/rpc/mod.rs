@@ -1,0 +1,30 @@
+//! The gRPC edge: the Raft service between replicas, the client-facing `Dispatcher` and
+//! `Cluster` services, proto ↔ domain conversion, and the one place that maps errors to
+//! gRPC status codes. Protobuf types do not travel past this module.
+
+mod cluster_service;
+mod convert;
+mod dispatcher_service;
+mod error;
+mod raft_access;
+mod raft_service;
+
+pub use cluster_service::ClusterService;
+pub use dispatcher_service::DispatcherService;
+pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER};
+pub use raft_service::RaftService;
+
+use crate::raft::{Raft, SharedState};
+use std::sync::Arc;
+
+/// Largest client request the API decodes; bigger requests are refused by tonic with
+/// `OUT_OF_RANGE` before they reach a handler.
+pub const API_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What every service needs: this replica's id, its Raft handle and the applied state.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub node_id: u64,
+    pub raft: Raft,
+    pub shared: Arc<SharedState>,
+}

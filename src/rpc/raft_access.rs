@@ -1,0 +1,71 @@
+//! Writes and linearizable reads through Raft, with openraft's errors turned into `ApiError`.
+
+use super::error::ApiError;
+use super::ServiceContext;
+use crate::fsm::{Command, Response};
+use crate::raft::{Node, NodeId, TypeConfig};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
+
+pub fn not_leader(f: &ForwardToLeader<TypeConfig>) -> ApiError {
+    ApiError::NotLeader {
+        leader_id: f.leader_id,
+        leader_addr: f.leader_node.as_ref().map(|n: &Node| n.addr.clone()),
+    }
+}
+
+/// `NotLeader` for this replica, pointing at the leader it currently knows of.
+pub fn not_leader_here(ctx: &ServiceContext) -> ApiError {
+    let metrics = ctx.raft.metrics().borrow_watched().clone();
+    let leader_id: Option<NodeId> = metrics.current_leader;
+    let leader_addr = leader_id.and_then(|id| {
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    });
+    ApiError::NotLeader {
+        leader_id,
+        leader_addr,
+    }
+}
+
+pub fn write_error(err: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ApiError {
+    match err {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(&f),
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => ApiError::OutcomeUnknown(
+            format!("the leader changed before the write committed ({f})"),
+        ),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ApiError::FailedPrecondition(format!("membership change refused: {e}"))
+        }
+        RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => {
+            ApiError::FailedPrecondition(e.to_string())
+        }
+        RaftError::Fatal(f) => ApiError::Unavailable(format!("raft stopped: {f}")),
+    }
+}
+
+/// Propose a command and wait until it is applied; business rejections become errors.
+pub async fn write(ctx: &ServiceContext, command: Command) -> Result<Response, ApiError> {
+    let reply = ctx.raft.client_write(command).await.map_err(write_error)?;
+    match reply.data {
+        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+        other => Ok(other),
+    }
+}
+
+/// Make the following read of the local state linearizable (ReadIndex: the leader confirms
+/// its leadership with a quorum and waits until it applied up to the read index).
+pub async fn linearizable(ctx: &ServiceContext) -> Result<(), ApiError> {
+    match ctx.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(not_leader(&f)),
+        Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
+            Err(ApiError::Unavailable(format!("no quorum: {e}")))
+        }
+        Err(RaftError::Fatal(f)) => Err(ApiError::Unavailable(format!("raft stopped: {f}"))),
+    }
+}
