@@ -205,7 +205,6 @@ impl Client {
     {
         let started = Instant::now();
         let mut pause = Duration::from_millis(20);
-        let mut last = String::from("no attempt made");
         loop {
             let addr = target.map(str::to_string).unwrap_or_else(|| self.pick());
             let channel = self.channel_for(&addr)?;
@@ -217,7 +216,7 @@ impl Client {
                     return Ok(reply.into_inner());
                 }
                 Err(status) if is_retryable(status.code()) => {
-                    last = format!("{addr}: {}", status.message());
+                    let last = format!("{addr}: {}", status.message());
                     let hint = leader_hint(&status).filter(|h| *h != addr);
                     let followed = target.is_none() && hint.is_some();
                     if target.is_none() {

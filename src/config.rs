@@ -121,7 +121,6 @@ impl ServeConfig {
             max_in_snapshot_log_to_keep: self.snapshot.keep_entries,
             // Snapshots can be large; give them time to cross the wire.
             install_snapshot_timeout: 60_000,
-            send_snapshot_timeout: 60_000,
             ..Default::default()
         };
         config

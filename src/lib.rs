@@ -32,6 +32,7 @@ pub mod config;
 pub mod domain;
 pub mod fsm;
 pub mod leader;
+pub mod local_cluster;
 pub mod node;
 pub mod pb;
 pub mod raft;

@@ -1,0 +1,297 @@
+//! Replicas as child processes on loopback: start, kill -9, restart on the same data dir,
+//! and wait for conditions with deadlines. Used by the integration tests, and meant for the
+//! benchmarks and the demo, so all of them drive the real binary the same way.
+//!
+//! Only processes this harness started are ever signalled, and only by their pid; dropping
+//! the harness kills what is still running.
+
+use crate::client::{Client, ClientError};
+use crate::config::ServeConfig;
+use crate::pb::api::ClusterStatusReply;
+use std::collections::BTreeMap;
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalClusterError {
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    #[error("no replica with id {0}")]
+    UnknownReplica(u64),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+type Result<T> = std::result::Result<T, LocalClusterError>;
+
+/// A free TCP port on 127.0.0.1 (free when asked; the OS may hand it out again later).
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One replica process and where it keeps its data.
+pub struct ReplicaProcess {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log_file: PathBuf,
+    child: Option<Child>,
+}
+
+impl ReplicaProcess {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+pub struct LocalCluster {
+    binary: PathBuf,
+    root: PathBuf,
+    config_file: PathBuf,
+    /// The initial members, passed to every replica as `--peers`.
+    peers: BTreeMap<u64, String>,
+    replicas: BTreeMap<u64, ReplicaProcess>,
+}
+
+/// Serialize the settings as the TOML `serve --config` reads.
+fn config_toml(config: &ServeConfig) -> String {
+    format!(
+        "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n\n[snapshot]\nevery_entries = {}\nkeep_entries = {}\n",
+        config.raft.heartbeat_ms,
+        config.raft.election_timeout_min_ms,
+        config.raft.election_timeout_max_ms,
+        config.snapshot.every_entries,
+        config.snapshot.keep_entries,
+    )
+}
+
+impl LocalCluster {
+    /// Start `count` replicas (ids 1..=count) of `binary` under `root`.
+    pub fn start(
+        binary: impl AsRef<Path>,
+        root: impl AsRef<Path>,
+        count: u64,
+        config: &ServeConfig,
+    ) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(&root)?;
+        let config_file = root.join("dispatcher.toml");
+        fs::write(&config_file, config_toml(config))?;
+        let mut peers = BTreeMap::new();
+        for id in 1..=count {
+            peers.insert(id, format!("127.0.0.1:{}", free_port()?));
+        }
+        let mut cluster = LocalCluster {
+            binary: binary.as_ref().to_path_buf(),
+            root,
+            config_file,
+            peers: peers.clone(),
+            replicas: BTreeMap::new(),
+        };
+        for (id, addr) in peers {
+            cluster.add_process(id, addr)?;
+        }
+        Ok(cluster)
+    }
+
+    fn add_process(&mut self, id: u64, addr: String) -> Result<()> {
+        let data_dir = self.root.join(format!("replica-{id}"));
+        let log_file = self.root.join(format!("replica-{id}.log"));
+        self.replicas.insert(
+            id,
+            ReplicaProcess {
+                id,
+                addr,
+                data_dir,
+                log_file,
+                child: None,
+            },
+        );
+        self.restart(id)
+    }
+
+    /// Start a replica that is not an initial member (for `cluster add`); returns its address.
+    pub fn start_extra_replica(&mut self, id: u64) -> Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        self.add_process(id, addr.clone())?;
+        Ok(addr)
+    }
+
+    /// (Re)start a replica on its data dir.
+    pub fn restart(&mut self, id: u64) -> Result<()> {
+        let peers: Vec<String> = self
+            .peers
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect();
+        let replica = self
+            .replicas
+            .get_mut(&id)
+            .ok_or(LocalClusterError::UnknownReplica(id))?;
+        if replica.is_running() {
+            return Ok(());
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&replica.log_file)?;
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(&replica.addr)
+            .arg("--data-dir")
+            .arg(&replica.data_dir)
+            .arg("--peers")
+            .arg(peers.join(","))
+            .arg("--config")
+            .arg(&self.config_file)
+            .env("DISPATCHER_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        replica.child = Some(child);
+        Ok(())
+    }
+
+    /// kill -9 a replica and reap it.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        let replica = self
+            .replicas
+            .get_mut(&id)
+            .ok_or(LocalClusterError::UnknownReplica(id))?;
+        if let Some(mut child) = replica.child.take() {
+            // std's kill is SIGKILL on Unix.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.replicas.keys().copied().collect()
+    }
+
+    pub fn addr(&self, id: u64) -> Result<String> {
+        Ok(self.replica(id)?.addr.clone())
+    }
+
+    pub fn replica(&self, id: u64) -> Result<&ReplicaProcess> {
+        self.replicas
+            .get(&id)
+            .ok_or(LocalClusterError::UnknownReplica(id))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every replica's address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.replicas.values().map(|r| r.addr.clone()).collect()
+    }
+
+    /// A client that knows every replica.
+    pub fn client(&self) -> Result<Client> {
+        Ok(Client::new(self.endpoints())?)
+    }
+
+    /// A client that knows only one replica (to show any replica leads the way).
+    pub fn client_via(&self, id: u64) -> Result<Client> {
+        Ok(Client::new(vec![self.addr(id)?])?)
+    }
+
+    /// One replica's own view, with a short deadline; `None` if it does not answer.
+    pub async fn local_status(&self, id: u64) -> Option<ClusterStatusReply> {
+        let addr = self.addr(id).ok()?;
+        let client = Client::with_options(
+            vec![addr.clone()],
+            crate::client::ClientOptions {
+                rpc_timeout: Duration::from_millis(500),
+                call_timeout: Duration::from_millis(500),
+            },
+        )
+        .ok()?;
+        client.local_status(Some(&addr)).await.ok()
+    }
+
+    /// Wait until some replica among `among` reports itself leader; return its id.
+    pub async fn wait_for_leader(&self, among: &[u64], timeout: Duration) -> Result<u64> {
+        wait_for(timeout, "a leader", || async {
+            for id in among {
+                if let Some(s) = self.local_status(*id).await {
+                    if s.server_state == "leader" && s.leader_id == Some(*id) {
+                        return Some(*id);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Wait until every replica in `ids` has applied the same index with the same digest.
+    pub async fn wait_converged(&self, ids: &[u64], timeout: Duration) -> Result<(u64, String)> {
+        wait_for(
+            timeout,
+            "replicas to converge on one state digest",
+            || async {
+                let mut seen: Option<(u64, String)> = None;
+                for id in ids {
+                    let s = self.local_status(*id).await?;
+                    let here = (s.last_applied, s.state_digest.clone());
+                    match &seen {
+                        None => seen = Some(here),
+                        Some(first) if *first == here => {}
+                        Some(_) => return None,
+                    }
+                }
+                seen
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.replicas.keys().copied().collect();
+        for id in ids {
+            let _ = self.kill(id);
+        }
+    }
+}
+
+/// Poll `check` every 50 ms until it yields a value or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if started.elapsed() >= timeout {
+            return Err(LocalClusterError::Timeout(timeout, what.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,108 @@
+//! Shared test harness: a real three-replica cluster of the `dispatcher` binary on free
+//! loopback ports, and helpers that wait on conditions with deadlines.
+#![allow(dead_code)]
+
+use dispatcher::client::Client;
+use dispatcher::config::{RaftTimings, ServeConfig, SnapshotSettings};
+use dispatcher::local_cluster::{wait_for, LocalCluster};
+use dispatcher::pb::api::{JobSpec, JobStatus, RegisterTaskManagerRequest, SubmitRequest};
+use std::time::Duration;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_dispatcher");
+/// Generous: CI machines have two cores and run several clusters at once.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Slower Raft timings than the defaults, so a loaded test machine does not trigger
+/// spurious elections; safety never depends on them.
+pub fn test_config() -> ServeConfig {
+    ServeConfig {
+        raft: RaftTimings {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+        },
+        snapshot: SnapshotSettings::default(),
+    }
+}
+
+pub fn log_phase(phase: &str) {
+    eprintln!("=== {phase}");
+}
+
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    /// Keeps the data directories alive for the test's duration.
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestCluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.cluster
+    }
+}
+
+pub async fn start_cluster(replicas: u64, config: ServeConfig) -> anyhow::Result<TestCluster> {
+    let dir = tempfile::tempdir()?;
+    let cluster = LocalCluster::start(BINARY, dir.path(), replicas, &config)?;
+    let ids = cluster.ids();
+    cluster.wait_for_leader(&ids, DEADLINE).await?;
+    Ok(TestCluster { cluster, dir })
+}
+
+pub fn spec(shards: u32, command: &str) -> JobSpec {
+    JobSpec {
+        command: command.to_string(),
+        args: vec![],
+        env: Default::default(),
+        shard_count: shards,
+        slots_per_shard: 1,
+        max_attempts: 3,
+        selector: Default::default(),
+    }
+}
+
+pub fn submit_request(name: &str, shards: u32, key: &str) -> SubmitRequest {
+    SubmitRequest {
+        name: name.to_string(),
+        spec: Some(spec(shards, "/bin/true")),
+        idempotency_key: key.to_string(),
+    }
+}
+
+pub async fn register_taskmanagers(
+    client: &Client,
+    count: usize,
+    slots: u32,
+) -> anyhow::Result<()> {
+    for i in 0..count {
+        client
+            .register_taskmanager(RegisterTaskManagerRequest {
+                id: format!("tm-{i}"),
+                addr: format!("127.0.0.1:{}", 9000 + i),
+                slots,
+                labels: Default::default(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Wait until every shard of the job is placed.
+pub async fn wait_placed(client: &Client, job_id: &str) -> anyhow::Result<JobStatus> {
+    let status = wait_for(DEADLINE, "every shard to be placed", || async {
+        let s = client.job_status(job_id).await.ok()?;
+        s.shards
+            .iter()
+            .all(|sh| sh.taskmanager.is_some())
+            .then_some(s)
+    })
+    .await?;
+    Ok(status)
+}
