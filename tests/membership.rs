@@ -1,0 +1,100 @@
+//! Grow the cluster from three replicas to five and shrink it back to three (removing the
+//! leader among others) while a client keeps submitting; no submission is lost.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_to_five_and_shrink_to_three_while_submitting() -> anyhow::Result<()> {
+    log_phase("start three replicas");
+    let mut cluster = start_cluster(3, test_config()).await?;
+    let admin = cluster.client()?;
+
+    log_phase("start two more replica processes; they must not form a cluster of their own");
+    let addr4 = cluster.start_extra_replica(4)?;
+    let addr5 = cluster.start_extra_replica(5)?;
+
+    log_phase("submit continuously in the background");
+    let stop = Arc::new(AtomicBool::new(false));
+    let submitter = {
+        let client = dispatcher::client::Client::new(cluster.endpoints())?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("member-{i}");
+                let reply = client.submit(submit_request(&key, 1, &key)).await?;
+                acknowledged.push(reply.job_id);
+                i += 1;
+            }
+            anyhow::Ok(acknowledged)
+        })
+    };
+
+    log_phase("add replicas 4 and 5");
+    admin.add_member(4, &addr4).await?;
+    let reply = admin.add_member(5, &addr5).await?;
+    let voters: BTreeSet<u64> = reply.members.iter().map(|m| m.id).collect();
+    assert_eq!(voters, BTreeSet::from([1, 2, 3, 4, 5]));
+    for new in [4u64, 5] {
+        let s = dispatcher::local_cluster::wait_for(
+            DEADLINE,
+            "the new replica to catch up",
+            || async {
+                cluster
+                    .local_status(new)
+                    .await
+                    .filter(|s| s.initialized && s.last_applied > 0)
+            },
+        )
+        .await?;
+        eprintln!(
+            "replica {new}: {} applied, {}",
+            s.last_applied, s.server_state
+        );
+    }
+
+    log_phase("remove the leader and one more original replica");
+    let leader = cluster.wait_for_leader(&[1, 2, 3, 4, 5], DEADLINE).await?;
+    let other = [1u64, 2, 3]
+        .into_iter()
+        .find(|i| *i != leader)
+        .expect("another original");
+    admin.remove_member(leader).await?;
+    admin.remove_member(other).await?;
+    let status = admin.cluster_status().await?;
+    let members: BTreeSet<u64> = status.members.iter().map(|m| m.id).collect();
+    assert_eq!(members.len(), 3, "{status:?}");
+    assert!(!members.contains(&leader) && !members.contains(&other));
+    let remaining: Vec<u64> = members.iter().copied().collect();
+    let new_leader = cluster.wait_for_leader(&remaining, DEADLINE).await?;
+    assert!(members.contains(&new_leader));
+
+    log_phase("stop the submitter; every acknowledged submission is there");
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = submitter.await??;
+    assert!(
+        acknowledged.len() > 3,
+        "submissions kept flowing: {}",
+        acknowledged.len()
+    );
+    cluster.kill(leader)?;
+    cluster.kill(other)?;
+    let client = cluster.client()?;
+    let jobs: BTreeSet<String> = client
+        .list_jobs()
+        .await?
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    for id in &acknowledged {
+        assert!(jobs.contains(id), "acknowledged job {id} missing");
+    }
+    cluster.wait_converged(&remaining, DEADLINE).await?;
+    Ok(())
+}
