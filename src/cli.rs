@@ -70,6 +70,30 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Measure throughput and failover on a local cluster of this binary.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Replicas in the local cluster.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u64,
+    /// Concurrent client counts to measure submissions at.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pub clients: Vec<usize>,
+    /// Seconds per throughput measurement.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Leader kills to time.
+    #[arg(long, default_value_t = 10)]
+    pub failover_rounds: usize,
+    /// Where the replicas keep their data (default: a fresh directory under the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

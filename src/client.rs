@@ -204,7 +204,7 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
-        let mut pause = Duration::from_millis(20);
+        let mut pause = Duration::from_millis(10);
         loop {
             let addr = target.map(str::to_string).unwrap_or_else(|| self.pick());
             let channel = self.channel_for(&addr)?;
@@ -217,8 +217,10 @@ impl Client {
                 }
                 Err(status) if is_retryable(status.code()) => {
                     let last = format!("{addr}: {}", status.message());
-                    let hint = leader_hint(&status).filter(|h| *h != addr);
-                    let followed = target.is_none() && hint.is_some();
+                    let hint = leader_hint(&status);
+                    // A hint to another replica is followed at once; a hint to this very
+                    // replica means a fresh leader not yet ready for writes: stay and pause.
+                    let followed = target.is_none() && hint.as_ref().is_some_and(|h| *h != addr);
                     if target.is_none() {
                         self.remember(hint);
                     }
@@ -231,7 +233,7 @@ impl Client {
                     }
                     if !followed {
                         tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(500));
+                        pause = (pause * 2).min(Duration::from_millis(100));
                     }
                 }
                 Err(status) => return Err(ClientError::Rejected(status)),

@@ -24,6 +24,7 @@
 //! - [`node`]: wiring of one replica; [`client`]: the leader-following client.
 //! - [`cli`], [`commands`]: the command line.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

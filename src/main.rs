@@ -65,12 +65,13 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Tm { command, client } => commands::tm(command, client).await,
         Command::Submit { submit, client } => commands::submit(submit, client).await,
         Command::Job { command, client } => commands::job(command, client).await,
+        Command::Bench(args) => commands::bench(args).await,
     }
 }
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve(_)));
+    init_tracing(matches!(cli.command, Command::Serve(_) | Command::Bench(_)));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,6 +1,9 @@
 //! What each CLI command does: talk to the cluster through `client`, print through `output`.
 
+mod bench;
 mod output;
+
+pub use bench::bench;
 mod table;
 
 use crate::cli::{ClientArgs, ClusterCommand, JobCommand, OutputFormat, SubmitArgs, TmCommand};
@@ -17,6 +20,8 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Serve(#[from] crate::node::NodeError),
+    #[error("benchmark failed: {0}")]
+    Bench(#[from] crate::bench::BenchError),
 }
 
 /// How a command ended, as a process exit code.

@@ -42,7 +42,7 @@ pub async fn form_or_join(raft: Raft, id: u64, peers: BTreeMap<u64, String>) {
                 return;
             }
         }
-        if peers.contains_key(&id) && peers.len() > 0 {
+        if peers.contains_key(&id) {
             let mut pristine = BTreeSet::from([id]);
             let mut someone_initialized = false;
             for (peer, addr) in peers.iter().filter(|(p, _)| **p != id) {

@@ -70,6 +70,9 @@ pub fn plan(state: &ClusterState, weights: ScoreWeights, limits: PlanLimits) -> 
         })
         .collect();
     let mut placements = Vec::new();
+    if candidates.is_empty() {
+        return placements;
+    }
     for job_id in &state.jobs_with_pending_shards {
         if placements.len() >= limits.max_placements {
             break;
@@ -127,11 +130,7 @@ fn plan_job(
             candidate: i,
         })
         .collect();
-    let mut planned = 0;
-    for shard in job.pending_shards() {
-        if planned >= budget {
-            break;
-        }
+    for shard in job.pending_shards().take(budget) {
         let Some(best) = heap.pop() else { break };
         let c = &mut candidates[best.candidate];
         c.free -= need;
@@ -142,7 +141,6 @@ fn plan_job(
             shard: shard.index,
             taskmanager: c.id.to_string(),
         });
-        planned += 1;
         if c.free >= need {
             heap.push(Ranked {
                 score: scorer.score(c.static_penalty, c.slots, c.free, need, *count),

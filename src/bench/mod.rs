@@ -1,0 +1,39 @@
+//! `dispatcher bench`: starts a local cluster of this very binary on loopback (durable
+//! replicas, default Raft timings) and measures what users feel — submission throughput
+//! and latency at several client counts, and leader failover as seen by a client (SIGKILL
+//! of the leader → first acknowledged submission sent after it).
+
+mod failover;
+mod stats;
+mod throughput;
+
+pub use failover::measure_failover;
+pub use stats::Summary;
+pub use throughput::measure_submissions;
+
+use crate::config::ServeConfig;
+use crate::local_cluster::{LocalCluster, LocalClusterError};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Cluster(#[from] LocalClusterError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Start `replicas` replicas of the running executable under `root` and wait for a leader.
+pub async fn start_cluster(root: &Path, replicas: u64, config: &ServeConfig) -> Result<LocalCluster, BenchError> {
+    let binary = std::env::current_exe()?;
+    let cluster = LocalCluster::start(binary, root, replicas, config)?;
+    cluster.wait_for_leader(&cluster.ids(), STARTUP_DEADLINE).await?;
+    Ok(cluster)
+}

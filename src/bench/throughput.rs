@@ -1,0 +1,76 @@
+//! Submissions per second and their latency at a given number of concurrent clients.
+
+use super::stats::Summary;
+use super::BenchError;
+use crate::client::Client;
+use crate::pb::api::{JobSpec, SubmitRequest};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputResult {
+    pub clients: usize,
+    pub submissions: usize,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub latency: Option<Summary>,
+}
+
+fn request(client: usize, seq: usize) -> SubmitRequest {
+    SubmitRequest {
+        name: format!("bench-{client}-{seq}"),
+        spec: Some(JobSpec {
+            command: "/bin/true".into(),
+            args: vec![],
+            env: Default::default(),
+            shard_count: 1,
+            slots_per_shard: 1,
+            max_attempts: 3,
+            selector: Default::default(),
+        }),
+        idempotency_key: format!("bench-{}-{client}-{seq}", std::process::id()),
+    }
+}
+
+/// `clients` tasks, each with its own connection, submit back to back for `duration`.
+pub async fn measure_submissions(
+    endpoints: &[String],
+    clients: usize,
+    duration: Duration,
+) -> Result<ThroughputResult, BenchError> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(clients);
+    let run_id = Arc::new(started.elapsed().as_nanos() as usize);
+    for c in 0..clients {
+        let client = Client::new(endpoints.to_vec())?;
+        let run_id = run_id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut seq = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                client.submit(request(c, *run_id + seq)).await?;
+                latencies.push(t.elapsed());
+                seq += 1;
+            }
+            Ok::<_, BenchError>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        let mut l = task
+            .await
+            .map_err(|e| BenchError::Failed(format!("client task: {e}")))??;
+        latencies.append(&mut l);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ThroughputResult {
+        clients,
+        submissions: latencies.len(),
+        seconds,
+        per_second: latencies.len() as f64 / seconds,
+        latency: Summary::of(&latencies),
+    })
+}
