@@ -121,6 +121,9 @@ impl ServeConfig {
             max_in_snapshot_log_to_keep: self.snapshot.keep_entries,
             // Snapshots can be large; give them time to cross the wire.
             install_snapshot_timeout: 60_000,
+            // A follower that lost its disk comes back with an empty log. Without this the
+            // leader panics on seeing the reverted log; with it, the leader re-replicates.
+            allow_log_reversion: Some(true),
             ..Default::default()
         };
         config

@@ -59,6 +59,25 @@ async fn grow_to_five_and_shrink_to_three_while_submitting() -> anyhow::Result<(
         );
     }
 
+    log_phase("transfer leadership with the CLI");
+    let leader = cluster.wait_for_leader(&[1, 2, 3, 4, 5], DEADLINE).await?;
+    let target = if leader == 5 { 4 } else { 5 };
+    let out = std::process::Command::new(BINARY)
+        .args([
+            "cluster",
+            "transfer-leader",
+            &target.to_string(),
+            "--endpoints",
+        ])
+        .arg(cluster.endpoints().join(","))
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cluster.wait_for_leader(&[target], DEADLINE).await?, target);
+
     log_phase("remove the leader and one more original replica");
     let leader = cluster.wait_for_leader(&[1, 2, 3, 4, 5], DEADLINE).await?;
     let other = [1u64, 2, 3]

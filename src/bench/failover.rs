@@ -35,7 +35,10 @@ fn probe(round: usize) -> SubmitRequest {
 }
 
 /// Kill the leader `rounds` times; after each round restart it and let it catch up.
-pub async fn measure_failover(cluster: &mut LocalCluster, rounds: usize) -> Result<FailoverResult, BenchError> {
+pub async fn measure_failover(
+    cluster: &mut LocalCluster,
+    rounds: usize,
+) -> Result<FailoverResult, BenchError> {
     let ids = cluster.ids();
     let client = Client::new(cluster.endpoints())?;
     let mut samples = Vec::with_capacity(rounds);

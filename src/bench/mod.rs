@@ -31,9 +31,15 @@ pub enum BenchError {
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Start `replicas` replicas of the running executable under `root` and wait for a leader.
-pub async fn start_cluster(root: &Path, replicas: u64, config: &ServeConfig) -> Result<LocalCluster, BenchError> {
+pub async fn start_cluster(
+    root: &Path,
+    replicas: u64,
+    config: &ServeConfig,
+) -> Result<LocalCluster, BenchError> {
     let binary = std::env::current_exe()?;
     let cluster = LocalCluster::start(binary, root, replicas, config)?;
-    cluster.wait_for_leader(&cluster.ids(), STARTUP_DEADLINE).await?;
+    cluster
+        .wait_for_leader(&cluster.ids(), STARTUP_DEADLINE)
+        .await?;
     Ok(cluster)
 }

@@ -12,7 +12,9 @@ use serde_json::json;
 use std::time::Duration;
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -27,7 +29,9 @@ fn machine() -> String {
 
 pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
-        return Err(CliError::Usage("--seconds must be a positive number".into()));
+        return Err(CliError::Usage(
+            "--seconds must be a positive number".into(),
+        ));
     }
     let (dir, remove_after) = match &args.dir {
         Some(d) => (d.clone(), false),
@@ -44,13 +48,20 @@ pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
     let report = result?;
     println!("{}", report.0);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report.1).map_err(|e| BenchError::Failed(e.to_string()))?)
-            .map_err(BenchError::from)?;
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&report.1).map_err(|e| BenchError::Failed(e.to_string()))?,
+        )
+        .map_err(BenchError::from)?;
     }
     Ok(0)
 }
 
-async fn run(args: &BenchArgs, dir: &std::path::Path, config: &ServeConfig) -> Result<(String, serde_json::Value), BenchError> {
+async fn run(
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    config: &ServeConfig,
+) -> Result<(String, serde_json::Value), BenchError> {
     let mut cluster = bench::start_cluster(dir, args.replicas, config).await?;
     let client = Client::new(cluster.endpoints())?;
     // Enough capacity that every submitted shard is placed, as in real use.
@@ -67,14 +78,25 @@ async fn run(args: &BenchArgs, dir: &std::path::Path, config: &ServeConfig) -> R
     let mut table = Table::new(&["MEASUREMENT", "RESULT", "MEDIAN ms", "P99 ms", "MAX ms"]);
     let mut throughput = Vec::new();
     for &clients in &args.clients {
-        let r = bench::measure_submissions(&cluster.endpoints(), clients, Duration::from_secs_f64(args.seconds)).await?;
+        let r = bench::measure_submissions(
+            &cluster.endpoints(),
+            clients,
+            Duration::from_secs_f64(args.seconds),
+        )
+        .await?;
         let l = r.latency.clone();
         table.row(vec![
             format!("submit, {clients} clients"),
             format!("{:.0}/s", r.per_second),
-            l.as_ref().map(|l| format!("{:.2}", l.median_ms)).unwrap_or_default(),
-            l.as_ref().map(|l| format!("{:.2}", l.p99_ms)).unwrap_or_default(),
-            l.as_ref().map(|l| format!("{:.2}", l.max_ms)).unwrap_or_default(),
+            l.as_ref()
+                .map(|l| format!("{:.2}", l.median_ms))
+                .unwrap_or_default(),
+            l.as_ref()
+                .map(|l| format!("{:.2}", l.p99_ms))
+                .unwrap_or_default(),
+            l.as_ref()
+                .map(|l| format!("{:.2}", l.max_ms))
+                .unwrap_or_default(),
         ]);
         throughput.push(r);
     }

@@ -134,7 +134,12 @@ pub async fn serve(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,
         );
-    let result = server.await;
+    // If the Raft core stops on its own (a fatal storage error or a panic), the replica can no
+    // longer do its job: exit with an error so a supervisor restarts it from disk.
+    let result = tokio::select! {
+        served = server => served.map_err(NodeError::from),
+        fatal = raft_stopped(raft.clone()) => Err(NodeError::Raft(fatal)),
+    };
 
     tracing::info!(id = opts.id, "replica shutting down");
     bootstrap.abort();
@@ -145,5 +150,19 @@ pub async fn serve(
     if let Err(e) = db.flush_async().await {
         tracing::warn!("final flush: {e}");
     }
-    result.map_err(NodeError::from)
+    result
+}
+
+/// Resolves with the reason when the Raft core stops running.
+async fn raft_stopped(raft: Raft) -> String {
+    use openraft::async_runtime::watch::WatchReceiver;
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_watched().running_state {
+            return format!("raft core stopped: {fatal}");
+        }
+        if metrics.changed().await.is_err() {
+            return "raft core stopped".to_string();
+        }
+    }
 }

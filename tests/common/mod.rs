@@ -49,7 +49,15 @@ impl std::ops::DerefMut for TestCluster {
 }
 
 pub async fn start_cluster(replicas: u64, config: ServeConfig) -> anyhow::Result<TestCluster> {
-    let dir = tempfile::tempdir()?;
+    // DISPATCHER_TEST_KEEP=1 keeps data dirs and replica logs for a post-mortem.
+    let keep = std::env::var_os("DISPATCHER_TEST_KEEP").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix("dispatcher-test-")
+        .disable_cleanup(keep)
+        .tempdir()?;
+    if keep {
+        eprintln!("replica data and logs kept in {}", dir.path().display());
+    }
     let cluster = LocalCluster::start(BINARY, dir.path(), replicas, &config)?;
     let ids = cluster.ids();
     cluster.wait_for_leader(&ids, DEADLINE).await?;

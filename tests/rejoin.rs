@@ -1,0 +1,70 @@
+//! A replica restarted on an empty data dir rejoins the live cluster instead of founding a
+//! second one, and large job specs replicate in full AppendEntries batches.
+
+mod common;
+
+use common::*;
+use dispatcher::local_cluster::wait_for;
+use std::collections::BTreeSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_replica_rejoins_and_large_entries_replicate() -> anyhow::Result<()> {
+    log_phase("start three replicas and write some state");
+    let mut cluster = start_cluster(3, test_config()).await?;
+    let client = cluster.client()?;
+    register_taskmanagers(&client, 2, 4).await?;
+    for i in 0..5 {
+        client
+            .submit(submit_request(&format!("early-{i}"), 2, ""))
+            .await?;
+    }
+    let ids = cluster.ids();
+    let leader = cluster.wait_for_leader(&ids, DEADLINE).await?;
+    let victim = *ids.iter().find(|i| **i != leader).expect("a follower");
+
+    log_phase("wipe a follower's data dir and restart it");
+    cluster.kill(victim)?;
+    let data_dir = cluster.replica(victim)?.data_dir.clone();
+    std::fs::remove_dir_all(&data_dir)?;
+
+    log_phase("meanwhile, submit large job specs (a full batch far above gRPC's 4 MB default)");
+    let mut keys = BTreeSet::new();
+    for i in 0..40 {
+        let key = format!("large-{i}");
+        let mut req = submit_request(&key, 1, &key);
+        req.spec.as_mut().expect("spec").args = vec![format!("{i}:{}", "y".repeat(200 * 1024))];
+        keys.insert(client.submit(req).await?.job_id);
+    }
+    cluster.restart(victim)?;
+
+    log_phase("the wiped replica follows the existing leader and converges");
+    let (_, digest) = cluster.wait_converged(&ids, DEADLINE).await?;
+    let status = wait_for(
+        DEADLINE,
+        "the wiped replica to follow the live leader",
+        || async {
+            cluster
+                .local_status(victim)
+                .await
+                .filter(|s| s.leader_id.is_some())
+        },
+    )
+    .await?;
+    let live = cluster.local_status(leader).await.expect("leader answers");
+    assert_eq!(status.leader_id, live.leader_id, "one cluster, one leader");
+    assert_eq!(status.term, live.term);
+    assert_eq!(status.state_digest, digest);
+    let members: BTreeSet<u64> = live.members.iter().map(|m| m.id).collect();
+    assert_eq!(members, ids.iter().copied().collect());
+
+    log_phase("the large jobs are readable in full from the new leader after a failover");
+    cluster.kill(leader)?;
+    let survivors: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+    cluster.wait_for_leader(&survivors, DEADLINE).await?;
+    for job_id in &keys {
+        let job = client.job_status(job_id).await?;
+        let arg = &job.spec.expect("spec").args[0];
+        assert_eq!(arg.len(), 200 * 1024 + arg.find(':').expect("prefix") + 1);
+    }
+    Ok(())
+}
