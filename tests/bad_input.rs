@@ -36,6 +36,8 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     let client = cluster.client()?;
     register_taskmanagers(&client, 1, 2).await?;
     let job = client.submit(submit_request("good", 1, "")).await?;
+    // Let the leader's placement land first: it is a legitimate change of its own.
+    wait_placed(&client, &job.job_id).await?;
     let before = digest(&cluster).await;
 
     log_phase("job specs");
