@@ -156,8 +156,14 @@ pub enum ClusterCommand {
 pub enum TmCommand {
     /// Registered TaskManagers with their slots and state.
     List,
-    /// Stop placing new shards on a TaskManager.
-    Drain { id: String },
+    /// Stop placing new shards on a TaskManager; its running shards may finish until the
+    /// deadline, then they are stopped and placed elsewhere.
+    Drain {
+        id: String,
+        /// Seconds the running shards get to finish (default 300).
+        #[arg(long)]
+        deadline: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -312,8 +312,15 @@ impl Client {
         Ok(reply.taskmanagers)
     }
 
-    pub async fn drain_taskmanager(&self, id: &str) -> Result<DrainTaskManagerReply, ClientError> {
-        let req = DrainTaskManagerRequest { id: id.to_string() };
+    pub async fn drain_taskmanager(
+        &self,
+        id: &str,
+        deadline_secs: Option<u64>,
+    ) -> Result<DrainTaskManagerReply, ClientError> {
+        let req = DrainTaskManagerRequest {
+            id: id.to_string(),
+            deadline_secs,
+        };
         self.call(|ch| {
             let req = req.clone();
             async move { Self::dispatcher(ch).drain_task_manager(req).await }

@@ -10,6 +10,15 @@
 //! [snapshot]
 //! every_entries = 10000     # build a snapshot after this many entries since the last one
 //! keep_entries = 1000       # entries kept behind a snapshot for slow followers
+//!
+//! [taskmanagers]
+//! heartbeat_interval_ms = 500
+//! lease_ms = 2000           # an agent cut off this long stops its shards
+//! timeout_ms = 4000         # then the leader declares it lost (>= lease + 1000)
+//! grace_ms = 4000           # a new leader declares nobody lost before this
+//! max_lost_per_second = 10
+//! retry_base_ms = 1000      # failed shards retry after 1 s, 2 s, 4 s ... up to retry_max_ms
+//! retry_max_ms = 60000
 //! ```
 
 use serde::Deserialize;
@@ -62,11 +71,51 @@ impl Default for SnapshotSettings {
     }
 }
 
+/// How the leader watches TaskManagers and recovers their work.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskManagerSettings {
+    /// How often agents heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// An agent that has not reached a leader for this long stops its shards by itself.
+    pub lease_ms: u64,
+    /// The leader declares a TaskManager lost after this long without a heartbeat. Must
+    /// exceed the lease plus a margin, so a partitioned agent has stopped its shards before
+    /// they are placed elsewhere.
+    pub timeout_ms: u64,
+    /// A new leader declares nobody lost for this long after taking over.
+    pub grace_ms: u64,
+    /// Most TaskManagers declared lost per second (re-placement throttle).
+    pub max_lost_per_second: u32,
+    /// First retry back-off of a failed shard; doubles per failure up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for TaskManagerSettings {
+    fn default() -> Self {
+        TaskManagerSettings {
+            heartbeat_interval_ms: 500,
+            lease_ms: 2_000,
+            timeout_ms: 4_000,
+            grace_ms: 4_000,
+            max_lost_per_second: 10,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+        }
+    }
+}
+
+/// What an agent needs beyond the lease before its runs are surely dead: the keep-alive
+/// timeout of the shard supervisor, plus scheduling slack.
+pub const LEASE_MARGIN_MS: u64 = 1_000;
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
     pub raft: RaftTimings,
     pub snapshot: SnapshotSettings,
+    pub taskmanagers: TaskManagerSettings,
 }
 
 impl ServeConfig {
@@ -100,6 +149,25 @@ impl ServeConfig {
             return Err(ConfigError::Invalid(
                 "raft.election_timeout_max_ms must be greater than raft.election_timeout_min_ms"
                     .into(),
+            ));
+        }
+        let tm = &self.taskmanagers;
+        if tm.heartbeat_interval_ms == 0 || tm.lease_ms < 2 * tm.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid(
+                "taskmanagers.lease_ms must be at least twice taskmanagers.heartbeat_interval_ms (> 0)".into(),
+            ));
+        }
+        if tm.timeout_ms < tm.lease_ms + LEASE_MARGIN_MS {
+            return Err(ConfigError::Invalid(format!(
+                "taskmanagers.timeout_ms must be at least taskmanagers.lease_ms + {LEASE_MARGIN_MS}, so that an agent cut off from the leader has stopped its shards before they run elsewhere"
+            )));
+        }
+        if tm.max_lost_per_second == 0
+            || tm.retry_base_ms == 0
+            || tm.retry_max_ms < tm.retry_base_ms
+        {
+            return Err(ConfigError::Invalid(
+                "taskmanagers.max_lost_per_second and retry_base_ms must be > 0, retry_max_ms >= retry_base_ms".into(),
             ));
         }
         if self.snapshot.every_entries == 0 {

@@ -101,7 +101,7 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
         "not found",
     );
     expect_code(
-        client.drain_taskmanager("tm-nope").await,
+        client.drain_taskmanager("tm-nope", None).await,
         Code::NotFound,
         "tm-nope",
     );
@@ -119,7 +119,7 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     log_phase("malformed addresses and slots");
     for (addr, slots, words) in [
         ("nohost", 4, "host:port"),
-        ("h:0", 4, "host:port"),
+        ("h:99999", 4, "host:port"),
         ("h:1", 0, "slots"),
     ] {
         let req = RegisterTaskManagerRequest {

@@ -65,8 +65,8 @@ pub async fn tm(command: TmCommand, args: ClientArgs) -> Result<ExitCode, CliErr
             let tms = client.list_taskmanagers().await?;
             output::taskmanagers(args.output, &tms);
         }
-        TmCommand::Drain { id } => {
-            let reply = client.drain_taskmanager(&id).await?;
+        TmCommand::Drain { id, deadline } => {
+            let reply = client.drain_taskmanager(&id, deadline).await?;
             output::message(
                 args.output,
                 json!({"id": reply.id, "state": "draining"}),

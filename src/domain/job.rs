@@ -110,6 +110,15 @@ pub struct Shard {
     /// grows; a report carrying an older epoch is stale.
     pub epoch: u64,
     pub exit_code: Option<i32>,
+    /// Failed runs so far, counted against the job's max attempts. Runs cut short by the
+    /// infrastructure (TaskManager lost, drained, restarted) do not count.
+    pub failures: u32,
+    /// Retry back-off: the shard may not be placed before this time (ms since the epoch).
+    pub not_before_ms: u64,
+    /// When the current run started, as the leader stamped the start report.
+    pub started_at_ms: Option<u64>,
+    /// Why the last run failed (exit code and the last lines of stderr).
+    pub error: Option<String>,
 }
 
 impl Shard {
@@ -121,6 +130,10 @@ impl Shard {
             attempt: 0,
             epoch: 0,
             exit_code: None,
+            failures: 0,
+            not_before_ms: 0,
+            started_at_ms: None,
+            error: None,
         }
     }
 }
@@ -144,32 +157,27 @@ impl Job {
             .filter(|s| s.state == ShardState::Pending)
     }
 
-    /// The job's state as its shards imply it. Terminal states set by a command (cancel) stick.
+    /// The job's state as its shards imply it. `Cancelled` and `Failed` are set by apply
+    /// (cancel, a shard out of attempts) and stick.
     pub fn derived_state(&self) -> JobState {
-        if self.state == JobState::Cancelled {
-            return JobState::Cancelled;
+        if matches!(self.state, JobState::Cancelled | JobState::Failed) {
+            return self.state;
         }
         let mut all_finished = true;
-        let mut any_failed = false;
         let mut any_placed = false;
         for shard in &self.shards {
             match shard.state {
                 ShardState::Finished => any_placed = true,
-                ShardState::Failed => {
-                    any_failed = true;
-                    all_finished = false;
-                }
                 ShardState::Assigned | ShardState::Running => {
                     any_placed = true;
                     all_finished = false;
                 }
-                ShardState::Pending => all_finished = false,
-                ShardState::Cancelled => return JobState::Cancelled,
+                ShardState::Pending | ShardState::Failed | ShardState::Cancelled => {
+                    all_finished = false
+                }
             }
         }
-        if any_failed {
-            JobState::Failed
-        } else if all_finished {
+        if all_finished {
             JobState::Finished
         } else if any_placed {
             JobState::Running

@@ -15,3 +15,13 @@ pub const MAX_ATTEMPTS: u32 = 100;
 pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// Longest id, name, label key or label value.
 pub const MAX_NAME_LEN: usize = 253;
+/// Longest failure message (last lines of stderr) kept in the state.
+pub const MAX_ERROR_LEN: usize = 2_048;
+
+/// Failed runs remembered per TaskManager for the exclusion rule.
+pub const RECENT_FAILURES_KEPT: usize = 8;
+/// A TaskManager with this many failed runs within `EXCLUSION_WINDOW_MS` ...
+pub const EXCLUSION_FAILURES: usize = 3;
+pub const EXCLUSION_WINDOW_MS: u64 = 60_000;
+/// ... is kept out of placement for this long.
+pub const EXCLUSION_MS: u64 = 60_000;

@@ -16,6 +16,9 @@ pub struct ClusterState {
     /// Jobs that still have pending (unplaced) shards: the scheduler's work list, kept so the
     /// leader never scans every job to find work.
     pub jobs_with_pending_shards: BTreeSet<JobId>,
+    /// TaskManager id → the shards (job, index) that hold slots there. Kept by apply so that
+    /// heartbeats, loss and drain never scan every job.
+    pub shards_by_taskmanager: BTreeMap<String, BTreeSet<(JobId, u32)>>,
 }
 
 /// A hash of the whole state: equal on every replica that applied the same log.

@@ -60,6 +60,12 @@ pub struct TaskManager {
     pub registration_epoch: u64,
     pub registered_at_ms: u64,
     pub stats: RunStats,
+    /// Times of the most recent failed runs here (at most `RECENT_FAILURES_KEPT`).
+    pub recent_failures_ms: Vec<u64>,
+    /// Kept out of placement until this time after failing too often (0 = never excluded).
+    pub excluded_until_ms: u64,
+    /// While draining: when running shards are stopped and re-placed if not done by then.
+    pub drain_deadline_ms: Option<u64>,
 }
 
 impl TaskManager {
@@ -67,8 +73,13 @@ impl TaskManager {
         self.slots.saturating_sub(self.used_slots)
     }
 
-    pub fn accepts_placements(&self) -> bool {
-        self.state == TaskManagerState::Alive
+    /// Alive and not excluded at `now_ms`.
+    pub fn accepts_placements(&self, now_ms: u64) -> bool {
+        self.state == TaskManagerState::Alive && !self.is_excluded(now_ms)
+    }
+
+    pub fn is_excluded(&self, now_ms: u64) -> bool {
+        self.excluded_until_ms > now_ms
     }
 
     /// True when this TaskManager carries every label of `selector`.

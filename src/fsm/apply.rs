@@ -1,11 +1,13 @@
 //! Deterministic apply of one command to the cluster state.
 
-use super::command::{Command, Placement, PlacementOutcome, Rejection, Response};
+use super::command::{Command, Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
 use super::validate::{validate_registration, validate_spec};
 use crate::domain::{
     ClusterState, Job, JobId, JobSpec, JobState, Labels, RunStats, Shard, ShardState, TaskManager,
-    TaskManagerState,
+    TaskManagerState, EXCLUSION_FAILURES, EXCLUSION_MS, EXCLUSION_WINDOW_MS, MAX_ERROR_LEN,
+    RECENT_FAILURES_KEPT,
 };
+use std::collections::BTreeSet;
 
 /// Apply `command`, committed at `log_index`, to `state`.
 ///
@@ -26,9 +28,50 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             idempotency_key,
             now_ms,
         } => submit_job(state, log_index, name, spec, idempotency_key, now_ms),
-        Command::PlaceShards { placements, .. } => Ok(place_shards(state, log_index, placements)),
+        Command::PlaceShards { placements, now_ms } => {
+            Ok(place_shards(state, log_index, placements, now_ms))
+        }
         Command::CancelJob { job_id, .. } => cancel_job(state, job_id),
-        Command::DrainTaskManager { id, .. } => drain_taskmanager(state, id),
+        Command::DrainTaskManager {
+            id, deadline_ms, ..
+        } => drain_taskmanager(state, id, deadline_ms),
+        Command::ReportShardStarted {
+            taskmanager,
+            job_id,
+            shard,
+            epoch,
+            now_ms,
+        } => report_started(state, &taskmanager, job_id, shard, epoch, now_ms),
+        Command::ReportShardEnded {
+            taskmanager,
+            job_id,
+            shard,
+            epoch,
+            outcome,
+            run_ms,
+            retry_at_ms,
+            now_ms,
+        } => report_ended(
+            state,
+            &taskmanager,
+            job_id,
+            shard,
+            epoch,
+            outcome,
+            run_ms,
+            retry_at_ms,
+            now_ms,
+        ),
+        Command::MarkTaskManagerLost {
+            id,
+            registration_epoch,
+            ..
+        } => mark_lost(state, id, registration_epoch),
+        Command::RequeueShards {
+            taskmanager,
+            shards,
+            ..
+        } => Ok(requeue_shards(state, &taskmanager, shards)),
     };
     result.unwrap_or_else(Response::Rejected)
 }
@@ -55,6 +98,9 @@ fn register_taskmanager(
             registration_epoch: 0,
             registered_at_ms: now_ms,
             stats: RunStats::default(),
+            recent_failures_ms: Vec::new(),
+            excluded_until_ms: 0,
+            drain_deadline_ms: None,
         });
     tm.addr = addr;
     tm.slots = slots;
@@ -113,11 +159,16 @@ fn submit_job(
 }
 
 /// Re-check each placement against the current state; apply the ones that still hold.
-fn place_shards(state: &mut ClusterState, log_index: u64, placements: Vec<Placement>) -> Response {
+fn place_shards(
+    state: &mut ClusterState,
+    log_index: u64,
+    placements: Vec<Placement>,
+    now_ms: u64,
+) -> Response {
     let mut outcome = PlacementOutcome::default();
-    let mut touched = std::collections::BTreeSet::new();
+    let mut touched = BTreeSet::new();
     for placement in placements {
-        if place_one(state, log_index, &placement) {
+        if place_one(state, log_index, &placement, now_ms) {
             outcome.placed += 1;
             touched.insert(placement.job_id);
         } else {
@@ -127,17 +178,12 @@ fn place_shards(state: &mut ClusterState, log_index: u64, placements: Vec<Placem
     // Job-level bookkeeping once per job, not once per shard: a plan may place thousands of
     // shards of one job, and each of these scans all its shards.
     for job_id in touched {
-        if let Some(job) = state.jobs.get_mut(&job_id) {
-            job.state = job.derived_state();
-            if job.pending_shards().next().is_none() {
-                state.jobs_with_pending_shards.remove(&job_id);
-            }
-        }
+        refresh_job(state, job_id);
     }
     Response::ShardsPlaced(outcome)
 }
 
-fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement) -> bool {
+fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u64) -> bool {
     let Some(job) = state.jobs.get_mut(&p.job_id) else {
         return false;
     };
@@ -148,13 +194,14 @@ fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement) -> bool {
         return false;
     };
     let slots = job.spec.slots_per_shard;
-    if !tm.accepts_placements() || !tm.matches(&job.spec.selector) || tm.free_slots() < slots {
+    if !tm.accepts_placements(now_ms) || !tm.matches(&job.spec.selector) || tm.free_slots() < slots
+    {
         return false;
     }
     let Some(shard) = job.shards.get_mut(p.shard as usize) else {
         return false;
     };
-    if shard.state != ShardState::Pending {
+    if shard.state != ShardState::Pending || shard.not_before_ms > now_ms {
         return false;
     }
     shard.state = ShardState::Assigned;
@@ -162,8 +209,70 @@ fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement) -> bool {
     shard.attempt += 1;
     shard.epoch = log_index;
     shard.exit_code = None;
+    shard.started_at_ms = None;
     tm.used_slots += slots;
+    state
+        .shards_by_taskmanager
+        .entry(tm.id.clone())
+        .or_default()
+        .insert((p.job_id, p.shard));
     true
+}
+
+/// Recompute a job's state from its shards and keep the pending work list in step.
+fn refresh_job(state: &mut ClusterState, job_id: JobId) {
+    if let Some(job) = state.jobs.get_mut(&job_id) {
+        job.state = job.derived_state();
+        let waiting = !job.state.is_terminal() && job.pending_shards().next().is_some();
+        if waiting {
+            state.jobs_with_pending_shards.insert(job_id);
+        } else {
+            state.jobs_with_pending_shards.remove(&job_id);
+        }
+    }
+}
+
+/// Give back the slots a shard holds on its TaskManager. The shard's own fields are the
+/// caller's to change.
+fn release_slots(
+    state: &mut ClusterState,
+    job_id: JobId,
+    index: u32,
+    taskmanager: &str,
+    slots: u32,
+) {
+    if let Some(tm) = state.taskmanagers.get_mut(taskmanager) {
+        tm.used_slots = tm.used_slots.saturating_sub(slots);
+    }
+    if let Some(held) = state.shards_by_taskmanager.get_mut(taskmanager) {
+        held.remove(&(job_id, index));
+        if held.is_empty() {
+            state.shards_by_taskmanager.remove(taskmanager);
+        }
+    }
+}
+
+/// Stop every shard of a job that has not ended, releasing their slots.
+fn cancel_remaining_shards(state: &mut ClusterState, job_id: JobId) -> u32 {
+    let Some(job) = state.jobs.get_mut(&job_id) else {
+        return 0;
+    };
+    let slots = job.spec.slots_per_shard;
+    let mut released = Vec::new();
+    let mut cancelled = 0;
+    for shard in job.shards.iter_mut().filter(|s| !s.state.is_terminal()) {
+        if shard.state.holds_slots() {
+            if let Some(tm) = &shard.taskmanager {
+                released.push((shard.index, tm.clone()));
+            }
+        }
+        shard.state = ShardState::Cancelled;
+        cancelled += 1;
+    }
+    for (index, tm) in released {
+        release_slots(state, job_id, index, &tm, slots);
+    }
+    cancelled
 }
 
 fn cancel_job(state: &mut ClusterState, job_id: JobId) -> Result<Response, Rejection> {
@@ -184,22 +293,8 @@ fn cancel_job(state: &mut ClusterState, job_id: JobId) -> Result<Response, Rejec
             state: job.state.as_str().to_string(),
         });
     }
-    let slots = job.spec.slots_per_shard;
-    let mut cancelled = 0;
-    for shard in job.shards.iter_mut().filter(|s| !s.state.is_terminal()) {
-        if shard.state.holds_slots() {
-            if let Some(tm) = shard
-                .taskmanager
-                .as_ref()
-                .and_then(|id| state.taskmanagers.get_mut(id))
-            {
-                tm.used_slots = tm.used_slots.saturating_sub(slots);
-            }
-        }
-        shard.state = ShardState::Cancelled;
-        cancelled += 1;
-    }
     job.state = JobState::Cancelled;
+    let cancelled = cancel_remaining_shards(state, job_id);
     state.jobs_with_pending_shards.remove(&job_id);
     Ok(Response::JobCancelled {
         job_id,
@@ -207,13 +302,254 @@ fn cancel_job(state: &mut ClusterState, job_id: JobId) -> Result<Response, Rejec
     })
 }
 
-fn drain_taskmanager(state: &mut ClusterState, id: String) -> Result<Response, Rejection> {
+fn drain_taskmanager(
+    state: &mut ClusterState,
+    id: String,
+    deadline_ms: u64,
+) -> Result<Response, Rejection> {
     let tm = state
         .taskmanagers
         .get_mut(&id)
         .ok_or_else(|| Rejection::UnknownTaskManager(id.clone()))?;
     tm.state = TaskManagerState::Draining;
+    tm.drain_deadline_ms = Some(deadline_ms);
     Ok(Response::TaskManagerDraining { id })
+}
+
+/// The shard a report is about, if the report is the current assignment's.
+fn current_assignment<'a>(
+    state: &'a mut ClusterState,
+    taskmanager: &str,
+    job_id: JobId,
+    index: u32,
+    epoch: u64,
+) -> Result<&'a mut Shard, Rejection> {
+    if !state.taskmanagers.contains_key(taskmanager) {
+        return Err(Rejection::UnknownTaskManager(taskmanager.to_string()));
+    }
+    let job = state
+        .jobs
+        .get_mut(&job_id)
+        .ok_or(Rejection::UnknownJob(job_id))?;
+    let shard = job
+        .shards
+        .get_mut(index as usize)
+        .ok_or(Rejection::UnknownShard {
+            job_id,
+            shard: index,
+        })?;
+    let current = shard.epoch == epoch
+        && shard.state.holds_slots()
+        && shard.taskmanager.as_deref() == Some(taskmanager);
+    if !current {
+        return Err(Rejection::StaleEpoch {
+            job_id,
+            shard: index,
+            epoch,
+        });
+    }
+    Ok(shard)
+}
+
+fn report_started(
+    state: &mut ClusterState,
+    taskmanager: &str,
+    job_id: JobId,
+    index: u32,
+    epoch: u64,
+    now_ms: u64,
+) -> Result<Response, Rejection> {
+    let shard = current_assignment(state, taskmanager, job_id, index, epoch)?;
+    if shard.state == ShardState::Assigned {
+        shard.state = ShardState::Running;
+        shard.started_at_ms = Some(now_ms);
+    }
+    refresh_job(state, job_id);
+    Ok(Response::ShardReported)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_ended(
+    state: &mut ClusterState,
+    taskmanager: &str,
+    job_id: JobId,
+    index: u32,
+    epoch: u64,
+    outcome: ShardOutcome,
+    run_ms: u64,
+    retry_at_ms: u64,
+    now_ms: u64,
+) -> Result<Response, Rejection> {
+    current_assignment(state, taskmanager, job_id, index, epoch)?;
+    let (slots, max_attempts) = match state.jobs.get(&job_id) {
+        Some(job) => (job.spec.slots_per_shard, job.spec.max_attempts),
+        None => return Err(Rejection::UnknownJob(job_id)),
+    };
+    release_slots(state, job_id, index, taskmanager, slots);
+    let mut out_of_attempts = false;
+    if let Some(tm) = state.taskmanagers.get_mut(taskmanager) {
+        record_run(tm, &outcome, run_ms, now_ms);
+    }
+    if let Some(shard) = state
+        .jobs
+        .get_mut(&job_id)
+        .and_then(|job| job.shards.get_mut(index as usize))
+    {
+        match outcome {
+            ShardOutcome::Finished => {
+                shard.state = ShardState::Finished;
+                shard.exit_code = Some(0);
+            }
+            ShardOutcome::Failed { exit_code, error } => {
+                shard.failures += 1;
+                shard.exit_code = exit_code;
+                shard.error = Some(truncate(error));
+                if shard.failures >= max_attempts {
+                    shard.state = ShardState::Failed;
+                    out_of_attempts = true;
+                } else {
+                    requeue(shard, retry_at_ms);
+                }
+            }
+            ShardOutcome::Interrupted { reason } => {
+                shard.error = Some(truncate(reason));
+                requeue(shard, 0);
+            }
+        }
+    }
+    if out_of_attempts {
+        // One shard out of attempts fails the job; its other shards are stopped.
+        if let Some(job) = state.jobs.get_mut(&job_id) {
+            job.state = JobState::Failed;
+        }
+        cancel_remaining_shards(state, job_id);
+    }
+    refresh_job(state, job_id);
+    Ok(Response::ShardReported)
+}
+
+fn truncate(mut message: String) -> String {
+    if message.len() > MAX_ERROR_LEN {
+        let mut cut = message.len() - MAX_ERROR_LEN;
+        while !message.is_char_boundary(cut) {
+            cut += 1;
+        }
+        message.drain(..cut);
+    }
+    message
+}
+
+/// Back to pending, placeable from `not_before_ms` on.
+fn requeue(shard: &mut Shard, not_before_ms: u64) {
+    shard.state = ShardState::Pending;
+    shard.taskmanager = None;
+    shard.started_at_ms = None;
+    shard.not_before_ms = not_before_ms;
+}
+
+/// Update a TaskManager's run statistics and apply the exclusion rule.
+fn record_run(tm: &mut TaskManager, outcome: &ShardOutcome, run_ms: u64, now_ms: u64) {
+    match outcome {
+        ShardOutcome::Finished => {
+            tm.stats.runs += 1;
+            tm.stats.run_time_ms += run_ms;
+        }
+        ShardOutcome::Failed { .. } => {
+            tm.stats.runs += 1;
+            tm.stats.run_time_ms += run_ms;
+            tm.stats.failures += 1;
+            tm.recent_failures_ms.push(now_ms);
+            if tm.recent_failures_ms.len() > RECENT_FAILURES_KEPT {
+                tm.recent_failures_ms.remove(0);
+            }
+            let window_start = now_ms.saturating_sub(EXCLUSION_WINDOW_MS);
+            let recent = tm
+                .recent_failures_ms
+                .iter()
+                .filter(|t| **t >= window_start)
+                .count();
+            if recent >= EXCLUSION_FAILURES {
+                tm.excluded_until_ms = now_ms + EXCLUSION_MS;
+                tm.recent_failures_ms.clear();
+            }
+        }
+        ShardOutcome::Interrupted { .. } => {}
+    }
+}
+
+/// Put the given shards of a TaskManager back to pending; returns how many moved.
+fn requeue_held(
+    state: &mut ClusterState,
+    taskmanager: &str,
+    shards: &[(JobId, u32, Option<u64>)],
+) -> u32 {
+    let mut moved = 0;
+    let mut jobs = BTreeSet::new();
+    for (job_id, index, expected_epoch) in shards {
+        let Some(job) = state.jobs.get_mut(job_id) else {
+            continue;
+        };
+        let slots = job.spec.slots_per_shard;
+        let Some(shard) = job.shards.get_mut(*index as usize) else {
+            continue;
+        };
+        let matches = shard.state.holds_slots()
+            && shard.taskmanager.as_deref() == Some(taskmanager)
+            && expected_epoch.is_none_or(|e| e == shard.epoch);
+        if !matches {
+            continue;
+        }
+        requeue(shard, 0);
+        release_slots(state, *job_id, *index, taskmanager, slots);
+        jobs.insert(*job_id);
+        moved += 1;
+    }
+    for job_id in jobs {
+        refresh_job(state, job_id);
+    }
+    moved
+}
+
+fn mark_lost(
+    state: &mut ClusterState,
+    id: String,
+    registration_epoch: u64,
+) -> Result<Response, Rejection> {
+    let tm = state
+        .taskmanagers
+        .get_mut(&id)
+        .ok_or_else(|| Rejection::UnknownTaskManager(id.clone()))?;
+    if tm.registration_epoch != registration_epoch {
+        return Err(Rejection::StaleRegistration {
+            id,
+            current: tm.registration_epoch,
+        });
+    }
+    tm.state = TaskManagerState::Lost;
+    tm.drain_deadline_ms = None;
+    let held: Vec<(JobId, u32, Option<u64>)> = state
+        .shards_by_taskmanager
+        .get(&id)
+        .map(|s| s.iter().map(|(j, i)| (*j, *i, None)).collect())
+        .unwrap_or_default();
+    let shards_requeued = requeue_held(state, &id, &held);
+    Ok(Response::TaskManagerLost {
+        id,
+        shards_requeued,
+    })
+}
+
+fn requeue_shards(
+    state: &mut ClusterState,
+    taskmanager: &str,
+    shards: Vec<(JobId, u32, u64)>,
+) -> Response {
+    let shards: Vec<(JobId, u32, Option<u64>)> = shards
+        .into_iter()
+        .map(|(j, i, e)| (j, i, Some(e)))
+        .collect();
+    let count = requeue_held(state, taskmanager, &shards);
+    Response::ShardsRequeued { count }
 }
 
 #[cfg(test)]

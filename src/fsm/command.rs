@@ -31,8 +31,61 @@ pub enum Command {
     },
     /// Cancel every shard of a job that has not ended.
     CancelJob { job_id: JobId, now_ms: u64 },
-    /// Stop placing new shards on a TaskManager.
-    DrainTaskManager { id: String, now_ms: u64 },
+    /// Stop placing new shards on a TaskManager; shards still running there at
+    /// `deadline_ms` are stopped and placed elsewhere.
+    DrainTaskManager {
+        id: String,
+        deadline_ms: u64,
+        now_ms: u64,
+    },
+    /// A TaskManager started the run it was assigned with `epoch`.
+    ReportShardStarted {
+        taskmanager: String,
+        job_id: JobId,
+        shard: u32,
+        epoch: u64,
+        now_ms: u64,
+    },
+    /// A run ended. `retry_at_ms` is the back-off deadline the leader chose (with jitter) in
+    /// case this was a failure that will be retried.
+    ReportShardEnded {
+        taskmanager: String,
+        job_id: JobId,
+        shard: u32,
+        epoch: u64,
+        outcome: ShardOutcome,
+        run_ms: u64,
+        retry_at_ms: u64,
+        now_ms: u64,
+    },
+    /// The leader has not heard from a TaskManager for longer than the timeout: its shards
+    /// go back to pending. Ignored if the TaskManager registered again meanwhile.
+    MarkTaskManagerLost {
+        id: String,
+        registration_epoch: u64,
+        now_ms: u64,
+    },
+    /// Put shards back to pending (a drain deadline passed). Each entry names the epoch it
+    /// expects, so a shard re-placed meanwhile is left alone.
+    RequeueShards {
+        taskmanager: String,
+        shards: Vec<(JobId, u32, u64)>,
+        now_ms: u64,
+    },
+}
+
+/// How a shard run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardOutcome {
+    /// Exit code 0.
+    Finished,
+    /// A non-zero exit (or a failure to start); counts against max attempts.
+    Failed {
+        exit_code: Option<i32>,
+        error: String,
+    },
+    /// Cut short by the infrastructure (the TaskManager restarted); does not count.
+    Interrupted { reason: String },
 }
 
 impl fmt::Display for Command {
@@ -45,6 +98,30 @@ impl fmt::Display for Command {
             }
             Command::CancelJob { job_id, .. } => write!(f, "CancelJob({job_id})"),
             Command::DrainTaskManager { id, .. } => write!(f, "DrainTaskManager({id})"),
+            Command::ReportShardStarted {
+                job_id,
+                shard,
+                epoch,
+                ..
+            } => {
+                write!(f, "ReportShardStarted({job_id}/{shard}@{epoch})")
+            }
+            Command::ReportShardEnded {
+                job_id,
+                shard,
+                epoch,
+                ..
+            } => {
+                write!(f, "ReportShardEnded({job_id}/{shard}@{epoch})")
+            }
+            Command::MarkTaskManagerLost { id, .. } => write!(f, "MarkTaskManagerLost({id})"),
+            Command::RequeueShards {
+                taskmanager,
+                shards,
+                ..
+            } => {
+                write!(f, "RequeueShards({taskmanager}, {})", shards.len())
+            }
         }
     }
 }
@@ -77,6 +154,16 @@ pub enum Rejection {
     JobTooLarge(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("job '{job_id}' has no shard {shard}")]
+    UnknownShard { job_id: JobId, shard: u32 },
+    #[error("stale report for {job_id} shard {shard}: epoch {epoch} is no longer this TaskManager's assignment; stop that run")]
+    StaleEpoch {
+        job_id: JobId,
+        shard: u32,
+        epoch: u64,
+    },
+    #[error("TaskManager '{id}' registered again since (registration {current}); nothing to do")]
+    StaleRegistration { id: String, current: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +184,14 @@ pub enum Response {
     },
     TaskManagerDraining {
         id: String,
+    },
+    ShardReported,
+    TaskManagerLost {
+        id: String,
+        shards_requeued: u32,
+    },
+    ShardsRequeued {
+        count: u32,
     },
     Rejected(Rejection),
 }

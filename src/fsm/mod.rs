@@ -11,7 +11,7 @@ mod command;
 mod validate;
 
 pub use apply::apply;
-pub use command::{Command, Placement, PlacementOutcome, Rejection, Response};
+pub use command::{Command, Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
 pub use validate::{
     validate_address, validate_labels, validate_name, validate_registration, validate_spec,
 };

@@ -40,7 +40,8 @@ pub fn validate_labels(labels: &Labels) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// A TaskManager registration: an id, a host:port address and at least one slot.
+/// A TaskManager registration: an id, a host:port address and at least one slot. Port 0
+/// is allowed: the agent takes no inbound connections (it pulls work with heartbeats).
 pub fn validate_registration(
     id: &str,
     addr: &str,
@@ -48,7 +49,10 @@ pub fn validate_registration(
     labels: &Labels,
 ) -> Result<(), Rejection> {
     validate_name("TaskManager id", id)?;
-    validate_address(addr)?;
+    match addr.rsplit_once(':') {
+        Some((host, "0")) => validate_address(&format!("{host}:1"))?,
+        _ => validate_address(addr)?,
+    }
     if slots == 0 {
         return Err(invalid("slots must be at least 1"));
     }

@@ -2,8 +2,13 @@
 //! being one. Every decision they make is a command through the Raft log; apply re-checks
 //! it, so a deposed leader's late proposal cannot do harm.
 
+mod liveness;
 mod placement;
+mod taskmanager_watch;
 
+pub use liveness::Liveness;
+
+use crate::config::TaskManagerSettings;
 use crate::raft::{Raft, SharedState};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
@@ -16,8 +21,13 @@ pub struct LeaderDuties {
 }
 
 impl LeaderDuties {
-    pub fn start(raft: Raft, shared: Arc<SharedState>) -> Self {
-        let supervisor = tokio::spawn(supervise(raft, shared));
+    pub fn start(
+        raft: Raft,
+        shared: Arc<SharedState>,
+        liveness: Arc<Liveness>,
+        settings: TaskManagerSettings,
+    ) -> Self {
+        let supervisor = tokio::spawn(supervise(raft, shared, liveness, settings));
         LeaderDuties { supervisor }
     }
 
@@ -37,7 +47,12 @@ impl Drop for RunningLoops {
     }
 }
 
-async fn supervise(raft: Raft, shared: Arc<SharedState>) {
+async fn supervise(
+    raft: Raft,
+    shared: Arc<SharedState>,
+    liveness: Arc<Liveness>,
+    settings: TaskManagerSettings,
+) {
     let mut metrics = raft.metrics();
     let mut running: Option<RunningLoops> = None;
     loop {
@@ -48,10 +63,15 @@ async fn supervise(raft: Raft, shared: Arc<SharedState>) {
         match (is_leader, running.is_some()) {
             (true, false) => {
                 tracing::info!(term, "became leader; starting leader loops");
-                running = Some(RunningLoops(vec![tokio::spawn(placement::run(
-                    raft.clone(),
-                    shared.clone(),
-                ))]));
+                running = Some(RunningLoops(vec![
+                    tokio::spawn(placement::run(raft.clone(), shared.clone())),
+                    tokio::spawn(taskmanager_watch::run(
+                        raft.clone(),
+                        shared.clone(),
+                        liveness.clone(),
+                        settings.clone(),
+                    )),
+                ]));
             }
             (false, true) => {
                 tracing::info!(term, "no longer leader; stopping leader loops");

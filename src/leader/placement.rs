@@ -8,8 +8,8 @@ use crate::scheduler::{plan, PlanLimits, ScoreWeights};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Re-plan at least this often, even without state changes.
-const IDLE_RECHECK: Duration = Duration::from_secs(1);
+/// Re-plan at least this often, even without state changes (retry back-offs expire by time).
+const IDLE_RECHECK: Duration = Duration::from_millis(250);
 /// Pause after a failed proposal before trying again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -21,7 +21,12 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>) {
             if view.state.jobs_with_pending_shards.is_empty() {
                 Vec::new()
             } else {
-                plan(&view.state, ScoreWeights::default(), PlanLimits::default())
+                plan(
+                    &view.state,
+                    now_ms(),
+                    ScoreWeights::default(),
+                    PlanLimits::default(),
+                )
             }
         };
         let mut progressed = false;

@@ -5,15 +5,17 @@
 mod bootstrap;
 
 use crate::config::{ConfigError, ServeConfig};
-use crate::leader::LeaderDuties;
+use crate::leader::{LeaderDuties, Liveness};
 use crate::pb::api::cluster_server::ClusterServer;
 use crate::pb::api::dispatcher_server::DispatcherServer;
+use crate::pb::api::task_managers_server::TaskManagersServer;
 use crate::pb::raft::raft_service_server::RaftServiceServer;
 use crate::raft::network::RAFT_MAX_MESSAGE_BYTES;
 use crate::raft::snapshot_store::SnapshotStore;
 use crate::raft::{GrpcNetworkFactory, Raft, SledLogStore, StateMachineStore};
 use crate::rpc::{
-    ClusterService, DispatcherService, RaftService, ServiceContext, API_MAX_MESSAGE_BYTES,
+    ClusterService, DispatcherService, RaftService, ServiceContext, TaskManagerService,
+    API_MAX_MESSAGE_BYTES,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -101,17 +103,25 @@ pub async fn serve(
     .map_err(|e| NodeError::Raft(e.to_string()))?;
     tracing::info!(id = opts.id, listen = %opts.listen, data_dir = %opts.data_dir.display(), "replica started");
 
+    let liveness = Arc::new(Liveness::default());
     let ctx = ServiceContext {
         node_id: opts.id,
         raft: raft.clone(),
         shared: shared.clone(),
+        liveness: liveness.clone(),
+        tm_settings: opts.config.taskmanagers.clone(),
     };
     let bootstrap = tokio::spawn(bootstrap::form_or_join(
         raft.clone(),
         opts.id,
         opts.peers.clone(),
     ));
-    let leader_duties = LeaderDuties::start(raft.clone(), shared.clone());
+    let leader_duties = LeaderDuties::start(
+        raft.clone(),
+        shared.clone(),
+        liveness,
+        opts.config.taskmanagers.clone(),
+    );
 
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -123,6 +133,11 @@ pub async fn serve(
         )
         .add_service(
             DispatcherServer::new(DispatcherService::new(ctx.clone()))
+                .max_decoding_message_size(API_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            TaskManagersServer::new(TaskManagerService::new(ctx.clone()))
                 .max_decoding_message_size(API_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(usize::MAX),
         )

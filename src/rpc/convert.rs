@@ -52,6 +52,11 @@ pub fn job_status(job: &Job) -> api::JobStatus {
                 attempt: s.attempt,
                 epoch: s.epoch,
                 exit_code: s.exit_code,
+                failures: s.failures,
+                error: s.error.clone(),
+                not_before_ms: (s.not_before_ms > 0
+                    && s.state == crate::domain::ShardState::Pending)
+                    .then_some(s.not_before_ms),
             })
             .collect(),
     }
@@ -86,5 +91,9 @@ pub fn taskmanager_info(tm: &TaskManager) -> api::TaskManagerInfo {
         registration_epoch: tm.registration_epoch,
         shard_runs: tm.stats.runs,
         shard_failures: tm.stats.failures,
+        excluded_until_ms: tm
+            .is_excluded(crate::clock::now_ms())
+            .then_some(tm.excluded_until_ms),
+        drain_deadline_ms: tm.drain_deadline_ms,
     }
 }

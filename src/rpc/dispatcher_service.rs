@@ -12,6 +12,10 @@ use crate::pb::api::dispatcher_server::Dispatcher;
 use crate::pb::api::*;
 use tonic::{Request, Response, Status};
 
+/// How long a drain lets running shards finish before moving them, unless told otherwise.
+const DEFAULT_DRAIN_DEADLINE_SECS: u64 = 300;
+const MAX_DRAIN_DEADLINE_SECS: u64 = 7 * 24 * 3600;
+
 pub struct DispatcherService {
     ctx: ServiceContext,
 }
@@ -146,11 +150,21 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<DrainTaskManagerRequest>,
     ) -> Result<Response<DrainTaskManagerReply>, Status> {
-        let id = request.into_inner().id;
+        let req = request.into_inner();
+        let id = req.id;
         crate::fsm::validate_name("TaskManager id", &id).map_err(ApiError::from)?;
+        let deadline_secs = req.deadline_secs.unwrap_or(DEFAULT_DRAIN_DEADLINE_SECS);
+        if deadline_secs > MAX_DRAIN_DEADLINE_SECS {
+            return Err(ApiError::InvalidArgument(format!(
+                "drain deadline {deadline_secs} s is longer than the limit of {MAX_DRAIN_DEADLINE_SECS} s"
+            ))
+            .into());
+        }
+        let now = now_ms();
         let command = Command::DrainTaskManager {
             id,
-            now_ms: now_ms(),
+            deadline_ms: now + deadline_secs * 1000,
+            now_ms: now,
         };
         match write(&self.ctx, command).await? {
             FsmResponse::TaskManagerDraining { id } => {

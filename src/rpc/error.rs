@@ -69,6 +69,10 @@ impl From<ApiError> for Status {
                     Rejection::UnknownJob(_) | Rejection::UnknownTaskManager(_) => Code::NotFound,
                     Rejection::JobAlreadyEnded { .. } => Code::FailedPrecondition,
                     Rejection::JobTooLarge(_) | Rejection::Invalid(_) => Code::InvalidArgument,
+                    Rejection::UnknownShard { .. } => Code::NotFound,
+                    Rejection::StaleEpoch { .. } | Rejection::StaleRegistration { .. } => {
+                        Code::FailedPrecondition
+                    }
                 };
                 Status::new(code, message)
             }

@@ -8,12 +8,16 @@ mod dispatcher_service;
 mod error;
 mod raft_access;
 mod raft_service;
+mod taskmanager_service;
 
 pub use cluster_service::ClusterService;
 pub use dispatcher_service::DispatcherService;
 pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER};
 pub use raft_service::RaftService;
+pub use taskmanager_service::TaskManagerService;
 
+use crate::config::TaskManagerSettings;
+use crate::leader::Liveness;
 use crate::raft::{Raft, SharedState};
 use std::sync::Arc;
 
@@ -27,4 +31,7 @@ pub struct ServiceContext {
     pub node_id: u64,
     pub raft: Raft,
     pub shared: Arc<SharedState>,
+    /// Heartbeat arrival times, read by the leader's failure detector.
+    pub liveness: Arc<Liveness>,
+    pub tm_settings: TaskManagerSettings,
 }

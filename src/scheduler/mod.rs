@@ -28,9 +28,11 @@
 //! over `N` TaskManagers costs O(N + S·log N), not O(N·S).
 
 mod plan;
+mod recovery;
 mod score;
 
 pub use plan::{plan, PlanLimits};
+pub use recovery::retry_delay_ms;
 pub use score::{ScoreWeights, TaskManagerScorer};
 
 #[cfg(test)]

@@ -54,14 +54,20 @@ impl Ord for Ranked {
     }
 }
 
-/// Plan placements for every job with pending shards, oldest job first. Jobs that do not
-/// fit keep their pending shards; they are planned again when capacity appears.
-pub fn plan(state: &ClusterState, weights: ScoreWeights, limits: PlanLimits) -> Vec<Placement> {
+/// Plan placements for every job with pending shards, oldest job first, as of `now_ms`
+/// (shards in retry back-off and excluded TaskManagers are skipped). Jobs that do not fit
+/// keep their pending shards; they are planned again when capacity appears.
+pub fn plan(
+    state: &ClusterState,
+    now_ms: u64,
+    weights: ScoreWeights,
+    limits: PlanLimits,
+) -> Vec<Placement> {
     let scorer = TaskManagerScorer::new(state, weights);
     let mut candidates: Vec<Candidate<'_>> = state
         .taskmanagers
         .values()
-        .filter(|tm| tm.accepts_placements() && tm.free_slots() > 0)
+        .filter(|tm| tm.accepts_placements(now_ms) && tm.free_slots() > 0)
         .map(|tm| Candidate {
             id: &tm.id,
             slots: tm.slots,
@@ -81,6 +87,7 @@ pub fn plan(state: &ClusterState, weights: ScoreWeights, limits: PlanLimits) -> 
         plan_job(
             state,
             *job_id,
+            now_ms,
             &scorer,
             &mut candidates,
             budget,
@@ -93,6 +100,7 @@ pub fn plan(state: &ClusterState, weights: ScoreWeights, limits: PlanLimits) -> 
 fn plan_job(
     state: &ClusterState,
     job_id: JobId,
+    now_ms: u64,
     scorer: &TaskManagerScorer,
     candidates: &mut [Candidate<'_>],
     budget: usize,
@@ -130,7 +138,8 @@ fn plan_job(
             candidate: i,
         })
         .collect();
-    for shard in job.pending_shards().take(budget) {
+    let ready = job.pending_shards().filter(|s| s.not_before_ms <= now_ms);
+    for shard in ready.take(budget) {
         let Some(best) = heap.pop() else { break };
         let c = &mut candidates[best.candidate];
         c.free -= need;

@@ -7,6 +7,9 @@ use crate::fsm::{apply, Command, Placement, PlacementOutcome, Response};
 use std::collections::HashSet;
 use std::time::Instant;
 
+/// Planning time in these tests: after every command they stamp.
+const NOW_MS: u64 = 1_000_000;
+
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
@@ -83,7 +86,12 @@ fn submit(state: &mut ClusterState, idx: u64, shards: u32, slots: u32) -> JobId 
 }
 
 fn plan_default(state: &ClusterState) -> Vec<Placement> {
-    plan(state, ScoreWeights::default(), PlanLimits::default())
+    plan(
+        state,
+        NOW_MS,
+        ScoreWeights::default(),
+        PlanLimits::default(),
+    )
 }
 
 /// Applies `placements` as one PlaceShards command and asserts apply accepted every one.
@@ -231,6 +239,7 @@ fn draining_and_full_taskmanagers_get_nothing() {
         &mut state,
         6,
         Command::DrainTaskManager {
+            deadline_ms: u64::MAX,
             id: "tm-a".to_string(),
             now_ms: 6,
         },
@@ -444,13 +453,13 @@ fn max_placements_caps_the_plan() {
     let second = submit(&mut state, 21, 8, 1);
     let limits = PlanLimits { max_placements: 10 };
 
-    let placements = plan(&state, ScoreWeights::default(), limits);
+    let placements = plan(&state, NOW_MS, ScoreWeights::default(), limits);
     assert_eq!(placements.len(), 10);
     assert_eq!(placements.iter().filter(|p| p.job_id == first).count(), 8);
     assert_eq!(placements.iter().filter(|p| p.job_id == second).count(), 2);
     apply_plan(&mut state, 22, &placements);
 
-    let rest = plan(&state, ScoreWeights::default(), limits);
+    let rest = plan(&state, NOW_MS, ScoreWeights::default(), limits);
     assert_eq!(rest.len(), 6);
     assert!(rest.iter().all(|p| p.job_id == second));
     apply_plan(&mut state, 23, &rest);
@@ -458,7 +467,7 @@ fn max_placements_caps_the_plan() {
 
     let none = PlanLimits { max_placements: 0 };
     submit(&mut state, 24, 1, 1);
-    assert!(plan(&state, ScoreWeights::default(), none).is_empty());
+    assert!(plan(&state, NOW_MS, ScoreWeights::default(), none).is_empty());
 }
 
 #[test]

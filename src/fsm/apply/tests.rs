@@ -117,6 +117,7 @@ fn cancel_cmd(job_id: JobId) -> Command {
 fn drain_cmd(id: &str) -> Command {
     Command::DrainTaskManager {
         id: id.to_string(),
+        deadline_ms: 65_000,
         now_ms: 5_000,
     }
 }
@@ -326,7 +327,7 @@ fn invalid_registrations_are_rejected_without_change() {
         ("", "127.0.0.1:7001", 4),
         ("tm b", "127.0.0.1:7001", 4),
         ("tm-b", "nohost", 4),
-        ("tm-b", "h:0", 4),
+        ("tm-b", "h:x", 4),
         ("tm-b", ":7001", 4),
         ("tm-b", "h:99999", 4),
         ("tm-b", "127.0.0.1:7001", MAX_TASKMANAGER_SLOTS + 1),
@@ -721,7 +722,7 @@ fn drained_taskmanager_takes_no_new_placements() {
     );
     let tm = state.taskmanager("tm-a").unwrap();
     assert_eq!(tm.state, TaskManagerState::Draining);
-    assert!(!tm.accepts_placements());
+    assert!(!tm.accepts_placements(5_000));
     // The shard already there keeps running and keeps its slot.
     assert_eq!(tm.used_slots, 1);
     assert_eq!(shard(&state, job, 0).state, ShardState::Assigned);

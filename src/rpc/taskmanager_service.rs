@@ -1,0 +1,184 @@
+//! The TaskManager agents' API: heartbeats (answered by the leader from memory and its
+//! state, never written to the log) and shard reports (written to the log, fenced by epoch).
+
+use super::error::ApiError;
+use super::raft_access::{not_leader, not_leader_here, write};
+use super::ServiceContext;
+use crate::clock::now_ms;
+use crate::domain::{JobId, TaskManagerState};
+use crate::fsm::{validate_name, Command, ShardOutcome};
+use crate::pb::api::task_managers_server::TaskManagers;
+use crate::pb::api::*;
+use crate::scheduler::retry_delay_ms;
+use openraft::errors::{LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+pub struct TaskManagerService {
+    ctx: ServiceContext,
+}
+
+impl TaskManagerService {
+    pub fn new(ctx: ServiceContext) -> Self {
+        TaskManagerService { ctx }
+    }
+
+    /// Heartbeats must come from a leader that still holds its lease: a deposed leader
+    /// answering from stale state could hand out assignments that were moved elsewhere.
+    async fn ensure_leader_lease(&self) -> Result<(), ApiError> {
+        match self
+            .ctx
+            .raft
+            .ensure_linearizable(ReadPolicy::LeaseRead)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(not_leader(&f))
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                Err(not_leader_here(&self.ctx))
+            }
+            Err(RaftError::Fatal(f)) => Err(ApiError::Unavailable(format!("raft stopped: {f}"))),
+        }
+    }
+}
+
+/// A small random number in [0, 1) for back-off jitter, without a dependency on `rand`.
+fn unit_random(salt: &[u8]) -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&nanos.to_le_bytes());
+    hasher.update(salt);
+    let bytes = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes.as_bytes()[..8]);
+    (u64::from_le_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[tonic::async_trait]
+impl TaskManagers for TaskManagerService {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let received = Instant::now();
+        let req = request.into_inner();
+        validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
+        self.ensure_leader_lease().await?;
+        let settings = &self.ctx.tm_settings;
+        let mut reply = HeartbeatReply {
+            registered: false,
+            assignments: Vec::new(),
+            lease_ms: settings.lease_ms,
+            heartbeat_interval_ms: settings.heartbeat_interval_ms,
+        };
+        let view = self.ctx.shared.read();
+        let Some(tm) = view.state.taskmanager(&req.taskmanager_id) else {
+            return Ok(Response::new(reply));
+        };
+        if tm.registration_epoch != req.registration_epoch || tm.state == TaskManagerState::Lost {
+            return Ok(Response::new(reply));
+        }
+        self.ctx.liveness.record(&tm.id, received);
+        reply.registered = true;
+        for (job_id, index) in view
+            .state
+            .shards_by_taskmanager
+            .get(&tm.id)
+            .into_iter()
+            .flatten()
+        {
+            let Some(job) = view.state.jobs.get(job_id) else {
+                continue;
+            };
+            let Some(shard) = job.shards.get(*index as usize) else {
+                continue;
+            };
+            reply.assignments.push(Assignment {
+                job_id: job_id.to_string(),
+                index: *index,
+                epoch: shard.epoch,
+                attempt: shard.attempt,
+                shard_count: job.spec.shard_count,
+                command: job.spec.command.clone(),
+                args: job.spec.args.clone(),
+                env: job
+                    .spec
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            });
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn report_shard(
+        &self,
+        request: Request<ShardReport>,
+    ) -> Result<Response<ShardReportReply>, Status> {
+        let req = request.into_inner();
+        validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
+        let job_id: JobId = req
+            .job_id
+            .parse()
+            .map_err(|e: crate::domain::ParseJobIdError| {
+                ApiError::InvalidArgument(e.to_string())
+            })?;
+        let now = now_ms();
+        let kind = ReportKind::try_from(req.kind)
+            .map_err(|_| ApiError::InvalidArgument(format!("unknown report kind {}", req.kind)))?;
+        let outcome = match kind {
+            ReportKind::Started => None,
+            ReportKind::Finished => Some(ShardOutcome::Finished),
+            ReportKind::Failed => Some(ShardOutcome::Failed {
+                exit_code: req.exit_code,
+                error: req.error,
+            }),
+            ReportKind::Interrupted => Some(ShardOutcome::Interrupted { reason: req.error }),
+        };
+        let command = match outcome {
+            None => Command::ReportShardStarted {
+                taskmanager: req.taskmanager_id,
+                job_id,
+                shard: req.index,
+                epoch: req.epoch,
+                now_ms: now,
+            },
+            Some(outcome) => {
+                let failures_after = {
+                    let view = self.ctx.shared.read();
+                    view.state
+                        .job(job_id)
+                        .and_then(|j| j.shards.get(req.index as usize))
+                        .map(|s| s.failures + 1)
+                        .unwrap_or(1)
+                };
+                let s = &self.ctx.tm_settings;
+                let delay = retry_delay_ms(
+                    failures_after,
+                    s.retry_base_ms,
+                    s.retry_max_ms,
+                    unit_random(req.job_id.as_bytes()),
+                );
+                Command::ReportShardEnded {
+                    taskmanager: req.taskmanager_id,
+                    job_id,
+                    shard: req.index,
+                    epoch: req.epoch,
+                    outcome,
+                    run_ms: req.run_ms,
+                    retry_at_ms: now + delay,
+                    now_ms: now,
+                }
+            }
+        };
+        write(&self.ctx, command).await?;
+        Ok(Response::new(ShardReportReply {}))
+    }
+}
