@@ -72,6 +72,37 @@ pub enum Command {
     },
     /// Measure throughput and failover on a local cluster of this binary.
     Bench(BenchArgs),
+    /// Run a TaskManager agent: register, heartbeat, run the shards it is given.
+    Taskmanager {
+        #[command(flatten)]
+        agent: TaskManagerArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Internal: the keep-alive supervisor a TaskManager runs each shard under.
+    #[command(hide = true)]
+    ShardExec {
+        #[arg(long, default_value_t = 1000)]
+        keepalive_timeout_ms: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TaskManagerArgs {
+    /// This TaskManager's id, unique in the cluster; restarting with the same id resumes it.
+    #[arg(long)]
+    pub id: String,
+    /// How many slots it offers.
+    #[arg(long)]
+    pub slots: u32,
+    /// Labels that job selectors can match: k=v,...
+    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Where shard runs keep their output and results (default: ./taskmanager-<id>).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

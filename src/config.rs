@@ -14,14 +14,14 @@
 //! [taskmanagers]
 //! heartbeat_interval_ms = 500
 //! lease_ms = 2000           # an agent cut off this long stops its shards
-//! timeout_ms = 4000         # then the leader declares it lost (>= lease + 1000)
+//! timeout_ms = 4000         # then the leader declares it lost (>= lease + 1500)
 //! grace_ms = 4000           # a new leader declares nobody lost before this
 //! max_lost_per_second = 10
 //! retry_base_ms = 1000      # failed shards retry after 1 s, 2 s, 4 s ... up to retry_max_ms
 //! retry_max_ms = 60000
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTimings {
     pub heartbeat_ms: u64,
@@ -55,7 +55,7 @@ impl Default for RaftTimings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SnapshotSettings {
     pub every_entries: u64,
@@ -72,7 +72,7 @@ impl Default for SnapshotSettings {
 }
 
 /// How the leader watches TaskManagers and recovers their work.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskManagerSettings {
     /// How often agents heartbeat.
@@ -108,9 +108,9 @@ impl Default for TaskManagerSettings {
 
 /// What an agent needs beyond the lease before its runs are surely dead: the keep-alive
 /// timeout of the shard supervisor, plus scheduling slack.
-pub const LEASE_MARGIN_MS: u64 = 1_000;
+pub const LEASE_MARGIN_MS: u64 = 1_500;
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
     pub raft: RaftTimings,

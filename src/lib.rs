@@ -39,3 +39,4 @@ pub mod pb;
 pub mod raft;
 pub mod rpc;
 pub mod scheduler;
+pub mod taskmanager;

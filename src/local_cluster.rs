@@ -68,15 +68,8 @@ pub struct LocalCluster {
 }
 
 /// Serialize the settings as the TOML `serve --config` reads.
-fn config_toml(config: &ServeConfig) -> String {
-    format!(
-        "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n\n[snapshot]\nevery_entries = {}\nkeep_entries = {}\n",
-        config.raft.heartbeat_ms,
-        config.raft.election_timeout_min_ms,
-        config.raft.election_timeout_max_ms,
-        config.snapshot.every_entries,
-        config.snapshot.keep_entries,
-    )
+fn config_toml(config: &ServeConfig) -> io::Result<String> {
+    toml::to_string(config).map_err(io::Error::other)
 }
 
 impl LocalCluster {
@@ -90,7 +83,7 @@ impl LocalCluster {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(&root)?;
         let config_file = root.join("dispatcher.toml");
-        fs::write(&config_file, config_toml(config))?;
+        fs::write(&config_file, config_toml(config)?)?;
         let mut peers = BTreeMap::new();
         for id in 1..=count {
             peers.insert(id, format!("127.0.0.1:{}", free_port()?));

@@ -66,12 +66,42 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Submit { submit, client } => commands::submit(submit, client).await,
         Command::Job { command, client } => commands::job(command, client).await,
         Command::Bench(args) => commands::bench(args).await,
+        Command::Taskmanager { agent, client } => {
+            let work_dir = agent
+                .work_dir
+                .unwrap_or_else(|| std::path::PathBuf::from(format!("taskmanager-{}", agent.id)));
+            let opts = dispatcher::taskmanager::AgentOptions {
+                id: agent.id,
+                slots: agent.slots,
+                labels: agent.labels.into_iter().collect(),
+                work_dir,
+                endpoints: client.endpoints,
+            };
+            dispatcher::taskmanager::run(opts, shutdown_signal()).await?;
+            Ok(0)
+        }
+        // Handled before the runtime starts.
+        Command::ShardExec { .. } => Ok(2),
     }
 }
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve(_) | Command::Bench(_)));
+    if let Command::ShardExec {
+        keepalive_timeout_ms,
+        command,
+    } = &cli.command
+    {
+        let code = dispatcher::taskmanager::supervisor::shard_exec(
+            command,
+            std::time::Duration::from_millis(*keepalive_timeout_ms),
+        );
+        std::process::exit(code);
+    }
+    init_tracing(matches!(
+        cli.command,
+        Command::Serve(_) | Command::Bench(_) | Command::Taskmanager { .. }
+    ));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -22,6 +22,8 @@ pub enum CliError {
     Serve(#[from] crate::node::NodeError),
     #[error("benchmark failed: {0}")]
     Bench(#[from] crate::bench::BenchError),
+    #[error("{0}")]
+    Agent(#[from] crate::taskmanager::AgentError),
 }
 
 /// How a command ended, as a process exit code.

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use dispatcher::client::Client;
-use dispatcher::config::{RaftTimings, ServeConfig, SnapshotSettings};
+use dispatcher::config::{RaftTimings, ServeConfig, SnapshotSettings, TaskManagerSettings};
 use dispatcher::local_cluster::{wait_for, LocalCluster};
 use dispatcher::pb::api::{JobSpec, JobStatus, RegisterTaskManagerRequest, SubmitRequest};
 use std::time::Duration;
@@ -21,7 +21,8 @@ pub fn test_config() -> ServeConfig {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
         },
-        snapshot: SnapshotSettings::default(),
+                snapshot: SnapshotSettings::default(),
+        taskmanagers: TaskManagerSettings::default(),
     }
 }
 

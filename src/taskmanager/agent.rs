@@ -1,0 +1,203 @@
+//! The agent's main loop: register, heartbeat, reconcile runs with the leader's assignment
+//! list, keep the lease.
+
+use super::lease::Lease;
+use super::reporter;
+use super::runner::{self, RunContext, RunHandle, RunKey};
+use super::workdir::{RunRecord, RunResult, WorkDir};
+use crate::client::{Client, ClientError, ClientOptions};
+use crate::domain::Labels;
+use crate::pb::api::task_managers_client::TaskManagersClient;
+use crate::pb::api::{
+    Assignment, HeartbeatRequest, RegisterTaskManagerRequest, ReportKind, ShardKey,
+};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("work directory {path}: {source}")]
+    WorkDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot find this executable to run shards under its supervisor: {0}")]
+    Executable(std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub id: String,
+    pub slots: u32,
+    pub labels: Labels,
+    pub work_dir: PathBuf,
+    pub endpoints: Vec<String>,
+}
+
+/// Until the first heartbeat reply says otherwise.
+const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
+const DEFAULT_LEASE: Duration = Duration::from_secs(2);
+
+type Runs = Arc<Mutex<HashMap<RunKey, RunHandle>>>;
+
+fn lock(runs: &Runs) -> std::sync::MutexGuard<'_, HashMap<RunKey, RunHandle>> {
+    runs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+async fn register(client: &Client, opts: &AgentOptions) -> Result<u64, ClientError> {
+    let reply = client
+        .register_taskmanager(RegisterTaskManagerRequest {
+            id: opts.id.clone(),
+            // Port 0: the agent takes no inbound connections; work comes with heartbeats.
+            addr: format!("{}:0", hostname()),
+            slots: opts.slots,
+            labels: opts.labels.clone().into_iter().collect(),
+        })
+        .await?;
+    tracing::info!(id = %opts.id, registration_epoch = reply.registration_epoch, "registered");
+    Ok(reply.registration_epoch)
+}
+
+/// Run the agent until `shutdown` resolves. Its runs stop with it.
+pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let workdir = WorkDir::open(&opts.work_dir).map_err(|source| AgentError::WorkDir {
+        path: opts.work_dir.display().to_string(),
+        source,
+    })?;
+    let executable = std::env::current_exe().map_err(AgentError::Executable)?;
+    // Registration and reports may wait out a leader change; heartbeats must not block
+    // the loop for long.
+    let client = Arc::new(Client::new(opts.endpoints.clone())?);
+    let heartbeat_client = Client::with_options(
+        opts.endpoints.clone(),
+        ClientOptions {
+            rpc_timeout: Duration::from_millis(1000),
+            call_timeout: Duration::from_millis(1000),
+        },
+    )?;
+    let (reports, reporter_task) = reporter::start(client.clone());
+    let lease = Arc::new(Lease::new(DEFAULT_LEASE));
+    let runs: Runs = Arc::new(Mutex::new(HashMap::new()));
+    let ctx = RunContext {
+        taskmanager_id: opts.id.clone(),
+        executable,
+        workdir,
+        lease: lease.clone(),
+        reports,
+        on_exit: {
+            let runs = runs.clone();
+            Arc::new(move |key: &RunKey| {
+                lock(&runs).remove(key);
+            })
+        },
+    };
+
+    let main = async {
+        let mut registration_epoch = register(&client, &opts).await?;
+        let mut interval = DEFAULT_INTERVAL;
+        let mut lease_was_valid = false;
+        loop {
+            let sent_at = Instant::now();
+            let running: Vec<ShardKey> = lock(&runs)
+                .keys()
+                .map(|(job_id, index, epoch)| ShardKey {
+                    job_id: job_id.clone(),
+                    index: *index,
+                    epoch: *epoch,
+                })
+                .collect();
+            let request = HeartbeatRequest {
+                taskmanager_id: opts.id.clone(),
+                registration_epoch,
+                running,
+            };
+            let reply = heartbeat_client
+                .call(|ch| {
+                    let r = request.clone();
+                    async move { TaskManagersClient::new(ch).heartbeat(r).await }
+                })
+                .await;
+            match reply {
+                Ok(reply) if !reply.registered => {
+                    tracing::warn!("the leader does not know this registration (declared lost?): stopping every run and registering again");
+                    lock(&runs).clear();
+                    registration_epoch = register(&client, &opts).await?;
+                    continue;
+                }
+                Ok(reply) => {
+                    interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
+                    lease.renew(sent_at, Duration::from_millis(reply.lease_ms));
+                    reconcile(&ctx, &runs, reply.assignments);
+                }
+                Err(e) => tracing::debug!("heartbeat failed: {e}"),
+            }
+            let valid = lease.is_valid();
+            if lease_was_valid && !valid {
+                tracing::warn!("no leader reached within the lease: stopping every run");
+                lock(&runs).clear();
+            }
+            lease_was_valid = valid;
+            tokio::time::sleep(interval.saturating_sub(sent_at.elapsed())).await;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), AgentError>(())
+    };
+    let result = tokio::select! {
+        r = main => r,
+        _ = shutdown => Ok(()),
+    };
+    lock(&runs).clear();
+    reporter_task.abort();
+    result
+}
+
+/// Run exactly the assigned shards: stop runs no longer assigned, start new assignments
+/// unless the work directory shows they already ran.
+fn reconcile(ctx: &RunContext, runs: &Runs, assignments: Vec<Assignment>) {
+    let wanted: HashSet<RunKey> = assignments
+        .iter()
+        .map(|a| (a.job_id.clone(), a.index, a.epoch))
+        .collect();
+    let mut runs_now = lock(runs);
+    runs_now.retain(|key, _| {
+        let keep = wanted.contains(key);
+        if !keep {
+            tracing::info!(job = %key.0, shard = key.1, epoch = key.2, "no longer assigned here: stopping");
+        }
+        keep
+    });
+    for a in assignments {
+        let key = (a.job_id.clone(), a.index, a.epoch);
+        if runs_now.contains_key(&key) {
+            continue;
+        }
+        match ctx.workdir.record(&a.job_id, a.index, a.epoch) {
+            RunRecord::Ended(result) => ctx.report_result(&a, &result),
+            RunRecord::Interrupted => {
+                let result = RunResult {
+                    exit_code: None,
+                    run_ms: 0,
+                    error: "the TaskManager agent restarted while the shard ran".into(),
+                };
+                ctx.report(&a, ReportKind::Interrupted, Some(&result));
+            }
+            RunRecord::NeverStarted => {
+                tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, attempt = a.attempt, "starting");
+                runs_now.insert(key, runner::start(ctx.clone(), a));
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! One shard run: a `shard-exec` supervisor child whose stdin carries keep-alive bytes while
+//! the agent holds its lease, and a task that waits for it, records the result durably and
+//! reports it.
+
+use super::lease::Lease;
+use super::reporter::ReportSender;
+use super::workdir::{tail, RunResult, WorkDir};
+use crate::pb::api::{Assignment, ReportKind, ShardReport};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+
+/// Keep-alive bytes go to the supervisor this often ...
+const KEEPALIVE_EVERY: Duration = Duration::from_millis(100);
+/// ... and it kills the shard after this long without one.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Bytes of stderr kept as the failure message.
+const ERROR_TAIL_BYTES: u64 = 2_048;
+
+/// Identifies a run: (job id, shard index, epoch).
+pub type RunKey = (String, u32, u64);
+
+/// What the agent keeps of a running shard. Dropping it stops the run.
+pub struct RunHandle {
+    _stop: oneshot::Sender<()>,
+}
+
+/// Everything a run needs from its agent.
+#[derive(Clone)]
+pub struct RunContext {
+    pub taskmanager_id: String,
+    pub executable: PathBuf,
+    pub workdir: WorkDir,
+    pub lease: Arc<Lease>,
+    pub reports: ReportSender,
+    /// Called with the run's key when it is over, whatever the reason.
+    pub on_exit: Arc<dyn Fn(&RunKey) + Send + Sync>,
+}
+
+impl RunContext {
+    pub fn report(&self, a: &Assignment, kind: ReportKind, result: Option<&RunResult>) {
+        let _ = self.reports.send(ShardReport {
+            taskmanager_id: self.taskmanager_id.clone(),
+            job_id: a.job_id.clone(),
+            index: a.index,
+            epoch: a.epoch,
+            kind: kind as i32,
+            exit_code: result.and_then(|r| r.exit_code),
+            error: result.map(|r| r.error.clone()).unwrap_or_default(),
+            run_ms: result.map(|r| r.run_ms).unwrap_or(0),
+        });
+    }
+
+    /// Report a stored result again (the agent restarted before the report got through).
+    pub fn report_result(&self, a: &Assignment, result: &RunResult) {
+        let kind = if result.exit_code == Some(0) {
+            ReportKind::Finished
+        } else {
+            ReportKind::Failed
+        };
+        self.report(a, kind, Some(result));
+    }
+}
+
+/// Start a run; the returned handle stops it when dropped.
+pub fn start(ctx: RunContext, a: Assignment) -> RunHandle {
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let key = (a.job_id.clone(), a.index, a.epoch);
+        run(&ctx, &a, stop_rx).await;
+        (ctx.on_exit)(&key);
+    });
+    RunHandle { _stop: stop_tx }
+}
+
+async fn run(ctx: &RunContext, a: &Assignment, stop_rx: oneshot::Receiver<()>) {
+    let dir = match ctx.workdir.mark_started(&a.job_id, a.index, a.epoch) {
+        Ok(dir) => dir,
+        Err(e) => {
+            let result = RunResult {
+                exit_code: None,
+                run_ms: 0,
+                error: format!("cannot prepare the run directory: {e}"),
+            };
+            ctx.report(a, ReportKind::Failed, Some(&result));
+            return;
+        }
+    };
+    let files = std::fs::File::create(dir.join("stdout"))
+        .and_then(|out| Ok((out, std::fs::File::create(dir.join("stderr"))?)));
+    let (stdout, stderr) = match files {
+        Ok(f) => f,
+        Err(e) => {
+            let result = RunResult {
+                exit_code: None,
+                run_ms: 0,
+                error: format!("cannot create output files: {e}"),
+            };
+            let _ = ctx
+                .workdir
+                .save_result(&a.job_id, a.index, a.epoch, &result);
+            ctx.report(a, ReportKind::Failed, Some(&result));
+            return;
+        }
+    };
+    let started = Instant::now();
+    let mut command = tokio::process::Command::new(&ctx.executable);
+    command
+        .arg("shard-exec")
+        .arg("--keepalive-timeout-ms")
+        .arg(KEEPALIVE_TIMEOUT.as_millis().to_string())
+        .arg("--")
+        .arg(&a.command)
+        .args(&a.args)
+        .envs(&a.env)
+        .env("DISPATCHER_JOB_ID", &a.job_id)
+        .env("DISPATCHER_SHARD_INDEX", a.index.to_string())
+        .env("DISPATCHER_SHARD_COUNT", a.shard_count.to_string())
+        .env("DISPATCHER_ATTEMPT", a.attempt.to_string())
+        .env("DISPATCHER_EPOCH", a.epoch.to_string())
+        .env("DISPATCHER_TASKMANAGER", &ctx.taskmanager_id)
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let result = RunResult {
+                exit_code: None,
+                run_ms: 0,
+                error: format!("cannot start the shard supervisor: {e}"),
+            };
+            let _ = ctx
+                .workdir
+                .save_result(&a.job_id, a.index, a.epoch, &result);
+            ctx.report(a, ReportKind::Failed, Some(&result));
+            return;
+        }
+    };
+    ctx.report(a, ReportKind::Started, None);
+
+    // Keep-alives while the lease holds and nobody asked to stop; closing stdin stops it.
+    let stopped = Arc::new(AtomicBool::new(false));
+    if let Some(mut stdin) = child.stdin.take() {
+        let lease = ctx.lease.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            let mut stop_rx = stop_rx;
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    _ = tokio::time::sleep(KEEPALIVE_EVERY) => {}
+                }
+                if !lease.is_valid() {
+                    break;
+                }
+                if stdin.write_all(b"k").await.is_err() {
+                    return; // the supervisor is gone: the run is over
+                }
+            }
+            stopped.store(true, Ordering::SeqCst);
+            drop(stdin);
+        });
+    }
+
+    let status = child.wait().await;
+    let run_ms = started.elapsed().as_millis() as u64;
+    if stopped.load(Ordering::SeqCst) {
+        // Stopped by us (moved away, cancelled, or lease lost): not this run's outcome to report.
+        tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, "run stopped");
+        return;
+    }
+    let exit_code = status.ok().and_then(|s| s.code());
+    let error = if exit_code == Some(0) {
+        String::new()
+    } else {
+        let tail = tail(&dir.join("stderr"), ERROR_TAIL_BYTES);
+        match exit_code {
+            Some(code) => format!("exit code {code}: {tail}"),
+            None => format!("killed by a signal: {tail}"),
+        }
+    };
+    let result = RunResult {
+        exit_code,
+        run_ms,
+        error,
+    };
+    if exit_code == Some(super::supervisor::EXIT_STOPPED)
+        && result.error.contains(super::supervisor::STOPPED_MESSAGE)
+    {
+        // The supervisor lost its keep-alives (the agent stalled): not the shard's fault.
+        ctx.report(a, ReportKind::Interrupted, Some(&result));
+        return;
+    }
+    if let Err(e) = ctx
+        .workdir
+        .save_result(&a.job_id, a.index, a.epoch, &result)
+    {
+        tracing::warn!(job = %a.job_id, shard = a.index, "cannot record the result durably: {e}");
+    }
+    ctx.report_result(a, &result);
+}

@@ -1,0 +1,107 @@
+//! `dispatcher shard-exec`: the small supervisor between a TaskManager agent and a shard's
+//! process. It runs the command in a process group of its own and keeps it alive only while
+//! the agent keeps writing keep-alive bytes to its stdin. When the agent dies (even by
+//! kill -9: the pipe closes), is paused (SIGSTOP: the bytes stop), or stops writing because
+//! it lost its lease on the leader, the supervisor kills the whole process group. So no
+//! shard outlives its agent as an orphan, and a cut-off agent's shards die within
+//! `lease + keep-alive timeout`, before the leader places them elsewhere.
+//!
+//! Synchronous std code on purpose: it must work even when nothing else does.
+
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Exit code when the supervisor stopped the shard because the agent went away.
+pub const EXIT_STOPPED: i32 = 75;
+/// What the supervisor prints on stderr when it stops the shard for that reason.
+pub const STOPPED_MESSAGE: &str = "shard-exec: stopped the shard";
+const POLL: Duration = Duration::from_millis(20);
+
+fn kill_group(pgid: u32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    unsafe {
+        libc::kill(-(pgid as i32), libc::SIGKILL);
+    }
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Run `command` under keep-alive supervision; returns the exit code to exit with.
+pub fn shard_exec(command: &[String], keepalive_timeout: Duration) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("shard-exec: no command given");
+        return 2;
+    };
+    let mut child = match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("shard-exec: cannot start '{program}': {e}");
+            return 127;
+        }
+    };
+    let pgid = child.id();
+
+    // Keep-alive bytes arrive on stdin; EOF means the agent is gone.
+    let (tx, rx) = mpsc::channel::<bool>();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(false);
+                    return;
+                }
+                Ok(_) => {
+                    if tx.send(true).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+
+    let mut last_keepalive = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                // Take any background processes the shard left behind with it.
+                kill_group(pgid);
+                return exit_code(status);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("shard-exec: waiting for the shard failed: {e}");
+                kill_group(pgid);
+                return EXIT_STOPPED;
+            }
+        }
+        let agent_gone = match rx.recv_timeout(POLL) {
+            Ok(true) => {
+                last_keepalive = Instant::now();
+                false
+            }
+            Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            Err(mpsc::RecvTimeoutError::Timeout) => last_keepalive.elapsed() > keepalive_timeout,
+        };
+        if agent_gone {
+            kill_group(pgid);
+            let _ = child.wait();
+            eprintln!("{STOPPED_MESSAGE}: its TaskManager agent went away or lost its lease");
+            return EXIT_STOPPED;
+        }
+    }
+}
