@@ -157,6 +157,13 @@ impl ServeConfig {
                 "taskmanagers.lease_ms must be at least twice taskmanagers.heartbeat_interval_ms (> 0)".into(),
             ));
         }
+        let failover_ms = 2 * r.election_timeout_max_ms + tm.heartbeat_interval_ms;
+        if tm.lease_ms < failover_ms {
+            return Err(ConfigError::Invalid(format!(
+                "taskmanagers.lease_ms ({}) must outlast a leader failover (2 × raft.election_timeout_max_ms + taskmanagers.heartbeat_interval_ms = {failover_ms}), or agents stop their shards whenever the leader changes",
+                tm.lease_ms
+            )));
+        }
         if tm.timeout_ms < tm.lease_ms + LEASE_MARGIN_MS {
             return Err(ConfigError::Invalid(format!(
                 "taskmanagers.timeout_ms must be at least taskmanagers.lease_ms + {LEASE_MARGIN_MS}, so that an agent cut off from the leader has stopped its shards before they run elsewhere"

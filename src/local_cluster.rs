@@ -23,6 +23,8 @@ pub enum LocalClusterError {
     Io(#[from] io::Error),
     #[error("no replica with id {0}")]
     UnknownReplica(u64),
+    #[error("no TaskManager agent with id {0}")]
+    UnknownTaskManager(String),
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
     #[error(transparent)]
@@ -58,6 +60,22 @@ impl ReplicaProcess {
     }
 }
 
+/// One TaskManager agent process.
+pub struct AgentProcess {
+    pub id: String,
+    pub slots: u32,
+    pub labels: Vec<(String, String)>,
+    pub work_dir: PathBuf,
+    pub log_file: PathBuf,
+    child: Option<Child>,
+}
+
+impl AgentProcess {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
 pub struct LocalCluster {
     binary: PathBuf,
     root: PathBuf,
@@ -65,6 +83,17 @@ pub struct LocalCluster {
     /// The initial members, passed to every replica as `--peers`.
     peers: BTreeMap<u64, String>,
     replicas: BTreeMap<u64, ReplicaProcess>,
+    agents: BTreeMap<String, AgentProcess>,
+}
+
+fn signal(pid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) on a pid of a child this harness started; no memory is involved.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Serialize the settings as the TOML `serve --config` reads.
@@ -94,6 +123,7 @@ impl LocalCluster {
             config_file,
             peers: peers.clone(),
             replicas: BTreeMap::new(),
+            agents: BTreeMap::new(),
         };
         for (id, addr) in peers {
             cluster.add_process(id, addr)?;
@@ -262,10 +292,142 @@ impl LocalCluster {
     }
 }
 
+impl LocalCluster {
+    /// Start a TaskManager agent with its work dir under the cluster's root.
+    pub fn start_taskmanager(
+        &mut self,
+        id: &str,
+        slots: u32,
+        labels: &[(&str, &str)],
+    ) -> Result<()> {
+        let agent = AgentProcess {
+            id: id.to_string(),
+            slots,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            work_dir: self.root.join(format!("tm-{id}")),
+            log_file: self.root.join(format!("tm-{id}.log")),
+            child: None,
+        };
+        self.agents.insert(id.to_string(), agent);
+        self.restart_taskmanager(id)
+    }
+
+    /// (Re)start an agent with the same id and work dir.
+    pub fn restart_taskmanager(&mut self, id: &str) -> Result<()> {
+        let endpoints = self.endpoints().join(",");
+        let agent = self
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| LocalClusterError::UnknownTaskManager(id.to_string()))?;
+        if agent
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        {
+            return Ok(());
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&agent.log_file)?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("taskmanager")
+            .arg("--id")
+            .arg(&agent.id)
+            .arg("--slots")
+            .arg(agent.slots.to_string())
+            .arg("--work-dir")
+            .arg(&agent.work_dir)
+            .arg("--endpoints")
+            .arg(endpoints);
+        if !agent.labels.is_empty() {
+            let labels: Vec<String> = agent
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            command.arg("--labels").arg(labels.join(","));
+        }
+        let child = command
+            .env("DISPATCHER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        agent.child = Some(child);
+        Ok(())
+    }
+
+    fn agent_pid(&self, id: &str) -> Result<u32> {
+        self.agents
+            .get(id)
+            .and_then(|a| a.pid())
+            .ok_or_else(|| LocalClusterError::UnknownTaskManager(id.to_string()))
+    }
+
+    /// kill -9 an agent (its shards die with it) and reap it.
+    pub fn kill_taskmanager(&mut self, id: &str) -> Result<()> {
+        let agent = self
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| LocalClusterError::UnknownTaskManager(id.to_string()))?;
+        if let Some(mut child) = agent.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP an agent process (not its shards).
+    pub fn pause_taskmanager(&self, id: &str) -> Result<()> {
+        Ok(signal(self.agent_pid(id)?, libc::SIGSTOP)?)
+    }
+
+    /// SIGCONT a paused agent.
+    pub fn resume_taskmanager(&self, id: &str) -> Result<()> {
+        Ok(signal(self.agent_pid(id)?, libc::SIGCONT)?)
+    }
+
+    /// SIGSTOP a replica.
+    pub fn pause(&self, id: u64) -> Result<()> {
+        let pid = self
+            .replica(id)?
+            .pid()
+            .ok_or(LocalClusterError::UnknownReplica(id))?;
+        Ok(signal(pid, libc::SIGSTOP)?)
+    }
+
+    /// SIGCONT a paused replica.
+    pub fn resume(&self, id: u64) -> Result<()> {
+        let pid = self
+            .replica(id)?
+            .pid()
+            .ok_or(LocalClusterError::UnknownReplica(id))?;
+        Ok(signal(pid, libc::SIGCONT)?)
+    }
+
+    pub fn taskmanager(&self, id: &str) -> Result<&AgentProcess> {
+        self.agents
+            .get(id)
+            .ok_or_else(|| LocalClusterError::UnknownTaskManager(id.to_string()))
+    }
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        let agents: Vec<String> = self.agents.keys().cloned().collect();
+        for id in agents {
+            // A paused process cannot die until it is continued.
+            let _ = self.resume_taskmanager(&id);
+            let _ = self.kill_taskmanager(&id);
+        }
         let ids: Vec<u64> = self.replicas.keys().copied().collect();
         for id in ids {
+            let _ = self.resume(id);
             let _ = self.kill(id);
         }
     }

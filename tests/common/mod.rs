@@ -2,6 +2,8 @@
 //! loopback ports, and helpers that wait on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod records;
+
 use dispatcher::client::Client;
 use dispatcher::config::{RaftTimings, ServeConfig, SnapshotSettings, TaskManagerSettings};
 use dispatcher::local_cluster::{wait_for, LocalCluster};
@@ -21,9 +23,85 @@ pub fn test_config() -> ServeConfig {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
         },
-                snapshot: SnapshotSettings::default(),
+        snapshot: SnapshotSettings::default(),
         taskmanagers: TaskManagerSettings::default(),
     }
+}
+
+/// TaskManager timings for tests: heartbeat 200 ms; a lease of 3 s that outlasts a leader
+/// failover at the tests' slow election timeouts; loss declared after 4.5 s.
+pub fn tm_test_config() -> ServeConfig {
+    let mut config = test_config();
+    config.taskmanagers = TaskManagerSettings {
+        heartbeat_interval_ms: 200,
+        lease_ms: 3_000,
+        timeout_ms: 4_500,
+        grace_ms: 4_500,
+        ..TaskManagerSettings::default()
+    };
+    config
+}
+
+/// A job whose shards run `command args`.
+pub fn job_request(
+    name: &str,
+    shards: u32,
+    slots: u32,
+    max_attempts: u32,
+    command: (String, Vec<String>),
+) -> SubmitRequest {
+    SubmitRequest {
+        name: name.to_string(),
+        spec: Some(JobSpec {
+            command: command.0,
+            args: command.1,
+            env: Default::default(),
+            shard_count: shards,
+            slots_per_shard: slots,
+            max_attempts,
+            selector: Default::default(),
+        }),
+        idempotency_key: String::new(),
+    }
+}
+
+/// Wait until the job reaches one of `states`.
+pub async fn wait_job_state(
+    client: &Client,
+    job_id: &str,
+    states: &[&str],
+    within: Duration,
+) -> anyhow::Result<JobStatus> {
+    let status = wait_for(within, &format!("{job_id} to reach {states:?}"), || async {
+        let s = client.job_status(job_id).await.ok()?;
+        states.contains(&s.state.as_str()).then_some(s)
+    })
+    .await?;
+    Ok(status)
+}
+
+/// Wait until every shard of the job is running.
+pub async fn wait_all_running(client: &Client, job_id: &str) -> anyhow::Result<JobStatus> {
+    let status = wait_for(DEADLINE, "every shard to run", || async {
+        let s = client.job_status(job_id).await.ok()?;
+        s.shards.iter().all(|sh| sh.state == "running").then_some(s)
+    })
+    .await?;
+    Ok(status)
+}
+
+/// Wait until `count` TaskManagers are registered and alive.
+pub async fn wait_taskmanagers_alive(client: &Client, count: usize) -> anyhow::Result<()> {
+    wait_for(DEADLINE, "TaskManagers to register", || async {
+        let tms = client.list_taskmanagers().await.ok()?;
+        (tms.iter().filter(|t| t.state == "alive").count() >= count).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub fn now_ms() -> u64 {
+    dispatcher::clock::now_ms()
 }
 
 pub fn log_phase(phase: &str) {

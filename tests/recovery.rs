@@ -1,0 +1,185 @@
+//! Real replicas, real TaskManager agents, shards that record their own executions:
+//! a killed TaskManager, a killed leader and a paused TaskManager lose no work and never run
+//! one shard twice at the same time.
+
+mod common;
+
+use common::records::*;
+use common::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+async fn cluster_with_taskmanagers(
+    count: usize,
+    slots: u32,
+) -> anyhow::Result<(TestCluster, Recorder)> {
+    let mut cluster = start_cluster(3, tm_test_config()).await?;
+    let recorder = Recorder::new(cluster.dir.path())?;
+    for i in 0..count {
+        cluster.start_taskmanager(&format!("tm-{i}"), slots, &[])?;
+    }
+    wait_taskmanagers_alive(&cluster.client()?, count).await?;
+    Ok((cluster, recorder))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_taskmanager_shards_finish_elsewhere_exactly_once() -> anyhow::Result<()> {
+    let (mut cluster, rec) = cluster_with_taskmanagers(3, 2).await?;
+    let client = cluster.client()?;
+
+    log_phase("six shards of 3 s over three TaskManagers");
+    let job = client
+        .submit(job_request("tm-kill", 6, 1, 3, rec.command(3_000, "")))
+        .await?;
+    let status = wait_all_running(&client, &job.job_id).await?;
+    let victim = status.shards[0].taskmanager.clone().expect("placed");
+    let victim_shards: BTreeSet<u32> = status
+        .shards
+        .iter()
+        .filter(|s| s.taskmanager.as_deref() == Some(victim.as_str()))
+        .map(|s| s.index)
+        .collect();
+
+    log_phase("kill -9 one TaskManager");
+    let killed_at = now_ms();
+    let started = Instant::now();
+    cluster.kill_taskmanager(&victim)?;
+    let moved = dispatcher::local_cluster::wait_for(
+        DEADLINE,
+        "the lost shards to run elsewhere",
+        || async {
+            let s = client.job_status(&job.job_id).await.ok()?;
+            s.shards
+                .iter()
+                .filter(|sh| victim_shards.contains(&sh.index))
+                .all(|sh| {
+                    sh.taskmanager.as_deref() != Some(victim.as_str())
+                        && matches!(sh.state.as_str(), "running" | "finished")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    moved?;
+    eprintln!(
+        "kill -9 → all {} lost shards running elsewhere: {:?}",
+        victim_shards.len(),
+        started.elapsed()
+    );
+
+    let done = wait_job_state(&client, &job.job_id, &["finished", "failed"], DEADLINE).await?;
+    assert_eq!(done.state, "finished");
+    let tms = client.list_taskmanagers().await?;
+    assert_eq!(
+        tms.iter()
+            .find(|t| t.id == victim)
+            .map(|t| t.state.as_str()),
+        Some("lost")
+    );
+
+    let runs = rec.executions();
+    assert_each_finished_once(&runs, &job.job_id, 6);
+    assert_no_overlap(&runs);
+    // The killed agent's shard processes died with it: none of them ticked on afterwards.
+    for e in runs.iter().filter(|e| e.taskmanager == victim && !e.ended) {
+        assert!(
+            e.last_ms < killed_at + 1_500,
+            "an orphan kept running after its agent died: {e:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_neither_stops_nor_restarts_running_shards() -> anyhow::Result<()> {
+    let (mut cluster, rec) = cluster_with_taskmanagers(3, 2).await?;
+    let client = cluster.client()?;
+
+    log_phase("six shards of 4 s running");
+    let job = client
+        .submit(job_request("leader-kill", 6, 1, 3, rec.command(4_000, "")))
+        .await?;
+    let before = wait_all_running(&client, &job.job_id).await?;
+
+    log_phase("kill -9 the leader while they run");
+    let ids = cluster.ids();
+    let leader = cluster.wait_for_leader(&ids, DEADLINE).await?;
+    cluster.kill(leader)?;
+    let survivors: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+    cluster.wait_for_leader(&survivors, DEADLINE).await?;
+
+    let done = wait_job_state(&client, &job.job_id, &["finished", "failed"], DEADLINE).await?;
+    assert_eq!(done.state, "finished");
+    for (b, d) in before.shards.iter().zip(&done.shards) {
+        assert_eq!(
+            (b.epoch, &b.taskmanager),
+            (d.epoch, &d.taskmanager),
+            "shard {} was moved",
+            b.index
+        );
+    }
+    let runs = rec.executions();
+    let mine = of_job(&runs, &job.job_id);
+    assert_eq!(mine.len(), 6, "each shard executed exactly once: {mine:#?}");
+    assert!(mine.iter().all(|e| e.ended && e.attempt == 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_taskmanager_is_fenced_and_its_copies_never_overlap() -> anyhow::Result<()> {
+    let (mut cluster, rec) = cluster_with_taskmanagers(3, 2).await?;
+    let client = cluster.client()?;
+
+    log_phase("six shards of 6 s running");
+    let job = client
+        .submit(job_request("pause", 6, 1, 3, rec.command(6_000, "")))
+        .await?;
+    let status = wait_all_running(&client, &job.job_id).await?;
+    let victim = status.shards[0].taskmanager.clone().expect("placed");
+
+    log_phase("SIGSTOP one agent past the timeout");
+    cluster.pause_taskmanager(&victim)?;
+    dispatcher::local_cluster::wait_for(
+        DEADLINE,
+        "the paused TaskManager's shards to be re-placed",
+        || async {
+            let s = client.job_status(&job.job_id).await.ok()?;
+            s.shards
+                .iter()
+                .all(|sh| sh.taskmanager.as_deref() != Some(victim.as_str()))
+                .then_some(())
+        },
+    )
+    .await?;
+
+    log_phase("SIGCONT: it re-registers and runs nothing stale");
+    cluster.resume_taskmanager(&victim)?;
+    let done = wait_job_state(&client, &job.job_id, &["finished", "failed"], DEADLINE).await?;
+    assert_eq!(done.state, "finished");
+    dispatcher::local_cluster::wait_for(
+        DEADLINE,
+        "the resumed TaskManager to be alive again",
+        || async {
+            let tms = client.list_taskmanagers().await.ok()?;
+            tms.iter()
+                .any(|t| t.id == victim && t.state == "alive")
+                .then_some(())
+        },
+    )
+    .await?;
+
+    let runs = rec.executions();
+    assert_each_finished_once(&runs, &job.job_id, 6);
+    assert_no_overlap(&runs);
+    // Only the current assignment of each shard ran to its end: the stale copies on the
+    // paused TaskManager were stopped before they could finish.
+    for e in runs.iter().filter(|e| e.job == job.job_id && e.ended) {
+        let shard = &done.shards[e.shard as usize];
+        assert_eq!(e.epoch, shard.epoch, "a stale copy finished: {e:?}");
+    }
+    assert!(
+        runs.iter().any(|e| e.taskmanager == victim && !e.ended),
+        "the paused TaskManager had runs that were cut short"
+    );
+    Ok(())
+}
