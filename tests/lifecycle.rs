@@ -13,7 +13,7 @@ use std::process::Command;
 use tonic::Code;
 
 async fn setup(tms: &[(&str, u32)]) -> anyhow::Result<(TestCluster, Recorder)> {
-    let mut cluster = start_cluster(3, tm_test_config()).await?;
+    let mut cluster = start_cluster(3, test_config()).await?;
     let recorder = Recorder::new(cluster.dir.path())?;
     for (id, slots) in tms {
         cluster.start_taskmanager(id, *slots, &[])?;

@@ -13,7 +13,7 @@ async fn cluster_with_taskmanagers(
     count: usize,
     slots: u32,
 ) -> anyhow::Result<(TestCluster, Recorder)> {
-    let mut cluster = start_cluster(3, tm_test_config()).await?;
+    let mut cluster = start_cluster(3, test_config()).await?;
     let recorder = Recorder::new(cluster.dir.path())?;
     for i in 0..count {
         cluster.start_taskmanager(&format!("tm-{i}"), slots, &[])?;

@@ -70,8 +70,9 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::RequeueShards {
             taskmanager,
             shards,
+            not_before_ms,
             ..
-        } => Ok(requeue_shards(state, &taskmanager, shards)),
+        } => Ok(requeue_shards(state, &taskmanager, shards, not_before_ms)),
     };
     result.unwrap_or_else(Response::Rejected)
 }
@@ -477,11 +478,13 @@ fn record_run(tm: &mut TaskManager, outcome: &ShardOutcome, run_ms: u64, now_ms:
     }
 }
 
-/// Put the given shards of a TaskManager back to pending; returns how many moved.
+/// Put the given shards of a TaskManager back to pending, placeable from `not_before_ms`;
+/// returns how many moved.
 fn requeue_held(
     state: &mut ClusterState,
     taskmanager: &str,
     shards: &[(JobId, u32, Option<u64>)],
+    not_before_ms: u64,
 ) -> u32 {
     let mut moved = 0;
     let mut jobs = BTreeSet::new();
@@ -499,7 +502,7 @@ fn requeue_held(
         if !matches {
             continue;
         }
-        requeue(shard, 0);
+        requeue(shard, not_before_ms);
         release_slots(state, *job_id, *index, taskmanager, slots);
         jobs.insert(*job_id);
         moved += 1;
@@ -532,7 +535,9 @@ fn mark_lost(
         .get(&id)
         .map(|s| s.iter().map(|(j, i)| (*j, *i, None)).collect())
         .unwrap_or_default();
-    let shards_requeued = requeue_held(state, &id, &held);
+    // Declared lost only after the timeout, which exceeds the agent's lease plus a margin:
+    // its copies are already dead, so the shards may run elsewhere at once.
+    let shards_requeued = requeue_held(state, &id, &held, 0);
     Ok(Response::TaskManagerLost {
         id,
         shards_requeued,
@@ -543,12 +548,13 @@ fn requeue_shards(
     state: &mut ClusterState,
     taskmanager: &str,
     shards: Vec<(JobId, u32, u64)>,
+    not_before_ms: u64,
 ) -> Response {
     let shards: Vec<(JobId, u32, Option<u64>)> = shards
         .into_iter()
         .map(|(j, i, e)| (j, i, Some(e)))
         .collect();
-    let count = requeue_held(state, taskmanager, &shards);
+    let count = requeue_held(state, taskmanager, &shards, not_before_ms);
     Response::ShardsRequeued { count }
 }
 

@@ -66,10 +66,13 @@ pub enum Command {
         now_ms: u64,
     },
     /// Put shards back to pending (a drain deadline passed). Each entry names the epoch it
-    /// expects, so a shard re-placed meanwhile is left alone.
+    /// expects, so a shard re-placed meanwhile is left alone. The shards are not placed again
+    /// before `not_before_ms`, by which time the TaskManager has surely stopped its copies
+    /// (it is told at its next heartbeat, or its lease runs out).
     RequeueShards {
         taskmanager: String,
         shards: Vec<(JobId, u32, u64)>,
+        not_before_ms: u64,
         now_ms: u64,
     },
 }

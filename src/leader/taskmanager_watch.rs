@@ -10,7 +10,7 @@
 
 use super::liveness::Liveness;
 use crate::clock::now_ms;
-use crate::config::TaskManagerSettings;
+use crate::config::{TaskManagerSettings, LEASE_MARGIN_MS};
 use crate::domain::{JobId, TaskManagerState};
 use crate::fsm::{Command, Response};
 use crate::raft::{Raft, SharedState};
@@ -83,10 +83,13 @@ pub async fn run(
         };
         for (tm, shards) in overdue_drains {
             let count = shards.len();
+            let now = now_ms();
             let command = Command::RequeueShards {
                 taskmanager: tm.clone(),
                 shards,
-                now_ms: now_ms(),
+                // The agent stops its copies at its next heartbeat, or its lease runs out.
+                not_before_ms: now + settings.lease_ms + LEASE_MARGIN_MS,
+                now_ms: now,
             };
             match raft.client_write(command).await {
                 Ok(_) => {

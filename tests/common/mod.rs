@@ -15,7 +15,8 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_dispatcher");
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Slower Raft timings than the defaults, so a loaded test machine does not trigger
-/// spurious elections; safety never depends on them.
+/// spurious elections (safety never depends on them); TaskManager heartbeats every 200 ms
+/// with a lease of 3 s that outlasts a leader failover at these timings, loss after 4.5 s.
 pub fn test_config() -> ServeConfig {
     ServeConfig {
         raft: RaftTimings {
@@ -24,22 +25,14 @@ pub fn test_config() -> ServeConfig {
             election_timeout_max_ms: 1000,
         },
         snapshot: SnapshotSettings::default(),
-        taskmanagers: TaskManagerSettings::default(),
+        taskmanagers: TaskManagerSettings {
+            heartbeat_interval_ms: 200,
+            lease_ms: 3_000,
+            timeout_ms: 4_500,
+            grace_ms: 4_500,
+            ..TaskManagerSettings::default()
+        },
     }
-}
-
-/// TaskManager timings for tests: heartbeat 200 ms; a lease of 3 s that outlasts a leader
-/// failover at the tests' slow election timeouts; loss declared after 4.5 s.
-pub fn tm_test_config() -> ServeConfig {
-    let mut config = test_config();
-    config.taskmanagers = TaskManagerSettings {
-        heartbeat_interval_ms: 200,
-        lease_ms: 3_000,
-        timeout_ms: 4_500,
-        grace_ms: 4_500,
-        ..TaskManagerSettings::default()
-    };
-    config
 }
 
 /// A job whose shards run `command args`.
