@@ -24,15 +24,21 @@ async fn cluster_with_taskmanagers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_taskmanager_shards_finish_elsewhere_exactly_once() -> anyhow::Result<()> {
-    let (mut cluster, rec) = cluster_with_taskmanagers(3, 2).await?;
+    let (mut cluster, rec) = cluster_with_taskmanagers(3, 3).await?;
     let client = cluster.client()?;
 
-    log_phase("six shards of 3 s over three TaskManagers");
+    log_phase("six batch shards of 3 s and one long-running (streaming) shard");
     let job = client
         .submit(job_request("tm-kill", 6, 1, 3, rec.command(3_000, "")))
         .await?;
+    let stream = client
+        .submit(job_request("streaming", 1, 1, 3, rec.command(600_000, "")))
+        .await?;
     let status = wait_all_running(&client, &job.job_id).await?;
-    let victim = status.shards[0].taskmanager.clone().expect("placed");
+    let stream_status = wait_all_running(&client, &stream.job_id).await?;
+    // Kill the TaskManager that runs the streaming shard and two batch shards.
+    let victim = stream_status.shards[0].taskmanager.clone().expect("placed");
+    let stream_tm = victim.clone();
     let victim_shards: BTreeSet<u32> = status
         .shards
         .iter()
@@ -69,6 +75,18 @@ async fn killed_taskmanager_shards_finish_elsewhere_exactly_once() -> anyhow::Re
 
     let done = wait_job_state(&client, &job.job_id, &["finished", "failed"], DEADLINE).await?;
     assert_eq!(done.state, "finished");
+    if stream_tm == victim {
+        let s = client.job_status(&stream.job_id).await?;
+        assert_eq!(s.state, "running");
+        assert_eq!(s.shards[0].state, "running");
+        assert_ne!(
+            s.shards[0].taskmanager.as_deref(),
+            Some(victim.as_str()),
+            "the streaming shard moved"
+        );
+        assert_eq!(s.shards[0].attempt, 2);
+    }
+    client.cancel_job(&stream.job_id).await?;
     let tms = client.list_taskmanagers().await?;
     assert_eq!(
         tms.iter()
@@ -122,6 +140,38 @@ async fn leader_kill_neither_stops_nor_restarts_running_shards() -> anyhow::Resu
     let mine = of_job(&runs, &job.job_id);
     assert_eq!(mine.len(), 6, "each shard executed exactly once: {mine:#?}");
     assert!(mine.iter().all(|e| e.ended && e.attempt == 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_taskmanager_falls_silent_the_leader_holds_evictions() -> anyhow::Result<()> {
+    let (cluster, rec) = cluster_with_taskmanagers(3, 2).await?;
+    let client = cluster.client()?;
+    let job = client
+        .submit(job_request("silence", 3, 1, 3, rec.command(500, "")))
+        .await?;
+    wait_job_state(&client, &job.job_id, &["finished"], DEADLINE).await?;
+
+    log_phase("pause every agent well past the timeout");
+    for tm in ["tm-0", "tm-1", "tm-2"] {
+        cluster.pause_taskmanager(tm)?;
+    }
+    let timeout = test_config().taskmanagers.timeout_ms;
+    tokio::time::sleep(std::time::Duration::from_millis(timeout + 2_000)).await;
+    let tms = client.list_taskmanagers().await?;
+    assert!(
+        tms.iter().all(|t| t.state == "alive"),
+        "a mass silence must not evict: {tms:?}"
+    );
+
+    log_phase("they come back and work goes on");
+    for tm in ["tm-0", "tm-1", "tm-2"] {
+        cluster.resume_taskmanager(tm)?;
+    }
+    let next = client
+        .submit(job_request("after-silence", 3, 1, 3, rec.command(200, "")))
+        .await?;
+    wait_job_state(&client, &next.job_id, &["finished"], DEADLINE).await?;
     Ok(())
 }
 
