@@ -7,7 +7,7 @@ mod common;
 use common::records::*;
 use common::*;
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 async fn cluster_with_taskmanagers(
     count: usize,
@@ -177,7 +177,7 @@ async fn when_every_taskmanager_falls_silent_the_leader_holds_evictions() -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_taskmanager_is_fenced_and_its_copies_never_overlap() -> anyhow::Result<()> {
-    let (mut cluster, rec) = cluster_with_taskmanagers(3, 2).await?;
+    let (cluster, rec) = cluster_with_taskmanagers(3, 2).await?;
     let client = cluster.client()?;
 
     log_phase("six shards of 6 s running");
