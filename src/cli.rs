@@ -116,9 +116,15 @@ pub struct BenchArgs {
     /// Seconds per throughput measurement.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Leader kills to time.
+        /// Leader kills to time.
     #[arg(long, default_value_t = 10)]
     pub failover_rounds: usize,
+    /// TaskManager kills to time (real agents running real shard processes).
+    #[arg(long, default_value_t = 10)]
+    pub tm_loss_rounds: usize,
+    /// Short shards to run across a leader kill to find the longest pause in progress (0 skips).
+    #[arg(long, default_value_t = 300)]
+    pub progress_shards: u32,
     /// Where the replicas keep their data (default: a fresh directory under the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,

@@ -4,10 +4,12 @@
 //! of the leader → first acknowledged submission sent after it).
 
 mod failover;
+mod recovery;
 mod stats;
 mod throughput;
 
 pub use failover::measure_failover;
+pub use recovery::{measure_progress_pause, measure_taskmanager_loss, start_agents};
 pub use stats::Summary;
 pub use throughput::measure_submissions;
 

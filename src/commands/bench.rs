@@ -57,12 +57,8 @@ pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
     Ok(0)
 }
 
-async fn run(
-    args: &BenchArgs,
-    dir: &std::path::Path,
-    config: &ServeConfig,
-) -> Result<(String, serde_json::Value), BenchError> {
-    let mut cluster = bench::start_cluster(dir, args.replicas, config).await?;
+async fn run(args: &BenchArgs, dir: &std::path::Path, config: &ServeConfig) -> Result<(String, serde_json::Value), BenchError> {
+    let mut cluster = bench::start_cluster(&dir.join("throughput"), args.replicas, config).await?;
     let client = Client::new(cluster.endpoints())?;
     // Enough capacity that every submitted shard is placed, as in real use.
     for i in 0..16 {
@@ -110,6 +106,47 @@ async fn run(
             format!("{:.0}", s.max_ms),
         ]);
     }
+        drop(cluster);
+
+    // Recovery runs on a fresh cluster whose only TaskManagers are real agents.
+    let mut recovery_cluster = bench::start_cluster(&dir.join("recovery"), args.replicas, config).await?;
+    let agents = 4;
+    bench::start_agents(&mut recovery_cluster, agents, 4).await?;
+    let tm = &config.taskmanagers;
+    let mut tm_loss = None;
+    if args.tm_loss_rounds > 0 {
+        let r = bench::measure_taskmanager_loss(
+            &mut recovery_cluster,
+            agents,
+            args.tm_loss_rounds,
+            tm.heartbeat_interval_ms,
+            tm.timeout_ms,
+        )
+        .await?;
+        if let Some(s) = &r.summary {
+            table.row(vec![
+                format!("TaskManager kill -9 → shards running elsewhere, {} kills", s.count),
+                format!("timeout {} ms", tm.timeout_ms),
+                format!("{:.0}", s.median_ms),
+                format!("{:.0}", s.p99_ms),
+                format!("{:.0}", s.max_ms),
+            ]);
+        }
+        tm_loss = Some(r);
+    }
+    let mut progress = None;
+    if args.progress_shards > 0 {
+        let r = bench::measure_progress_pause(&mut recovery_cluster, dir, args.progress_shards).await?;
+        table.row(vec![
+            format!("longest gap between shard starts across a leader kill ({} shards)", r.shards),
+            format!("{:.1} s job", r.job_seconds),
+            format!("{}", r.median_gap_ms),
+            String::new(),
+            format!("{}", r.longest_gap_ms),
+        ]);
+        progress = Some(r);
+    }
+
     let header = format!(
         "dispatcher bench: {} durable replicas on loopback, heartbeat {} ms, election timeout {}-{} ms; {}",
         args.replicas,
@@ -124,8 +161,12 @@ async fn run(
         "raft": {"heartbeat_ms": config.raft.heartbeat_ms,
                  "election_timeout_min_ms": config.raft.election_timeout_min_ms,
                  "election_timeout_max_ms": config.raft.election_timeout_max_ms},
-        "submissions": throughput,
+                "submissions": throughput,
         "failover": failover,
+        "taskmanager": {"heartbeat_interval_ms": tm.heartbeat_interval_ms, "lease_ms": tm.lease_ms,
+                        "timeout_ms": tm.timeout_ms},
+        "taskmanager_loss": tm_loss,
+        "progress_pause_across_leader_kill": progress,
     });
     Ok((format!("{header}\n{}", table.render()), json))
 }
