@@ -116,7 +116,7 @@ pub struct BenchArgs {
     /// Seconds per throughput measurement.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-        /// Leader kills to time.
+    /// Leader kills to time.
     #[arg(long, default_value_t = 10)]
     pub failover_rounds: usize,
     /// TaskManager kills to time (real agents running real shard processes).

@@ -58,7 +58,11 @@ async fn wait_alive(client: &Client, count: usize) -> Result<(), BenchError> {
 }
 
 /// Start `count` agents `agent-0..` with `slots` each and wait until they are alive.
-pub async fn start_agents(cluster: &mut LocalCluster, count: usize, slots: u32) -> Result<(), BenchError> {
+pub async fn start_agents(
+    cluster: &mut LocalCluster,
+    count: usize,
+    slots: u32,
+) -> Result<(), BenchError> {
     for i in 0..count {
         cluster.start_taskmanager(&format!("agent-{i}"), slots, &[])?;
     }
@@ -77,7 +81,12 @@ pub async fn measure_taskmanager_loss(
     let mut samples = Vec::new();
     for round in 0..rounds {
         let submitted = client
-            .submit(job(&format!("tm-loss-{round}"), agents as u32, "/bin/sleep", &["600"]))
+            .submit(job(
+                &format!("tm-loss-{round}"),
+                agents as u32,
+                "/bin/sleep",
+                &["600"],
+            ))
             .await?;
         let job_id = submitted.job_id;
         let running = wait_for(DEADLINE, "shards to run", || async {
@@ -99,7 +108,9 @@ pub async fn measure_taskmanager_loss(
             s.shards
                 .iter()
                 .filter(|sh| lost.contains(&sh.index))
-                .all(|sh| sh.state == "running" && sh.taskmanager.as_deref() != Some(victim.as_str()))
+                .all(|sh| {
+                    sh.state == "running" && sh.taskmanager.as_deref() != Some(victim.as_str())
+                })
                 .then_some(())
         })
         .await?;
@@ -121,13 +132,19 @@ pub async fn measure_taskmanager_loss(
 
 /// Run many short shards, kill the leader in the middle, and find the longest gap between
 /// consecutive shard starts.
-pub async fn measure_progress_pause(cluster: &mut LocalCluster, dir: &Path, shards: u32) -> Result<ProgressPauseResult, BenchError> {
+pub async fn measure_progress_pause(
+    cluster: &mut LocalCluster,
+    dir: &Path,
+    shards: u32,
+) -> Result<ProgressPauseResult, BenchError> {
     let client = Client::new(cluster.endpoints())?;
     let starts = dir.join("shard-starts.log");
     std::fs::write(&starts, "")?;
     let script = format!("date +%s%3N >> '{}'; sleep 0.2", starts.display());
     let began = Instant::now();
-    let submitted = client.submit(job("progress", shards, "/bin/sh", &["-c", &script])).await?;
+    let submitted = client
+        .submit(job("progress", shards, "/bin/sh", &["-c", &script]))
+        .await?;
     // Let it get going, then kill the leader.
     wait_for(DEADLINE, "shards to start", || async {
         let n = std::fs::read_to_string(&starts).ok()?.lines().count();

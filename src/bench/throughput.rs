@@ -5,7 +5,6 @@ use super::BenchError;
 use crate::client::Client;
 use crate::pb::api::{JobSpec, SubmitRequest};
 use serde::Serialize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Serialize)]
@@ -17,6 +16,7 @@ pub struct ThroughputResult {
     pub latency: Option<Summary>,
 }
 
+/// A one-shard job; the client gives it a fresh idempotency key, so every request creates a job.
 fn request(client: usize, seq: usize) -> SubmitRequest {
     SubmitRequest {
         name: format!("bench-{client}-{seq}"),
@@ -29,7 +29,7 @@ fn request(client: usize, seq: usize) -> SubmitRequest {
             max_attempts: 3,
             selector: Default::default(),
         }),
-        idempotency_key: format!("bench-{}-{client}-{seq}", std::process::id()),
+        idempotency_key: String::new(),
     }
 }
 
@@ -42,16 +42,14 @@ pub async fn measure_submissions(
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(clients);
-    let run_id = Arc::new(started.elapsed().as_nanos() as usize);
     for c in 0..clients {
         let client = Client::new(endpoints.to_vec())?;
-        let run_id = run_id.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut seq = 0;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                client.submit(request(c, *run_id + seq)).await?;
+                client.submit(request(c, seq)).await?;
                 latencies.push(t.elapsed());
                 seq += 1;
             }

@@ -57,7 +57,11 @@ pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
     Ok(0)
 }
 
-async fn run(args: &BenchArgs, dir: &std::path::Path, config: &ServeConfig) -> Result<(String, serde_json::Value), BenchError> {
+async fn run(
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    config: &ServeConfig,
+) -> Result<(String, serde_json::Value), BenchError> {
     let mut cluster = bench::start_cluster(&dir.join("throughput"), args.replicas, config).await?;
     let client = Client::new(cluster.endpoints())?;
     // Enough capacity that every submitted shard is placed, as in real use.
@@ -106,10 +110,11 @@ async fn run(args: &BenchArgs, dir: &std::path::Path, config: &ServeConfig) -> R
             format!("{:.0}", s.max_ms),
         ]);
     }
-        drop(cluster);
+    drop(cluster);
 
     // Recovery runs on a fresh cluster whose only TaskManagers are real agents.
-    let mut recovery_cluster = bench::start_cluster(&dir.join("recovery"), args.replicas, config).await?;
+    let mut recovery_cluster =
+        bench::start_cluster(&dir.join("recovery"), args.replicas, config).await?;
     let agents = 4;
     bench::start_agents(&mut recovery_cluster, agents, 4).await?;
     let tm = &config.taskmanagers;
@@ -125,7 +130,10 @@ async fn run(args: &BenchArgs, dir: &std::path::Path, config: &ServeConfig) -> R
         .await?;
         if let Some(s) = &r.summary {
             table.row(vec![
-                format!("TaskManager kill -9 → shards running elsewhere, {} kills", s.count),
+                format!(
+                    "TaskManager kill -9 → shards running elsewhere, {} kills",
+                    s.count
+                ),
                 format!("timeout {} ms", tm.timeout_ms),
                 format!("{:.0}", s.median_ms),
                 format!("{:.0}", s.p99_ms),
@@ -136,9 +144,13 @@ async fn run(args: &BenchArgs, dir: &std::path::Path, config: &ServeConfig) -> R
     }
     let mut progress = None;
     if args.progress_shards > 0 {
-        let r = bench::measure_progress_pause(&mut recovery_cluster, dir, args.progress_shards).await?;
+        let r =
+            bench::measure_progress_pause(&mut recovery_cluster, dir, args.progress_shards).await?;
         table.row(vec![
-            format!("longest gap between shard starts across a leader kill ({} shards)", r.shards),
+            format!(
+                "longest gap between shard starts across a leader kill ({} shards)",
+                r.shards
+            ),
             format!("{:.1} s job", r.job_seconds),
             format!("{}", r.median_gap_ms),
             String::new(),

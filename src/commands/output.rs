@@ -105,23 +105,36 @@ pub fn taskmanagers(format: OutputFormat, tms: &[TaskManagerInfo]) {
                 .map(|t| {
                     json!({"id": t.id, "addr": t.addr, "state": t.state, "slots": t.slots,
                            "used_slots": t.used_slots, "labels": t.labels,
-                           "registration_epoch": t.registration_epoch,
-                           "shard_runs": t.shard_runs, "shard_failures": t.shard_failures})
+                                                      "registration_epoch": t.registration_epoch,
+                           "shard_runs": t.shard_runs, "shard_failures": t.shard_failures,
+                           "excluded_until_ms": t.excluded_until_ms,
+                           "drain_deadline_ms": t.drain_deadline_ms})
                 })
                 .collect(),
         )),
         OutputFormat::Text => {
-            let mut t = Table::new(&["ID", "ADDRESS", "STATE", "SLOTS", "USED", "LABELS"]);
+            let mut t = Table::new(&[
+                "ID", "ADDRESS", "STATE", "SLOTS", "USED", "RUNS", "FAILED", "EXCLUDED", "LABELS",
+            ]);
+            let now = crate::clock::now_ms();
             for tm in tms {
                 let mut labels: Vec<String> =
                     tm.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 labels.sort();
+                let excluded = tm
+                    .excluded_until_ms
+                    .filter(|until| *until > now)
+                    .map(|until| format!("{}s more", (until - now).div_ceil(1000)))
+                    .unwrap_or_else(|| "-".into());
                 t.row(vec![
                     tm.id.clone(),
                     tm.addr.clone(),
                     tm.state.clone(),
                     tm.slots.to_string(),
                     tm.used_slots.to_string(),
+                    tm.shard_runs.to_string(),
+                    tm.shard_failures.to_string(),
+                    excluded,
                     labels.join(","),
                 ]);
             }
@@ -139,7 +152,8 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             "created_at_ms": job.created_at_ms,
             "shards": job.shards.iter().map(|s| json!({
                 "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
-                "attempt": s.attempt, "epoch": s.epoch, "exit_code": s.exit_code,
+                                "attempt": s.attempt, "epoch": s.epoch, "exit_code": s.exit_code,
+                "failures": s.failures, "error": s.error, "not_before_ms": s.not_before_ms,
             })).collect::<Vec<_>>(),
         })),
         OutputFormat::Text => {
@@ -150,7 +164,15 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
                 job.state,
                 job.shards.len()
             );
-            let mut t = Table::new(&["SHARD", "STATE", "TASKMANAGER", "ATTEMPT", "EPOCH", "EXIT"]);
+            let mut t = Table::new(&[
+                "SHARD",
+                "STATE",
+                "TASKMANAGER",
+                "ATTEMPT",
+                "EPOCH",
+                "EXIT",
+                "FAILURES",
+            ]);
             for s in &job.shards {
                 t.row(vec![
                     s.index.to_string(),
@@ -161,9 +183,15 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
                     s.exit_code
                         .map(|c| c.to_string())
                         .unwrap_or_else(|| "-".into()),
+                    s.failures.to_string(),
                 ]);
             }
             println!("{}", t.render());
+            for s in job.shards.iter().filter(|s| s.error.is_some()) {
+                let error = s.error.as_deref().unwrap_or_default();
+                let last = error.lines().last().unwrap_or_default();
+                println!("shard {} last error: {last}", s.index);
+            }
         }
     }
 }

@@ -156,13 +156,11 @@ impl Cluster for ClusterService {
             .add_learner(req.id, node, true)
             .await
             .map_err(write_error)?;
-        let reply = self
-            .ctx
+        self.ctx
             .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
             .await
             .map_err(write_error)?;
-        let _ = reply;
         Ok(Response::new(MembershipReply {
             members: members(&self.metrics()),
         }))
