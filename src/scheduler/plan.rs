@@ -10,12 +10,16 @@ use std::collections::{BinaryHeap, HashMap};
 #[derive(Debug, Clone, Copy)]
 pub struct PlanLimits {
     pub max_placements: usize,
+    /// Most re-placements (shards that ran before: retries and recoveries) in this plan, so
+    /// that recovery from a large loss is spread over time.
+    pub max_replacements: usize,
 }
 
 impl Default for PlanLimits {
     fn default() -> Self {
         PlanLimits {
             max_placements: 20_000,
+            max_replacements: usize::MAX,
         }
     }
 }
@@ -79,6 +83,7 @@ pub fn plan(
     if candidates.is_empty() {
         return placements;
     }
+    let mut replacements_left = limits.max_replacements;
     for job_id in &state.jobs_with_pending_shards {
         if placements.len() >= limits.max_placements {
             break;
@@ -91,6 +96,7 @@ pub fn plan(
             &scorer,
             &mut candidates,
             budget,
+            &mut replacements_left,
             &mut placements,
         );
     }
@@ -104,6 +110,7 @@ fn plan_job(
     scorer: &TaskManagerScorer,
     candidates: &mut [Candidate<'_>],
     budget: usize,
+    replacements_left: &mut usize,
     out: &mut Vec<Placement>,
 ) {
     let Some(job) = state.job(job_id) else { return };
@@ -140,6 +147,13 @@ fn plan_job(
         .collect();
     let ready = job.pending_shards().filter(|s| s.not_before_ms <= now_ms);
     for shard in ready.take(budget) {
+        let is_replacement = shard.attempt > 0;
+        if is_replacement {
+            if *replacements_left == 0 {
+                continue;
+            }
+            *replacements_left -= 1;
+        }
         let Some(best) = heap.pop() else { break };
         let c = &mut candidates[best.candidate];
         c.free -= need;

@@ -451,7 +451,10 @@ fn max_placements_caps_the_plan() {
     }
     let first = submit(&mut state, 20, 8, 1);
     let second = submit(&mut state, 21, 8, 1);
-    let limits = PlanLimits { max_placements: 10 };
+    let limits = PlanLimits {
+        max_placements: 10,
+        ..PlanLimits::default()
+    };
 
     let placements = plan(&state, NOW_MS, ScoreWeights::default(), limits);
     assert_eq!(placements.len(), 10);
@@ -465,7 +468,10 @@ fn max_placements_caps_the_plan() {
     apply_plan(&mut state, 23, &rest);
     assert!(state.jobs_with_pending_shards.is_empty());
 
-    let none = PlanLimits { max_placements: 0 };
+    let none = PlanLimits {
+        max_placements: 0,
+        ..PlanLimits::default()
+    };
     submit(&mut state, 24, 1, 1);
     assert!(plan(&state, NOW_MS, ScoreWeights::default(), none).is_empty());
 }
@@ -494,4 +500,27 @@ fn plans_a_thousand_shards_over_ten_thousand_taskmanagers() {
 
     apply_plan(&mut state, 20_001, &placements);
     assert!(!is_pending(&state, job));
+}
+
+#[test]
+fn replacements_are_capped_but_first_placements_are_not() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm-a", 8, &[]);
+    let job = submit(&mut state, 2, 4, 1);
+    // Two shards ran before (attempt 1) and wait to be placed again.
+    for index in 0..2 {
+        let shard = &mut state.jobs.get_mut(&job).expect("job").shards[index];
+        shard.attempt = 1;
+    }
+    let limits = PlanLimits {
+        max_replacements: 1,
+        ..PlanLimits::default()
+    };
+    let placements = plan(&state, NOW_MS, ScoreWeights::default(), limits);
+    let placed: Vec<u32> = placements.iter().map(|p| p.shard).collect();
+    assert_eq!(
+        placed,
+        vec![0, 2, 3],
+        "one re-placement and both first placements"
+    );
 }
