@@ -68,7 +68,7 @@ pub fn plan(
     limits: PlanLimits,
 ) -> Vec<Placement> {
     let scorer = TaskManagerScorer::new(state, weights);
-    let mut candidates: Vec<Candidate<'_>> = state
+    let candidates: Vec<Candidate<'_>> = state
         .taskmanagers
         .values()
         .filter(|tm| tm.accepts_placements(now_ms) && tm.free_slots() > 0)
@@ -79,96 +79,105 @@ pub fn plan(
             static_penalty: scorer.static_penalty(tm),
         })
         .collect();
-    let mut placements = Vec::new();
-    if candidates.is_empty() {
-        return placements;
+    let mut round = Round {
+        state,
+        now_ms,
+        scorer,
+        candidates,
+        replacements_left: limits.max_replacements,
+        placements: Vec::new(),
+    };
+    if round.candidates.is_empty() {
+        return round.placements;
     }
-    let mut replacements_left = limits.max_replacements;
     for job_id in &state.jobs_with_pending_shards {
-        if placements.len() >= limits.max_placements {
+        if round.placements.len() >= limits.max_placements {
             break;
         }
-        let budget = limits.max_placements - placements.len();
-        plan_job(
-            state,
-            *job_id,
-            now_ms,
-            &scorer,
-            &mut candidates,
-            budget,
-            &mut replacements_left,
-            &mut placements,
-        );
+        let budget = limits.max_placements - round.placements.len();
+        round.plan_job(*job_id, budget);
     }
-    placements
+    round.placements
 }
 
-fn plan_job(
-    state: &ClusterState,
-    job_id: JobId,
+/// One planning round: the TaskManagers' capacity as the plan uses it up, and the plan.
+struct Round<'a> {
+    state: &'a ClusterState,
     now_ms: u64,
-    scorer: &TaskManagerScorer,
-    candidates: &mut [Candidate<'_>],
-    budget: usize,
-    replacements_left: &mut usize,
-    out: &mut Vec<Placement>,
-) {
-    let Some(job) = state.job(job_id) else { return };
-    if job.state.is_terminal() {
-        return;
-    }
-    let need = job.spec.slots_per_shard;
-    // Shards of this job already on each TaskManager (for the spread term).
-    let mut same_job: HashMap<&str, u32> = HashMap::new();
-    for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
-        if let Some(tm) = &shard.taskmanager {
-            *same_job.entry(tm.as_str()).or_default() += 1;
+    scorer: TaskManagerScorer,
+    candidates: Vec<Candidate<'a>>,
+    replacements_left: usize,
+    placements: Vec<Placement>,
+}
+
+impl Round<'_> {
+    /// Place up to `budget` ready shards of one job.
+    fn plan_job(&mut self, job_id: JobId, budget: usize) {
+        let state = self.state;
+        let Some(job) = state.job(job_id) else { return };
+        if job.state.is_terminal() {
+            return;
         }
-    }
-    let mut heap: BinaryHeap<Ranked> = candidates
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.free >= need)
-        .filter(|(_, c)| {
-            state
-                .taskmanager(c.id)
-                .is_some_and(|tm| tm.matches(&job.spec.selector))
-        })
-        .map(|(i, c)| Ranked {
-            score: scorer.score(
-                c.static_penalty,
-                c.slots,
-                c.free,
-                need,
-                same_job.get(c.id).copied().unwrap_or(0),
-            ),
-            candidate: i,
-        })
-        .collect();
-    let ready = job.pending_shards().filter(|s| s.not_before_ms <= now_ms);
-    for shard in ready.take(budget) {
-        let is_replacement = shard.attempt > 0;
-        if is_replacement {
-            if *replacements_left == 0 {
-                continue;
+        let need = job.spec.slots_per_shard;
+        // Shards of this job already on each TaskManager (for the spread term).
+        let mut same_job: HashMap<&str, u32> = HashMap::new();
+        for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
+            if let Some(tm) = &shard.taskmanager {
+                *same_job.entry(tm.as_str()).or_default() += 1;
             }
-            *replacements_left -= 1;
         }
-        let Some(best) = heap.pop() else { break };
-        let c = &mut candidates[best.candidate];
-        c.free -= need;
-        let count = same_job.entry(c.id).or_default();
-        *count += 1;
-        out.push(Placement {
-            job_id,
-            shard: shard.index,
-            taskmanager: c.id.to_string(),
-        });
-        if c.free >= need {
-            heap.push(Ranked {
-                score: scorer.score(c.static_penalty, c.slots, c.free, need, *count),
-                candidate: best.candidate,
+        let scorer = &self.scorer;
+        let mut heap: BinaryHeap<Ranked> = self
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.free >= need)
+            .filter(|(_, c)| {
+                state
+                    .taskmanager(c.id)
+                    .is_some_and(|tm| tm.matches(&job.spec.selector))
+            })
+            .map(|(i, c)| Ranked {
+                score: scorer.score(
+                    c.static_penalty,
+                    c.slots,
+                    c.free,
+                    need,
+                    same_job.get(c.id).copied().unwrap_or(0),
+                ),
+                candidate: i,
+            })
+            .collect();
+        let now_ms = self.now_ms;
+        let mut planned = 0;
+        for shard in job.pending_shards().filter(|s| s.not_before_ms <= now_ms) {
+            if planned >= budget {
+                break;
+            }
+            if shard.attempt > 0 {
+                // A re-placement: subject to the recovery throttle.
+                if self.replacements_left == 0 {
+                    continue;
+                }
+                self.replacements_left -= 1;
+            }
+            let Some(best) = heap.pop() else { break };
+            let c = &mut self.candidates[best.candidate];
+            c.free -= need;
+            let count = same_job.entry(c.id).or_default();
+            *count += 1;
+            self.placements.push(Placement {
+                job_id,
+                shard: shard.index,
+                taskmanager: c.id.to_string(),
             });
+            planned += 1;
+            if c.free >= need {
+                heap.push(Ranked {
+                    score: scorer.score(c.static_penalty, c.slots, c.free, need, *count),
+                    candidate: best.candidate,
+                });
+            }
         }
     }
 }
