@@ -19,6 +19,9 @@
 //! max_lost_per_second = 10
 //! retry_base_ms = 1000      # failed shards retry after 1 s, 2 s, 4 s ... up to retry_max_ms
 //! retry_max_ms = 60000
+//!
+//! [jobs]
+//! retention_secs = 86400    # ended jobs are forgotten after this long
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -110,12 +113,30 @@ impl Default for TaskManagerSettings {
 /// timeout of the shard supervisor, plus scheduling slack.
 pub const LEASE_MARGIN_MS: u64 = 1_500;
 
+/// How long ended jobs are kept.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobSettings {
+    /// Jobs that ended (finished, failed, cancelled) this long ago are forgotten, with their
+    /// idempotency keys, so the state and its snapshots stay bounded while jobs come and go.
+    pub retention_secs: u64,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            retention_secs: 24 * 3600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
     pub raft: RaftTimings,
     pub snapshot: SnapshotSettings,
     pub taskmanagers: TaskManagerSettings,
+    pub jobs: JobSettings,
 }
 
 impl ServeConfig {

@@ -63,3 +63,41 @@ async fn resubmission_across_a_leader_kill_returns_the_same_job() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_jobs_are_forgotten_after_their_retention() -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.jobs.retention_secs = 1;
+    let cluster = start_cluster(3, config).await?;
+    let client = cluster.client()?;
+    let ended = client
+        .submit(submit_request("short-lived", 1, "key-r"))
+        .await?;
+    client.cancel_job(&ended.job_id).await?;
+    let kept = client
+        .submit(submit_request("still-pending", 1, "key-k"))
+        .await?;
+
+    log_phase("the ended job disappears; the pending one stays");
+    dispatcher::local_cluster::wait_for(DEADLINE, "the ended job to be forgotten", || async {
+        let jobs = client.list_jobs().await.ok()?;
+        jobs.iter().all(|j| j.job_id != ended.job_id).then_some(())
+    })
+    .await?;
+    let err = client
+        .job_status(&ended.job_id)
+        .await
+        .expect_err("forgotten");
+    assert_eq!(err.code(), Some(tonic::Code::NotFound));
+    assert_eq!(client.job_status(&kept.job_id).await?.state, "pending");
+
+    log_phase("its idempotency key is free again");
+    let again = client
+        .submit(submit_request("short-lived", 1, "key-r"))
+        .await?;
+    assert!(again.created);
+    assert_ne!(again.job_id, ended.job_id);
+    let ids = cluster.ids();
+    cluster.wait_converged(&ids, DEADLINE).await?;
+    Ok(())
+}

@@ -145,6 +145,8 @@ pub struct Job {
     pub spec: JobSpec,
     pub state: JobState,
     pub created_at_ms: u64,
+    /// When the job reached a terminal state (for retention).
+    pub ended_at_ms: Option<u64>,
     pub idempotency_key: Option<String>,
     pub shards: Vec<Shard>,
 }

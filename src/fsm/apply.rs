@@ -31,7 +31,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::PlaceShards { placements, now_ms } => {
             Ok(place_shards(state, log_index, placements, now_ms))
         }
-        Command::CancelJob { job_id, .. } => cancel_job(state, job_id),
+        Command::CancelJob { job_id, now_ms } => cancel_job(state, job_id, now_ms),
         Command::DrainTaskManager {
             id, deadline_ms, ..
         } => drain_taskmanager(state, id, deadline_ms),
@@ -65,14 +65,21 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::MarkTaskManagerLost {
             id,
             registration_epoch,
-            ..
-        } => mark_lost(state, id, registration_epoch),
+            now_ms,
+        } => mark_lost(state, id, registration_epoch, now_ms),
         Command::RequeueShards {
             taskmanager,
             shards,
             not_before_ms,
-            ..
-        } => Ok(requeue_shards(state, &taskmanager, shards, not_before_ms)),
+            now_ms,
+        } => Ok(requeue_shards(
+            state,
+            &taskmanager,
+            shards,
+            not_before_ms,
+            now_ms,
+        )),
+        Command::ForgetJobs { job_ids, .. } => Ok(forget_jobs(state, job_ids)),
     };
     result.unwrap_or_else(Response::Rejected)
 }
@@ -148,6 +155,7 @@ fn submit_job(
             spec,
             state: JobState::Pending,
             created_at_ms: now_ms,
+            ended_at_ms: None,
             idempotency_key,
             shards,
         },
@@ -179,7 +187,7 @@ fn place_shards(
     // Job-level bookkeeping once per job, not once per shard: a plan may place thousands of
     // shards of one job, and each of these scans all its shards.
     for job_id in touched {
-        refresh_job(state, job_id);
+        refresh_job(state, job_id, now_ms);
     }
     Response::ShardsPlaced(outcome)
 }
@@ -221,9 +229,12 @@ fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u6
 }
 
 /// Recompute a job's state from its shards and keep the pending work list in step.
-fn refresh_job(state: &mut ClusterState, job_id: JobId) {
+fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) {
     if let Some(job) = state.jobs.get_mut(&job_id) {
         job.state = job.derived_state();
+        if job.state.is_terminal() && job.ended_at_ms.is_none() {
+            job.ended_at_ms = Some(now_ms);
+        }
         let waiting = !job.state.is_terminal() && job.pending_shards().next().is_some();
         if waiting {
             state.jobs_with_pending_shards.insert(job_id);
@@ -276,7 +287,7 @@ fn cancel_remaining_shards(state: &mut ClusterState, job_id: JobId) -> u32 {
     cancelled
 }
 
-fn cancel_job(state: &mut ClusterState, job_id: JobId) -> Result<Response, Rejection> {
+fn cancel_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) -> Result<Response, Rejection> {
     let job = state
         .jobs
         .get_mut(&job_id)
@@ -295,6 +306,7 @@ fn cancel_job(state: &mut ClusterState, job_id: JobId) -> Result<Response, Rejec
         });
     }
     job.state = JobState::Cancelled;
+    job.ended_at_ms = Some(now_ms);
     let cancelled = cancel_remaining_shards(state, job_id);
     state.jobs_with_pending_shards.remove(&job_id);
     Ok(Response::JobCancelled {
@@ -365,7 +377,7 @@ fn report_started(
         shard.state = ShardState::Running;
         shard.started_at_ms = Some(now_ms);
     }
-    refresh_job(state, job_id);
+    refresh_job(state, job_id, now_ms);
     Ok(Response::ShardReported)
 }
 
@@ -425,7 +437,7 @@ fn report_ended(
         }
         cancel_remaining_shards(state, job_id);
     }
-    refresh_job(state, job_id);
+    refresh_job(state, job_id, now_ms);
     Ok(Response::ShardReported)
 }
 
@@ -485,6 +497,7 @@ fn requeue_held(
     taskmanager: &str,
     shards: &[(JobId, u32, Option<u64>)],
     not_before_ms: u64,
+    now_ms: u64,
 ) -> u32 {
     let mut moved = 0;
     let mut jobs = BTreeSet::new();
@@ -508,7 +521,7 @@ fn requeue_held(
         moved += 1;
     }
     for job_id in jobs {
-        refresh_job(state, job_id);
+        refresh_job(state, job_id, now_ms);
     }
     moved
 }
@@ -517,6 +530,7 @@ fn mark_lost(
     state: &mut ClusterState,
     id: String,
     registration_epoch: u64,
+    now_ms: u64,
 ) -> Result<Response, Rejection> {
     let tm = state
         .taskmanagers
@@ -537,7 +551,7 @@ fn mark_lost(
         .unwrap_or_default();
     // Declared lost only after the timeout, which exceeds the agent's lease plus a margin:
     // its copies are already dead, so the shards may run elsewhere at once.
-    let shards_requeued = requeue_held(state, &id, &held, 0);
+    let shards_requeued = requeue_held(state, &id, &held, 0, now_ms);
     Ok(Response::TaskManagerLost {
         id,
         shards_requeued,
@@ -549,13 +563,36 @@ fn requeue_shards(
     taskmanager: &str,
     shards: Vec<(JobId, u32, u64)>,
     not_before_ms: u64,
+    now_ms: u64,
 ) -> Response {
     let shards: Vec<(JobId, u32, Option<u64>)> = shards
         .into_iter()
         .map(|(j, i, e)| (j, i, Some(e)))
         .collect();
-    let count = requeue_held(state, taskmanager, &shards, not_before_ms);
+    let count = requeue_held(state, taskmanager, &shards, not_before_ms, now_ms);
     Response::ShardsRequeued { count }
+}
+
+/// Drop ended jobs (retention). Jobs that have not ended are kept whatever the leader asked.
+fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Response {
+    let mut count = 0;
+    for job_id in job_ids {
+        let ended = state
+            .jobs
+            .get(&job_id)
+            .is_some_and(|j| j.state.is_terminal());
+        if !ended {
+            continue;
+        }
+        if let Some(job) = state.jobs.remove(&job_id) {
+            if let Some(key) = &job.idempotency_key {
+                state.idempotency_keys.remove(key);
+            }
+            state.jobs_with_pending_shards.remove(&job_id);
+            count += 1;
+        }
+    }
+    Response::JobsForgotten { count }
 }
 
 #[cfg(test)]

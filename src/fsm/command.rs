@@ -75,6 +75,8 @@ pub enum Command {
         not_before_ms: u64,
         now_ms: u64,
     },
+    /// Retention: drop jobs that ended long ago, with their idempotency keys.
+    ForgetJobs { job_ids: Vec<JobId>, now_ms: u64 },
 }
 
 /// How a shard run ended.
@@ -125,6 +127,7 @@ impl fmt::Display for Command {
             } => {
                 write!(f, "RequeueShards({taskmanager}, {})", shards.len())
             }
+            Command::ForgetJobs { job_ids, .. } => write!(f, "ForgetJobs({})", job_ids.len()),
         }
     }
 }
@@ -194,6 +197,9 @@ pub enum Response {
         shards_requeued: u32,
     },
     ShardsRequeued {
+        count: u32,
+    },
+    JobsForgotten {
         count: u32,
     },
     Rejected(Rejection),

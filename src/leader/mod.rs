@@ -4,11 +4,12 @@
 
 mod liveness;
 mod placement;
+mod retention;
 mod taskmanager_watch;
 
 pub use liveness::Liveness;
 
-use crate::config::TaskManagerSettings;
+use crate::config::ServeConfig;
 use crate::raft::{Raft, SharedState};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
@@ -25,7 +26,7 @@ impl LeaderDuties {
         raft: Raft,
         shared: Arc<SharedState>,
         liveness: Arc<Liveness>,
-        settings: TaskManagerSettings,
+        settings: ServeConfig,
     ) -> Self {
         let supervisor = tokio::spawn(supervise(raft, shared, liveness, settings));
         LeaderDuties { supervisor }
@@ -51,7 +52,7 @@ async fn supervise(
     raft: Raft,
     shared: Arc<SharedState>,
     liveness: Arc<Liveness>,
-    settings: TaskManagerSettings,
+    settings: ServeConfig,
 ) {
     let mut metrics = raft.metrics();
     let mut running: Option<RunningLoops> = None;
@@ -69,7 +70,12 @@ async fn supervise(
                         raft.clone(),
                         shared.clone(),
                         liveness.clone(),
-                        settings.clone(),
+                        settings.taskmanagers.clone(),
+                    )),
+                    tokio::spawn(retention::run(
+                        raft.clone(),
+                        shared.clone(),
+                        settings.jobs.clone(),
                     )),
                 ]));
             }

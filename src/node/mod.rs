@@ -116,12 +116,8 @@ pub async fn serve(
         opts.id,
         opts.peers.clone(),
     ));
-    let leader_duties = LeaderDuties::start(
-        raft.clone(),
-        shared.clone(),
-        liveness,
-        opts.config.taskmanagers.clone(),
-    );
+    let leader_duties =
+        LeaderDuties::start(raft.clone(), shared.clone(), liveness, opts.config.clone());
 
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -32,6 +32,7 @@ pub fn test_config() -> ServeConfig {
             grace_ms: 4_500,
             ..TaskManagerSettings::default()
         },
+        jobs: Default::default(),
     }
 }
 

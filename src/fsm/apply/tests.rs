@@ -745,3 +745,43 @@ fn drained_taskmanager_takes_no_new_placements() {
         outcome(0, 1)
     );
 }
+
+#[test]
+fn only_ended_jobs_are_forgotten_with_their_keys() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm-a", 4, &[]);
+    let running = submit(&mut state, 2, 1, 1);
+    let ended = match apply(&mut state, 3, submit_cmd(spec(1, 1), Some("key-ended"))) {
+        Response::JobSubmitted { job_id, .. } => job_id,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        apply(&mut state, 4, cancel_cmd(ended)),
+        Response::JobCancelled { .. }
+    ));
+    assert_eq!(state.job(ended).and_then(|j| j.ended_at_ms), Some(4_000));
+    assert_eq!(state.job(running).and_then(|j| j.ended_at_ms), None);
+
+    let forget = Command::ForgetJobs {
+        job_ids: vec![running, ended, JobId(999)],
+        now_ms: 9_000,
+    };
+    assert_eq!(
+        apply(&mut state, 5, forget),
+        Response::JobsForgotten { count: 1 }
+    );
+    assert!(state.job(ended).is_none());
+    assert!(
+        state.job(running).is_some(),
+        "a job that has not ended is never forgotten"
+    );
+    assert!(!state.idempotency_keys.contains_key("key-ended"));
+    // The key is free again: resubmitting creates a new job.
+    match apply(&mut state, 6, submit_cmd(spec(1, 1), Some("key-ended"))) {
+        Response::JobSubmitted { job_id, created } => {
+            assert!(created);
+            assert_eq!(job_id, JobId(6));
+        }
+        other => panic!("{other:?}"),
+    }
+}
