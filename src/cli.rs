@@ -103,6 +103,9 @@ pub struct TaskManagerArgs {
     /// Where shard runs keep their output and results (default: ./taskmanager-<id>).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Dial the replicas from this local address (multi-homed hosts).
+    #[arg(long)]
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Args)]

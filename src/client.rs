@@ -55,6 +55,8 @@ pub struct ClientOptions {
     pub rpc_timeout: Duration,
     /// Deadline of a whole call, retries included.
     pub call_timeout: Duration,
+    /// Dial from this local address (multi-homed hosts; fault injection by source address).
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientOptions {
@@ -62,6 +64,7 @@ impl Default for ClientOptions {
         ClientOptions {
             rpc_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
+            source_ip: None,
         }
     }
 }
@@ -167,6 +170,7 @@ impl Client {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|_| ClientError::BadEndpoint(addr.to_string()))?
             .connect_timeout(Duration::from_millis(500).min(self.options.rpc_timeout))
+            .local_address(self.options.source_ip)
             .timeout(self.options.rpc_timeout)
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();

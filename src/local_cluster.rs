@@ -248,6 +248,7 @@ impl LocalCluster {
             crate::client::ClientOptions {
                 rpc_timeout: Duration::from_millis(500),
                 call_timeout: Duration::from_millis(500),
+                source_ip: None,
             },
         )
         .ok()?;

@@ -76,6 +76,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 labels: agent.labels.into_iter().collect(),
                 work_dir,
                 endpoints: client.endpoints,
+                source_ip: agent.source_ip,
             };
             dispatcher::taskmanager::run(opts, shutdown_signal()).await?;
             Ok(0)

@@ -95,7 +95,8 @@ pub async fn serve(
     let raft: Raft = Raft::new(
         opts.id,
         raft_config,
-        GrpcNetworkFactory::default(),
+        // Dial peers from the address we listen on, unless that is a wildcard.
+        GrpcNetworkFactory::new(Some(opts.listen.ip()).filter(|ip| !ip.is_unspecified())),
         log_store,
         state_machine,
     )

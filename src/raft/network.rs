@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -45,9 +46,18 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 #[derive(Clone, Default)]
 pub struct GrpcNetworkFactory {
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+    /// Dial peers from this address (the one the replica listens on), so that a peer, a
+    /// firewall or a fault proxy sees which replica is calling.
+    source_ip: Option<IpAddr>,
 }
 
 impl GrpcNetworkFactory {
+    pub fn new(source_ip: Option<IpAddr>) -> Self {
+        GrpcNetworkFactory {
+            channels: Arc::default(),
+            source_ip,
+        }
+    }
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = channels.get(&(target, addr.to_string())) {
@@ -56,6 +66,7 @@ impl GrpcNetworkFactory {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("bad address {addr}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
+            .local_address(self.source_ip)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));

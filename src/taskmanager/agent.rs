@@ -37,6 +37,8 @@ pub struct AgentOptions {
     pub labels: Labels,
     pub work_dir: PathBuf,
     pub endpoints: Vec<String>,
+    /// Dial the replicas from this local address.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// Until the first heartbeat reply says otherwise.
@@ -80,12 +82,19 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let executable = std::env::current_exe().map_err(AgentError::Executable)?;
     // Registration and reports may wait out a leader change; heartbeats must not block
     // the loop for long.
-    let client = Arc::new(Client::new(opts.endpoints.clone())?);
+    let client = Arc::new(Client::with_options(
+        opts.endpoints.clone(),
+        ClientOptions {
+            source_ip: opts.source_ip,
+            ..ClientOptions::default()
+        },
+    )?);
     let heartbeat_client = Client::with_options(
         opts.endpoints.clone(),
         ClientOptions {
             rpc_timeout: Duration::from_millis(1000),
             call_timeout: Duration::from_millis(1000),
+            source_ip: opts.source_ip,
         },
     )?;
     let (reports, reporter_task) = reporter::start(client.clone());
