@@ -25,6 +25,7 @@
 //! - [`cli`], [`commands`]: the command line.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -41,7 +41,10 @@ pub fn free_port() -> io::Result<u16> {
 /// One replica process and where it keeps its data.
 pub struct ReplicaProcess {
     pub id: u64,
+    /// The address the cluster knows this replica by (its proxy, when there is one).
     pub addr: String,
+    /// The address the replica listens on.
+    pub listen: String,
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
     child: Option<Child>,
@@ -63,6 +66,8 @@ impl ReplicaProcess {
 /// One TaskManager agent process.
 pub struct AgentProcess {
     pub id: String,
+    /// The agent dials the replicas from this address, when set.
+    pub source_ip: Option<std::net::IpAddr>,
     pub slots: u32,
     pub labels: Vec<(String, String)>,
     pub work_dir: PathBuf,
@@ -131,7 +136,40 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Start replicas that listen on one address and are known to the cluster by another
+    /// (a fault proxy in front of each): `replicas` is (id, listen, advertised).
+    pub fn start_proxied(
+        binary: impl AsRef<Path>,
+        root: impl AsRef<Path>,
+        replicas: &[(u64, String, String)],
+        config: &ServeConfig,
+    ) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(&root)?;
+        let config_file = root.join("dispatcher.toml");
+        fs::write(&config_file, config_toml(config)?)?;
+        let mut cluster = LocalCluster {
+            binary: binary.as_ref().to_path_buf(),
+            root,
+            config_file,
+            peers: replicas
+                .iter()
+                .map(|(id, _, adv)| (*id, adv.clone()))
+                .collect(),
+            replicas: BTreeMap::new(),
+            agents: BTreeMap::new(),
+        };
+        for (id, listen, advertised) in replicas {
+            cluster.add_process_at(*id, listen.clone(), advertised.clone())?;
+        }
+        Ok(cluster)
+    }
+
     fn add_process(&mut self, id: u64, addr: String) -> Result<()> {
+        self.add_process_at(id, addr.clone(), addr)
+    }
+
+    fn add_process_at(&mut self, id: u64, listen: String, addr: String) -> Result<()> {
         let data_dir = self.root.join(format!("replica-{id}"));
         let log_file = self.root.join(format!("replica-{id}.log"));
         self.replicas.insert(
@@ -139,6 +177,7 @@ impl LocalCluster {
             ReplicaProcess {
                 id,
                 addr,
+                listen,
                 data_dir,
                 log_file,
                 child: None,
@@ -177,7 +216,7 @@ impl LocalCluster {
             .arg("--id")
             .arg(id.to_string())
             .arg("--listen")
-            .arg(&replica.addr)
+            .arg(&replica.listen)
             .arg("--data-dir")
             .arg(&replica.data_dir)
             .arg("--peers")
@@ -242,7 +281,8 @@ impl LocalCluster {
 
     /// One replica's own view, with a short deadline; `None` if it does not answer.
     pub async fn local_status(&self, id: u64) -> Option<ClusterStatusReply> {
-        let addr = self.addr(id).ok()?;
+        // Straight to the replica, past any proxy: this is the observer's view.
+        let addr = self.replica(id).ok()?.listen.clone();
         let client = Client::with_options(
             vec![addr.clone()],
             crate::client::ClientOptions {
@@ -301,8 +341,20 @@ impl LocalCluster {
         slots: u32,
         labels: &[(&str, &str)],
     ) -> Result<()> {
+        self.start_taskmanager_from(id, slots, labels, None)
+    }
+
+    /// Start an agent that dials the replicas from `source_ip`.
+    pub fn start_taskmanager_from(
+        &mut self,
+        id: &str,
+        slots: u32,
+        labels: &[(&str, &str)],
+        source_ip: Option<std::net::IpAddr>,
+    ) -> Result<()> {
         let agent = AgentProcess {
             id: id.to_string(),
+            source_ip,
             slots,
             labels: labels
                 .iter()
@@ -345,6 +397,9 @@ impl LocalCluster {
             .arg(&agent.work_dir)
             .arg("--endpoints")
             .arg(endpoints);
+        if let Some(ip) = agent.source_ip {
+            command.arg("--source-ip").arg(ip.to_string());
+        }
         if !agent.labels.is_empty() {
             let labels: Vec<String> = agent
                 .labels
@@ -409,6 +464,10 @@ impl LocalCluster {
             .pid()
             .ok_or(LocalClusterError::UnknownReplica(id))?;
         Ok(signal(pid, libc::SIGCONT)?)
+    }
+
+    pub fn taskmanager_ids(&self) -> Vec<String> {
+        self.agents.keys().cloned().collect()
     }
 
     pub fn taskmanager(&self, id: &str) -> Result<&AgentProcess> {

@@ -27,6 +27,7 @@ async fn resubmission_across_a_leader_kill_returns_the_same_job() -> anyhow::Res
             dispatcher::client::ClientOptions {
                 rpc_timeout: std::time::Duration::from_secs(1),
                 call_timeout: std::time::Duration::from_secs(2),
+                source_ip: None,
             },
         )?;
         tokio::spawn(async move {

@@ -1,6 +1,6 @@
 //! Shared test harness: a real three-replica cluster of the `dispatcher` binary on free
 //! loopback ports, and helpers that wait on conditions with deadlines.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod records;
 

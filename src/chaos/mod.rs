@@ -1,0 +1,12 @@
+//! The chaos suite: a Jepsen-style runner that attacks a real local cluster (replicas and
+//! TaskManager agents as processes of this binary) with faults while clients work, records
+//! a history, and checks it.
+//!
+//! Pieces: `proxy` (per-link network cuts), `nemesis` (the faults), `workload` (clients
+//! submitting and reading), `sampler` (each replica's own status over time), `history` and
+//! `executions` (the record), `checker` (the verdicts), and `runner` (the whole run).
+
+pub mod executions;
+pub mod history;
+pub mod proxy;
+pub mod rng;
