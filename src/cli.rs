@@ -79,6 +79,8 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+        /// Attack a local cluster with faults while clients work, then check the history.
+    Chaos(ChaosArgs),
     /// Internal: the keep-alive supervisor a TaskManager runs each shard under.
     #[command(hide = true)]
     ShardExec {
@@ -87,6 +89,32 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// Seconds of faults (the checks after healing take longer).
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+    /// Seed of the fault schedule and the workload; printed, so any run can be replayed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u64,
+    #[arg(long, default_value_t = 3)]
+    pub taskmanagers: usize,
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Faults to use (default all): kill-leader, kill-replica, pause-leader, isolate-leader,
+    /// split, one-way, kill-all, kill-tm, pause-tm, isolate-tm.
+    #[arg(long, value_delimiter = ',')]
+    pub faults: Vec<String>,
+    /// Where the run keeps its cluster, history and report (default: a new temp directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Seconds within which every job must end after healing.
+    #[arg(long, default_value_t = 120)]
+    pub liveness_bound: u64,
 }
 
 #[derive(Debug, Args)]

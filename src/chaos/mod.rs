@@ -10,3 +10,10 @@ pub mod executions;
 pub mod history;
 pub mod proxy;
 pub mod rng;
+pub mod checker;
+pub mod nemesis;
+pub mod runner;
+pub mod sampler;
+pub mod workload;
+
+pub use runner::{run, ChaosError, ChaosOptions, ChaosReport};

@@ -1,9 +1,11 @@
 //! What each CLI command does: talk to the cluster through `client`, print through `output`.
 
 mod bench;
+mod chaos;
 mod output;
 
 pub use bench::bench;
+pub use chaos::chaos;
 mod table;
 
 use crate::cli::{ClientArgs, ClusterCommand, JobCommand, OutputFormat, SubmitArgs, TmCommand};

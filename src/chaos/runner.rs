@@ -1,0 +1,251 @@
+//! One chaos run, start to verdict.
+
+use super::checker::{self, Verdict};
+use super::executions::{self, Recorder};
+use super::history::{self, Event, History};
+use super::nemesis::{self, Addresses, FaultKind};
+use super::proxy::{Cuts, Proxy};
+use super::rng::Rng;
+use super::sampler::{self, Incarnations};
+use super::workload::{Acknowledged, ClientTask};
+use crate::bench::Summary;
+use crate::client::Client;
+use crate::config::ServeConfig;
+use crate::local_cluster::{free_port, wait_for, LocalCluster, LocalClusterError};
+use crate::pb::api::JobStatus;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error(transparent)]
+    Cluster(#[from] LocalClusterError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    pub binary: PathBuf,
+    pub dir: PathBuf,
+    pub duration: Duration,
+    pub seed: u64,
+    pub replicas: u64,
+    pub taskmanagers: usize,
+    pub clients: usize,
+    pub faults: Vec<FaultKind>,
+    /// After healing, every job must end within this.
+    pub liveness_bound: Duration,
+    pub config: ServeConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosReport {
+    pub seed: u64,
+    pub duration_secs: f64,
+    pub faults: BTreeMap<String, usize>,
+    pub operations: BTreeMap<String, usize>,
+    pub failover: Option<Summary>,
+    pub verdicts: Vec<Verdict>,
+}
+
+impl ChaosReport {
+    pub fn ok(&self) -> bool {
+        self.verdicts.iter().all(|v| v.ok())
+    }
+}
+
+fn replica_ip(id: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + id as u8))
+}
+
+fn taskmanager_ip(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 100 + index as u8))
+}
+
+pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
+    std::fs::create_dir_all(&opts.dir)?;
+    let began = Instant::now();
+    let history = Arc::new(History::create(&opts.dir.join("history.jsonl"))?);
+    let recorder = Arc::new(Recorder::new(&opts.dir)?);
+    let cuts = Cuts::new();
+    let mut rng = Rng::new(opts.seed);
+
+    // Each replica listens on its own loopback address and is reached through its proxy.
+    let mut proxies = Vec::new();
+    let mut topology = Vec::new();
+    for id in 1..=opts.replicas {
+        let listen = SocketAddr::new(replica_ip(id), free_port()?);
+        let proxy = Proxy::start("127.0.0.1:0".parse().map_err(std::io::Error::other)?, listen, id, cuts.clone()).await?;
+        topology.push((id, listen.to_string(), proxy.listen.to_string()));
+        proxies.push(proxy);
+    }
+    let mut cluster = LocalCluster::start_proxied(&opts.binary, opts.dir.join("cluster"), &topology, &opts.config)?;
+    let ids = cluster.ids();
+    let incarnations: Incarnations = Arc::new(Mutex::new(ids.iter().map(|i| (*i, 1)).collect()));
+    cluster.wait_for_leader(&ids, Duration::from_secs(60)).await?;
+    let mut addrs = Addresses {
+        replica_ip: ids.iter().map(|i| (*i, replica_ip(*i))).collect(),
+        taskmanager_ip: BTreeMap::new(),
+    };
+    for k in 0..opts.taskmanagers {
+        let id = format!("tm-{k}");
+        cluster.start_taskmanager_from(&id, 4, &[], Some(taskmanager_ip(k)))?;
+        addrs.taskmanager_ip.insert(id, taskmanager_ip(k));
+    }
+    let endpoints = cluster.endpoints();
+    tracing::info!(seed = opts.seed, replicas = opts.replicas, taskmanagers = opts.taskmanagers, "chaos run started");
+
+    // Observers and workload.
+    let stop_sampler = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(sampler::run(
+        topology.iter().map(|(id, listen, _)| (*id, listen.clone())).collect(),
+        incarnations.clone(),
+        history.clone(),
+        stop_sampler.clone(),
+    ));
+    let stop_clients = Arc::new(AtomicBool::new(false));
+    let acknowledged: Acknowledged = Arc::default();
+    let mut clients = Vec::new();
+    for c in 0..opts.clients {
+        let task = ClientTask {
+            id: c,
+            endpoints: endpoints.clone(),
+            history: history.clone(),
+            recorder: recorder.clone(),
+            acknowledged: acknowledged.clone(),
+            stop: stop_clients.clone(),
+            seed: opts.seed.wrapping_add(1 + c as u64),
+        };
+        clients.push(tokio::spawn(task.run()));
+    }
+
+    // The nemesis: every enabled fault in a shuffled order, again and again.
+    let mut fault_counts: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = began + opts.duration;
+    let mut order: Vec<FaultKind> = Vec::new();
+    while Instant::now() < deadline && !opts.faults.is_empty() {
+        if order.is_empty() {
+            order = opts.faults.clone();
+            rng.shuffle(&mut order);
+        }
+        let kind = order.remove(0);
+        tokio::time::sleep(Duration::from_millis(rng.range(1_000, 3_000))).await;
+        let (detail, heal) = match nemesis::apply(kind, &mut cluster, &cuts, &addrs, &mut rng).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                tracing::warn!(fault = kind.name(), "could not apply: {e}");
+                continue;
+            }
+        };
+        if let nemesis::Heal::Restart(ids) = &heal {
+            // Count the next incarnation before the process comes back.
+            let mut inc = incarnations.lock().unwrap_or_else(|p| p.into_inner());
+            for id in ids {
+                *inc.entry(*id).or_default() += 1;
+            }
+        }
+        *fault_counts.entry(kind.name().to_string()).or_default() += 1;
+        tracing::info!(fault = kind.name(), %detail, "fault");
+        history.record(&Event::Fault {
+            at_ns: history.now_ns(),
+            fault: kind.name().into(),
+            detail: detail.clone(),
+            phase: "start".into(),
+        });
+        let hold = if kind == FaultKind::KillAll { rng.range(500, 1_500) } else { rng.range(2_000, 6_000) };
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        nemesis::heal(heal, &mut cluster, &cuts)?;
+        history.record(&Event::Fault {
+            at_ns: history.now_ns(),
+            fault: kind.name().into(),
+            detail,
+            phase: "heal".into(),
+        });
+        if let Err(e) = cluster.wait_for_leader(&ids, Duration::from_secs(30)).await {
+            tracing::warn!("no leader 30 s after healing {}: {e}", kind.name());
+        }
+    }
+
+    // Heal everything, stop the clients, let the work finish.
+    cuts.heal_all();
+    stop_clients.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    cluster.wait_for_leader(&ids, Duration::from_secs(60)).await?;
+    let client = Client::new(endpoints.clone())?;
+    let mut verdicts = Vec::new();
+    let liveness = wait_for(opts.liveness_bound, "every job to end", || async {
+        let jobs = client.list_jobs().await.ok()?;
+        jobs.iter()
+            .all(|j| matches!(j.state.as_str(), "finished" | "failed" | "cancelled"))
+            .then_some(())
+    })
+    .await;
+    let jobs = client.list_jobs().await?;
+    let unfinished: Vec<String> = jobs
+        .iter()
+        .filter(|j| !matches!(j.state.as_str(), "finished" | "failed" | "cancelled"))
+        .map(|j| format!("{} ({}) is still {}", j.job_id, j.name, j.state))
+        .collect();
+    verdicts.push(Verdict {
+        name: "liveness".into(),
+        checked: format!(
+            "{} jobs all ended within {:?} of healing",
+            jobs.len(),
+            opts.liveness_bound
+        ),
+        violations: if liveness.is_ok() { Vec::new() } else { unfinished },
+    });
+    let convergence = cluster.wait_converged(&ids, Duration::from_secs(60)).await;
+    let mut digests = Vec::new();
+    for id in &ids {
+        if let Some(s) = cluster.local_status(*id).await {
+            digests.push(format!("replica {id}: applied {} digest {}", s.last_applied, s.state_digest));
+        }
+    }
+    verdicts.push(Verdict {
+        name: "convergence".into(),
+        checked: format!("state digests of {} replicas after healing", ids.len()),
+        violations: if convergence.is_ok() { Vec::new() } else { digests },
+    });
+    stop_sampler.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    history.flush();
+
+    let mut final_jobs: Vec<JobStatus> = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        final_jobs.push(client.job_status(&j.job_id).await?);
+    }
+    let events = history::read(&opts.dir.join("history.jsonl"))?;
+    let runs = executions::read(&recorder.file);
+    verdicts.push(checker::submissions(&events, &final_jobs));
+    verdicts.push(checker::executions(&runs, &final_jobs));
+    verdicts.push(checker::leaders_and_commits(&events));
+
+    let mut operations: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &events {
+        if let Event::Op { op, outcome, .. } = e {
+            *operations.entry(format!("{op}:{}", serde_json::to_string(outcome).unwrap_or_default().trim_matches('"'))).or_default() += 1;
+        }
+    }
+    operations.insert("shard runs".into(), runs.len());
+    let failover: Vec<Duration> = checker::failovers(&events).into_iter().map(Duration::from_nanos).collect();
+    drop(proxies);
+    Ok(ChaosReport {
+        seed: opts.seed,
+        duration_secs: began.elapsed().as_secs_f64(),
+        faults: fault_counts,
+        operations,
+        failover: Summary::of(&failover),
+        verdicts,
+    })
+}

@@ -1,0 +1,174 @@
+//! Clients that submit jobs with idempotency keys (and a few invalid ones, which must never
+//! appear) and read job status, recording every operation in the history.
+
+use super::executions::Recorder;
+use super::history::{Event, History, Outcome};
+use super::rng::Rng;
+use crate::client::{Client, ClientError, ClientOptions};
+use crate::pb::api::{JobSpec, SubmitRequest};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::Code;
+
+/// Jobs the clients got acknowledged, for reads.
+pub type Acknowledged = Arc<Mutex<Vec<String>>>;
+
+pub fn outcome_of(err: &ClientError) -> Outcome {
+    match err {
+        ClientError::Rejected(status)
+            if matches!(
+                status.code(),
+                Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::OutOfRange
+            ) =>
+        {
+            Outcome::Fail
+        }
+        _ => Outcome::Unknown,
+    }
+}
+
+pub struct ClientTask {
+    pub id: usize,
+    pub endpoints: Vec<String>,
+    pub history: Arc<History>,
+    pub recorder: Arc<Recorder>,
+    pub acknowledged: Acknowledged,
+    pub stop: Arc<AtomicBool>,
+    pub seed: u64,
+}
+
+impl ClientTask {
+    pub async fn run(self) -> Result<(), ClientError> {
+        let client = Client::with_options(
+            self.endpoints.clone(),
+            ClientOptions {
+                rpc_timeout: Duration::from_secs(2),
+                call_timeout: Duration::from_secs(8),
+                source_ip: None,
+            },
+        )?;
+        let mut rng = Rng::new(self.seed);
+        let mut seq = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            seq += 1;
+            let roll = rng.range(0, 10);
+            if roll == 0 {
+                self.invalid_submit(&client, seq).await;
+            } else if roll == 1 {
+                self.read(&client, &mut rng).await;
+            } else {
+                self.submit(&client, seq, &mut rng).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.range(20, 120))).await;
+        }
+        Ok(())
+    }
+
+    fn key(&self, seq: u64) -> String {
+        format!("c{}-{seq}", self.id)
+    }
+
+    async fn submit(&self, client: &Client, seq: u64, rng: &mut Rng) {
+        let key = self.key(seq);
+        let (command, args) = self.recorder.command(rng.range(100, 800), "");
+        let request = SubmitRequest {
+            name: key.clone(),
+            spec: Some(JobSpec {
+                command,
+                args,
+                env: Default::default(),
+                shard_count: rng.range(1, 4) as u32,
+                slots_per_shard: 1,
+                max_attempts: 5,
+                selector: Default::default(),
+            }),
+            idempotency_key: key.clone(),
+        };
+        let invoke_ns = self.history.now_ns();
+        let result = client.submit(request).await;
+        let complete_ns = self.history.now_ns();
+        let (outcome, job_id, created, error) = match result {
+            Ok(reply) => {
+                let mut acked = self.acknowledged.lock().unwrap_or_else(|p| p.into_inner());
+                acked.push(reply.job_id.clone());
+                (Outcome::Ok, Some(reply.job_id), Some(reply.created), None)
+            }
+            Err(e) => (outcome_of(&e), None, None, Some(e.to_string())),
+        };
+        self.history.record(&Event::Op {
+            client: self.id,
+            op: "submit".into(),
+            key,
+            invoke_ns,
+            complete_ns,
+            outcome,
+            job_id,
+            created,
+            error,
+        });
+    }
+
+    /// A submission the cluster must refuse (zero shards): it must never show up as a job.
+    async fn invalid_submit(&self, client: &Client, seq: u64) {
+        let key = self.key(seq);
+        let (command, args) = self.recorder.command(100, "");
+        let request = SubmitRequest {
+            name: key.clone(),
+            spec: Some(JobSpec {
+                command,
+                args,
+                env: Default::default(),
+                shard_count: 0,
+                slots_per_shard: 1,
+                max_attempts: 1,
+                selector: Default::default(),
+            }),
+            idempotency_key: key.clone(),
+        };
+        let invoke_ns = self.history.now_ns();
+        let result = client.submit(request).await;
+        let complete_ns = self.history.now_ns();
+        let (outcome, job_id, error) = match result {
+            Ok(reply) => (Outcome::Ok, Some(reply.job_id), None),
+            Err(e) => (outcome_of(&e), None, Some(e.to_string())),
+        };
+        self.history.record(&Event::Op {
+            client: self.id,
+            op: "invalid_submit".into(),
+            key,
+            invoke_ns,
+            complete_ns,
+            outcome,
+            job_id,
+            created: None,
+            error,
+        });
+    }
+
+    async fn read(&self, client: &Client, rng: &mut Rng) {
+        let target = {
+            let acked = self.acknowledged.lock().unwrap_or_else(|p| p.into_inner());
+            rng.pick(&acked).cloned()
+        };
+        let Some(job_id) = target else { return };
+        let invoke_ns = self.history.now_ns();
+        let result = client.job_status(&job_id).await;
+        let complete_ns = self.history.now_ns();
+        let (outcome, error) = match result {
+            Ok(_) => (Outcome::Ok, None),
+            Err(e) => (outcome_of(&e), Some(e.to_string())),
+        };
+        self.history.record(&Event::Op {
+            client: self.id,
+            op: "read".into(),
+            key: job_id.clone(),
+            invoke_ns,
+            complete_ns,
+            outcome,
+            job_id: Some(job_id),
+            created: None,
+            error,
+        });
+    }
+}
