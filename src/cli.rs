@@ -79,7 +79,7 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-        /// Attack a local cluster with faults while clients work, then check the history.
+    /// Attack a local cluster with faults while clients work, then check the history.
     Chaos(ChaosArgs),
     /// Internal: the keep-alive supervisor a TaskManager runs each shard under.
     #[command(hide = true)]

@@ -65,7 +65,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Tm { command, client } => commands::tm(command, client).await,
         Command::Submit { submit, client } => commands::submit(submit, client).await,
         Command::Job { command, client } => commands::job(command, client).await,
-                Command::Bench(args) => commands::bench(args).await,
+        Command::Bench(args) => commands::bench(args).await,
         Command::Chaos(args) => commands::chaos(args).await,
         Command::Taskmanager { agent, client } => {
             let work_dir = agent
@@ -102,7 +102,7 @@ fn main() {
     }
     init_tracing(matches!(
         cli.command,
-                Command::Serve(_) | Command::Bench(_) | Command::Chaos(_) | Command::Taskmanager { .. }
+        Command::Serve(_) | Command::Bench(_) | Command::Chaos(_) | Command::Taskmanager { .. }
     ));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -28,7 +28,7 @@ impl Verdict {
 }
 
 /// Keep reports readable: the first few counter-examples and how many more.
-fn capped(mut v: Vec<String>) -> Vec<String> {
+pub fn capped(mut v: Vec<String>) -> Vec<String> {
     const MAX: usize = 20;
     if v.len() > MAX {
         let more = v.len() - MAX;
@@ -41,10 +41,14 @@ fn capped(mut v: Vec<String>) -> Vec<String> {
 /// No acknowledged submission is lost; no key produced two jobs; every acknowledgement of a
 /// key named the same job; no submission that definitely failed appeared.
 pub fn submissions(events: &[Event], final_jobs: &[JobStatus]) -> Verdict {
-    let by_id: BTreeMap<&str, &JobStatus> = final_jobs.iter().map(|j| (j.job_id.as_str(), j)).collect();
+    let by_id: BTreeMap<&str, &JobStatus> =
+        final_jobs.iter().map(|j| (j.job_id.as_str(), j)).collect();
     let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for j in final_jobs {
-        by_name.entry(j.name.as_str()).or_default().push(j.job_id.as_str());
+        by_name
+            .entry(j.name.as_str())
+            .or_default()
+            .push(j.job_id.as_str());
     }
     let mut violations = Vec::new();
     let mut acked: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -85,12 +89,17 @@ pub fn submissions(events: &[Event], final_jobs: &[JobStatus]) -> Verdict {
     }
     for (key, ids) in &acked {
         if ids.len() > 1 {
-            violations.push(format!("key {key} was acknowledged with different jobs {ids:?}"));
+            violations.push(format!(
+                "key {key} was acknowledged with different jobs {ids:?}"
+            ));
         }
     }
     for (name, ids) in &by_name {
         if ids.len() > 1 {
-            violations.push(format!("idempotency key {name} produced {} jobs: {ids:?}", ids.len()));
+            violations.push(format!(
+                "idempotency key {name} produced {} jobs: {ids:?}",
+                ids.len()
+            ));
         }
     }
     Verdict::new(
@@ -185,7 +194,10 @@ pub fn leaders_and_commits(events: &[Event]) -> Verdict {
     }
     Verdict::new(
         "leaders-and-commits",
-        format!("{samples} status samples over {} terms; highest commit index {cluster_commit}", leaders.len()),
+        format!(
+            "{samples} status samples over {} terms; highest commit index {cluster_commit}",
+            leaders.len()
+        ),
         capped(violations),
     )
 }
@@ -195,8 +207,19 @@ pub fn leaders_and_commits(events: &[Event]) -> Verdict {
 pub fn failovers(events: &[Event]) -> Vec<u64> {
     let mut starts = Vec::new();
     for e in events {
-        if let Event::Fault { at_ns, fault, phase, .. } = e {
-            if phase == "start" && matches!(fault.as_str(), "kill-leader" | "pause-leader" | "isolate-leader" | "kill-all") {
+        if let Event::Fault {
+            at_ns,
+            fault,
+            phase,
+            ..
+        } = e
+        {
+            if phase == "start"
+                && matches!(
+                    fault.as_str(),
+                    "kill-leader" | "pause-leader" | "isolate-leader" | "kill-all"
+                )
+            {
                 starts.push(*at_ns);
             }
         }

@@ -6,12 +6,12 @@
 //! submitting and reading), `sampler` (each replica's own status over time), `history` and
 //! `executions` (the record), `checker` (the verdicts), and `runner` (the whole run).
 
+pub mod checker;
 pub mod executions;
 pub mod history;
+pub mod nemesis;
 pub mod proxy;
 pub mod rng;
-pub mod checker;
-pub mod nemesis;
 pub mod runner;
 pub mod sampler;
 pub mod workload;

@@ -67,7 +67,10 @@ impl FaultKind {
     pub fn hits_leader(self) -> bool {
         matches!(
             self,
-            FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::IsolateLeader | FaultKind::KillAll
+            FaultKind::KillLeader
+                | FaultKind::PauseLeader
+                | FaultKind::IsolateLeader
+                | FaultKind::KillAll
         )
     }
 }
@@ -113,7 +116,9 @@ pub async fn apply(
     rng: &mut Rng,
 ) -> Result<(String, Heal), LocalClusterError> {
     let ids = cluster.ids();
-    let leader = cluster.wait_for_leader(&ids, Duration::from_secs(30)).await?;
+    let leader = cluster
+        .wait_for_leader(&ids, Duration::from_secs(30))
+        .await?;
     let others: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
     let tms = cluster.taskmanager_ids();
     let cut_pair = |a: u64, b: u64| {
@@ -125,12 +130,18 @@ pub async fn apply(
     Ok(match kind {
         FaultKind::KillLeader => {
             cluster.kill(leader)?;
-            (format!("killed leader {leader}"), Heal::Restart(vec![leader]))
+            (
+                format!("killed leader {leader}"),
+                Heal::Restart(vec![leader]),
+            )
         }
         FaultKind::KillReplica => {
             let victim = *rng.pick(&ids).unwrap_or(&leader);
             cluster.kill(victim)?;
-            (format!("killed replica {victim}"), Heal::Restart(vec![victim]))
+            (
+                format!("killed replica {victim}"),
+                Heal::Restart(vec![victim]),
+            )
         }
         FaultKind::PauseLeader => {
             cluster.pause(leader)?;
@@ -140,7 +151,10 @@ pub async fn apply(
             for other in &others {
                 cut_pair(leader, *other);
             }
-            (format!("isolated leader {leader} from {others:?}"), Heal::Links)
+            (
+                format!("isolated leader {leader} from {others:?}"),
+                Heal::Links,
+            )
         }
         FaultKind::Split => {
             let mut shuffled = ids.clone();
@@ -167,17 +181,26 @@ pub async fn apply(
             for id in &ids {
                 cluster.kill(*id)?;
             }
-            ("killed every replica".to_string(), Heal::Restart(ids.clone()))
+            (
+                "killed every replica".to_string(),
+                Heal::Restart(ids.clone()),
+            )
         }
         FaultKind::KillTaskManager => {
             let tm = rng.pick(&tms).cloned().unwrap_or_default();
             cluster.kill_taskmanager(&tm)?;
-            (format!("killed TaskManager {tm}"), Heal::RestartTaskManager(tm))
+            (
+                format!("killed TaskManager {tm}"),
+                Heal::RestartTaskManager(tm),
+            )
         }
         FaultKind::PauseTaskManager => {
             let tm = rng.pick(&tms).cloned().unwrap_or_default();
             cluster.pause_taskmanager(&tm)?;
-            (format!("paused TaskManager {tm}"), Heal::ResumeTaskManager(tm))
+            (
+                format!("paused TaskManager {tm}"),
+                Heal::ResumeTaskManager(tm),
+            )
         }
         FaultKind::IsolateTaskManager => {
             let tm = rng.pick(&tms).cloned().unwrap_or_default();
@@ -186,12 +209,19 @@ pub async fn apply(
                     cuts.cut(*ip, *id);
                 }
             }
-            (format!("cut TaskManager {tm} off from every replica"), Heal::Links)
+            (
+                format!("cut TaskManager {tm} off from every replica"),
+                Heal::Links,
+            )
         }
     })
 }
 
-pub fn heal(heal: Heal, cluster: &mut LocalCluster, cuts: &Arc<Cuts>) -> Result<(), LocalClusterError> {
+pub fn heal(
+    heal: Heal,
+    cluster: &mut LocalCluster,
+    cuts: &Arc<Cuts>,
+) -> Result<(), LocalClusterError> {
     match heal {
         Heal::Restart(ids) => {
             for id in ids {

@@ -83,30 +83,51 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     let mut topology = Vec::new();
     for id in 1..=opts.replicas {
         let listen = SocketAddr::new(replica_ip(id), free_port()?);
-        let proxy = Proxy::start("127.0.0.1:0".parse().map_err(std::io::Error::other)?, listen, id, cuts.clone()).await?;
+        let proxy = Proxy::start(
+            "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+            listen,
+            id,
+            cuts.clone(),
+        )
+        .await?;
         topology.push((id, listen.to_string(), proxy.listen.to_string()));
         proxies.push(proxy);
     }
-    let mut cluster = LocalCluster::start_proxied(&opts.binary, opts.dir.join("cluster"), &topology, &opts.config)?;
+    let mut cluster = LocalCluster::start_proxied(
+        &opts.binary,
+        opts.dir.join("cluster"),
+        &topology,
+        &opts.config,
+    )?;
     let ids = cluster.ids();
     let incarnations: Incarnations = Arc::new(Mutex::new(ids.iter().map(|i| (*i, 1)).collect()));
-    cluster.wait_for_leader(&ids, Duration::from_secs(60)).await?;
+    cluster
+        .wait_for_leader(&ids, Duration::from_secs(60))
+        .await?;
     let mut addrs = Addresses {
         replica_ip: ids.iter().map(|i| (*i, replica_ip(*i))).collect(),
         taskmanager_ip: BTreeMap::new(),
     };
     for k in 0..opts.taskmanagers {
         let id = format!("tm-{k}");
-        cluster.start_taskmanager_from(&id, 4, &[], Some(taskmanager_ip(k)))?;
+        cluster.start_taskmanager_from(&id, 8, &[], Some(taskmanager_ip(k)))?;
         addrs.taskmanager_ip.insert(id, taskmanager_ip(k));
     }
     let endpoints = cluster.endpoints();
-    tracing::info!(seed = opts.seed, replicas = opts.replicas, taskmanagers = opts.taskmanagers, "chaos run started");
+    tracing::info!(
+        seed = opts.seed,
+        replicas = opts.replicas,
+        taskmanagers = opts.taskmanagers,
+        "chaos run started"
+    );
 
     // Observers and workload.
     let stop_sampler = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sampler::run(
-        topology.iter().map(|(id, listen, _)| (*id, listen.clone())).collect(),
+        topology
+            .iter()
+            .map(|(id, listen, _)| (*id, listen.clone()))
+            .collect(),
         incarnations.clone(),
         history.clone(),
         stop_sampler.clone(),
@@ -138,7 +159,8 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         }
         let kind = order.remove(0);
         tokio::time::sleep(Duration::from_millis(rng.range(1_000, 3_000))).await;
-        let (detail, heal) = match nemesis::apply(kind, &mut cluster, &cuts, &addrs, &mut rng).await {
+        let (detail, heal) = match nemesis::apply(kind, &mut cluster, &cuts, &addrs, &mut rng).await
+        {
             Ok(applied) => applied,
             Err(e) => {
                 tracing::warn!(fault = kind.name(), "could not apply: {e}");
@@ -160,7 +182,11 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
             detail: detail.clone(),
             phase: "start".into(),
         });
-        let hold = if kind == FaultKind::KillAll { rng.range(500, 1_500) } else { rng.range(2_000, 6_000) };
+        let hold = if kind == FaultKind::KillAll {
+            rng.range(500, 1_500)
+        } else {
+            rng.range(2_000, 6_000)
+        };
         tokio::time::sleep(Duration::from_millis(hold)).await;
         nemesis::heal(heal, &mut cluster, &cuts)?;
         history.record(&Event::Fault {
@@ -180,7 +206,9 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     for c in clients {
         let _ = c.await;
     }
-    cluster.wait_for_leader(&ids, Duration::from_secs(60)).await?;
+    cluster
+        .wait_for_leader(&ids, Duration::from_secs(60))
+        .await?;
     let client = Client::new(endpoints.clone())?;
     let mut verdicts = Vec::new();
     let liveness = wait_for(opts.liveness_bound, "every job to end", || async {
@@ -196,6 +224,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         .filter(|j| !matches!(j.state.as_str(), "finished" | "failed" | "cancelled"))
         .map(|j| format!("{} ({}) is still {}", j.job_id, j.name, j.state))
         .collect();
+    let unfinished = checker::capped(unfinished);
     verdicts.push(Verdict {
         name: "liveness".into(),
         checked: format!(
@@ -203,19 +232,30 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
             jobs.len(),
             opts.liveness_bound
         ),
-        violations: if liveness.is_ok() { Vec::new() } else { unfinished },
+        violations: if liveness.is_ok() {
+            Vec::new()
+        } else {
+            unfinished
+        },
     });
     let convergence = cluster.wait_converged(&ids, Duration::from_secs(60)).await;
     let mut digests = Vec::new();
     for id in &ids {
         if let Some(s) = cluster.local_status(*id).await {
-            digests.push(format!("replica {id}: applied {} digest {}", s.last_applied, s.state_digest));
+            digests.push(format!(
+                "replica {id}: applied {} digest {}",
+                s.last_applied, s.state_digest
+            ));
         }
     }
     verdicts.push(Verdict {
         name: "convergence".into(),
         checked: format!("state digests of {} replicas after healing", ids.len()),
-        violations: if convergence.is_ok() { Vec::new() } else { digests },
+        violations: if convergence.is_ok() {
+            Vec::new()
+        } else {
+            digests
+        },
     });
     stop_sampler.store(true, Ordering::Relaxed);
     let _ = sampler.await;
@@ -234,11 +274,21 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     let mut operations: BTreeMap<String, usize> = BTreeMap::new();
     for e in &events {
         if let Event::Op { op, outcome, .. } = e {
-            *operations.entry(format!("{op}:{}", serde_json::to_string(outcome).unwrap_or_default().trim_matches('"'))).or_default() += 1;
+            *operations
+                .entry(format!(
+                    "{op}:{}",
+                    serde_json::to_string(outcome)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                ))
+                .or_default() += 1;
         }
     }
     operations.insert("shard runs".into(), runs.len());
-    let failover: Vec<Duration> = checker::failovers(&events).into_iter().map(Duration::from_nanos).collect();
+    let failover: Vec<Duration> = checker::failovers(&events)
+        .into_iter()
+        .map(Duration::from_nanos)
+        .collect();
     drop(proxies);
     Ok(ChaosReport {
         seed: opts.seed,

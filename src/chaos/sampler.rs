@@ -13,7 +13,12 @@ pub type Incarnations = Arc<Mutex<BTreeMap<u64, u64>>>;
 
 const EVERY: Duration = Duration::from_millis(100);
 
-pub async fn run(replicas: Vec<(u64, String)>, incarnations: Incarnations, history: Arc<History>, stop: Arc<AtomicBool>) {
+pub async fn run(
+    replicas: Vec<(u64, String)>,
+    incarnations: Incarnations,
+    history: Arc<History>,
+    stop: Arc<AtomicBool>,
+) {
     let clients: Vec<(u64, String, Option<Client>)> = replicas
         .into_iter()
         .map(|(id, addr)| {
@@ -32,7 +37,7 @@ pub async fn run(replicas: Vec<(u64, String)>, incarnations: Incarnations, histo
     while !stop.load(Ordering::Relaxed) {
         for (id, addr, client) in &clients {
             let Some(client) = client else { continue };
-                        let current = || {
+            let current = || {
                 incarnations
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

@@ -19,7 +19,10 @@ pub fn outcome_of(err: &ClientError) -> Outcome {
         ClientError::Rejected(status)
             if matches!(
                 status.code(),
-                Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::OutOfRange
+                Code::InvalidArgument
+                    | Code::NotFound
+                    | Code::FailedPrecondition
+                    | Code::OutOfRange
             ) =>
         {
             Outcome::Fail
@@ -60,7 +63,9 @@ impl ClientTask {
             } else {
                 self.submit(&client, seq, &mut rng).await;
             }
-            tokio::time::sleep(Duration::from_millis(rng.range(20, 120))).await;
+            // Keep the offered load well inside the TaskManagers' capacity, so that the
+            // liveness check measures recovery, not a backlog.
+            tokio::time::sleep(Duration::from_millis(rng.range(100, 400))).await;
         }
         Ok(())
     }
@@ -71,7 +76,7 @@ impl ClientTask {
 
     async fn submit(&self, client: &Client, seq: u64, rng: &mut Rng) {
         let key = self.key(seq);
-        let (command, args) = self.recorder.command(rng.range(100, 800), "");
+        let (command, args) = self.recorder.command(rng.range(50, 500), "");
         let request = SubmitRequest {
             name: key.clone(),
             spec: Some(JobSpec {

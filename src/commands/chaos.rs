@@ -18,7 +18,11 @@ pub async fn chaos(args: ChaosArgs) -> Result<super::ExitCode, CliError> {
             .collect::<Result<_, _>>()
             .map_err(CliError::Usage)?
     };
-    if !(3..=9).contains(&args.replicas) || args.taskmanagers == 0 || args.taskmanagers > 100 || args.clients == 0 {
+    if !(3..=9).contains(&args.replicas)
+        || args.taskmanagers == 0
+        || args.taskmanagers > 100
+        || args.clients == 0
+    {
         return Err(CliError::Usage(
             "use 3 to 9 replicas, 1 to 100 TaskManagers and at least one client".into(),
         ));
@@ -32,8 +36,12 @@ pub async fn chaos(args: ChaosArgs) -> Result<super::ExitCode, CliError> {
     let dir = args
         .dir
         .unwrap_or_else(|| std::env::temp_dir().join(format!("dispatcher-chaos-{seed}")));
-    eprintln!("chaos: seed {seed} (replay with --seed {seed}); record in {}", dir.display());
-    let binary = std::env::current_exe().map_err(|e| CliError::Usage(format!("cannot find this executable: {e}")))?;
+    eprintln!(
+        "chaos: seed {seed} (replay with --seed {seed}); record in {}",
+        dir.display()
+    );
+    let binary = std::env::current_exe()
+        .map_err(|e| CliError::Usage(format!("cannot find this executable: {e}")))?;
     let report = chaos::run(ChaosOptions {
         binary,
         dir: dir.clone(),

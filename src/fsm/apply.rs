@@ -115,9 +115,14 @@ fn register_taskmanager(
     tm.labels = labels;
     tm.registration_epoch += 1;
     tm.registered_at_ms = now_ms;
-    // A drained TaskManager stays drained across a re-registration: the operator asked for it.
+    // A drained TaskManager stays drained across a re-registration and a loss: the operator
+    // asked for it.
     if tm.state == TaskManagerState::Lost {
-        tm.state = TaskManagerState::Alive;
+        tm.state = if tm.drain_deadline_ms.is_some() {
+            TaskManagerState::Draining
+        } else {
+            TaskManagerState::Alive
+        };
     }
     Ok(Response::TaskManagerRegistered {
         registration_epoch: tm.registration_epoch,
@@ -324,7 +329,11 @@ fn drain_taskmanager(
         .taskmanagers
         .get_mut(&id)
         .ok_or_else(|| Rejection::UnknownTaskManager(id.clone()))?;
-    tm.state = TaskManagerState::Draining;
+    // A lost TaskManager stays lost (its old registration must not come back to life); it
+    // comes back draining when it registers again.
+    if tm.state != TaskManagerState::Lost {
+        tm.state = TaskManagerState::Draining;
+    }
     tm.drain_deadline_ms = Some(deadline_ms);
     Ok(Response::TaskManagerDraining { id })
 }
@@ -543,7 +552,6 @@ fn mark_lost(
         });
     }
     tm.state = TaskManagerState::Lost;
-    tm.drain_deadline_ms = None;
     let held: Vec<(JobId, u32, Option<u64>)> = state
         .shards_by_taskmanager
         .get(&id)

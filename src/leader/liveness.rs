@@ -1,29 +1,94 @@
 //! Last contact with each TaskManager, in memory only: heartbeats are not Raft writes. Only
-//! the verdict "lost" goes through the log. Every replica records the heartbeats it serves;
-//! only the leader serves them, so only the leader's record is fresh.
+//! the verdict "lost" goes through the log. Only the leader serves heartbeats, so only the
+//! leader's record is fresh.
+//!
+//! Declaring a TaskManager lost and answering its heartbeat must not interleave: otherwise a
+//! heartbeat arriving just as the detector gives up could be answered with assignments that
+//! the loss is about to move elsewhere. So the detector *condemns* a TaskManager here, under
+//! the same lock a heartbeat takes to record its contact; a condemned TaskManager's heartbeats
+//! are refused until it registers again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+struct Contacts {
+    last: HashMap<String, Instant>,
+    condemned: HashSet<String>,
+}
 
 #[derive(Debug, Default)]
 pub struct Liveness {
-    last_contact: Mutex<HashMap<String, Instant>>,
+    inner: Mutex<Contacts>,
 }
 
 impl Liveness {
-    pub fn record(&self, taskmanager: &str, at: Instant) {
-        let mut map = self.last_contact.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(taskmanager) {
-            Some(t) => *t = (*t).max(at),
-            None => {
-                map.insert(taskmanager.to_string(), at);
-            }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Contacts> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record a heartbeat; `false` if the TaskManager is condemned (refuse the heartbeat).
+    pub fn heartbeat(&self, taskmanager: &str, at: Instant) -> bool {
+        let mut c = self.lock();
+        if c.condemned.contains(taskmanager) {
+            return false;
         }
+        let t = c.last.entry(taskmanager.to_string()).or_insert(at);
+        *t = (*t).max(at);
+        true
+    }
+
+    /// A (re-)registration: contact now, and no longer condemned.
+    pub fn registered(&self, taskmanager: &str, at: Instant) {
+        let mut c = self.lock();
+        c.condemned.remove(taskmanager);
+        c.last.insert(taskmanager.to_string(), at);
     }
 
     pub fn last_contact(&self, taskmanager: &str) -> Option<Instant> {
-        let map = self.last_contact.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(taskmanager).copied()
+        self.lock().last.get(taskmanager).copied()
+    }
+
+    /// Condemn the TaskManager if it has still been silent for longer than `timeout`
+    /// (counting from `floor` when it was never heard from, or heard from only before it).
+    /// Returns whether it was condemned.
+    pub fn condemn_if_silent(&self, taskmanager: &str, floor: Instant, timeout: Duration) -> bool {
+        let mut c = self.lock();
+        let last = c.last.get(taskmanager).map_or(floor, |t| (*t).max(floor));
+        if last.elapsed() <= timeout {
+            return false;
+        }
+        c.condemned.insert(taskmanager.to_string());
+        true
+    }
+
+    /// Lift a condemnation (the loss could not be committed).
+    pub fn pardon(&self, taskmanager: &str) {
+        self.lock().condemned.remove(taskmanager);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_condemned_taskmanager_is_refused_until_it_registers() {
+        let l = Liveness::default();
+        let start = Instant::now() - Duration::from_secs(10);
+        assert!(l.heartbeat("tm", start));
+        assert!(!l.condemn_if_silent("tm", start, Duration::from_secs(60)));
+        assert!(l.condemn_if_silent("tm", start, Duration::from_secs(1)));
+        assert!(
+            !l.heartbeat("tm", Instant::now()),
+            "heartbeat of a condemned TaskManager"
+        );
+        l.registered("tm", Instant::now());
+        assert!(l.heartbeat("tm", Instant::now()));
+        assert!(
+            !l.condemn_if_silent("tm", start, Duration::from_secs(1)),
+            "fresh contact"
+        );
     }
 }

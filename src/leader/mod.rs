@@ -55,35 +55,37 @@ async fn supervise(
     settings: ServeConfig,
 ) {
     let mut metrics = raft.metrics();
-    let mut running: Option<RunningLoops> = None;
+    // The loops and the term they were started in.
+    let mut running: Option<(RunningLoops, u64)> = None;
     loop {
         let (is_leader, term) = {
             let m = metrics.borrow_and_update();
             (m.state == ServerState::Leader, m.current_term)
         };
-        match (is_leader, running.is_some()) {
-            (true, false) => {
-                tracing::info!(term, "became leader; starting leader loops");
-                running = Some(RunningLoops(vec![
-                    tokio::spawn(placement::run(raft.clone(), shared.clone())),
-                    tokio::spawn(taskmanager_watch::run(
-                        raft.clone(),
-                        shared.clone(),
-                        liveness.clone(),
-                        settings.taskmanagers.clone(),
-                    )),
-                    tokio::spawn(retention::run(
-                        raft.clone(),
-                        shared.clone(),
-                        settings.jobs.clone(),
-                    )),
-                ]));
-            }
-            (false, true) => {
-                tracing::info!(term, "no longer leader; stopping leader loops");
-                running = None;
-            }
-            _ => {}
+        let running_term = running.as_ref().map(|(_, t)| *t);
+        if running_term.is_some() && (!is_leader || running_term != Some(term)) {
+            // Stopped leading, or led again in a newer term without us seeing the gap: a new
+            // leadership starts over (grace period included).
+            tracing::info!(term, "leadership changed; stopping leader loops");
+            running = None;
+        }
+        if is_leader && running.is_none() {
+            tracing::info!(term, "became leader; starting leader loops");
+            let loops = RunningLoops(vec![
+                tokio::spawn(placement::run(raft.clone(), shared.clone())),
+                tokio::spawn(taskmanager_watch::run(
+                    raft.clone(),
+                    shared.clone(),
+                    liveness.clone(),
+                    settings.taskmanagers.clone(),
+                )),
+                tokio::spawn(retention::run(
+                    raft.clone(),
+                    shared.clone(),
+                    settings.jobs.clone(),
+                )),
+            ]);
+            running = Some((loops, term));
         }
         if metrics.changed().await.is_err() {
             return;

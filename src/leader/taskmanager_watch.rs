@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_millis(200);
+/// A mass silence holds evictions for this many timeouts before it is believed.
+const MASS_SILENCE_HOLD_TIMEOUTS: u32 = 3;
 
 pub async fn run(
     raft: Raft,
@@ -30,6 +32,7 @@ pub async fn run(
     let grace = Duration::from_millis(settings.grace_ms);
     let mut budget = Budget::new(settings.max_lost_per_second);
     let mut last_hold_log: Option<Instant> = None;
+    let mut hold_since: Option<Instant> = None;
     tracing::info!(
         grace_ms = settings.grace_ms,
         "failure detector warming up: nobody is declared lost during the grace period"
@@ -101,22 +104,43 @@ pub async fn run(
             }
         }
         if candidates.is_empty() {
+            hold_since = None;
             continue;
         }
         if watched >= 3 && candidates.len() * 2 > watched {
+            // Most TaskManagers silent at once: more likely our side. Hold, but not forever:
+            // this leader still commits (it runs this loop), so after a long hold the silence
+            // is believed and work is moved (throttled).
+            let since = *hold_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < timeout * MASS_SILENCE_HOLD_TIMEOUTS {
+                if last_hold_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    tracing::warn!(
+                        silent = candidates.len(),
+                        watched,
+                        "most TaskManagers are silent at once; suspecting this leader or its network, holding evictions"
+                    );
+                    last_hold_log = Some(Instant::now());
+                }
+                continue;
+            }
             if last_hold_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                 tracing::warn!(
                     silent = candidates.len(),
                     watched,
-                    "most TaskManagers are silent at once; suspecting this leader or its network, holding evictions"
+                    "mass silence outlasted the hold; declaring TaskManagers lost"
                 );
                 last_hold_log = Some(Instant::now());
             }
-            continue;
+        } else {
+            hold_since = None;
         }
         for (id, registration_epoch) in candidates {
-            // Re-check: a heartbeat may have arrived while we looked.
-            if silent_for(&id) <= timeout || !budget.take() {
+            if !budget.take() {
+                break;
+            }
+            // Re-check and condemn in one step: a heartbeat that arrives from now on is
+            // refused, so none can be answered with assignments this loss moves away.
+            if !liveness.condemn_if_silent(&id, leader_since, timeout) {
                 continue;
             }
             let command = Command::MarkTaskManagerLost {
@@ -126,6 +150,11 @@ pub async fn run(
             };
             match raft.client_write(command).await {
                 Ok(reply) => {
+                    if let Response::Rejected(why) = &reply.data {
+                        // It registered again meanwhile: nothing was moved.
+                        tracing::info!(taskmanager = %id, "not declared lost: {why}");
+                        liveness.pardon(&id);
+                    }
                     if let Response::TaskManagerLost {
                         shards_requeued, ..
                     } = reply.data
@@ -134,7 +163,8 @@ pub async fn run(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(taskmanager = %id, "declaring TaskManager lost failed: {e}")
+                    tracing::warn!(taskmanager = %id, "declaring TaskManager lost failed: {e}");
+                    liveness.pardon(&id);
                 }
             }
         }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 4] = b"DSNP";
 /// Bump when the encoding of `ClusterState` changes incompatibly.
@@ -66,13 +67,25 @@ pub struct StoredSnapshot {
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
     dir: PathBuf,
+    /// Snapshots are built in a background task and installed by the state machine: the two
+    /// can save at once. One save at a time.
+    lock: Arc<Mutex<()>>,
 }
 
 impl SnapshotStore {
     pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
-        Ok(SnapshotStore { dir })
+        // Temporary files of a save cut short by a crash.
+        for entry in fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(SnapshotStore {
+            dir,
+            lock: Arc::default(),
+        })
     }
 
     fn file_name(meta: &SnapshotMeta) -> String {
@@ -88,14 +101,20 @@ impl SnapshotStore {
 
     /// Write a snapshot durably and drop older ones.
     pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let name = Self::file_name(meta);
+        // Never let an older snapshot replace a newer one: the log behind the newer one may
+        // already be purged.
+        if self.list()?.last().is_some_and(|newest| *newest > name) {
+            return Ok(());
+        }
         let file = SnapshotFile {
             meta: meta.clone(),
             data: data.to_vec(),
         };
         let bytes = bincode::serde::encode_to_vec(&file, bincode::config::standard())
             .map_err(io::Error::other)?;
-        let name = Self::file_name(meta);
-        let tmp = self.dir.join(format!("{name}.tmp"));
+        let tmp = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
         {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
@@ -103,8 +122,9 @@ impl SnapshotStore {
         }
         fs::rename(&tmp, self.dir.join(&name))?;
         fs::File::open(&self.dir)?.sync_all()?;
+        // Names sort by index: drop only the older ones.
         for old in self.list()? {
-            if old != name {
+            if old < name {
                 let _ = fs::remove_file(self.dir.join(old));
             }
         }

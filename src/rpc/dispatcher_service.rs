@@ -114,6 +114,7 @@ impl Dispatcher for DispatcherService {
         let req = request.into_inner();
         let labels = req.labels.into_iter().collect();
         validate_registration(&req.id, &req.addr, req.slots, &labels).map_err(ApiError::from)?;
+        let id = req.id.clone();
         let command = Command::RegisterTaskManager {
             id: req.id,
             addr: req.addr,
@@ -123,6 +124,8 @@ impl Dispatcher for DispatcherService {
         };
         match write(&self.ctx, command).await? {
             FsmResponse::TaskManagerRegistered { registration_epoch } => {
+                // Registering is contact, and lifts any condemnation of an older life.
+                self.ctx.liveness.registered(&id, std::time::Instant::now());
                 Ok(Response::new(RegisterTaskManagerReply {
                     registration_epoch,
                 }))

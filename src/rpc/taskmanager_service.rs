@@ -84,7 +84,10 @@ impl TaskManagers for TaskManagerService {
         if tm.registration_epoch != req.registration_epoch || tm.state == TaskManagerState::Lost {
             return Ok(Response::new(reply));
         }
-        self.ctx.liveness.record(&tm.id, received);
+        // Refused if the failure detector has condemned it: its shards are being moved.
+        if !self.ctx.liveness.heartbeat(&tm.id, received) {
+            return Ok(Response::new(reply));
+        }
         reply.registered = true;
         for (job_id, index) in view
             .state

@@ -44,6 +44,9 @@ pub struct AgentOptions {
 /// Until the first heartbeat reply says otherwise.
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 const DEFAULT_LEASE: Duration = Duration::from_secs(2);
+/// A report re-derived from the work directory is sent again after this long if the leader
+/// still lists the run.
+const REREPORT_AFTER: Duration = Duration::from_secs(5);
 
 type Runs = Arc<Mutex<HashMap<RunKey, RunHandle>>>;
 
@@ -59,18 +62,29 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// Register, retrying for as long as it takes to find a leader. Only a refusal (bad id,
+/// slots, labels) is an error: retrying would not change the answer.
 async fn register(client: &Client, opts: &AgentOptions) -> Result<u64, ClientError> {
-    let reply = client
-        .register_taskmanager(RegisterTaskManagerRequest {
-            id: opts.id.clone(),
-            // Port 0: the agent takes no inbound connections; work comes with heartbeats.
-            addr: format!("{}:0", hostname()),
-            slots: opts.slots,
-            labels: opts.labels.clone().into_iter().collect(),
-        })
-        .await?;
-    tracing::info!(id = %opts.id, registration_epoch = reply.registration_epoch, "registered");
-    Ok(reply.registration_epoch)
+    let request = RegisterTaskManagerRequest {
+        id: opts.id.clone(),
+        // Port 0: the agent takes no inbound connections; work comes with heartbeats.
+        addr: format!("{}:0", hostname()),
+        slots: opts.slots,
+        labels: opts.labels.clone().into_iter().collect(),
+    };
+    loop {
+        match client.register_taskmanager(request.clone()).await {
+            Ok(reply) => {
+                tracing::info!(id = %opts.id, registration_epoch = reply.registration_epoch, "registered");
+                return Ok(reply.registration_epoch);
+            }
+            Err(e @ ClientError::Rejected(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!("cannot register yet, retrying: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// Run the agent until `shutdown` resolves. Its runs stop with it.
@@ -100,6 +114,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let (reports, reporter_task) = reporter::start(client.clone());
     let lease = Arc::new(Lease::new(DEFAULT_LEASE));
     let runs: Runs = Arc::new(Mutex::new(HashMap::new()));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut rereported: HashMap<RunKey, Instant> = HashMap::new();
     let ctx = RunContext {
         taskmanager_id: opts.id.clone(),
         executable,
@@ -108,8 +124,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         reports,
         on_exit: {
             let runs = runs.clone();
+            let wake = wake.clone();
             Arc::new(move |key: &RunKey| {
                 lock(&runs).remove(key);
+                // A slot is free: ask for work now rather than at the next tick.
+                wake.notify_one();
             })
         },
     };
@@ -149,7 +168,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 Ok(reply) => {
                     interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
                     lease.renew(sent_at, Duration::from_millis(reply.lease_ms));
-                    reconcile(&ctx, &runs, reply.assignments);
+                    // A reply that arrives (or is handled) after the lease it grants has run
+                    // out may be stale: act on nothing in it.
+                    if lease.is_valid() {
+                        reconcile(&ctx, &runs, &mut rereported, reply.assignments);
+                    }
                 }
                 Err(e) => tracing::debug!("heartbeat failed: {e}"),
             }
@@ -159,7 +182,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 lock(&runs).clear();
             }
             lease_was_valid = valid;
-            tokio::time::sleep(interval.saturating_sub(sent_at.elapsed())).await;
+            let _ =
+                tokio::time::timeout(interval.saturating_sub(sent_at.elapsed()), wake.notified())
+                    .await;
         }
         #[allow(unreachable_code)]
         Ok::<(), AgentError>(())
@@ -175,7 +200,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
 
 /// Run exactly the assigned shards: stop runs no longer assigned, start new assignments
 /// unless the work directory shows they already ran.
-fn reconcile(ctx: &RunContext, runs: &Runs, assignments: Vec<Assignment>) {
+fn reconcile(
+    ctx: &RunContext,
+    runs: &Runs,
+    rereported: &mut HashMap<RunKey, Instant>,
+    assignments: Vec<Assignment>,
+) {
     let wanted: HashSet<RunKey> = assignments
         .iter()
         .map(|a| (a.job_id.clone(), a.index, a.epoch))
@@ -188,14 +218,21 @@ fn reconcile(ctx: &RunContext, runs: &Runs, assignments: Vec<Assignment>) {
         }
         keep
     });
+    // Reports re-sent from the work directory: once per few seconds per run, not on every
+    // heartbeat while the first is still on its way.
+    rereported.retain(|key, at| wanted.contains(key) && at.elapsed() < REREPORT_AFTER);
     for a in assignments {
         let key = (a.job_id.clone(), a.index, a.epoch);
-        if runs_now.contains_key(&key) {
+        if runs_now.contains_key(&key) || rereported.contains_key(&key) {
             continue;
         }
         match ctx.workdir.record(&a.job_id, a.index, a.epoch) {
-            RunRecord::Ended(result) => ctx.report_result(&a, &result),
+            RunRecord::Ended(result) => {
+                rereported.insert(key, Instant::now());
+                ctx.report_result(&a, &result);
+            }
             RunRecord::Interrupted => {
+                rereported.insert(key, Instant::now());
                 let result = RunResult {
                     exit_code: None,
                     run_ms: 0,

@@ -77,7 +77,17 @@ pub fn start(ctx: RunContext, a: Assignment) -> RunHandle {
     RunHandle { _stop: stop_tx }
 }
 
-async fn run(ctx: &RunContext, a: &Assignment, stop_rx: oneshot::Receiver<()>) {
+async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()>) {
+    // Lost the lease, or told to stop, between the heartbeat reply and now: the assignment
+    // may be stale, so do not start it.
+    let stop_requested = matches!(
+        stop_rx.try_recv(),
+        Err(oneshot::error::TryRecvError::Closed)
+    );
+    if !ctx.lease.is_valid() || stop_requested {
+        tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, "not starting: lease lapsed or stopped");
+        return;
+    }
     let dir = match ctx.workdir.mark_started(&a.job_id, a.index, a.epoch) {
         Ok(dir) => dir,
         Err(e) => {
@@ -124,6 +134,8 @@ async fn run(ctx: &RunContext, a: &Assignment, stop_rx: oneshot::Receiver<()>) {
         .env("DISPATCHER_EPOCH", a.epoch.to_string())
         .env("DISPATCHER_TASKMANAGER", &ctx.taskmanager_id)
         .current_dir(&dir)
+        // Its own process group: signals for the agent's terminal do not reach it.
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(stdout)
         .stderr(stderr)

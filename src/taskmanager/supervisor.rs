@@ -40,12 +40,51 @@ pub fn shard_exec(command: &[String], keepalive_timeout: Duration) -> i32 {
         eprintln!("shard-exec: no command given");
         return 2;
     };
-    let mut child = match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .process_group(0)
-        .spawn()
-    {
+    // Signals meant for a terminal's foreground group (Ctrl-C, Ctrl-Z, hang-up) or a stray
+    // TERM must not kill or stop the supervisor and leave the shard unsupervised: the one way
+    // to stop it is to close its stdin.
+    // SAFETY: setting signal dispositions to SIG_IGN before any other thread exists.
+    unsafe {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+        ] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).process_group(0);
+    // SAFETY: pre_exec runs in the forked child before exec; it only calls async-signal-safe
+    // functions (prctl, signal, getppid).
+    unsafe {
+        let supervisor = libc::getpid();
+        command.pre_exec(move || {
+            // The shard dies if the supervisor dies, however it dies.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != supervisor {
+                libc::_exit(EXIT_STOPPED);
+            }
+            // The shard itself gets default signal handling back.
+            for sig in [
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGQUIT,
+                libc::SIGTSTP,
+                libc::SIGTTIN,
+                libc::SIGTTOU,
+            ] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             eprintln!("shard-exec: cannot start '{program}': {e}");
