@@ -79,10 +79,8 @@ pub fn submissions(events: &[Event], final_jobs: &[JobStatus]) -> Verdict {
             ("invalid_submit", Outcome::Ok) => {
                 violations.push(format!("invalid submission {key} was accepted"));
             }
-            ("invalid_submit", _) => {
-                if by_name.contains_key(key.as_str()) {
-                    violations.push(format!("refused submission {key} appeared as a job"));
-                }
+            ("invalid_submit", _) if by_name.contains_key(key.as_str()) => {
+                violations.push(format!("refused submission {key} appeared as a job"));
             }
             _ => {}
         }
