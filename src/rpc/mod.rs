@@ -2,6 +2,7 @@
 //! `Cluster` services, proto ↔ domain conversion, and the one place that maps errors to
 //! gRPC status codes. Protobuf types do not travel past this module.
 
+pub mod codec;
 mod cluster_service;
 mod convert;
 mod dispatcher_service;
