@@ -32,6 +32,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod failpoint;
 pub mod fsm;
 pub mod leader;
 pub mod local_cluster;

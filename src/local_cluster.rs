@@ -47,6 +47,8 @@ pub struct ReplicaProcess {
     pub listen: String,
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
+    /// Extra environment for its next start (failpoints in tests).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -180,6 +182,7 @@ impl LocalCluster {
                 listen,
                 data_dir,
                 log_file,
+                env: Vec::new(),
                 child: None,
             },
         );
@@ -224,6 +227,7 @@ impl LocalCluster {
             .arg("--config")
             .arg(&self.config_file)
             .env("DISPATCHER_LOG", "info,openraft=warn")
+            .envs(replica.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -244,6 +248,20 @@ impl LocalCluster {
             let _ = child.wait();
         }
         Ok(())
+    }
+
+    /// Environment for a replica's next (re)start, replacing what was set before.
+    pub fn set_env(&mut self, id: u64, env: Vec<(String, String)>) -> Result<()> {
+        self.replicas
+            .get_mut(&id)
+            .ok_or(LocalClusterError::UnknownReplica(id))?
+            .env = env;
+        Ok(())
+    }
+
+    /// Whether the replica's process is alive (false once it exited or was killed).
+    pub fn is_running(&mut self, id: u64) -> bool {
+        self.replicas.get_mut(&id).is_some_and(|r| r.is_running())
     }
 
     pub fn ids(&self) -> Vec<u64> {

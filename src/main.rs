@@ -88,6 +88,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
 }
 
 fn main() {
+    dispatcher::failpoint::setup();
     let cli = Cli::parse();
     if let Command::ShardExec {
         keepalive_timeout_ms,

@@ -84,9 +84,13 @@ async fn call(addr: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, 
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
-    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_static(path);
-    grpc.unary(tonic::Request::new(body), path, RawCodec).await.map(|r| r.into_inner())
+    grpc.unary(tonic::Request::new(body), path, RawCodec)
+        .await
+        .map(|r| r.into_inner())
 }
 
 async fn snapshot_stream(addr: &str, chunks: Vec<Vec<u8>>) -> Result<Vec<u8>, Status> {
@@ -96,11 +100,18 @@ async fn snapshot_stream(addr: &str, chunks: Vec<Vec<u8>>) -> Result<Vec<u8>, St
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
-    let path = http::uri::PathAndQuery::from_static("/dispatcher.raft.v1.RaftService/InstallSnapshot");
-    grpc.client_streaming(tonic::Request::new(futures::stream::iter(chunks)), path, RawCodec)
+    grpc.ready()
         .await
-        .map(|r| r.into_inner())
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let path =
+        http::uri::PathAndQuery::from_static("/dispatcher.raft.v1.RaftService/InstallSnapshot");
+    grpc.client_streaming(
+        tonic::Request::new(futures::stream::iter(chunks)),
+        path,
+        RawCodec,
+    )
+    .await
+    .map(|r| r.into_inner())
 }
 
 /// A valid protobuf message whose field 1 (bytes) holds `inner`.
@@ -134,26 +145,46 @@ async fn garbage_at_every_method_is_refused_and_changes_nothing() -> anyhow::Res
     for id in &ids {
         let addr = cluster.addr(*id)?;
         for path in UNARY {
-            let err = call(&addr, path, garbage.clone()).await.expect_err("garbage accepted");
+            let err = call(&addr, path, garbage.clone())
+                .await
+                .expect_err("garbage accepted");
             assert_eq!(err.code(), Code::InvalidArgument, "{path} on {id}: {err:?}");
-            assert!(err.message().contains("malformed"), "{path}: {}", err.message());
+            assert!(
+                err.message().contains("malformed"),
+                "{path}: {}",
+                err.message()
+            );
             if path.starts_with("/dispatcher.v1.") {
                 let huge = bytes_field(&vec![b'x'; 5 * 1024 * 1024]);
-                let err = call(&addr, path, huge).await.expect_err("oversized accepted");
+                let err = call(&addr, path, huge)
+                    .await
+                    .expect_err("oversized accepted");
                 assert!(
                     matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
                     "{path} oversized: {err:?}"
                 );
             } else {
                 // Well-formed protobuf around bytes that are no Raft message.
-                let err = call(&addr, path, bytes_field(&garbage)).await.expect_err("accepted");
+                let err = call(&addr, path, bytes_field(&garbage))
+                    .await
+                    .expect_err("accepted");
                 assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
-                assert!(err.message().contains("undecodable"), "{path}: {}", err.message());
+                assert!(
+                    err.message().contains("undecodable"),
+                    "{path}: {}",
+                    err.message()
+                );
             }
         }
         for chunks in [vec![garbage.clone()], vec![], vec![bytes_field(&garbage)]] {
-            let err = snapshot_stream(&addr, chunks).await.expect_err("snapshot accepted");
-            assert_eq!(err.code(), Code::InvalidArgument, "InstallSnapshot: {err:?}");
+            let err = snapshot_stream(&addr, chunks)
+                .await
+                .expect_err("snapshot accepted");
+            assert_eq!(
+                err.code(),
+                Code::InvalidArgument,
+                "InstallSnapshot: {err:?}"
+            );
         }
     }
 

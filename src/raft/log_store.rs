@@ -22,11 +22,11 @@ fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::other(e)
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(io_err)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -160,6 +160,8 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             .map(|_| ())
             .map_err(|e| io::Error::new(e.kind(), e.to_string()));
         callback.io_completed(result);
+        // Durable and acknowledged to Raft, not yet applied anywhere.
+        crate::crash_point!("log-after-flush");
         flushed
     }
 

@@ -147,12 +147,20 @@ impl SnapshotStore {
             return Ok(None);
         };
         let bytes = fs::read(self.dir.join(&name))?;
-        let (file, _): (SnapshotFile, usize) =
-            bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-                .map_err(|e| invalid(format!("snapshot file {name} does not decode: {e}")))?;
-        Ok(Some(StoredSnapshot {
-            meta: file.meta,
-            data: file.data,
-        }))
+        decode_snapshot_file(&bytes)
+            .map(Some)
+            .map_err(|e| invalid(format!("snapshot file {name}: {e}")))
     }
+}
+
+/// Decode a snapshot file's bytes (meta and data); the data itself is checked by
+/// `decode_state` when it is loaded.
+pub fn decode_snapshot_file(bytes: &[u8]) -> io::Result<StoredSnapshot> {
+    let (file, _): (SnapshotFile, usize) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| invalid(format!("does not decode: {e}")))?;
+    Ok(StoredSnapshot {
+        meta: file.meta,
+        data: file.data,
+    })
 }

@@ -156,6 +156,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             });
             last_index = Some(log_id.index());
             if let Some(responder) = responder {
+                // Applied in memory, the client not yet answered.
+                crate::crash_point!("apply-before-response");
                 responder.send(response);
             }
         }
@@ -178,7 +180,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         let state = decode_state(&snapshot)?;
+        crate::crash_point!("snapshot-install-before-save");
         self.snapshots.save(meta, &snapshot)?;
+        // Saved to disk, not yet swapped into memory.
+        crate::crash_point!("snapshot-install-after-save");
         self.shared.write(|applied| {
             applied.last_applied = meta.last_log_id;
             applied.last_membership = meta.last_membership.clone();

@@ -15,7 +15,9 @@ pub struct StrictCodec<T, U> {
 
 impl<T, U> Default for StrictCodec<T, U> {
     fn default() -> Self {
-        StrictCodec { _types: PhantomData }
+        StrictCodec {
+            _types: PhantomData,
+        }
     }
 }
 
@@ -48,7 +50,10 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| {
             if status.code() == Code::Internal {
-                Status::invalid_argument(format!("malformed protobuf message: {}", status.message()))
+                Status::invalid_argument(format!(
+                    "malformed protobuf message: {}",
+                    status.message()
+                ))
             } else {
                 status
             }

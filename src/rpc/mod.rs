@@ -2,11 +2,12 @@
 //! `Cluster` services, proto ↔ domain conversion, and the one place that maps errors to
 //! gRPC status codes. Protobuf types do not travel past this module.
 
-pub mod codec;
 mod cluster_service;
+pub mod codec;
 mod convert;
 mod dispatcher_service;
 mod error;
+pub mod fuzzing;
 mod raft_access;
 mod raft_service;
 mod taskmanager_service;

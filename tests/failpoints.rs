@@ -1,0 +1,145 @@
+//! Crashes at the worst moments, with the `failpoints` feature:
+//! `cargo test --features failpoints --test failpoints`.
+//! Each crash is followed by a restart, and then the checks: every acknowledged submission is
+//! there exactly once, and every replica converges on the same state digest.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use common::*;
+use dispatcher::config::SnapshotSettings;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+fn armed(point: &str, action: &str) -> Vec<(String, String)> {
+    vec![("FAILPOINTS".to_string(), format!("{point}={action}"))]
+}
+
+/// Arm `point` on every replica (one at a time, keeping a quorum), submit until some replica
+/// has crashed on it, restart crashed replicas disarmed, then check.
+async fn crash_while_submitting(point: &str) -> anyhow::Result<()> {
+    let mut cluster = start_cluster(3, test_config()).await?;
+    let ids = cluster.ids();
+    log_phase(&format!("arm {point} on every replica"));
+    for id in &ids {
+        cluster.kill(*id)?;
+        cluster.set_env(*id, armed(point, "3%return"))?;
+        cluster.restart(*id)?;
+        cluster.wait_for_leader(&ids, DEADLINE).await?;
+    }
+    let client = cluster.client()?;
+    let mut acknowledged: BTreeMap<String, String> = BTreeMap::new();
+    let mut crashed: BTreeSet<u64> = BTreeSet::new();
+    let started = Instant::now();
+    let mut i = 0;
+    while (crashed.is_empty() || i < 60) && started.elapsed() < Duration::from_secs(90) {
+        let key = format!("fp-{i}");
+        i += 1;
+        if let Ok(reply) = client.submit(submit_request(&key, 1, &key)).await {
+            acknowledged.insert(key, reply.job_id);
+        }
+        for id in &ids {
+            if !cluster.is_running(*id) {
+                crashed.insert(*id);
+                cluster.set_env(*id, Vec::new())?;
+                cluster.restart(*id)?;
+            }
+        }
+    }
+    assert!(!crashed.is_empty(), "failpoint {point} never fired");
+    eprintln!(
+        "{point}: replicas {crashed:?} crashed; {} submissions acknowledged",
+        acknowledged.len()
+    );
+
+    log_phase("disarm and restart everything, then check");
+    for id in &ids {
+        cluster.kill(*id)?;
+        cluster.set_env(*id, Vec::new())?;
+        cluster.restart(*id)?;
+    }
+    cluster.wait_for_leader(&ids, DEADLINE).await?;
+    // Resubmitting every key is idempotent: same job, nothing new.
+    for (key, job_id) in &acknowledged {
+        let again = client.submit(submit_request(key, 1, key)).await?;
+        assert_eq!(&again.job_id, job_id, "{key}");
+        assert!(!again.created);
+    }
+    let jobs = client.list_jobs().await?;
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(names.len(), unique.len(), "a key produced two jobs");
+    for job_id in acknowledged.values() {
+        assert!(
+            jobs.iter().any(|j| &j.job_id == job_id),
+            "acknowledged {job_id} lost"
+        );
+    }
+    cluster.wait_converged(&ids, DEADLINE).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_log_flush_before_apply() -> anyhow::Result<()> {
+    crash_while_submitting("log-after-flush").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_apply_before_response() -> anyhow::Result<()> {
+    crash_while_submitting("apply-before-response").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_snapshot_install() -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.snapshot = SnapshotSettings {
+        every_entries: 20,
+        keep_entries: 5,
+    };
+    let mut cluster = start_cluster(3, config).await?;
+    let ids = cluster.ids();
+    let client = cluster.client()?;
+    for point in [
+        "snapshot-install-before-save",
+        "snapshot-install-after-save",
+    ] {
+        log_phase(&format!(
+            "a follower behind a compacted log, armed with {point}"
+        ));
+        let leader = cluster.wait_for_leader(&ids, DEADLINE).await?;
+                let follower = *ids.iter().find(|i| **i != leader).expect("follower");
+        let behind = cluster.local_status(follower).await.map(|s| s.last_log_index).unwrap_or(0);
+        cluster.kill(follower)?;
+        for i in 0..60 {
+            let key = format!("{point}-{i}");
+            client.submit(submit_request(&key, 1, &key)).await?;
+        }
+        // Only a snapshot can catch it up once the leader purged past where it stopped.
+        dispatcher::local_cluster::wait_for(DEADLINE, "the leader to purge past the follower", || async {
+            cluster
+                .local_status(leader)
+                .await?
+                .purged_index
+                .filter(|p| *p > behind)
+        })
+        .await?;
+        cluster.set_env(follower, armed(point, "1*return"))?;
+        cluster.restart(follower)?;
+        let crashed = dispatcher::local_cluster::wait_for(
+            DEADLINE,
+            "the follower to crash installing the snapshot",
+            || {
+                let running = cluster.is_running(follower);
+                async move { (!running).then_some(()) }
+            },
+        )
+        .await;
+        crashed?;
+        log_phase("restart it disarmed: it converges");
+        cluster.set_env(follower, Vec::new())?;
+        cluster.restart(follower)?;
+        cluster.wait_converged(&ids, DEADLINE).await?;
+    }
+    assert_eq!(client.list_jobs().await?.len(), 120);
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! A TaskManager's run records, read back from its work directory after a restart.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = serde_json::from_slice::<dispatcher::taskmanager::workdir::RunResult>(data);
+});
