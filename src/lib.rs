@@ -31,6 +31,7 @@ pub mod client;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod decode;
 pub mod domain;
 pub mod failpoint;
 pub mod fsm;

@@ -107,21 +107,29 @@ async fn crash_during_snapshot_install() -> anyhow::Result<()> {
             "a follower behind a compacted log, armed with {point}"
         ));
         let leader = cluster.wait_for_leader(&ids, DEADLINE).await?;
-                let follower = *ids.iter().find(|i| **i != leader).expect("follower");
-        let behind = cluster.local_status(follower).await.map(|s| s.last_log_index).unwrap_or(0);
+        let follower = *ids.iter().find(|i| **i != leader).expect("follower");
+        let behind = cluster
+            .local_status(follower)
+            .await
+            .map(|s| s.last_log_index)
+            .unwrap_or(0);
         cluster.kill(follower)?;
         for i in 0..60 {
             let key = format!("{point}-{i}");
             client.submit(submit_request(&key, 1, &key)).await?;
         }
         // Only a snapshot can catch it up once the leader purged past where it stopped.
-        dispatcher::local_cluster::wait_for(DEADLINE, "the leader to purge past the follower", || async {
-            cluster
-                .local_status(leader)
-                .await?
-                .purged_index
-                .filter(|p| *p > behind)
-        })
+        dispatcher::local_cluster::wait_for(
+            DEADLINE,
+            "the leader to purge past the follower",
+            || async {
+                cluster
+                    .local_status(leader)
+                    .await?
+                    .purged_index
+                    .filter(|p| *p > behind)
+            },
+        )
         .await?;
         cluster.set_env(follower, armed(point, "1*return"))?;
         cluster.restart(follower)?;

@@ -48,8 +48,7 @@ impl ClusterState {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
-        let (state, _read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
-        Ok(state)
+        crate::decode::decode_untrusted(bytes)
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {

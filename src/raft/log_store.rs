@@ -27,8 +27,7 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(v, _)| v)
+    crate::decode::decode_untrusted(bytes)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

@@ -37,9 +37,7 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| e.to_string())
+    crate::decode::decode_untrusted(bytes).map_err(|e| e.to_string())
 }
 
 /// Creates per-peer clients; keeps one channel per peer address for the process lifetime.

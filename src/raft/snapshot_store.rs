@@ -156,9 +156,8 @@ impl SnapshotStore {
 /// Decode a snapshot file's bytes (meta and data); the data itself is checked by
 /// `decode_state` when it is loaded.
 pub fn decode_snapshot_file(bytes: &[u8]) -> io::Result<StoredSnapshot> {
-    let (file, _): (SnapshotFile, usize) =
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| invalid(format!("does not decode: {e}")))?;
+    let file: SnapshotFile = crate::decode::decode_untrusted(bytes)
+        .map_err(|e| invalid(format!("does not decode: {e}")))?;
     Ok(StoredSnapshot {
         meta: file.meta,
         data: file.data,
