@@ -116,26 +116,12 @@ impl LocalCluster {
         count: u64,
         config: &ServeConfig,
     ) -> Result<Self> {
-        let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(&root)?;
-        let config_file = root.join("dispatcher.toml");
-        fs::write(&config_file, config_toml(config)?)?;
-        let mut peers = BTreeMap::new();
+        let mut replicas = Vec::new();
         for id in 1..=count {
-            peers.insert(id, format!("127.0.0.1:{}", free_port()?));
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            replicas.push((id, addr.clone(), addr));
         }
-        let mut cluster = LocalCluster {
-            binary: binary.as_ref().to_path_buf(),
-            root,
-            config_file,
-            peers: peers.clone(),
-            replicas: BTreeMap::new(),
-            agents: BTreeMap::new(),
-        };
-        for (id, addr) in peers {
-            cluster.add_process(id, addr)?;
-        }
-        Ok(cluster)
+        Self::start_proxied(binary, root, &replicas, config)
     }
 
     /// Start replicas that listen on one address and are known to the cluster by another

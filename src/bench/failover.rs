@@ -1,11 +1,11 @@
 //! Leader failover as a client feels it: the clock starts when SIGKILL is sent to the leader
 //! and stops at the first acknowledged submission that was sent after the kill.
 
+use super::job_request;
 use super::stats::Summary;
 use super::BenchError;
 use crate::client::Client;
 use crate::local_cluster::LocalCluster;
-use crate::pb::api::{JobSpec, SubmitRequest};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -18,22 +18,6 @@ pub struct FailoverResult {
 
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
 
-fn probe(round: usize) -> SubmitRequest {
-    SubmitRequest {
-        name: format!("failover-probe-{round}"),
-        spec: Some(JobSpec {
-            command: "/bin/true".into(),
-            args: vec![],
-            env: Default::default(),
-            shard_count: 1,
-            slots_per_shard: 1,
-            max_attempts: 1,
-            selector: Default::default(),
-        }),
-        idempotency_key: String::new(),
-    }
-}
-
 /// Kill the leader `rounds` times; after each round restart it and let it catch up.
 pub async fn measure_failover(
     cluster: &mut LocalCluster,
@@ -45,10 +29,24 @@ pub async fn measure_failover(
     for round in 0..rounds {
         let leader = cluster.wait_for_leader(&ids, CONVERGE_DEADLINE).await?;
         // Warm the client's route to the current leader, as a live client would have.
-        client.submit(probe(round)).await?;
+        client
+            .submit(job_request(
+                &format!("failover-probe-{round}"),
+                1,
+                "/bin/true",
+                &[],
+            ))
+            .await?;
         let killed_at = Instant::now();
         cluster.kill(leader)?;
-        client.submit(probe(round)).await?;
+        client
+            .submit(job_request(
+                &format!("failover-probe-{round}"),
+                1,
+                "/bin/true",
+                &[],
+            ))
+            .await?;
         let took = killed_at.elapsed();
         samples.push(took);
         tracing::info!(round, leader, ms = took.as_secs_f64() * 1000.0, "failover");

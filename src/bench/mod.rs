@@ -15,6 +15,7 @@ pub use throughput::measure_submissions;
 
 use crate::config::ServeConfig;
 use crate::local_cluster::{LocalCluster, LocalClusterError};
+use crate::pb::api::{JobSpec, SubmitRequest};
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,6 +29,24 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Failed(String),
+}
+
+/// A job of `shards` one-slot shards running `command args`; the client adds a fresh
+/// idempotency key, so every request creates a job.
+pub fn job_request(name: &str, shards: u32, command: &str, args: &[&str]) -> SubmitRequest {
+    SubmitRequest {
+        name: name.to_string(),
+        spec: Some(JobSpec {
+            command: command.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: Default::default(),
+            shard_count: shards,
+            slots_per_shard: 1,
+            max_attempts: 3,
+            selector: Default::default(),
+        }),
+        idempotency_key: String::new(),
+    }
 }
 
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);

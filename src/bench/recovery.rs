@@ -3,11 +3,11 @@
 //! and the longest pause in shard progress (gap between consecutive shard starts) across a
 //! kill -9 of the leader.
 
+use super::job_request;
 use super::stats::Summary;
 use super::BenchError;
 use crate::client::Client;
 use crate::local_cluster::{wait_for, LocalCluster};
-use crate::pb::api::{JobSpec, SubmitRequest};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -30,22 +30,6 @@ pub struct ProgressPauseResult {
     pub longest_gap_ms: u64,
     pub median_gap_ms: u64,
     pub job_seconds: f64,
-}
-
-fn job(name: &str, shards: u32, command: &str, args: &[&str]) -> SubmitRequest {
-    SubmitRequest {
-        name: name.to_string(),
-        spec: Some(JobSpec {
-            command: command.to_string(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: Default::default(),
-            shard_count: shards,
-            slots_per_shard: 1,
-            max_attempts: 3,
-            selector: Default::default(),
-        }),
-        idempotency_key: String::new(),
-    }
 }
 
 async fn wait_alive(client: &Client, count: usize) -> Result<(), BenchError> {
@@ -81,7 +65,7 @@ pub async fn measure_taskmanager_loss(
     let mut samples = Vec::new();
     for round in 0..rounds {
         let submitted = client
-            .submit(job(
+            .submit(job_request(
                 &format!("tm-loss-{round}"),
                 agents as u32,
                 "/bin/sleep",
@@ -143,7 +127,7 @@ pub async fn measure_progress_pause(
     let script = format!("date +%s%3N >> '{}'; sleep 0.2", starts.display());
     let began = Instant::now();
     let submitted = client
-        .submit(job("progress", shards, "/bin/sh", &["-c", &script]))
+        .submit(job_request("progress", shards, "/bin/sh", &["-c", &script]))
         .await?;
     // Let it get going, then kill the leader.
     wait_for(DEADLINE, "shards to start", || async {

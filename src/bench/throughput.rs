@@ -1,9 +1,9 @@
 //! Submissions per second and their latency at a given number of concurrent clients.
 
+use super::job_request;
 use super::stats::Summary;
 use super::BenchError;
 use crate::client::Client;
-use crate::pb::api::{JobSpec, SubmitRequest};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -14,23 +14,6 @@ pub struct ThroughputResult {
     pub seconds: f64,
     pub per_second: f64,
     pub latency: Option<Summary>,
-}
-
-/// A one-shard job; the client gives it a fresh idempotency key, so every request creates a job.
-fn request(client: usize, seq: usize) -> SubmitRequest {
-    SubmitRequest {
-        name: format!("bench-{client}-{seq}"),
-        spec: Some(JobSpec {
-            command: "/bin/true".into(),
-            args: vec![],
-            env: Default::default(),
-            shard_count: 1,
-            slots_per_shard: 1,
-            max_attempts: 3,
-            selector: Default::default(),
-        }),
-        idempotency_key: String::new(),
-    }
 }
 
 /// `clients` tasks, each with its own connection, submit back to back for `duration`.
@@ -49,7 +32,14 @@ pub async fn measure_submissions(
             let mut seq = 0;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                client.submit(request(c, seq)).await?;
+                client
+                    .submit(job_request(
+                        &format!("bench-{c}-{seq}"),
+                        1,
+                        "/bin/true",
+                        &[],
+                    ))
+                    .await?;
                 latencies.push(t.elapsed());
                 seq += 1;
             }

@@ -18,6 +18,17 @@ pub const EXIT_STOPPED: i32 = 75;
 /// What the supervisor prints on stderr when it stops the shard for that reason.
 pub const STOPPED_MESSAGE: &str = "shard-exec: stopped the shard";
 const POLL: Duration = Duration::from_millis(20);
+/// Signals a terminal or a stray `kill` may send: the supervisor ignores them, the shard
+/// gets them back at their defaults.
+const IGNORED_SIGNALS: [libc::c_int; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
 
 fn kill_group(pgid: u32) {
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
@@ -45,15 +56,7 @@ pub fn shard_exec(command: &[String], keepalive_timeout: Duration) -> i32 {
     // to stop it is to close its stdin.
     // SAFETY: setting signal dispositions to SIG_IGN before any other thread exists.
     unsafe {
-        for sig in [
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            libc::SIGTSTP,
-            libc::SIGTTIN,
-            libc::SIGTTOU,
-        ] {
+        for sig in IGNORED_SIGNALS {
             libc::signal(sig, libc::SIG_IGN);
         }
     }
@@ -70,15 +73,7 @@ pub fn shard_exec(command: &[String], keepalive_timeout: Duration) -> i32 {
                 libc::_exit(EXIT_STOPPED);
             }
             // The shard itself gets default signal handling back.
-            for sig in [
-                libc::SIGINT,
-                libc::SIGTERM,
-                libc::SIGHUP,
-                libc::SIGQUIT,
-                libc::SIGTSTP,
-                libc::SIGTTIN,
-                libc::SIGTTOU,
-            ] {
+            for sig in IGNORED_SIGNALS {
                 libc::signal(sig, libc::SIG_DFL);
             }
             Ok(())
