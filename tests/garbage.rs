@@ -188,6 +188,21 @@ async fn garbage_at_every_method_is_refused_and_changes_nothing() -> anyhow::Res
         }
     }
 
+    log_phase("an oversized Raft message (over the 256 MiB limit) is refused too");
+    let addr = cluster.addr(ids[0])?;
+    let huge = bytes_field(&vec![
+        0u8;
+        dispatcher::raft::network::RAFT_MAX_MESSAGE_BYTES
+            + 1024
+    ]);
+    let err = call(&addr, "/dispatcher.raft.v1.RaftService/AppendEntries", huge)
+        .await
+        .expect_err("oversized Raft message accepted");
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "oversized AppendEntries: {err:?}"
+    );
+
     log_phase("every replica is up and the state is unchanged");
     let after = cluster.wait_converged(&ids, DEADLINE).await?.1;
     assert_eq!(after, before);
