@@ -3,9 +3,9 @@
 //!
 //! ```toml
 //! [raft]
-//! heartbeat_ms = 50
-//! election_timeout_min_ms = 150
-//! election_timeout_max_ms = 300
+//! heartbeat_ms = 30
+//! election_timeout_min_ms = 100
+//! election_timeout_max_ms = 200
 //!
 //! [snapshot]
 //! every_entries = 10000     # build a snapshot after this many entries since the last one
@@ -51,9 +51,9 @@ pub struct RaftTimings {
 impl Default for RaftTimings {
     fn default() -> Self {
         RaftTimings {
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 300,
+            heartbeat_ms: 30,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 200,
         }
     }
 }
