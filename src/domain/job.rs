@@ -119,6 +119,10 @@ pub struct Shard {
     pub started_at_ms: Option<u64>,
     /// Why the last run failed (exit code and the last lines of stderr).
     pub error: Option<String>,
+    /// Runs cut short by the infrastructure (TaskManager lost, drained, restarted). They do
+    /// not count against max attempts, but repeated ones back off, so a shard that keeps
+    /// taking its TaskManager down cannot spin.
+    pub interruptions: u32,
 }
 
 impl Shard {
@@ -134,6 +138,7 @@ impl Shard {
             not_before_ms: 0,
             started_at_ms: None,
             error: None,
+            interruptions: 0,
         }
     }
 }

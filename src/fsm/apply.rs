@@ -435,7 +435,7 @@ fn report_ended(
             }
             ShardOutcome::Interrupted { reason } => {
                 shard.error = Some(truncate(reason));
-                requeue(shard, 0);
+                interrupt(shard, 0, now_ms);
             }
         }
     }
@@ -459,6 +459,22 @@ fn truncate(mut message: String) -> String {
         message.drain(..cut);
     }
     message
+}
+
+/// Back-off after the `n`th interruption of a shard: none the first time, then 1 s doubling
+/// up to a minute.
+fn interruption_backoff_ms(n: u32) -> u64 {
+    match n {
+        0 | 1 => 0,
+        n => (1_000u64 << (n - 2).min(6)).min(60_000),
+    }
+}
+
+/// Back to pending after the infrastructure cut a run short.
+fn interrupt(shard: &mut Shard, not_before_ms: u64, now_ms: u64) {
+    shard.interruptions += 1;
+    let backoff = now_ms + interruption_backoff_ms(shard.interruptions);
+    requeue(shard, not_before_ms.max(backoff));
 }
 
 /// Back to pending, placeable from `not_before_ms` on.
@@ -524,7 +540,7 @@ fn requeue_held(
         if !matches {
             continue;
         }
-        requeue(shard, not_before_ms);
+        interrupt(shard, not_before_ms, now_ms);
         release_slots(state, *job_id, *index, taskmanager, slots);
         jobs.insert(*job_id);
         moved += 1;

@@ -785,3 +785,47 @@ fn only_ended_jobs_are_forgotten_with_their_keys() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn repeated_interruptions_back_off() {
+    use super::interruption_backoff_ms;
+    assert_eq!(
+        interruption_backoff_ms(1),
+        0,
+        "the first interruption is re-placed at once"
+    );
+    assert_eq!(interruption_backoff_ms(2), 1_000);
+    assert_eq!(interruption_backoff_ms(3), 2_000);
+    assert_eq!(interruption_backoff_ms(30), 60_000);
+
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm-a", 4, &[]);
+    let job = submit(&mut state, 2, 1, 1);
+    for (round, expected_backoff) in [(0u64, 0u64), (1, 1_000), (2, 2_000)] {
+        let idx = 10 + round * 10;
+        assert_eq!(
+            place(&mut state, idx, vec![placement(job, 0, "tm-a")]),
+            outcome(1, 0)
+        );
+        let epoch = shard(&state, job, 0).epoch;
+        let now = 50_000 + round;
+        let report = Command::ReportShardEnded {
+            taskmanager: "tm-a".into(),
+            job_id: job,
+            shard: 0,
+            epoch,
+            outcome: ShardOutcome::Interrupted {
+                reason: "agent restarted".into(),
+            },
+            run_ms: 5,
+            retry_at_ms: 0,
+            now_ms: now,
+        };
+        assert_eq!(apply(&mut state, idx + 1, report), Response::ShardReported);
+        let s = shard(&state, job, 0);
+        assert_eq!(s.failures, 0, "interruptions are not failures");
+        assert_eq!(s.not_before_ms, now + expected_backoff);
+        // Let the back-off pass before the next placement.
+        state.jobs.get_mut(&job).expect("job").shards[0].not_before_ms = 0;
+    }
+}
