@@ -50,10 +50,14 @@ pub async fn run(
                 .map_or(leader_since, |t| t.max(leader_since));
             now.saturating_duration_since(last)
         };
-        let (candidates, watched, overdue_drains) = {
+        let (candidates, watched, suspects, overdue_drains) = {
             let view = shared.read();
             let mut candidates = Vec::new();
             let mut watched = 0usize;
+            // Silent for over half the timeout: counted for the mass-silence check, so that
+            // TaskManagers falling silent together are seen together, not lost one by one as
+            // each crosses the timeout a tick after the other.
+            let mut suspects = 0usize;
             let mut drains = Vec::new();
             let wall = now_ms();
             for tm in view.state.taskmanagers.values() {
@@ -61,6 +65,9 @@ pub async fn run(
                     continue;
                 }
                 watched += 1;
+                if silent_for(&tm.id) > timeout / 2 {
+                    suspects += 1;
+                }
                 if silent_for(&tm.id) > timeout {
                     candidates.push((tm.id.clone(), tm.registration_epoch));
                 } else if tm.state == TaskManagerState::Draining
@@ -82,7 +89,7 @@ pub async fn run(
                     }
                 }
             }
-            (candidates, watched, drains)
+            (candidates, watched, suspects, drains)
         };
         for (tm, shards) in overdue_drains {
             let count = shards.len();
@@ -107,7 +114,7 @@ pub async fn run(
             hold_since = None;
             continue;
         }
-        if watched >= 3 && candidates.len() * 2 > watched {
+        if watched >= 3 && suspects * 2 > watched {
             // Most TaskManagers silent at once: more likely our side. Hold, but not forever:
             // this leader still commits (it runs this loop), so after a long hold the silence
             // is believed and work is moved (throttled).
@@ -115,7 +122,7 @@ pub async fn run(
             if since.elapsed() < timeout * MASS_SILENCE_HOLD_TIMEOUTS {
                 if last_hold_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                     tracing::warn!(
-                        silent = candidates.len(),
+                        silent = suspects,
                         watched,
                         "most TaskManagers are silent at once; suspecting this leader or its network, holding evictions"
                     );
