@@ -13,7 +13,6 @@ use crate::pb::api::*;
 use crate::rpc::LEADER_ADDR_HEADER;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
@@ -83,23 +82,10 @@ pub struct Client {
     routing: Mutex<Routing>,
 }
 
-static KEY_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// A fresh idempotency key, unique per process and call.
 pub fn new_idempotency_key() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&nanos.to_le_bytes());
-    hasher.update(&std::process::id().to_le_bytes());
-    hasher.update(&KEY_COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    let hash = hasher.finalize();
-    let hex: String = hash.as_bytes()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let bytes = crate::entropy::fresh_bytes(b"idempotency-key");
+    let hex: String = bytes[..12].iter().map(|b| format!("{b:02x}")).collect();
     format!("auto-{hex}")
 }
 

@@ -33,6 +33,7 @@ pub mod commands;
 pub mod config;
 pub mod decode;
 pub mod domain;
+pub mod entropy;
 pub mod failpoint;
 pub mod fsm;
 pub mod leader;

@@ -45,21 +45,6 @@ impl TaskManagerService {
     }
 }
 
-/// A small random number in [0, 1) for back-off jitter, without a dependency on `rand`.
-fn unit_random(salt: &[u8]) -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&nanos.to_le_bytes());
-    hasher.update(salt);
-    let bytes = hasher.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&bytes.as_bytes()[..8]);
-    (u64::from_le_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
-}
-
 #[tonic::async_trait]
 impl TaskManagers for TaskManagerService {
     async fn heartbeat(
@@ -167,7 +152,7 @@ impl TaskManagers for TaskManagerService {
                     failures_after,
                     s.retry_base_ms,
                     s.retry_max_ms,
-                    unit_random(req.job_id.as_bytes()),
+                    crate::entropy::unit_random(req.job_id.as_bytes()),
                 );
                 Command::ReportShardEnded {
                     taskmanager: req.taskmanager_id,
