@@ -89,6 +89,36 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// See it work: a local cluster runs a real job while its leader and a TaskManager are killed.
+    Demo(DemoArgs),
+    /// Internal: one shard of the demo's jobs.
+    #[command(hide = true)]
+    DemoShard {
+        #[arg(value_enum)]
+        step: crate::demo::shard::Step,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        parts: u32,
+        #[arg(long, default_value_t = 0)]
+        pace_ms: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the cluster's files here instead of a temporary directory that is removed after.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Parts of the data set (shards of the generate and aggregate jobs).
+    #[arg(long, default_value_t = 24)]
+    pub parts: u32,
+    /// How long each aggregate shard works, in ms (long enough to kill things under it).
+    #[arg(long, default_value_t = 3000)]
+    pub pace_ms: u64,
+    /// Output format of the final summary: text, or one JSON document (the live view then goes to stderr).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod domain;
 pub mod entropy;
 pub mod failpoint;

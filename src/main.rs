@@ -6,6 +6,7 @@ use dispatcher::cli::{Cli, Command};
 use dispatcher::commands::{self, CliError};
 use dispatcher::config::ServeConfig;
 use dispatcher::node::{self, ServeOptions};
+use std::io::Write;
 
 fn init_tracing(serving: bool) {
     let default = if serving {
@@ -67,6 +68,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Job { command, client } => commands::job(command, client).await,
         Command::Bench(args) => commands::bench(args).await,
         Command::Chaos(args) => commands::chaos(args).await,
+        Command::Demo(args) => commands::demo(args).await,
         Command::Taskmanager { agent, client } => {
             let work_dir = agent
                 .work_dir
@@ -83,7 +85,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         // Handled before the runtime starts.
-        Command::ShardExec { .. } => Ok(2),
+        Command::ShardExec { .. } | Command::DemoShard { .. } => Ok(2),
     }
 }
 
@@ -101,6 +103,20 @@ fn main() {
         );
         std::process::exit(code);
     }
+    if let Command::DemoShard {
+        step,
+        data,
+        parts,
+        pace_ms,
+    } = &cli.command
+    {
+        let pace = std::time::Duration::from_millis(*pace_ms);
+        if let Err(e) = dispatcher::demo::shard::run(*step, data, *parts, pace) {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
     init_tracing(matches!(
         cli.command,
         Command::Serve(_) | Command::Bench(_) | Command::Chaos(_) | Command::Taskmanager { .. }
@@ -108,14 +124,17 @@ fn main() {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
             std::process::exit(1);
         }
     };
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            let _ = writeln!(std::io::stderr(), "error: {e}");
             1
         }
     };

@@ -2,10 +2,12 @@
 
 mod bench;
 mod chaos;
+mod demo;
 mod output;
 
 pub use bench::bench;
 pub use chaos::chaos;
+pub use demo::demo;
 mod table;
 
 use crate::cli::{ClientArgs, ClusterCommand, JobCommand, OutputFormat, SubmitArgs, TmCommand};
