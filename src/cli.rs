@@ -172,14 +172,29 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub replicas: u64,
     /// Concurrent client counts to measure submissions at.
-    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
     pub clients: Vec<usize>,
     /// Seconds per throughput measurement.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Leader kills to time.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub failover_rounds: usize,
+    /// Simulated TaskManager fleet sizes for the placement and heartbeat figures (empty skips).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub fleets: Vec<usize>,
+    /// Shards submitted to time placement, per fleet size.
+    #[arg(long, default_value_t = 50_000)]
+    pub placement_shards: u32,
+    /// Shards the largest fleet's cluster is filled with for the memory figures (0 skips).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub memory_shards: u64,
+    /// Seconds of heartbeats as fast as the leader answers them (0 skips).
+    #[arg(long, default_value_t = 10.0)]
+    pub heartbeat_seconds: f64,
+    /// Draw submissions per second and latency against concurrency into this PNG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// TaskManager kills to time (real agents running real shard processes).
     #[arg(long, default_value_t = 10)]
     pub tm_loss_rounds: usize,
@@ -248,6 +263,8 @@ pub enum ClusterCommand {
     Remove { id: u64 },
     /// Hand leadership to another voter.
     TransferLeader { id: u64 },
+    /// Build a snapshot now on the first endpoint's replica (its log is then compacted).
+    Snapshot,
 }
 
 #[derive(Debug, Subcommand)]

@@ -342,6 +342,24 @@ impl Client {
         .await
     }
 
+    /// A bare round trip to one replica (the first endpoint unless `target` is given).
+    pub async fn ping(&self, target: Option<&str>) -> Result<PingReply, ClientError> {
+        let target = target.unwrap_or(&self.endpoints[0]).to_string();
+        self.call_on(Some(&target), |ch| async move {
+            Self::cluster(ch).ping(PingRequest {}).await
+        })
+        .await
+    }
+
+    /// Build a snapshot on one replica now (the first endpoint unless `target` is given).
+    pub async fn snapshot(&self, target: Option<&str>) -> Result<SnapshotReply, ClientError> {
+        let target = target.unwrap_or(&self.endpoints[0]).to_string();
+        self.call_on(Some(&target), |ch| async move {
+            Self::cluster(ch).snapshot(SnapshotRequest {}).await
+        })
+        .await
+    }
+
     pub async fn add_member(&self, id: u64, addr: &str) -> Result<MembershipReply, ClientError> {
         let req = AddMemberRequest {
             id,

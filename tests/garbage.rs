@@ -70,6 +70,8 @@ const UNARY: &[&str] = &[
     "/dispatcher.v1.Cluster/AddMember",
     "/dispatcher.v1.Cluster/RemoveMember",
     "/dispatcher.v1.Cluster/TransferLeader",
+    "/dispatcher.v1.Cluster/Ping",
+    "/dispatcher.v1.Cluster/Snapshot",
     "/dispatcher.raft.v1.RaftService/AppendEntries",
     "/dispatcher.raft.v1.RaftService/Vote",
     "/dispatcher.raft.v1.RaftService/PreVote",

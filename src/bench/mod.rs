@@ -4,12 +4,18 @@
 //! of the leader → first acknowledged submission sent after it).
 
 mod failover;
+mod fleet;
+mod limits;
+pub mod process;
 mod recovery;
+mod scale;
 mod stats;
 mod throughput;
 
 pub use failover::measure_failover;
+pub use limits::{measure_fsync, measure_ping, FsyncResult, PingResult};
 pub use recovery::{measure_progress_pause, measure_taskmanager_loss, start_agents};
+pub use scale::{measure_scale, ScaleOptions, ScaleResult};
 pub use stats::Summary;
 pub use throughput::measure_submissions;
 

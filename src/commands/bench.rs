@@ -1,15 +1,18 @@
-//! `dispatcher bench`: run the measurements of `crate::bench` and print a table.
+//! `dispatcher bench`: run the measurements of `crate::bench`, print them as one table and
+//! optionally write them as JSON and draw the throughput plot.
 
 use super::table::Table;
 use super::CliError;
-use crate::bench::{self, BenchError};
+use crate::bench::process::CpuMeter;
+use crate::bench::{self, BenchError, ScaleOptions, Summary};
 use crate::cli::BenchArgs;
 use crate::client::Client;
 use crate::config::ServeConfig;
 use crate::domain::MAX_TASKMANAGER_SLOTS;
 use crate::pb::api::RegisterTaskManagerRequest;
 use serde_json::json;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 fn machine() -> String {
     let cores = std::thread::available_parallelism()
@@ -27,12 +30,31 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
+fn usage(message: &str) -> CliError {
+    CliError::Usage(message.to_string())
+}
+
+fn check(args: &BenchArgs) -> Result<(), CliError> {
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
-        return Err(CliError::Usage(
-            "--seconds must be a positive number".into(),
-        ));
+        return Err(usage("--seconds must be a positive number"));
     }
+    if !(args.heartbeat_seconds.is_finite() && args.heartbeat_seconds >= 0.0) {
+        return Err(usage("--heartbeat-seconds must be zero or more"));
+    }
+    if args.replicas < 2 || args.replicas > 9 {
+        return Err(usage("--replicas must be between 2 and 9"));
+    }
+    if args.clients.iter().any(|c| *c == 0 || *c > 4096) {
+        return Err(usage("--clients must be between 1 and 4096 each"));
+    }
+    if args.fleets.iter().any(|f| *f == 0 || *f > 100_000) {
+        return Err(usage("--fleets must be between 1 and 100000 each"));
+    }
+    Ok(())
+}
+
+pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
+    check(&args)?;
     let (dir, remove_after) = match &args.dir {
         Some(d) => (d.clone(), false),
         None => (
@@ -41,28 +63,123 @@ pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
         ),
     };
     let config = ServeConfig::default();
+    let started = Instant::now();
     let result = run(&args, &dir, &config).await;
     if remove_after {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let report = result?;
-    println!("{}", report.0);
+    let (mut table, mut report) = result?;
+    report["total_seconds"] = json!(started.elapsed().as_secs_f64());
+    table.push_str(&format!(
+        "\nwhole run: {:.0} s\n",
+        started.elapsed().as_secs_f64()
+    ));
+    println!("{table}");
     if let Some(path) = &args.json {
-        std::fs::write(
-            path,
-            serde_json::to_vec_pretty(&report.1).map_err(|e| BenchError::Failed(e.to_string()))?,
-        )
-        .map_err(BenchError::from)?;
+        let text = serde_json::to_vec_pretty(&report).map_err(|e| usage(&e.to_string()))?;
+        std::fs::write(path, text).map_err(BenchError::from)?;
+    }
+    if let Some(path) = &args.plot {
+        super::plot::throughput_plot(&report, path).map_err(|e| usage(&e))?;
     }
     Ok(0)
 }
 
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn summary_cells(s: &Option<Summary>, p: fn(&Summary) -> f64) -> [String; 3] {
+    match s {
+        Some(s) => [ms(s.median_ms), ms(p(s)), ms(s.max_ms)],
+        None => Default::default(),
+    }
+}
+
+fn row(table: &mut Table, what: String, result: String, cells: [String; 3]) {
+    let [a, b, c] = cells;
+    table.row(vec![what, result, a, b, c]);
+}
+
+/// The replicas (leader and followers) and this process, for CPU accounting.
+fn processes(cluster: &crate::local_cluster::LocalCluster, leader: u64) -> Vec<(String, u32)> {
+    let mut out = vec![("bench clients".to_string(), std::process::id())];
+    for id in cluster.ids() {
+        if let Some(pid) = cluster.replica(id).ok().and_then(|r| r.pid()) {
+            let name = if id == leader { "leader" } else { "followers" };
+            out.push((name.to_string(), pid));
+        }
+    }
+    out
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 async fn run(
     args: &BenchArgs,
-    dir: &std::path::Path,
+    dir: &Path,
     config: &ServeConfig,
 ) -> Result<(String, serde_json::Value), BenchError> {
+    let mut table = Table::new(&["MEASUREMENT", "RESULT", "MEDIAN ms", "P95/P99 ms", "MAX ms"]);
+    let mut report = json!({
+        "machine": machine(),
+        "replicas": args.replicas,
+        "raft": {"heartbeat_ms": config.raft.heartbeat_ms,
+                 "election_timeout_min_ms": config.raft.election_timeout_min_ms,
+                 "election_timeout_max_ms": config.raft.election_timeout_max_ms},
+        "taskmanager": {"heartbeat_interval_ms": config.taskmanagers.heartbeat_interval_ms,
+                        "lease_ms": config.taskmanagers.lease_ms,
+                        "timeout_ms": config.taskmanagers.timeout_ms},
+    });
+
+    // The floors first, on an idle machine.
+    let fsync = bench::measure_fsync(dir, 200, 4096)?;
+    row(
+        &mut table,
+        "limit: 4 KiB write + fdatasync on this disk".into(),
+        String::new(),
+        summary_cells(&fsync.latency, |s| s.p99_ms),
+    );
+    report["fsync"] = json!(fsync);
+
     let mut cluster = bench::start_cluster(&dir.join("throughput"), args.replicas, config).await?;
+    let leader = cluster
+        .wait_for_leader(&cluster.ids(), bench::STARTUP_DEADLINE)
+        .await?;
+    let meter = CpuMeter::start(&processes(&cluster, leader));
+    let ping = bench::measure_ping(
+        &cluster.addr(leader)?,
+        2000,
+        64,
+        Duration::from_secs_f64(args.seconds.min(5.0)),
+    )
+    .await?;
+    row(
+        &mut table,
+        "limit: bare gRPC round trip to a replica, 1 client".into(),
+        String::new(),
+        summary_cells(&ping.latency, |s| s.p99_ms),
+    );
+    let ping_cpu = meter.cores();
+    // The replica answering the pings spent this much CPU per round trip.
+    let ping_calls = ping.per_second * ping.seconds + 2000.0;
+    let ping_us = ping_cpu.get("leader").copied().unwrap_or(0.0) * ping.elapsed_seconds * 1e6
+        / ping_calls.max(1.0);
+    row(
+        &mut table,
+        format!("limit: bare gRPC round trips, {} clients", ping.clients),
+        format!("{:.0}/s ({ping_us:.0} µs server CPU each)", ping.per_second),
+        Default::default(),
+    );
+    report["grpc_ping"] = json!(ping);
+    report["grpc_ping"]["server_cpu_us_per_call"] = json!(ping_us);
+
     let client = Client::new(cluster.endpoints())?;
     // Enough capacity that every submitted shard is placed, as in real use.
     for i in 0..16 {
@@ -75,40 +192,44 @@ async fn run(
             })
             .await?;
     }
-    let mut table = Table::new(&["MEASUREMENT", "RESULT", "MEDIAN ms", "P99 ms", "MAX ms"]);
     let mut throughput = Vec::new();
     for &clients in &args.clients {
+        let meter = CpuMeter::start(&processes(&cluster, leader));
         let r = bench::measure_submissions(
             &cluster.endpoints(),
             clients,
             Duration::from_secs_f64(args.seconds),
         )
         .await?;
-        let l = r.latency.clone();
-        table.row(vec![
+        let cpu = meter.cores();
+        let core = |k: &str| cpu.get(k).copied().unwrap_or(0.0);
+        row(
+            &mut table,
             format!("submit, {clients} clients"),
-            format!("{:.0}/s", r.per_second),
-            l.as_ref()
-                .map(|l| format!("{:.2}", l.median_ms))
-                .unwrap_or_default(),
-            l.as_ref()
-                .map(|l| format!("{:.2}", l.p99_ms))
-                .unwrap_or_default(),
-            l.as_ref()
-                .map(|l| format!("{:.2}", l.max_ms))
-                .unwrap_or_default(),
-        ]);
-        throughput.push(r);
+            format!(
+                "{:.0}/s (CPU: leader {:.2}, followers {:.2}, clients {:.2})",
+                r.per_second,
+                core("leader"),
+                core("followers"),
+                core("bench clients")
+            ),
+            summary_cells(&r.latency, |s| s.p99_ms),
+        );
+        throughput.push(json!({"result": r, "cpu_cores": cpu}));
     }
-    let failover = bench::measure_failover(&mut cluster, args.failover_rounds).await?;
-    if let Some(s) = &failover.summary {
-        table.row(vec![
-            format!("leader failover, {} kills", s.count),
-            String::new(),
-            format!("{:.0}", s.median_ms),
-            format!("{:.0}", s.p99_ms),
-            format!("{:.0}", s.max_ms),
-        ]);
+    report["submissions"] = json!(throughput);
+    if args.failover_rounds > 0 {
+        let failover = bench::measure_failover(&mut cluster, args.failover_rounds).await?;
+        row(
+            &mut table,
+            format!(
+                "leader kill -9 → next write acknowledged, {} kills",
+                failover.rounds
+            ),
+            "p95".into(),
+            summary_cells(&failover.summary, |s| s.p95_ms),
+        );
+        report["failover"] = json!(failover);
     }
     drop(cluster);
 
@@ -118,7 +239,6 @@ async fn run(
     let agents = 4;
     bench::start_agents(&mut recovery_cluster, agents, 4).await?;
     let tm = &config.taskmanagers;
-    let mut tm_loss = None;
     if args.tm_loss_rounds > 0 {
         let r = bench::measure_taskmanager_loss(
             &mut recovery_cluster,
@@ -128,57 +248,136 @@ async fn run(
             tm.timeout_ms,
         )
         .await?;
-        if let Some(s) = &r.summary {
-            table.row(vec![
-                format!(
-                    "TaskManager kill -9 → shards running elsewhere, {} kills",
-                    s.count
-                ),
-                format!("timeout {} ms", tm.timeout_ms),
-                format!("{:.0}", s.median_ms),
-                format!("{:.0}", s.p99_ms),
-                format!("{:.0}", s.max_ms),
-            ]);
-        }
-        tm_loss = Some(r);
+        row(
+            &mut table,
+            format!(
+                "TaskManager kill -9 → its shards running elsewhere, {} kills",
+                r.rounds
+            ),
+            format!("timeout {} ms", tm.timeout_ms),
+            summary_cells(&r.summary, |s| s.p95_ms),
+        );
+        report["taskmanager_loss"] = json!(r);
     }
-    let mut progress = None;
     if args.progress_shards > 0 {
         let r =
             bench::measure_progress_pause(&mut recovery_cluster, dir, args.progress_shards).await?;
-        table.row(vec![
+        row(
+            &mut table,
             format!(
                 "longest gap between shard starts across a leader kill ({} shards)",
                 r.shards
             ),
             format!("{:.1} s job", r.job_seconds),
-            format!("{}", r.median_gap_ms),
-            String::new(),
-            format!("{}", r.longest_gap_ms),
-        ]);
-        progress = Some(r);
+            [
+                r.median_gap_ms.to_string(),
+                String::new(),
+                r.longest_gap_ms.to_string(),
+            ],
+        );
+        report["progress_pause_across_leader_kill"] = json!(r);
     }
+    drop(recovery_cluster);
+
+    let mut scale = Vec::new();
+    let largest = args.fleets.iter().copied().max().unwrap_or(0);
+    for &fleet in &args.fleets {
+        let mut cluster =
+            bench::start_cluster(&dir.join(format!("scale-{fleet}")), args.replicas, config)
+                .await?;
+        let memory_shards = if fleet == largest {
+            args.memory_shards
+        } else {
+            0
+        };
+        // Room for every shard of the memory fill, spread over the fleet.
+        let slots = (memory_shards.max(u64::from(args.placement_shards)) / fleet as u64 + 1)
+            .min(u64::from(MAX_TASKMANAGER_SLOTS)) as u32;
+        let options = ScaleOptions {
+            taskmanagers: fleet,
+            slots,
+            placement_shards: args.placement_shards,
+            job_shards: 10_000,
+            keepalive: Duration::from_millis(1500),
+            heartbeat_seconds: if fleet == largest {
+                args.heartbeat_seconds
+            } else {
+                0.0
+            },
+            heartbeat_workers: 64,
+            memory_shards,
+        };
+        let r = bench::measure_scale(&mut cluster, &options).await?;
+        row(
+            &mut table,
+            format!("TaskManager registrations ({fleet} simulated)"),
+            format!("{:.0}/s", r.registrations_per_second),
+            Default::default(),
+        );
+        row(
+            &mut table,
+            format!(
+                "shards placed, {} shards on {fleet} TaskManagers",
+                r.placement.shards
+            ),
+            format!("{:.0}/s", r.placement.per_second),
+            Default::default(),
+        );
+        if let Some(h) = &r.heartbeats {
+            row(
+                &mut table,
+                format!("heartbeats absorbed by the leader ({fleet} TaskManagers)"),
+                format!(
+                    "{:.0}/s at {:.2} cores ({:.0} µs CPU each)",
+                    h.per_second, h.leader_cpu_cores, h.leader_cpu_us_per_heartbeat
+                ),
+                Default::default(),
+            );
+        }
+        if let Some(m) = &r.memory {
+            row(
+                &mut table,
+                format!(
+                    "replica memory: {} TaskManagers, {} shards",
+                    m.taskmanagers, m.shards
+                ),
+                format!(
+                    "follower {}, leader {}; {:.0} B/shard, {:.0} B/TaskManager",
+                    mib(m.follower_rss_full_bytes),
+                    mib(m.leader_rss_full_bytes),
+                    m.bytes_per_shard,
+                    m.bytes_per_taskmanager
+                ),
+                Default::default(),
+            );
+            row(
+                &mut table,
+                "snapshot of that state".into(),
+                format!(
+                    "{} on disk, built in {:.1} s",
+                    mib(m.snapshot_bytes),
+                    m.snapshot_build_seconds
+                ),
+                Default::default(),
+            );
+            row(
+                &mut table,
+                "restart of that replica (kill -9 → caught up)".into(),
+                format!("{:.1} s", m.restart_seconds),
+                Default::default(),
+            );
+        }
+        scale.push(r);
+    }
+    report["scale"] = json!(scale);
 
     let header = format!(
-        "dispatcher bench: {} durable replicas on loopback, heartbeat {} ms, election timeout {}-{} ms; {}",
+        "dispatcher bench: {} durable replicas on loopback, Raft heartbeat {} ms, election timeout {}-{} ms; {}",
         args.replicas,
         config.raft.heartbeat_ms,
         config.raft.election_timeout_min_ms,
         config.raft.election_timeout_max_ms,
         machine()
     );
-    let json = json!({
-        "machine": machine(),
-        "replicas": args.replicas,
-        "raft": {"heartbeat_ms": config.raft.heartbeat_ms,
-                 "election_timeout_min_ms": config.raft.election_timeout_min_ms,
-                 "election_timeout_max_ms": config.raft.election_timeout_max_ms},
-                "submissions": throughput,
-        "failover": failover,
-        "taskmanager": {"heartbeat_interval_ms": tm.heartbeat_interval_ms, "lease_ms": tm.lease_ms,
-                        "timeout_ms": tm.timeout_ms},
-        "taskmanager_loss": tm_loss,
-        "progress_pause_across_leader_kill": progress,
-    });
-    Ok((format!("{header}\n{}", table.render()), json))
+    Ok((format!("{header}\n{}", table.render()), report))
 }

@@ -8,6 +8,7 @@ mod output;
 pub use bench::bench;
 pub use chaos::chaos;
 pub use demo::demo;
+mod plot;
 mod table;
 
 use crate::cli::{ClientArgs, ClusterCommand, JobCommand, OutputFormat, SubmitArgs, TmCommand};
@@ -55,6 +56,17 @@ pub async fn cluster(command: ClusterCommand, args: ClientArgs) -> Result<ExitCo
         ClusterCommand::Remove { id } => {
             let reply = client.remove_member(id).await?;
             output::members(args.output, &reply.members);
+        }
+        ClusterCommand::Snapshot => {
+            let reply = client.snapshot(None).await?;
+            output::message(
+                args.output,
+                json!({"snapshot_index": reply.snapshot_index, "size_bytes": reply.size_bytes}),
+                &format!(
+                    "snapshot at log index {} ({} bytes)",
+                    reply.snapshot_index, reply.size_bytes
+                ),
+            );
         }
         ClusterCommand::TransferLeader { id } => {
             let reply = client.transfer_leader(id).await?;

@@ -111,6 +111,7 @@ pub async fn serve(
         shared: shared.clone(),
         liveness: liveness.clone(),
         tm_settings: opts.config.taskmanagers.clone(),
+        leader_lease: Duration::from_millis(opts.config.raft.election_timeout_min_ms),
     };
     let bootstrap = tokio::spawn(bootstrap::form_or_join(
         raft.clone(),

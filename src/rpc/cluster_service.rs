@@ -21,6 +21,8 @@ use tonic::{Request, Response, Status};
 const UNREACHABLE_AFTER: Duration = Duration::from_millis(1500);
 /// How long transfer-leader waits for the new leader to take over.
 const TRANSFER_WAIT: Duration = Duration::from_secs(5);
+/// How long a requested snapshot may take to build.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 
 pub struct ClusterService {
     ctx: ServiceContext,
@@ -127,6 +129,48 @@ impl Cluster for ClusterService {
             purged_index: metrics.purged.map(|l| l.index()),
             server_state: server_state_name(metrics.state).to_string(),
             initialized,
+        }))
+    }
+
+    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        Ok(Response::new(PingReply {
+            node_id: self.ctx.node_id,
+        }))
+    }
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotReply>, Status> {
+        let applied = self.metrics().last_applied.map(|l| l.index()).unwrap_or(0);
+        let stopped =
+            |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("raft stopped: {e}"));
+        self.ctx
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| stopped(&e))?;
+        // Wait for a snapshot that covers what was applied when asked.
+        let covered = self
+            .ctx
+            .raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index() >= applied),
+                "snapshot built",
+            )
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("snapshot not built in time: {e}")))?;
+        let snapshot = self
+            .ctx
+            .raft
+            .get_snapshot()
+            .await
+            .map_err(|e| stopped(&e))?;
+        Ok(Response::new(SnapshotReply {
+            snapshot_index: covered.snapshot.map(|s| s.index()).unwrap_or(0),
+            size_bytes: snapshot.map_or(0, |s| s.snapshot.len() as u64),
         }))
     }
 

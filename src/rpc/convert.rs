@@ -73,6 +73,11 @@ pub fn job_summary(job: &Job) -> api::JobSummary {
             .iter()
             .filter(|s| s.state == ShardState::Finished)
             .count() as u32,
+        shards_pending: job
+            .shards
+            .iter()
+            .filter(|s| s.state == ShardState::Pending)
+            .count() as u32,
     }
 }
 

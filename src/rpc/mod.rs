@@ -36,4 +36,7 @@ pub struct ServiceContext {
     /// Heartbeat arrival times, read by the leader's failure detector.
     pub liveness: Arc<Liveness>,
     pub tm_settings: TaskManagerSettings,
+    /// How long after a quorum acknowledged it the leader may still answer heartbeats
+    /// alone: no other leader can be elected sooner (the election timeout's lower bound).
+    pub leader_lease: std::time::Duration,
 }

@@ -2,7 +2,7 @@
 //! state, never written to the log) and shard reports (written to the log, fenced by epoch).
 
 use super::error::ApiError;
-use super::raft_access::{not_leader, not_leader_here, write};
+use super::raft_access::{not_leader_here, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
 use crate::domain::{JobId, TaskManagerState};
@@ -10,8 +10,8 @@ use crate::fsm::{validate_name, Command, ShardOutcome};
 use crate::pb::api::task_managers_server::TaskManagers;
 use crate::pb::api::*;
 use crate::scheduler::retry_delay_ms;
-use openraft::errors::{LinearizableReadError, RaftError};
-use openraft::ReadPolicy;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{Instant as _, ServerState};
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -26,21 +26,29 @@ impl TaskManagerService {
 
     /// Heartbeats must come from a leader that still holds its lease: a deposed leader
     /// answering from stale state could hand out assignments that were moved elsewhere.
-    async fn ensure_leader_lease(&self) -> Result<(), ApiError> {
-        match self
-            .ctx
-            .raft
-            .ensure_linearizable(ReadPolicy::LeaseRead)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                Err(not_leader(&f))
-            }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
-                Err(not_leader_here(&self.ctx))
-            }
-            Err(RaftError::Fatal(f)) => Err(ApiError::Unavailable(format!("raft stopped: {f}"))),
+    ///
+    /// The lease is checked here, from the metrics openraft publishes, rather than with a
+    /// lease read through the Raft core: heartbeats are the hottest call (one per
+    /// TaskManager every 500 ms), and a round trip through the core for each one made them
+    /// queue behind it. A quorum acknowledged this leader at `last_quorum_acked` (the time
+    /// the acknowledged message was sent); no other leader can be elected within an
+    /// election timeout of that. Applied state may trail the commit by a moment; moves that
+    /// matter (drain, loss) keep a margin over the agent's lease for that.
+    fn ensure_leader_lease(&self) -> Result<(), ApiError> {
+        let valid = {
+            let metrics = self.ctx.raft.metrics();
+            let m = metrics.borrow_watched();
+            let alone = m.membership_config.membership().voter_ids().count() == 1;
+            m.state == ServerState::Leader
+                && (alone
+                    || m.last_quorum_acked
+                        .as_ref()
+                        .is_some_and(|acked| acked.into_inner().elapsed() < self.ctx.leader_lease))
+        };
+        if valid {
+            Ok(())
+        } else {
+            Err(not_leader_here(&self.ctx))
         }
     }
 }
@@ -54,7 +62,7 @@ impl TaskManagers for TaskManagerService {
         let received = Instant::now();
         let req = request.into_inner();
         validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
-        self.ensure_leader_lease().await?;
+        self.ensure_leader_lease()?;
         let settings = &self.ctx.tm_settings;
         let mut reply = HeartbeatReply {
             registered: false,

@@ -1,0 +1,101 @@
+//! The floors beside the figures: how long one durable write takes on this disk (no commit
+//! can be faster than the leader's flush; batching spreads it over many commits), and what
+//! a bare gRPC round trip to a replica costs on loopback (no Raft, no disk).
+
+use super::stats::Summary;
+use super::BenchError;
+use crate::client::Client;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FsyncResult {
+    pub bytes_per_write: usize,
+    pub latency: Option<Summary>,
+}
+
+/// Append `bytes` and `fdatasync`, `rounds` times, in a file under `dir`.
+pub fn measure_fsync(dir: &Path, rounds: usize, bytes: usize) -> Result<FsyncResult, BenchError> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let block = vec![0x5a_u8; bytes];
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        samples.push(t.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(FsyncResult {
+        bytes_per_write: bytes,
+        latency: Summary::of(&samples),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PingResult {
+    /// One client, one call at a time.
+    pub latency: Option<Summary>,
+    /// `clients` concurrent clients calling back to back.
+    pub clients: usize,
+    pub per_second: f64,
+    /// Length of the concurrent phase.
+    pub seconds: f64,
+    /// Both phases, sequential and concurrent.
+    pub elapsed_seconds: f64,
+}
+
+/// Round trips of the `Ping` RPC, which a replica answers without Raft or disk.
+pub async fn measure_ping(
+    endpoint: &str,
+    rounds: usize,
+    clients: usize,
+    duration: Duration,
+) -> Result<PingResult, BenchError> {
+    let first = Instant::now();
+    let client = Client::new(vec![endpoint.to_string()])?;
+    client.ping(None).await?; // connect first
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        client.ping(None).await?;
+        samples.push(t.elapsed());
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = Client::new(vec![endpoint.to_string()])?;
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                client.ping(None).await?;
+                n += 1;
+            }
+            Ok::<_, BenchError>(n)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task
+            .await
+            .map_err(|e| BenchError::Failed(format!("ping task: {e}")))??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(PingResult {
+        latency: Summary::of(&samples),
+        clients,
+        per_second: total as f64 / seconds,
+        seconds,
+        elapsed_seconds: first.elapsed().as_secs_f64(),
+    })
+}
