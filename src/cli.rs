@@ -184,7 +184,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub fleets: Vec<usize>,
     /// Shards submitted to time placement, per fleet size.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 200_000)]
     pub placement_shards: u32,
     /// Shards the largest fleet's cluster is filled with for the memory figures (0 skips).
     #[arg(long, default_value_t = 1_000_000)]

@@ -144,7 +144,10 @@ pub async fn serve(
                 .max_decoding_message_size(API_MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // `serve_with_incoming` ignores the builder's `tcp_nodelay`: without setting it
+            // here, Nagle's algorithm held small replies back until the peer's delayed ACK,
+            // up to 40 ms per call (seen as a p99 of 31 ms and 30 ms heartbeats).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         );
     // If the Raft core stops on its own (a fatal storage error or a panic), the replica can no

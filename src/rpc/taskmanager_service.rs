@@ -48,6 +48,7 @@ impl TaskManagerService {
         if valid {
             Ok(())
         } else {
+            tracing::debug!("heartbeat refused: leader lease not held");
             Err(not_leader_here(&self.ctx))
         }
     }

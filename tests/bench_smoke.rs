@@ -1,0 +1,71 @@
+//! `dispatcher bench` end to end with tiny sizes, so the benchmark cannot rot between runs:
+//! every figure it promises is in the JSON, and the plot is a PNG.
+
+use std::process::{Command, Stdio};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_dispatcher");
+
+#[test]
+fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let json = dir.path().join("bench.json");
+    let png = dir.path().join("bench.png");
+    let output = Command::new(BINARY)
+        .args([
+            "bench",
+            "--seconds",
+            "0.5",
+            "--clients",
+            "1,4",
+            "--failover-rounds",
+            "1",
+            "--tm-loss-rounds",
+            "1",
+            "--progress-shards",
+            "0",
+            "--fleets",
+            "20,50",
+            "--placement-shards",
+            "500",
+            "--memory-shards",
+            "2000",
+            "--heartbeat-seconds",
+            "0.5",
+        ])
+        .arg("--dir")
+        .arg(dir.path().join("run"))
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&png)
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(
+        output.status.success(),
+        "bench failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("submit, 4 clients"), "{table}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+    assert!(report["fsync"]["latency"]["median_ms"].as_f64() > Some(0.0));
+    assert!(report["grpc_ping"]["per_second"].as_f64() > Some(0.0));
+    assert_eq!(report["submissions"].as_array().map(Vec::len), Some(2));
+    assert!(report["submissions"][1]["result"]["per_second"].as_f64() > Some(0.0));
+    assert_eq!(
+        report["failover"]["samples_ms"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(report["taskmanager_loss"]["summary"]["median_ms"].as_f64() > Some(0.0));
+    let scale = report["scale"].as_array().expect("scale figures");
+    assert_eq!(scale.len(), 2);
+    assert!(scale[0]["placement"]["per_second"].as_f64() > Some(0.0));
+    assert_eq!(scale[0]["keepalive_refused"], 0, "{}", scale[0]);
+    let largest = &scale[1];
+    assert!(largest["heartbeats"]["per_second"].as_f64() > Some(0.0));
+    assert!(largest["memory"]["snapshot_bytes"].as_u64() > Some(0));
+    assert!(largest["memory"]["follower_rss_full_bytes"].as_u64() > Some(0));
+    assert!(largest["memory"]["restart_seconds"].as_f64() > Some(0.0));
+    assert_eq!(&std::fs::read(&png)?[1..4], b"PNG");
+    Ok(())
+}
