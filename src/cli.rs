@@ -180,8 +180,8 @@ pub struct BenchArgs {
     /// Leader kills to time.
     #[arg(long, default_value_t = 20)]
     pub failover_rounds: usize,
-    /// Simulated TaskManager fleet sizes for the placement and heartbeat figures (empty skips).
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    /// Simulated TaskManager fleet sizes for the placement and heartbeat figures (`--fleets` alone skips them).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1000,10000")]
     pub fleets: Vec<usize>,
     /// Shards submitted to time placement, per fleet size.
     #[arg(long, default_value_t = 200_000)]

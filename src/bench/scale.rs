@@ -47,6 +47,8 @@ pub struct HeartbeatResult {
     /// CPU the leader process used meanwhile, in cores (1.0 = one core busy).
     pub leader_cpu_cores: f64,
     pub leader_cpu_us_per_heartbeat: f64,
+    /// Shards assigned per TaskManager meanwhile: every reply lists them all.
+    pub assignments_per_taskmanager: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,6 +172,8 @@ async fn measure_heartbeats(
         per_second: answered as f64 / seconds,
         leader_cpu_cores: cpu / seconds,
         leader_cpu_us_per_heartbeat: cpu * 1e6 / (answered.max(1) as f64),
+        assignments_per_taskmanager: f64::from(options.placement_shards)
+            / fleet.len().max(1) as f64,
     })
 }
 

@@ -326,7 +326,10 @@ async fn run(
         if let Some(h) = &r.heartbeats {
             row(
                 &mut table,
-                format!("heartbeats absorbed by the leader ({fleet} TaskManagers)"),
+                format!(
+                    "heartbeats absorbed by the leader ({fleet} TaskManagers, {:.0} shards each)",
+                    h.assignments_per_taskmanager
+                ),
                 format!(
                     "{:.0}/s at {:.2} cores ({:.0} µs CPU each)",
                     h.per_second, h.leader_cpu_cores, h.leader_cpu_us_per_heartbeat

@@ -114,6 +114,9 @@ fn status_to_rpc_error(target: NodeId, addr: &str, status: tonic::Status) -> RPC
     }
 }
 
+/// Shortest deadline of one AppendEntries call (see `append_entries`).
+const APPEND_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
+
 impl PeerClient {
     fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<TypeConfig>> {
         self.client.clone().map_err(unreachable)
@@ -152,7 +155,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, option.hard_ttl(), |mut c, r| async move {
+        // openraft gives replication the heartbeat interval (30 ms) as its deadline. A large
+        // batch, or a follower with a slow disk, can need longer than that every time, and
+        // would then never replicate; so appends get at least `APPEND_DEADLINE_FLOOR`.
+        let deadline = option.hard_ttl().max(APPEND_DEADLINE_FLOOR);
+        self.unary(&rpc, deadline, |mut c, r| async move {
             c.append_entries(r).await
         })
         .await
