@@ -57,11 +57,20 @@ pub async fn register(
     Ok((all, started.elapsed()))
 }
 
-async fn heartbeat(client: &Client, id: &str, epoch: u64) -> Result<bool, ClientError> {
+/// One heartbeat, sending the version of the assignment list held (as an agent does);
+/// returns the version the reply stands for, or `None` when the registration was refused.
+async fn heartbeat(
+    client: &Client,
+    id: &str,
+    epoch: u64,
+    held: (u64, u64),
+) -> Result<Option<(u64, u64)>, ClientError> {
     let request = HeartbeatRequest {
         taskmanager_id: id.to_string(),
         registration_epoch: epoch,
         running: Vec::new(),
+        assignments_max_epoch: held.0,
+        assignments_count: held.1,
     };
     let reply = client
         .call(|ch| {
@@ -74,7 +83,9 @@ async fn heartbeat(client: &Client, id: &str, epoch: u64) -> Result<bool, Client
             }
         })
         .await?;
-    Ok(reply.registered)
+    Ok(reply
+        .registered
+        .then_some((reply.assignments_max_epoch, reply.assignments_count)))
 }
 
 /// Background heartbeats for registered TaskManagers, every TaskManager once per `interval`
@@ -103,14 +114,20 @@ impl Heartbeaters {
             let (fleet, stop, sent, refused) =
                 (fleet.clone(), stop.clone(), sent.clone(), refused.clone());
             tasks.push(tokio::spawn(async move {
+                let mine: Vec<&(String, u64)> =
+                    fleet.iter().skip(worker).step_by(workers).collect();
+                let mut held = vec![(0, 0); mine.len()];
                 while !stop.load(Ordering::Relaxed) {
                     let round = Instant::now();
-                    for (id, epoch) in fleet.iter().skip(worker).step_by(workers) {
+                    for ((id, epoch), version) in mine.iter().zip(held.iter_mut()) {
                         if stop.load(Ordering::Relaxed) {
                             return;
                         }
-                        match heartbeat(&client, id, *epoch).await {
-                            Ok(true) => sent.fetch_add(1, Ordering::Relaxed),
+                        match heartbeat(&client, id, *epoch, *version).await {
+                            Ok(Some(now)) => {
+                                *version = now;
+                                sent.fetch_add(1, Ordering::Relaxed)
+                            }
                             _ => refused.fetch_add(1, Ordering::Relaxed),
                         };
                     }

@@ -1,7 +1,7 @@
 //! The whole replicated state: what every replica holds after applying the same log.
 
 use super::ids::JobId;
-use super::job::Job;
+use super::job::{Job, Shard};
 use super::taskmanager::TaskManager;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +19,22 @@ pub struct ClusterState {
     /// TaskManager id → the shards (job, index) that hold slots there. Kept by apply so that
     /// heartbeats, loss and drain never scan every job.
     pub shards_by_taskmanager: BTreeMap<String, BTreeSet<(JobId, u32)>>,
+}
+
+/// Which assignment list of a TaskManager a heartbeat reply describes: the greatest epoch
+/// among the shards it holds, and how many it holds. Heartbeat replies leave the list out
+/// when the agent already has this version.
+///
+/// Two moments of one log history with the same version hold the same list: a shard joins a
+/// list only by a placement, whose epoch (its log index) exceeds every epoch before it, and
+/// it leaves it for good (a later placement gives it a new epoch). So if the greatest epoch
+/// `M` is the same at `t1` and `t2`, every shard held at `t2` was placed by command `M` or
+/// earlier, before `t1`, and never left: the list at `t2` is part of the list at `t1`, and
+/// with equal counts it is the same list. Any replica computes it from applied state alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AssignmentsVersion {
+    pub max_epoch: u64,
+    pub count: u64,
 }
 
 /// A hash of the whole state: equal on every replica that applied the same log.
@@ -57,5 +73,30 @@ impl ClusterState {
 
     pub fn taskmanager(&self, id: &str) -> Option<&TaskManager> {
         self.taskmanagers.get(id)
+    }
+
+    /// The shards a TaskManager holds, with their jobs.
+    pub fn assignments<'a>(
+        &'a self,
+        taskmanager: &str,
+    ) -> impl Iterator<Item = (&'a Job, &'a Shard)> + 'a {
+        self.shards_by_taskmanager
+            .get(taskmanager)
+            .into_iter()
+            .flatten()
+            .filter_map(|(job_id, index)| {
+                let job = self.jobs.get(job_id)?;
+                Some((job, job.shards.get(*index as usize)?))
+            })
+    }
+
+    pub fn assignments_version(&self, taskmanager: &str) -> AssignmentsVersion {
+        self.assignments(taskmanager)
+            .fold(AssignmentsVersion::default(), |v, (_, shard)| {
+                AssignmentsVersion {
+                    max_epoch: v.max_epoch.max(shard.epoch),
+                    count: v.count + 1,
+                }
+            })
     }
 }

@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::raft_access::{not_leader_here, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::{JobId, TaskManagerState};
+use crate::domain::{AssignmentsVersion, JobId, TaskManagerState};
 use crate::fsm::{validate_name, Command, ShardOutcome};
 use crate::pb::api::task_managers_server::TaskManagers;
 use crate::pb::api::*;
@@ -70,6 +70,7 @@ impl TaskManagers for TaskManagerService {
             assignments: Vec::new(),
             lease_ms: settings.lease_ms,
             heartbeat_interval_ms: settings.heartbeat_interval_ms,
+            ..HeartbeatReply::default()
         };
         let view = self.ctx.shared.read();
         let Some(tm) = view.state.taskmanager(&req.taskmanager_id) else {
@@ -83,22 +84,23 @@ impl TaskManagers for TaskManagerService {
             return Ok(Response::new(reply));
         }
         reply.registered = true;
-        for (job_id, index) in view
-            .state
-            .shards_by_taskmanager
-            .get(&tm.id)
-            .into_iter()
-            .flatten()
-        {
-            let Some(job) = view.state.jobs.get(job_id) else {
-                continue;
-            };
-            let Some(shard) = job.shards.get(*index as usize) else {
-                continue;
-            };
+        let version = view.state.assignments_version(&tm.id);
+        reply.assignments_max_epoch = version.max_epoch;
+        reply.assignments_count = version.count;
+        let known = AssignmentsVersion {
+            max_epoch: req.assignments_max_epoch,
+            count: req.assignments_count,
+        };
+        // Most heartbeats find nothing changed: answering them without the list keeps their
+        // cost flat however many shards a TaskManager holds.
+        if known == version {
+            reply.assignments_unchanged = true;
+            return Ok(Response::new(reply));
+        }
+        for (job, shard) in view.state.assignments(&tm.id) {
             reply.assignments.push(Assignment {
-                job_id: job_id.to_string(),
-                index: *index,
+                job_id: job.id.to_string(),
+                index: shard.index,
                 epoch: shard.epoch,
                 attempt: shard.attempt,
                 shard_count: job.spec.shard_count,

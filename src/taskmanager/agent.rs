@@ -135,6 +135,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
 
     let main = async {
         let mut registration_epoch = register(&client, &opts).await?;
+        // The assignment list last acted on and its version (greatest epoch, count).
+        let mut held: ((u64, u64), Vec<Assignment>) = ((0, 0), Vec::new());
         let mut interval = DEFAULT_INTERVAL;
         let mut lease_was_valid = false;
         loop {
@@ -151,6 +153,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 taskmanager_id: opts.id.clone(),
                 registration_epoch,
                 running,
+                assignments_max_epoch: held.0 .0,
+                assignments_count: held.0 .1,
             };
             let reply = heartbeat_client
                 .call(|ch| {
@@ -162,6 +166,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 Ok(reply) if !reply.registered => {
                     tracing::warn!("the leader does not know this registration (declared lost?): stopping every run and registering again");
                     lock(&runs).clear();
+                    held = ((0, 0), Vec::new());
                     registration_epoch = register(&client, &opts).await?;
                     continue;
                 }
@@ -171,7 +176,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     // A reply that arrives (or is handled) after the lease it grants has run
                     // out may be stale: act on nothing in it.
                     if lease.is_valid() {
-                        reconcile(&ctx, &runs, &mut rereported, reply.assignments);
+                        if !reply.assignments_unchanged {
+                            let version = (reply.assignments_max_epoch, reply.assignments_count);
+                            held = (version, reply.assignments);
+                        }
+                        reconcile(&ctx, &runs, &mut rereported, held.1.clone());
                     }
                 }
                 Err(e) => tracing::debug!("heartbeat failed: {e}"),

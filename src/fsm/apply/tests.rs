@@ -829,3 +829,49 @@ fn repeated_interruptions_back_off() {
         state.jobs.get_mut(&job).expect("job").shards[0].not_before_ms = 0;
     }
 }
+
+#[test]
+fn assignments_version_changes_with_the_list_and_only_then() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm-a", 8, &[]);
+    let empty = state.assignments_version("tm-a");
+    assert_eq!((empty.max_epoch, empty.count), (0, 0));
+    let job = submit(&mut state, 2, 3, 1);
+    place(
+        &mut state,
+        3,
+        vec![placement(job, 0, "tm-a"), placement(job, 1, "tm-a")],
+    );
+    let two = state.assignments_version("tm-a");
+    assert_eq!((two.max_epoch, two.count), (3, 2));
+    // A shard starting changes nothing the agent is told.
+    let started = Command::ReportShardStarted {
+        taskmanager: "tm-a".into(),
+        job_id: job,
+        shard: 0,
+        epoch: 3,
+        now_ms: 3_500,
+    };
+    assert_eq!(apply(&mut state, 4, started), Response::ShardReported);
+    assert_eq!(state.assignments_version("tm-a"), two);
+    // A shard ending leaves the list: a new version.
+    let ended = Command::ReportShardEnded {
+        taskmanager: "tm-a".into(),
+        job_id: job,
+        shard: 0,
+        epoch: 3,
+        outcome: ShardOutcome::Finished,
+        run_ms: 5,
+        retry_at_ms: 0,
+        now_ms: 3_600,
+    };
+    assert_eq!(apply(&mut state, 5, ended), Response::ShardReported);
+    let one = state.assignments_version("tm-a");
+    assert_eq!((one.max_epoch, one.count), (3, 1));
+    // Another placement brings the count back to two, with a greater epoch.
+    place(&mut state, 6, vec![placement(job, 2, "tm-a")]);
+    let again = state.assignments_version("tm-a");
+    assert_eq!((again.max_epoch, again.count), (6, 2));
+    assert_ne!(again, two);
+    assert_eq!(state.assignments("tm-a").count(), 2);
+}
