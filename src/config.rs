@@ -68,7 +68,7 @@ pub struct SnapshotSettings {
 impl Default for SnapshotSettings {
     fn default() -> Self {
         SnapshotSettings {
-            every_entries: 10_000,
+            every_entries: 100_000,
             keep_entries: 1_000,
         }
     }

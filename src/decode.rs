@@ -62,7 +62,7 @@ mod tests {
             };
             state.jobs.insert(
                 JobId(j),
-                Job {
+                std::sync::Arc::new(Job {
                     id: JobId(j),
                     name: format!("job-{j}"),
                     spec,
@@ -71,7 +71,7 @@ mod tests {
                     ended_at_ms: None,
                     idempotency_key: None,
                     shards: (0..100_000).map(Shard::new).collect(),
-                },
+                }),
             );
         }
         let bytes = state.encode();

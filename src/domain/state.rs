@@ -6,11 +6,16 @@ use super::taskmanager::TaskManager;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
+/// Jobs and the per-TaskManager shard sets sit behind `Arc`s, so that a copy of the state
+/// (taken for a snapshot while applying goes on) costs a pointer per job instead of every
+/// shard; apply changes them through `Arc::make_mut`, copying only what a copy still shares.
+/// The encoding, and so the digest and the snapshot format, is the same as without them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub taskmanagers: BTreeMap<String, TaskManager>,
-    pub jobs: BTreeMap<JobId, Job>,
+    pub jobs: BTreeMap<JobId, Arc<Job>>,
     /// Client idempotency key → the job it created.
     pub idempotency_keys: BTreeMap<String, JobId>,
     /// Jobs that still have pending (unplaced) shards: the scheduler's work list, kept so the
@@ -18,7 +23,7 @@ pub struct ClusterState {
     pub jobs_with_pending_shards: BTreeSet<JobId>,
     /// TaskManager id → the shards (job, index) that hold slots there. Kept by apply so that
     /// heartbeats, loss and drain never scan every job.
-    pub shards_by_taskmanager: BTreeMap<String, BTreeSet<(JobId, u32)>>,
+    pub shards_by_taskmanager: BTreeMap<String, Arc<BTreeSet<(JobId, u32)>>>,
 }
 
 /// Which assignment list of a TaskManager a heartbeat reply describes: the greatest epoch
@@ -68,7 +73,7 @@ impl ClusterState {
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {
-        self.jobs.get(&id)
+        self.jobs.get(&id).map(|job| &**job)
     }
 
     pub fn taskmanager(&self, id: &str) -> Option<&TaskManager> {
@@ -83,9 +88,9 @@ impl ClusterState {
         self.shards_by_taskmanager
             .get(taskmanager)
             .into_iter()
-            .flatten()
+            .flat_map(|held| held.iter())
             .filter_map(|(job_id, index)| {
-                let job = self.jobs.get(job_id)?;
+                let job: &Job = self.jobs.get(job_id)?;
                 Some((job, job.shards.get(*index as usize)?))
             })
     }

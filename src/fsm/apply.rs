@@ -2,6 +2,7 @@
 
 use super::command::{Command, Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
 use super::validate::{validate_registration, validate_spec};
+use std::sync::Arc;
 use crate::domain::{
     ClusterState, Job, JobId, JobSpec, JobState, Labels, RunStats, Shard, ShardState, TaskManager,
     TaskManagerState, EXCLUSION_FAILURES, EXCLUSION_MS, EXCLUSION_WINDOW_MS, MAX_ERROR_LEN,
@@ -154,7 +155,7 @@ fn submit_job(
     }
     state.jobs.insert(
         job_id,
-        Job {
+        Arc::new(Job {
             id: job_id,
             name,
             spec,
@@ -163,7 +164,7 @@ fn submit_job(
             ended_at_ms: None,
             idempotency_key,
             shards,
-        },
+        }),
     );
     state.jobs_with_pending_shards.insert(job_id);
     Ok(Response::JobSubmitted {
@@ -198,7 +199,7 @@ fn place_shards(
 }
 
 fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u64) -> bool {
-    let Some(job) = state.jobs.get_mut(&p.job_id) else {
+    let Some(job) = state.jobs.get_mut(&p.job_id).map(Arc::make_mut) else {
         return false;
     };
     if job.state.is_terminal() {
@@ -225,17 +226,19 @@ fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u6
     shard.exit_code = None;
     shard.started_at_ms = None;
     tm.used_slots += slots;
-    state
-        .shards_by_taskmanager
-        .entry(tm.id.clone())
-        .or_default()
-        .insert((p.job_id, p.shard));
+    Arc::make_mut(
+        state
+            .shards_by_taskmanager
+            .entry(tm.id.clone())
+            .or_default(),
+    )
+    .insert((p.job_id, p.shard));
     true
 }
 
 /// Recompute a job's state from its shards and keep the pending work list in step.
 fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) {
-    if let Some(job) = state.jobs.get_mut(&job_id) {
+    if let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) {
         job.state = job.derived_state();
         if job.state.is_terminal() && job.ended_at_ms.is_none() {
             job.ended_at_ms = Some(now_ms);
@@ -262,7 +265,7 @@ fn release_slots(
         tm.used_slots = tm.used_slots.saturating_sub(slots);
     }
     if let Some(held) = state.shards_by_taskmanager.get_mut(taskmanager) {
-        held.remove(&(job_id, index));
+        Arc::make_mut(held).remove(&(job_id, index));
         if held.is_empty() {
             state.shards_by_taskmanager.remove(taskmanager);
         }
@@ -271,7 +274,7 @@ fn release_slots(
 
 /// Stop every shard of a job that has not ended, releasing their slots.
 fn cancel_remaining_shards(state: &mut ClusterState, job_id: JobId) -> u32 {
-    let Some(job) = state.jobs.get_mut(&job_id) else {
+    let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) else {
         return 0;
     };
     let slots = job.spec.slots_per_shard;
@@ -293,9 +296,7 @@ fn cancel_remaining_shards(state: &mut ClusterState, job_id: JobId) -> u32 {
 }
 
 fn cancel_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) -> Result<Response, Rejection> {
-    let job = state
-        .jobs
-        .get_mut(&job_id)
+    let job = state.jobs.get_mut(&job_id).map(Arc::make_mut)
         .ok_or(Rejection::UnknownJob(job_id))?;
     // Cancelling twice is not an error: a client that lost the first answer may retry.
     if job.state == JobState::Cancelled {
@@ -349,9 +350,7 @@ fn current_assignment<'a>(
     if !state.taskmanagers.contains_key(taskmanager) {
         return Err(Rejection::UnknownTaskManager(taskmanager.to_string()));
     }
-    let job = state
-        .jobs
-        .get_mut(&job_id)
+    let job = state.jobs.get_mut(&job_id).map(Arc::make_mut)
         .ok_or(Rejection::UnknownJob(job_id))?;
     let shard = job
         .shards
@@ -412,9 +411,7 @@ fn report_ended(
     if let Some(tm) = state.taskmanagers.get_mut(taskmanager) {
         record_run(tm, &outcome, run_ms, now_ms);
     }
-    if let Some(shard) = state
-        .jobs
-        .get_mut(&job_id)
+    if let Some(shard) = state.jobs.get_mut(&job_id).map(Arc::make_mut)
         .and_then(|job| job.shards.get_mut(index as usize))
     {
         match outcome {
@@ -441,7 +438,7 @@ fn report_ended(
     }
     if out_of_attempts {
         // One shard out of attempts fails the job; its other shards are stopped.
-        if let Some(job) = state.jobs.get_mut(&job_id) {
+        if let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) {
             job.state = JobState::Failed;
         }
         cancel_remaining_shards(state, job_id);
@@ -527,7 +524,7 @@ fn requeue_held(
     let mut moved = 0;
     let mut jobs = BTreeSet::new();
     for (job_id, index, expected_epoch) in shards {
-        let Some(job) = state.jobs.get_mut(job_id) else {
+        let Some(job) = state.jobs.get_mut(job_id).map(Arc::make_mut) else {
             continue;
         };
         let slots = job.spec.slots_per_shard;

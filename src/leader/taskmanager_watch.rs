@@ -78,7 +78,7 @@ pub async fn run(
                         .shards_by_taskmanager
                         .get(&tm.id)
                         .into_iter()
-                        .flatten()
+                        .flat_map(|held| held.iter())
                         .filter_map(|(job, index)| {
                             let shard = view.state.jobs.get(job)?.shards.get(*index as usize)?;
                             Some((*job, *index, shard.epoch))

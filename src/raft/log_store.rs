@@ -2,8 +2,13 @@
 //!
 //! Durability rule: nothing is reported to openraft as done before `flush_async` returned —
 //! the vote is flushed before `save_vote` returns, appended entries are flushed before the
-//! append callback fires, and truncation and purge are flushed before they return. Log keys
-//! are big-endian indexes so that sled's byte order is log order.
+//! append callback fires, and truncation and the purge point are flushed before they return.
+//! Log keys are big-endian indexes so that sled's byte order is log order.
+//!
+//! Purged entries are deleted by a background thread, not in `purge`: deleting the hundred
+//! thousand entries behind a snapshot took most of a second, and the log (so every write)
+//! waited for it. Reads never return entries at or below the durable purge point, so
+//! entries waiting to be deleted, even across a crash, are invisible.
 
 use super::types::{Entry, LogId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -11,6 +16,8 @@ use openraft::OptionalSend;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 const LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";
@@ -37,13 +44,76 @@ pub struct SledLogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// The first index reads may return: one past the durable purge point.
+    first_readable: Arc<AtomicU64>,
+    /// Purge points for the deleting thread.
+    purger: Arc<Mutex<mpsc::Sender<u64>>>,
+}
+
+/// Entries deleted per batch by the purging thread.
+const PURGE_CHUNK: usize = 4096;
+
+/// Delete log entries up to each index received, in chunks, until every sender is gone.
+fn run_purger(log: sled::Tree, purges: mpsc::Receiver<u64>) {
+    while let Ok(mut upto) = purges.recv() {
+        // Only the newest purge point matters.
+        while let Ok(later) = purges.try_recv() {
+            upto = upto.max(later);
+        }
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in log.range(..=key(upto)).take(PURGE_CHUNK) {
+                match item {
+                    Ok((k, _)) => batch.remove(k),
+                    Err(e) => {
+                        tracing::warn!("purging the log: {e}");
+                        break;
+                    }
+                }
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = log.apply_batch(batch) {
+                tracing::warn!("purging the log: {e}");
+                break;
+            }
+        }
+    }
 }
 
 impl SledLogStore {
     pub fn open(db: sled::Db) -> io::Result<Self> {
         let log = db.open_tree(LOG_TREE).map_err(io_err)?;
         let meta = db.open_tree(META_TREE).map_err(io_err)?;
-        Ok(SledLogStore { db, log, meta })
+        let (purger, purges) = mpsc::channel();
+        let tree = log.clone();
+        std::thread::Builder::new()
+            .name("log-purger".into())
+            .spawn(move || run_purger(tree, purges))?;
+        let store = SledLogStore {
+            db,
+            log,
+            meta,
+            first_readable: Arc::new(AtomicU64::new(0)),
+            purger: Arc::new(Mutex::new(purger)),
+        };
+        if let Some(purged) = store.get_meta::<LogId>(KEY_LAST_PURGED)? {
+            store.purged_through(purged.index());
+        }
+        Ok(store)
+    }
+
+    /// Hide entries through `index` from reads and have the purging thread delete them.
+    fn purged_through(&self, index: u64) {
+        self.first_readable
+            .fetch_max(index.saturating_add(1), Ordering::SeqCst);
+        let purger = self.purger.lock().unwrap_or_else(|p| p.into_inner());
+        // The thread only ends with the last store handle; a failed send leaves entries
+        // that reads already skip.
+        let _ = purger.send(index);
     }
 
     async fn flush(&self) -> io::Result<()> {
@@ -91,7 +161,25 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let range = (bound_key(range.start_bound()), bound_key(range.end_bound()));
+        let first = self.first_readable.load(Ordering::SeqCst);
+        let start = match range.start_bound() {
+            Bound::Included(i) if *i >= first => Bound::Included(key(*i)),
+            Bound::Excluded(i) if *i >= first => Bound::Excluded(key(*i)),
+            _ => Bound::Included(key(first)),
+        };
+        let end = bound_key(range.end_bound());
+        let empty = match (&start, &end) {
+            (Bound::Included(s), Bound::Included(e)) => s > e,
+            (Bound::Included(s), Bound::Excluded(e)) | (Bound::Excluded(s), Bound::Included(e)) => {
+                s >= e
+            }
+            (Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
+            _ => false,
+        };
+        if empty {
+            return Ok(Vec::new());
+        }
+        let range = (start, end);
         let mut entries = Vec::new();
         for item in self.log.range(range) {
             let (_, bytes) = item.map_err(io_err)?;
@@ -173,11 +261,11 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // Record the purge point first: a crash between the two steps leaves extra entries
-        // behind the purge point, never a hole in front of it.
+        // The purge point is durable before anything is deleted: a crash leaves extra
+        // entries behind it (hidden from reads, deleted after the restart), never a hole.
         self.put_meta(KEY_LAST_PURGED, &log_id)?;
         self.flush().await?;
-        self.remove_range(..=key(log_id.index()))?;
-        self.flush().await
+        self.purged_through(log_id.index());
+        Ok(())
     }
 }
