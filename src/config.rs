@@ -8,7 +8,7 @@
 //! election_timeout_max_ms = 200
 //!
 //! [snapshot]
-//! every_entries = 10000     # build a snapshot after this many entries since the last one
+//! every_entries = 100000    # build a snapshot after this many entries since the last one
 //! keep_entries = 1000       # entries kept behind a snapshot for slow followers
 //!
 //! [taskmanagers]

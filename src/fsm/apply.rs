@@ -2,13 +2,13 @@
 
 use super::command::{Command, Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
 use super::validate::{validate_registration, validate_spec};
-use std::sync::Arc;
 use crate::domain::{
     ClusterState, Job, JobId, JobSpec, JobState, Labels, RunStats, Shard, ShardState, TaskManager,
     TaskManagerState, EXCLUSION_FAILURES, EXCLUSION_MS, EXCLUSION_WINDOW_MS, MAX_ERROR_LEN,
     RECENT_FAILURES_KEPT,
 };
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Apply `command`, committed at `log_index`, to `state`.
 ///
@@ -296,7 +296,10 @@ fn cancel_remaining_shards(state: &mut ClusterState, job_id: JobId) -> u32 {
 }
 
 fn cancel_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) -> Result<Response, Rejection> {
-    let job = state.jobs.get_mut(&job_id).map(Arc::make_mut)
+    let job = state
+        .jobs
+        .get_mut(&job_id)
+        .map(Arc::make_mut)
         .ok_or(Rejection::UnknownJob(job_id))?;
     // Cancelling twice is not an error: a client that lost the first answer may retry.
     if job.state == JobState::Cancelled {
@@ -350,7 +353,10 @@ fn current_assignment<'a>(
     if !state.taskmanagers.contains_key(taskmanager) {
         return Err(Rejection::UnknownTaskManager(taskmanager.to_string()));
     }
-    let job = state.jobs.get_mut(&job_id).map(Arc::make_mut)
+    let job = state
+        .jobs
+        .get_mut(&job_id)
+        .map(Arc::make_mut)
         .ok_or(Rejection::UnknownJob(job_id))?;
     let shard = job
         .shards
@@ -411,7 +417,10 @@ fn report_ended(
     if let Some(tm) = state.taskmanagers.get_mut(taskmanager) {
         record_run(tm, &outcome, run_ms, now_ms);
     }
-    if let Some(shard) = state.jobs.get_mut(&job_id).map(Arc::make_mut)
+    if let Some(shard) = state
+        .jobs
+        .get_mut(&job_id)
+        .map(Arc::make_mut)
         .and_then(|job| job.shards.get_mut(index as usize))
     {
         match outcome {

@@ -82,7 +82,12 @@ impl Dispatcher for DispatcherService {
     ) -> Result<Response<ListJobsReply>, Status> {
         linearizable(&self.ctx).await?;
         let applied = self.ctx.shared.read();
-        let jobs = applied.state.jobs.values().map(|j| job_summary(j)).collect();
+        let jobs = applied
+            .state
+            .jobs
+            .values()
+            .map(|j| job_summary(j))
+            .collect();
         Ok(Response::new(ListJobsReply { jobs }))
     }
 

@@ -509,7 +509,12 @@ fn replacements_are_capped_but_first_placements_are_not() {
     let job = submit(&mut state, 2, 4, 1);
     // Two shards ran before (attempt 1) and wait to be placed again.
     for index in 0..2 {
-        let shard = &mut state.jobs.get_mut(&job).map(std::sync::Arc::make_mut).expect("job").shards[index];
+        let shard = &mut state
+            .jobs
+            .get_mut(&job)
+            .map(std::sync::Arc::make_mut)
+            .expect("job")
+            .shards[index];
         shard.attempt = 1;
     }
     let limits = PlanLimits {

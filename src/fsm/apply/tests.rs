@@ -671,7 +671,12 @@ fn cancel_job_that_ended_otherwise_is_rejected() {
         (JobState::Failed, "failed"),
     ] {
         let mut ended_state = state.clone();
-        ended_state.jobs.get_mut(&job).map(std::sync::Arc::make_mut).unwrap().state = ended;
+        ended_state
+            .jobs
+            .get_mut(&job)
+            .map(std::sync::Arc::make_mut)
+            .unwrap()
+            .state = ended;
         assert_rejected(&ended_state, 4, cancel_cmd(job), |r| {
             *r == Rejection::JobAlreadyEnded {
                 job_id: job,
@@ -826,7 +831,13 @@ fn repeated_interruptions_back_off() {
         assert_eq!(s.failures, 0, "interruptions are not failures");
         assert_eq!(s.not_before_ms, now + expected_backoff);
         // Let the back-off pass before the next placement.
-        state.jobs.get_mut(&job).map(std::sync::Arc::make_mut).expect("job").shards[0].not_before_ms = 0;
+        state
+            .jobs
+            .get_mut(&job)
+            .map(std::sync::Arc::make_mut)
+            .expect("job")
+            .shards[0]
+            .not_before_ms = 0;
     }
 }
 
