@@ -198,9 +198,18 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let last_log_id = match self.log.last().map_err(io_err)? {
+        let last_entry = match self.log.last().map_err(io_err)? {
             Some((_, bytes)) => Some(decode::<Entry>(&bytes)?.log_id),
-            None => last_purged_log_id,
+            None => None,
+        };
+        // Entries at or below the purge point may still wait for the purging thread (even
+        // across a restart); they do not count.
+        let last_log_id = match (last_entry, &last_purged_log_id) {
+            (Some(entry), Some(purged)) if entry.index() <= purged.index() => {
+                last_purged_log_id.clone()
+            }
+            (Some(entry), _) => Some(entry),
+            (None, _) => last_purged_log_id.clone(),
         };
         Ok(LogState {
             last_purged_log_id,
@@ -267,5 +276,36 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         self.flush().await?;
         self.purged_through(log_id.index());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::testing::{blank_ent, log_id};
+
+    /// A crash after the purge point was made durable but before the purging thread deleted
+    /// the entries behind it (here: a snapshot installed far past a short log).
+    #[tokio::test]
+    async fn entries_left_behind_the_purge_point_are_invisible_after_a_restart() {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        {
+            let log = db.open_tree(LOG_TREE).expect("log tree");
+            let meta = db.open_tree(META_TREE).expect("meta tree");
+            for i in 1..=3 {
+                let entry = blank_ent::<TypeConfig>(1, 1, i);
+                log.insert(key(i), encode(&entry).expect("encode"))
+                    .expect("insert");
+            }
+            let purged: LogId = log_id::<TypeConfig>(1, 1, 99);
+            meta.insert(KEY_LAST_PURGED, encode(&purged).expect("encode"))
+                .expect("insert");
+        }
+        let mut store = SledLogStore::open(db).expect("open");
+        let state = store.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index()), Some(99));
+        assert_eq!(state.last_log_id.map(|l| l.index()), Some(99));
+        let entries = store.try_get_log_entries(0..200).await.expect("read");
+        assert!(entries.is_empty(), "{entries:?}");
     }
 }
