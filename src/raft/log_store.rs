@@ -205,11 +205,9 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         // Entries at or below the purge point may still wait for the purging thread (even
         // across a restart); they do not count.
         let last_log_id = match (last_entry, &last_purged_log_id) {
-            (Some(entry), Some(purged)) if entry.index() <= purged.index() => {
-                last_purged_log_id.clone()
-            }
+            (Some(entry), Some(purged)) if entry.index() <= purged.index() => last_purged_log_id,
             (Some(entry), _) => Some(entry),
-            (None, _) => last_purged_log_id.clone(),
+            (None, _) => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,
