@@ -1,7 +1,14 @@
-//! `dispatcher bench`: starts a local cluster of this very binary on loopback (durable
-//! replicas, default Raft timings) and measures what users feel — submission throughput
-//! and latency at several client counts, and leader failover as seen by a client (SIGKILL
-//! of the leader → first acknowledged submission sent after it).
+//! `dispatcher bench`: starts local clusters of this very binary on loopback (durable
+//! replicas, default timings) and measures what users feel and what the machine allows:
+//! - `throughput`: submissions per second and their latency at several client counts;
+//! - `failover`: SIGKILL of the leader → first acknowledged submission sent after it;
+//! - `recovery`: TaskManager loss and the pause in shard progress, with real agents;
+//! - `scale` (with `fleet`'s simulated TaskManagers): placements, heartbeats, memory,
+//!   snapshot size and restart time;
+//! - `limits`: the floors, fdatasync and a bare gRPC round trip;
+//! - `process`: CPU and memory of a process, from /proc.
+//!
+//! It must not reach into a replica: everything goes through the public API and signals.
 
 mod failover;
 mod fleet;
