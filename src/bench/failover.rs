@@ -28,25 +28,12 @@ pub async fn measure_failover(
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let leader = cluster.wait_for_leader(&ids, CONVERGE_DEADLINE).await?;
+        let probe = || job_request(&format!("failover-probe-{round}"), 1, "/bin/true", &[]);
         // Warm the client's route to the current leader, as a live client would have.
-        client
-            .submit(job_request(
-                &format!("failover-probe-{round}"),
-                1,
-                "/bin/true",
-                &[],
-            ))
-            .await?;
+        client.submit(probe()).await?;
         let killed_at = Instant::now();
         cluster.kill(leader)?;
-        client
-            .submit(job_request(
-                &format!("failover-probe-{round}"),
-                1,
-                "/bin/true",
-                &[],
-            ))
-            .await?;
+        client.submit(probe()).await?;
         let took = killed_at.elapsed();
         samples.push(took);
         tracing::info!(round, leader, ms = took.as_secs_f64() * 1000.0, "failover");

@@ -2,6 +2,7 @@
 //! can be faster than the leader's flush; batching spreads it over many commits), and what
 //! a bare gRPC round trip to a replica costs on loopback (no Raft, no disk).
 
+use super::process::cpu_time;
 use super::stats::Summary;
 use super::BenchError;
 use crate::client::Client;
@@ -48,22 +49,22 @@ pub struct PingResult {
     /// `clients` concurrent clients calling back to back.
     pub clients: usize,
     pub per_second: f64,
-    /// Length of the concurrent phase.
-    pub seconds: f64,
-    /// Both phases, sequential and concurrent.
-    pub elapsed_seconds: f64,
+    /// CPU the answering replica spent per round trip, over both phases.
+    pub server_cpu_us_per_call: Option<f64>,
 }
 
-/// Round trips of the `Ping` RPC, which a replica answers without Raft or disk.
+/// Round trips of the `Ping` RPC, which the replica `server_pid` at `endpoint` answers
+/// without Raft or disk.
 pub async fn measure_ping(
     endpoint: &str,
+    server_pid: u32,
     rounds: usize,
     clients: usize,
     duration: Duration,
 ) -> Result<PingResult, BenchError> {
-    let first = Instant::now();
     let client = Client::new(vec![endpoint.to_string()])?;
     client.ping(None).await?; // connect first
+    let cpu_before = cpu_time(server_pid);
     let mut samples = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let t = Instant::now();
@@ -91,11 +92,15 @@ pub async fn measure_ping(
             .map_err(|e| BenchError::Failed(format!("ping task: {e}")))??;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let calls = total + rounds as u64;
+    let server_cpu_us_per_call = match (cpu_before, cpu_time(server_pid)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1e6 / calls.max(1) as f64),
+        _ => None,
+    };
     Ok(PingResult {
         latency: Summary::of(&samples),
         clients,
         per_second: total as f64 / seconds,
-        seconds,
-        elapsed_seconds: first.elapsed().as_secs_f64(),
+        server_cpu_us_per_call,
     })
 }

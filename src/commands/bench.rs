@@ -152,9 +152,13 @@ async fn run(
     let leader = cluster
         .wait_for_leader(&cluster.ids(), bench::STARTUP_DEADLINE)
         .await?;
-    let meter = CpuMeter::start(&processes(&cluster, leader));
+    let leader_pid = cluster
+        .replica(leader)?
+        .pid()
+        .ok_or_else(|| BenchError::Failed("the leader is not running".into()))?;
     let ping = bench::measure_ping(
         &cluster.addr(leader)?,
+        leader_pid,
         2000,
         64,
         Duration::from_secs_f64(args.seconds.min(5.0)),
@@ -166,11 +170,7 @@ async fn run(
         String::new(),
         summary_cells(&ping.latency, |s| s.p99_ms),
     );
-    let ping_cpu = meter.cores();
-    // The replica answering the pings spent this much CPU per round trip.
-    let ping_calls = ping.per_second * ping.seconds + 2000.0;
-    let ping_us = ping_cpu.get("leader").copied().unwrap_or(0.0) * ping.elapsed_seconds * 1e6
-        / ping_calls.max(1.0);
+    let ping_us = ping.server_cpu_us_per_call.unwrap_or(0.0);
     row(
         &mut table,
         format!("limit: bare gRPC round trips, {} clients", ping.clients),
@@ -178,7 +178,6 @@ async fn run(
         Default::default(),
     );
     report["grpc_ping"] = json!(ping);
-    report["grpc_ping"]["server_cpu_us_per_call"] = json!(ping_us);
 
     let client = Client::new(cluster.endpoints())?;
     // Enough capacity that every submitted shard is placed, as in real use.

@@ -60,6 +60,43 @@ fn draw_error<E: std::fmt::Debug>(e: E) -> String {
     format!("cannot draw the plot: {e:?}")
 }
 
+/// The charts share a logarithmic x axis (clients); the y axis differs.
+type Chart<'a, 'b, Y> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<LogCoord<f64>, Y>>;
+
+/// One named series: a line through `values`, a dot on each, and a legend entry.
+fn line_with_dots<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, '_, Y>,
+    name: &str,
+    color: RGBColor,
+    values: &[(f64, f64)],
+) -> Result<(), String> {
+    chart
+        .draw_series(LineSeries::new(
+            values.iter().copied(),
+            color.stroke_width(2),
+        ))
+        .map_err(draw_error)?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    chart
+        .draw_series(values.iter().map(|v| Circle::new(*v, 4, color.filled())))
+        .map_err(draw_error)?;
+    Ok(())
+}
+
+fn legend<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'a, 'b, Y>,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(draw_error)
+}
+
 /// Draw `report`'s submission figures into `path` (PNG).
 pub fn throughput_plot(report: &serde_json::Value, path: &Path) -> Result<(), String> {
     let points = points(report);
@@ -103,19 +140,8 @@ pub fn throughput_plot(report: &serde_json::Value, path: &Path) -> Result<(), St
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(draw_error)?;
-    rate.draw_series(LineSeries::new(
-        points.iter().map(|p| (p.clients, p.per_second)),
-        BLUE.stroke_width(2),
-    ))
-    .map_err(draw_error)?
-    .label("submissions / s")
-    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    rate.draw_series(
-        points
-            .iter()
-            .map(|p| Circle::new((p.clients, p.per_second), 4, BLUE.filled())),
-    )
-    .map_err(draw_error)?;
+    let rates: Vec<(f64, f64)> = points.iter().map(|p| (p.clients, p.per_second)).collect();
+    line_with_dots(&mut rate, "submissions / s", BLUE, &rates)?;
     rate.draw_series(points.iter().map(|p| {
         Text::new(
             format!("{:.0}/s", p.per_second),
@@ -124,13 +150,7 @@ pub fn throughput_plot(report: &serde_json::Value, path: &Path) -> Result<(), St
         )
     }))
     .map_err(draw_error)?;
-    rate.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(draw_error)?;
+    legend(&mut rate)?;
 
     let mut latency = ChartBuilder::on(&right)
         .caption("submission latency", ("sans-serif", 16))
@@ -150,38 +170,11 @@ pub fn throughput_plot(report: &serde_json::Value, path: &Path) -> Result<(), St
         .y_label_formatter(&|y| format!("{y:.1}"))
         .draw()
         .map_err(draw_error)?;
-    for (name, color, pick) in [
-        (
-            "median",
-            GREEN,
-            (|p: &Point| p.median_ms) as fn(&Point) -> f64,
-        ),
-        ("p99", RED, |p: &Point| p.p99_ms),
-    ] {
-        latency
-            .draw_series(LineSeries::new(
-                points.iter().map(|p| (p.clients, pick(p))),
-                color.stroke_width(2),
-            ))
-            .map_err(draw_error)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        latency
-            .draw_series(
-                points
-                    .iter()
-                    .map(|p| Circle::new((p.clients, pick(p)), 4, color.filled())),
-            )
-            .map_err(draw_error)?;
-    }
-    latency
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(draw_error)?;
+    let medians: Vec<(f64, f64)> = points.iter().map(|p| (p.clients, p.median_ms)).collect();
+    let p99s: Vec<(f64, f64)> = points.iter().map(|p| (p.clients, p.p99_ms)).collect();
+    line_with_dots(&mut latency, "median", GREEN, &medians)?;
+    line_with_dots(&mut latency, "p99", RED, &p99s)?;
+    legend(&mut latency)?;
     root.present().map_err(draw_error)
 }
 

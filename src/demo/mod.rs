@@ -16,7 +16,7 @@ mod view;
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::config::ServeConfig;
 use crate::local_cluster::{wait_for, LocalCluster, LocalClusterError};
-use crate::pb::api::{JobSpec, JobStatus, SubmitRequest, TaskManagerInfo};
+use crate::pb::api::{JobStatus, SubmitRequest, TaskManagerInfo};
 use dataset::Aggregate;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,28 +109,26 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 impl Demo {
     /// A job whose shards run `dispatcher demo-shard <step>` over a data set of `parts`.
     fn job_request(&self, step: &str, shards: u32, parts: u32, pace: Duration) -> SubmitRequest {
-        SubmitRequest {
-            name: step.to_string(),
-            spec: Some(JobSpec {
-                command: self.binary.display().to_string(),
-                args: vec![
-                    "demo-shard".into(),
-                    step.into(),
-                    "--data".into(),
-                    self.data.display().to_string(),
-                    "--parts".into(),
-                    parts.to_string(),
-                    "--pace-ms".into(),
-                    pace.as_millis().to_string(),
-                ],
-                env: Default::default(),
-                shard_count: shards,
-                slots_per_shard: 1,
-                max_attempts: 3,
-                selector: Default::default(),
-            }),
-            idempotency_key: String::new(),
-        }
+        let (data, parts, pace) = (
+            self.data.display().to_string(),
+            parts.to_string(),
+            pace.as_millis().to_string(),
+        );
+        crate::bench::job_request(
+            step,
+            shards,
+            &self.binary.display().to_string(),
+            &[
+                "demo-shard",
+                step,
+                "--data",
+                &data,
+                "--parts",
+                &parts,
+                "--pace-ms",
+                &pace,
+            ],
+        )
     }
 
     /// One look at the cluster: report what changed, redraw the status line.

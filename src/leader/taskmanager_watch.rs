@@ -75,14 +75,8 @@ pub async fn run(
                 {
                     let held: Vec<(JobId, u32, u64)> = view
                         .state
-                        .shards_by_taskmanager
-                        .get(&tm.id)
-                        .into_iter()
-                        .flat_map(|held| held.iter())
-                        .filter_map(|(job, index)| {
-                            let shard = view.state.jobs.get(job)?.shards.get(*index as usize)?;
-                            Some((*job, *index, shard.epoch))
-                        })
+                        .assignments(&tm.id)
+                        .map(|(job, shard)| (job.id, shard.index, shard.epoch))
                         .collect();
                     if !held.is_empty() {
                         drains.push((tm.id.clone(), held));
