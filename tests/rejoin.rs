@@ -38,18 +38,20 @@ async fn wiped_replica_rejoins_and_large_entries_replicate() -> anyhow::Result<(
     cluster.restart(victim)?;
 
     log_phase("the wiped replica follows the existing leader and converges");
-    let (_, digest) = cluster.wait_converged(&ids, DEADLINE).await?;
-    let status = wait_for(
+    // It lost its votes: it is demoted to learner, caught up, and only then votes again.
+    wait_for(
         DEADLINE,
-        "the wiped replica to follow the live leader",
+        "the wiped replica to be restored to voter",
         || async {
             cluster
                 .local_status(victim)
                 .await
-                .filter(|s| s.leader_id.is_some())
+                .filter(|s| s.leader_id.is_some() && s.raft_gate == "open")
         },
     )
     .await?;
+    let (_, digest) = cluster.wait_converged(&ids, DEADLINE).await?;
+    let status = cluster.local_status(victim).await.expect("victim answers");
     let live = cluster.local_status(leader).await.expect("leader answers");
     assert_eq!(status.leader_id, live.leader_id, "one cluster, one leader");
     assert_eq!(status.term, live.term);

@@ -69,6 +69,7 @@ pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool)
                 v["snapshot_index"] = json!(s.snapshot_index);
                 v["purged_index"] = json!(s.purged_index);
                 v["initialized"] = json!(s.initialized);
+                v["raft_gate"] = json!(s.raft_gate);
             }
             print_json(&v);
         }
@@ -83,9 +84,10 @@ pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool)
             );
             if local {
                 println!(
-                    "replica {} ({})  state digest {}  last log {}  snapshot {}",
+                    "replica {} ({}, raft gate {})  state digest {}  last log {}  snapshot {}",
                     s.node_id,
                     s.server_state,
+                    s.raft_gate,
                     s.state_digest,
                     s.last_log_index,
                     s.snapshot_index

@@ -1,23 +1,38 @@
-//! Forming the cluster without an init step, and never forming a second one.
+//! Forming the cluster without an init step, never forming a second one, and never letting a
+//! replica that lost its data vote.
 //!
-//! A replica whose log is empty asks every other peer (`Cluster.Status`, local view) whether
-//! it already belongs to a cluster. If any does, it waits to be caught up by that cluster's
-//! leader (it is a member that lost its disk, or a new replica about to be added). Only when
-//! a majority of the peers, itself included, answer and none is initialized does the replica
-//! with the smallest id among those that answered initialize the membership — the same
-//! membership on whichever replica does it, which openraft allows.
+//! A replica whose data dir holds a vote or log entries remembers what it did: its Raft gate
+//! opens at once. A replica with nothing (a new data dir) starts with the gate closed and asks
+//! every other peer (`Cluster.Status`, local view) whether it already belongs to a cluster:
+//! - if any does, this replica may be a member that lost its disk (or a new replica about to
+//!   be added): it goes through `rejoin` and votes only once the leader has taken it back;
+//! - only when a majority of the peers, itself included, answer and none is initialized is
+//!   this a first formation: the gate opens (nobody can have forgotten anything), and the
+//!   replica with the smallest id among those that answered initializes the membership — the
+//!   same membership on whichever replica does it, which openraft allows;
+//! - when nothing can be learned (too few peers answer), it waits: it never guesses.
 
+use super::rejoin::{open, persist, rejoin, RejoinMarker, RejoinPhase};
 use crate::pb::api::cluster_client::ClusterClient;
 use crate::pb::api::ClusterStatusRequest;
-use crate::raft::{Node, Raft};
+use crate::raft::{GateState, Node, Raft, RaftGate};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY_EVERY: Duration = Duration::from_millis(300);
 
-/// `Some(initialized)` if the peer answered.
-async fn probe(addr: &str) -> Option<bool> {
+/// What a peer said about itself.
+struct Probe {
+    initialized: bool,
+    /// It has committed to a first formation (or is an ordinary member): it may vote.
+    votes: bool,
+}
+
+/// `None` if the peer did not answer.
+async fn probe(addr: &str) -> Option<Probe> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
         .connect_timeout(PROBE_TIMEOUT)
@@ -29,12 +44,55 @@ async fn probe(addr: &str) -> Option<bool> {
         .await
         .ok()?
         .into_inner();
-    Some(reply.initialized)
+    Some(Probe {
+        initialized: reply.initialized,
+        votes: reply.raft_gate == GateState::Open.name(),
+    })
 }
 
-pub async fn form_or_join(raft: Raft, id: u64, peers: BTreeMap<u64, String>) {
+/// What `form_or_join` needs to know about this replica.
+pub struct Bootstrap {
+    pub raft: Raft,
+    pub gate: Arc<RaftGate>,
+    pub marker: RejoinMarker,
+    pub id: u64,
+    pub peers: BTreeMap<u64, String>,
+    pub source_ip: Option<IpAddr>,
+    /// The data dir held a vote or log entries: this replica remembers what it did.
+    pub has_history: bool,
+    /// A rejoin interrupted by a restart.
+    pub rejoin_phase: Option<RejoinPhase>,
+}
+
+/// The gate a replica starts with, before `form_or_join` runs.
+pub fn initial_gate(has_history: bool, rejoin_phase: Option<RejoinPhase>) -> GateState {
+    match rejoin_phase {
+        Some(phase) => phase.gate(),
+        None if has_history => GateState::Open,
+        None => GateState::Closed,
+    }
+}
+
+pub async fn form_or_join(b: Bootstrap) {
+    let others: Vec<String> = b
+        .peers
+        .iter()
+        .filter(|(p, _)| **p != b.id)
+        .map(|(_, a)| a.clone())
+        .collect();
+    match (b.rejoin_phase, b.has_history) {
+        (Some(phase @ (RejoinPhase::AwaitingDemotion | RejoinPhase::AwaitingRestore)), _) => {
+            return rejoin(b.raft, b.gate, b.marker, b.id, others, b.source_ip, phase).await;
+        }
+        (_, true) => {
+            open(&b.gate, &b.raft);
+            return;
+        }
+        (Some(RejoinPhase::Founding), false) => open(&b.gate, &b.raft),
+        (None, false) => {}
+    }
     loop {
-        match raft.is_initialized().await {
+        match b.raft.is_initialized().await {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => {
@@ -42,31 +100,55 @@ pub async fn form_or_join(raft: Raft, id: u64, peers: BTreeMap<u64, String>) {
                 return;
             }
         }
-        if peers.contains_key(&id) {
-            let mut pristine = BTreeSet::from([id]);
-            let mut someone_initialized = false;
-            for (peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
-                match probe(addr).await {
-                    Some(true) => someone_initialized = true,
-                    Some(false) => {
-                        pristine.insert(*peer);
+        let founding = b.gate.get() == GateState::Open;
+        // Uninitialized peers, and those of them that already opened for the formation.
+        let mut pristine = BTreeSet::from([b.id]);
+        let mut ready = BTreeSet::new();
+        if founding {
+            ready.insert(b.id);
+        }
+        let mut someone_initialized = false;
+        for (peer, addr) in b.peers.iter().filter(|(p, _)| **p != b.id) {
+            match probe(addr).await {
+                Some(p) if p.initialized => someone_initialized = true,
+                Some(p) => {
+                    pristine.insert(*peer);
+                    if p.votes {
+                        ready.insert(*peer);
                     }
-                    None => {}
                 }
+                None => {}
             }
-            let majority = peers.len() / 2 + 1;
-            if someone_initialized {
-                tracing::info!(
-                    "a peer already belongs to a cluster; waiting to be caught up by its leader"
-                );
-            } else if pristine.len() >= majority && pristine.first() == Some(&id) {
-                let members: BTreeMap<u64, Node> = peers
+        }
+        let majority = b.peers.len() / 2 + 1;
+        if someone_initialized && !founding {
+            // The cluster exists and this replica has no memory of it: it may be a member
+            // that lost its disk. It votes again only once the leader has taken it back.
+            persist(&b.marker, RejoinPhase::AwaitingDemotion).await;
+            let phase = RejoinPhase::AwaitingDemotion;
+            return rejoin(b.raft, b.gate, b.marker, b.id, others, b.source_ip, phase).await;
+        }
+        if someone_initialized {
+            tracing::info!("the cluster formed; waiting for its leader to replicate to us");
+        } else if b.peers.contains_key(&b.id) && pristine.len() >= majority {
+            // First formation: a majority of the named replicas, this one included, have
+            // never belonged to a cluster, so none of them can have forgotten anything.
+            if !founding {
+                tracing::info!(members = ?b.peers, "first formation: this replica may vote");
+                persist(&b.marker, RejoinPhase::Founding).await;
+                open(&b.gate, &b.raft);
+                ready.insert(b.id);
+            }
+            // The founder waits until a majority may vote, or it could never be elected.
+            if pristine.first() == Some(&b.id) && ready.len() >= majority {
+                let members: BTreeMap<u64, Node> = b
+                    .peers
                     .iter()
                     .map(|(id, addr)| (*id, Node { addr: addr.clone() }))
                     .collect();
-                match raft.initialize(members).await {
+                match b.raft.initialize(members).await {
                     Ok(()) => {
-                        tracing::info!(members = ?peers, "initialized the cluster");
+                        tracing::info!(members = ?b.peers, "initialized the cluster");
                         return;
                     }
                     Err(e) => tracing::info!("initialize: {e}"),

@@ -3,6 +3,7 @@
 //! runs and what tests start in-process.
 
 mod bootstrap;
+mod rejoin;
 
 use crate::config::{ConfigError, ServeConfig};
 use crate::leader::{LeaderDuties, Liveness};
@@ -12,11 +13,14 @@ use crate::pb::api::task_managers_server::TaskManagersServer;
 use crate::pb::raft::raft_service_server::RaftServiceServer;
 use crate::raft::network::RAFT_MAX_MESSAGE_BYTES;
 use crate::raft::snapshot_store::SnapshotStore;
-use crate::raft::{GrpcNetworkFactory, Raft, SledLogStore, StateMachineStore};
+use crate::raft::{GateState, GrpcNetworkFactory, Raft, RaftGate, SledLogStore, StateMachineStore};
 use crate::rpc::{
     ClusterService, DispatcherService, RaftService, ServiceContext, TaskManagerService,
     API_MAX_MESSAGE_BYTES,
 };
+use bootstrap::Bootstrap;
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+use rejoin::RejoinMarker;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -78,7 +82,21 @@ pub async fn serve(
             path: db_path.display().to_string(),
             source: std::io::Error::other(e),
         })?;
-    let log_store = SledLogStore::open(db.clone()).map_err(storage_err(&db_path))?;
+    let mut log_store = SledLogStore::open(db.clone()).map_err(storage_err(&db_path))?;
+    let has_history = has_history(&mut log_store)
+        .await
+        .map_err(storage_err(&db_path))?;
+    let marker = RejoinMarker::open(&db, &db_path).map_err(storage_err(&db_path))?;
+    let rejoin_phase = marker.load().map_err(storage_err(&db_path))?;
+    let gate = Arc::new(RaftGate::new(bootstrap::initial_gate(
+        has_history,
+        rejoin_phase,
+    )));
+    // A replica that may not vote must not campaign either, from its first tick.
+    let raft_config = Arc::new(openraft::Config {
+        enable_elect: gate.get() == GateState::Open,
+        ..(*raft_config).clone()
+    });
     let snapshot_dir = opts.data_dir.join("snapshots");
     let snapshots = SnapshotStore::open(&snapshot_dir).map_err(storage_err(&snapshot_dir))?;
     let state_machine = StateMachineStore::open(snapshots).map_err(storage_err(&snapshot_dir))?;
@@ -92,11 +110,12 @@ pub async fn serve(
             source,
         })?;
 
+    // Dial peers from the address we listen on, unless that is a wildcard.
+    let source_ip = Some(opts.listen.ip()).filter(|ip| !ip.is_unspecified());
     let raft: Raft = Raft::new(
         opts.id,
         raft_config,
-        // Dial peers from the address we listen on, unless that is a wildcard.
-        GrpcNetworkFactory::new(Some(opts.listen.ip()).filter(|ip| !ip.is_unspecified())),
+        GrpcNetworkFactory::new(source_ip),
         log_store,
         state_machine,
     )
@@ -112,12 +131,18 @@ pub async fn serve(
         liveness: liveness.clone(),
         tm_settings: opts.config.taskmanagers.clone(),
         leader_lease: Duration::from_millis(opts.config.raft.election_timeout_min_ms),
+        gate: gate.clone(),
     };
-    let bootstrap = tokio::spawn(bootstrap::form_or_join(
-        raft.clone(),
-        opts.id,
-        opts.peers.clone(),
-    ));
+    let bootstrap = tokio::spawn(bootstrap::form_or_join(Bootstrap {
+        raft: raft.clone(),
+        gate: gate.clone(),
+        marker,
+        id: opts.id,
+        peers: opts.peers.clone(),
+        source_ip,
+        has_history,
+        rejoin_phase,
+    }));
     let leader_duties =
         LeaderDuties::start(raft.clone(), shared.clone(), liveness, opts.config.clone());
 
@@ -125,7 +150,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
         .add_service(
-            RaftServiceServer::new(RaftService::new(raft.clone()))
+            RaftServiceServer::new(RaftService::new(raft.clone(), gate))
                 .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(RAFT_MAX_MESSAGE_BYTES),
         )
@@ -167,6 +192,14 @@ pub async fn serve(
         tracing::warn!("final flush: {e}");
     }
     result
+}
+
+/// Whether the log store remembers anything this replica did: a vote or log entries (or a
+/// purge point, after a snapshot). A replica without history cannot have forgotten anything.
+async fn has_history(store: &mut SledLogStore) -> std::io::Result<bool> {
+    let state = store.get_log_state().await?;
+    let vote = store.read_vote().await?;
+    Ok(vote.is_some() || state.last_log_id.is_some() || state.last_purged_log_id.is_some())
 }
 
 /// Resolves with the reason when the Raft core stops running.

@@ -3,12 +3,14 @@
 //! replicas. The rest of the crate sees Raft only through this module.
 
 pub mod fuzzing;
+pub mod gate;
 pub mod log_store;
 pub mod network;
 pub mod snapshot_store;
 pub mod state_machine;
 pub mod types;
 
+pub use gate::{GateState, RaftGate};
 pub use log_store::SledLogStore;
 pub use network::GrpcNetworkFactory;
 pub use state_machine::{AppliedState, SharedState, StateMachineStore};

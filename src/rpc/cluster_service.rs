@@ -129,6 +129,7 @@ impl Cluster for ClusterService {
             purged_index: metrics.purged.map(|l| l.index()),
             server_state: server_state_name(metrics.state).to_string(),
             initialized,
+            raft_gate: self.ctx.gate.get().name().to_string(),
         }))
     }
 
@@ -246,6 +247,14 @@ impl Cluster for ClusterService {
         Ok(Response::new(MembershipReply {
             members: members(&self.metrics()),
         }))
+    }
+
+    async fn rejoin(
+        &self,
+        request: Request<RejoinRequest>,
+    ) -> Result<Response<RejoinReply>, Status> {
+        let reply = super::rejoin::handle(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn transfer_leader(

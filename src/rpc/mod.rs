@@ -10,6 +10,7 @@ mod error;
 pub mod fuzzing;
 mod raft_access;
 mod raft_service;
+mod rejoin;
 mod taskmanager_service;
 
 pub use cluster_service::ClusterService;
@@ -20,7 +21,7 @@ pub use taskmanager_service::TaskManagerService;
 
 use crate::config::TaskManagerSettings;
 use crate::leader::Liveness;
-use crate::raft::{Raft, SharedState};
+use crate::raft::{Raft, RaftGate, SharedState};
 use std::sync::Arc;
 
 /// Largest client request the API decodes; bigger requests are refused by tonic with
@@ -39,4 +40,6 @@ pub struct ServiceContext {
     /// How long after a quorum acknowledged it the leader may still answer heartbeats
     /// alone: no other leader can be elected sooner (the election timeout's lower bound).
     pub leader_lease: std::time::Duration,
+    /// What this replica's Raft service lets through (reported by `cluster status --local`).
+    pub gate: Arc<RaftGate>,
 }

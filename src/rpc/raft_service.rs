@@ -1,23 +1,49 @@
 //! Inbound Raft RPCs: decode, hand to openraft, encode. Undecodable input is refused with
-//! `INVALID_ARGUMENT` and never reaches openraft.
+//! `INVALID_ARGUMENT` and never reaches openraft; so is anything the replica's `RaftGate`
+//! does not let through (a replica that lost its data neither votes nor acknowledges entries
+//! until the leader has taken it back), with `UNAVAILABLE`.
 
 use crate::pb::raft::raft_service_server::RaftService as RaftServiceApi;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
 use crate::raft::network::{decode, encode};
-use crate::raft::{Raft, Snapshot, SnapshotMeta, Vote};
+use crate::raft::{Raft, RaftGate, Snapshot, SnapshotMeta, Vote};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Display;
+use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct RaftService {
     raft: Raft,
+    gate: Arc<RaftGate>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> Self {
-        RaftService { raft }
+    pub fn new(raft: Raft, gate: Arc<RaftGate>) -> Self {
+        RaftService { raft, gate }
+    }
+
+    fn check_replication(&self) -> Result<(), Status> {
+        if self.gate.allows_replication() {
+            Ok(())
+        } else {
+            Err(Status::unavailable(
+                "this replica started on an empty data dir and waits for the leader to demote it \
+                 to learner before it accepts entries",
+            ))
+        }
+    }
+
+    fn check_voting(&self) -> Result<(), Status> {
+        if self.gate.allows_voting() {
+            Ok(())
+        } else {
+            Err(Status::unavailable(
+                "this replica lost its data and does not vote until the leader has caught it up \
+                 and restored it to voter",
+            ))
+        }
     }
 }
 
@@ -37,11 +63,13 @@ impl RaftServiceApi for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check_replication()?;
         let req: AppendEntriesRequest<_> = decode_request(request.get_ref(), "AppendEntries")?;
         reply(self.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_voting()?;
         let req: VoteRequest<_> = decode_request(request.get_ref(), "Vote")?;
         reply(self.raft.vote(req).await)
     }
@@ -50,6 +78,7 @@ impl RaftServiceApi for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check_voting()?;
         let req: VoteRequest<_> = decode_request(request.get_ref(), "PreVote")?;
         reply(self.raft.pre_vote(req).await)
     }
@@ -58,6 +87,7 @@ impl RaftServiceApi for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check_voting()?;
         let req: TransferLeaderRequest<_> = decode_request(request.get_ref(), "TransferLeader")?;
         reply(self.raft.handle_transfer_leader(req).await)
     }
@@ -66,6 +96,7 @@ impl RaftServiceApi for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check_replication()?;
         let mut stream = request.into_inner();
         let first = stream
             .message()
