@@ -443,6 +443,14 @@ fn report_ended(
                 shard.error = Some(truncate(reason));
                 interrupt(shard, 0, now_ms);
             }
+            ShardOutcome::CannotStart { error } => {
+                // Retrying would only fail the same way (here or on any TaskManager).
+                shard.failures += 1;
+                shard.exit_code = None;
+                shard.error = Some(truncate(error));
+                shard.state = ShardState::Failed;
+                out_of_attempts = true;
+            }
         }
     }
     if out_of_attempts {
@@ -517,7 +525,8 @@ fn record_run(tm: &mut TaskManager, outcome: &ShardOutcome, run_ms: u64, now_ms:
                 tm.recent_failures_ms.clear();
             }
         }
-        ShardOutcome::Interrupted { .. } => {}
+        // Neither is the TaskManager's doing.
+        ShardOutcome::Interrupted { .. } | ShardOutcome::CannotStart { .. } => {}
     }
 }
 

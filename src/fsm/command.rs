@@ -91,6 +91,9 @@ pub enum ShardOutcome {
     },
     /// Cut short by the infrastructure (the TaskManager restarted); does not count.
     Interrupted { reason: String },
+    /// The command could not be started (not found, not executable): the job's fault. The
+    /// shard fails at once, without retries, and the TaskManager's record is untouched.
+    CannotStart { error: String },
 }
 
 impl fmt::Display for Command {

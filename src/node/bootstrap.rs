@@ -6,13 +6,13 @@
 //! every other peer (`Cluster.Status`, local view) whether it already belongs to a cluster:
 //! - if any does, this replica may be a member that lost its disk (or a new replica about to
 //!   be added): it goes through `rejoin` and votes only once the leader has taken it back;
-//! - only when a majority of the peers, itself included, answer and none is initialized is
-//!   this a first formation: the gate opens (nobody can have forgotten anything), and the
-//!   replica with the smallest id among those that answered initializes the membership — the
-//!   same membership on whichever replica does it, which openraft allows;
+//! - only when every named peer answers and none has taken part in a cluster (no membership,
+//!   no vote, no entries) is this a first formation: the gate opens (nobody can have forgotten
+//!   anything), and once a majority has opened, the replica with the smallest id initializes
+//!   the membership — the same membership on whichever replica does it, which openraft allows;
 //! - when nothing can be learned (too few peers answer), it waits: it never guesses.
 
-use super::rejoin::{open, persist, rejoin, RejoinMarker, RejoinPhase};
+use super::rejoin::{enter, open, rejoin, RejoinMarker, RejoinPhase};
 use crate::pb::api::cluster_client::ClusterClient;
 use crate::pb::api::ClusterStatusRequest;
 use crate::raft::{GateState, Node, Raft, RaftGate};
@@ -26,6 +26,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(300);
 
 /// What a peer said about itself.
 struct Probe {
+    /// It belongs to a cluster, or has voted or holds entries (it took part in forming one).
     initialized: bool,
     /// It has committed to a first formation (or is an ordinary member): it may vote.
     votes: bool,
@@ -45,7 +46,7 @@ async fn probe(addr: &str) -> Option<Probe> {
         .ok()?
         .into_inner();
     Some(Probe {
-        initialized: reply.initialized,
+        initialized: reply.initialized || reply.has_history,
         votes: reply.raft_gate == GateState::Open.name(),
     })
 }
@@ -81,7 +82,10 @@ pub async fn form_or_join(b: Bootstrap) {
         .map(|(_, a)| a.clone())
         .collect();
     match (b.rejoin_phase, b.has_history) {
-        (Some(phase @ (RejoinPhase::AwaitingDemotion | RejoinPhase::AwaitingRestore)), _) => {
+        (
+            Some(phase @ (RejoinPhase::AwaitingDemotion | RejoinPhase::AwaitingRestore { .. })),
+            _,
+        ) => {
             return rejoin(b.raft, b.gate, b.marker, b.id, others, b.source_ip, phase).await;
         }
         (_, true) => {
@@ -124,19 +128,19 @@ pub async fn form_or_join(b: Bootstrap) {
         if someone_initialized && !founding {
             // The cluster exists and this replica has no memory of it: it may be a member
             // that lost its disk. It votes again only once the leader has taken it back.
-            persist(&b.marker, RejoinPhase::AwaitingDemotion).await;
             let phase = RejoinPhase::AwaitingDemotion;
+            enter(&b.marker, &b.gate, &b.raft, Some(phase)).await;
             return rejoin(b.raft, b.gate, b.marker, b.id, others, b.source_ip, phase).await;
         }
         if someone_initialized {
             tracing::info!("the cluster formed; waiting for its leader to replicate to us");
-        } else if b.peers.contains_key(&b.id) && pristine.len() >= majority {
-            // First formation: a majority of the named replicas, this one included, have
-            // never belonged to a cluster, so none of them can have forgotten anything.
+        } else if b.peers.contains_key(&b.id) && pristine.len() == b.peers.len() {
+            // First formation: every named replica answered and none has ever taken part in
+            // a cluster. A majority would not do: a replica that lost its disk and one that
+            // was never started would be a majority of three, beside a live third.
             if !founding {
                 tracing::info!(members = ?b.peers, "first formation: this replica may vote");
-                persist(&b.marker, RejoinPhase::Founding).await;
-                open(&b.gate, &b.raft);
+                enter(&b.marker, &b.gate, &b.raft, Some(RejoinPhase::Founding)).await;
                 ready.insert(b.id);
             }
             // The founder waits until a majority may vote, or it could never be elected.

@@ -13,7 +13,7 @@ use crate::pb::api::task_managers_server::TaskManagersServer;
 use crate::pb::raft::raft_service_server::RaftServiceServer;
 use crate::raft::network::RAFT_MAX_MESSAGE_BYTES;
 use crate::raft::snapshot_store::SnapshotStore;
-use crate::raft::{GateState, GrpcNetworkFactory, Raft, RaftGate, SledLogStore, StateMachineStore};
+use crate::raft::{GateState, GrpcNetworkFactory, Raft, RaftGate, StateMachineStore, WalLogStore};
 use crate::rpc::{
     ClusterService, DispatcherService, RaftService, ServiceContext, TaskManagerService,
     API_MAX_MESSAGE_BYTES,
@@ -82,10 +82,12 @@ pub async fn serve(
             path: db_path.display().to_string(),
             source: std::io::Error::other(e),
         })?;
-    let mut log_store = SledLogStore::open(db.clone()).map_err(storage_err(&db_path))?;
+    refuse_old_log_layout(&db, &db_path)?;
+    let log_dir = opts.data_dir.join("raft-log");
+    let mut log_store = WalLogStore::open(&log_dir).map_err(storage_err(&log_dir))?;
     let has_history = has_history(&mut log_store)
         .await
-        .map_err(storage_err(&db_path))?;
+        .map_err(storage_err(&log_dir))?;
     let marker = RejoinMarker::open(&db, &db_path).map_err(storage_err(&db_path))?;
     let rejoin_phase = marker.load().map_err(storage_err(&db_path))?;
     let gate = Arc::new(RaftGate::new(bootstrap::initial_gate(
@@ -194,9 +196,29 @@ pub async fn serve(
     result
 }
 
+/// Versions before the write-ahead log kept the Raft log in sled (tree `raft_log`). Such a
+/// data dir is refused rather than silently treated as empty.
+fn refuse_old_log_layout(db: &sled::Db, db_path: &std::path::Path) -> Result<(), NodeError> {
+    if db
+        .tree_names()
+        .iter()
+        .any(|name| name.as_ref() == b"raft_log")
+    {
+        return Err(NodeError::Storage {
+            path: db_path.display().to_string(),
+            source: std::io::Error::other(
+                "this data dir holds a Raft log in the old sled layout; move the data dir away \
+                 and start this replica on an empty one: it rejoins and is caught up by the \
+                 leader",
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Whether the log store remembers anything this replica did: a vote or log entries (or a
 /// purge point, after a snapshot). A replica without history cannot have forgotten anything.
-async fn has_history(store: &mut SledLogStore) -> std::io::Result<bool> {
+async fn has_history(store: &mut WalLogStore) -> std::io::Result<bool> {
     let state = store.get_log_state().await?;
     let vote = store.read_vote().await?;
     Ok(vote.is_some() || state.last_log_id.is_some() || state.last_purged_log_id.is_some())

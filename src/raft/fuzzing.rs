@@ -2,10 +2,10 @@
 //! from the network or its disk, called exactly as production calls it. They must never
 //! panic, whatever the bytes.
 
-use super::log_store;
 use super::network::decode;
 use super::snapshot_store::{decode_snapshot_file, decode_state};
-use super::types::{Entry, LogId, SnapshotMeta, TypeConfig, Vote};
+use super::types::{SnapshotMeta, TypeConfig, Vote};
+use super::wal::record::{decode_frame, Frame};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -23,12 +23,12 @@ pub fn decode_raft_payloads(data: &[u8]) {
     let _ = decode::<Result<TransferLeaderResponse<TypeConfig>, String>>(data);
 }
 
-/// Records of the sled log store.
+/// A segment of the write-ahead log, read frame by frame as replay does.
 pub fn decode_log_records(data: &[u8]) {
-    let _ = log_store::decode::<Entry>(data);
-    let _ = log_store::decode::<Vote>(data);
-    let _ = log_store::decode::<LogId>(data);
-    let _ = log_store::decode::<Option<LogId>>(data);
+    let mut at = 0;
+    while let Frame::Record(_, used) = decode_frame(&data[at..]) {
+        at += used;
+    }
 }
 
 /// Snapshot files and snapshot data, down to the state and its digest.

@@ -1,17 +1,17 @@
-//! Everything that touches openraft: the type configuration, the sled log store, the
+//! Everything that touches openraft: the type configuration, the write-ahead log store, the
 //! in-memory state machine with its on-disk snapshots, and the tonic transport between
 //! replicas. The rest of the crate sees Raft only through this module.
 
 pub mod fuzzing;
 pub mod gate;
-pub mod log_store;
 pub mod network;
 pub mod snapshot_store;
 pub mod state_machine;
 pub mod types;
+pub mod wal;
 
 pub use gate::{GateState, RaftGate};
-pub use log_store::SledLogStore;
 pub use network::GrpcNetworkFactory;
 pub use state_machine::{AppliedState, SharedState, StateMachineStore};
 pub use types::*;
+pub use wal::WalLogStore;

@@ -8,9 +8,10 @@ use super::error::ApiError;
 use super::raft_access::{linearizable, not_leader_here, write_error};
 use super::ServiceContext;
 use crate::fsm::validate_address;
+use crate::pb::api::cluster_client::ClusterClient;
 use crate::pb::api::cluster_server::Cluster;
 use crate::pb::api::*;
-use crate::raft::{Node, RaftMetrics};
+use crate::raft::{GateState, Node, RaftMetrics, TypeConfig};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{ChangeMembers, Instant as _, ServerState};
 use std::collections::BTreeSet;
@@ -21,6 +22,8 @@ use tonic::{Request, Response, Status};
 const UNREACHABLE_AFTER: Duration = Duration::from_millis(1500);
 /// How long transfer-leader waits for the new leader to take over.
 const TRANSFER_WAIT: Duration = Duration::from_secs(5);
+/// How long `cluster add` retries a promotion that raced another membership change.
+const MEMBERSHIP_RETRY: Duration = Duration::from_secs(10);
 /// How long a requested snapshot may take to build.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 
@@ -89,6 +92,44 @@ fn members(metrics: &RaftMetrics) -> Vec<Member> {
         .collect()
 }
 
+/// Wait (a bounded while) until a newly promoted replica has seen its promotion and opened
+/// its Raft gate, so that `cluster add` returns with a replica that votes.
+async fn wait_until_votes(addr: &str) {
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+        return;
+    };
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_millis(500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(channel) = endpoint.connect().await {
+            let reply = ClusterClient::new(channel)
+                .status(ClusterStatusRequest { local: true })
+                .await;
+            if reply.is_ok_and(|r| r.get_ref().raft_gate == GateState::Open.name()) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!("replica at {addr} is a voter but has not opened its Raft gate yet");
+}
+
+/// openraft refused a change because another one is under way or just happened.
+fn is_concurrent_change(
+    err: &openraft::errors::RaftError<TypeConfig, openraft::errors::ClientWriteError<TypeConfig>>,
+) -> bool {
+    use openraft::errors::{ChangeMembershipError, ClientWriteError, RaftError};
+    matches!(
+        err,
+        RaftError::APIError(ClientWriteError::PreconditionFailed(_))
+            | RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_)
+            ))
+    )
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(
@@ -130,6 +171,7 @@ impl Cluster for ClusterService {
             server_state: server_state_name(metrics.state).to_string(),
             initialized,
             raft_gate: self.ctx.gate.get().name().to_string(),
+            has_history: metrics.current_term > 0 || metrics.last_log_index.is_some(),
         }))
     }
 
@@ -195,17 +237,33 @@ impl Cluster for ClusterService {
                 .into());
             }
         }
-        let node = Node { addr: req.addr };
+        let node = Node {
+            addr: req.addr.clone(),
+        };
         self.ctx
             .raft
             .add_learner(req.id, node, true)
             .await
             .map_err(write_error)?;
-        self.ctx
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
-            .await
-            .map_err(write_error)?;
+        // The new replica's own rejoin prompt may promote it first (it asks the leader too),
+        // and a concurrent change makes openraft refuse ours: check and try again.
+        let deadline = std::time::Instant::now() + MEMBERSHIP_RETRY;
+        loop {
+            let committed = self.metrics().committed_membership_config.clone();
+            let configs = committed.membership().get_joint_config();
+            if configs.len() == 1 && configs[0].contains(&req.id) {
+                break;
+            }
+            let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.id]));
+            match self.ctx.raft.change_membership(change, false).await {
+                Ok(_) => break,
+                Err(e) if std::time::Instant::now() < deadline && is_concurrent_change(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(write_error(e).into()),
+            }
+        }
+        wait_until_votes(&req.addr).await;
         Ok(Response::new(MembershipReply {
             members: members(&self.metrics()),
         }))

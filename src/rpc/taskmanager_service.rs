@@ -140,6 +140,7 @@ impl TaskManagers for TaskManagerService {
                 error: req.error,
             }),
             ReportKind::Interrupted => Some(ShardOutcome::Interrupted { reason: req.error }),
+            ReportKind::CannotStart => Some(ShardOutcome::CannotStart { error: req.error }),
         };
         let command = match outcome {
             None => Command::ReportShardStarted {

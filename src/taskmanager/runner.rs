@@ -55,14 +55,26 @@ impl RunContext {
         });
     }
 
-    /// Report a stored result again (the agent restarted before the report got through).
+    /// Report a result (also a stored one again, when the agent restarted before the
+    /// report got through).
     pub fn report_result(&self, a: &Assignment, result: &RunResult) {
-        let kind = if result.exit_code == Some(0) {
-            ReportKind::Finished
-        } else {
-            ReportKind::Failed
-        };
-        self.report(a, kind, Some(result));
+        self.report(a, classify(result), Some(result));
+    }
+}
+
+/// Whose fault a run's end was: a command that could not be started at all is the job's,
+/// any other non-zero exit is a failure of the shard.
+fn classify(result: &RunResult) -> ReportKind {
+    match result.exit_code {
+        Some(0) => ReportKind::Finished,
+        Some(super::supervisor::EXIT_CANNOT_START)
+            if result
+                .error
+                .contains(super::supervisor::CANNOT_START_MESSAGE) =>
+        {
+            ReportKind::CannotStart
+        }
+        _ => ReportKind::Failed,
     }
 }
 

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 pub const EXIT_STOPPED: i32 = 75;
 /// What the supervisor prints on stderr when it stops the shard for that reason.
 pub const STOPPED_MESSAGE: &str = "shard-exec: stopped the shard";
+/// Exit code when the command could not be started at all (as a shell's "not found").
+pub const EXIT_CANNOT_START: i32 = 127;
+/// What the supervisor prints on stderr, first, when that happens.
+pub const CANNOT_START_MESSAGE: &str = "shard-exec: cannot start";
 const POLL: Duration = Duration::from_millis(20);
 /// Signals a terminal or a stray `kill` may send: the supervisor ignores them, the shard
 /// gets them back at their defaults.
@@ -82,8 +86,8 @@ pub fn shard_exec(command: &[String], keepalive_timeout: Duration) -> i32 {
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("shard-exec: cannot start '{program}': {e}");
-            return 127;
+            eprintln!("{CANNOT_START_MESSAGE} '{program}': {e}");
+            return EXIT_CANNOT_START;
         }
     };
     let pgid = child.id();

@@ -886,3 +886,42 @@ fn assignments_version_changes_with_the_list_and_only_then() {
     assert_ne!(again, two);
     assert_eq!(state.assignments("tm-a").count(), 2);
 }
+
+#[test]
+fn a_command_that_cannot_start_fails_its_job_at_once_and_blames_no_taskmanager() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm-a", 4, &[]);
+    let job = submit(&mut state, 2, 3, 1);
+    place(
+        &mut state,
+        3,
+        vec![placement(job, 0, "tm-a"), placement(job, 1, "tm-a")],
+    );
+    let report = Command::ReportShardEnded {
+        taskmanager: "tm-a".into(),
+        job_id: job,
+        shard: 0,
+        epoch: 3,
+        outcome: ShardOutcome::CannotStart {
+            error: "shard-exec: cannot start 'nope': No such file or directory".into(),
+        },
+        run_ms: 1,
+        retry_at_ms: 0,
+        now_ms: 4_000,
+    };
+    assert_eq!(apply(&mut state, 4, report), Response::ShardReported);
+    let failed = shard(&state, job, 0);
+    assert_eq!(failed.state, ShardState::Failed, "no retry");
+    assert_eq!(failed.failures, 1);
+    let j = state.job(job).expect("job");
+    assert_eq!(j.state, JobState::Failed);
+    assert!(
+        j.shards.iter().all(|s| s.state.is_terminal()),
+        "{:?}",
+        j.shards
+    );
+    let tm = &state.taskmanagers["tm-a"];
+    assert_eq!(tm.stats.failures, 0);
+    assert_eq!(tm.excluded_until_ms, 0);
+    assert_eq!(state.assignments("tm-a").count(), 0, "slots released");
+}

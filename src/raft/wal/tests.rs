@@ -1,0 +1,176 @@
+use super::*;
+use openraft::testing::{blank_ent, log_id};
+use openraft::type_config::TypeConfigExt;
+use std::sync::atomic::Ordering;
+
+type C = TypeConfig;
+
+fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+    range.map(|i| blank_ent::<C>(1, 1, i)).collect()
+}
+
+/// Append and wait for the callback, as openraft does before it counts the entries.
+async fn append_durably(store: &mut WalLogStore, batch: Vec<Entry>) {
+    let (tx, rx) = C::oneshot();
+    store
+        .append(batch, IOFlushed::signal(tx))
+        .await
+        .expect("append");
+    rx.await.expect("callback fired").expect("durable");
+}
+
+async fn indexes(store: &mut WalLogStore) -> Vec<u64> {
+    store
+        .try_get_log_entries(..)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.log_id.index())
+        .collect()
+}
+
+#[tokio::test]
+async fn everything_comes_back_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let mut store = WalLogStore::open(dir.path()).expect("open");
+        append_durably(&mut store, entries(1..=10)).await;
+        store
+            .truncate_after(Some(log_id::<C>(1, 1, 8)))
+            .await
+            .expect("truncate");
+        append_durably(&mut store, vec![blank_ent::<C>(2, 1, 9)]).await;
+        store.purge(log_id::<C>(1, 1, 3)).await.expect("purge");
+        store
+            .save_committed(Some(log_id::<C>(1, 1, 5)))
+            .await
+            .expect("committed");
+        store.save_vote(&Vote::new(2, 1)).await.expect("vote");
+    }
+    let mut store = WalLogStore::open(dir.path()).expect("reopen");
+    assert_eq!(indexes(&mut store).await, vec![4, 5, 6, 7, 8, 9]);
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id::<C>(1, 1, 3)));
+    assert_eq!(state.last_log_id, Some(log_id::<C>(2, 1, 9)));
+    assert_eq!(
+        store.read_vote().await.expect("vote"),
+        Some(Vote::new(2, 1))
+    );
+    assert_eq!(
+        store.read_committed().await.expect("committed"),
+        Some(log_id::<C>(1, 1, 5))
+    );
+}
+
+#[tokio::test]
+async fn a_torn_write_at_the_end_is_cut_off_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let mut store = WalLogStore::open(dir.path()).expect("open");
+        append_durably(&mut store, entries(1..=5)).await;
+    }
+    let (_, path) = segment::list(dir.path())
+        .expect("list")
+        .pop()
+        .expect("a segment");
+    let len = std::fs::metadata(&path).expect("meta").len();
+    // The crash cut the last record short.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    file.set_len(len - 3).expect("cut");
+    drop(file);
+    let mut store = WalLogStore::open(dir.path()).expect("reopen");
+    assert_eq!(indexes(&mut store).await, vec![1, 2, 3, 4]);
+    append_durably(&mut store, entries(5..=6)).await;
+    drop(store);
+    let mut store = WalLogStore::open(dir.path()).expect("reopen again");
+    assert_eq!(indexes(&mut store).await, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[tokio::test]
+async fn segments_rotate_and_purged_ones_are_deleted() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let mut store = WalLogStore::open_with_segment_size(dir.path(), 256).expect("open");
+        for i in 1..=200 {
+            append_durably(&mut store, entries(i..=i)).await;
+        }
+        store.save_vote(&Vote::new(4, 2)).await.expect("vote");
+        let before = segment::list(dir.path()).expect("list").len();
+        assert!(before > 5, "only {before} segments");
+        store.purge(log_id::<C>(1, 1, 150)).await.expect("purge");
+        let after = segment::list(dir.path()).expect("list").len();
+        assert!(after < before, "{after} segments left of {before}");
+    }
+    let mut store = WalLogStore::open_with_segment_size(dir.path(), 256).expect("reopen");
+    assert_eq!(indexes(&mut store).await, (151..=200).collect::<Vec<_>>());
+    assert_eq!(
+        store.read_vote().await.expect("vote"),
+        Some(Vote::new(4, 2))
+    );
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id.map(|l| l.index()), Some(150));
+}
+
+#[tokio::test]
+async fn damage_before_the_newest_segment_refuses_to_open() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let mut store = WalLogStore::open_with_segment_size(dir.path(), 128).expect("open");
+        for i in 1..=50 {
+            append_durably(&mut store, entries(i..=i)).await;
+        }
+    }
+    let segments = segment::list(dir.path()).expect("list");
+    assert!(segments.len() > 2);
+    let (_, oldest) = &segments[0];
+    let mut bytes = std::fs::read(oldest).expect("read");
+    let middle = bytes.len() - 10;
+    bytes[middle] ^= 0xff;
+    std::fs::write(oldest, bytes).expect("write");
+    let err = WalLogStore::open_with_segment_size(dir.path(), 128)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("damaged"), "{err}");
+}
+
+/// The durability contract, counted in the storage layer: no append is acknowledged before
+/// an fdatasync that followed it, and one sync may serve many appends (group commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_append_is_synced_first() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = WalLogStore::open(dir.path()).expect("open");
+    let stats = store.sync_stats();
+
+    // One at a time: nothing to group, one sync per append.
+    for i in 1..=20 {
+        let syncs_before = stats.syncs.load(Ordering::SeqCst);
+        append_durably(&mut store, entries(i..=i)).await;
+        assert!(
+            stats.syncs.load(Ordering::SeqCst) > syncs_before,
+            "append {i} was acknowledged without a sync"
+        );
+    }
+    assert_eq!(stats.appends_acknowledged.load(Ordering::SeqCst), 20);
+
+    // Pipelined, as openraft issues them: callbacks wait for syncs, which may be shared.
+    let syncs_before = stats.syncs.load(Ordering::SeqCst);
+    let mut waiting = Vec::new();
+    for i in 21..=220 {
+        let (tx, rx) = C::oneshot();
+        store
+            .append(entries(i..=i), IOFlushed::signal(tx))
+            .await
+            .expect("append");
+        waiting.push(rx);
+    }
+    for rx in waiting {
+        rx.await.expect("callback").expect("durable");
+    }
+    let syncs = stats.syncs.load(Ordering::SeqCst) - syncs_before;
+    assert_eq!(stats.appends_acknowledged.load(Ordering::SeqCst), 220);
+    assert!((1..=200).contains(&syncs), "{syncs} syncs for 200 appends");
+    eprintln!("200 pipelined appends took {syncs} syncs");
+}
