@@ -22,8 +22,17 @@
 //!
 //! [jobs]
 //! retention_secs = 86400    # ended jobs are forgotten after this long
+//!
+//! [limits]                  # what clients may send (each at most its hard ceiling)
+//! spec_bytes = 1048576      # encoded command, args, env and labels of one job (ceiling 4 MiB)
+//! shards_per_job = 100000   # (ceiling 1,000,000)
+//! labels = 64               # labels on a TaskManager or in a job's selector (ceiling 1,024)
+//! name_bytes = 253          # ids, names, label keys and values (ceiling 1,024)
+//! max_pending_shards = 1000000           # shards of jobs not yet ended, cluster-wide
+//! max_pending_shards_per_client = 250000 # the same, per client
 //! ```
 
+use crate::domain::{Admission, InputLimits, RAFT_MAX_BATCH_ENTRIES};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -130,6 +139,87 @@ impl Default for JobSettings {
     }
 }
 
+/// What clients may send and how much unfinished work the cluster takes (`[limits]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    pub spec_bytes: usize,
+    pub shards_per_job: u32,
+    pub labels: usize,
+    pub name_bytes: usize,
+    pub max_pending_shards: u64,
+    pub max_pending_shards_per_client: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let input = InputLimits::DEFAULT;
+        let admission = Admission::DEFAULT;
+        LimitSettings {
+            spec_bytes: input.spec_bytes,
+            shards_per_job: input.shards_per_job,
+            labels: input.labels,
+            name_bytes: input.name_bytes,
+            max_pending_shards: admission.max_pending_shards,
+            max_pending_shards_per_client: admission.max_pending_shards_per_client,
+        }
+    }
+}
+
+impl LimitSettings {
+    pub fn input(&self) -> InputLimits {
+        InputLimits {
+            spec_bytes: self.spec_bytes,
+            shards_per_job: self.shards_per_job,
+            labels: self.labels,
+            name_bytes: self.name_bytes,
+        }
+    }
+
+    pub fn admission(&self) -> Admission {
+        Admission {
+            max_pending_shards: self.max_pending_shards,
+            max_pending_shards_per_client: self.max_pending_shards_per_client,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ceiling = InputLimits::CEILING;
+        let checks: [(&str, u64, u64); 4] = [
+            (
+                "spec_bytes",
+                self.spec_bytes as u64,
+                ceiling.spec_bytes as u64,
+            ),
+            (
+                "shards_per_job",
+                self.shards_per_job.into(),
+                ceiling.shards_per_job.into(),
+            ),
+            ("labels", self.labels as u64, ceiling.labels as u64),
+            (
+                "name_bytes",
+                self.name_bytes as u64,
+                ceiling.name_bytes as u64,
+            ),
+        ];
+        for (key, value, most) in checks {
+            if value == 0 || value > most {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} is {value}; it must be between 1 and {most}"
+                )));
+            }
+        }
+        if self.max_pending_shards == 0 || self.max_pending_shards_per_client == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_pending_shards and limits.max_pending_shards_per_client must be > 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
@@ -137,6 +227,7 @@ pub struct ServeConfig {
     pub snapshot: SnapshotSettings,
     pub taskmanagers: TaskManagerSettings,
     pub jobs: JobSettings,
+    pub limits: LimitSettings,
 }
 
 impl ServeConfig {
@@ -203,7 +294,7 @@ impl ServeConfig {
                 "snapshot.every_entries must be at least 1".into(),
             ));
         }
-        Ok(())
+        self.limits.validate()
     }
 
     /// The openraft configuration these settings imply.
@@ -220,6 +311,9 @@ impl ServeConfig {
             // A follower that lost its disk comes back with an empty log. Without this the
             // leader panics on seeing the reverted log; with it, the leader re-replicates.
             allow_log_reversion: Some(true),
+            // Bounded so that a batch of the largest submissions stays below the transport's
+            // message limit.
+            max_payload_entries: RAFT_MAX_BATCH_ENTRIES,
             ..Default::default()
         };
         config

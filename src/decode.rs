@@ -65,6 +65,7 @@ mod tests {
                 std::sync::Arc::new(Job {
                     id: JobId(j),
                     name: format!("job-{j}"),
+                    owner: "bench".into(),
                     spec,
                     state: JobState::Pending,
                     created_at_ms: 1,

@@ -71,12 +71,12 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
         "no job spec",
     );
     let mut big = submit_request("big", 1, "");
-    big.spec.as_mut().expect("spec").args = vec!["x".repeat(300 * 1024)];
+    big.spec.as_mut().expect("spec").args = vec!["x".repeat(1100 * 1024)];
     expect_code(client.submit(big).await, Code::InvalidArgument, "limit");
 
     log_phase("a request over the transport size limit");
     let mut huge = submit_request("huge", 1, "");
-    huge.spec.as_mut().expect("spec").args = vec!["x".repeat(5 * 1024 * 1024)];
+    huge.spec.as_mut().expect("spec").args = vec!["x".repeat(6 * 1024 * 1024)];
     let result = client.submit(huge).await;
     let code = result.as_ref().err().and_then(|e| e.code());
     assert!(

@@ -118,6 +118,10 @@ pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, Cl
         idempotency_key: submit.idempotency_key.unwrap_or_default(),
     };
     let reply = client.submit(request).await?;
+    // Warnings go to stderr, so stdout stays one JSON document with --output json.
+    for warning in &reply.warnings {
+        eprintln!("warning: {warning}");
+    }
     let text = if reply.created {
         format!("submitted {}", reply.job_id)
     } else {
@@ -125,7 +129,7 @@ pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, Cl
     };
     output::message(
         args.output,
-        json!({"job_id": reply.job_id, "created": reply.created}),
+        json!({"job_id": reply.job_id, "created": reply.created, "warnings": reply.warnings}),
         &text,
     );
     Ok(0)

@@ -153,6 +153,8 @@ pub struct Job {
     /// When the job reached a terminal state (for retention).
     pub ended_at_ms: Option<u64>,
     pub idempotency_key: Option<String>,
+    /// Who submitted it (the client's identity at the API edge).
+    pub owner: String,
     pub shards: Vec<Shard>,
 }
 

@@ -2,21 +2,68 @@
 //! is refused with a clear message) and again in apply (so a command that slipped past an
 //! older edge still cannot corrupt the state).
 
-/// Most shards one job may have.
-pub const MAX_SHARDS_PER_JOB: u32 = 100_000;
+/// Limits on what a client may send, configurable (`[limits]` in the replica's config file)
+/// up to `CEILING`. The API edge checks the configured values, with a message naming the
+/// config key; apply checks the ceilings, which no config file changes, so that every
+/// replica applies every command the same way whatever its own configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Largest encoded job spec (command, args, env, labels).
+    pub spec_bytes: usize,
+    pub shards_per_job: u32,
+    /// Most labels on a TaskManager, or in a job's selector.
+    pub labels: usize,
+    /// Longest id, name, label key or label value.
+    pub name_bytes: usize,
+}
+
+impl InputLimits {
+    pub const DEFAULT: InputLimits = InputLimits {
+        spec_bytes: 1024 * 1024,
+        shards_per_job: 100_000,
+        labels: 64,
+        name_bytes: 253,
+    };
+    /// Hard ceilings. The spec ceiling keeps a full AppendEntries batch
+    /// (`RAFT_MAX_BATCH_ENTRIES` submissions) below the Raft transport's message limit.
+    pub const CEILING: InputLimits = InputLimits {
+        spec_bytes: 4 * 1024 * 1024,
+        shards_per_job: 1_000_000,
+        labels: 1_024,
+        name_bytes: 1_024,
+    };
+}
+
+/// Most entries in one AppendEntries message (openraft's `max_payload_entries`).
+pub const RAFT_MAX_BATCH_ENTRIES: u64 = 50;
+/// Most shards one job may have, whatever the configuration.
+pub const MAX_SHARDS_PER_JOB: u32 = InputLimits::CEILING.shards_per_job;
 /// Most slots a single shard may ask for.
 pub const MAX_SLOTS_PER_SHARD: u32 = 1_024;
 /// Most slots one TaskManager may offer.
 pub const MAX_TASKMANAGER_SLOTS: u32 = 65_536;
 /// Most attempts a job may allow per shard.
 pub const MAX_ATTEMPTS: u32 = 100;
-/// Largest encoded job spec (command, args, env, labels), so that a full AppendEntries batch
-/// of submissions stays far below the Raft transport's message limit.
-pub const MAX_SPEC_BYTES: usize = 256 * 1024;
-/// Longest id, name, label key or label value.
-pub const MAX_NAME_LEN: usize = 253;
-/// Longest failure message (last lines of stderr) kept in the state.
-pub const MAX_ERROR_LEN: usize = 2_048;
+/// Longest failure message (last lines of stderr) kept in the state; reports are cut to it
+/// at the API edge, before they reach the log.
+pub const MAX_ERROR_LEN: usize = 4_096;
+
+/// How much unfinished work the cluster accepts (admission control), stamped into each
+/// submission by the leader from its configuration so that apply decides deterministically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Admission {
+    /// Shards of jobs that have not ended, cluster-wide.
+    pub max_pending_shards: u64,
+    /// The same, per submitting client.
+    pub max_pending_shards_per_client: u64,
+}
+
+impl Admission {
+    pub const DEFAULT: Admission = Admission {
+        max_pending_shards: 1_000_000,
+        max_pending_shards_per_client: 250_000,
+    };
+}
 
 /// Failed runs remembered per TaskManager for the exclusion rule.
 pub const RECENT_FAILURES_KEPT: usize = 8;

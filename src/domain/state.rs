@@ -24,6 +24,10 @@ pub struct ClusterState {
     /// TaskManager id → the shards (job, index) that hold slots there. Kept by apply so that
     /// heartbeats, loss and drain never scan every job.
     pub shards_by_taskmanager: BTreeMap<String, Arc<BTreeSet<(JobId, u32)>>>,
+    /// Shards of jobs that have not ended (admission control), in all ...
+    pub pending_shards: u64,
+    /// ... and per job owner (the submitting client).
+    pub pending_shards_by_owner: BTreeMap<String, u64>,
 }
 
 /// Which assignment list of a TaskManager a heartbeat reply describes: the greatest epoch

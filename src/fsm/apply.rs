@@ -3,9 +3,9 @@
 use super::command::{Command, Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
 use super::validate::{validate_registration, validate_spec};
 use crate::domain::{
-    ClusterState, Job, JobId, JobSpec, JobState, Labels, RunStats, Shard, ShardState, TaskManager,
-    TaskManagerState, EXCLUSION_FAILURES, EXCLUSION_MS, EXCLUSION_WINDOW_MS, MAX_ERROR_LEN,
-    RECENT_FAILURES_KEPT,
+    Admission, ClusterState, InputLimits, Job, JobId, JobSpec, JobState, Labels, RunStats, Shard,
+    ShardState, TaskManager, TaskManagerState, EXCLUSION_FAILURES, EXCLUSION_MS,
+    EXCLUSION_WINDOW_MS, MAX_ERROR_LEN, RECENT_FAILURES_KEPT,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -27,8 +27,21 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             name,
             spec,
             idempotency_key,
+            owner,
+            admission,
             now_ms,
-        } => submit_job(state, log_index, name, spec, idempotency_key, now_ms),
+        } => submit_job(
+            state,
+            log_index,
+            Submission {
+                name,
+                spec,
+                idempotency_key,
+                owner,
+                admission,
+            },
+            now_ms,
+        ),
         Command::PlaceShards { placements, now_ms } => {
             Ok(place_shards(state, log_index, placements, now_ms))
         }
@@ -93,7 +106,7 @@ fn register_taskmanager(
     labels: Labels,
     now_ms: u64,
 ) -> Result<Response, Rejection> {
-    validate_registration(&id, &addr, slots, &labels)?;
+    validate_registration(&id, &addr, slots, &labels, &InputLimits::CEILING)?;
     let tm = state
         .taskmanagers
         .entry(id.clone())
@@ -130,14 +143,28 @@ fn register_taskmanager(
     })
 }
 
-fn submit_job(
-    state: &mut ClusterState,
-    log_index: u64,
+/// A `SubmitJob` command's contents.
+struct Submission {
     name: String,
     spec: JobSpec,
     idempotency_key: Option<String>,
+    owner: String,
+    admission: Admission,
+}
+
+fn submit_job(
+    state: &mut ClusterState,
+    log_index: u64,
+    submission: Submission,
     now_ms: u64,
 ) -> Result<Response, Rejection> {
+    let Submission {
+        name,
+        spec,
+        idempotency_key,
+        owner,
+        admission,
+    } = submission;
     if let Some(existing) = idempotency_key
         .as_ref()
         .and_then(|k| state.idempotency_keys.get(k))
@@ -147,7 +174,8 @@ fn submit_job(
             created: false,
         });
     }
-    validate_spec(&name, &spec)?;
+    validate_spec(&name, &spec, &InputLimits::CEILING)?;
+    admission::admit(state, &owner, spec.shard_count.into(), &admission)?;
     let job_id = JobId(log_index);
     let shards = (0..spec.shard_count).map(Shard::new).collect();
     if let Some(key) = &idempotency_key {
@@ -163,6 +191,7 @@ fn submit_job(
             created_at_ms: now_ms,
             ended_at_ms: None,
             idempotency_key,
+            owner,
             shards,
         }),
     );
@@ -238,10 +267,12 @@ fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u6
 
 /// Recompute a job's state from its shards and keep the pending work list in step.
 fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) {
+    let mut ended = None;
     if let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) {
         job.state = job.derived_state();
         if job.state.is_terminal() && job.ended_at_ms.is_none() {
             job.ended_at_ms = Some(now_ms);
+            ended = Some((job.owner.clone(), job.spec.shard_count));
         }
         let waiting = !job.state.is_terminal() && job.pending_shards().next().is_some();
         if waiting {
@@ -249,6 +280,9 @@ fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) {
         } else {
             state.jobs_with_pending_shards.remove(&job_id);
         }
+    }
+    if let Some((owner, shards)) = ended {
+        admission::release(state, &owner, shards.into());
     }
 }
 
@@ -316,6 +350,8 @@ fn cancel_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) -> Result<Re
     }
     job.state = JobState::Cancelled;
     job.ended_at_ms = Some(now_ms);
+    let (owner, shards) = (job.owner.clone(), job.spec.shard_count);
+    admission::release(state, &owner, shards.into());
     let cancelled = cancel_remaining_shards(state, job_id);
     state.jobs_with_pending_shards.remove(&job_id);
     Ok(Response::JobCancelled {
@@ -343,24 +379,25 @@ fn drain_taskmanager(
 }
 
 /// The shard a report is about, if the report is the current assignment's.
-fn current_assignment<'a>(
-    state: &'a mut ClusterState,
+/// Whether a report about (job, shard, epoch) from `taskmanager` concerns the shard's current
+/// assignment there. The API edge asks first, so that stale reports never reach the log.
+pub fn check_report(
+    state: &ClusterState,
     taskmanager: &str,
     job_id: JobId,
     index: u32,
     epoch: u64,
-) -> Result<&'a mut Shard, Rejection> {
+) -> Result<(), Rejection> {
     if !state.taskmanagers.contains_key(taskmanager) {
         return Err(Rejection::UnknownTaskManager(taskmanager.to_string()));
     }
     let job = state
         .jobs
-        .get_mut(&job_id)
-        .map(Arc::make_mut)
+        .get(&job_id)
         .ok_or(Rejection::UnknownJob(job_id))?;
     let shard = job
         .shards
-        .get_mut(index as usize)
+        .get(index as usize)
         .ok_or(Rejection::UnknownShard {
             job_id,
             shard: index,
@@ -368,14 +405,34 @@ fn current_assignment<'a>(
     let current = shard.epoch == epoch
         && shard.state.holds_slots()
         && shard.taskmanager.as_deref() == Some(taskmanager);
-    if !current {
-        return Err(Rejection::StaleEpoch {
+    if current {
+        Ok(())
+    } else {
+        Err(Rejection::StaleEpoch {
             job_id,
             shard: index,
             epoch,
-        });
+        })
     }
-    Ok(shard)
+}
+
+fn current_assignment<'a>(
+    state: &'a mut ClusterState,
+    taskmanager: &str,
+    job_id: JobId,
+    index: u32,
+    epoch: u64,
+) -> Result<&'a mut Shard, Rejection> {
+    check_report(state, taskmanager, job_id, index, epoch)?;
+    state
+        .jobs
+        .get_mut(&job_id)
+        .map(Arc::make_mut)
+        .and_then(|job| job.shards.get_mut(index as usize))
+        .ok_or(Rejection::UnknownShard {
+            job_id,
+            shard: index,
+        })
 }
 
 fn report_started(
@@ -634,5 +691,7 @@ fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Response {
     Response::JobsForgotten { count }
 }
 
+mod admission;
+pub use admission::check_admission;
 #[cfg(test)]
 mod tests;

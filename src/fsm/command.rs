@@ -2,7 +2,7 @@
 //!
 //! Variants are only ever appended: an old log must keep decoding after an upgrade.
 
-use crate::domain::{JobId, JobSpec, Labels};
+use crate::domain::{Admission, JobId, JobSpec, Labels};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -22,6 +22,11 @@ pub enum Command {
         name: String,
         spec: JobSpec,
         idempotency_key: Option<String>,
+        /// The submitting client, for per-client admission.
+        owner: String,
+        /// The leader's admission limits, stamped in so that apply decides the same way on
+        /// every replica whatever their config files say.
+        admission: Admission,
         now_ms: u64,
     },
     /// The leader's placement plan, re-checked entry by entry at apply time.
@@ -173,6 +178,10 @@ pub enum Rejection {
     },
     #[error("TaskManager '{id}' registered again since (registration {current}); nothing to do")]
     StaleRegistration { id: String, current: u64 },
+    /// Admission control: the cluster (or this client) holds as much unfinished work as it
+    /// accepts.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,8 +10,9 @@ mod apply;
 mod command;
 mod validate;
 
-pub use apply::apply;
+pub use apply::{apply, check_admission, check_report};
 pub use command::{Command, Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
 pub use validate::{
-    validate_address, validate_labels, validate_name, validate_registration, validate_spec,
+    validate_address, validate_labels, validate_name, validate_name_within, validate_registration,
+    validate_spec,
 };

@@ -1,25 +1,40 @@
 //! Input checks shared by the API edge (to refuse bad input with a clear message before it
-//! reaches the log) and apply (so that no command, however it got there, breaks the state).
+//! reaches the log, against the configured `InputLimits`) and apply (so that no command,
+//! however it got there, breaks the state: against `InputLimits::CEILING`).
 
 use super::command::Rejection;
 use crate::domain::{
-    JobSpec, Labels, MAX_ATTEMPTS, MAX_NAME_LEN, MAX_SHARDS_PER_JOB, MAX_SLOTS_PER_SHARD,
-    MAX_SPEC_BYTES, MAX_TASKMANAGER_SLOTS,
+    InputLimits, JobSpec, Labels, MAX_ATTEMPTS, MAX_SLOTS_PER_SHARD, MAX_TASKMANAGER_SLOTS,
 };
 
 fn invalid(msg: impl Into<String>) -> Rejection {
     Rejection::Invalid(msg.into())
 }
 
+/// "the limit is N (limits.KEY)": where a refusal says which setting raises it.
+fn limit(value: impl std::fmt::Display, key: &str) -> String {
+    format!("the limit is {value} (limits.{key} in the replica's config file)")
+}
+
 /// A name or id: non-empty, not too long, printable without spaces.
 pub fn validate_name(what: &str, value: &str) -> Result<(), Rejection> {
+    validate_name_within(what, value, &InputLimits::CEILING)
+}
+
+/// `validate_name` against given limits.
+pub fn validate_name_within(
+    what: &str,
+    value: &str,
+    limits: &InputLimits,
+) -> Result<(), Rejection> {
     if value.is_empty() {
         return Err(invalid(format!("{what} must not be empty")));
     }
-    if value.len() > MAX_NAME_LEN {
+    if value.len() > limits.name_bytes {
         return Err(invalid(format!(
-            "{what} is {} bytes long; the limit is {MAX_NAME_LEN}",
-            value.len()
+            "{what} is {} bytes long; {}",
+            value.len(),
+            limit(limits.name_bytes, "name_bytes")
         )));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -30,11 +45,22 @@ pub fn validate_name(what: &str, value: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-pub fn validate_labels(labels: &Labels) -> Result<(), Rejection> {
+pub fn validate_labels(labels: &Labels, limits: &InputLimits) -> Result<(), Rejection> {
+    if labels.len() > limits.labels {
+        return Err(invalid(format!(
+            "{} labels given; {}",
+            labels.len(),
+            limit(limits.labels, "labels")
+        )));
+    }
     for (k, v) in labels {
-        validate_name("label key", k)?;
-        if v.len() > MAX_NAME_LEN {
-            return Err(invalid(format!("label '{k}' value is too long")));
+        validate_name_within("label key", k, limits)?;
+        if v.len() > limits.name_bytes {
+            return Err(invalid(format!(
+                "label '{k}' value is {} bytes long; {}",
+                v.len(),
+                limit(limits.name_bytes, "name_bytes")
+            )));
         }
     }
     Ok(())
@@ -47,8 +73,9 @@ pub fn validate_registration(
     addr: &str,
     slots: u32,
     labels: &Labels,
+    limits: &InputLimits,
 ) -> Result<(), Rejection> {
-    validate_name("TaskManager id", id)?;
+    validate_name_within("TaskManager id", id, limits)?;
     match addr.rsplit_once(':') {
         Some((host, "0")) => validate_address(&format!("{host}:1"))?,
         _ => validate_address(addr)?,
@@ -61,7 +88,7 @@ pub fn validate_registration(
             "slots is {slots}; the limit is {MAX_TASKMANAGER_SLOTS}"
         )));
     }
-    validate_labels(labels)
+    validate_labels(labels, limits)
 }
 
 /// `host:port` with a non-empty host and a port in 1..=65535.
@@ -83,8 +110,8 @@ pub fn validate_address(addr: &str) -> Result<(), Rejection> {
 }
 
 /// A job spec the dispatcher can run.
-pub fn validate_spec(name: &str, spec: &JobSpec) -> Result<(), Rejection> {
-    validate_name("job name", name)?;
+pub fn validate_spec(name: &str, spec: &JobSpec, limits: &InputLimits) -> Result<(), Rejection> {
+    validate_name_within("job name", name, limits)?;
     if spec.command.trim().is_empty() {
         return Err(invalid(
             "the command is empty; give it after `--`, e.g. `-- /bin/echo hi`",
@@ -93,10 +120,11 @@ pub fn validate_spec(name: &str, spec: &JobSpec) -> Result<(), Rejection> {
     if spec.shard_count == 0 {
         return Err(invalid("a job needs at least 1 shard"));
     }
-    if spec.shard_count > MAX_SHARDS_PER_JOB {
+    if spec.shard_count > limits.shards_per_job {
         return Err(Rejection::JobTooLarge(format!(
-            "{} shards requested; the limit is {MAX_SHARDS_PER_JOB}",
-            spec.shard_count
+            "{} shards requested; {}",
+            spec.shard_count,
+            limit(limits.shards_per_job, "shards_per_job")
         )));
     }
     if spec.slots_per_shard == 0 {
@@ -113,11 +141,13 @@ pub fn validate_spec(name: &str, spec: &JobSpec) -> Result<(), Rejection> {
             "max attempts must be between 1 and {MAX_ATTEMPTS}"
         )));
     }
-    validate_labels(&spec.selector)?;
+    validate_labels(&spec.selector, limits)?;
     let size = spec.encoded_len_estimate();
-    if size > MAX_SPEC_BYTES {
+    if size > limits.spec_bytes {
         return Err(Rejection::JobTooLarge(format!(
-            "the job spec is {size} bytes; the limit is {MAX_SPEC_BYTES} bytes (pass large inputs through files)"
+            "the job spec (command, args, env, labels) is {size} bytes; {}; pass large inputs \
+             through files",
+            limit(format!("{} bytes", limits.spec_bytes), "spec_bytes")
         )));
     }
     Ok(())

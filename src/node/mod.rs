@@ -134,6 +134,7 @@ pub async fn serve(
         tm_settings: opts.config.taskmanagers.clone(),
         leader_lease: Duration::from_millis(opts.config.raft.election_timeout_min_ms),
         gate: gate.clone(),
+        limits: opts.config.limits.clone(),
     };
     let bootstrap = tokio::spawn(bootstrap::form_or_join(Bootstrap {
         raft: raft.clone(),

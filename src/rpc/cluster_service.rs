@@ -240,14 +240,23 @@ impl Cluster for ClusterService {
         let node = Node {
             addr: req.addr.clone(),
         };
-        self.ctx
-            .raft
-            .add_learner(req.id, node, true)
-            .await
-            .map_err(write_error)?;
-        // The new replica's own rejoin prompt may promote it first (it asks the leader too),
-        // and a concurrent change makes openraft refuse ours: check and try again.
+        // The new replica's own rejoin prompt may change the membership too (it asks the
+        // leader to promote it once caught up), and openraft refuses a change while another
+        // is under way: check where things stand and try again.
         let deadline = std::time::Instant::now() + MEMBERSHIP_RETRY;
+        loop {
+            let committed = self.metrics().committed_membership_config.clone();
+            if committed.membership().get_node(&req.id).is_some() {
+                break;
+            }
+            match self.ctx.raft.add_learner(req.id, node.clone(), true).await {
+                Ok(_) => break,
+                Err(e) if std::time::Instant::now() < deadline && is_concurrent_change(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(write_error(e).into()),
+            }
+        }
         loop {
             let committed = self.metrics().committed_membership_config.clone();
             let configs = committed.membership().get_joint_config();

@@ -6,8 +6,10 @@ use super::error::ApiError;
 use super::raft_access::{linearizable, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::{JobId, JobSpec};
-use crate::fsm::{validate_registration, validate_spec, Command, Response as FsmResponse};
+use crate::domain::{ClusterState, JobId, JobSpec, TaskManagerState};
+use crate::fsm::{
+    check_admission, validate_registration, validate_spec, Command, Response as FsmResponse,
+};
 use crate::pb::api::dispatcher_server::Dispatcher;
 use crate::pb::api::*;
 use tonic::{Request, Response, Status};
@@ -31,6 +33,44 @@ fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
         .map_err(|e| ApiError::InvalidArgument(e.to_string()))
 }
 
+/// Who is calling, for per-client admission: the peer's IP address (a token's name once
+/// clients authenticate).
+fn client_identity<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// What a submitter should know although the job is accepted.
+fn placement_warnings(state: &ClusterState, spec: &JobSpec) -> Vec<String> {
+    let fits = state.taskmanagers.values().any(|tm| {
+        tm.state != TaskManagerState::Lost
+            && tm.slots >= spec.slots_per_shard
+            && spec
+                .selector
+                .iter()
+                .all(|(k, v)| tm.labels.get(k) == Some(v))
+    });
+    if fits {
+        return Vec::new();
+    }
+    let selector = if spec.selector.is_empty() {
+        String::new()
+    } else {
+        let labels: Vec<String> = spec
+            .selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(" carrying {}", labels.join(","))
+    };
+    vec![format!(
+        "no live TaskManager{selector} has {} slots: the shards wait until one registers",
+        spec.slots_per_shard
+    )]
+}
+
 fn unexpected(resp: FsmResponse) -> ApiError {
     ApiError::Internal(format!("unexpected state machine response {resp:?}"))
 }
@@ -41,26 +81,45 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitReply>, Status> {
+        let owner = client_identity(&request);
         let req = request.into_inner();
         let spec: JobSpec = req
             .spec
             .ok_or_else(|| ApiError::InvalidArgument("the request has no job spec".into()))?
             .into();
-        validate_spec(&req.name, &spec).map_err(ApiError::from)?;
+        let limits = &self.ctx.limits;
+        validate_spec(&req.name, &spec, &limits.input()).map_err(ApiError::from)?;
         let idempotency_key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
         if let Some(key) = &idempotency_key {
-            crate::fsm::validate_name("idempotency key", key).map_err(ApiError::from)?;
+            crate::fsm::validate_name_within("idempotency key", key, &limits.input())
+                .map_err(ApiError::from)?;
         }
+        let admission = limits.admission();
+        let warnings = {
+            let view = self.ctx.shared.read();
+            let known = idempotency_key
+                .as_ref()
+                .is_some_and(|k| view.state.idempotency_keys.contains_key(k));
+            if !known {
+                // Refused here, a flood never even reaches the log.
+                check_admission(&view.state, &owner, spec.shard_count.into(), &admission)
+                    .map_err(ApiError::from)?;
+            }
+            placement_warnings(&view.state, &spec)
+        };
         let command = Command::SubmitJob {
             name: req.name,
             spec,
             idempotency_key,
+            owner,
+            admission,
             now_ms: now_ms(),
         };
         match write(&self.ctx, command).await? {
             FsmResponse::JobSubmitted { job_id, created } => Ok(Response::new(SubmitReply {
                 job_id: job_id.to_string(),
                 created,
+                warnings,
             })),
             other => Err(unexpected(other).into()),
         }
@@ -118,7 +177,14 @@ impl Dispatcher for DispatcherService {
     ) -> Result<Response<RegisterTaskManagerReply>, Status> {
         let req = request.into_inner();
         let labels = req.labels.into_iter().collect();
-        validate_registration(&req.id, &req.addr, req.slots, &labels).map_err(ApiError::from)?;
+        validate_registration(
+            &req.id,
+            &req.addr,
+            req.slots,
+            &labels,
+            &self.ctx.limits.input(),
+        )
+        .map_err(ApiError::from)?;
         let id = req.id.clone();
         let command = Command::RegisterTaskManager {
             id: req.id,

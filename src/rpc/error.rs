@@ -73,6 +73,7 @@ impl From<ApiError> for Status {
                     Rejection::StaleEpoch { .. } | Rejection::StaleRegistration { .. } => {
                         Code::FailedPrecondition
                     }
+                    Rejection::Overloaded(_) => Code::ResourceExhausted,
                 };
                 Status::new(code, message)
             }

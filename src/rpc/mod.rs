@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 /// Largest client request the API decodes; bigger requests are refused by tonic with
 /// `OUT_OF_RANGE` before they reach a handler.
-pub const API_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+pub const API_MAX_MESSAGE_BYTES: usize =
+    crate::domain::InputLimits::CEILING.spec_bytes + 1024 * 1024;
 
 /// What every service needs: this replica's id, its Raft handle and the applied state.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct ServiceContext {
     /// How long after a quorum acknowledged it the leader may still answer heartbeats
     /// alone: no other leader can be elected sooner (the election timeout's lower bound).
     pub leader_lease: std::time::Duration,
+    /// Input limits and admission control (`[limits]`).
+    pub limits: crate::config::LimitSettings,
     /// What this replica's Raft service lets through (reported by `cluster status --local`).
     pub gate: Arc<RaftGate>,
 }

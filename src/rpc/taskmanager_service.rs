@@ -5,8 +5,8 @@ use super::error::ApiError;
 use super::raft_access::{not_leader_here, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::{AssignmentsVersion, JobId, TaskManagerState};
-use crate::fsm::{validate_name, Command, ShardOutcome};
+use crate::domain::{AssignmentsVersion, JobId, TaskManagerState, MAX_ERROR_LEN};
+use crate::fsm::{check_report, validate_name, Command, ShardOutcome};
 use crate::pb::api::task_managers_server::TaskManagers;
 use crate::pb::api::*;
 use crate::scheduler::retry_delay_ms;
@@ -14,6 +14,17 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{Instant as _, ServerState};
 use std::time::Instant;
 use tonic::{Request, Response, Status};
+
+/// Keep the last `max` bytes of `text` (cut at a character boundary).
+fn truncate_front(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = text.len() - max;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        text.drain(..cut);
+    }
+}
 
 pub struct TaskManagerService {
     ctx: ServiceContext,
@@ -104,14 +115,6 @@ impl TaskManagers for TaskManagerService {
                 epoch: shard.epoch,
                 attempt: shard.attempt,
                 shard_count: job.spec.shard_count,
-                command: job.spec.command.clone(),
-                args: job.spec.args.clone(),
-                env: job
-                    .spec
-                    .env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
             });
         }
         Ok(Response::new(reply))
@@ -129,6 +132,27 @@ impl TaskManagers for TaskManagerService {
             .map_err(|e: crate::domain::ParseJobIdError| {
                 ApiError::InvalidArgument(e.to_string())
             })?;
+        let mut req = req;
+        {
+            // A report about an assignment the applied state has already seen and moved past
+            // is refused here, without a log entry. One whose epoch (the log index of its
+            // placement) this replica has not applied yet goes on to apply, which decides.
+            let view = self.ctx.shared.read();
+            let applied = view.last_applied.as_ref().map(|l| l.index()).unwrap_or(0);
+            if req.epoch <= applied {
+                check_report(
+                    &view.state,
+                    &req.taskmanager_id,
+                    job_id,
+                    req.index,
+                    req.epoch,
+                )
+                .map_err(ApiError::from)?;
+            }
+        }
+        // Bounded before it reaches the log, on a character boundary, keeping the end (the
+        // last lines of stderr say most).
+        truncate_front(&mut req.error, MAX_ERROR_LEN);
         let now = now_ms();
         let kind = ReportKind::try_from(req.kind)
             .map_err(|_| ApiError::InvalidArgument(format!("unknown report kind {}", req.kind)))?;
@@ -180,5 +204,38 @@ impl TaskManagers for TaskManagerService {
         };
         write(&self.ctx, command).await?;
         Ok(Response::new(ShardReportReply {}))
+    }
+
+    async fn get_job_spec(
+        &self,
+        request: Request<JobSpecRequest>,
+    ) -> Result<Response<JobSpecReply>, Status> {
+        let job_id: JobId =
+            request
+                .get_ref()
+                .job_id
+                .parse()
+                .map_err(|e: crate::domain::ParseJobIdError| {
+                    ApiError::InvalidArgument(e.to_string())
+                })?;
+        // A spec never changes once submitted, so any replica that has applied the job may
+        // answer; one that has not yet sends the agent to the leader.
+        let view = self.ctx.shared.read();
+        match view.state.job(job_id) {
+            Some(job) => Ok(Response::new(JobSpecReply {
+                command: job.spec.command.clone(),
+                args: job.spec.args.clone(),
+                env: job
+                    .spec
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })),
+            None if self.ctx.raft.metrics().borrow_watched().state == ServerState::Leader => {
+                Err(ApiError::NotFound(format!("job '{job_id}' not found")).into())
+            }
+            None => Err(not_leader_here(&self.ctx).into()),
+        }
     }
 }

@@ -68,6 +68,8 @@ fn submit_with(
             name: format!("job-{idx}"),
             spec,
             idempotency_key: None,
+            owner: "test".to_string(),
+            admission: crate::domain::Admission::DEFAULT,
             now_ms: idx,
         },
     );

@@ -4,6 +4,7 @@
 use super::lease::Lease;
 use super::reporter;
 use super::runner::{self, RunContext, RunHandle, RunKey};
+use super::specs::SpecCache;
 use super::workdir::{RunRecord, RunResult, WorkDir};
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::domain::Labels;
@@ -47,6 +48,10 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(2);
 /// A report re-derived from the work directory is sent again after this long if the leader
 /// still lists the run.
 const REREPORT_AFTER: Duration = Duration::from_secs(5);
+
+/// Largest heartbeat reply accepted: a full assignment list (ids only, some 40 bytes per
+/// shard) of the largest TaskManager allowed fits many times over.
+const MAX_HEARTBEAT_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 type Runs = Arc<Mutex<HashMap<RunKey, RunHandle>>>;
 
@@ -122,6 +127,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         workdir,
         lease: lease.clone(),
         reports,
+        specs: SpecCache::new(client.clone()),
         on_exit: {
             let runs = runs.clone();
             let wake = wake.clone();
@@ -159,7 +165,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             let reply = heartbeat_client
                 .call(|ch| {
                     let r = request.clone();
-                    async move { TaskManagersClient::new(ch).heartbeat(r).await }
+                    async move {
+                        TaskManagersClient::new(ch)
+                            .max_decoding_message_size(MAX_HEARTBEAT_REPLY_BYTES)
+                            .heartbeat(r)
+                            .await
+                    }
                 })
                 .await;
             match reply {
@@ -219,6 +230,8 @@ fn reconcile(
         .iter()
         .map(|a| (a.job_id.clone(), a.index, a.epoch))
         .collect();
+    ctx.specs
+        .retain(&assignments.iter().map(|a| a.job_id.as_str()).collect());
     let mut runs_now = lock(runs);
     runs_now.retain(|key, _| {
         let keep = wanted.contains(key);

@@ -6,12 +6,14 @@
 //!
 //! Assignments arrive in heartbeat replies (pull, no inbound port): every reply carries the
 //! full list of shards this TaskManager owns, and the agent stops any run not on it. If it
-//! cannot reach a leader for its lease, it stops every run by itself.
+//! cannot reach a leader for its lease, it stops every run by itself. Assignments carry ids
+//! only; what a job's shards run is fetched once per job (`specs`).
 
 mod agent;
 mod lease;
 mod reporter;
 mod runner;
+mod specs;
 pub mod supervisor;
 pub mod workdir;
 

@@ -4,6 +4,7 @@
 
 use super::lease::Lease;
 use super::reporter::ReportSender;
+use super::specs::SpecCache;
 use super::workdir::{tail, RunResult, WorkDir};
 use crate::pb::api::{Assignment, ReportKind, ShardReport};
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ const KEEPALIVE_EVERY: Duration = Duration::from_millis(100);
 /// ... and it kills the shard after this long without one.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Bytes of stderr kept as the failure message.
-const ERROR_TAIL_BYTES: u64 = 2_048;
+const ERROR_TAIL_BYTES: u64 = 4_096;
 
 /// Identifies a run: (job id, shard index, epoch).
 pub type RunKey = (String, u32, u64);
@@ -37,6 +38,7 @@ pub struct RunContext {
     pub workdir: WorkDir,
     pub lease: Arc<Lease>,
     pub reports: ReportSender,
+    pub specs: SpecCache,
     /// Called with the run's key when it is over, whatever the reason.
     pub on_exit: Arc<dyn Fn(&RunKey) + Send + Sync>,
 }
@@ -62,6 +64,10 @@ impl RunContext {
     }
 }
 
+/// Why a shard could not be started when its arguments and environment exceed exec's limits.
+const TOO_LARGE_FOR_EXEC: &str =
+    "cannot start the shard (its arguments and environment are too large for exec)";
+
 /// Whose fault a run's end was: a command that could not be started at all is the job's,
 /// any other non-zero exit is a failure of the shard.
 fn classify(result: &RunResult) -> ReportKind {
@@ -74,6 +80,7 @@ fn classify(result: &RunResult) -> ReportKind {
         {
             ReportKind::CannotStart
         }
+        None if result.error.starts_with(TOO_LARGE_FOR_EXEC) => ReportKind::CannotStart,
         _ => ReportKind::Failed,
     }
 }
@@ -90,6 +97,17 @@ pub fn start(ctx: RunContext, a: Assignment) -> RunHandle {
 }
 
 async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()>) {
+    // What to run comes once per job; if it cannot be had now, the next heartbeat retries.
+    let spec = tokio::select! {
+        spec = ctx.specs.get(&a.job_id) => match spec {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::warn!(job = %a.job_id, shard = a.index, "cannot fetch the job's spec: {e}");
+                return;
+            }
+        },
+        _ = &mut stop_rx => return,
+    };
     // Lost the lease, or told to stop, between the heartbeat reply and now: the assignment
     // may be stale, so do not start it.
     let stop_requested = matches!(
@@ -136,9 +154,9 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
         .arg("--keepalive-timeout-ms")
         .arg(KEEPALIVE_TIMEOUT.as_millis().to_string())
         .arg("--")
-        .arg(&a.command)
-        .args(&a.args)
-        .envs(&a.env)
+        .arg(&spec.command)
+        .args(&spec.args)
+        .envs(&spec.env)
         .env("DISPATCHER_JOB_ID", &a.job_id)
         .env("DISPATCHER_SHARD_INDEX", a.index.to_string())
         .env("DISPATCHER_SHARD_COUNT", a.shard_count.to_string())
@@ -155,15 +173,22 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
+            // Arguments or environment too large for exec are the job's doing; anything
+            // else (this executable gone, out of processes) is the TaskManager's.
+            let (kind, what) = if e.raw_os_error() == Some(libc::E2BIG) {
+                (ReportKind::CannotStart, TOO_LARGE_FOR_EXEC)
+            } else {
+                (ReportKind::Failed, "cannot start the shard supervisor")
+            };
             let result = RunResult {
                 exit_code: None,
                 run_ms: 0,
-                error: format!("cannot start the shard supervisor: {e}"),
+                error: format!("{what}: {e}"),
             };
             let _ = ctx
                 .workdir
                 .save_result(&a.job_id, a.index, a.epoch, &result);
-            ctx.report(a, ReportKind::Failed, Some(&result));
+            ctx.report(a, kind, Some(&result));
             return;
         }
     };

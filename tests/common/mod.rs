@@ -33,6 +33,7 @@ pub fn test_config() -> ServeConfig {
             ..TaskManagerSettings::default()
         },
         jobs: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -59,6 +59,11 @@ fn submit_cmd(spec: JobSpec, key: Option<&str>) -> Command {
         name: "job".to_string(),
         spec,
         idempotency_key: key.map(str::to_string),
+        owner: "client-a".to_string(),
+        admission: crate::domain::Admission {
+            max_pending_shards: u64::MAX,
+            max_pending_shards_per_client: u64::MAX,
+        },
         now_ms: 2_000,
     }
 }
@@ -924,4 +929,70 @@ fn a_command_that_cannot_start_fails_its_job_at_once_and_blames_no_taskmanager()
     assert_eq!(tm.stats.failures, 0);
     assert_eq!(tm.excluded_until_ms, 0);
     assert_eq!(state.assignments("tm-a").count(), 0, "slots released");
+}
+
+#[test]
+fn admission_caps_unfinished_shards_per_cluster_and_per_client_and_releases_them() {
+    let mut state = ClusterState::default();
+    let limits = crate::domain::Admission {
+        max_pending_shards: 10,
+        max_pending_shards_per_client: 6,
+    };
+    let submit_as = |state: &mut ClusterState, idx: u64, owner: &str, shards: u32| {
+        apply(
+            state,
+            idx,
+            Command::SubmitJob {
+                name: "job".into(),
+                spec: spec(shards, 1),
+                idempotency_key: None,
+                owner: owner.into(),
+                admission: limits,
+                now_ms: 1_000,
+            },
+        )
+    };
+    assert!(matches!(
+        submit_as(&mut state, 1, "a", 5),
+        Response::JobSubmitted { .. }
+    ));
+    // Client a may hold 6: one more is fine, two more are not.
+    let refused = submit_as(&mut state, 2, "a", 2);
+    let before = state.clone();
+    match refused {
+        Response::Rejected(Rejection::Overloaded(why)) => {
+            assert!(why.contains("max_pending_shards_per_client"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state, before, "a refusal changes nothing");
+    assert!(matches!(
+        submit_as(&mut state, 3, "b", 5),
+        Response::JobSubmitted { .. }
+    ));
+    // The cluster holds 10 now.
+    match submit_as(&mut state, 4, "c", 1) {
+        Response::Rejected(Rejection::Overloaded(why)) => {
+            assert!(why.contains("limits.max_pending_shards "), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A job that ends gives its shards back.
+    assert!(matches!(
+        apply(
+            &mut state,
+            5,
+            Command::CancelJob {
+                job_id: JobId(1),
+                now_ms: 2_000
+            }
+        ),
+        Response::JobCancelled { .. }
+    ));
+    assert_eq!(state.pending_shards, 5);
+    assert!(!state.pending_shards_by_owner.contains_key("a"));
+    assert!(matches!(
+        submit_as(&mut state, 6, "c", 5),
+        Response::JobSubmitted { .. }
+    ));
 }
