@@ -198,6 +198,13 @@ pub struct BenchArgs {
     /// TaskManager kills to time (real agents running real shard processes).
     #[arg(long, default_value_t = 10)]
     pub tm_loss_rounds: usize,
+    /// Clients flooding a default-configured cluster with shards that can never run, until
+    /// admission control refuses them (0 skips).
+    #[arg(long, default_value_t = 4)]
+    pub flood_clients: usize,
+    /// Shards per job in that flood.
+    #[arg(long, default_value_t = 50_000)]
+    pub flood_shards_per_job: u32,
     /// Short shards to run across a leader kill to find the longest pause in progress (0 skips).
     #[arg(long, default_value_t = 300)]
     pub progress_shards: u32,

@@ -31,6 +31,10 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
             "2000",
             "--heartbeat-seconds",
             "0.5",
+            "--flood-clients",
+            "1",
+            "--flood-shards-per-job",
+            "100000",
         ])
         .arg("--dir")
         .arg(dir.path().join("run"))
@@ -67,5 +71,17 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     assert!(largest["memory"]["follower_rss_full_bytes"].as_u64() > Some(0));
     assert!(largest["memory"]["restart_seconds"].as_f64() > Some(0.0));
     assert_eq!(&std::fs::read(&png)?[1..4], b"PNG");
+    // One client from one address: the per-client cap (250,000) stops it after two jobs.
+    let flood = &report["flood"];
+    assert_eq!(flood["admitted_shards"], 200_000, "{flood}");
+    assert!(
+        flood["refusal_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("limits.max_pending_shards_per_client")),
+        "{flood}"
+    );
+    assert!(flood["small_job_outcome"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("accepted")));
     Ok(())
 }

@@ -6,12 +6,15 @@
 //! - `scale` (with `fleet`'s simulated TaskManagers): placements, heartbeats, memory,
 //!   snapshot size and restart time;
 //! - `limits`: the floors, fdatasync and a bare gRPC round trip;
+//! - `flood`: admission control under a flood of shards that can never run, with the
+//!   replicas' memory;
 //! - `process`: CPU and memory of a process, from /proc.
 //!
 //! It must not reach into a replica: everything goes through the public API and signals.
 
 mod failover;
 mod fleet;
+mod flood;
 mod limits;
 pub mod process;
 mod recovery;
@@ -20,6 +23,7 @@ mod stats;
 mod throughput;
 
 pub use failover::measure_failover;
+pub use flood::{measure_flood, FloodResult};
 pub use limits::{measure_fsync, measure_ping, FsyncResult, PingResult};
 pub use recovery::{measure_progress_pause, measure_taskmanager_loss, start_agents};
 pub use scale::{measure_scale, ScaleOptions, ScaleResult};

@@ -62,7 +62,11 @@ pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
             true,
         ),
     };
-    let config = ServeConfig::default();
+    // The capacity figures fill the state far past the default admission limits (which the
+    // flood figure measures on a cluster of its own).
+    let mut config = ServeConfig::default();
+    config.limits.max_pending_shards = u64::MAX / 4;
+    config.limits.max_pending_shards_per_client = u64::MAX / 4;
     let started = Instant::now();
     let result = run(&args, &dir, &config).await;
     if remove_after {
@@ -277,6 +281,35 @@ async fn run(
         report["progress_pause_across_leader_kill"] = json!(r);
     }
     drop(recovery_cluster);
+
+    if args.flood_clients > 0 {
+        let flood_cluster =
+            bench::start_cluster(&dir.join("flood"), args.replicas, &ServeConfig::default())
+                .await?;
+        let r = bench::measure_flood(
+            &flood_cluster,
+            args.flood_clients,
+            args.flood_shards_per_job,
+        )
+        .await?;
+        let largest_rss = r.replica_rss_bytes.values().copied().max().unwrap_or(0);
+        row(
+            &mut table,
+            format!(
+                "flood of unplaceable shards, {} clients (default limits)",
+                r.clients
+            ),
+            format!(
+                "{} shards admitted in {:.1} s, then RESOURCE_EXHAUSTED; largest replica {}",
+                r.admitted_shards,
+                r.seconds,
+                mib(largest_rss)
+            ),
+            Default::default(),
+        );
+        report["flood"] = json!(r);
+        drop(flood_cluster);
+    }
 
     let mut scale = Vec::new();
     let largest = args.fleets.iter().copied().max().unwrap_or(0);

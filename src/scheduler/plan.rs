@@ -119,15 +119,7 @@ impl Round<'_> {
             return;
         }
         let need = job.spec.slots_per_shard;
-        // Shards of this job already on each TaskManager (for the spread term).
-        let mut same_job: HashMap<&str, u32> = HashMap::new();
-        for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
-            if let Some(tm) = &shard.taskmanager {
-                *same_job.entry(tm.as_str()).or_default() += 1;
-            }
-        }
-        let scorer = &self.scorer;
-        let mut heap: BinaryHeap<Ranked> = self
+        let eligible: Vec<usize> = self
             .candidates
             .iter()
             .enumerate()
@@ -137,15 +129,35 @@ impl Round<'_> {
                     .taskmanager(c.id)
                     .is_some_and(|tm| tm.matches(&job.spec.selector))
             })
-            .map(|(i, c)| Ranked {
-                score: scorer.score(
-                    c.static_penalty,
-                    c.slots,
-                    c.free,
-                    need,
-                    same_job.get(c.id).copied().unwrap_or(0),
-                ),
-                candidate: i,
+            .map(|(i, _)| i)
+            .collect();
+        // Nowhere to go (no TaskManager matches, or none has room): skip the job without
+        // looking at its shards, so jobs that wait cost nothing per round.
+        if eligible.is_empty() {
+            return;
+        }
+        // Shards of this job already on each TaskManager (for the spread term).
+        let mut same_job: HashMap<&str, u32> = HashMap::new();
+        for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
+            if let Some(tm) = &shard.taskmanager {
+                *same_job.entry(tm.as_str()).or_default() += 1;
+            }
+        }
+        let scorer = &self.scorer;
+        let mut heap: BinaryHeap<Ranked> = eligible
+            .into_iter()
+            .map(|i| {
+                let c = &self.candidates[i];
+                Ranked {
+                    score: scorer.score(
+                        c.static_penalty,
+                        c.slots,
+                        c.free,
+                        need,
+                        same_job.get(c.id).copied().unwrap_or(0),
+                    ),
+                    candidate: i,
+                }
             })
             .collect();
         let now_ms = self.now_ms;
