@@ -127,6 +127,7 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
             addr: addr.into(),
             slots,
             labels: Default::default(),
+            ..Default::default()
         };
         expect_code(
             client.register_taskmanager(req).await,

@@ -290,6 +290,7 @@ async fn bad_reports_are_refused_and_change_nothing() -> anyhow::Result<()> {
         exit_code: Some(0),
         error: String::new(),
         run_ms: 1,
+        ..Default::default()
     };
     let send = |r: ShardReport| {
         let client = &client;
@@ -332,6 +333,7 @@ async fn bad_reports_are_refused_and_change_nothing() -> anyhow::Result<()> {
         addr: "127.0.0.1:0".into(),
         slots: 0,
         labels: Default::default(),
+        ..Default::default()
     };
     expect_refused(
         client.register_taskmanager(zero).await,

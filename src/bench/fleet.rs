@@ -40,6 +40,8 @@ pub async fn register(
                         addr: "127.0.0.1:0".into(),
                         slots,
                         labels: Default::default(),
+                        // Simulated: no agent process behind it.
+                        ..Default::default()
                     })
                     .await?;
                 mine.push((id, reply.registration_epoch));
@@ -71,6 +73,7 @@ async fn heartbeat(
         running: Vec::new(),
         assignments_max_epoch: held.0,
         assignments_count: held.1,
+        ..Default::default()
     };
     let reply = client
         .call(|ch| {

@@ -2,8 +2,10 @@
 //! instead of trusting the dispatcher's state.
 //!
 //! The recording command appends one line per event to a shared file:
-//! `<event> <job> <shard> <attempt> <epoch> <taskmanager> <unix ms>`, with events `start`,
-//! `tick` (every 100 ms while running), `end` (exit 0) and `fail` (exit non-zero).
+//! `<event> <job> <shard> <attempt> <epoch> <taskmanager> <pid> <unix ms>`, with events
+//! `start`, `tick` (every 100 ms while running), `end` (exit 0) and `fail` (exit non-zero).
+//! The pid tells apart two processes of one shard with the same epoch (two agents that both
+//! believe they hold one TaskManager id).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// The recording shard command: `record.sh <record-file> <run-ms> [always-fail | fail-on:<tm>]`.
 pub const RECORD_SCRIPT: &str = r#"#!/bin/sh
 rec="$1"; dur="$2"; mode="$3"
-id="$DISPATCHER_JOB_ID $DISPATCHER_SHARD_INDEX $DISPATCHER_ATTEMPT $DISPATCHER_EPOCH $DISPATCHER_TASKMANAGER"
+id="$DISPATCHER_JOB_ID $DISPATCHER_SHARD_INDEX $DISPATCHER_ATTEMPT $DISPATCHER_EPOCH $DISPATCHER_TASKMANAGER $$"
 now() { date +%s%3N; }
 echo "start $id $(now)" >> "$rec"
 end=$(( $(now) + dur ))
@@ -35,6 +37,8 @@ pub struct Execution {
     pub attempt: u32,
     pub epoch: u64,
     pub taskmanager: String,
+    /// The shard process that recorded it.
+    pub pid: u32,
     pub start_ms: u64,
     pub last_ms: u64,
     pub ended: bool,
@@ -42,27 +46,29 @@ pub struct Execution {
 }
 
 pub fn parse(text: &str) -> Vec<Execution> {
-    let mut runs: BTreeMap<(String, u32, u64), Execution> = BTreeMap::new();
+    let mut runs: BTreeMap<(String, u32, u64, u32), Execution> = BTreeMap::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() != 7 {
+        if f.len() != 8 {
             continue;
         }
-        let (Ok(shard), Ok(attempt), Ok(epoch), Ok(at)) = (
+        let (Ok(shard), Ok(attempt), Ok(epoch), Ok(pid), Ok(at)) = (
             f[2].parse::<u32>(),
             f[3].parse::<u32>(),
             f[4].parse::<u64>(),
-            f[6].parse::<u64>(),
+            f[6].parse::<u32>(),
+            f[7].parse::<u64>(),
         ) else {
             continue;
         };
-        let key = (f[1].to_string(), shard, epoch);
+        let key = (f[1].to_string(), shard, epoch, pid);
         let run = runs.entry(key).or_insert_with(|| Execution {
             job: f[1].to_string(),
             shard,
             attempt,
             epoch,
             taskmanager: f[5].to_string(),
+            pid,
             start_ms: at,
             last_ms: at,
             ended: false,

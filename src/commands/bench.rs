@@ -192,6 +192,7 @@ async fn run(
                 addr: format!("127.0.0.1:{}", 20000 + i),
                 slots: MAX_TASKMANAGER_SLOTS,
                 labels: Default::default(),
+                ..Default::default()
             })
             .await?;
     }

@@ -107,7 +107,8 @@ pub fn taskmanagers(format: OutputFormat, tms: &[TaskManagerInfo]) {
                 .map(|t| {
                     json!({"id": t.id, "addr": t.addr, "state": t.state, "slots": t.slots,
                            "used_slots": t.used_slots, "labels": t.labels,
-                                                      "registration_epoch": t.registration_epoch,
+                           "registration_epoch": t.registration_epoch,
+                           "incarnation": t.incarnation,
                            "shard_runs": t.shard_runs, "shard_failures": t.shard_failures,
                            "excluded_until_ms": t.excluded_until_ms,
                            "drain_deadline_ms": t.drain_deadline_ms})

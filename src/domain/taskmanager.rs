@@ -58,6 +58,8 @@ pub struct TaskManager {
     /// Bumped every time the TaskManager registers again, so that a restarted agent can be
     /// told apart from its previous life.
     pub registration_epoch: u64,
+    /// The agent process holding the id (random per process; 0 when unknown).
+    pub incarnation: u64,
     pub registered_at_ms: u64,
     pub stats: RunStats,
     /// Times of the most recent failed runs here (at most `RECENT_FAILURES_KEPT`).

@@ -17,12 +17,25 @@ use std::sync::Arc;
 pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Response {
     let result = match command {
         Command::RegisterTaskManager {
+            incarnation,
+            successor_of,
             id,
             addr,
             slots,
             labels,
             now_ms,
-        } => register_taskmanager(state, id, addr, slots, labels, now_ms),
+        } => register_taskmanager(
+            state,
+            Registration {
+                id,
+                addr,
+                slots,
+                labels,
+                incarnation,
+                successor_of,
+            },
+            now_ms,
+        ),
         Command::SubmitJob {
             name,
             spec,
@@ -98,15 +111,49 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
     result.unwrap_or_else(Response::Rejected)
 }
 
-fn register_taskmanager(
-    state: &mut ClusterState,
+/// A `RegisterTaskManager` command's contents.
+struct Registration {
     id: String,
     addr: String,
     slots: u32,
     labels: Labels,
+    incarnation: u64,
+    successor_of: Option<u64>,
+}
+
+fn register_taskmanager(
+    state: &mut ClusterState,
+    registration: Registration,
     now_ms: u64,
 ) -> Result<Response, Rejection> {
+    let Registration {
+        id,
+        addr,
+        slots,
+        labels,
+        incarnation,
+        successor_of,
+    } = registration;
     validate_registration(&id, &addr, slots, &labels, &InputLimits::CEILING)?;
+    // Another agent process takes the id over (the leader admitted it only once the holder's
+    // lease had surely run out, see `leader::fencing`): what the holder ran goes back to
+    // pending, to run again under new epochs. A successor on the same work dir keeps them: it
+    // reports how they ended from the work dir.
+    let taken_over = state.taskmanagers.get(&id).is_some_and(|tm| {
+        tm.state != TaskManagerState::Lost
+            && tm.incarnation != 0
+            && incarnation != 0
+            && tm.incarnation != incarnation
+            && successor_of != Some(tm.incarnation)
+    });
+    if taken_over {
+        let held: Vec<(JobId, u32, Option<u64>)> = state
+            .shards_by_taskmanager
+            .get(&id)
+            .map(|s| s.iter().map(|(j, i)| (*j, *i, None)).collect())
+            .unwrap_or_default();
+        requeue_held(state, &id, &held, 0, now_ms);
+    }
     let tm = state
         .taskmanagers
         .entry(id.clone())
@@ -118,6 +165,7 @@ fn register_taskmanager(
             labels: Labels::new(),
             state: TaskManagerState::Alive,
             registration_epoch: 0,
+            incarnation: 0,
             registered_at_ms: now_ms,
             stats: RunStats::default(),
             recent_failures_ms: Vec::new(),
@@ -128,6 +176,7 @@ fn register_taskmanager(
     tm.slots = slots;
     tm.labels = labels;
     tm.registration_epoch += 1;
+    tm.incarnation = incarnation;
     tm.registered_at_ms = now_ms;
     // A drained TaskManager stays drained across a re-registration and a loss: the operator
     // asked for it.

@@ -10,6 +10,11 @@ use std::fmt;
 pub enum Command {
     /// Add a TaskManager, or refresh one that registers again (new registration epoch).
     RegisterTaskManager {
+        /// The registering agent process (0: unknown) and, if it found one on its work dir,
+        /// the process it succeeds. Another incarnation taking the id over (admitted by the
+        /// leader only once the holder's lease has surely run out) requeues what it held.
+        incarnation: u64,
+        successor_of: Option<u64>,
         id: String,
         addr: String,
         slots: u32,

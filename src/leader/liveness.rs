@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 struct Contacts {
     last: HashMap<String, Instant>,
     condemned: HashSet<String>,
+    /// The term in which this replica last became leader, and when.
+    leader_since: Option<(u64, Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +63,32 @@ impl Liveness {
         }
         c.condemned.insert(taskmanager.to_string());
         true
+    }
+
+    /// This replica has just become leader in `term`: contacts from before do not count.
+    pub fn became_leader(&self, term: u64, at: Instant) {
+        self.lock().leader_since = Some((term, at));
+    }
+
+    /// Whether another agent process may take over `taskmanager`'s id while this replica
+    /// leads in `term`: only once its holder has been silent for `bound`, counted from when
+    /// this replica became leader in `term` if it has not heard from it since (see
+    /// `fencing`). If so the holder is condemned, so that none of its heartbeats is answered
+    /// from now on; otherwise returns how long it has been silent.
+    pub fn take_over(&self, taskmanager: &str, term: u64, bound: Duration) -> Result<(), Duration> {
+        let mut c = self.lock();
+        // Leading since an unknown moment (or since an older term): count from now.
+        let floor = match c.leader_since {
+            Some((t, at)) if t == term => at,
+            _ => Instant::now(),
+        };
+        let last = c.last.get(taskmanager).map_or(floor, |t| (*t).max(floor));
+        let silent = last.elapsed();
+        if silent <= bound {
+            return Err(silent);
+        }
+        c.condemned.insert(taskmanager.to_string());
+        Ok(())
     }
 
     /// Lift a condemnation (the loss could not be committed).

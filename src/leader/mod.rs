@@ -7,6 +7,7 @@ mod placement;
 mod retention;
 mod taskmanager_watch;
 
+pub mod fencing;
 pub use liveness::Liveness;
 
 use crate::config::ServeConfig;
@@ -71,6 +72,7 @@ async fn supervise(
         }
         if is_leader && running.is_none() {
             tracing::info!(term, "became leader; starting leader loops");
+            liveness.became_leader(term, std::time::Instant::now());
             let loops = RunningLoops(vec![
                 tokio::spawn(placement::run(raft.clone(), shared.clone())),
                 tokio::spawn(taskmanager_watch::run(

@@ -83,6 +83,7 @@ pub fn job_summary(job: &Job) -> api::JobSummary {
 
 pub fn taskmanager_info(tm: &TaskManager) -> api::TaskManagerInfo {
     api::TaskManagerInfo {
+        incarnation: tm.incarnation,
         id: tm.id.clone(),
         addr: tm.addr.clone(),
         state: tm.state.as_str().to_string(),

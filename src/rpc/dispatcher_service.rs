@@ -10,8 +10,10 @@ use crate::domain::{ClusterState, JobId, JobSpec, TaskManagerState};
 use crate::fsm::{
     check_admission, validate_registration, validate_spec, Command, Response as FsmResponse,
 };
+use crate::leader::fencing;
 use crate::pb::api::dispatcher_server::Dispatcher;
 use crate::pb::api::*;
+use openraft::async_runtime::watch::WatchReceiver;
 use tonic::{Request, Response, Status};
 
 /// How long a drain lets running shards finish before moving them, unless told otherwise.
@@ -25,6 +27,49 @@ pub struct DispatcherService {
 impl DispatcherService {
     pub fn new(ctx: ServiceContext) -> Self {
         DispatcherService { ctx }
+    }
+
+    /// A registration under an id another agent process holds: refused while the holder may
+    /// still run shards, admitted (as a takeover, the holder condemned) once it surely
+    /// cannot. See `leader::fencing`. Returns whether this registration takes the id over.
+    fn check_takeover(&self, req: &RegisterTaskManagerRequest) -> Result<bool, ApiError> {
+        let (holder, addr) = {
+            let view = self.ctx.shared.read();
+            match view.state.taskmanager(&req.id) {
+                Some(tm)
+                    if tm.state != TaskManagerState::Lost
+                        && tm.incarnation != 0
+                        && req.incarnation != 0
+                        && tm.incarnation != req.incarnation
+                        && req.successor_of != Some(tm.incarnation) =>
+                {
+                    (tm.incarnation, tm.addr.clone())
+                }
+                _ => return Ok(false),
+            }
+        };
+        let term = self.ctx.raft.metrics().borrow_watched().current_term;
+        let bound = fencing::takeover_after(&self.ctx.tm_settings);
+        match self.ctx.liveness.take_over(&req.id, term, bound) {
+            Ok(()) => {
+                tracing::warn!(
+                    id = %req.id,
+                    old = holder,
+                    new = req.incarnation,
+                    "another agent takes over TaskManager id '{}': its holder at {addr} has been silent past its lease",
+                    req.id
+                );
+                Ok(true)
+            }
+            Err(silent) => Err(ApiError::AlreadyExists(format!(
+                "TaskManager id '{}' is held by another agent at {addr}, heard from {:.1} s ago; \
+                 stop that agent, or start this one with another --id (the id frees itself {:.1} s \
+                 after its holder falls silent)",
+                req.id,
+                silent.as_secs_f64(),
+                bound.as_secs_f64()
+            ))),
+        }
     }
 }
 
@@ -176,7 +221,11 @@ impl Dispatcher for DispatcherService {
         request: Request<RegisterTaskManagerRequest>,
     ) -> Result<Response<RegisterTaskManagerReply>, Status> {
         let req = request.into_inner();
-        let labels = req.labels.into_iter().collect();
+        let labels = req
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         validate_registration(
             &req.id,
             &req.addr,
@@ -186,22 +235,32 @@ impl Dispatcher for DispatcherService {
         )
         .map_err(ApiError::from)?;
         let id = req.id.clone();
+        let taking_over = self.check_takeover(&req)?;
         let command = Command::RegisterTaskManager {
+            incarnation: req.incarnation,
+            successor_of: req.successor_of,
             id: req.id,
             addr: req.addr,
             slots: req.slots,
             labels,
             now_ms: now_ms(),
         };
-        match write(&self.ctx, command).await? {
-            FsmResponse::TaskManagerRegistered { registration_epoch } => {
+        match write(&self.ctx, command).await {
+            Ok(FsmResponse::TaskManagerRegistered { registration_epoch }) => {
                 // Registering is contact, and lifts any condemnation of an older life.
                 self.ctx.liveness.registered(&id, std::time::Instant::now());
                 Ok(Response::new(RegisterTaskManagerReply {
                     registration_epoch,
                 }))
             }
-            other => Err(unexpected(other).into()),
+            Ok(other) => Err(unexpected(other).into()),
+            Err(e) => {
+                if taking_over {
+                    // Not taken over after all: the holder may heartbeat again.
+                    self.ctx.liveness.pardon(&id);
+                }
+                Err(e.into())
+            }
         }
     }
 

@@ -25,6 +25,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The outcome of a write is unknown (its entry was discarded by a leader change); a
     /// retry with the same idempotency key is safe.
     #[error("outcome unknown, retry: {0}")]
@@ -80,6 +82,7 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument(_) => Status::invalid_argument(message),
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
+            ApiError::AlreadyExists(_) => Status::already_exists(message),
             ApiError::OutcomeUnknown(_) | ApiError::Unavailable(_) => Status::unavailable(message),
             ApiError::Internal(_) => Status::internal(message),
         }

@@ -87,7 +87,14 @@ impl TaskManagers for TaskManagerService {
         let Some(tm) = view.state.taskmanager(&req.taskmanager_id) else {
             return Ok(Response::new(reply));
         };
-        if tm.registration_epoch != req.registration_epoch || tm.state == TaskManagerState::Lost {
+        // Another agent process took the id over: this one is told it is not registered, and
+        // its attempt to register again is refused while the new holder lives.
+        let other_incarnation =
+            tm.incarnation != 0 && req.incarnation != 0 && tm.incarnation != req.incarnation;
+        if tm.registration_epoch != req.registration_epoch
+            || tm.state == TaskManagerState::Lost
+            || other_incarnation
+        {
             return Ok(Response::new(reply));
         }
         // Refused if the failure detector has condemned it: its shards are being moved.
@@ -138,6 +145,18 @@ impl TaskManagers for TaskManagerService {
             // is refused here, without a log entry. One whose epoch (the log index of its
             // placement) this replica has not applied yet goes on to apply, which decides.
             let view = self.ctx.shared.read();
+            let holder = view
+                .state
+                .taskmanager(&req.taskmanager_id)
+                .map_or(0, |tm| tm.incarnation);
+            if holder != 0 && req.incarnation != 0 && holder != req.incarnation {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "TaskManager id '{}' now belongs to another agent process; this one lost it \
+                     and must stop its runs",
+                    req.taskmanager_id
+                ))
+                .into());
+            }
             let applied = view.last_applied.as_ref().map(|l| l.index()).unwrap_or(0);
             if req.epoch <= applied {
                 check_report(

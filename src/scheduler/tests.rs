@@ -32,6 +32,8 @@ fn register(
         state,
         idx,
         Command::RegisterTaskManager {
+            incarnation: 0,
+            successor_of: None,
             id: id.to_string(),
             addr: "127.0.0.1:7001".to_string(),
             slots,

@@ -1,6 +1,7 @@
 //! The agent's main loop: register, heartbeat, reconcile runs with the leader's assignment
 //! list, keep the lease.
 
+use super::identity::{claim, AgentIdentity, IdentityError};
 use super::lease::Lease;
 use super::reporter;
 use super::runner::{self, RunContext, RunHandle, RunKey};
@@ -29,6 +30,8 @@ pub enum AgentError {
     },
     #[error("cannot find this executable to run shards under its supervisor: {0}")]
     Executable(std::io::Error),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 #[derive(Debug, Clone)]
@@ -69,13 +72,19 @@ fn hostname() -> String {
 
 /// Register, retrying for as long as it takes to find a leader. Only a refusal (bad id,
 /// slots, labels) is an error: retrying would not change the answer.
-async fn register(client: &Client, opts: &AgentOptions) -> Result<u64, ClientError> {
+async fn register(
+    client: &Client,
+    opts: &AgentOptions,
+    identity: &AgentIdentity,
+) -> Result<u64, ClientError> {
     let request = RegisterTaskManagerRequest {
         id: opts.id.clone(),
         // Port 0: the agent takes no inbound connections; work comes with heartbeats.
         addr: format!("{}:0", hostname()),
         slots: opts.slots,
         labels: opts.labels.clone().into_iter().collect(),
+        incarnation: identity.incarnation,
+        successor_of: identity.successor_of,
     };
     loop {
         match client.register_taskmanager(request.clone()).await {
@@ -98,6 +107,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         path: opts.work_dir.display().to_string(),
         source,
     })?;
+    let identity = claim(&opts.work_dir, &format!("{}/{}", hostname(), opts.id))?;
+    tracing::info!(
+        incarnation = identity.incarnation,
+        successor_of = ?identity.successor_of,
+        "agent process identity"
+    );
     let executable = std::env::current_exe().map_err(AgentError::Executable)?;
     // Registration and reports may wait out a leader change; heartbeats must not block
     // the loop for long.
@@ -123,6 +138,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let mut rereported: HashMap<RunKey, Instant> = HashMap::new();
     let ctx = RunContext {
         taskmanager_id: opts.id.clone(),
+        incarnation: identity.incarnation,
         executable,
         workdir,
         lease: lease.clone(),
@@ -140,7 +156,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     };
 
     let main = async {
-        let mut registration_epoch = register(&client, &opts).await?;
+        let mut registration_epoch = register(&client, &opts, &identity).await?;
         // The assignment list last acted on and its version (greatest epoch, count).
         let mut held: ((u64, u64), Vec<Assignment>) = ((0, 0), Vec::new());
         let mut interval = DEFAULT_INTERVAL;
@@ -158,6 +174,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             let request = HeartbeatRequest {
                 taskmanager_id: opts.id.clone(),
                 registration_epoch,
+                incarnation: identity.incarnation,
                 running,
                 assignments_max_epoch: held.0 .0,
                 assignments_count: held.0 .1,
@@ -178,7 +195,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     tracing::warn!("the leader does not know this registration (declared lost?): stopping every run and registering again");
                     lock(&runs).clear();
                     held = ((0, 0), Vec::new());
-                    registration_epoch = register(&client, &opts).await?;
+                    registration_epoch = register(&client, &opts, &identity).await?;
                     continue;
                 }
                 Ok(reply) => {

@@ -10,6 +10,7 @@
 //! only; what a job's shards run is fetched once per job (`specs`).
 
 mod agent;
+mod identity;
 mod lease;
 mod reporter;
 mod runner;
@@ -18,3 +19,4 @@ pub mod supervisor;
 pub mod workdir;
 
 pub use agent::{run, AgentError, AgentOptions};
+pub use runner::KEEPALIVE_TIMEOUT;

@@ -34,6 +34,8 @@ pub struct RunHandle {
 #[derive(Clone)]
 pub struct RunContext {
     pub taskmanager_id: String,
+    /// This agent process's incarnation, sent with every report.
+    pub incarnation: u64,
     pub executable: PathBuf,
     pub workdir: WorkDir,
     pub lease: Arc<Lease>,
@@ -54,6 +56,7 @@ impl RunContext {
             exit_code: result.and_then(|r| r.exit_code),
             error: result.map(|r| r.error.clone()).unwrap_or_default(),
             run_ms: result.map(|r| r.run_ms).unwrap_or(0),
+            incarnation: self.incarnation,
         });
     }
 

@@ -170,6 +170,7 @@ pub async fn register_taskmanagers(
                 addr: format!("127.0.0.1:{}", 9000 + i),
                 slots,
                 labels: Default::default(),
+                ..Default::default()
             })
             .await?;
     }

@@ -16,6 +16,8 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 fn register_cmd(id: &str, addr: &str, slots: u32, label_pairs: &[(&str, &str)]) -> Command {
     Command::RegisterTaskManager {
+        incarnation: 0,
+        successor_of: None,
         id: id.to_string(),
         addr: addr.to_string(),
         slots,
@@ -296,6 +298,8 @@ fn reregistration_bumps_epoch_and_updates_fields() {
         &mut state,
         4,
         Command::RegisterTaskManager {
+            incarnation: 0,
+            successor_of: None,
             id: "tm-a".to_string(),
             addr: "10.0.0.9:8000".to_string(),
             slots: 16,
