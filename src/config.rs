@@ -30,6 +30,7 @@
 //! name_bytes = 253          # ids, names, label keys and values (ceiling 1,024)
 //! max_pending_shards = 1000000           # shards of jobs not yet ended, cluster-wide
 //! max_pending_shards_per_client = 250000 # the same, per client
+//! max_spec_bytes = 536870912             # specs held, ended jobs too until forgotten
 //! ```
 
 use crate::domain::{Admission, InputLimits, RAFT_MAX_BATCH_ENTRIES};
@@ -149,6 +150,7 @@ pub struct LimitSettings {
     pub name_bytes: usize,
     pub max_pending_shards: u64,
     pub max_pending_shards_per_client: u64,
+    pub max_spec_bytes: u64,
 }
 
 impl Default for LimitSettings {
@@ -162,6 +164,7 @@ impl Default for LimitSettings {
             name_bytes: input.name_bytes,
             max_pending_shards: admission.max_pending_shards,
             max_pending_shards_per_client: admission.max_pending_shards_per_client,
+            max_spec_bytes: admission.max_spec_bytes,
         }
     }
 }
@@ -180,6 +183,7 @@ impl LimitSettings {
         Admission {
             max_pending_shards: self.max_pending_shards,
             max_pending_shards_per_client: self.max_pending_shards_per_client,
+            max_spec_bytes: self.max_spec_bytes,
         }
     }
 
@@ -210,9 +214,13 @@ impl LimitSettings {
                 )));
             }
         }
-        if self.max_pending_shards == 0 || self.max_pending_shards_per_client == 0 {
+        if self.max_pending_shards == 0
+            || self.max_pending_shards_per_client == 0
+            || self.max_spec_bytes < self.spec_bytes as u64
+        {
             return Err(ConfigError::Invalid(
-                "limits.max_pending_shards and limits.max_pending_shards_per_client must be > 0"
+                "limits.max_pending_shards and limits.max_pending_shards_per_client must be > 0, \
+                 and limits.max_spec_bytes at least limits.spec_bytes"
                     .into(),
             ));
         }

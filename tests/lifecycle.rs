@@ -281,7 +281,15 @@ async fn bad_reports_are_refused_and_change_nothing() -> anyhow::Result<()> {
     let ids = cluster.ids();
     let before = cluster.wait_converged(&ids, DEADLINE).await?.1;
 
+    // Reports as the agent itself would send them (its incarnation), but wrong in one field.
+    let incarnation = client
+        .list_taskmanagers()
+        .await?
+        .iter()
+        .find(|t| t.id == "tm-0")
+        .map_or(0, |t| t.incarnation);
     let report = |tm: &str, job_id: &str, index: u32, epoch: u64| ShardReport {
+        incarnation,
         taskmanager_id: tm.to_string(),
         job_id: job_id.to_string(),
         index,
@@ -290,7 +298,6 @@ async fn bad_reports_are_refused_and_change_nothing() -> anyhow::Result<()> {
         exit_code: Some(0),
         error: String::new(),
         run_ms: 1,
-        ..Default::default()
     };
     let send = |r: ShardReport| {
         let client = &client;

@@ -67,6 +67,7 @@ pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
     let mut config = ServeConfig::default();
     config.limits.max_pending_shards = u64::MAX / 4;
     config.limits.max_pending_shards_per_client = u64::MAX / 4;
+    config.limits.max_spec_bytes = u64::MAX / 4;
     let started = Instant::now();
     let result = run(&args, &dir, &config).await;
     if remove_after {

@@ -56,12 +56,16 @@ pub struct Admission {
     pub max_pending_shards: u64,
     /// The same, per submitting client.
     pub max_pending_shards_per_client: u64,
+    /// Bytes of job specs the state holds, ended jobs included until they are forgotten
+    /// (`[jobs] retention_secs`): what a loop of submit-and-cancel would otherwise grow.
+    pub max_spec_bytes: u64,
 }
 
 impl Admission {
     pub const DEFAULT: Admission = Admission {
         max_pending_shards: 1_000_000,
         max_pending_shards_per_client: 250_000,
+        max_spec_bytes: 512 * 1024 * 1024,
     };
 }
 

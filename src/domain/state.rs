@@ -28,6 +28,8 @@ pub struct ClusterState {
     pub pending_shards: u64,
     /// ... and per job owner (the submitting client).
     pub pending_shards_by_owner: BTreeMap<String, u64>,
+    /// Encoded size of the specs of every job held, ended or not (admission control).
+    pub spec_bytes: u64,
 }
 
 /// Which assignment list of a TaskManager a heartbeat reply describes: the greatest epoch

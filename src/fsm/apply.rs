@@ -19,6 +19,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::RegisterTaskManager {
             incarnation,
             successor_of,
+            replaces,
             id,
             addr,
             slots,
@@ -33,6 +34,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
                 labels,
                 incarnation,
                 successor_of,
+                replaces,
             },
             now_ms,
         ),
@@ -119,6 +121,7 @@ struct Registration {
     labels: Labels,
     incarnation: u64,
     successor_of: Option<u64>,
+    replaces: Option<u64>,
 }
 
 fn register_taskmanager(
@@ -133,19 +136,28 @@ fn register_taskmanager(
         labels,
         incarnation,
         successor_of,
+        replaces,
     } = registration;
     validate_registration(&id, &addr, slots, &labels, &InputLimits::CEILING)?;
     // Another agent process takes the id over (the leader admitted it only once the holder's
     // lease had surely run out, see `leader::fencing`): what the holder ran goes back to
     // pending, to run again under new epochs. A successor on the same work dir keeps them: it
     // reports how they ended from the work dir.
-    let taken_over = state.taskmanagers.get(&id).is_some_and(|tm| {
-        tm.state != TaskManagerState::Lost
-            && tm.incarnation != 0
-            && incarnation != 0
+    // Any other live holder is refused: the leader's decision to fence it may have been
+    // overtaken by another registration committed in between.
+    let mut taken_over = false;
+    if let Some(tm) = state.taskmanagers.get(&id) {
+        let other = tm.state != TaskManagerState::Lost
             && tm.incarnation != incarnation
-            && successor_of != Some(tm.incarnation)
-    });
+            && successor_of != Some(tm.incarnation);
+        if other && replaces != Some(tm.incarnation) {
+            return Err(Rejection::IdInUse {
+                id,
+                addr: tm.addr.clone(),
+            });
+        }
+        taken_over = other;
+    }
     if taken_over {
         let held: Vec<(JobId, u32, Option<u64>)> = state
             .shards_by_taskmanager
@@ -224,7 +236,14 @@ fn submit_job(
         });
     }
     validate_spec(&name, &spec, &InputLimits::CEILING)?;
-    admission::admit(state, &owner, spec.shard_count.into(), &admission)?;
+    let spec_bytes = spec.encoded_len_estimate() as u64;
+    admission::admit(
+        state,
+        &owner,
+        spec.shard_count.into(),
+        spec_bytes,
+        &admission,
+    )?;
     let job_id = JobId(log_index);
     let shards = (0..spec.shard_count).map(Shard::new).collect();
     if let Some(key) = &idempotency_key {
@@ -609,12 +628,12 @@ fn requeue(shard: &mut Shard, not_before_ms: u64) {
 fn record_run(tm: &mut TaskManager, outcome: &ShardOutcome, run_ms: u64, now_ms: u64) {
     match outcome {
         ShardOutcome::Finished => {
-            tm.stats.runs += 1;
-            tm.stats.run_time_ms += run_ms;
+            tm.stats.runs = tm.stats.runs.saturating_add(1);
+            tm.stats.run_time_ms = tm.stats.run_time_ms.saturating_add(run_ms);
         }
         ShardOutcome::Failed { .. } => {
-            tm.stats.runs += 1;
-            tm.stats.run_time_ms += run_ms;
+            tm.stats.runs = tm.stats.runs.saturating_add(1);
+            tm.stats.run_time_ms = tm.stats.run_time_ms.saturating_add(run_ms);
             tm.stats.failures += 1;
             tm.recent_failures_ms.push(now_ms);
             if tm.recent_failures_ms.len() > RECENT_FAILURES_KEPT {
@@ -733,6 +752,7 @@ fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Response {
             if let Some(key) = &job.idempotency_key {
                 state.idempotency_keys.remove(key);
             }
+            admission::forget(state, job.spec.encoded_len_estimate() as u64);
             state.jobs_with_pending_shards.remove(&job_id);
             count += 1;
         }

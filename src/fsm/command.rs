@@ -15,6 +15,9 @@ pub enum Command {
         /// leader only once the holder's lease has surely run out) requeues what it held.
         incarnation: u64,
         successor_of: Option<u64>,
+        /// The holder's incarnation the leader found silent past its lease and fenced, when
+        /// this registration takes the id over from it; any other live holder is refused.
+        replaces: Option<u64>,
         id: String,
         addr: String,
         slots: u32,
@@ -183,6 +186,8 @@ pub enum Rejection {
     },
     #[error("TaskManager '{id}' registered again since (registration {current}); nothing to do")]
     StaleRegistration { id: String, current: u64 },
+    #[error("TaskManager id '{id}' is held by another agent at {addr}; stop that agent, or start this one with another --id")]
+    IdInUse { id: String, addr: String },
     /// Admission control: the cluster (or this client) holds as much unfinished work as it
     /// accepts.
     #[error("{0}")]

@@ -76,6 +76,14 @@ pub fn validate_registration(
     limits: &InputLimits,
 ) -> Result<(), Rejection> {
     validate_name_within("TaskManager id", id, limits)?;
+    // A host name and a port.
+    if addr.len() > limits.name_bytes + 6 {
+        return Err(invalid(format!(
+            "address is {} bytes long; {}",
+            addr.len(),
+            limit(limits.name_bytes + 6, "name_bytes")
+        )));
+    }
     match addr.rsplit_once(':') {
         Some((host, "0")) => validate_address(&format!("{host}:1"))?,
         _ => validate_address(addr)?,

@@ -18,7 +18,11 @@
 //!   has heard nothing since: a loss waits `timeout_ms`, which config validation keeps at
 //!   least that long, and a takeover waits exactly that long ([`takeover_after`]). At that
 //!   moment the holder is condemned under the lock heartbeats take, so no later heartbeat of
-//!   it is answered.
+//!   it is answered, and the command that moves its shards names the holder it fenced (apply
+//!   refuses it if the id has changed hands since).
+//! - **A new leader** answers no heartbeat before it has applied an entry of its own term, so
+//!   a loss or takeover a previous leader committed is in the state it answers from: it
+//!   cannot renew the lease of an agent whose shards were just moved.
 //!
 //! ## Why it holds
 //!
@@ -33,10 +37,17 @@
 //!   ends before any later leader can be elected (a leader answers heartbeats only within the
 //!   election timeout's lower bound of a quorum acknowledging it). So `s` is before this
 //!   leader's election, hence before the moment it counts from.
+//! - If a later leader would answer it after the move was decided: the move is either
+//!   committed, and then applied before that leader answers anything (the agent is told it
+//!   lost the id, or its shards are no longer its own), or it never commits, and then no
+//!   shard moved.
 //!
 //! Both clocks only need to agree on how long a second is: the margin (500 ms over the 1 s
 //! keep-alive timeout) absorbs scheduling delays; drift between monotonic clocks is parts per
-//! million. No wall clock is involved, so skewed clocks change nothing.
+//! million. No wall clock is involved, so skewed clocks change nothing. The agent and its
+//! supervisors measure on CLOCK_BOOTTIME, which keeps counting while a machine is suspended.
+//! The lease and timeouts come from each replica's `[taskmanagers]` settings: they must be
+//! the same on every replica.
 //!
 //! After the takeover, the old agent's heartbeats and reports carry an incarnation the id no
 //! longer has: they are refused before the log, and its shards' epochs are stale in any case

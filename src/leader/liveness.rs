@@ -66,8 +66,14 @@ impl Liveness {
     }
 
     /// This replica has just become leader in `term`: contacts from before do not count.
+    ///
+    /// Condemnations from an earlier term are dropped: the loss or takeover each stood for was
+    /// either committed (and this leader answers no heartbeat before it has applied everything
+    /// of earlier terms) or lost with that term.
     pub fn became_leader(&self, term: u64, at: Instant) {
-        self.lock().leader_since = Some((term, at));
+        let mut c = self.lock();
+        c.leader_since = Some((term, at));
+        c.condemned.clear();
     }
 
     /// Whether another agent process may take over `taskmanager`'s id while this replica

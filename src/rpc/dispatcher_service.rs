@@ -3,7 +3,7 @@
 
 use super::convert::{job_status, job_summary, taskmanager_info};
 use super::error::ApiError;
-use super::raft_access::{linearizable, write};
+use super::raft_access::{linearizable, not_leader_here, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
 use crate::domain::{ClusterState, JobId, JobSpec, TaskManagerState};
@@ -31,24 +31,30 @@ impl DispatcherService {
 
     /// A registration under an id another agent process holds: refused while the holder may
     /// still run shards, admitted (as a takeover, the holder condemned) once it surely
-    /// cannot. See `leader::fencing`. Returns whether this registration takes the id over.
-    fn check_takeover(&self, req: &RegisterTaskManagerRequest) -> Result<bool, ApiError> {
+    /// cannot. See `leader::fencing`. Returns the holder's incarnation this registration
+    /// takes the id over from.
+    fn check_takeover(&self, req: &RegisterTaskManagerRequest) -> Result<Option<u64>, ApiError> {
         let (holder, addr) = {
             let view = self.ctx.shared.read();
             match view.state.taskmanager(&req.id) {
                 Some(tm)
                     if tm.state != TaskManagerState::Lost
-                        && tm.incarnation != 0
-                        && req.incarnation != 0
                         && tm.incarnation != req.incarnation
                         && req.successor_of != Some(tm.incarnation) =>
                 {
                     (tm.incarnation, tm.addr.clone())
                 }
-                _ => return Ok(false),
+                _ => return Ok(None),
             }
         };
-        let term = self.ctx.raft.metrics().borrow_watched().current_term;
+        // Only the leader knows when it last heard from the holder.
+        let (is_leader, term) = {
+            let m = self.ctx.raft.metrics().borrow_watched().clone();
+            (m.state == openraft::ServerState::Leader, m.current_term)
+        };
+        if !is_leader {
+            return Err(not_leader_here(&self.ctx));
+        }
         let bound = fencing::takeover_after(&self.ctx.tm_settings);
         match self.ctx.liveness.take_over(&req.id, term, bound) {
             Ok(()) => {
@@ -59,7 +65,7 @@ impl DispatcherService {
                     "another agent takes over TaskManager id '{}': its holder at {addr} has been silent past its lease",
                     req.id
                 );
-                Ok(true)
+                Ok(Some(holder))
             }
             Err(silent) => Err(ApiError::AlreadyExists(format!(
                 "TaskManager id '{}' is held by another agent at {addr}, heard from {:.1} s ago; \
@@ -147,8 +153,15 @@ impl Dispatcher for DispatcherService {
                 .is_some_and(|k| view.state.idempotency_keys.contains_key(k));
             if !known {
                 // Refused here, a flood never even reaches the log.
-                check_admission(&view.state, &owner, spec.shard_count.into(), &admission)
-                    .map_err(ApiError::from)?;
+                let spec_bytes = spec.encoded_len_estimate() as u64;
+                check_admission(
+                    &view.state,
+                    &owner,
+                    spec.shard_count.into(),
+                    spec_bytes,
+                    &admission,
+                )
+                .map_err(ApiError::from)?;
             }
             placement_warnings(&view.state, &spec)
         };
@@ -235,32 +248,40 @@ impl Dispatcher for DispatcherService {
         )
         .map_err(ApiError::from)?;
         let id = req.id.clone();
-        let taking_over = self.check_takeover(&req)?;
+        let replaces = self.check_takeover(&req)?;
         let command = Command::RegisterTaskManager {
             incarnation: req.incarnation,
             successor_of: req.successor_of,
+            replaces,
             id: req.id,
             addr: req.addr,
             slots: req.slots,
             labels,
             now_ms: now_ms(),
         };
-        match write(&self.ctx, command).await {
-            Ok(FsmResponse::TaskManagerRegistered { registration_epoch }) => {
+        // Runs to its end even if the caller gives up: a takeover proposal still in flight
+        // must keep its holder condemned, and one that failed must pardon it.
+        let ctx = self.ctx.clone();
+        let outcome = tokio::spawn(async move {
+            let result = write(&ctx, command).await;
+            match &result {
                 // Registering is contact, and lifts any condemnation of an older life.
-                self.ctx.liveness.registered(&id, std::time::Instant::now());
+                Ok(_) => ctx.liveness.registered(&id, std::time::Instant::now()),
+                // Not taken over (the entry will not commit): the holder may heartbeat again.
+                Err(_) if replaces.is_some() => ctx.liveness.pardon(&id),
+                Err(_) => {}
+            }
+            result
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("registration task: {e}")))?;
+        match outcome? {
+            FsmResponse::TaskManagerRegistered { registration_epoch } => {
                 Ok(Response::new(RegisterTaskManagerReply {
                     registration_epoch,
                 }))
             }
-            Ok(other) => Err(unexpected(other).into()),
-            Err(e) => {
-                if taking_over {
-                    // Not taken over after all: the holder may heartbeat again.
-                    self.ctx.liveness.pardon(&id);
-                }
-                Err(e.into())
-            }
+            other => Err(unexpected(other).into()),
         }
     }
 

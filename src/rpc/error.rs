@@ -76,6 +76,7 @@ impl From<ApiError> for Status {
                         Code::FailedPrecondition
                     }
                     Rejection::Overloaded(_) => Code::ResourceExhausted,
+                    Rejection::IdInUse { .. } => Code::AlreadyExists,
                 };
                 Status::new(code, message)
             }

@@ -15,6 +15,9 @@ use openraft::{Instant as _, ServerState};
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
+/// Longest shard run a report may claim.
+const MAX_REPORTED_RUN_MS: u64 = 365 * 24 * 3600 * 1000;
+
 /// Keep the last `max` bytes of `text` (cut at a character boundary).
 fn truncate_front(text: &mut String, max: usize) {
     if text.len() > max {
@@ -45,23 +48,40 @@ impl TaskManagerService {
     /// the acknowledged message was sent); no other leader can be elected within an
     /// election timeout of that. Applied state may trail the commit by a moment; moves that
     /// matter (drain, loss) keep a margin over the agent's lease for that.
+    ///
+    /// A new leader also waits until it has applied an entry of its own term (its first,
+    /// blank entry): everything committed before it, such as a takeover or a loss a previous
+    /// leader proposed, is then in the state it answers from. Otherwise it could renew the
+    /// lease of an agent whose shards that entry is about to move elsewhere.
     fn ensure_leader_lease(&self) -> Result<(), ApiError> {
-        let valid = {
+        let (valid, term) = {
             let metrics = self.ctx.raft.metrics();
             let m = metrics.borrow_watched();
             let alone = m.membership_config.membership().voter_ids().count() == 1;
-            m.state == ServerState::Leader
+            let valid = m.state == ServerState::Leader
                 && (alone
                     || m.last_quorum_acked
                         .as_ref()
-                        .is_some_and(|acked| acked.into_inner().elapsed() < self.ctx.leader_lease))
+                        .is_some_and(|acked| acked.into_inner().elapsed() < self.ctx.leader_lease));
+            (valid, m.current_term)
         };
-        if valid {
-            Ok(())
-        } else {
+        if !valid {
             tracing::debug!("heartbeat refused: leader lease not held");
-            Err(not_leader_here(&self.ctx))
+            return Err(not_leader_here(&self.ctx));
         }
+        let applied_term = self
+            .ctx
+            .shared
+            .read()
+            .last_applied
+            .as_ref()
+            .map(|l| l.committed_leader_id().term);
+        if applied_term != Some(term) {
+            return Err(ApiError::Unavailable(
+                "this leader has not applied the log of its own term yet; retry shortly".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -89,8 +109,7 @@ impl TaskManagers for TaskManagerService {
         };
         // Another agent process took the id over: this one is told it is not registered, and
         // its attempt to register again is refused while the new holder lives.
-        let other_incarnation =
-            tm.incarnation != 0 && req.incarnation != 0 && tm.incarnation != req.incarnation;
+        let other_incarnation = tm.incarnation != req.incarnation;
         if tm.registration_epoch != req.registration_epoch
             || tm.state == TaskManagerState::Lost
             || other_incarnation
@@ -139,6 +158,10 @@ impl TaskManagers for TaskManagerService {
             .map_err(|e: crate::domain::ParseJobIdError| {
                 ApiError::InvalidArgument(e.to_string())
             })?;
+        // Checked against the leader's applied state only, once it holds its own term (see
+        // `ensure_leader_lease`), so that a replica behind never refuses a report it cannot
+        // judge yet.
+        self.ensure_leader_lease()?;
         let mut req = req;
         {
             // A report about an assignment the applied state has already seen and moved past
@@ -148,8 +171,8 @@ impl TaskManagers for TaskManagerService {
             let holder = view
                 .state
                 .taskmanager(&req.taskmanager_id)
-                .map_or(0, |tm| tm.incarnation);
-            if holder != 0 && req.incarnation != 0 && holder != req.incarnation {
+                .map(|tm| tm.incarnation);
+            if holder.is_some_and(|h| h != req.incarnation) {
                 return Err(ApiError::FailedPrecondition(format!(
                     "TaskManager id '{}' now belongs to another agent process; this one lost it \
                      and must stop its runs",
@@ -215,7 +238,8 @@ impl TaskManagers for TaskManagerService {
                     shard: req.index,
                     epoch: req.epoch,
                     outcome,
-                    run_ms: req.run_ms,
+                    // A run of more than a year is a broken clock or a forged report.
+                    run_ms: req.run_ms.min(MAX_REPORTED_RUN_MS),
                     retry_at_ms: now + delay,
                     now_ms: now,
                 }

@@ -34,6 +34,7 @@ fn register(
         Command::RegisterTaskManager {
             incarnation: 0,
             successor_of: None,
+            replaces: None,
             id: id.to_string(),
             addr: "127.0.0.1:7001".to_string(),
             slots,

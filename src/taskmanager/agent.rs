@@ -89,6 +89,9 @@ async fn register(
     loop {
         match client.register_taskmanager(request.clone()).await {
             Ok(reply) => {
+                if let Err(e) = identity.record_admitted() {
+                    tracing::warn!("cannot record this incarnation in the work dir: {e}");
+                }
                 tracing::info!(id = %opts.id, registration_epoch = reply.registration_epoch, "registered");
                 return Ok(reply.registration_epoch);
             }
@@ -163,6 +166,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         let mut lease_was_valid = false;
         loop {
             let sent_at = Instant::now();
+            let sent_at_boot = crate::clock::boottime();
             let running: Vec<ShardKey> = lock(&runs)
                 .keys()
                 .map(|(job_id, index, epoch)| ShardKey {
@@ -200,7 +204,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 }
                 Ok(reply) => {
                     interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
-                    lease.renew(sent_at, Duration::from_millis(reply.lease_ms));
+                    lease.renew(sent_at_boot, Duration::from_millis(reply.lease_ms));
                     // A reply that arrives (or is handled) after the lease it grants has run
                     // out may be stale: act on nothing in it.
                     if lease.is_valid() {

@@ -3,11 +3,12 @@
 //!
 //! The lock (`flock` on `<work-dir>/agent.lock`, released by the kernel when the process dies
 //! however it dies) makes a second agent on the same work dir refuse to start. Holding it also
-//! proves that the process which last ran here is gone, so the incarnation it left in
-//! `<work-dir>/incarnation` is reported as the one this process succeeds: the cluster lets a
-//! restarted agent take its id back at once (it recovers its runs from the work dir), while
-//! a different agent claiming the same id must wait until the holder's lease has run out
-//! (see `leader::fencing`).
+//! proves that the process which last ran here is gone, so the last incarnation the cluster
+//! admitted from this work dir (`<work-dir>/incarnation`, written once a registration
+//! succeeded) is reported as the one this process succeeds: the cluster lets a restarted agent
+//! take its id back at once (it recovers its runs from the work dir), while a different agent
+//! claiming the same id must wait until the holder's lease has run out (see
+//! `leader::fencing`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -16,10 +17,27 @@ use std::path::Path;
 
 pub struct AgentIdentity {
     pub incarnation: u64,
-    /// The incarnation that ran on this work dir before (its process is gone).
+    /// The incarnation admitted from this work dir before (its process is gone).
     pub successor_of: Option<u64>,
     /// Held for the life of the process.
     _lock: File,
+    record: std::path::PathBuf,
+}
+
+impl AgentIdentity {
+    /// The cluster admitted this incarnation: record it (atomically and durably) as the one
+    /// the next process on this work dir succeeds.
+    pub fn record_admitted(&self) -> io::Result<()> {
+        let tmp = self.record.with_extension("tmp");
+        let mut out = File::create(&tmp)?;
+        out.write_all(format!("{}\n", self.incarnation).as_bytes())?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, &self.record)?;
+        if let Some(dir) = self.record.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,19 +78,15 @@ pub fn claim(work_dir: &Path, salt: &str) -> Result<AgentIdentity, IdentityError
             io_err(err)
         });
     }
-    let file = work_dir.join("incarnation");
-    let successor_of = std::fs::read_to_string(&file)
+    let record = work_dir.join("incarnation");
+    let successor_of = std::fs::read_to_string(&record)
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
-    let incarnation = fresh_incarnation(salt);
-    let mut out = File::create(&file).map_err(io_err)?;
-    out.write_all(format!("{incarnation}\n").as_bytes())
-        .and_then(|_| out.sync_all())
-        .map_err(io_err)?;
     Ok(AgentIdentity {
-        incarnation,
+        incarnation: fresh_incarnation(salt),
         successor_of,
         _lock: lock,
+        record,
     })
 }
 
@@ -90,9 +104,14 @@ mod tests {
             Err(IdentityError::WorkDirInUse(_))
         ));
         let previous = first.incarnation;
+        first.record_admitted().expect("record");
         drop(first);
         let second = claim(dir.path(), "c").expect("after the first is gone");
         assert_eq!(second.successor_of, Some(previous));
         assert_ne!(second.incarnation, previous);
+        // Not admitted: the next one still succeeds the last admitted incarnation.
+        drop(second);
+        let third = claim(dir.path(), "d").expect("third");
+        assert_eq!(third.successor_of, Some(previous));
     }
 }

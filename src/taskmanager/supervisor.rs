@@ -8,10 +8,11 @@
 //!
 //! Synchronous std code on purpose: it must work even when nothing else does.
 
+use crate::clock::boottime;
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Exit code when the supervisor stopped the shard because the agent went away.
 pub const EXIT_STOPPED: i32 = 75;
@@ -112,7 +113,8 @@ pub fn shard_exec(command: &[String], keepalive_timeout: Duration) -> i32 {
         }
     });
 
-    let mut last_keepalive = Instant::now();
+    // On CLOCK_BOOTTIME: a suspend of the machine counts as silence.
+    let mut last_keepalive = boottime();
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
@@ -129,11 +131,13 @@ pub fn shard_exec(command: &[String], keepalive_timeout: Duration) -> i32 {
         }
         let agent_gone = match rx.recv_timeout(POLL) {
             Ok(true) => {
-                last_keepalive = Instant::now();
+                last_keepalive = boottime();
                 false
             }
             Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
-            Err(mpsc::RecvTimeoutError::Timeout) => last_keepalive.elapsed() > keepalive_timeout,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                boottime().saturating_sub(last_keepalive) > keepalive_timeout
+            }
         };
         if agent_gone {
             kill_group(pgid);

@@ -11,8 +11,18 @@ pub fn check_admission(
     state: &ClusterState,
     owner: &str,
     shards: u64,
+    spec_bytes: u64,
     limits: &Admission,
 ) -> Result<(), Rejection> {
+    let held = state.spec_bytes;
+    if held + spec_bytes > limits.max_spec_bytes {
+        return Err(Rejection::Overloaded(format!(
+            "the cluster holds {held} bytes of job specs (ended jobs too, until they are \
+             forgotten after jobs.retention_secs); {spec_bytes} more would pass the limit of {} \
+             (limits.max_spec_bytes in the replicas' config file): wait, or submit smaller specs",
+            limits.max_spec_bytes
+        )));
+    }
     let total = state.pending_shards;
     if total + shards > limits.max_pending_shards {
         return Err(Rejection::Overloaded(format!(
@@ -43,15 +53,22 @@ pub(super) fn admit(
     state: &mut ClusterState,
     owner: &str,
     shards: u64,
+    spec_bytes: u64,
     limits: &Admission,
 ) -> Result<(), Rejection> {
-    check_admission(state, owner, shards, limits)?;
+    check_admission(state, owner, shards, spec_bytes, limits)?;
+    state.spec_bytes += spec_bytes;
     state.pending_shards += shards;
     *state
         .pending_shards_by_owner
         .entry(owner.to_string())
         .or_default() += shards;
     Ok(())
+}
+
+/// Give back a forgotten job's spec bytes.
+pub(super) fn forget(state: &mut ClusterState, spec_bytes: u64) {
+    state.spec_bytes = state.spec_bytes.saturating_sub(spec_bytes);
 }
 
 /// Give back what a job took, when it ends.

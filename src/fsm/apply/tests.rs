@@ -18,6 +18,7 @@ fn register_cmd(id: &str, addr: &str, slots: u32, label_pairs: &[(&str, &str)]) 
     Command::RegisterTaskManager {
         incarnation: 0,
         successor_of: None,
+        replaces: None,
         id: id.to_string(),
         addr: addr.to_string(),
         slots,
@@ -65,6 +66,7 @@ fn submit_cmd(spec: JobSpec, key: Option<&str>) -> Command {
         admission: crate::domain::Admission {
             max_pending_shards: u64::MAX,
             max_pending_shards_per_client: u64::MAX,
+            max_spec_bytes: u64::MAX,
         },
         now_ms: 2_000,
     }
@@ -300,6 +302,7 @@ fn reregistration_bumps_epoch_and_updates_fields() {
         Command::RegisterTaskManager {
             incarnation: 0,
             successor_of: None,
+            replaces: None,
             id: "tm-a".to_string(),
             addr: "10.0.0.9:8000".to_string(),
             slots: 16,
@@ -941,6 +944,7 @@ fn admission_caps_unfinished_shards_per_cluster_and_per_client_and_releases_them
     let limits = crate::domain::Admission {
         max_pending_shards: 10,
         max_pending_shards_per_client: 6,
+        max_spec_bytes: u64::MAX,
     };
     let submit_as = |state: &mut ClusterState, idx: u64, owner: &str, shards: u32| {
         apply(
@@ -997,6 +1001,142 @@ fn admission_caps_unfinished_shards_per_cluster_and_per_client_and_releases_them
     assert!(!state.pending_shards_by_owner.contains_key("a"));
     assert!(matches!(
         submit_as(&mut state, 6, "c", 5),
+        Response::JobSubmitted { .. }
+    ));
+}
+
+#[test]
+fn another_incarnation_takes_an_id_only_as_the_leader_fenced_it() {
+    let as_incarnation =
+        |incarnation: u64, successor_of: Option<u64>, replaces: Option<u64>| match register_cmd(
+            "tm-a",
+            "127.0.0.1:7001",
+            4,
+            &[],
+        ) {
+            Command::RegisterTaskManager {
+                id,
+                addr,
+                slots,
+                labels,
+                now_ms,
+                ..
+            } => Command::RegisterTaskManager {
+                incarnation,
+                successor_of,
+                replaces,
+                id,
+                addr,
+                slots,
+                labels,
+                now_ms,
+            },
+            other => other,
+        };
+    let mut state = ClusterState::default();
+    assert!(matches!(
+        apply(&mut state, 1, as_incarnation(11, None, None)),
+        Response::TaskManagerRegistered { .. }
+    ));
+    let job = submit(&mut state, 2, 2, 1);
+    place(
+        &mut state,
+        3,
+        vec![placement(job, 0, "tm-a"), placement(job, 1, "tm-a")],
+    );
+
+    // Another process, not fenced by the leader: refused, nothing changes.
+    let before = state.clone();
+    match apply(&mut state, 4, as_incarnation(22, None, None)) {
+        Response::Rejected(Rejection::IdInUse { id, .. }) => assert_eq!(id, "tm-a"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state, before);
+    // Fenced, but a different holder than the one the leader fenced: refused too.
+    assert!(matches!(
+        apply(&mut state, 5, as_incarnation(22, None, Some(99))),
+        Response::Rejected(Rejection::IdInUse { .. })
+    ));
+
+    // The restarted agent on the same work dir takes the id back and keeps its shards.
+    assert!(matches!(
+        apply(&mut state, 6, as_incarnation(33, Some(11), None)),
+        Response::TaskManagerRegistered { .. }
+    ));
+    assert_eq!(state.assignments("tm-a").count(), 2);
+    assert_eq!(state.taskmanagers["tm-a"].incarnation, 33);
+
+    // A takeover of the holder the leader fenced: its shards go back to pending.
+    assert!(matches!(
+        apply(&mut state, 7, as_incarnation(44, None, Some(33))),
+        Response::TaskManagerRegistered { .. }
+    ));
+    assert_eq!(state.assignments("tm-a").count(), 0);
+    assert!(shard(&state, job, 0).state == ShardState::Pending);
+    assert_eq!(
+        shard(&state, job, 0).failures,
+        0,
+        "a takeover is not the shard's failure"
+    );
+    assert_eq!(state.taskmanagers["tm-a"].used_slots, 0);
+}
+
+#[test]
+fn spec_bytes_held_are_capped_until_ended_jobs_are_forgotten() {
+    let mut state = ClusterState::default();
+    let one = spec(1, 1).encoded_len_estimate() as u64;
+    let limits = crate::domain::Admission {
+        max_pending_shards: u64::MAX,
+        max_pending_shards_per_client: u64::MAX,
+        max_spec_bytes: 2 * one,
+    };
+    let submit_one = |state: &mut ClusterState, idx: u64| {
+        apply(
+            state,
+            idx,
+            Command::SubmitJob {
+                name: "job".into(),
+                spec: spec(1, 1),
+                idempotency_key: None,
+                owner: "a".into(),
+                admission: limits,
+                now_ms: 1_000,
+            },
+        )
+    };
+    assert!(matches!(
+        submit_one(&mut state, 1),
+        Response::JobSubmitted { .. }
+    ));
+    assert!(matches!(
+        submit_one(&mut state, 2),
+        Response::JobSubmitted { .. }
+    ));
+    assert!(matches!(
+        submit_one(&mut state, 3),
+        Response::Rejected(Rejection::Overloaded(why)) if why.contains("limits.max_spec_bytes")
+    ));
+    // Cancelled, the job still holds its spec until retention forgets it.
+    apply(
+        &mut state,
+        4,
+        Command::CancelJob {
+            job_id: JobId(1),
+            now_ms: 2_000,
+        },
+    );
+    assert!(matches!(submit_one(&mut state, 5), Response::Rejected(_)));
+    apply(
+        &mut state,
+        6,
+        Command::ForgetJobs {
+            job_ids: vec![JobId(1)],
+            now_ms: 3_000,
+        },
+    );
+    assert_eq!(state.spec_bytes, one);
+    assert!(matches!(
+        submit_one(&mut state, 7),
         Response::JobSubmitted { .. }
     ));
 }

@@ -42,6 +42,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use syncer::{Syncer, Waiter};
 
+/// Entries separated by at most this many bytes of other records are read together ...
+const MAX_READ_GAP: u64 = 64 * 1024;
+/// ... in reads of at most this many bytes.
+const MAX_READ_SPAN: u64 = 16 * 1024 * 1024;
+
 /// Where one entry lies.
 #[derive(Debug, Clone)]
 struct Loc {
@@ -386,11 +391,33 @@ impl RaftLogReader<TypeConfig> for WalLogStore {
             }
             wanted
         };
+        // Entries written one after another lie close together (only small records such as
+        // the committed index between them): read each such run with one positioned read.
         let mut entries = Vec::with_capacity(wanted.len());
-        for (file, offset, len) in wanted {
-            let mut bytes = vec![0u8; len as usize];
-            file.read_exact_at(&mut bytes, offset)?;
-            entries.push(decode_entry(&bytes)?);
+        let mut i = 0;
+        while i < wanted.len() {
+            let (file, start, _) = &wanted[i];
+            let mut j = i;
+            let mut end = start + u64::from(wanted[i].2);
+            while j + 1 < wanted.len() {
+                let (next_file, offset, len) = &wanted[j + 1];
+                let close = Arc::ptr_eq(file, next_file)
+                    && *offset >= end
+                    && *offset - end <= MAX_READ_GAP
+                    && *offset + u64::from(*len) - start <= MAX_READ_SPAN;
+                if !close {
+                    break;
+                }
+                end = *offset + u64::from(*len);
+                j += 1;
+            }
+            let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
+            file.read_exact_at(&mut bytes, *start)?;
+            for (_, offset, len) in &wanted[i..=j] {
+                let at = usize::try_from(offset - start).map_err(io::Error::other)?;
+                entries.push(decode_entry(&bytes[at..at + *len as usize])?);
+            }
+            i = j + 1;
         }
         Ok(entries)
     }

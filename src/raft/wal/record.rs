@@ -14,6 +14,9 @@ pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 
 /// What the log remembers, in the order it happened. Replaying the records in order
 /// rebuilds the log's state exactly.
+// Records live only between encoding and writing (or reading and applying); boxing the
+// entry would add an allocation per entry for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Record {
     Entry(Entry),
