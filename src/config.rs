@@ -31,9 +31,10 @@
 //! max_pending_shards = 1000000           # shards of jobs not yet ended, cluster-wide
 //! max_pending_shards_per_client = 250000 # the same, per client
 //! max_spec_bytes = 536870912             # specs held, ended jobs too until forgotten
+//! max_taskmanagers = 100000              # lost ones too, until forgotten (ceiling 1,000,000)
 //! ```
 
-use crate::domain::{Admission, InputLimits, RAFT_MAX_BATCH_ENTRIES};
+use crate::domain::{Admission, InputLimits, MAX_TASKMANAGERS, RAFT_MAX_BATCH_ENTRIES};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -151,6 +152,8 @@ pub struct LimitSettings {
     pub max_pending_shards: u64,
     pub max_pending_shards_per_client: u64,
     pub max_spec_bytes: u64,
+    /// TaskManagers the state holds, lost ones included until retention forgets them.
+    pub max_taskmanagers: usize,
 }
 
 impl Default for LimitSettings {
@@ -165,6 +168,7 @@ impl Default for LimitSettings {
             max_pending_shards: admission.max_pending_shards,
             max_pending_shards_per_client: admission.max_pending_shards_per_client,
             max_spec_bytes: admission.max_spec_bytes,
+            max_taskmanagers: 100_000,
         }
     }
 }
@@ -213,6 +217,11 @@ impl LimitSettings {
                     "limits.{key} is {value}; it must be between 1 and {most}"
                 )));
             }
+        }
+        if self.max_taskmanagers == 0 || self.max_taskmanagers > MAX_TASKMANAGERS {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_taskmanagers must be between 1 and {MAX_TASKMANAGERS}"
+            )));
         }
         if self.max_pending_shards == 0
             || self.max_pending_shards_per_client == 0

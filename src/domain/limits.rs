@@ -40,6 +40,9 @@ pub const RAFT_MAX_BATCH_ENTRIES: u64 = 50;
 pub const MAX_SHARDS_PER_JOB: u32 = InputLimits::CEILING.shards_per_job;
 /// Most slots a single shard may ask for.
 pub const MAX_SLOTS_PER_SHARD: u32 = 1_024;
+/// Most TaskManagers the state holds (lost ones included until retention forgets them),
+/// whatever the configuration.
+pub const MAX_TASKMANAGERS: usize = 1_000_000;
 /// Most slots one TaskManager may offer.
 pub const MAX_TASKMANAGER_SLOTS: u32 = 65_536;
 /// Most attempts a job may allow per shard.

@@ -61,6 +61,9 @@ pub struct TaskManager {
     /// The agent process holding the id (random per process; 0 when unknown).
     pub incarnation: u64,
     pub registered_at_ms: u64,
+    /// When it was declared lost (cleared when it registers again); retention forgets
+    /// TaskManagers lost this long ago, so ids that come and go do not pile up.
+    pub lost_at_ms: Option<u64>,
     pub stats: RunStats,
     /// Times of the most recent failed runs here (at most `RECENT_FAILURES_KEPT`).
     pub recent_failures_ms: Vec<u64>,

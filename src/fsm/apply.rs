@@ -5,7 +5,7 @@ use super::validate::{validate_registration, validate_spec};
 use crate::domain::{
     Admission, ClusterState, InputLimits, Job, JobId, JobSpec, JobState, Labels, RunStats, Shard,
     ShardState, TaskManager, TaskManagerState, EXCLUSION_FAILURES, EXCLUSION_MS,
-    EXCLUSION_WINDOW_MS, MAX_ERROR_LEN, RECENT_FAILURES_KEPT,
+    EXCLUSION_WINDOW_MS, MAX_ERROR_LEN, MAX_TASKMANAGERS, RECENT_FAILURES_KEPT,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -109,6 +109,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             now_ms,
         )),
         Command::ForgetJobs { job_ids, .. } => Ok(forget_jobs(state, job_ids)),
+        Command::ForgetTaskManagers { ids, .. } => Ok(forget_taskmanagers(state, ids)),
     };
     result.unwrap_or_else(Response::Rejected)
 }
@@ -139,6 +140,12 @@ fn register_taskmanager(
         replaces,
     } = registration;
     validate_registration(&id, &addr, slots, &labels, &InputLimits::CEILING)?;
+    if !state.taskmanagers.contains_key(&id) && state.taskmanagers.len() >= MAX_TASKMANAGERS {
+        return Err(Rejection::Overloaded(format!(
+            "the cluster holds {MAX_TASKMANAGERS} TaskManagers, the most it can; lost ones are \
+             forgotten after jobs.retention_secs"
+        )));
+    }
     // Another agent process takes the id over (the leader admitted it only once the holder's
     // lease had surely run out, see `leader::fencing`): what the holder ran goes back to
     // pending, to run again under new epochs. A successor on the same work dir keeps them: it
@@ -179,6 +186,7 @@ fn register_taskmanager(
             registration_epoch: 0,
             incarnation: 0,
             registered_at_ms: now_ms,
+            lost_at_ms: None,
             stats: RunStats::default(),
             recent_failures_ms: Vec::new(),
             excluded_until_ms: 0,
@@ -190,6 +198,7 @@ fn register_taskmanager(
     tm.registration_epoch += 1;
     tm.incarnation = incarnation;
     tm.registered_at_ms = now_ms;
+    tm.lost_at_ms = None;
     // A drained TaskManager stays drained across a re-registration and a loss: the operator
     // asked for it.
     if tm.state == TaskManagerState::Lost {
@@ -708,6 +717,7 @@ fn mark_lost(
         });
     }
     tm.state = TaskManagerState::Lost;
+    tm.lost_at_ms = Some(now_ms);
     let held: Vec<(JobId, u32, Option<u64>)> = state
         .shards_by_taskmanager
         .get(&id)
@@ -758,6 +768,23 @@ fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Response {
         }
     }
     Response::JobsForgotten { count }
+}
+
+/// Drop lost TaskManagers that hold nothing (retention). Others are kept whatever the leader
+/// asked.
+fn forget_taskmanagers(state: &mut ClusterState, ids: Vec<String>) -> Response {
+    let mut count = 0;
+    for id in ids {
+        let lost = state
+            .taskmanagers
+            .get(&id)
+            .is_some_and(|tm| tm.state == TaskManagerState::Lost);
+        if lost && !state.shards_by_taskmanager.contains_key(&id) {
+            state.taskmanagers.remove(&id);
+            count += 1;
+        }
+    }
+    Response::TaskManagersForgotten { count }
 }
 
 mod admission;

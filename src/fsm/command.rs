@@ -90,6 +90,8 @@ pub enum Command {
     },
     /// Retention: drop jobs that ended long ago, with their idempotency keys.
     ForgetJobs { job_ids: Vec<JobId>, now_ms: u64 },
+    /// Retention: drop TaskManagers lost long ago that hold nothing.
+    ForgetTaskManagers { ids: Vec<String>, now_ms: u64 },
 }
 
 /// How a shard run ended.
@@ -144,6 +146,9 @@ impl fmt::Display for Command {
                 write!(f, "RequeueShards({taskmanager}, {})", shards.len())
             }
             Command::ForgetJobs { job_ids, .. } => write!(f, "ForgetJobs({})", job_ids.len()),
+            Command::ForgetTaskManagers { ids, .. } => {
+                write!(f, "ForgetTaskManagers({})", ids.len())
+            }
         }
     }
 }
@@ -222,6 +227,9 @@ pub enum Response {
         count: u32,
     },
     JobsForgotten {
+        count: u32,
+    },
+    TaskManagersForgotten {
         count: u32,
     },
     Rejected(Rejection),

@@ -24,6 +24,12 @@
 //!
 //! If the leader cannot be reached or cannot commit the demotion (not enough other replicas
 //! up), the replica keeps waiting: unavailable, not wrong.
+//!
+//! What this cannot cover: a replica that, before losing its disk, voted in a term higher
+//! than any the surviving replicas have seen (a candidate that reached only it). The votes it
+//! forgot are in no other replica's memory. Raft cannot be made safe against every loss of
+//! acknowledged state; this closes the common case, a wiped replica rejoining a cluster that
+//! went on without it.
 
 use crate::client::{Client, ClientOptions};
 use crate::pb::api::cluster_client::ClusterClient;

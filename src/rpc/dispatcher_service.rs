@@ -248,6 +248,20 @@ impl Dispatcher for DispatcherService {
         )
         .map_err(ApiError::from)?;
         let id = req.id.clone();
+        {
+            let view = self.ctx.shared.read();
+            let most = self.ctx.limits.max_taskmanagers;
+            let held = view.state.taskmanagers.len();
+            if view.state.taskmanager(&req.id).is_none() && held >= most {
+                return Err(
+                    ApiError::Rejected(crate::fsm::Rejection::Overloaded(format!(
+                    "the cluster holds {held} TaskManagers, the limit (limits.max_taskmanagers in \
+                     the replicas' config file); lost ones are forgotten after jobs.retention_secs"
+                )))
+                    .into(),
+                );
+            }
+        }
         let replaces = self.check_takeover(&req)?;
         let command = Command::RegisterTaskManager {
             incarnation: req.incarnation,

@@ -1140,3 +1140,30 @@ fn spec_bytes_held_are_capped_until_ended_jobs_are_forgotten() {
         Response::JobSubmitted { .. }
     ));
 }
+
+#[test]
+fn retention_forgets_only_lost_taskmanagers_that_hold_nothing() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm-a", 2, &[]);
+    register(&mut state, 2, "tm-b", 2, &[]);
+    let lost = Command::MarkTaskManagerLost {
+        id: "tm-a".into(),
+        registration_epoch: 1,
+        now_ms: 5_000,
+    };
+    assert!(matches!(
+        apply(&mut state, 3, lost),
+        Response::TaskManagerLost { .. }
+    ));
+    assert_eq!(state.taskmanagers["tm-a"].lost_at_ms, Some(5_000));
+    let forget = Command::ForgetTaskManagers {
+        ids: vec!["tm-a".into(), "tm-b".into(), "tm-nope".into()],
+        now_ms: 9_000,
+    };
+    assert_eq!(
+        apply(&mut state, 4, forget),
+        Response::TaskManagersForgotten { count: 1 }
+    );
+    assert!(!state.taskmanagers.contains_key("tm-a"));
+    assert!(state.taskmanagers.contains_key("tm-b"), "alive: kept");
+}
