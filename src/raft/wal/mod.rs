@@ -67,6 +67,8 @@ struct State {
     vote: Option<Vote>,
     purged: Option<LogId>,
     committed: Option<LogId>,
+    /// `committed` changed since it was last written: it rides along with the next write.
+    committed_unwritten: bool,
 }
 
 fn damaged(what: String) -> io::Error {
@@ -199,6 +201,7 @@ impl WalLogStore {
             vote: None,
             purged: None,
             committed: None,
+            committed_unwritten: false,
         };
         let found = segment::list(dir)?;
         let newest = found.last().map(|(seq, _)| *seq);
@@ -250,14 +253,17 @@ impl WalLogStore {
 
     /// Write `records` at the end of the log (not yet durable); returns the file to sync.
     fn write(&self, records: &[Record]) -> io::Result<Arc<File>> {
+        let mut state = self.lock();
         let mut buf = Vec::new();
-        let mut frames = Vec::with_capacity(records.len());
-        for record in records {
+        let mut frames = Vec::with_capacity(records.len() + 1);
+        let committed = state
+            .committed_unwritten
+            .then(|| Record::Committed(state.committed));
+        for record in committed.iter().chain(records) {
             let start = buf.len();
             encode_frame(record, &mut buf)?;
             frames.push((start, buf.len() - start));
         }
-        let mut state = self.lock();
         if state.write_offset + buf.len() as u64 > self.shared.segment_bytes
             && state
                 .segments
@@ -274,10 +280,11 @@ impl WalLogStore {
             .ok_or_else(|| io::Error::other("the log has no current segment"))?;
         let base = state.write_offset;
         file.write_all_at(&buf, base)?;
-        for (record, (start, len)) in records.iter().zip(frames) {
+        for (record, (start, len)) in committed.iter().chain(records).zip(frames) {
             state.apply(record, current, base + start as u64, len)?;
         }
         state.write_offset = base + buf.len() as u64;
+        state.committed_unwritten = false;
         Ok(file)
     }
 
@@ -447,9 +454,12 @@ impl RaftLogStorage<TypeConfig> for WalLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not synced on its own: a restart hint that rides along with the next sync; an
-        // older committed index on disk is always still true.
-        self.write(&[Record::Committed(committed)]).map(|_| ())
+        // Not written on its own: a restart hint that rides along with the next write (and
+        // its sync); an older committed index on disk is always still true.
+        let mut state = self.lock();
+        state.committed = committed;
+        state.committed_unwritten = true;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
