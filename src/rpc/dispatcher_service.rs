@@ -3,17 +3,13 @@
 
 use super::convert::{job_status, job_summary, taskmanager_info};
 use super::error::ApiError;
-use super::raft_access::{linearizable, not_leader_here, write};
+use super::raft_access::{linearizable, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
 use crate::domain::{ClusterState, JobId, JobSpec, TaskManagerState};
-use crate::fsm::{
-    check_admission, validate_registration, validate_spec, Command, Response as FsmResponse,
-};
-use crate::leader::fencing;
+use crate::fsm::{check_admission, validate_spec, Command, Response as FsmResponse};
 use crate::pb::api::dispatcher_server::Dispatcher;
 use crate::pb::api::*;
-use openraft::async_runtime::watch::WatchReceiver;
 use tonic::{Request, Response, Status};
 
 /// How long a drain lets running shards finish before moving them, unless told otherwise.
@@ -27,55 +23,6 @@ pub struct DispatcherService {
 impl DispatcherService {
     pub fn new(ctx: ServiceContext) -> Self {
         DispatcherService { ctx }
-    }
-
-    /// A registration under an id another agent process holds: refused while the holder may
-    /// still run shards, admitted (as a takeover, the holder condemned) once it surely
-    /// cannot. See `leader::fencing`. Returns the holder's incarnation this registration
-    /// takes the id over from.
-    fn check_takeover(&self, req: &RegisterTaskManagerRequest) -> Result<Option<u64>, ApiError> {
-        let (holder, addr) = {
-            let view = self.ctx.shared.read();
-            match view.state.taskmanager(&req.id) {
-                Some(tm)
-                    if tm.state != TaskManagerState::Lost
-                        && tm.incarnation != req.incarnation
-                        && req.successor_of != Some(tm.incarnation) =>
-                {
-                    (tm.incarnation, tm.addr.clone())
-                }
-                _ => return Ok(None),
-            }
-        };
-        // Only the leader knows when it last heard from the holder.
-        let (is_leader, term) = {
-            let m = self.ctx.raft.metrics().borrow_watched().clone();
-            (m.state == openraft::ServerState::Leader, m.current_term)
-        };
-        if !is_leader {
-            return Err(not_leader_here(&self.ctx));
-        }
-        let bound = fencing::takeover_after(&self.ctx.tm_settings);
-        match self.ctx.liveness.take_over(&req.id, term, bound) {
-            Ok(()) => {
-                tracing::warn!(
-                    id = %req.id,
-                    old = holder,
-                    new = req.incarnation,
-                    "another agent takes over TaskManager id '{}': its holder at {addr} has been silent past its lease",
-                    req.id
-                );
-                Ok(Some(holder))
-            }
-            Err(silent) => Err(ApiError::AlreadyExists(format!(
-                "TaskManager id '{}' is held by another agent at {addr}, heard from {:.1} s ago; \
-                 stop that agent, or start this one with another --id (the id frees itself {:.1} s \
-                 after its holder falls silent)",
-                req.id,
-                silent.as_secs_f64(),
-                bound.as_secs_f64()
-            ))),
-        }
     }
 }
 
@@ -122,7 +69,7 @@ fn placement_warnings(state: &ClusterState, spec: &JobSpec) -> Vec<String> {
     )]
 }
 
-fn unexpected(resp: FsmResponse) -> ApiError {
+pub(super) fn unexpected(resp: FsmResponse) -> ApiError {
     ApiError::Internal(format!("unexpected state machine response {resp:?}"))
 }
 
@@ -233,70 +180,8 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<RegisterTaskManagerRequest>,
     ) -> Result<Response<RegisterTaskManagerReply>, Status> {
-        let req = request.into_inner();
-        let labels = req
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        validate_registration(
-            &req.id,
-            &req.addr,
-            req.slots,
-            &labels,
-            &self.ctx.limits.input(),
-        )
-        .map_err(ApiError::from)?;
-        let id = req.id.clone();
-        {
-            let view = self.ctx.shared.read();
-            let most = self.ctx.limits.max_taskmanagers;
-            let held = view.state.taskmanagers.len();
-            if view.state.taskmanager(&req.id).is_none() && held >= most {
-                return Err(
-                    ApiError::Rejected(crate::fsm::Rejection::Overloaded(format!(
-                    "the cluster holds {held} TaskManagers, the limit (limits.max_taskmanagers in \
-                     the replicas' config file); lost ones are forgotten after jobs.retention_secs"
-                )))
-                    .into(),
-                );
-            }
-        }
-        let replaces = self.check_takeover(&req)?;
-        let command = Command::RegisterTaskManager {
-            incarnation: req.incarnation,
-            successor_of: req.successor_of,
-            replaces,
-            id: req.id,
-            addr: req.addr,
-            slots: req.slots,
-            labels,
-            now_ms: now_ms(),
-        };
-        // Runs to its end even if the caller gives up: a takeover proposal still in flight
-        // must keep its holder condemned, and one that failed must pardon it.
-        let ctx = self.ctx.clone();
-        let outcome = tokio::spawn(async move {
-            let result = write(&ctx, command).await;
-            match &result {
-                // Registering is contact, and lifts any condemnation of an older life.
-                Ok(_) => ctx.liveness.registered(&id, std::time::Instant::now()),
-                // Not taken over (the entry will not commit): the holder may heartbeat again.
-                Err(_) if replaces.is_some() => ctx.liveness.pardon(&id),
-                Err(_) => {}
-            }
-            result
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("registration task: {e}")))?;
-        match outcome? {
-            FsmResponse::TaskManagerRegistered { registration_epoch } => {
-                Ok(Response::new(RegisterTaskManagerReply {
-                    registration_epoch,
-                }))
-            }
-            other => Err(unexpected(other).into()),
-        }
+        let reply = super::registration::register(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn list_task_managers(

@@ -10,6 +10,7 @@ mod error;
 pub mod fuzzing;
 mod raft_access;
 mod raft_service;
+mod registration;
 mod rejoin;
 mod taskmanager_service;
 

@@ -1,7 +1,11 @@
 //! Unit tests of the deterministic apply.
 
 use super::*;
-use crate::domain::{MAX_SHARDS_PER_JOB, MAX_TASKMANAGER_SLOTS};
+use crate::domain::{
+    JobId, JobSpec, JobState, Labels, RunStats, Shard, ShardState, TaskManagerState,
+    MAX_SHARDS_PER_JOB, MAX_TASKMANAGER_SLOTS,
+};
+use crate::fsm::command::{Placement, PlacementOutcome, Rejection, ShardOutcome};
 
 // ---------------------------------------------------------------------------------------
 // Helpers

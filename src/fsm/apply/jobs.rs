@@ -1,0 +1,179 @@
+//! Apply of the job commands: submission, cancellation and retention, plus the job-level
+//! bookkeeping that follows every change to a job's shards.
+
+use super::admission;
+use super::shards::release_slots;
+use crate::domain::{
+    Admission, ClusterState, InputLimits, Job, JobId, JobSpec, JobState, Shard, ShardState,
+};
+use crate::fsm::command::{Rejection, Response};
+use crate::fsm::validate::validate_spec;
+use std::sync::Arc;
+
+/// A `SubmitJob` command's contents.
+pub(super) struct Submission {
+    pub(super) name: String,
+    pub(super) spec: JobSpec,
+    pub(super) idempotency_key: Option<String>,
+    pub(super) owner: String,
+    pub(super) admission: Admission,
+}
+
+pub(super) fn submit_job(
+    state: &mut ClusterState,
+    log_index: u64,
+    submission: Submission,
+    now_ms: u64,
+) -> Result<Response, Rejection> {
+    let Submission {
+        name,
+        spec,
+        idempotency_key,
+        owner,
+        admission,
+    } = submission;
+    if let Some(existing) = idempotency_key
+        .as_ref()
+        .and_then(|k| state.idempotency_keys.get(k))
+    {
+        return Ok(Response::JobSubmitted {
+            job_id: *existing,
+            created: false,
+        });
+    }
+    validate_spec(&name, &spec, &InputLimits::CEILING)?;
+    let spec_bytes = spec.encoded_len_estimate() as u64;
+    admission::admit(
+        state,
+        &owner,
+        spec.shard_count.into(),
+        spec_bytes,
+        &admission,
+    )?;
+    let job_id = JobId(log_index);
+    let shards = (0..spec.shard_count).map(Shard::new).collect();
+    if let Some(key) = &idempotency_key {
+        state.idempotency_keys.insert(key.clone(), job_id);
+    }
+    state.jobs.insert(
+        job_id,
+        Arc::new(Job {
+            id: job_id,
+            name,
+            spec,
+            state: JobState::Pending,
+            created_at_ms: now_ms,
+            ended_at_ms: None,
+            idempotency_key,
+            owner,
+            shards,
+        }),
+    );
+    state.jobs_with_pending_shards.insert(job_id);
+    Ok(Response::JobSubmitted {
+        job_id,
+        created: true,
+    })
+}
+
+/// Recompute a job's state from its shards and keep the pending work list in step.
+pub(super) fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) {
+    let mut ended = None;
+    if let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) {
+        job.state = job.derived_state();
+        if job.state.is_terminal() && job.ended_at_ms.is_none() {
+            job.ended_at_ms = Some(now_ms);
+            ended = Some((job.owner.clone(), job.spec.shard_count));
+        }
+        let waiting = !job.state.is_terminal() && job.pending_shards().next().is_some();
+        if waiting {
+            state.jobs_with_pending_shards.insert(job_id);
+        } else {
+            state.jobs_with_pending_shards.remove(&job_id);
+        }
+    }
+    if let Some((owner, shards)) = ended {
+        admission::release(state, &owner, shards.into());
+    }
+}
+
+/// Stop every shard of a job that has not ended, releasing their slots.
+pub(super) fn cancel_remaining_shards(state: &mut ClusterState, job_id: JobId) -> u32 {
+    let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) else {
+        return 0;
+    };
+    let slots = job.spec.slots_per_shard;
+    let mut released = Vec::new();
+    let mut cancelled = 0;
+    for shard in job.shards.iter_mut().filter(|s| !s.state.is_terminal()) {
+        if shard.state.holds_slots() {
+            if let Some(tm) = &shard.taskmanager {
+                released.push((shard.index, tm.clone()));
+            }
+        }
+        shard.state = ShardState::Cancelled;
+        cancelled += 1;
+    }
+    for (index, tm) in released {
+        release_slots(state, job_id, index, &tm, slots);
+    }
+    cancelled
+}
+
+pub(super) fn cancel_job(
+    state: &mut ClusterState,
+    job_id: JobId,
+    now_ms: u64,
+) -> Result<Response, Rejection> {
+    let job = state
+        .jobs
+        .get_mut(&job_id)
+        .map(Arc::make_mut)
+        .ok_or(Rejection::UnknownJob(job_id))?;
+    // Cancelling twice is not an error: a client that lost the first answer may retry.
+    if job.state == JobState::Cancelled {
+        return Ok(Response::JobCancelled {
+            job_id,
+            shards_cancelled: 0,
+        });
+    }
+    if job.state.is_terminal() {
+        return Err(Rejection::JobAlreadyEnded {
+            job_id,
+            state: job.state.as_str().to_string(),
+        });
+    }
+    job.state = JobState::Cancelled;
+    job.ended_at_ms = Some(now_ms);
+    let (owner, shards) = (job.owner.clone(), job.spec.shard_count);
+    admission::release(state, &owner, shards.into());
+    let cancelled = cancel_remaining_shards(state, job_id);
+    state.jobs_with_pending_shards.remove(&job_id);
+    Ok(Response::JobCancelled {
+        job_id,
+        shards_cancelled: cancelled,
+    })
+}
+
+/// Drop ended jobs (retention). Jobs that have not ended are kept whatever the leader asked.
+pub(super) fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Response {
+    let mut count = 0;
+    for job_id in job_ids {
+        let ended = state
+            .jobs
+            .get(&job_id)
+            .is_some_and(|j| j.state.is_terminal());
+        if !ended {
+            continue;
+        }
+        if let Some(job) = state.jobs.remove(&job_id) {
+            if let Some(key) = &job.idempotency_key {
+                state.idempotency_keys.remove(key);
+            }
+            admission::forget(state, job.spec.encoded_len_estimate() as u64);
+            state.jobs_with_pending_shards.remove(&job_id);
+            count += 1;
+        }
+    }
+    Response::JobsForgotten { count }
+}
