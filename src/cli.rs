@@ -39,6 +39,29 @@ pub struct ClientArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a cluster CA and a certificate and key per party into a directory.
+    Init {
+        /// Directory to write into (created if missing; nothing in it is overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replica ids: each gets `replica-<id>`.
+        #[arg(long, value_delimiter = ',')]
+        replicas: Vec<u64>,
+        /// TaskManager names: each gets `tm-<name>`.
+        #[arg(long, value_delimiter = ',')]
+        taskmanagers: Vec<String>,
+        /// Client names: each gets `client-<name>`.
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<String>,
+        /// Extra DNS names or IP addresses for the replica certificates (localhost and
+        /// 127.0.0.1 are always in).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a dispatcher replica.
     Serve(ServeArgs),
@@ -81,6 +104,11 @@ pub enum Command {
     },
     /// Attack a local cluster with faults while clients work, then check the history.
     Chaos(ChaosArgs),
+    /// Certificates for mutual TLS.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Internal: the keep-alive supervisor a TaskManager runs each shard under.
     #[command(hide = true)]
     ShardExec {

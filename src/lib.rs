@@ -44,4 +44,5 @@ pub mod pb;
 pub mod raft;
 pub mod rpc;
 pub mod scheduler;
+pub mod security;
 pub mod taskmanager;

@@ -69,6 +69,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Bench(args) => commands::bench(args).await,
         Command::Chaos(args) => commands::chaos(args).await,
         Command::Demo(args) => commands::demo(args).await,
+        Command::Certs { command } => commands::certs(command),
         Command::Taskmanager { agent, client } => {
             let work_dir = agent
                 .work_dir

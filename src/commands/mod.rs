@@ -29,6 +29,32 @@ pub enum CliError {
     Bench(#[from] crate::bench::BenchError),
     #[error("{0}")]
     Agent(#[from] crate::taskmanager::AgentError),
+    #[error("{0}")]
+    Certs(#[from] crate::security::certs::CertsError),
+}
+
+/// `dispatcher certs init`.
+pub fn certs(command: crate::cli::CertsCommand) -> Result<ExitCode, CliError> {
+    let crate::cli::CertsCommand::Init {
+        out,
+        replicas,
+        taskmanagers,
+        clients,
+        hosts,
+    } = command;
+    let plan = crate::security::certs::CertsPlan {
+        replicas,
+        taskmanagers,
+        clients,
+        hosts,
+    };
+    let written = crate::security::certs::init(&out, &plan)?;
+    println!(
+        "wrote {} files to {} (keys mode 0600); keep ca-key.pem offline once every party has its files",
+        written.len(),
+        out.display()
+    );
+    Ok(0)
 }
 
 /// How a command ended, as a process exit code.
