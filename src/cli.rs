@@ -192,6 +192,10 @@ pub struct TaskManagerArgs {
     /// Dial the replicas from this local address (multi-homed hosts).
     #[arg(long)]
     pub source_ip: Option<std::net::IpAddr>,
+    /// The address this TaskManager is known by (host:port), shown in `tm list`
+    /// (default: this host's name, port 0: the agent takes no inbound connections yet).
+    #[arg(long)]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +256,10 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 0.0.0.0:7001.
     #[arg(long)]
     pub listen: SocketAddr,
+    /// The address the others dial to reach this replica (host:port), when it differs from
+    /// --listen (a wildcard, NAT). It must match this replica's entry in --peers.
+    #[arg(long)]
+    pub advertise: Option<String>,
     /// Directory for the Raft log and snapshots; restarting on it resumes the replica.
     #[arg(long)]
     pub data_dir: PathBuf,

@@ -55,6 +55,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             let opts = ServeOptions {
                 id: args.id,
                 listen: args.listen,
+                advertise: args.advertise,
                 data_dir: args.data_dir,
                 peers,
                 config,
@@ -81,6 +82,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 work_dir,
                 endpoints: client.endpoints,
                 source_ip: agent.source_ip,
+                advertise: agent.advertise,
             };
             dispatcher::taskmanager::run(opts, shutdown_signal()).await?;
             Ok(0)

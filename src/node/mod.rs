@@ -53,6 +53,8 @@ pub enum NodeError {
 pub struct ServeOptions {
     pub id: u64,
     pub listen: SocketAddr,
+    /// The address the others dial, if it differs from `listen`; must match `peers[id]`.
+    pub advertise: Option<String>,
     pub data_dir: PathBuf,
     /// Every replica of the initial cluster, this one included: id → host:port.
     pub peers: BTreeMap<u64, String>,
@@ -71,6 +73,7 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    check_advertise(&opts)?;
     let raft_config = Arc::new(opts.config.openraft_config()?);
     std::fs::create_dir_all(&opts.data_dir).map_err(storage_err(&opts.data_dir))?;
     let db_path = opts.data_dir.join("raft.sled");
@@ -195,6 +198,24 @@ pub async fn serve(
         tracing::warn!("final flush: {e}");
     }
     result
+}
+
+/// `--advertise` and this replica's `--peers` entry name the same address: the others dial
+/// the one in `--peers` (it is what the membership records).
+fn check_advertise(opts: &ServeOptions) -> Result<(), NodeError> {
+    let Some(advertise) = &opts.advertise else {
+        return Ok(());
+    };
+    crate::fsm::validate_address(advertise)
+        .map_err(|e| NodeError::Config(ConfigError::Invalid(format!("--advertise: {e}"))))?;
+    match opts.peers.get(&opts.id) {
+        Some(peer) if peer != advertise => Err(NodeError::Config(ConfigError::Invalid(format!(
+            "--advertise {advertise} differs from replica {}'s entry in --peers ({peer}); the \
+             others dial the --peers address, so make the two agree",
+            opts.id
+        )))),
+        _ => Ok(()),
+    }
 }
 
 /// Versions before the write-ahead log kept the Raft log in sled (tree `raft_log`). Such a

@@ -43,6 +43,8 @@ pub struct AgentOptions {
     pub endpoints: Vec<String>,
     /// Dial the replicas from this local address.
     pub source_ip: Option<std::net::IpAddr>,
+    /// The address this TaskManager registers (default: host name, port 0).
+    pub advertise: Option<String>,
 }
 
 /// Until the first heartbeat reply says otherwise.
@@ -79,8 +81,12 @@ async fn register(
 ) -> Result<u64, ClientError> {
     let request = RegisterTaskManagerRequest {
         id: opts.id.clone(),
-        // Port 0: the agent takes no inbound connections; work comes with heartbeats.
-        addr: format!("{}:0", hostname()),
+        // Port 0 by default: the agent takes no inbound connections; work comes with
+        // heartbeats.
+        addr: opts
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("{}:0", hostname())),
         slots: opts.slots,
         labels: opts.labels.clone().into_iter().collect(),
         incarnation: identity.incarnation,
