@@ -51,6 +51,19 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// at the API edge, before they reach the log.
 pub const MAX_ERROR_LEN: usize = 4_096;
 
+/// `message` cut to its last `MAX_ERROR_LEN` bytes (the last lines of stderr say most), on
+/// a character boundary.
+pub fn cut_error(mut message: String) -> String {
+    if message.len() > MAX_ERROR_LEN {
+        let mut cut = message.len() - MAX_ERROR_LEN;
+        while !message.is_char_boundary(cut) {
+            cut += 1;
+        }
+        message.drain(..cut);
+    }
+    message
+}
+
 /// How much unfinished work the cluster accepts (admission control), stamped into each
 /// submission by the leader from its configuration so that apply decides deterministically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

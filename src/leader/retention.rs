@@ -13,58 +13,53 @@ use std::time::Duration;
 const EVERY: Duration = Duration::from_secs(5);
 const BATCH: usize = 5_000;
 
-async fn forget_lost_taskmanagers(raft: &Raft, shared: &SharedState, cutoff: u64) {
-    let expired: Vec<String> = {
-        let view = shared.read();
-        view.state
-            .taskmanagers
-            .values()
-            .filter(|tm| tm.state == TaskManagerState::Lost)
-            .filter(|tm| tm.lost_at_ms.is_some_and(|t| t < cutoff))
-            .map(|tm| tm.id.clone())
-            .take(BATCH)
-            .collect()
-    };
-    if expired.is_empty() {
-        return;
-    }
-    let count = expired.len();
-    let command = Command::ForgetTaskManagers {
-        ids: expired,
-        now_ms: now_ms(),
-    };
-    match raft.client_write(command).await {
-        Ok(_) => tracing::info!(taskmanagers = count, "forgot TaskManagers lost long ago"),
-        Err(e) => tracing::warn!("forgetting lost TaskManagers failed: {e}"),
-    }
-}
-
 pub async fn run(raft: Raft, shared: Arc<SharedState>, settings: JobSettings) {
     loop {
         tokio::time::sleep(EVERY).await;
         let cutoff = now_ms().saturating_sub(settings.retention_secs.saturating_mul(1000));
-        let expired: Vec<JobId> = {
+        let (jobs, taskmanagers): (Vec<JobId>, Vec<String>) = {
             let view = shared.read();
-            view.state
+            let jobs = view
+                .state
                 .jobs
                 .values()
                 .filter(|j| j.ended_at_ms.is_some_and(|t| t < cutoff))
                 .map(|j| j.id)
                 .take(BATCH)
-                .collect()
+                .collect();
+            let taskmanagers = view
+                .state
+                .taskmanagers
+                .values()
+                .filter(|tm| tm.state == TaskManagerState::Lost)
+                .filter(|tm| tm.lost_at_ms.is_some_and(|t| t < cutoff))
+                .map(|tm| tm.id.clone())
+                .take(BATCH)
+                .collect();
+            (jobs, taskmanagers)
         };
-        forget_lost_taskmanagers(&raft, &shared, cutoff).await;
-        if expired.is_empty() {
-            continue;
+        if !jobs.is_empty() {
+            let count = jobs.len();
+            let command = Command::ForgetJobs {
+                job_ids: jobs,
+                now_ms: now_ms(),
+            };
+            propose(&raft, command, count, "jobs past their retention").await;
         }
-        let count = expired.len();
-        let command = Command::ForgetJobs {
-            job_ids: expired,
-            now_ms: now_ms(),
-        };
-        match raft.client_write(command).await {
-            Ok(_) => tracing::info!(jobs = count, "forgot jobs past their retention"),
-            Err(e) => tracing::warn!("forgetting expired jobs failed: {e}"),
+        if !taskmanagers.is_empty() {
+            let count = taskmanagers.len();
+            let command = Command::ForgetTaskManagers {
+                ids: taskmanagers,
+                now_ms: now_ms(),
+            };
+            propose(&raft, command, count, "TaskManagers lost long ago").await;
         }
+    }
+}
+
+async fn propose(raft: &Raft, command: Command, count: usize, what: &str) {
+    match raft.client_write(command).await {
+        Ok(_) => tracing::info!(count, "forgot {what}"),
+        Err(e) => tracing::warn!("forgetting {what} failed: {e}"),
     }
 }

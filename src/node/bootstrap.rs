@@ -13,8 +13,6 @@
 //! - when nothing can be learned (too few peers answer), it waits: it never guesses.
 
 use super::rejoin::{enter, open, rejoin, RejoinMarker, RejoinPhase};
-use crate::pb::api::cluster_client::ClusterClient;
-use crate::pb::api::ClusterStatusRequest;
 use crate::raft::{GateState, Node, Raft, RaftGate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -34,17 +32,7 @@ struct Probe {
 
 /// `None` if the peer did not answer.
 async fn probe(addr: &str) -> Option<Probe> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(PROBE_TIMEOUT)
-        .timeout(PROBE_TIMEOUT);
-    let channel = endpoint.connect().await.ok()?;
-    let mut client = ClusterClient::new(channel);
-    let reply = client
-        .status(ClusterStatusRequest { local: true })
-        .await
-        .ok()?
-        .into_inner();
+    let reply = crate::rpc::local_status_of(addr, PROBE_TIMEOUT).await?;
     Some(Probe {
         initialized: reply.initialized || reply.has_history,
         votes: reply.raft_gate == GateState::Open.name(),

@@ -92,24 +92,29 @@ fn members(metrics: &RaftMetrics) -> Vec<Member> {
         .collect()
 }
 
+/// One replica's own view (`Cluster.Status`, local), straight from `addr`, on a fresh
+/// connection; `None` if it does not answer within `timeout`.
+pub async fn local_status_of(addr: &str, timeout: Duration) -> Option<ClusterStatusReply> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let channel = endpoint.connect().await.ok()?;
+    let reply = ClusterClient::new(channel)
+        .status(ClusterStatusRequest { local: true })
+        .await
+        .ok()?;
+    Some(reply.into_inner())
+}
+
 /// Wait (a bounded while) until a newly promoted replica has seen its promotion and opened
 /// its Raft gate, so that `cluster add` returns with a replica that votes.
 async fn wait_until_votes(addr: &str) {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-        return;
-    };
-    let endpoint = endpoint
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_millis(500));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while std::time::Instant::now() < deadline {
-        if let Ok(channel) = endpoint.connect().await {
-            let reply = ClusterClient::new(channel)
-                .status(ClusterStatusRequest { local: true })
-                .await;
-            if reply.is_ok_and(|r| r.get_ref().raft_gate == GateState::Open.name()) {
-                return;
-            }
+        let status = local_status_of(addr, Duration::from_millis(500)).await;
+        if status.is_some_and(|s| s.raft_gate == GateState::Open.name()) {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -45,10 +45,7 @@ fn placement_warnings(state: &ClusterState, spec: &JobSpec) -> Vec<String> {
     let fits = state.taskmanagers.values().any(|tm| {
         tm.state != TaskManagerState::Lost
             && tm.slots >= spec.slots_per_shard
-            && spec
-                .selector
-                .iter()
-                .all(|(k, v)| tm.labels.get(k) == Some(v))
+            && tm.matches(&spec.selector)
     });
     if fits {
         return Vec::new();

@@ -14,7 +14,7 @@ mod registration;
 mod rejoin;
 mod taskmanager_service;
 
-pub use cluster_service::ClusterService;
+pub use cluster_service::{local_status_of, ClusterService};
 pub use dispatcher_service::DispatcherService;
 pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER};
 pub use raft_service::RaftService;

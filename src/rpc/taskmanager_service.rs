@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::raft_access::{not_leader_here, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::{AssignmentsVersion, JobId, TaskManagerState, MAX_ERROR_LEN};
+use crate::domain::{cut_error, AssignmentsVersion, JobId, TaskManagerState};
 use crate::fsm::{check_report, validate_name, Command, ShardOutcome};
 use crate::pb::api::task_managers_server::TaskManagers;
 use crate::pb::api::*;
@@ -17,17 +17,6 @@ use tonic::{Request, Response, Status};
 
 /// Longest shard run a report may claim.
 const MAX_REPORTED_RUN_MS: u64 = 365 * 24 * 3600 * 1000;
-
-/// Keep the last `max` bytes of `text` (cut at a character boundary).
-fn truncate_front(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut cut = text.len() - max;
-        while !text.is_char_boundary(cut) {
-            cut += 1;
-        }
-        text.drain(..cut);
-    }
-}
 
 pub struct TaskManagerService {
     ctx: ServiceContext,
@@ -192,9 +181,8 @@ impl TaskManagers for TaskManagerService {
                 .map_err(ApiError::from)?;
             }
         }
-        // Bounded before it reaches the log, on a character boundary, keeping the end (the
-        // last lines of stderr say most).
-        truncate_front(&mut req.error, MAX_ERROR_LEN);
+        // Bounded before it reaches the log.
+        req.error = cut_error(std::mem::take(&mut req.error));
         let now = now_ms();
         let kind = ReportKind::try_from(req.kind)
             .map_err(|_| ApiError::InvalidArgument(format!("unknown report kind {}", req.kind)))?;

@@ -3,7 +3,7 @@
 
 use super::jobs::{cancel_remaining_shards, refresh_job};
 use super::taskmanagers::record_run;
-use crate::domain::{ClusterState, JobId, JobState, Shard, ShardState, MAX_ERROR_LEN};
+use crate::domain::{ClusterState, JobId, JobState, Shard, ShardState};
 use crate::fsm::command::{Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -234,15 +234,8 @@ pub(super) fn report_ended(
     Ok(Response::ShardReported)
 }
 
-fn truncate(mut message: String) -> String {
-    if message.len() > MAX_ERROR_LEN {
-        let mut cut = message.len() - MAX_ERROR_LEN;
-        while !message.is_char_boundary(cut) {
-            cut += 1;
-        }
-        message.drain(..cut);
-    }
-    message
+fn truncate(message: String) -> String {
+    crate::domain::cut_error(message)
 }
 
 /// Back-off after the `n`th interruption of a shard: none the first time, then 1 s doubling
@@ -270,6 +263,17 @@ fn requeue(shard: &mut Shard, not_before_ms: u64) {
 }
 
 /// Put the given shards of a TaskManager back to pending, placeable from `not_before_ms`;
+/// Put every shard a TaskManager holds back to pending, placeable at once; returns how many
+/// moved.
+pub(super) fn requeue_all_held(state: &mut ClusterState, taskmanager: &str, now_ms: u64) -> u32 {
+    let held: Vec<(JobId, u32, Option<u64>)> = state
+        .shards_by_taskmanager
+        .get(taskmanager)
+        .map(|s| s.iter().map(|(j, i)| (*j, *i, None)).collect())
+        .unwrap_or_default();
+    requeue_held(state, taskmanager, &held, 0, now_ms)
+}
+
 /// returns how many moved.
 pub(super) fn requeue_held(
     state: &mut ClusterState,

@@ -1,10 +1,10 @@
 //! Apply of the TaskManager commands: registration (and takeover), drain, loss and
 //! retention, plus the run statistics behind the exclusion rule.
 
-use super::shards::requeue_held;
+use super::shards::requeue_all_held;
 use crate::domain::{
-    ClusterState, InputLimits, JobId, Labels, RunStats, TaskManager, TaskManagerState,
-    EXCLUSION_FAILURES, EXCLUSION_MS, EXCLUSION_WINDOW_MS, MAX_TASKMANAGERS, RECENT_FAILURES_KEPT,
+    ClusterState, InputLimits, Labels, RunStats, TaskManager, TaskManagerState, EXCLUSION_FAILURES,
+    EXCLUSION_MS, EXCLUSION_WINDOW_MS, MAX_TASKMANAGERS, RECENT_FAILURES_KEPT,
 };
 use crate::fsm::command::{Rejection, Response, ShardOutcome};
 use crate::fsm::validate::validate_registration;
@@ -61,12 +61,7 @@ pub(super) fn register_taskmanager(
         taken_over = other;
     }
     if taken_over {
-        let held: Vec<(JobId, u32, Option<u64>)> = state
-            .shards_by_taskmanager
-            .get(&id)
-            .map(|s| s.iter().map(|(j, i)| (*j, *i, None)).collect())
-            .unwrap_or_default();
-        requeue_held(state, &id, &held, 0, now_ms);
+        requeue_all_held(state, &id, now_ms);
     }
     let tm = state
         .taskmanagers
@@ -175,14 +170,9 @@ pub(super) fn mark_lost(
     }
     tm.state = TaskManagerState::Lost;
     tm.lost_at_ms = Some(now_ms);
-    let held: Vec<(JobId, u32, Option<u64>)> = state
-        .shards_by_taskmanager
-        .get(&id)
-        .map(|s| s.iter().map(|(j, i)| (*j, *i, None)).collect())
-        .unwrap_or_default();
     // Declared lost only after the timeout, which exceeds the agent's lease plus a margin:
     // its copies are already dead, so the shards may run elsewhere at once.
-    let shards_requeued = requeue_held(state, &id, &held, 0, now_ms);
+    let shards_requeued = requeue_all_held(state, &id, now_ms);
     Ok(Response::TaskManagerLost {
         id,
         shards_requeued,
