@@ -6,7 +6,7 @@
 //!   ┌─────────────────────────────────▼──────────────────────────────┐
 //!   │ replica: rpc ──► raft_access ──► openraft ──► raft::network ───┼──► other replicas
 //!   │            ▲                        │  ▲                       │
-//!   │            │ reads           log (sled)  state machine          │
+//!   │            │ reads            log (WAL)  state machine          │
 //!   │            │                        ▼  │  (fsm::apply over      │
 //!   │        SharedState ◄─────────────── apply   domain::ClusterState)│
 //!   │            ▲                                                    │
@@ -18,7 +18,8 @@
 //! - [`domain`]: pure data (TaskManagers, jobs, shards, the cluster state and its digest).
 //! - [`fsm`]: the replicated commands and their deterministic apply.
 //! - [`scheduler`]: the pure placement policy (state view in, plan out).
-//! - [`raft`]: openraft glue — sled log store, snapshotting state machine, tonic transport.
+//! - [`raft`]: openraft glue — write-ahead log store, snapshotting state machine, tonic
+//!   transport, the Raft gate.
 //! - [`leader`]: loops that run only on the leader and act only through the log.
 //! - [`rpc`]: gRPC services and the single error → status mapping.
 //! - [`node`]: wiring of one replica; [`client`]: the leader-following client.
