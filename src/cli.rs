@@ -36,6 +36,28 @@ pub struct ClientArgs {
     /// Output format: aligned text for people, one JSON document for scripts.
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub output: OutputFormat,
+    /// The access token (its secret) sent with every call.
+    #[arg(long, env = "DISPATCHER_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// How a command secures its connections: certificates from `dispatcher certs init`, or
+/// `--insecure` for development on one machine.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SecurityArgs {
+    /// Directory with the cluster CA (`ca.pem`) and this party's `<name>.pem` and
+    /// `<name>-key.pem`.
+    #[arg(long, env = "DISPATCHER_TLS_DIR", global = true)]
+    pub tls_dir: Option<PathBuf>,
+    /// Which certificate of --tls-dir to present (replica-<id>, tm-<name>, client-<name>;
+    /// serve and taskmanager default to their own, clients to the only client-*.pem there).
+    #[arg(long, env = "DISPATCHER_TLS_NAME", global = true)]
+    pub tls_name: Option<String>,
+    /// No TLS and no tokens: for development on one machine only.
+    #[arg(long, env = "DISPATCHER_INSECURE", global = true)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +81,36 @@ pub enum CertsCommand {
         #[arg(long, value_delimiter = ',')]
         hosts: Vec<String>,
     },
+    /// Issue certificates for more parties under the CA already in a directory.
+    Add {
+        /// The directory `certs init` wrote (it must hold ca.pem and ca-key.pem).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_delimiter = ',')]
+        replicas: Vec<u64>,
+        #[arg(long, value_delimiter = ',')]
+        taskmanagers: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; its secret is printed once and stored nowhere.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, operator, submit or read.
+        #[arg(long)]
+        role: String,
+    },
+    /// Every token's name, role and creation time (never secrets).
+    List,
+    /// Revoke a token: every replica refuses it within a second.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +156,13 @@ pub enum Command {
     },
     /// Attack a local cluster with faults while clients work, then check the history.
     Chaos(ChaosArgs),
+    /// Access tokens (admin only).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -269,6 +328,12 @@ pub struct ServeArgs {
     /// TOML file with Raft timings and snapshot policy.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// File holding the first admin token's secret; seeded when the cluster first forms (give
+    /// the same file to every initial replica), ignored afterwards.
+    #[arg(long, env = "DISPATCHER_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl ServeArgs {

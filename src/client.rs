@@ -7,16 +7,38 @@
 //! carry an idempotency key (one is made up if the caller gave none), so retrying a
 //! submission whose outcome was unknown cannot create a second job.
 
+use crate::pb::api::access_client::AccessClient;
 use crate::pb::api::cluster_client::ClusterClient;
 use crate::pb::api::dispatcher_client::DispatcherClient;
 use crate::pb::api::*;
 use crate::rpc::LEADER_ADDR_HEADER;
+use crate::security::Credentials;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+/// A channel to one replica that adds the caller's token to every request.
+pub type ClientChannel = InterceptedService<Channel, TokenHeader>;
+
+/// Puts `authorization: Bearer <token>` on every request (nothing without a token).
+#[derive(Clone)]
+pub struct TokenHeader(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for TokenHeader {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -26,6 +48,8 @@ pub enum ClientError {
     NoEndpoints,
     #[error("endpoint '{0}' is not host:port")]
     BadEndpoint(String),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     /// The cluster answered and refused the request.
     #[error("{}", .0.message())]
     Rejected(Status),
@@ -56,14 +80,18 @@ pub struct ClientOptions {
     pub call_timeout: Duration,
     /// Dial from this local address (multi-homed hosts; fault injection by source address).
     pub source_ip: Option<std::net::IpAddr>,
+    /// TLS or plaintext, and the token sent with each call.
+    pub credentials: Credentials,
 }
 
-impl Default for ClientOptions {
-    fn default() -> Self {
+impl ClientOptions {
+    /// The usual deadlines (5 s per attempt, 30 s per call) with these credentials.
+    pub fn new(credentials: Credentials) -> Self {
         ClientOptions {
             rpc_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
             source_ip: None,
+            credentials,
         }
     }
 }
@@ -79,6 +107,7 @@ struct Routing {
 pub struct Client {
     endpoints: Vec<String>,
     options: ClientOptions,
+    token_header: TokenHeader,
     routing: Mutex<Routing>,
 }
 
@@ -110,8 +139,8 @@ fn is_retryable(code: Code) -> bool {
 }
 
 impl Client {
-    pub fn new(endpoints: Vec<String>) -> Result<Self, ClientError> {
-        Self::with_options(endpoints, ClientOptions::default())
+    pub fn new(endpoints: Vec<String>, credentials: Credentials) -> Result<Self, ClientError> {
+        Self::with_options(endpoints, ClientOptions::new(credentials))
     }
 
     pub fn with_options(
@@ -129,9 +158,16 @@ impl Client {
         for e in &endpoints {
             crate::fsm::validate_address(e).map_err(|_| ClientError::BadEndpoint(e.clone()))?;
         }
+        let token_header = TokenHeader(match &options.credentials.token {
+            Some(secret) => Some(secret.bearer().parse().map_err(|_| {
+                crate::security::SecurityError::Token("the token cannot be sent as a header".into())
+            })?),
+            None => None,
+        });
         Ok(Client {
             endpoints,
             options,
+            token_header,
             routing: Mutex::new(Routing {
                 preferred: None,
                 next: 0,
@@ -148,20 +184,27 @@ impl Client {
         self.routing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn channel_for(&self, addr: &str) -> Result<Channel, ClientError> {
+    fn channel_for(&self, addr: &str) -> Result<ClientChannel, ClientError> {
         let mut routing = self.lock();
-        if let Some(ch) = routing.channels.get(addr) {
-            return Ok(ch.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| ClientError::BadEndpoint(addr.to_string()))?
-            .connect_timeout(Duration::from_millis(500).min(self.options.rpc_timeout))
-            .local_address(self.options.source_ip)
-            .timeout(self.options.rpc_timeout)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        routing.channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        let channel = match routing.channels.get(addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let options = &self.options;
+                let channel = options.credentials.transport.channel(
+                    addr,
+                    |endpoint| {
+                        endpoint
+                            .connect_timeout(Duration::from_millis(500).min(options.rpc_timeout))
+                            .timeout(options.rpc_timeout)
+                            .tcp_nodelay(true)
+                    },
+                    options.source_ip,
+                )?;
+                routing.channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(InterceptedService::new(channel, self.token_header.clone()))
     }
 
     fn pick(&self) -> String {
@@ -181,7 +224,7 @@ impl Client {
     /// Run `op` against the leader, following hints and retrying until the call deadline.
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(ClientChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.call_on(None, op).await
@@ -190,7 +233,7 @@ impl Client {
     /// Like `call`, but with `target` set, only that replica is asked (for `--local` views).
     pub async fn call_on<T, F, Fut>(&self, target: Option<&str>, op: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(ClientChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
@@ -231,12 +274,16 @@ impl Client {
         }
     }
 
-    fn dispatcher(channel: Channel) -> DispatcherClient<Channel> {
+    fn dispatcher(channel: ClientChannel) -> DispatcherClient<ClientChannel> {
         DispatcherClient::new(channel).max_decoding_message_size(usize::MAX)
     }
 
-    fn cluster(channel: Channel) -> ClusterClient<Channel> {
+    fn cluster(channel: ClientChannel) -> ClusterClient<ClientChannel> {
         ClusterClient::new(channel)
+    }
+
+    fn access(channel: ClientChannel) -> AccessClient<ClientChannel> {
+        AccessClient::new(channel)
     }
 
     /// Submit a job. Without an idempotency key one is made up, so retries stay safe.
@@ -386,6 +433,53 @@ impl Client {
             Self::cluster(ch)
                 .transfer_leader(TransferLeaderRequest { id })
                 .await
+        })
+        .await
+    }
+
+    /// Create a token with a new secret; returns the secret (shown once, never stored).
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: crate::domain::Role,
+    ) -> Result<(CreateTokenReply, crate::security::Secret), ClientError> {
+        let secret = crate::security::Secret::generate()?;
+        let req = CreateTokenRequest {
+            name: name.to_string(),
+            role: role.to_string(),
+            secret_hash: secret.hash().0.to_vec(),
+        };
+        let reply = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { Self::access(ch).create_token(req).await }
+            })
+            .await?;
+        Ok((reply, secret))
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        let reply = self
+            .call(|ch| async move { Self::access(ch).list_tokens(ListTokensRequest {}).await })
+            .await?;
+        Ok(reply.tokens)
+    }
+
+    pub async fn revoke_token(&self, name: &str) -> Result<RevokeTokenReply, ClientError> {
+        let req = RevokeTokenRequest {
+            name: name.to_string(),
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::access(ch).revoke_token(req).await }
+        })
+        .await
+    }
+
+    /// The token this client presents, as one replica sees it (`target`, or the leader).
+    pub async fn who_am_i(&self, target: Option<&str>) -> Result<WhoAmIReply, ClientError> {
+        self.call_on(target, |ch| async move {
+            Self::access(ch).who_am_i(WhoAmIRequest {}).await
         })
         .await
     }

@@ -8,6 +8,7 @@
 use crate::client::{Client, ClientError};
 use crate::config::ServeConfig;
 use crate::pb::api::ClusterStatusReply;
+use crate::security::{Credentials, Secret, TlsConfig, TlsFiles};
 use std::collections::BTreeMap;
 use std::fs;
 use std::future::Future;
@@ -29,7 +30,24 @@ pub enum LocalClusterError {
     Timeout(Duration, String),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Certs(#[from] crate::security::certs::CertsError),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
 }
+
+/// How the harness's replicas and agents secure their connections.
+#[derive(Debug, Clone)]
+pub enum HarnessSecurity {
+    /// `--insecure` on every process.
+    Insecure,
+    /// Mutual TLS with certificates under `dir` (issued as parties appear) and tokens; the
+    /// harness's clients present `client-admin` and the bootstrap admin token.
+    Tls { dir: PathBuf, admin: Secret },
+}
+
+/// The name of the harness's client certificate.
+const ADMIN_CLIENT: &str = "admin";
 
 type Result<T> = std::result::Result<T, LocalClusterError>;
 
@@ -91,6 +109,7 @@ pub struct LocalCluster {
     peers: BTreeMap<u64, String>,
     replicas: BTreeMap<u64, ReplicaProcess>,
     agents: BTreeMap<String, AgentProcess>,
+    security: HarnessSecurity,
 }
 
 fn signal(pid: u32, sig: i32) -> io::Result<()> {
@@ -109,28 +128,88 @@ fn config_toml(config: &ServeConfig) -> io::Result<String> {
 }
 
 impl LocalCluster {
-    /// Start `count` replicas (ids 1..=count) of `binary` under `root`.
+    /// Start `count` replicas (ids 1..=count) of `binary` under `root`, with `--insecure`.
     pub fn start(
         binary: impl AsRef<Path>,
         root: impl AsRef<Path>,
         count: u64,
         config: &ServeConfig,
     ) -> Result<Self> {
+        Self::start_with(binary, root, count, config, false)
+    }
+
+    /// Like `start`, but with mutual TLS and tokens: a cluster CA and certificates under
+    /// `root/certs`, and a bootstrap admin token the harness's clients use.
+    pub fn start_secure(
+        binary: impl AsRef<Path>,
+        root: impl AsRef<Path>,
+        count: u64,
+        config: &ServeConfig,
+    ) -> Result<Self> {
+        Self::start_with(binary, root, count, config, true)
+    }
+
+    pub fn start_with(
+        binary: impl AsRef<Path>,
+        root: impl AsRef<Path>,
+        count: u64,
+        config: &ServeConfig,
+        secure: bool,
+    ) -> Result<Self> {
         let mut replicas = Vec::new();
         for id in 1..=count {
             let addr = format!("127.0.0.1:{}", free_port()?);
             replicas.push((id, addr.clone(), addr));
         }
-        Self::start_proxied(binary, root, &replicas, config)
+        let security = if secure {
+            Self::make_certificates(root.as_ref())?
+        } else {
+            HarnessSecurity::Insecure
+        };
+        Self::start_proxied_with(binary, root, &replicas, config, security)
+    }
+
+    /// A cluster CA, the harness's client certificate and a bootstrap admin token.
+    fn make_certificates(root: &Path) -> Result<HarnessSecurity> {
+        let dir = root.join("certs");
+        crate::security::certs::init(
+            &dir,
+            &crate::security::certs::CertsPlan {
+                clients: vec![ADMIN_CLIENT.to_string()],
+                ..Default::default()
+            },
+        )?;
+        let admin = Secret::generate()?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join("admin.token"))?;
+            file.write_all(admin.expose().as_bytes())?;
+        }
+        Ok(HarnessSecurity::Tls { dir, admin })
     }
 
     /// Start replicas that listen on one address and are known to the cluster by another
-    /// (a fault proxy in front of each): `replicas` is (id, listen, advertised).
+    /// (a fault proxy in front of each): `replicas` is (id, listen, advertised). `--insecure`.
     pub fn start_proxied(
         binary: impl AsRef<Path>,
         root: impl AsRef<Path>,
         replicas: &[(u64, String, String)],
         config: &ServeConfig,
+    ) -> Result<Self> {
+        Self::start_proxied_with(binary, root, replicas, config, HarnessSecurity::Insecure)
+    }
+
+    pub fn start_proxied_with(
+        binary: impl AsRef<Path>,
+        root: impl AsRef<Path>,
+        replicas: &[(u64, String, String)],
+        config: &ServeConfig,
+        security: HarnessSecurity,
     ) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(&root)?;
@@ -146,6 +225,7 @@ impl LocalCluster {
                 .collect(),
             replicas: BTreeMap::new(),
             agents: BTreeMap::new(),
+            security,
         };
         for (id, listen, advertised) in replicas {
             cluster.add_process_at(*id, listen.clone(), advertised.clone())?;
@@ -200,8 +280,11 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&replica.log_file)?;
+        let security_args =
+            Self::process_security_args(&self.security, &format!("replica-{id}"), true)?;
         let child = Command::new(&self.binary)
             .arg("serve")
+            .args(security_args)
             .arg("--id")
             .arg(id.to_string())
             .arg("--listen")
@@ -220,6 +303,67 @@ impl LocalCluster {
             .spawn()?;
         replica.child = Some(child);
         Ok(())
+    }
+
+    /// The flags that secure a process of `party` (its certificate issued on first use).
+    fn process_security_args(
+        security: &HarnessSecurity,
+        party: &str,
+        replica: bool,
+    ) -> Result<Vec<String>> {
+        let HarnessSecurity::Tls { dir, .. } = security else {
+            return Ok(vec!["--insecure".to_string()]);
+        };
+        if !dir.join(format!("{party}.pem")).exists() {
+            let mut plan = crate::security::certs::CertsPlan::default();
+            match crate::security::Party::parse(party) {
+                crate::security::Party::Replica(id) => plan.replicas.push(id),
+                crate::security::Party::TaskManager(name) => plan.taskmanagers.push(name),
+                _ => plan.clients.push(party.to_string()),
+            }
+            crate::security::certs::add(dir, &plan)?;
+        }
+        let mut args = vec![
+            "--tls-dir".to_string(),
+            dir.display().to_string(),
+            "--tls-name".to_string(),
+            party.to_string(),
+        ];
+        if replica {
+            args.push("--bootstrap-token-file".to_string());
+            args.push(dir.join("admin.token").display().to_string());
+        }
+        Ok(args)
+    }
+
+    /// What the harness's clients present: `--insecure`, or `client-admin` and the admin token.
+    pub fn credentials(&self) -> Result<Credentials> {
+        Ok(match &self.security {
+            HarnessSecurity::Insecure => Credentials::insecure(),
+            HarnessSecurity::Tls { dir, admin } => Credentials::tls(
+                TlsConfig::load(&TlsFiles::new(dir, format!("client-{ADMIN_CLIENT}")))?,
+                Some(admin.clone()),
+            ),
+        })
+    }
+
+    pub fn security(&self) -> &HarnessSecurity {
+        &self.security
+    }
+
+    /// The flags a CLI client of this harness passes (for tests that run the binary).
+    pub fn client_flags(&self) -> Vec<String> {
+        match &self.security {
+            HarnessSecurity::Insecure => vec!["--insecure".to_string()],
+            HarnessSecurity::Tls { dir, admin } => vec![
+                "--tls-dir".to_string(),
+                dir.display().to_string(),
+                "--tls-name".to_string(),
+                format!("client-{ADMIN_CLIENT}"),
+                "--token".to_string(),
+                admin.expose().to_string(),
+            ],
+        }
     }
 
     /// kill -9 a replica and reap it.
@@ -275,12 +419,12 @@ impl LocalCluster {
 
     /// A client that knows every replica.
     pub fn client(&self) -> Result<Client> {
-        Ok(Client::new(self.endpoints())?)
+        Ok(Client::new(self.endpoints(), self.credentials()?)?)
     }
 
     /// A client that knows only one replica (to show any replica leads the way).
     pub fn client_via(&self, id: u64) -> Result<Client> {
-        Ok(Client::new(vec![self.addr(id)?])?)
+        Ok(Client::new(vec![self.addr(id)?], self.credentials()?)?)
     }
 
     /// One replica's own view, with a short deadline; `None` if it does not answer.
@@ -293,6 +437,7 @@ impl LocalCluster {
                 rpc_timeout: Duration::from_millis(500),
                 call_timeout: Duration::from_millis(500),
                 source_ip: None,
+                credentials: self.credentials().ok()?,
             },
         )
         .ok()?;
@@ -390,9 +535,11 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&agent.log_file)?;
+        let party = format!("tm-{}", agent.id);
         let mut command = Command::new(&self.binary);
         command
             .arg("taskmanager")
+            .args(Self::process_security_args(&self.security, &party, false)?)
             .arg("--id")
             .arg(&agent.id)
             .arg("--slots")

@@ -5,7 +5,8 @@ use clap::Parser;
 use dispatcher::cli::{Cli, Command};
 use dispatcher::commands::{self, CliError};
 use dispatcher::config::ServeConfig;
-use dispatcher::node::{self, ServeOptions};
+use dispatcher::node::{self, ServeOptions, ServeSecurity};
+use dispatcher::security::{choose_transport, Credentials, Secret};
 use std::io::Write;
 
 fn init_tracing(serving: bool) {
@@ -52,6 +53,18 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             let config =
                 ServeConfig::load(args.config.as_deref()).map_err(node::NodeError::from)?;
             let peers = args.peer_map();
+            let id = args.id;
+            let transport = choose_transport(
+                args.security.insecure,
+                args.security.tls_dir.as_deref(),
+                args.security.tls_name.as_deref(),
+                |_| Some(format!("replica-{id}")),
+            )?;
+            let bootstrap_token = args
+                .bootstrap_token_file
+                .as_deref()
+                .map(Secret::from_file)
+                .transpose()?;
             let opts = ServeOptions {
                 id: args.id,
                 listen: args.listen,
@@ -59,6 +72,10 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 data_dir: args.data_dir,
                 peers,
                 config,
+                security: ServeSecurity {
+                    transport,
+                    bootstrap_token,
+                },
             };
             node::serve(opts, shutdown_signal()).await?;
             Ok(0)
@@ -71,10 +88,18 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Chaos(args) => commands::chaos(args).await,
         Command::Demo(args) => commands::demo(args).await,
         Command::Certs { command } => commands::certs(command),
+        Command::Token { command, client } => commands::token(command, client).await,
         Command::Taskmanager { agent, client } => {
             let work_dir = agent
                 .work_dir
                 .unwrap_or_else(|| std::path::PathBuf::from(format!("taskmanager-{}", agent.id)));
+            let id = agent.id.clone();
+            let transport = choose_transport(
+                client.security.insecure,
+                client.security.tls_dir.as_deref(),
+                client.security.tls_name.as_deref(),
+                |_| Some(format!("tm-{id}")),
+            )?;
             let opts = dispatcher::taskmanager::AgentOptions {
                 id: agent.id,
                 slots: agent.slots,
@@ -83,6 +108,10 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 endpoints: client.endpoints,
                 source_ip: agent.source_ip,
                 advertise: agent.advertise,
+                credentials: Credentials {
+                    transport,
+                    token: None,
+                },
             };
             dispatcher::taskmanager::run(opts, shutdown_signal()).await?;
             Ok(0)

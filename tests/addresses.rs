@@ -14,7 +14,7 @@ fn a_replica_whose_advertised_address_disagrees_with_peers_refuses_to_start() ->
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let out = Command::new(BINARY)
-        .args(["serve", "--id", "1", "--listen"])
+        .args(["serve", "--insecure", "--id", "1", "--listen"])
         .arg(format!("0.0.0.0:{port}"))
         .args(["--advertise", "10.9.9.9:7001", "--peers"])
         .arg(format!("1=127.0.0.1:{port}"))
@@ -53,6 +53,7 @@ async fn a_taskmanager_registers_its_advertised_address() -> anyhow::Result<()> 
             .arg(&work_dir)
             .arg("--endpoints")
             .arg(cluster.endpoints().join(","))
+            .args(cluster.client_flags())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use dispatcher::client::{Client, ClientError};
 use dispatcher::pb::api::{RegisterTaskManagerRequest, SubmitRequest};
+use dispatcher::security::Credentials;
 use std::process::Command;
 use tonic::Code;
 
@@ -141,7 +142,7 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
         "host:port",
     );
     assert!(matches!(
-        Client::new(vec!["nohost".into()]),
+        Client::new(vec!["nohost".into()], Credentials::insecure()),
         Err(ClientError::BadEndpoint(_))
     ));
 
@@ -149,6 +150,7 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     let out = Command::new(BINARY)
         .args(["job", "status", "j-999999", "--endpoints"])
         .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags())
         .output()?;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -160,6 +162,7 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     let out = Command::new(BINARY)
         .args(["submit", "--name", "x", "--shards", "1", "--endpoints"])
         .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags())
         .output()?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("after `--`"));

@@ -44,7 +44,16 @@ impl Agent {
         }
         let out = std::fs::File::create(&log)?;
         let child = command
-            .args(["taskmanager", "--id", id, "--slots", "4", "--work-dir"])
+            // The cluster of this test runs with --insecure (`start_cluster`, `start_proxied`).
+            .args([
+                "taskmanager",
+                "--insecure",
+                "--id",
+                id,
+                "--slots",
+                "4",
+                "--work-dir",
+            ])
             .arg(work_dir)
             .arg("--endpoints")
             .arg(endpoints.join(","))

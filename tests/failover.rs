@@ -48,6 +48,7 @@ async fn leader_kill_keeps_the_cluster_working_and_the_restarted_replica_catches
             "--endpoints",
         ])
         .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags())
         .output()?;
     assert!(
         out.status.success(),

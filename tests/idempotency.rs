@@ -28,6 +28,7 @@ async fn resubmission_across_a_leader_kill_returns_the_same_job() -> anyhow::Res
                 rpc_timeout: std::time::Duration::from_secs(1),
                 call_timeout: std::time::Duration::from_secs(2),
                 source_ip: None,
+                credentials: cluster.credentials()?,
             },
         )?;
         tokio::spawn(async move {

@@ -67,6 +67,7 @@ async fn failing_shard_is_retried_with_growing_gaps_then_the_job_fails() -> anyh
     let out = Command::new(BINARY)
         .args(["job", "wait", &job.job_id, "--timeout", "5", "--endpoints"])
         .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags())
         .output()?;
     assert_eq!(out.status.code(), Some(1));
     Ok(())

@@ -17,7 +17,7 @@ fn client_from(cluster: &TestCluster, source: &str) -> anyhow::Result<Client> {
         cluster.endpoints(),
         ClientOptions {
             source_ip: Some(source.parse::<IpAddr>()?),
-            ..ClientOptions::default()
+            ..ClientOptions::new(cluster.credentials()?)
         },
     )?)
 }

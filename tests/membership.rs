@@ -21,7 +21,7 @@ async fn grow_to_five_and_shrink_to_three_while_submitting() -> anyhow::Result<(
     log_phase("submit continuously in the background");
     let stop = Arc::new(AtomicBool::new(false));
     let submitter = {
-        let client = dispatcher::client::Client::new(cluster.endpoints())?;
+        let client = cluster.client()?;
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
@@ -70,6 +70,7 @@ async fn grow_to_five_and_shrink_to_three_while_submitting() -> anyhow::Result<(
             "--endpoints",
         ])
         .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags())
         .output()?;
     assert!(
         out.status.success(),

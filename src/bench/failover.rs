@@ -4,7 +4,6 @@
 use super::job_request;
 use super::stats::Summary;
 use super::BenchError;
-use crate::client::Client;
 use crate::local_cluster::LocalCluster;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ pub async fn measure_failover(
     rounds: usize,
 ) -> Result<FailoverResult, BenchError> {
     let ids = cluster.ids();
-    let client = Client::new(cluster.endpoints())?;
+    let client = cluster.client()?;
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let leader = cluster.wait_for_leader(&ids, CONVERGE_DEADLINE).await?;

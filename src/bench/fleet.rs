@@ -6,6 +6,7 @@ use super::BenchError;
 use crate::client::{Client, ClientError};
 use crate::pb::api::task_managers_client::TaskManagersClient;
 use crate::pb::api::{HeartbeatRequest, RegisterTaskManagerRequest};
+use crate::security::Credentials;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ pub async fn register(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..REGISTER_CONCURRENCY.min(count.max(1)) {
-        let client = Client::new(endpoints.to_vec())?;
+        let client = Client::new(endpoints.to_vec(), Credentials::insecure())?;
         let prefix = prefix.to_string();
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
@@ -113,7 +114,7 @@ impl Heartbeaters {
         let mut tasks = Vec::new();
         let workers = workers.clamp(1, fleet.len().max(1));
         for worker in 0..workers {
-            let client = Client::new(endpoints.to_vec())?;
+            let client = Client::new(endpoints.to_vec(), Credentials::insecure())?;
             let (fleet, stop, sent, refused) =
                 (fleet.clone(), stop.clone(), sent.clone(), refused.clone());
             tasks.push(tokio::spawn(async move {

@@ -45,7 +45,7 @@ fn client_from(cluster: &LocalCluster, last_octet: usize) -> Result<Client, Benc
         cluster.endpoints(),
         ClientOptions {
             source_ip: Some(source),
-            ..ClientOptions::default()
+            ..ClientOptions::new(cluster.credentials()?)
         },
     )?)
 }

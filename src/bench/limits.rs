@@ -6,6 +6,7 @@ use super::process::cpu_time;
 use super::stats::Summary;
 use super::BenchError;
 use crate::client::Client;
+use crate::security::Credentials;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
@@ -62,7 +63,7 @@ pub async fn measure_ping(
     clients: usize,
     duration: Duration,
 ) -> Result<PingResult, BenchError> {
-    let client = Client::new(vec![endpoint.to_string()])?;
+    let client = Client::new(vec![endpoint.to_string()], Credentials::insecure())?;
     client.ping(None).await?; // connect first
     let cpu_before = cpu_time(server_pid);
     let mut samples = Vec::with_capacity(rounds);
@@ -75,7 +76,7 @@ pub async fn measure_ping(
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let client = Client::new(vec![endpoint.to_string()])?;
+        let client = Client::new(vec![endpoint.to_string()], Credentials::insecure())?;
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {

@@ -50,7 +50,7 @@ pub async fn start_agents(
     for i in 0..count {
         cluster.start_taskmanager(&format!("agent-{i}"), slots, &[])?;
     }
-    wait_alive(&Client::new(cluster.endpoints())?, count).await
+    wait_alive(&cluster.client()?, count).await
 }
 
 /// Kill a TaskManager holding long-running shards `rounds` times.
@@ -61,7 +61,7 @@ pub async fn measure_taskmanager_loss(
     heartbeat_interval_ms: u64,
     timeout_ms: u64,
 ) -> Result<TaskManagerLossResult, BenchError> {
-    let client = Client::new(cluster.endpoints())?;
+    let client = cluster.client()?;
     let mut samples = Vec::new();
     for round in 0..rounds {
         let submitted = client
@@ -121,7 +121,7 @@ pub async fn measure_progress_pause(
     dir: &Path,
     shards: u32,
 ) -> Result<ProgressPauseResult, BenchError> {
-    let client = Client::new(cluster.endpoints())?;
+    let client = cluster.client()?;
     let starts = dir.join("shard-starts.log");
     std::fs::write(&starts, "")?;
     let script = format!("date +%s%3N >> '{}'; sleep 0.2", starts.display());

@@ -7,6 +7,7 @@ use super::process::{cpu_time, rss_bytes};
 use super::{job_request, BenchError};
 use crate::client::Client;
 use crate::local_cluster::{wait_for, LocalCluster};
+use crate::security::Credentials;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -89,13 +90,13 @@ async fn submit_and_place(
     job_shards: u32,
 ) -> Result<PlacementResult, BenchError> {
     let started = Instant::now();
-    let client = Client::new(endpoints.to_vec())?;
+    let client = Client::new(endpoints.to_vec(), Credentials::insecure())?;
     let mut remaining = total;
     let mut submits = Vec::new();
     while remaining > 0 {
         let n = remaining.min(u64::from(job_shards)) as u32;
         remaining -= u64::from(n);
-        let client = Client::new(endpoints.to_vec())?;
+        let client = Client::new(endpoints.to_vec(), Credentials::insecure())?;
         let request = job_request(name, n, "/bin/true", &[]);
         submits.push(tokio::spawn(async move { client.submit(request).await }));
     }
@@ -239,7 +240,7 @@ pub async fn measure_scale(
         let rss_full = rss(cluster, follower)?;
         let leader_rss = rss(cluster, leader)?;
         let follower_addr = cluster.addr(follower)?;
-        let client = Client::new(endpoints.clone())?;
+        let client = Client::new(endpoints.clone(), Credentials::insecure())?;
         let built = Instant::now();
         let snapshot = client.snapshot(Some(&follower_addr)).await?;
         let snapshot_build_seconds = built.elapsed().as_secs_f64();

@@ -4,6 +4,7 @@ use super::job_request;
 use super::stats::Summary;
 use super::BenchError;
 use crate::client::Client;
+use crate::security::Credentials;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ pub struct ThroughputResult {
 /// `clients` tasks, each with its own connection, submit back to back for `duration`.
 pub async fn measure_submissions(
     endpoints: &[String],
+    credentials: &Credentials,
     clients: usize,
     duration: Duration,
 ) -> Result<ThroughputResult, BenchError> {
@@ -26,7 +28,7 @@ pub async fn measure_submissions(
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(clients);
     for c in 0..clients {
-        let client = Client::new(endpoints.to_vec())?;
+        let client = Client::new(endpoints.to_vec(), credentials.clone())?;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut seq = 0;

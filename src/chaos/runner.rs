@@ -13,6 +13,7 @@ use crate::client::Client;
 use crate::config::ServeConfig;
 use crate::local_cluster::{free_port, wait_for, LocalCluster, LocalClusterError};
 use crate::pb::api::JobStatus;
+use crate::security::Credentials;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -209,7 +210,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     cluster
         .wait_for_leader(&ids, Duration::from_secs(60))
         .await?;
-    let client = Client::new(endpoints.clone())?;
+    let client = Client::new(endpoints.clone(), Credentials::insecure())?;
     let mut verdicts = Vec::new();
     let liveness = wait_for(opts.liveness_bound, "every job to end", || async {
         let jobs = client.list_jobs().await.ok()?;

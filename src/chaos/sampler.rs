@@ -3,6 +3,7 @@
 
 use super::history::{Event, History};
 use crate::client::{Client, ClientOptions};
+use crate::security::Credentials;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,8 @@ pub async fn run(
                     rpc_timeout: Duration::from_millis(300),
                     call_timeout: Duration::from_millis(300),
                     source_ip: None,
+                    // The chaos cluster runs with --insecure (see `chaos::runner`).
+                    credentials: Credentials::insecure(),
                 },
             )
             .ok();

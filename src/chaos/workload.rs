@@ -6,6 +6,7 @@ use super::history::{Event, History, Outcome};
 use super::rng::Rng;
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::pb::api::{JobSpec, SubmitRequest};
+use crate::security::Credentials;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,6 +50,7 @@ impl ClientTask {
                 rpc_timeout: Duration::from_secs(2),
                 call_timeout: Duration::from_secs(8),
                 source_ip: None,
+                credentials: Credentials::insecure(),
             },
         )?;
         let mut rng = Rng::new(self.seed);

@@ -6,7 +6,6 @@ use super::CliError;
 use crate::bench::process::CpuMeter;
 use crate::bench::{self, BenchError, ScaleOptions, Summary};
 use crate::cli::BenchArgs;
-use crate::client::Client;
 use crate::config::ServeConfig;
 use crate::domain::MAX_TASKMANAGER_SLOTS;
 use crate::pb::api::RegisterTaskManagerRequest;
@@ -184,7 +183,7 @@ async fn run(
     );
     report["grpc_ping"] = json!(ping);
 
-    let client = Client::new(cluster.endpoints())?;
+    let client = cluster.client()?;
     // Enough capacity that every submitted shard is placed, as in real use.
     for i in 0..16 {
         client
@@ -202,6 +201,7 @@ async fn run(
         let meter = CpuMeter::start(&processes(&cluster, leader));
         let r = bench::measure_submissions(
             &cluster.endpoints(),
+            &cluster.credentials()?,
             clients,
             Duration::from_secs_f64(args.seconds),
         )

@@ -11,9 +11,13 @@ pub use demo::demo;
 mod plot;
 mod table;
 
-use crate::cli::{ClientArgs, ClusterCommand, JobCommand, OutputFormat, SubmitArgs, TmCommand};
+use crate::cli::{
+    ClientArgs, ClusterCommand, JobCommand, OutputFormat, SubmitArgs, TmCommand, TokenCommand,
+};
 use crate::client::{Client, ClientError};
+use crate::domain::Role;
 use crate::pb::api::{JobSpec, SubmitRequest};
+use crate::security::{choose_transport, only_client_certificate, Credentials, Secret};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -31,29 +35,100 @@ pub enum CliError {
     Agent(#[from] crate::taskmanager::AgentError),
     #[error("{0}")]
     Certs(#[from] crate::security::certs::CertsError),
+    #[error("{0}")]
+    Security(#[from] crate::security::SecurityError),
 }
 
-/// `dispatcher certs init`.
+/// `dispatcher certs init|add`.
 pub fn certs(command: crate::cli::CertsCommand) -> Result<ExitCode, CliError> {
-    let crate::cli::CertsCommand::Init {
-        out,
-        replicas,
-        taskmanagers,
-        clients,
-        hosts,
-    } = command;
-    let plan = crate::security::certs::CertsPlan {
-        replicas,
-        taskmanagers,
-        clients,
-        hosts,
+    use crate::cli::CertsCommand;
+    use crate::security::certs::{add, init, CertsPlan};
+    let (dir, written) = match command {
+        CertsCommand::Init {
+            out,
+            replicas,
+            taskmanagers,
+            clients,
+            hosts,
+        } => {
+            let plan = CertsPlan {
+                replicas,
+                taskmanagers,
+                clients,
+                hosts,
+            };
+            let written = init(&out, &plan)?;
+            (out, written)
+        }
+        CertsCommand::Add {
+            dir,
+            replicas,
+            taskmanagers,
+            clients,
+            hosts,
+        } => {
+            let plan = CertsPlan {
+                replicas,
+                taskmanagers,
+                clients,
+                hosts,
+            };
+            let written = add(&dir, &plan)?;
+            (dir, written)
+        }
     };
-    let written = crate::security::certs::init(&out, &plan)?;
     println!(
         "wrote {} files to {} (keys mode 0600); keep ca-key.pem offline once every party has its files",
         written.len(),
-        out.display()
+        dir.display()
     );
+    Ok(0)
+}
+
+/// The credentials a client command presents: its certificate (or `--insecure`) and token.
+pub fn client_credentials(args: &ClientArgs) -> Result<Credentials, CliError> {
+    let security = &args.security;
+    let transport = choose_transport(
+        security.insecure,
+        security.tls_dir.as_deref(),
+        security.tls_name.as_deref(),
+        only_client_certificate,
+    )?;
+    let token = args.token.as_deref().map(Secret::parse).transpose()?;
+    Ok(Credentials { transport, token })
+}
+
+/// `dispatcher token create|list|revoke`.
+pub async fn token(command: TokenCommand, args: ClientArgs) -> Result<ExitCode, CliError> {
+    let client = connect(&args)?;
+    match command {
+        TokenCommand::Create { name, role } => {
+            let role: Role = role.parse().map_err(CliError::Usage)?;
+            let (reply, secret) = client.create_token(&name, role).await?;
+            output::message(
+                args.output,
+                json!({"name": reply.name, "role": reply.role, "secret": secret.expose()}),
+                &format!(
+                    "token '{}' ({}): {}\nthe secret is shown only now; keep it safe",
+                    reply.name,
+                    reply.role,
+                    secret.expose()
+                ),
+            );
+        }
+        TokenCommand::List => {
+            let tokens = client.list_tokens().await?;
+            output::tokens(args.output, &tokens);
+        }
+        TokenCommand::Revoke { name } => {
+            let reply = client.revoke_token(&name).await?;
+            output::message(
+                args.output,
+                json!({"name": reply.name, "revoked": true}),
+                &format!("token '{}' revoked", reply.name),
+            );
+        }
+    }
     Ok(0)
 }
 
@@ -61,7 +136,10 @@ pub fn certs(command: crate::cli::CertsCommand) -> Result<ExitCode, CliError> {
 pub type ExitCode = i32;
 
 fn connect(args: &ClientArgs) -> Result<Client, CliError> {
-    Ok(Client::new(args.endpoints.clone())?)
+    Ok(Client::new(
+        args.endpoints.clone(),
+        client_credentials(args)?,
+    )?)
 }
 
 pub async fn cluster(command: ClusterCommand, args: ClientArgs) -> Result<ExitCode, CliError> {

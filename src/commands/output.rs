@@ -3,7 +3,9 @@
 
 use super::table::Table;
 use crate::cli::OutputFormat;
-use crate::pb::api::{ClusterStatusReply, JobStatus, JobSummary, Member, TaskManagerInfo};
+use crate::pb::api::{
+    ClusterStatusReply, JobStatus, JobSummary, Member, TaskManagerInfo, TokenInfo,
+};
 use serde_json::{json, Value};
 
 fn print_json(value: &Value) {
@@ -222,5 +224,38 @@ pub fn jobs(format: OutputFormat, jobs: &[JobSummary]) {
             }
             println!("{}", t.render());
         }
+    }
+}
+
+pub fn tokens(format: OutputFormat, tokens: &[TokenInfo]) {
+    match format {
+        OutputFormat::Json => print_json(&Value::Array(
+            tokens
+                .iter()
+                .map(|t| json!({"name": t.name, "role": t.role, "created_ms": t.created_ms}))
+                .collect(),
+        )),
+        OutputFormat::Text => {
+            let mut table = Table::new(&["NAME", "ROLE", "CREATED"]);
+            for token in tokens {
+                table.row(vec![
+                    token.name.clone(),
+                    token.role.clone(),
+                    age(crate::clock::now_ms().saturating_sub(token.created_ms)),
+                ]);
+            }
+            println!("{}", table.render());
+        }
+    }
+}
+
+/// "42s ago", "5m ago", "3h ago", "2d ago".
+fn age(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..=119 => format!("{secs}s ago"),
+        120..=7199 => format!("{}m ago", secs / 60),
+        7200..=172_799 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
     }
 }

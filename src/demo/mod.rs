@@ -384,13 +384,16 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary, DemoError> {
         plural(options.taskmanagers, "TaskManager", "TaskManagers"),
         options.dir.display()
     ));
-    let cluster = LocalCluster::start(&binary, options.dir.join("cluster"), 3, &config)?;
+    // Secure like a real deployment: throw-away certificates and an admin token under the
+    // demo's directory.
+    let cluster = LocalCluster::start_secure(&binary, options.dir.join("cluster"), 3, &config)?;
     let client = Client::with_options(
         cluster.endpoints(),
         ClientOptions {
             rpc_timeout: Duration::from_millis(500),
             call_timeout: Duration::from_secs(5),
             source_ip: None,
+            credentials: cluster.credentials()?,
         },
     )?;
     let data = options.dir.join("data");

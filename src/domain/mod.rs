@@ -10,9 +10,14 @@ mod job;
 mod limits;
 mod state;
 mod taskmanager;
+mod token;
 
 pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardState};
 pub use limits::*;
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
 pub use taskmanager::{Labels, RunStats, TaskManager, TaskManagerState};
+pub use token::{
+    find_token, Permission, Role, Token, TokenHash, BOOTSTRAP_TOKEN_NAME, MAX_TOKENS,
+    MAX_TOKEN_NAME_BYTES,
+};

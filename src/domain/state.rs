@@ -3,6 +3,7 @@
 use super::ids::JobId;
 use super::job::{Job, Shard};
 use super::taskmanager::TaskManager;
+use super::token::Token;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,6 +31,10 @@ pub struct ClusterState {
     pub pending_shards_by_owner: BTreeMap<String, u64>,
     /// Encoded size of the specs of every job held, ended or not (admission control).
     pub spec_bytes: u64,
+    /// Access tokens by name (hashes only, never secrets).
+    pub tokens: BTreeMap<String, Token>,
+    /// Whether a token was ever created: the bootstrap token is seeded only before that.
+    pub tokens_seeded: bool,
 }
 
 /// Which assignment list of a TaskManager a heartbeat reply describes: the greatest epoch

@@ -9,6 +9,7 @@ use shards::{place_shards, report_ended, report_started, requeue_shards};
 use taskmanagers::{
     drain_taskmanager, forget_taskmanagers, mark_lost, register_taskmanager, Registration,
 };
+use tokens::{create_token, revoke_token, seed_bootstrap_token};
 
 /// Apply `command`, committed at `log_index`, to `state`.
 ///
@@ -110,6 +111,16 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         )),
         Command::ForgetJobs { job_ids, .. } => Ok(forget_jobs(state, job_ids)),
         Command::ForgetTaskManagers { ids, .. } => Ok(forget_taskmanagers(state, ids)),
+        Command::CreateToken {
+            name,
+            role,
+            hash,
+            now_ms,
+        } => create_token(state, name, role, hash, now_ms),
+        Command::RevokeToken { name, .. } => revoke_token(state, name),
+        Command::SeedBootstrapToken { hash, now_ms } => {
+            Ok(seed_bootstrap_token(state, hash, now_ms))
+        }
     };
     result.unwrap_or_else(Response::Rejected)
 }
@@ -118,7 +129,9 @@ mod admission;
 mod jobs;
 mod shards;
 mod taskmanagers;
+mod tokens;
 pub use admission::check_admission;
 pub use shards::check_report;
+pub use tokens::validate_token_name;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //!
 //! Variants are only ever appended: an old log must keep decoding after an upgrade.
 
-use crate::domain::{Admission, JobId, JobSpec, Labels};
+use crate::domain::{Admission, JobId, JobSpec, Labels, Role, TokenHash};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -92,6 +92,18 @@ pub enum Command {
     ForgetJobs { job_ids: Vec<JobId>, now_ms: u64 },
     /// Retention: drop TaskManagers lost long ago that hold nothing.
     ForgetTaskManagers { ids: Vec<String>, now_ms: u64 },
+    /// Add an access token (its secret's hash; the secret never leaves the client that made it).
+    CreateToken {
+        name: String,
+        role: Role,
+        hash: TokenHash,
+        now_ms: u64,
+    },
+    /// Remove an access token: every replica refuses it once this is applied.
+    RevokeToken { name: String, now_ms: u64 },
+    /// The admin token of `--bootstrap-token-file`, proposed by a new leader; applied only if
+    /// no token was ever created, so restarts with the same file change nothing.
+    SeedBootstrapToken { hash: TokenHash, now_ms: u64 },
 }
 
 /// How a shard run ended.
@@ -149,6 +161,9 @@ impl fmt::Display for Command {
             Command::ForgetTaskManagers { ids, .. } => {
                 write!(f, "ForgetTaskManagers({})", ids.len())
             }
+            Command::CreateToken { name, role, .. } => write!(f, "CreateToken({name}, {role})"),
+            Command::RevokeToken { name, .. } => write!(f, "RevokeToken({name})"),
+            Command::SeedBootstrapToken { .. } => f.write_str("SeedBootstrapToken"),
         }
     }
 }
@@ -197,6 +212,12 @@ pub enum Rejection {
     /// accepts.
     #[error("{0}")]
     Overloaded(String),
+    #[error("a token named '{0}' already exists; choose another --name, or revoke it first")]
+    TokenExists(String),
+    #[error("no token named '{0}'; list tokens with `dispatcher token list`")]
+    UnknownToken(String),
+    #[error("'{0}' is the last admin token; create another admin token before revoking it")]
+    LastAdminToken(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +252,16 @@ pub enum Response {
     },
     TaskManagersForgotten {
         count: u32,
+    },
+    TokenCreated {
+        name: String,
+    },
+    TokenRevoked {
+        name: String,
+    },
+    /// Whether the bootstrap token was seeded (false: tokens existed already).
+    BootstrapTokenSeeded {
+        seeded: bool,
     },
     Rejected(Rejection),
 }

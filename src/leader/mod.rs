@@ -5,12 +5,14 @@
 mod liveness;
 mod placement;
 mod retention;
+mod seed_token;
 mod taskmanager_watch;
 
 pub mod fencing;
 pub use liveness::Liveness;
 
 use crate::config::ServeConfig;
+use crate::domain::TokenHash;
 use crate::raft::{Raft, SharedState};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
@@ -28,8 +30,9 @@ impl LeaderDuties {
         shared: Arc<SharedState>,
         liveness: Arc<Liveness>,
         settings: ServeConfig,
+        bootstrap_token: Option<TokenHash>,
     ) -> Self {
-        let supervisor = tokio::spawn(supervise(raft, shared, liveness, settings));
+        let supervisor = tokio::spawn(supervise(raft, shared, liveness, settings, bootstrap_token));
         LeaderDuties { supervisor }
     }
 
@@ -54,6 +57,7 @@ async fn supervise(
     shared: Arc<SharedState>,
     liveness: Arc<Liveness>,
     settings: ServeConfig,
+    bootstrap_token: Option<TokenHash>,
 ) {
     let mut metrics = raft.metrics();
     // The loops and the term they were started in.
@@ -73,7 +77,7 @@ async fn supervise(
         if is_leader && running.is_none() {
             tracing::info!(term, "became leader; starting leader loops");
             liveness.became_leader(term, std::time::Instant::now());
-            let loops = RunningLoops(vec![
+            let mut loops = vec![
                 tokio::spawn(placement::run(raft.clone(), shared.clone())),
                 tokio::spawn(taskmanager_watch::run(
                     raft.clone(),
@@ -86,7 +90,15 @@ async fn supervise(
                     shared.clone(),
                     settings.jobs.clone(),
                 )),
-            ]);
+            ];
+            if let Some(hash) = bootstrap_token {
+                loops.push(tokio::spawn(seed_token::run(
+                    raft.clone(),
+                    shared.clone(),
+                    hash,
+                )));
+            }
+            let loops = RunningLoops(loops);
             running = Some((loops, term));
         }
         if metrics.changed().await.is_err() {

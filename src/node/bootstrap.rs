@@ -13,7 +13,9 @@
 //! - when nothing can be learned (too few peers answer), it waits: it never guesses.
 
 use super::rejoin::{enter, open, rejoin, RejoinMarker, RejoinPhase};
+use crate::client::ClientOptions;
 use crate::raft::{GateState, Node, Raft, RaftGate};
+use crate::security::{Credentials, Transport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,8 +33,8 @@ struct Probe {
 }
 
 /// `None` if the peer did not answer.
-async fn probe(addr: &str) -> Option<Probe> {
-    let reply = crate::rpc::local_status_of(addr, PROBE_TIMEOUT).await?;
+async fn probe(transport: &Transport, addr: &str) -> Option<Probe> {
+    let reply = crate::rpc::local_status_of(transport, addr, PROBE_TIMEOUT).await?;
     Some(Probe {
         initialized: reply.initialized || reply.has_history,
         votes: reply.raft_gate == GateState::Open.name(),
@@ -47,10 +49,27 @@ pub struct Bootstrap {
     pub id: u64,
     pub peers: BTreeMap<u64, String>,
     pub source_ip: Option<IpAddr>,
+    /// How to dial the other replicas.
+    pub transport: Transport,
     /// The data dir held a vote or log entries: this replica remembers what it did.
     pub has_history: bool,
     /// A rejoin interrupted by a restart.
     pub rejoin_phase: Option<RejoinPhase>,
+}
+
+impl Bootstrap {
+    /// How `rejoin` dials the others: as this replica (its certificate), with long deadlines.
+    fn rejoin_options(&self) -> ClientOptions {
+        ClientOptions {
+            rpc_timeout: Duration::from_secs(15),
+            call_timeout: Duration::from_secs(20),
+            source_ip: self.source_ip,
+            credentials: Credentials {
+                transport: self.transport.clone(),
+                token: None,
+            },
+        }
+    }
 }
 
 /// The gate a replica starts with, before `form_or_join` runs.
@@ -74,7 +93,8 @@ pub async fn form_or_join(b: Bootstrap) {
             Some(phase @ (RejoinPhase::AwaitingDemotion | RejoinPhase::AwaitingRestore { .. })),
             _,
         ) => {
-            return rejoin(b.raft, b.gate, b.marker, b.id, others, b.source_ip, phase).await;
+            let options = b.rejoin_options();
+            return rejoin(b.raft, b.gate, b.marker, b.id, others, options, phase).await;
         }
         (_, true) => {
             open(&b.gate, &b.raft);
@@ -101,7 +121,7 @@ pub async fn form_or_join(b: Bootstrap) {
         }
         let mut someone_initialized = false;
         for (peer, addr) in b.peers.iter().filter(|(p, _)| **p != b.id) {
-            match probe(addr).await {
+            match probe(&b.transport, addr).await {
                 Some(p) if p.initialized => someone_initialized = true,
                 Some(p) => {
                     pristine.insert(*peer);
@@ -118,7 +138,8 @@ pub async fn form_or_join(b: Bootstrap) {
             // that lost its disk. It votes again only once the leader has taken it back.
             let phase = RejoinPhase::AwaitingDemotion;
             enter(&b.marker, &b.gate, &b.raft, Some(phase)).await;
-            return rejoin(b.raft, b.gate, b.marker, b.id, others, b.source_ip, phase).await;
+            let options = b.rejoin_options();
+            return rejoin(b.raft, b.gate, b.marker, b.id, others, options, phase).await;
         }
         if someone_initialized {
             tracing::info!("the cluster formed; waiting for its leader to replicate to us");

@@ -7,6 +7,7 @@ mod rejoin;
 
 use crate::config::{ConfigError, ServeConfig};
 use crate::leader::{LeaderDuties, Liveness};
+use crate::pb::api::access_server::AccessServer;
 use crate::pb::api::cluster_server::ClusterServer;
 use crate::pb::api::dispatcher_server::DispatcherServer;
 use crate::pb::api::task_managers_server::TaskManagersServer;
@@ -15,9 +16,10 @@ use crate::raft::network::RAFT_MAX_MESSAGE_BYTES;
 use crate::raft::snapshot_store::SnapshotStore;
 use crate::raft::{GateState, GrpcNetworkFactory, Raft, RaftGate, StateMachineStore, WalLogStore};
 use crate::rpc::{
-    ClusterService, DispatcherService, RaftService, ServiceContext, TaskManagerService,
-    API_MAX_MESSAGE_BYTES,
+    AccessLayer, AccessService, ClusterService, DispatcherService, Guard, RaftService,
+    ServiceContext, TaskManagerService, API_MAX_MESSAGE_BYTES,
 };
+use crate::security::{Secret, Transport};
 use bootstrap::Bootstrap;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use rejoin::RejoinMarker;
@@ -59,6 +61,26 @@ pub struct ServeOptions {
     /// Every replica of the initial cluster, this one included: id → host:port.
     pub peers: BTreeMap<u64, String>,
     pub config: ServeConfig,
+    pub security: ServeSecurity,
+}
+
+/// How a replica secures its connections and seeds its first token.
+#[derive(Debug, Clone)]
+pub struct ServeSecurity {
+    /// Mutual TLS with the replica's certificate, or plaintext with `--insecure`.
+    pub transport: Transport,
+    /// `--bootstrap-token-file`: the first admin token, seeded on first formation only.
+    pub bootstrap_token: Option<Secret>,
+}
+
+impl ServeSecurity {
+    /// No TLS, no tokens (`--insecure`): for development on one machine.
+    pub fn insecure() -> Self {
+        ServeSecurity {
+            transport: Transport::Plain,
+            bootstrap_token: None,
+        }
+    }
 }
 
 fn storage_err(path: &std::path::Path) -> impl Fn(std::io::Error) -> NodeError + '_ {
@@ -74,6 +96,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     check_advertise(&opts)?;
+    if !opts.security.transport.is_tls() {
+        tracing::warn!(
+            "INSECURE: replica {} runs without TLS and without tokens (--insecure); anyone who \
+             reaches {} can submit commands that TaskManagers run. Use it only for development \
+             on one machine",
+            opts.id,
+            opts.listen
+        );
+    }
     let raft_config = Arc::new(opts.config.openraft_config()?);
     std::fs::create_dir_all(&opts.data_dir).map_err(storage_err(&opts.data_dir))?;
     let db_path = opts.data_dir.join("raft.sled");
@@ -120,7 +151,7 @@ pub async fn serve(
     let raft: Raft = Raft::new(
         opts.id,
         raft_config,
-        GrpcNetworkFactory::new(source_ip),
+        GrpcNetworkFactory::new(source_ip, opts.security.transport.clone()),
         log_store,
         state_machine,
     )
@@ -138,6 +169,7 @@ pub async fn serve(
         leader_lease: Duration::from_millis(opts.config.raft.election_timeout_min_ms),
         gate: gate.clone(),
         limits: opts.config.limits.clone(),
+        transport: opts.security.transport.clone(),
     };
     let bootstrap = tokio::spawn(bootstrap::form_or_join(Bootstrap {
         raft: raft.clone(),
@@ -146,15 +178,26 @@ pub async fn serve(
         id: opts.id,
         peers: opts.peers.clone(),
         source_ip,
+        transport: opts.security.transport.clone(),
         has_history,
         rejoin_phase,
     }));
-    let leader_duties =
-        LeaderDuties::start(raft.clone(), shared.clone(), liveness, opts.config.clone());
+    let leader_duties = LeaderDuties::start(
+        raft.clone(),
+        shared.clone(),
+        liveness,
+        opts.config.clone(),
+        opts.security.bootstrap_token.as_ref().map(Secret::hash),
+    );
 
-    let server = tonic::transport::Server::builder()
+    let guard = match &opts.security.transport {
+        Transport::Plain => Guard::insecure(),
+        Transport::Tls(_) => Guard::secure(shared.clone(), raft.clone()),
+    };
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
+        .layer(AccessLayer::new(guard))
         .add_service(
             RaftServiceServer::new(RaftService::new(raft.clone(), gate))
                 .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
@@ -171,16 +214,39 @@ pub async fn serve(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(
-            ClusterServer::new(ClusterService::new(ctx))
+            ClusterServer::new(ClusterService::new(ctx.clone()))
                 .max_decoding_message_size(API_MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(
+        .add_service(
+            AccessServer::new(AccessService::new(ctx))
+                .max_decoding_message_size(API_MAX_MESSAGE_BYTES),
+        );
+    let transport = opts.security.transport.clone();
+    let server = async move {
+        match &transport {
             // `serve_with_incoming` ignores the builder's `tcp_nodelay`: without setting it
             // here, Nagle's algorithm held small replies back until the peer's delayed ACK,
-            // up to 40 ms per call (seen as a p99 of 31 ms and 30 ms heartbeats).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        );
+            // up to 40 ms per call (seen as a p99 of 31 ms and 30 ms heartbeats). The TLS
+            // acceptor sets it on every connection itself.
+            Transport::Plain => {
+                router
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                        shutdown,
+                    )
+                    .await
+            }
+            Transport::Tls(config) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        crate::security::transport::tls_incoming(listener, config),
+                        shutdown,
+                    )
+                    .await
+            }
+        }
+    };
     // If the Raft core stops on its own (a fatal storage error or a panic), the replica can no
     // longer do its job: exit with an error so a supervisor restarts it from disk.
     let result = tokio::select! {

@@ -36,7 +36,6 @@ use crate::pb::api::cluster_client::ClusterClient;
 use crate::pb::api::{RejoinReply, RejoinRequest};
 use crate::raft::{GateState, Raft, RaftGate};
 use openraft::async_runtime::watch::WatchReceiver;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,14 +190,9 @@ pub async fn rejoin(
     marker: RejoinMarker,
     id: u64,
     others: Vec<String>,
-    source_ip: Option<IpAddr>,
+    options: ClientOptions,
     mut phase: RejoinPhase,
 ) {
-    let options = ClientOptions {
-        rpc_timeout: Duration::from_secs(15),
-        call_timeout: Duration::from_secs(20),
-        source_ip,
-    };
     let client = match Client::with_options(others, options) {
         Ok(c) => c,
         Err(e) => {

@@ -5,6 +5,7 @@
 use super::types::{Node, NodeId, Snapshot, TypeConfig, Vote};
 use crate::pb::raft::raft_service_client::RaftServiceClient;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
+use crate::security::Transport;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
@@ -19,7 +20,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Largest message on the Raft service, both ways. A full AppendEntries batch of maximal
 /// job specs (300 × 256 KiB) fits with room to spare; snapshots are chunked anyway.
@@ -41,19 +42,22 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 }
 
 /// Creates per-peer clients; keeps one channel per peer address for the process lifetime.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct GrpcNetworkFactory {
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
     /// Dial peers from this address (the one the replica listens on), so that a peer, a
     /// firewall or a fault proxy sees which replica is calling.
     source_ip: Option<IpAddr>,
+    /// Mutual TLS with this replica's certificate (plaintext only with `--insecure`).
+    transport: Transport,
 }
 
 impl GrpcNetworkFactory {
-    pub fn new(source_ip: Option<IpAddr>) -> Self {
+    pub fn new(source_ip: Option<IpAddr>, transport: Transport) -> Self {
         GrpcNetworkFactory {
             channels: Arc::default(),
             source_ip,
+            transport,
         }
     }
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
@@ -61,14 +65,20 @@ impl GrpcNetworkFactory {
         if let Some(ch) = channels.get(&(target, addr.to_string())) {
             return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address {addr}: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .local_address(self.source_ip)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5));
-        let ch = endpoint.connect_lazy();
+        let ch = self
+            .transport
+            .channel(
+                addr,
+                |endpoint| {
+                    endpoint
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(5))
+                        .keep_alive_timeout(Duration::from_secs(5))
+                },
+                self.source_ip,
+            )
+            .map_err(|e| e.to_string())?;
         channels.insert((target, addr.to_string()), ch.clone());
         Ok(ch)
     }

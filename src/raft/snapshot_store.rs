@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 4] = b"DSNP";
 /// Bump when the encoding of `ClusterState` changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
 

@@ -12,6 +12,7 @@ use crate::pb::api::cluster_client::ClusterClient;
 use crate::pb::api::cluster_server::Cluster;
 use crate::pb::api::*;
 use crate::raft::{GateState, Node, RaftMetrics, TypeConfig};
+use crate::security::Transport;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{ChangeMembers, Instant as _, ServerState};
 use std::collections::BTreeSet;
@@ -94,12 +95,19 @@ fn members(metrics: &RaftMetrics) -> Vec<Member> {
 
 /// One replica's own view (`Cluster.Status`, local), straight from `addr`, on a fresh
 /// connection; `None` if it does not answer within `timeout`.
-pub async fn local_status_of(addr: &str, timeout: Duration) -> Option<ClusterStatusReply> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    let channel = endpoint.connect().await.ok()?;
+pub async fn local_status_of(
+    transport: &Transport,
+    addr: &str,
+    timeout: Duration,
+) -> Option<ClusterStatusReply> {
+    let channel = transport
+        .connect(
+            addr,
+            |endpoint| endpoint.connect_timeout(timeout).timeout(timeout),
+            None,
+        )
+        .await
+        .ok()?;
     let reply = ClusterClient::new(channel)
         .status(ClusterStatusRequest { local: true })
         .await
@@ -109,10 +117,10 @@ pub async fn local_status_of(addr: &str, timeout: Duration) -> Option<ClusterSta
 
 /// Wait (a bounded while) until a newly promoted replica has seen its promotion and opened
 /// its Raft gate, so that `cluster add` returns with a replica that votes.
-async fn wait_until_votes(addr: &str) {
+async fn wait_until_votes(transport: &Transport, addr: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while std::time::Instant::now() < deadline {
-        let status = local_status_of(addr, Duration::from_millis(500)).await;
+        let status = local_status_of(transport, addr, Duration::from_millis(500)).await;
         if status.is_some_and(|s| s.raft_gate == GateState::Open.name()) {
             return;
         }
@@ -277,7 +285,7 @@ impl Cluster for ClusterService {
                 Err(e) => return Err(write_error(e).into()),
             }
         }
-        wait_until_votes(&req.addr).await;
+        wait_until_votes(&self.ctx.transport, &req.addr).await;
         Ok(Response::new(MembershipReply {
             members: members(&self.metrics()),
         }))

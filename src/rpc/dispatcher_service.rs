@@ -1,6 +1,7 @@
 //! The client API for jobs and TaskManagers. Writes go through Raft on the leader; reads are
 //! linearizable (ReadIndex) and also served only by the leader.
 
+use super::access::caller;
 use super::convert::{job_status, job_summary, taskmanager_info};
 use super::error::ApiError;
 use super::raft_access::{linearizable, write};
@@ -31,13 +32,10 @@ fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
         .map_err(|e| ApiError::InvalidArgument(e.to_string()))
 }
 
-/// Who is calling, for per-client admission: the peer's IP address (a token's name once
-/// clients authenticate).
-fn client_identity<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_string())
+/// Who owns what this request submits, for per-client admission and for cancelling: the
+/// token's name, or with `--insecure` the peer's IP address.
+fn owner_of<T>(request: &Request<T>) -> Result<String, ApiError> {
+    Ok(caller(request)?.owner(request.remote_addr()))
 }
 
 /// What a submitter should know although the job is accepted.
@@ -76,7 +74,7 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitReply>, Status> {
-        let owner = client_identity(&request);
+        let owner = owner_of(&request)?;
         let req = request.into_inner();
         let spec: JobSpec = req
             .spec
@@ -157,6 +155,21 @@ impl Dispatcher for DispatcherService {
         request: Request<JobRequest>,
     ) -> Result<Response<CancelJobReply>, Status> {
         let job_id = parse_job_id(&request.get_ref().job_id)?;
+        let who = caller(&request)?;
+        {
+            // Ownership is checked on the leader's applied state (the write below goes to
+            // the leader, so a follower's answer would only be a hint).
+            let view = self.ctx.shared.read();
+            if let Some(job) = view.state.job(job_id) {
+                if !who.may_cancel(&job.owner, request.remote_addr()) {
+                    return Err(ApiError::PermissionDenied(format!(
+                        "job {job_id} was submitted by someone else; a submit token cancels only \
+                         its own jobs (ask an operator)"
+                    ))
+                    .into());
+                }
+            }
+        }
         let command = Command::CancelJob {
             job_id,
             now_ms: now_ms(),
@@ -177,6 +190,7 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<RegisterTaskManagerRequest>,
     ) -> Result<Response<RegisterTaskManagerReply>, Status> {
+        caller(&request)?.require_taskmanager(&request.get_ref().id)?;
         let reply = super::registration::register(&self.ctx, request.into_inner()).await?;
         Ok(Response::new(reply))
     }

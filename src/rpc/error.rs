@@ -27,6 +27,12 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// No token, or one this cluster does not know.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// An identity or role that may not make this call.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The outcome of a write is unknown (its entry was discarded by a leader change); a
     /// retry with the same idempotency key is safe.
     #[error("outcome unknown, retry: {0}")]
@@ -76,7 +82,9 @@ impl From<ApiError> for Status {
                         Code::FailedPrecondition
                     }
                     Rejection::Overloaded(_) => Code::ResourceExhausted,
-                    Rejection::IdInUse { .. } => Code::AlreadyExists,
+                    Rejection::IdInUse { .. } | Rejection::TokenExists(_) => Code::AlreadyExists,
+                    Rejection::UnknownToken(_) => Code::NotFound,
+                    Rejection::LastAdminToken(_) => Code::FailedPrecondition,
                 };
                 Status::new(code, message)
             }
@@ -84,6 +92,8 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::AlreadyExists(_) => Status::already_exists(message),
+            ApiError::Unauthenticated(_) => Status::unauthenticated(message),
+            ApiError::PermissionDenied(_) => Status::permission_denied(message),
             ApiError::OutcomeUnknown(_) | ApiError::Unavailable(_) => Status::unavailable(message),
             ApiError::Internal(_) => Status::internal(message),
         }

@@ -2,6 +2,8 @@
 //! `Cluster` services, proto ↔ domain conversion, and the one place that maps errors to
 //! gRPC status codes. Protobuf types do not travel past this module.
 
+pub mod access;
+mod access_service;
 mod cluster_service;
 pub mod codec;
 mod convert;
@@ -14,6 +16,8 @@ mod registration;
 mod rejoin;
 mod taskmanager_service;
 
+pub use access::{AccessLayer, Caller, Guard};
+pub use access_service::AccessService;
 pub use cluster_service::{local_status_of, ClusterService};
 pub use dispatcher_service::DispatcherService;
 pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER};
@@ -46,4 +50,6 @@ pub struct ServiceContext {
     pub limits: crate::config::LimitSettings,
     /// What this replica's Raft service lets through (reported by `cluster status --local`).
     pub gate: Arc<RaftGate>,
+    /// How this replica dials others (plaintext only with `--insecure`).
+    pub transport: crate::security::Transport,
 }

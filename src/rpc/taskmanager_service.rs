@@ -1,6 +1,7 @@
 //! The TaskManager agents' API: heartbeats (answered by the leader from memory and its
 //! state, never written to the log) and shard reports (written to the log, fenced by epoch).
 
+use super::access::{caller, Caller};
 use super::error::ApiError;
 use super::raft_access::{not_leader_here, write};
 use super::ServiceContext;
@@ -81,6 +82,7 @@ impl TaskManagers for TaskManagerService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let received = Instant::now();
+        caller(&request)?.require_taskmanager(&request.get_ref().taskmanager_id)?;
         let req = request.into_inner();
         validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
         self.ensure_leader_lease()?;
@@ -139,6 +141,7 @@ impl TaskManagers for TaskManagerService {
         &self,
         request: Request<ShardReport>,
     ) -> Result<Response<ShardReportReply>, Status> {
+        caller(&request)?.require_taskmanager(&request.get_ref().taskmanager_id)?;
         let req = request.into_inner();
         validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
         let job_id: JobId = req
@@ -250,9 +253,33 @@ impl TaskManagers for TaskManagerService {
                     ApiError::InvalidArgument(e.to_string())
                 })?;
         // A spec never changes once submitted, so any replica that has applied the job may
-        // answer; one that has not yet sends the agent to the leader.
+        // answer; one that has not yet sends the agent to the leader. A TaskManager gets only
+        // the specs of jobs it holds shards of (a spec's environment may carry secrets).
+        let who = caller(&request)?;
         let view = self.ctx.shared.read();
+        let holds = |tm: &str| {
+            view.state
+                .shards_by_taskmanager
+                .get(tm)
+                .is_some_and(|held| {
+                    held.range((job_id, 0)..=(job_id, u32::MAX))
+                        .next()
+                        .is_some()
+                })
+        };
+        let allowed = match &who {
+            Caller::Anyone => true,
+            Caller::TaskManager(name) => holds(name),
+            _ => false,
+        };
+        let is_leader = self.ctx.raft.metrics().borrow_watched().state == ServerState::Leader;
         match view.state.job(job_id) {
+            Some(_) if !allowed && !is_leader => Err(not_leader_here(&self.ctx).into()),
+            Some(_) if !allowed => Err(ApiError::PermissionDenied(format!(
+                "{who:?} holds no shard of job {job_id}; only the TaskManagers running it may \
+                 read its spec"
+            ))
+            .into()),
             Some(job) => Ok(Response::new(JobSpecReply {
                 command: job.spec.command.clone(),
                 args: job.spec.args.clone(),
@@ -263,7 +290,7 @@ impl TaskManagers for TaskManagerService {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             })),
-            None if self.ctx.raft.metrics().borrow_watched().state == ServerState::Leader => {
+            None if is_leader => {
                 Err(ApiError::NotFound(format!("job '{job_id}' not found")).into())
             }
             None => Err(not_leader_here(&self.ctx).into()),

@@ -185,9 +185,37 @@ pub fn init(out: &Path, plan: &CertsPlan) -> Result<Vec<PathBuf>, CertsError> {
         (out.join("ca-key.pem"), ca_key.serialize_pem(), true),
     ];
     let issuer = Issuer::new(ca_params, ca_key);
-    for (party, role) in &parties {
+    outputs.extend(issue(out, plan, &parties, &issuer)?);
+    write_all(out, outputs)
+}
+
+/// Issue more parties under the CA already in `dir` (`ca.pem` and `ca-key.pem`): a new
+/// TaskManager, client or replica joins without touching anyone else's certificate.
+pub fn add(dir: &Path, plan: &CertsPlan) -> Result<Vec<PathBuf>, CertsError> {
+    let parties = plan.parties()?;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|source| CertsError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let ca_key = KeyPair::from_pem(&read("ca-key.pem")?)?;
+    let issuer = Issuer::from_ca_cert_pem(&read("ca.pem")?, ca_key)?;
+    let outputs = issue(dir, plan, &parties, &issuer)?;
+    write_all(dir, outputs)
+}
+
+fn issue(
+    out: &Path,
+    plan: &CertsPlan,
+    parties: &[(String, Role)],
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<Vec<Output>, CertsError> {
+    let mut outputs = Vec::new();
+    for (party, role) in parties {
         let key = KeyPair::generate()?;
-        let cert = party_params(plan, party, *role)?.signed_by(&key, &issuer)?;
+        let cert = party_params(plan, party, *role)?.signed_by(&key, issuer)?;
         outputs.push((out.join(format!("{party}.pem")), cert.pem(), false));
         outputs.push((
             out.join(format!("{party}-key.pem")),
@@ -195,7 +223,11 @@ pub fn init(out: &Path, plan: &CertsPlan) -> Result<Vec<PathBuf>, CertsError> {
             true,
         ));
     }
-    // All or nothing: refuse before writing if anything is in the way.
+    Ok(outputs)
+}
+
+/// Write every output, or nothing if any file is already there.
+fn write_all(out: &Path, outputs: Vec<Output>) -> Result<Vec<PathBuf>, CertsError> {
     if let Some((path, _, _)) = outputs.iter().find(|(p, _, _)| p.exists()) {
         return Err(CertsError::Exists(path.display().to_string()));
     }
@@ -254,6 +286,24 @@ mod tests {
             let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{name}");
         }
+    }
+
+    #[test]
+    fn adds_parties_under_the_same_ca() {
+        let dir = tempfile::tempdir().expect("dir");
+        init(dir.path(), &plan()).expect("init");
+        let more = CertsPlan {
+            taskmanagers: vec!["b".into()],
+            ..CertsPlan::default()
+        };
+        let written = add(dir.path(), &more).expect("add");
+        assert_eq!(written.len(), 2);
+        assert!(matches!(add(dir.path(), &more), Err(CertsError::Exists(_))));
+        let empty = tempfile::tempdir().expect("dir");
+        assert!(matches!(
+            add(empty.path(), &more),
+            Err(CertsError::Io { .. })
+        ));
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct AgentOptions {
     pub source_ip: Option<std::net::IpAddr>,
     /// The address this TaskManager registers (default: host name, port 0).
     pub advertise: Option<String>,
+    /// Mutual TLS with this agent's `tm-<id>` certificate, or plaintext with `--insecure`.
+    pub credentials: crate::security::Credentials,
 }
 
 /// Until the first heartbeat reply says otherwise.
@@ -129,7 +131,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         opts.endpoints.clone(),
         ClientOptions {
             source_ip: opts.source_ip,
-            ..ClientOptions::default()
+            ..ClientOptions::new(opts.credentials.clone())
         },
     )?);
     let heartbeat_client = Client::with_options(
@@ -138,6 +140,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             rpc_timeout: Duration::from_millis(1000),
             call_timeout: Duration::from_millis(1000),
             source_ip: opts.source_ip,
+            credentials: opts.credentials.clone(),
         },
     )?;
     let (reports, reporter_task) = reporter::start(client.clone());

@@ -122,7 +122,25 @@ impl std::ops::DerefMut for TestCluster {
     }
 }
 
+/// A cluster of replicas started with `--insecure` (no TLS, no tokens).
 pub async fn start_cluster(replicas: u64, config: ServeConfig) -> anyhow::Result<TestCluster> {
+    start_cluster_with(replicas, config, false).await
+}
+
+/// A cluster with mutual TLS and tokens; its `client()` presents `client-admin` and the
+/// bootstrap admin token.
+pub async fn start_secure_cluster(
+    replicas: u64,
+    config: ServeConfig,
+) -> anyhow::Result<TestCluster> {
+    start_cluster_with(replicas, config, true).await
+}
+
+async fn start_cluster_with(
+    replicas: u64,
+    config: ServeConfig,
+    secure: bool,
+) -> anyhow::Result<TestCluster> {
     // DISPATCHER_TEST_KEEP=1 keeps data dirs and replica logs for a post-mortem.
     let keep = std::env::var_os("DISPATCHER_TEST_KEEP").is_some();
     let dir = tempfile::Builder::new()
@@ -132,7 +150,7 @@ pub async fn start_cluster(replicas: u64, config: ServeConfig) -> anyhow::Result
     if keep {
         eprintln!("replica data and logs kept in {}", dir.path().display());
     }
-    let cluster = LocalCluster::start(BINARY, dir.path(), replicas, &config)?;
+    let cluster = LocalCluster::start_with(BINARY, dir.path(), replicas, &config, secure)?;
     let ids = cluster.ids();
     cluster.wait_for_leader(&ids, DEADLINE).await?;
     Ok(TestCluster { cluster, dir })

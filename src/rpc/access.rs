@@ -1,0 +1,404 @@
+//! Who may call what: the one table from gRPC method to the identity or role it needs, and
+//! the tower layer in front of every service that enforces it before a handler runs.
+//!
+//! The caller's identity is the party its TLS certificate names (checked against the cluster
+//! CA by the handshake) and, for client calls, the bearer token it sends, looked up by hash in
+//! this replica's applied state on every call (so a revocation takes effect as soon as this
+//! replica applies it). With `--insecure` there are neither and everyone may do everything.
+//! What a handler must still check itself (a TaskManager acting only as its own name, a
+//! `submit` token cancelling only its own jobs) it reads from the `Caller` put in the
+//! request's extensions here.
+
+use super::ApiError;
+use crate::domain::{find_token, Permission, Role};
+use crate::raft::{Raft, SharedState};
+use crate::security::tokens::parse_bearer;
+use crate::security::Party;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::codegen::http;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+/// The identity a call was admitted with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// `--insecure`: nobody is identified; everything is allowed.
+    Anyone,
+    /// A replica's certificate (Raft, rejoin and status calls between replicas).
+    Replica(u64),
+    /// A TaskManager's certificate: it may act only as this TaskManager.
+    TaskManager(String),
+    /// A client with a valid token.
+    Token { name: String, role: Role },
+}
+
+/// What a method needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A replica certificate of a current member (any replica while this one knows no
+    /// membership yet: it is being formed or added).
+    Member,
+    /// Any replica certificate.
+    Replica,
+    /// A TaskManager certificate.
+    TaskManager,
+    /// A token whose role allows this.
+    Token(Permission),
+    /// A replica certificate, or a token whose role allows this.
+    ReplicaOrToken(Permission),
+}
+
+/// The table. A method missing here is refused: a new RPC must be given a rule.
+fn need(path: &str) -> Option<Need> {
+    use Permission::*;
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    Some(match (service, method) {
+        ("dispatcher.raft.v1.RaftService", _) => Need::Member,
+        ("dispatcher.v1.TaskManagers", _) => Need::TaskManager,
+        ("dispatcher.v1.Dispatcher", "RegisterTaskManager") => Need::TaskManager,
+        ("dispatcher.v1.Dispatcher", "Submit") => Need::Token(Submit),
+        ("dispatcher.v1.Dispatcher", "CancelJob") => Need::Token(Cancel),
+        ("dispatcher.v1.Dispatcher", "DrainTaskManager") => Need::Token(Operate),
+        ("dispatcher.v1.Dispatcher", "GetJob" | "ListJobs" | "ListTaskManagers") => {
+            Need::Token(Read)
+        }
+        ("dispatcher.v1.Cluster", "Status" | "Ping") => Need::ReplicaOrToken(Read),
+        ("dispatcher.v1.Cluster", "Rejoin") => Need::Replica,
+        ("dispatcher.v1.Cluster", "Snapshot") => Need::Token(Operate),
+        ("dispatcher.v1.Cluster", "AddMember" | "RemoveMember" | "TransferLeader") => {
+            Need::Token(Admin)
+        }
+        ("dispatcher.v1.Access", "CreateToken" | "ListTokens" | "RevokeToken") => {
+            Need::Token(Admin)
+        }
+        ("dispatcher.v1.Access", "WhoAmI") => Need::Token(Read),
+        _ => return None,
+    })
+}
+
+fn describe(permission: Permission) -> &'static str {
+    match permission {
+        Permission::Read => "reading needs any role",
+        Permission::Submit => "submitting needs role submit or admin",
+        Permission::Cancel => "cancelling needs role submit (own jobs), operator or admin",
+        Permission::Operate => "this needs role operator or admin",
+        Permission::Admin => "this needs role admin",
+    }
+}
+
+/// Decides admission for one replica.
+#[derive(Clone)]
+pub struct Guard {
+    /// `None`: `--insecure`.
+    secure: Option<Secured>,
+}
+
+#[derive(Clone)]
+struct Secured {
+    shared: Arc<SharedState>,
+    raft: Raft,
+}
+
+impl Guard {
+    pub fn insecure() -> Self {
+        Guard { secure: None }
+    }
+
+    pub fn secure(shared: Arc<SharedState>, raft: Raft) -> Self {
+        Guard {
+            secure: Some(Secured { shared, raft }),
+        }
+    }
+
+    /// The caller of a request with this path, headers and connection, or the refusal.
+    fn admit(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<Caller, ApiError> {
+        let Some(secured) = &self.secure else {
+            return Ok(Caller::Anyone);
+        };
+        let need = need(path).ok_or_else(|| {
+            ApiError::PermissionDenied(format!("{path} is not a method this replica serves"))
+        })?;
+        let party = peer_party(extensions);
+        match need {
+            Need::Member => match party {
+                Some(Party::Replica(id)) if secured.is_member_or_unformed(id) => {
+                    Ok(Caller::Replica(id))
+                }
+                Some(Party::Replica(id)) => Err(ApiError::PermissionDenied(format!(
+                    "replica-{id} is not a member of this cluster; add it with `dispatcher \
+                     cluster add` first"
+                ))),
+                other => Err(ApiError::PermissionDenied(format!(
+                    "only replicas may call the Raft service; the certificate names {}",
+                    party_name(&other)
+                ))),
+            },
+            Need::Replica => match party {
+                Some(Party::Replica(id)) => Ok(Caller::Replica(id)),
+                other => Err(ApiError::PermissionDenied(format!(
+                    "only replicas may call {path}; the certificate names {}",
+                    party_name(&other)
+                ))),
+            },
+            Need::TaskManager => match party {
+                Some(Party::TaskManager(name)) => Ok(Caller::TaskManager(name)),
+                other => Err(ApiError::PermissionDenied(format!(
+                    "only TaskManagers (certificate tm-<name>) may call {path}; the \
+                     certificate names {}",
+                    party_name(&other)
+                ))),
+            },
+            Need::ReplicaOrToken(_) if matches!(party, Some(Party::Replica(_))) => {
+                let Some(Party::Replica(id)) = party else {
+                    unreachable!("matched above")
+                };
+                Ok(Caller::Replica(id))
+            }
+            Need::Token(permission) | Need::ReplicaOrToken(permission) => {
+                secured.token_caller(headers, permission)
+            }
+        }
+    }
+}
+
+fn party_name(party: &Option<Party>) -> String {
+    match party {
+        Some(party) => party.to_string(),
+        None => "no party".to_string(),
+    }
+}
+
+impl Secured {
+    fn is_member_or_unformed(&self, id: u64) -> bool {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        let mut nodes = membership.nodes().peekable();
+        nodes.peek().is_none() || membership.nodes().any(|(node, _)| *node == id)
+    }
+
+    fn token_caller(
+        &self,
+        headers: &http::HeaderMap,
+        permission: Permission,
+    ) -> Result<Caller, ApiError> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(ApiError::Unauthenticated(
+                "no token: pass --token <secret> or set DISPATCHER_TOKEN (an admin makes \
+                 tokens with `dispatcher token create`)"
+                    .into(),
+            ));
+        };
+        let secret = value.to_str().ok().and_then(parse_bearer).ok_or_else(|| {
+            ApiError::Unauthenticated(
+                "the authorization header is not `Bearer <token>`; pass the token with --token"
+                    .into(),
+            )
+        })?;
+        let hash = crate::domain::TokenHash::of(secret);
+        let applied = self.shared.read();
+        let state = &applied.state;
+        let Some((name, token)) = find_token(&state.tokens, &hash) else {
+            if !state.tokens_seeded {
+                // The cluster is forming and its leader has not seeded the bootstrap token
+                // yet: worth a retry, unlike an unknown token.
+                return Err(ApiError::Unavailable(
+                    "this cluster holds no tokens yet; it is forming (retry shortly), or its \
+                     replicas were started without --bootstrap-token-file"
+                        .into(),
+                ));
+            }
+            return Err(ApiError::Unauthenticated(
+                "unknown or revoked token; ask an admin for one (`dispatcher token create`)".into(),
+            ));
+        };
+        if !token.role.allows(permission) {
+            return Err(ApiError::PermissionDenied(format!(
+                "token '{name}' has role {}; {}",
+                token.role,
+                describe(permission)
+            )));
+        }
+        Ok(Caller::Token {
+            name: name.to_string(),
+            role: token.role,
+        })
+    }
+}
+
+/// The party named by the caller's certificate (none on a plaintext connection).
+fn peer_party(extensions: &http::Extensions) -> Option<Party> {
+    let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    Party::from_certificate(certs.first()?.as_ref())
+}
+
+/// The caller admitted by the layer. A request that did not pass it (a bug) has none and
+/// is refused.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, ApiError> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("request reached a handler without admission".into()))
+}
+
+impl Caller {
+    /// A TaskManager may act only as the name in its certificate.
+    pub fn require_taskmanager(&self, id: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Anyone => Ok(()),
+            Caller::TaskManager(name) if name == id => Ok(()),
+            Caller::TaskManager(name) => Err(ApiError::PermissionDenied(format!(
+                "this certificate is TaskManager '{name}'; it may not act as '{id}' (start the \
+                 agent with --id {name}, or give it tm-{id}'s certificate)"
+            ))),
+            other => Err(ApiError::PermissionDenied(format!(
+                "{other:?} may not act as TaskManager '{id}'"
+            ))),
+        }
+    }
+
+    /// Who owns the jobs this caller submits: the token's name, or with `--insecure` the
+    /// client's address.
+    pub fn owner(&self, remote: Option<std::net::SocketAddr>) -> String {
+        match self {
+            Caller::Token { name, .. } => format!("token:{name}"),
+            _ => remote
+                .map(|addr| addr.ip().to_string())
+                .unwrap_or_else(|| "unknown".to_string()),
+        }
+    }
+
+    /// Whether this caller may cancel a job owned by `owner`.
+    pub fn may_cancel(&self, owner: &str, remote: Option<std::net::SocketAddr>) -> bool {
+        match self {
+            Caller::Anyone => true,
+            Caller::Token { role, .. } if role.cancels_any_job() => true,
+            Caller::Token { .. } => self.owner(remote) == owner,
+            _ => false,
+        }
+    }
+}
+
+/// The tower layer that runs `Guard::admit` in front of every service.
+#[derive(Clone)]
+pub struct AccessLayer {
+    guard: Arc<Guard>,
+}
+
+impl AccessLayer {
+    pub fn new(guard: Guard) -> Self {
+        AccessLayer {
+            guard: Arc::new(guard),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AccessLayer {
+    type Service = AccessService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessService {
+            inner,
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AccessService<S> {
+    inner: S,
+    guard: Arc<Guard>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for AccessService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.guard.admit(
+            request.uri().path(),
+            request.headers(),
+            request.extensions(),
+        ) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Box::pin(self.inner.call(request))
+            }
+            Err(refusal) => {
+                tracing::debug!(path = request.uri().path(), "refused: {refusal}");
+                let status: tonic::Status = refusal.into();
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_method_has_a_rule() {
+        for path in [
+            "/dispatcher.raft.v1.RaftService/Vote",
+            "/dispatcher.raft.v1.RaftService/AppendEntries",
+            "/dispatcher.v1.TaskManagers/Heartbeat",
+            "/dispatcher.v1.Dispatcher/Submit",
+            "/dispatcher.v1.Dispatcher/RegisterTaskManager",
+            "/dispatcher.v1.Cluster/Rejoin",
+            "/dispatcher.v1.Cluster/AddMember",
+            "/dispatcher.v1.Access/RevokeToken",
+        ] {
+            assert!(need(path).is_some(), "{path}");
+        }
+        assert_eq!(need("/dispatcher.v1.Dispatcher/Nope"), None);
+        assert_eq!(need("garbage"), None);
+        assert_eq!(
+            need("/dispatcher.v1.Dispatcher/RegisterTaskManager"),
+            Some(Need::TaskManager)
+        );
+    }
+
+    #[test]
+    fn taskmanagers_act_only_as_themselves_and_submitters_cancel_their_own() {
+        let tm = Caller::TaskManager("a".into());
+        assert!(tm.require_taskmanager("a").is_ok());
+        assert!(tm.require_taskmanager("b").is_err());
+        assert!(Caller::Anyone.require_taskmanager("b").is_ok());
+        assert!(Caller::Replica(1).require_taskmanager("a").is_err());
+
+        let alice = Caller::Token {
+            name: "alice".into(),
+            role: Role::Submit,
+        };
+        let ops = Caller::Token {
+            name: "ops".into(),
+            role: Role::Operator,
+        };
+        assert!(alice.may_cancel("token:alice", None));
+        assert!(!alice.may_cancel("token:bob", None));
+        assert!(ops.may_cancel("token:bob", None));
+        assert!(!Caller::TaskManager("a".into()).may_cancel("token:a", None));
+    }
+}

@@ -1,0 +1,117 @@
+//! The `Access` service: creating, listing and revoking tokens (admin only, enforced by
+//! `access`), and telling a caller who it is.
+
+use super::access::{caller, Caller};
+use super::dispatcher_service::unexpected;
+use super::error::ApiError;
+use super::raft_access::{linearizable, write};
+use super::ServiceContext;
+use crate::clock::now_ms;
+use crate::domain::{Role, TokenHash};
+use crate::fsm::{Command, Response as FsmResponse};
+use crate::pb::api::access_server::Access;
+use crate::pb::api::*;
+use tonic::{Request, Response, Status};
+
+pub struct AccessService {
+    ctx: ServiceContext,
+}
+
+impl AccessService {
+    pub fn new(ctx: ServiceContext) -> Self {
+        AccessService { ctx }
+    }
+}
+
+fn parse_role(raw: &str) -> Result<Role, ApiError> {
+    raw.parse::<Role>().map_err(ApiError::InvalidArgument)
+}
+
+#[tonic::async_trait]
+impl Access for AccessService {
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenReply>, Status> {
+        let req = request.into_inner();
+        crate::fsm::validate_token_name(&req.name).map_err(ApiError::from)?;
+        let role = parse_role(&req.role)?;
+        let hash: [u8; 32] = req.secret_hash.as_slice().try_into().map_err(|_| {
+            ApiError::InvalidArgument(format!(
+                "secret_hash is {} bytes; it must be the 32-byte hash of the secret",
+                req.secret_hash.len()
+            ))
+        })?;
+        let command = Command::CreateToken {
+            name: req.name,
+            role,
+            hash: TokenHash(hash),
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::TokenCreated { name } => {
+                tracing::info!(token = %name, %role, "token created");
+                Ok(Response::new(CreateTokenReply {
+                    name,
+                    role: role.to_string(),
+                }))
+            }
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    async fn list_tokens(
+        &self,
+        _request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensReply>, Status> {
+        linearizable(&self.ctx).await?;
+        let applied = self.ctx.shared.read();
+        let tokens = applied
+            .state
+            .tokens
+            .iter()
+            .map(|(name, token)| TokenInfo {
+                name: name.clone(),
+                role: token.role.to_string(),
+                created_ms: token.created_ms,
+            })
+            .collect();
+        Ok(Response::new(ListTokensReply { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenReply>, Status> {
+        let name = request.into_inner().name;
+        crate::fsm::validate_token_name(&name).map_err(ApiError::from)?;
+        let command = Command::RevokeToken {
+            name,
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::TokenRevoked { name } => {
+                tracing::info!(token = %name, "token revoked");
+                Ok(Response::new(RevokeTokenReply { name }))
+            }
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIReply>, Status> {
+        let reply = match caller(&request)? {
+            Caller::Token { name, role } => WhoAmIReply {
+                name,
+                role: role.to_string(),
+            },
+            _ => WhoAmIReply {
+                name: String::new(),
+                role: Role::Admin.to_string(),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+}

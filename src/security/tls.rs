@@ -1,0 +1,171 @@
+//! Mutual TLS material: the cluster CA and this party's certificate and key, loaded from a
+//! `certs init` directory and turned into rustls configurations that offer TLS 1.3 only and
+//! require a certificate from the cluster CA on both sides.
+//!
+//! This module reads files and builds configurations; it opens no connection (that is
+//! `transport`) and decides nothing about who may do what (that is `rpc::access`).
+
+use super::SecurityError;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// ALPN for gRPC over HTTP/2.
+const ALPN_H2: &[u8] = b"h2";
+
+/// Where a party's certificate lives: `<dir>/ca.pem`, `<dir>/<name>.pem`, `<dir>/<name>-key.pem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+impl TlsFiles {
+    pub fn new(dir: impl Into<PathBuf>, name: impl Into<String>) -> Self {
+        TlsFiles {
+            dir: dir.into(),
+            name: name.into(),
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join(format!("{}.pem", self.name))
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.join(format!("{}-key.pem", self.name))
+    }
+}
+
+/// Both rustls configurations of one party: it serves with its certificate and dials with it.
+#[derive(Clone)]
+pub struct TlsConfig {
+    name: String,
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unreadable(path: &Path, what: &str, reason: impl std::fmt::Display) -> SecurityError {
+    SecurityError::Material(format!(
+        "{} ({what}): {reason}; make the cluster's certificates with `dispatcher certs init`",
+        path.display()
+    ))
+}
+
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| unreadable(path, what, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unreadable(path, what, e))?;
+    if certs.is_empty() {
+        return Err(unreadable(path, what, "no certificate in it"));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SecurityError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| unreadable(path, "private key", e))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn config_error(e: impl std::fmt::Display) -> SecurityError {
+    SecurityError::Material(format!("TLS configuration: {e}"))
+}
+
+impl TlsConfig {
+    /// Load the CA and the party's pair; refuses a key that does not match the certificate.
+    pub fn load(files: &TlsFiles) -> Result<Self, SecurityError> {
+        let ca = read_certs(&files.ca(), "cluster CA")?;
+        let chain = read_certs(&files.cert(), "certificate")?;
+        let key = read_key(&files.key())?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in ca {
+            roots
+                .add(cert)
+                .map_err(|e| unreadable(&files.ca(), "cluster CA", e))?;
+        }
+        let roots = Arc::new(roots);
+
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+                .build()
+                .map_err(config_error)?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(config_error)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| unreadable(&files.key(), "private key", e))?;
+        server.alpn_protocols = vec![ALPN_H2.to_vec()];
+
+        let mut client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(config_error)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| unreadable(&files.key(), "private key", e))?;
+        client.alpn_protocols = vec![ALPN_H2.to_vec()];
+
+        Ok(TlsConfig {
+            name: files.name.clone(),
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
+    }
+
+    /// The party name this configuration presents (`replica-1`, `tm-a`, `client-ops`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn server(&self) -> Arc<rustls::ServerConfig> {
+        self.server.clone()
+    }
+
+    pub fn client(&self) -> Arc<rustls::ClientConfig> {
+        self.client.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::certs::{init, CertsPlan};
+
+    #[test]
+    fn loads_every_party_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = CertsPlan {
+            replicas: vec![1],
+            taskmanagers: vec!["a".into()],
+            clients: vec!["ops".into()],
+            hosts: vec![],
+        };
+        init(dir.path(), &plan).unwrap();
+        for name in ["replica-1", "tm-a", "client-ops"] {
+            let config = TlsConfig::load(&TlsFiles::new(dir.path(), name)).unwrap();
+            assert_eq!(config.name(), name);
+        }
+        let missing = TlsConfig::load(&TlsFiles::new(dir.path(), "tm-b")).unwrap_err();
+        let text = missing.to_string();
+        assert!(text.contains("tm-b.pem"), "{text}");
+        assert!(text.contains("dispatcher certs init"), "{text}");
+    }
+}
