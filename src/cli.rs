@@ -1,7 +1,6 @@
 //! Command-line types (clap) only; what each command does lives in `commands`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -234,27 +233,32 @@ pub struct ChaosArgs {
     pub liveness_bound: u64,
 }
 
+/// `dispatcher taskmanager`. Every flag may also come from its DISPATCHER_* variable or from
+/// `[taskmanager]` in the --config file (flag over variable over file).
 #[derive(Debug, Args)]
 pub struct TaskManagerArgs {
     /// This TaskManager's id, unique in the cluster; restarting with the same id resumes it.
-    #[arg(long)]
-    pub id: String,
+    #[arg(long, env = "DISPATCHER_TM_ID")]
+    pub id: Option<String>,
     /// How many slots it offers.
-    #[arg(long)]
-    pub slots: u32,
+    #[arg(long, env = "DISPATCHER_SLOTS")]
+    pub slots: Option<u32>,
     /// Labels that job selectors can match: k=v,...
-    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    #[arg(long, value_delimiter = ',', value_parser = parse_label, env = "DISPATCHER_LABELS")]
     pub labels: Vec<(String, String)>,
     /// Where shard runs keep their output and results (default: ./taskmanager-<id>).
-    #[arg(long)]
+    #[arg(long, env = "DISPATCHER_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
     /// Dial the replicas from this local address (multi-homed hosts).
-    #[arg(long)]
+    #[arg(long, env = "DISPATCHER_SOURCE_IP")]
     pub source_ip: Option<std::net::IpAddr>,
     /// The address this TaskManager is known by (host:port), shown in `tm list`
     /// (default: this host's name, port 0: the agent takes no inbound connections yet).
-    #[arg(long)]
+    #[arg(long, env = "DISPATCHER_TM_ADVERTISE")]
     pub advertise: Option<String>,
+    /// TOML file with this agent's flags under [taskmanager].
+    #[arg(long, env = "DISPATCHER_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -307,26 +311,29 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
 }
 
+/// `dispatcher serve`. Every flag may also come from its DISPATCHER_* variable or from
+/// `[serve]` in the --config file (flag over variable over file).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// This replica's id (a positive integer, unique in the cluster).
-    #[arg(long)]
-    pub id: u64,
+    #[arg(long, env = "DISPATCHER_ID")]
+    pub id: Option<u64>,
     /// Address to listen on, e.g. 0.0.0.0:7001.
-    #[arg(long)]
-    pub listen: SocketAddr,
+    #[arg(long, env = "DISPATCHER_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// The address the others dial to reach this replica (host:port), when it differs from
     /// --listen (a wildcard, NAT). It must match this replica's entry in --peers.
-    #[arg(long)]
+    #[arg(long, env = "DISPATCHER_ADVERTISE")]
     pub advertise: Option<String>,
     /// Directory for the Raft log and snapshots; restarting on it resumes the replica.
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    #[arg(long, env = "DISPATCHER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Every replica of the initial cluster: id=host:port,... (this one included).
-    #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer, env = "DISPATCHER_PEERS")]
     pub peers: Vec<(u64, String)>,
-    /// TOML file with Raft timings and snapshot policy.
-    #[arg(long)]
+    /// TOML file: this replica's flags under [serve], and Raft timings, TaskManager
+    /// timings, retention and limits.
+    #[arg(long, env = "DISPATCHER_CONFIG")]
     pub config: Option<PathBuf>,
     /// File holding the first admin token's secret; seeded when the cluster first forms (give
     /// the same file to every initial replica), ignored afterwards.
@@ -336,13 +343,7 @@ pub struct ServeArgs {
     pub security: SecurityArgs,
 }
 
-impl ServeArgs {
-    pub fn peer_map(&self) -> BTreeMap<u64, String> {
-        self.peers.iter().cloned().collect()
-    }
-}
-
-fn parse_peer(s: &str) -> Result<(u64, String), String> {
+pub fn parse_peer(s: &str) -> Result<(u64, String), String> {
     let (id, addr) = s
         .split_once('=')
         .ok_or_else(|| format!("peer '{s}' is not id=host:port"))?;

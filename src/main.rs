@@ -4,9 +4,7 @@
 use clap::Parser;
 use dispatcher::cli::{Cli, Command};
 use dispatcher::commands::{self, CliError};
-use dispatcher::config::ServeConfig;
-use dispatcher::node::{self, ServeOptions, ServeSecurity};
-use dispatcher::security::{choose_transport, Credentials, Secret};
+use dispatcher::node;
 use std::io::Write;
 
 fn init_tracing(serving: bool) {
@@ -50,34 +48,7 @@ async fn shutdown_signal() {
 async fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Serve(args) => {
-            let config =
-                ServeConfig::load(args.config.as_deref()).map_err(node::NodeError::from)?;
-            let peers = args.peer_map();
-            let id = args.id;
-            let transport = choose_transport(
-                args.security.insecure,
-                args.security.tls_dir.as_deref(),
-                args.security.tls_name.as_deref(),
-                |_| Some(format!("replica-{id}")),
-            )?;
-            let bootstrap_token = args
-                .bootstrap_token_file
-                .as_deref()
-                .map(Secret::from_file)
-                .transpose()?;
-            let opts = ServeOptions {
-                id: args.id,
-                listen: args.listen,
-                advertise: args.advertise,
-                data_dir: args.data_dir,
-                peers,
-                config,
-                security: ServeSecurity {
-                    transport,
-                    bootstrap_token,
-                },
-            };
-            node::serve(opts, shutdown_signal()).await?;
+            node::serve(commands::serve_options(args)?, shutdown_signal()).await?;
             Ok(0)
         }
         Command::Cluster { command, client } => commands::cluster(command, client).await,
@@ -90,29 +61,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Certs { command } => commands::certs(command),
         Command::Token { command, client } => commands::token(command, client).await,
         Command::Taskmanager { agent, client } => {
-            let work_dir = agent
-                .work_dir
-                .unwrap_or_else(|| std::path::PathBuf::from(format!("taskmanager-{}", agent.id)));
-            let id = agent.id.clone();
-            let transport = choose_transport(
-                client.security.insecure,
-                client.security.tls_dir.as_deref(),
-                client.security.tls_name.as_deref(),
-                |_| Some(format!("tm-{id}")),
-            )?;
-            let opts = dispatcher::taskmanager::AgentOptions {
-                id: agent.id,
-                slots: agent.slots,
-                labels: agent.labels.into_iter().collect(),
-                work_dir,
-                endpoints: client.endpoints,
-                source_ip: agent.source_ip,
-                advertise: agent.advertise,
-                credentials: Credentials {
-                    transport,
-                    token: None,
-                },
-            };
+            let opts = commands::agent_options(agent, client)?;
             dispatcher::taskmanager::run(opts, shutdown_signal()).await?;
             Ok(0)
         }

@@ -3,11 +3,13 @@
 mod bench;
 mod chaos;
 mod demo;
+mod launch;
 mod output;
 
 pub use bench::bench;
 pub use chaos::chaos;
 pub use demo::demo;
+pub use launch::{agent_options, serve_options};
 mod plot;
 mod table;
 
@@ -37,6 +39,8 @@ pub enum CliError {
     Certs(#[from] crate::security::certs::CertsError),
     #[error("{0}")]
     Security(#[from] crate::security::SecurityError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// `dispatcher certs init|add`.

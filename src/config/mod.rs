@@ -1,7 +1,18 @@
 //! Replica settings with defaults, read from an optional TOML file (`serve --config`) and
-//! validated once at start-up.
+//! validated once at start-up. The same file may carry the replica's own flags under
+//! `[serve]` (see `flags`); `[raft]`, `[taskmanagers]` and `[jobs]` should be the same on
+//! every replica.
 //!
 //! ```toml
+//! [serve]                   # any flag of `dispatcher serve`; flags and DISPATCHER_* win
+//! id = 1
+//! listen = "0.0.0.0:7001"
+//! advertise = "10.0.0.1:7001"
+//! data_dir = "/var/lib/dispatcher"
+//! peers = ["1=10.0.0.1:7001", "2=10.0.0.2:7001", "3=10.0.0.3:7001"]
+//! tls_dir = "/etc/dispatcher/tls"
+//! bootstrap_token_file = "/etc/dispatcher/admin.token"
+//!
 //! [raft]
 //! heartbeat_ms = 30
 //! election_timeout_min_ms = 100
@@ -33,6 +44,8 @@
 //! max_spec_bytes = 536870912             # specs held, ended jobs too until forgotten
 //! max_taskmanagers = 100000              # lost ones too, until forgotten (ceiling 1,000,000)
 //! ```
+
+pub mod flags;
 
 use crate::domain::{Admission, InputLimits, MAX_TASKMANAGERS, RAFT_MAX_BATCH_ENTRIES};
 use serde::{Deserialize, Serialize};
