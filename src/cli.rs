@@ -303,6 +303,10 @@ pub struct BenchArgs {
     /// Short shards to run across a leader kill to find the longest pause in progress (0 skips).
     #[arg(long, default_value_t = 300)]
     pub progress_shards: u32,
+    /// Also measure submissions on a cluster with mutual TLS and tokens, beside the
+    /// --insecure one (`--tls false` skips it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls: bool,
     /// Where the replicas keep their data (default: a fresh directory under the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,

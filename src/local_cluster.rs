@@ -46,6 +46,27 @@ pub enum HarnessSecurity {
     Tls { dir: PathBuf, admin: Secret },
 }
 
+/// Issue `party`'s certificate under the harness's CA unless it exists.
+fn ensure_certificate(dir: &Path, party: &str) -> Result<()> {
+    if dir.join(format!("{party}.pem")).exists() {
+        return Ok(());
+    }
+    let mut plan = crate::security::certs::CertsPlan::default();
+    match crate::security::Party::parse(party) {
+        crate::security::Party::Replica(id) => plan.replicas.push(id),
+        crate::security::Party::TaskManager(name) => plan.taskmanagers.push(name),
+        crate::security::Party::Client(name) => plan.clients.push(name),
+        crate::security::Party::Other(name) => {
+            return Err(crate::security::SecurityError::Material(format!(
+                "'{name}' is not a party name (replica-<id>, tm-<name>, client-<name>)"
+            ))
+            .into())
+        }
+    }
+    crate::security::certs::add(dir, &plan)?;
+    Ok(())
+}
+
 /// The name of the harness's client certificate.
 const ADMIN_CLIENT: &str = "admin";
 
@@ -314,15 +335,7 @@ impl LocalCluster {
         let HarnessSecurity::Tls { dir, .. } = security else {
             return Ok(vec!["--insecure".to_string()]);
         };
-        if !dir.join(format!("{party}.pem")).exists() {
-            let mut plan = crate::security::certs::CertsPlan::default();
-            match crate::security::Party::parse(party) {
-                crate::security::Party::Replica(id) => plan.replicas.push(id),
-                crate::security::Party::TaskManager(name) => plan.taskmanagers.push(name),
-                _ => plan.clients.push(party.to_string()),
-            }
-            crate::security::certs::add(dir, &plan)?;
-        }
+        ensure_certificate(dir, party)?;
         let mut args = vec![
             "--tls-dir".to_string(),
             dir.display().to_string(),
@@ -334,6 +347,18 @@ impl LocalCluster {
             args.push(dir.join("admin.token").display().to_string());
         }
         Ok(args)
+    }
+
+    /// What `party` presents (its certificate, issued on first use; no token), for tests and
+    /// benchmarks that act as a TaskManager or a replica.
+    pub fn credentials_as(&self, party: &str) -> Result<Credentials> {
+        Ok(match &self.security {
+            HarnessSecurity::Insecure => Credentials::insecure(),
+            HarnessSecurity::Tls { dir, .. } => {
+                ensure_certificate(dir, party)?;
+                Credentials::tls(TlsConfig::load(&TlsFiles::new(dir, party))?, None)
+            }
+        })
     }
 
     /// What the harness's clients present: `--insecure`, or `client-admin` and the admin token.

@@ -56,6 +56,8 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     assert!(report["grpc_ping"]["per_second"].as_f64() > Some(0.0));
     assert_eq!(report["submissions"].as_array().map(Vec::len), Some(2));
     assert!(report["submissions"][1]["result"]["per_second"].as_f64() > Some(0.0));
+    assert!(table.contains("submit, 4 clients, TLS + token"), "{table}");
+    assert!(report["submissions_tls"][1]["result"]["per_second"].as_f64() > Some(0.0));
     assert_eq!(
         report["failover"]["samples_ms"].as_array().map(Vec::len),
         Some(1)

@@ -263,6 +263,19 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
     let took = revoked_at.elapsed();
     assert!(took < Duration::from_secs(1), "revocation took {took:?}");
 
+    log_phase("a fourth replica with its own certificate joins and votes");
+    let addr = cluster.start_extra_replica(4)?;
+    let members = admin.add_member(4, &addr).await?;
+    assert!(
+        members
+            .members
+            .iter()
+            .any(|m| m.id == 4 && m.role == "follower"),
+        "{members:?}"
+    );
+    let fourth = cluster.local_status(4).await.expect("replica 4 answers");
+    assert_eq!(fourth.raft_gate, "open");
+
     log_phase("the CLI: a token made with `token create` works, a read token cannot submit");
     let flags = cluster.client_flags();
     let out = Command::new(BINARY)

@@ -74,8 +74,18 @@ pub async fn start_cluster(
     replicas: u64,
     config: &ServeConfig,
 ) -> Result<LocalCluster, BenchError> {
+    start_cluster_with(root, replicas, config, false).await
+}
+
+/// `start_cluster`, with mutual TLS and tokens when `secure`.
+pub async fn start_cluster_with(
+    root: &Path,
+    replicas: u64,
+    config: &ServeConfig,
+    secure: bool,
+) -> Result<LocalCluster, BenchError> {
     let binary = std::env::current_exe()?;
-    let cluster = LocalCluster::start(binary, root, replicas, config)?;
+    let cluster = LocalCluster::start_with(binary, root, replicas, config, secure)?;
     cluster
         .wait_for_leader(&cluster.ids(), STARTUP_DEADLINE)
         .await?;

@@ -6,8 +6,10 @@ use super::CliError;
 use crate::bench::process::CpuMeter;
 use crate::bench::{self, BenchError, ScaleOptions, Summary};
 use crate::cli::BenchArgs;
+use crate::client::Client;
 use crate::config::ServeConfig;
 use crate::domain::MAX_TASKMANAGER_SLOTS;
+use crate::local_cluster::LocalCluster;
 use crate::pb::api::RegisterTaskManagerRequest;
 use serde_json::json;
 use std::path::Path;
@@ -125,6 +127,61 @@ fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// Submissions per second at each client count (one row each), with enough TaskManager
+/// capacity that every shard is placed, as in real use.
+async fn submissions(
+    table: &mut Table,
+    cluster: &LocalCluster,
+    leader: u64,
+    args: &BenchArgs,
+    suffix: &str,
+) -> Result<Vec<serde_json::Value>, BenchError> {
+    for i in 0..16 {
+        let id = format!("bench-tm-{i}");
+        // Each simulated TaskManager registers as itself (its own certificate under TLS).
+        let client = Client::new(
+            cluster.endpoints(),
+            cluster.credentials_as(&format!("tm-{id}"))?,
+        )?;
+        client
+            .register_taskmanager(RegisterTaskManagerRequest {
+                id,
+                addr: format!("127.0.0.1:{}", 20000 + i),
+                slots: MAX_TASKMANAGER_SLOTS,
+                labels: Default::default(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let mut throughput = Vec::new();
+    for &clients in &args.clients {
+        let meter = CpuMeter::start(&processes(cluster, leader));
+        let r = bench::measure_submissions(
+            &cluster.endpoints(),
+            &cluster.credentials()?,
+            clients,
+            Duration::from_secs_f64(args.seconds),
+        )
+        .await?;
+        let cpu = meter.cores();
+        let core = |k: &str| cpu.get(k).copied().unwrap_or(0.0);
+        row(
+            table,
+            format!("submit, {clients} clients{suffix}"),
+            format!(
+                "{:.0}/s (CPU: leader {:.2}, followers {:.2}, clients {:.2})",
+                r.per_second,
+                core("leader"),
+                core("followers"),
+                core("bench clients")
+            ),
+            summary_cells(&r.latency, |s| s.p99_ms),
+        );
+        throughput.push(json!({"result": r, "cpu_cores": cpu}));
+    }
+    Ok(throughput)
+}
+
 async fn run(
     args: &BenchArgs,
     dir: &Path,
@@ -183,46 +240,18 @@ async fn run(
     );
     report["grpc_ping"] = json!(ping);
 
-    let client = cluster.client()?;
-    // Enough capacity that every submitted shard is placed, as in real use.
-    for i in 0..16 {
-        client
-            .register_taskmanager(RegisterTaskManagerRequest {
-                id: format!("bench-tm-{i}"),
-                addr: format!("127.0.0.1:{}", 20000 + i),
-                slots: MAX_TASKMANAGER_SLOTS,
-                labels: Default::default(),
-                ..Default::default()
-            })
+    report["submissions"] = json!(submissions(&mut table, &cluster, leader, args, "").await?);
+    if args.tls {
+        // The same measurement on a cluster with mutual TLS and tokens, for the cost of both.
+        let secure =
+            bench::start_cluster_with(&dir.join("throughput-tls"), args.replicas, config, true)
+                .await?;
+        let leader = secure
+            .wait_for_leader(&secure.ids(), bench::STARTUP_DEADLINE)
             .await?;
+        report["submissions_tls"] =
+            json!(submissions(&mut table, &secure, leader, args, ", TLS + token").await?);
     }
-    let mut throughput = Vec::new();
-    for &clients in &args.clients {
-        let meter = CpuMeter::start(&processes(&cluster, leader));
-        let r = bench::measure_submissions(
-            &cluster.endpoints(),
-            &cluster.credentials()?,
-            clients,
-            Duration::from_secs_f64(args.seconds),
-        )
-        .await?;
-        let cpu = meter.cores();
-        let core = |k: &str| cpu.get(k).copied().unwrap_or(0.0);
-        row(
-            &mut table,
-            format!("submit, {clients} clients"),
-            format!(
-                "{:.0}/s (CPU: leader {:.2}, followers {:.2}, clients {:.2})",
-                r.per_second,
-                core("leader"),
-                core("followers"),
-                core("bench clients")
-            ),
-            summary_cells(&r.latency, |s| s.p99_ms),
-        );
-        throughput.push(json!({"result": r, "cpu_cores": cpu}));
-    }
-    report["submissions"] = json!(throughput);
     if args.failover_rounds > 0 {
         let failover = bench::measure_failover(&mut cluster, args.failover_rounds).await?;
         row(
