@@ -21,7 +21,10 @@
 //! - [`raft`]: openraft glue — write-ahead log store, snapshotting state machine, tonic
 //!   transport, the Raft gate.
 //! - [`leader`]: loops that run only on the leader and act only through the log.
-//! - [`rpc`]: gRPC services and the single error → status mapping.
+//! - [`rpc`]: gRPC services, the one table of who may call what (`rpc::access`) and the
+//!   single error → status mapping.
+//! - [`security`]: certificates, mutual TLS 1.3 connections, the party a certificate names,
+//!   token secrets.
 //! - [`node`]: wiring of one replica; [`client`]: the leader-following client.
 //! - [`cli`], [`commands`]: the command line.
 

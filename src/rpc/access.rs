@@ -99,6 +99,35 @@ pub struct Guard {
 struct Secured {
     shared: Arc<SharedState>,
     raft: Raft,
+    parties: Arc<PartyCache>,
+}
+
+/// Parties already read from certificates, by the certificate's hash: a connection presents
+/// the same certificate on every call, and hashing it is cheaper than parsing it again.
+#[derive(Default)]
+struct PartyCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], Option<Party>>>);
+
+/// A cache that fills up (a flood of distinct certificates from the CA) starts over.
+const PARTY_CACHE_ENTRIES: usize = 10_000;
+
+impl PartyCache {
+    /// The party named by the caller's certificate (none on a plaintext connection).
+    fn peer_party(&self, extensions: &http::Extensions) -> Option<Party> {
+        let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
+        let certs = info.peer_certs()?;
+        let der = certs.first()?.as_ref();
+        let key = *blake3::hash(der).as_bytes();
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(party) = cache.get(&key) {
+            return party.clone();
+        }
+        let party = Party::from_certificate(der);
+        if cache.len() >= PARTY_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, party.clone());
+        party
+    }
 }
 
 impl Guard {
@@ -108,7 +137,11 @@ impl Guard {
 
     pub fn secure(shared: Arc<SharedState>, raft: Raft) -> Self {
         Guard {
-            secure: Some(Secured { shared, raft }),
+            secure: Some(Secured {
+                shared,
+                raft,
+                parties: Arc::default(),
+            }),
         }
     }
 
@@ -125,7 +158,7 @@ impl Guard {
         let need = need(path).ok_or_else(|| {
             ApiError::PermissionDenied(format!("{path} is not a method this replica serves"))
         })?;
-        let party = peer_party(extensions);
+        let party = secured.parties.peer_party(extensions);
         match need {
             Need::Member => match party {
                 Some(Party::Replica(id)) if secured.is_member_or_unformed(id) => {
@@ -232,13 +265,6 @@ impl Secured {
             role: token.role,
         })
     }
-}
-
-/// The party named by the caller's certificate (none on a plaintext connection).
-fn peer_party(extensions: &http::Extensions) -> Option<Party> {
-    let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    let certs = info.peer_certs()?;
-    Party::from_certificate(certs.first()?.as_ref())
 }
 
 /// The caller admitted by the layer. A request that did not pass it (a bug) has none and

@@ -1,6 +1,8 @@
-//! The gRPC edge: the Raft service between replicas, the client-facing `Dispatcher` and
-//! `Cluster` services, proto ↔ domain conversion, and the one place that maps errors to
-//! gRPC status codes. Protobuf types do not travel past this module.
+//! The gRPC edge: the Raft service between replicas, the client-facing `Dispatcher`,
+//! `Cluster` and `Access` services, the agents' `TaskManagers` service, the access layer in
+//! front of all of them (`access`: who may call what), proto ↔ domain conversion, and the
+//! one place that maps errors to gRPC status codes. Protobuf types do not travel past this
+//! module.
 
 pub mod access;
 mod access_service;
