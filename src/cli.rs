@@ -35,9 +35,11 @@ pub struct ClientArgs {
     /// Output format: aligned text for people, one JSON document for scripts.
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub output: OutputFormat,
-    /// The access token (its secret) sent with every call.
-    #[arg(long, env = "DISPATCHER_TOKEN", global = true, hide_env_values = true)]
-    pub token: Option<String>,
+    /// The access token (its secret) sent with every call; prefer DISPATCHER_TOKEN, which
+    /// other users of the machine cannot read from the process list.
+    #[arg(long, env = "DISPATCHER_TOKEN", global = true, hide_env_values = true,
+          value_parser = parse_secret)]
+    pub token: Option<crate::security::Secret>,
     #[command(flatten)]
     pub security: SecurityArgs,
 }
@@ -416,6 +418,10 @@ pub struct SubmitArgs {
     /// The command each shard runs, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+fn parse_secret(s: &str) -> Result<crate::security::Secret, String> {
+    crate::security::Secret::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -159,9 +159,16 @@ impl Client {
             crate::fsm::validate_address(e).map_err(|_| ClientError::BadEndpoint(e.clone()))?;
         }
         let token_header = TokenHeader(match &options.credentials.token {
-            Some(secret) => Some(secret.bearer().parse().map_err(|_| {
-                crate::security::SecurityError::Token("the token cannot be sent as a header".into())
-            })?),
+            Some(secret) => {
+                let mut value: MetadataValue<Ascii> = secret.bearer().parse().map_err(|_| {
+                    crate::security::SecurityError::Token(
+                        "the token cannot be sent as a header".into(),
+                    )
+                })?;
+                // Kept out of HPACK's table and out of Debug output.
+                value.set_sensitive(true);
+                Some(value)
+            }
             None => None,
         });
         Ok(Client {

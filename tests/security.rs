@@ -115,6 +115,7 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
     let mut pending = job_request("alice-job", 1, 1, 1, ("/bin/true".into(), vec![]));
     if let Some(spec) = pending.spec.as_mut() {
         spec.selector.insert("zone".into(), "nowhere".into());
+        spec.env.insert("API_KEY".into(), "alice-secret".into());
     }
     let alice_job = as_token(&alice)?.submit(pending).await?;
     let before = leader_digest(&cluster).await?;
@@ -168,6 +169,20 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
         Some(Code::PermissionDenied)
     );
 
+    log_phase("a job's environment values are for its owner and operators only");
+    let seen_by = |client: Client| {
+        let job_id = alice_job.job_id.clone();
+        async move {
+            let status = client.job_status(&job_id).await?;
+            let spec = status.spec.expect("spec");
+            Ok::<_, anyhow::Error>(spec.env["API_KEY"].clone())
+        }
+    };
+    assert_eq!(seen_by(as_token(&reader)?).await?, "(hidden)");
+    assert_eq!(seen_by(as_token(&bob)?).await?, "(hidden)");
+    assert_eq!(seen_by(as_token(&alice)?).await?, "alice-secret");
+    assert_eq!(seen_by(cluster.client()?).await?, "alice-secret");
+
     log_phase("a submit token may not cancel someone else's job");
     let as_bob = as_token(&bob)?;
     assert_eq!(
@@ -189,6 +204,37 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
     ] {
         assert_eq!(status.expect_err("raft").code(), Code::PermissionDenied);
     }
+
+    log_phase("nor may a replica certificate of a replica that is not a member");
+    certs::add(
+        &dir,
+        &certs::CertsPlan {
+            replicas: vec![9],
+            ..Default::default()
+        },
+    )?;
+    let outsider = Transport::Tls(TlsConfig::load(&TlsFiles::new(&dir, "replica-9"))?)
+        .connect(&endpoints[0], |e| e.timeout(Duration::from_secs(2)), None)
+        .await?;
+    let refused = RaftServiceClient::new(outsider)
+        .vote(RaftPayload { data: vec![] })
+        .await
+        .expect_err("not a member");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("not a member"), "{refused:?}");
+    // Nor may one replica ask to rejoin (be demoted) on behalf of another.
+    let as_nine = quick_client(endpoints.clone(), tls(&dir, "replica-9", None)?)?;
+    let demote_one = as_nine
+        .call(|ch| async move {
+            dispatcher::pb::api::cluster_client::ClusterClient::new(ch)
+                .rejoin(dispatcher::pb::api::RejoinRequest {
+                    id: 1,
+                    restoring: false,
+                })
+                .await
+        })
+        .await;
+    assert_eq!(code(demote_one), Some(Code::PermissionDenied));
 
     log_phase("an agent certificate may act only as its own TaskManager");
     certs::add(

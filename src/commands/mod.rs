@@ -19,7 +19,7 @@ use crate::cli::{
 use crate::client::{Client, ClientError};
 use crate::domain::Role;
 use crate::pb::api::{JobSpec, SubmitRequest};
-use crate::security::{choose_transport, only_client_certificate, Credentials, Secret};
+use crate::security::{choose_transport, only_client_certificate, Credentials};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -98,8 +98,10 @@ pub fn client_credentials(args: &ClientArgs) -> Result<Credentials, CliError> {
         security.tls_name.as_deref(),
         only_client_certificate,
     )?;
-    let token = args.token.as_deref().map(Secret::parse).transpose()?;
-    Ok(Credentials { transport, token })
+    Ok(Credentials {
+        transport,
+        token: args.token.clone(),
+    })
 }
 
 /// `dispatcher token create|list|revoke`.

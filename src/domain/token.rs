@@ -84,8 +84,9 @@ impl FromStr for Role {
     }
 }
 
-/// A keyed hash of a token secret. Secrets are 256 random bits, so a fast hash is enough: no
-/// one can guess a secret from its hash or find another secret with the same one.
+/// A hash of a token secret (BLAKE3 in key-derivation mode under a fixed context). Generated
+/// secrets are 256 random bits and file-given ones at least 32 characters, so a fast hash is
+/// enough: no one can recover a secret from its hash or find another with the same one.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenHash(pub [u8; 32]);
 

@@ -61,7 +61,12 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::PlaceShards { placements, now_ms } => {
             Ok(place_shards(state, log_index, placements, now_ms))
         }
-        Command::CancelJob { job_id, now_ms } => cancel_job(state, job_id, now_ms),
+        Command::CancelJob { job_id, now_ms } => cancel_job(state, job_id, None, now_ms),
+        Command::CancelOwnJob {
+            job_id,
+            owner,
+            now_ms,
+        } => cancel_job(state, job_id, Some(&owner), now_ms),
         Command::DrainTaskManager {
             id, deadline_ms, ..
         } => drain_taskmanager(state, id, deadline_ms),

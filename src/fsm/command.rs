@@ -104,6 +104,12 @@ pub enum Command {
     /// The admin token of `--bootstrap-token-file`, proposed by a new leader; applied only if
     /// no token was ever created, so restarts with the same file change nothing.
     SeedBootstrapToken { hash: TokenHash, now_ms: u64 },
+    /// Cancel a job only if `owner` submitted it (a `submit` token cancelling its own job).
+    CancelOwnJob {
+        job_id: JobId,
+        owner: String,
+        now_ms: u64,
+    },
 }
 
 /// How a shard run ended.
@@ -164,6 +170,7 @@ impl fmt::Display for Command {
             Command::CreateToken { name, role, .. } => write!(f, "CreateToken({name}, {role})"),
             Command::RevokeToken { name, .. } => write!(f, "RevokeToken({name})"),
             Command::SeedBootstrapToken { .. } => f.write_str("SeedBootstrapToken"),
+            Command::CancelOwnJob { job_id, .. } => write!(f, "CancelOwnJob({job_id})"),
         }
     }
 }
@@ -218,6 +225,8 @@ pub enum Rejection {
     UnknownToken(String),
     #[error("'{0}' is the last admin token; create another admin token before revoking it")]
     LastAdminToken(String),
+    #[error("job '{0}' was submitted by someone else; a submit token cancels only its own jobs (ask an operator)")]
+    NotOwner(JobId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! answers from its own view and adds its state digest. Membership changes run on the leader:
 //! a new replica joins as a learner, catches up, then becomes a voter.
 
+use super::access::{caller, Caller};
 use super::error::ApiError;
 use super::raft_access::{linearizable, not_leader_here, write_error};
 use super::ServiceContext;
@@ -333,6 +334,19 @@ impl Cluster for ClusterService {
         &self,
         request: Request<RejoinRequest>,
     ) -> Result<Response<RejoinReply>, Status> {
+        // A replica asks only for itself: another replica's certificate cannot demote or
+        // restore a voter.
+        match caller(&request)? {
+            Caller::Anyone => {}
+            Caller::Replica(id) if id == request.get_ref().id => {}
+            other => {
+                return Err(ApiError::PermissionDenied(format!(
+                    "{other:?} may not rejoin on behalf of replica {}",
+                    request.get_ref().id
+                ))
+                .into())
+            }
+        }
         let reply = super::rejoin::handle(&self.ctx, request.into_inner()).await?;
         Ok(Response::new(reply))
     }

@@ -16,6 +16,8 @@ use tonic::{Request, Response, Status};
 /// How long a drain lets running shards finish before moving them, unless told otherwise.
 const DEFAULT_DRAIN_DEADLINE_SECS: u64 = 300;
 const MAX_DRAIN_DEADLINE_SECS: u64 = 7 * 24 * 3600;
+/// What a job's environment values read as to a caller who may not see them.
+const HIDDEN: &str = "(hidden)";
 
 pub struct DispatcherService {
     ctx: ServiceContext,
@@ -127,12 +129,26 @@ impl Dispatcher for DispatcherService {
 
     async fn get_job(&self, request: Request<JobRequest>) -> Result<Response<JobStatus>, Status> {
         let job_id = parse_job_id(&request.get_ref().job_id)?;
+        let who = caller(&request)?;
         linearizable(&self.ctx).await?;
         let applied = self.ctx.shared.read();
         let job = applied.state.job(job_id).ok_or(ApiError::Rejected(
             crate::fsm::Rejection::UnknownJob(job_id),
         ))?;
-        Ok(Response::new(job_status(job)))
+        let mut status = job_status(job);
+        // A job's environment may carry its owner's secrets: others below operator see the
+        // names only.
+        if who
+            .cancels_only_own(request.remote_addr())
+            .is_some_and(|me| me != job.owner)
+        {
+            if let Some(spec) = status.spec.as_mut() {
+                for value in spec.env.values_mut() {
+                    *value = HIDDEN.to_string();
+                }
+            }
+        }
+        Ok(Response::new(status))
     }
 
     async fn list_jobs(
@@ -156,23 +172,16 @@ impl Dispatcher for DispatcherService {
     ) -> Result<Response<CancelJobReply>, Status> {
         let job_id = parse_job_id(&request.get_ref().job_id)?;
         let who = caller(&request)?;
-        {
-            // Ownership is checked on the leader's applied state (the write below goes to
-            // the leader, so a follower's answer would only be a hint).
-            let view = self.ctx.shared.read();
-            if let Some(job) = view.state.job(job_id) {
-                if !who.may_cancel(&job.owner, request.remote_addr()) {
-                    return Err(ApiError::PermissionDenied(format!(
-                        "job {job_id} was submitted by someone else; a submit token cancels only \
-                         its own jobs (ask an operator)"
-                    ))
-                    .into());
-                }
-            }
-        }
-        let command = Command::CancelJob {
-            job_id,
-            now_ms: now_ms(),
+        let command = match who.cancels_only_own(request.remote_addr()) {
+            None => Command::CancelJob {
+                job_id,
+                now_ms: now_ms(),
+            },
+            Some(owner) => Command::CancelOwnJob {
+                job_id,
+                owner,
+                now_ms: now_ms(),
+            },
         };
         match write(&self.ctx, command).await? {
             FsmResponse::JobCancelled {

@@ -85,6 +85,7 @@ impl From<ApiError> for Status {
                     Rejection::IdInUse { .. } | Rejection::TokenExists(_) => Code::AlreadyExists,
                     Rejection::UnknownToken(_) => Code::NotFound,
                     Rejection::LastAdminToken(_) => Code::FailedPrecondition,
+                    Rejection::NotOwner(_) => Code::PermissionDenied,
                 };
                 Status::new(code, message)
             }

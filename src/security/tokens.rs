@@ -8,6 +8,9 @@ use std::path::Path;
 
 /// Longest secret accepted from a caller, in bytes (generated ones are 68).
 pub const MAX_SECRET_BYTES: usize = 256;
+/// Shortest secret accepted from a file (`--bootstrap-token-file`): a person writes that
+/// one, and it must not be guessable (`head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'`).
+pub const MIN_FILE_SECRET_BYTES: usize = 32;
 const PREFIX: &str = "dsp_";
 
 #[derive(Clone, PartialEq, Eq)]
@@ -51,10 +54,21 @@ impl Secret {
     }
 
     /// The secret in a file (the whole file, trimmed), e.g. `--bootstrap-token-file`.
+    /// At least `MIN_FILE_SECRET_BYTES` long.
     pub fn from_file(path: &Path) -> Result<Secret, SecurityError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SecurityError::Token(format!("{}: {e}", path.display())))?;
-        Secret::parse(&text).map_err(|e| SecurityError::Token(format!("{}: {e}", path.display())))
+        let secret = Secret::parse(&text)
+            .map_err(|e| SecurityError::Token(format!("{}: {e}", path.display())))?;
+        if secret.0.len() < MIN_FILE_SECRET_BYTES {
+            return Err(SecurityError::Token(format!(
+                "{}: the token is {} characters long; use at least {MIN_FILE_SECRET_BYTES} \
+                 random ones, e.g. `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`",
+                path.display(),
+                secret.0.len()
+            )));
+        }
+        Ok(secret)
     }
 
     pub fn hash(&self) -> TokenHash {
@@ -94,6 +108,18 @@ mod tests {
         assert_eq!(format!("{a:?}"), "Secret(<redacted>)");
         assert_eq!(Secret::parse(a.expose()).unwrap(), a);
         assert_eq!(parse_bearer(&a.bearer()), Some(a.expose()));
+    }
+
+    #[test]
+    fn a_token_file_must_hold_a_long_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "hunter2\n").unwrap();
+        assert!(Secret::from_file(&short).is_err());
+        let long = dir.path().join("long");
+        let secret = Secret::generate().unwrap();
+        std::fs::write(&long, format!("{}\n", secret.expose())).unwrap();
+        assert_eq!(Secret::from_file(&long).unwrap(), secret);
     }
 
     #[test]

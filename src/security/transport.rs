@@ -17,9 +17,50 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
 /// A TLS handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; more connections wait in the listen backlog.
-const MAX_PENDING_HANDSHAKES: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Handshakes in progress at once, in all and from one address. A connection beyond either
+/// is closed at once, so that silent connections from a few addresses cannot stall the
+/// acceptor for everyone else.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+const MAX_PENDING_HANDSHAKES_PER_IP: usize = 16;
+
+/// Handshakes in progress, by peer address.
+#[derive(Default)]
+struct Pending(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+/// One admitted handshake; releases its place when dropped.
+struct PendingSlot {
+    pending: Arc<Pending>,
+    ip: IpAddr,
+}
+
+impl Pending {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PendingSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = map.values().sum();
+        let mine = map.entry(ip).or_insert(0);
+        if total >= MAX_PENDING_HANDSHAKES || *mine >= MAX_PENDING_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *mine += 1;
+        Some(PendingSlot {
+            pending: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut map = self.pending.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// How connections are made: plaintext (only with `--insecure`) or mutual TLS.
 #[derive(Debug, Clone)]
@@ -215,12 +256,9 @@ pub fn tls_incoming(
 ) -> impl Stream<Item = Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config.server());
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let pending = Arc::new(Pending::default());
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
             let accepted = tokio::select! {
                 _ = tx.closed() => return,
                 accepted = listener.accept() => accepted,
@@ -234,13 +272,17 @@ pub fn tls_incoming(
                     continue;
                 }
             };
+            let Some(slot) = pending.admit(peer.ip()) else {
+                tracing::debug!(%peer, "too many TLS handshakes in progress; connection closed");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        drop(permit);
+                        drop(slot);
                         let _ = tx.send(stream).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake refused: {e}"),
@@ -257,6 +299,25 @@ pub fn tls_incoming(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_handshakes_are_bounded_per_address() {
+        let pending = Arc::new(Pending::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let held: Vec<PendingSlot> = (0..MAX_PENDING_HANDSHAKES_PER_IP)
+            .map(|_| pending.admit(a).expect("under the cap"))
+            .collect();
+        assert!(pending.admit(a).is_none(), "one address cannot take more");
+        let other = pending.admit(b).expect("another address still gets in");
+        drop(held);
+        drop(other);
+        assert!(
+            pending.admit(a).is_some(),
+            "places come back when handshakes end"
+        );
+        assert!(pending.0.lock().unwrap().len() <= 1);
+    }
 
     #[test]
     fn server_names_come_from_the_host_part() {

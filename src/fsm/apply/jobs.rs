@@ -120,11 +120,21 @@ pub(super) fn cancel_remaining_shards(state: &mut ClusterState, job_id: JobId) -
     cancelled
 }
 
+/// Cancel a job; with `only_owner`, only if that owner submitted it (a `submit` token). The
+/// check is made here, at apply, so that no read of a replica's state can race it.
 pub(super) fn cancel_job(
     state: &mut ClusterState,
     job_id: JobId,
+    only_owner: Option<&str>,
     now_ms: u64,
 ) -> Result<Response, Rejection> {
+    let existing = state
+        .jobs
+        .get(&job_id)
+        .ok_or(Rejection::UnknownJob(job_id))?;
+    if only_owner.is_some_and(|owner| existing.owner != owner) {
+        return Err(Rejection::NotOwner(job_id));
+    }
     let job = state
         .jobs
         .get_mut(&job_id)

@@ -1171,3 +1171,27 @@ fn retention_forgets_only_lost_taskmanagers_that_hold_nothing() {
     assert!(!state.taskmanagers.contains_key("tm-a"));
     assert!(state.taskmanagers.contains_key("tm-b"), "alive: kept");
 }
+
+#[test]
+fn a_submitter_cancels_only_its_own_jobs() {
+    let mut state = ClusterState::default();
+    let job = submit(&mut state, 1, 2, 1);
+    let as_owner = |owner: &str| Command::CancelOwnJob {
+        job_id: job,
+        owner: owner.to_string(),
+        now_ms: 3_000,
+    };
+    assert_rejected(
+        &state,
+        2,
+        as_owner("client-b"),
+        |r| matches!(r, Rejection::NotOwner(id) if *id == job),
+    );
+    assert!(matches!(
+        apply(&mut state, 3, as_owner("client-a")),
+        Response::JobCancelled {
+            shards_cancelled: 2,
+            ..
+        }
+    ));
+}

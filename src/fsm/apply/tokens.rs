@@ -25,7 +25,11 @@ pub(super) fn create_token(
     now_ms: u64,
 ) -> Result<Response, Rejection> {
     validate_token_name(&name)?;
-    if state.tokens.contains_key(&name) {
+    if let Some(existing) = state.tokens.get(&name) {
+        // A retry of a creation whose answer was lost: the same token, not an error.
+        if existing.role == role && existing.hash.matches(&hash) {
+            return Ok(Response::TokenCreated { name });
+        }
         return Err(Rejection::TokenExists(name));
     }
     if crate::domain::find_token(&state.tokens, &hash).is_some() {
@@ -67,12 +71,16 @@ pub(super) fn revoke_token(state: &mut ClusterState, name: String) -> Result<Res
     Ok(Response::TokenRevoked { name })
 }
 
+/// Seeds the bootstrap admin token only while the cluster has no admin token. An admin
+/// token, once there, is never the last one to go (`revoke_token`), so this happens on first
+/// formation, or after tokens were made only under `--insecure` and none of them is an admin.
 pub(super) fn seed_bootstrap_token(
     state: &mut ClusterState,
     hash: TokenHash,
     now_ms: u64,
 ) -> Response {
-    if state.tokens_seeded {
+    let has_admin = state.tokens.values().any(|t| t.role == Role::Admin);
+    if has_admin || state.tokens.contains_key(BOOTSTRAP_TOKEN_NAME) {
         return Response::BootstrapTokenSeeded { seeded: false };
     }
     state.tokens.insert(
@@ -131,7 +139,7 @@ mod tests {
             Response::BootstrapTokenSeeded { seeded: false }
         );
         assert_eq!(state, before);
-        // Even once the bootstrap token is revoked.
+        // Even once the bootstrap token is revoked, while another admin exists.
         create(&mut state, "ops", Role::Admin, "s3");
         apply(
             &mut state,
@@ -146,6 +154,29 @@ mod tests {
             Response::BootstrapTokenSeeded { seeded: false }
         );
         assert!(!state.tokens.contains_key(BOOTSTRAP_TOKEN_NAME));
+    }
+
+    #[test]
+    fn a_cluster_without_an_admin_can_still_be_seeded_and_creation_is_idempotent() {
+        let mut state = ClusterState::default();
+        create(&mut state, "viewer", Role::Read, "v");
+        let seeded = apply(
+            &mut state,
+            2,
+            Command::SeedBootstrapToken {
+                hash: TokenHash::of("boot"),
+                now_ms: 2,
+            },
+        );
+        assert_eq!(seeded, Response::BootstrapTokenSeeded { seeded: true });
+        let before = state.clone();
+        assert_eq!(
+            create(&mut state, "viewer", Role::Read, "v"),
+            Response::TokenCreated {
+                name: "viewer".into()
+            }
+        );
+        assert_eq!(state, before);
     }
 
     #[test]
