@@ -59,9 +59,10 @@ fn need(path: &str) -> Option<Need> {
             "dispatcher.raft.v1.RaftService",
             "AppendEntries" | "Vote" | "PreVote" | "TransferLeader" | "InstallSnapshot",
         ) => Need::Member,
-        ("dispatcher.v1.TaskManagers", "Heartbeat" | "ReportShard" | "GetJobSpec") => {
-            Need::TaskManager
-        }
+        (
+            "dispatcher.v1.TaskManagers",
+            "Heartbeat" | "ReportShard" | "ReportShards" | "GetJobSpec" | "WatchAssignments",
+        ) => Need::TaskManager,
         ("dispatcher.v1.Dispatcher", "RegisterTaskManager") => Need::TaskManager,
         ("dispatcher.v1.Dispatcher", "Submit") => Need::Token(Submit),
         ("dispatcher.v1.Dispatcher", "CancelJob") => Need::Token(Cancel),

@@ -6,16 +6,19 @@
 
 pub mod access;
 mod access_service;
+mod assignment_stream;
 mod cluster_service;
 pub mod codec;
 mod convert;
 mod dispatcher_service;
 mod error;
 pub mod fuzzing;
+mod leader_lease;
 mod raft_access;
 mod raft_service;
 mod registration;
 mod rejoin;
+mod reports;
 mod taskmanager_service;
 
 pub use access::{AccessLayer, Caller, Guard};

@@ -1,23 +1,22 @@
 //! The TaskManager agents' API: heartbeats (answered by the leader from memory and its
-//! state, never written to the log) and shard reports (written to the log, fenced by epoch).
+//! state, never written to the log), shard reports (written to the log, fenced by epoch;
+//! see `reports`), pushed assignments (`assignment_stream`) and job specs.
 
 use super::access::{caller, Caller};
+use super::assignment_stream::{watch, AssignmentStream};
 use super::error::ApiError;
+use super::leader_lease::ensure_leader_lease;
 use super::raft_access::{not_leader_here, write};
+use super::reports::{report_batch, report_command, MAX_REPORTS_PER_BATCH};
 use super::ServiceContext;
-use crate::clock::now_ms;
-use crate::domain::{cut_error, AssignmentsVersion, JobId, TaskManagerState};
-use crate::fsm::{check_report, validate_name, Command, ShardOutcome};
+use crate::domain::{AssignmentsVersion, JobId, TaskManagerState};
+use crate::fsm::validate_name;
 use crate::pb::api::task_managers_server::TaskManagers;
 use crate::pb::api::*;
-use crate::scheduler::retry_delay_ms;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{Instant as _, ServerState};
+use openraft::ServerState;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
-
-/// Longest shard run a report may claim.
-const MAX_REPORTED_RUN_MS: u64 = 365 * 24 * 3600 * 1000;
 
 pub struct TaskManagerService {
     ctx: ServiceContext,
@@ -26,52 +25,6 @@ pub struct TaskManagerService {
 impl TaskManagerService {
     pub fn new(ctx: ServiceContext) -> Self {
         TaskManagerService { ctx }
-    }
-
-    /// Heartbeats must come from a leader that still holds its lease: a deposed leader
-    /// answering from stale state could hand out assignments that were moved elsewhere.
-    ///
-    /// The lease is checked here, from the metrics openraft publishes, rather than with a
-    /// lease read through the Raft core: heartbeats are the hottest call (one per
-    /// TaskManager every 500 ms), and a round trip through the core for each one made them
-    /// queue behind it. A quorum acknowledged this leader at `last_quorum_acked` (the time
-    /// the acknowledged message was sent); no other leader can be elected within an
-    /// election timeout of that. Applied state may trail the commit by a moment; moves that
-    /// matter (drain, loss) keep a margin over the agent's lease for that.
-    ///
-    /// A new leader also waits until it has applied an entry of its own term (its first,
-    /// blank entry): everything committed before it, such as a takeover or a loss a previous
-    /// leader proposed, is then in the state it answers from. Otherwise it could renew the
-    /// lease of an agent whose shards that entry is about to move elsewhere.
-    fn ensure_leader_lease(&self) -> Result<(), ApiError> {
-        let (valid, term) = {
-            let metrics = self.ctx.raft.metrics();
-            let m = metrics.borrow_watched();
-            let alone = m.membership_config.membership().voter_ids().count() == 1;
-            let valid = m.state == ServerState::Leader
-                && (alone
-                    || m.last_quorum_acked
-                        .as_ref()
-                        .is_some_and(|acked| acked.into_inner().elapsed() < self.ctx.leader_lease));
-            (valid, m.current_term)
-        };
-        if !valid {
-            tracing::debug!("heartbeat refused: leader lease not held");
-            return Err(not_leader_here(&self.ctx));
-        }
-        let applied_term = self
-            .ctx
-            .shared
-            .read()
-            .last_applied
-            .as_ref()
-            .map(|l| l.committed_leader_id().term);
-        if applied_term != Some(term) {
-            return Err(ApiError::Unavailable(
-                "this leader has not applied the log of its own term yet; retry shortly".into(),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -85,7 +38,7 @@ impl TaskManagers for TaskManagerService {
         caller(&request)?.require_taskmanager(&request.get_ref().taskmanager_id)?;
         let req = request.into_inner();
         validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
-        self.ensure_leader_lease()?;
+        ensure_leader_lease(&self.ctx)?;
         let settings = &self.ctx.tm_settings;
         let mut reply = HeartbeatReply {
             registered: false,
@@ -115,6 +68,7 @@ impl TaskManagers for TaskManagerService {
         let version = view.state.assignments_version(&tm.id);
         reply.assignments_max_epoch = version.max_epoch;
         reply.assignments_count = version.count;
+        reply.applied_index = view.last_applied.as_ref().map(|l| l.index()).unwrap_or(0);
         let known = AssignmentsVersion {
             max_epoch: req.assignments_max_epoch,
             count: req.assignments_count,
@@ -142,102 +96,40 @@ impl TaskManagers for TaskManagerService {
         request: Request<ShardReport>,
     ) -> Result<Response<ShardReportReply>, Status> {
         caller(&request)?.require_taskmanager(&request.get_ref().taskmanager_id)?;
-        let req = request.into_inner();
-        validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
-        let job_id: JobId = req
-            .job_id
-            .parse()
-            .map_err(|e: crate::domain::ParseJobIdError| {
-                ApiError::InvalidArgument(e.to_string())
-            })?;
-        // Checked against the leader's applied state only, once it holds its own term (see
-        // `ensure_leader_lease`), so that a replica behind never refuses a report it cannot
-        // judge yet.
-        self.ensure_leader_lease()?;
-        let mut req = req;
-        {
-            // A report about an assignment the applied state has already seen and moved past
-            // is refused here, without a log entry. One whose epoch (the log index of its
-            // placement) this replica has not applied yet goes on to apply, which decides.
-            let view = self.ctx.shared.read();
-            let holder = view
-                .state
-                .taskmanager(&req.taskmanager_id)
-                .map(|tm| tm.incarnation);
-            if holder.is_some_and(|h| h != req.incarnation) {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "TaskManager id '{}' now belongs to another agent process; this one lost it \
-                     and must stop its runs",
-                    req.taskmanager_id
-                ))
-                .into());
-            }
-            let applied = view.last_applied.as_ref().map(|l| l.index()).unwrap_or(0);
-            if req.epoch <= applied {
-                check_report(
-                    &view.state,
-                    &req.taskmanager_id,
-                    job_id,
-                    req.index,
-                    req.epoch,
-                )
-                .map_err(ApiError::from)?;
-            }
-        }
-        // Bounded before it reaches the log.
-        req.error = cut_error(std::mem::take(&mut req.error));
-        let now = now_ms();
-        let kind = ReportKind::try_from(req.kind)
-            .map_err(|_| ApiError::InvalidArgument(format!("unknown report kind {}", req.kind)))?;
-        let outcome = match kind {
-            ReportKind::Started => None,
-            ReportKind::Finished => Some(ShardOutcome::Finished),
-            ReportKind::Failed => Some(ShardOutcome::Failed {
-                exit_code: req.exit_code,
-                error: req.error,
-            }),
-            ReportKind::Interrupted => Some(ShardOutcome::Interrupted { reason: req.error }),
-            ReportKind::CannotStart => Some(ShardOutcome::CannotStart { error: req.error }),
-        };
-        let command = match outcome {
-            None => Command::ReportShardStarted {
-                taskmanager: req.taskmanager_id,
-                job_id,
-                shard: req.index,
-                epoch: req.epoch,
-                now_ms: now,
-            },
-            Some(outcome) => {
-                let failures_after = {
-                    let view = self.ctx.shared.read();
-                    view.state
-                        .job(job_id)
-                        .and_then(|j| j.shards.get(req.index as usize))
-                        .map(|s| s.failures + 1)
-                        .unwrap_or(1)
-                };
-                let s = &self.ctx.tm_settings;
-                let delay = retry_delay_ms(
-                    failures_after,
-                    s.retry_base_ms,
-                    s.retry_max_ms,
-                    crate::entropy::unit_random(req.job_id.as_bytes()),
-                );
-                Command::ReportShardEnded {
-                    taskmanager: req.taskmanager_id,
-                    job_id,
-                    shard: req.index,
-                    epoch: req.epoch,
-                    outcome,
-                    // A run of more than a year is a broken clock or a forged report.
-                    run_ms: req.run_ms.min(MAX_REPORTED_RUN_MS),
-                    retry_at_ms: now + delay,
-                    now_ms: now,
-                }
-            }
-        };
+        let command = report_command(&self.ctx, request.into_inner())?;
         write(&self.ctx, command).await?;
         Ok(Response::new(ShardReportReply {}))
+    }
+
+    async fn report_shards(
+        &self,
+        request: Request<ShardReportBatch>,
+    ) -> Result<Response<ShardReportBatchReply>, Status> {
+        let who = caller(&request)?;
+        let reports = request.into_inner().reports;
+        if reports.len() > MAX_REPORTS_PER_BATCH {
+            return Err(ApiError::InvalidArgument(format!(
+                "{} reports in one batch; send at most {MAX_REPORTS_PER_BATCH}",
+                reports.len()
+            ))
+            .into());
+        }
+        for report in &reports {
+            who.require_taskmanager(&report.taskmanager_id)?;
+        }
+        let outcomes = report_batch(&self.ctx, reports).await;
+        Ok(Response::new(ShardReportBatchReply { outcomes }))
+    }
+
+    type WatchAssignmentsStream = AssignmentStream;
+
+    async fn watch_assignments(
+        &self,
+        request: Request<WatchAssignmentsRequest>,
+    ) -> Result<Response<AssignmentStream>, Status> {
+        caller(&request)?.require_taskmanager(&request.get_ref().taskmanager_id)?;
+        let stream = watch(self.ctx.clone(), request.into_inner())?;
+        Ok(Response::new(stream))
     }
 
     async fn get_job_spec(

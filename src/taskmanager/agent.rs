@@ -6,6 +6,7 @@ use super::lease::Lease;
 use super::reporter;
 use super::runner::{self, RunContext, RunHandle, RunKey};
 use super::specs::SpecCache;
+use super::watcher;
 use super::workdir::{RunRecord, RunResult, WorkDir};
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::domain::Labels;
@@ -146,7 +147,6 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let (reports, reporter_task) = reporter::start(client.clone());
     let lease = Arc::new(Lease::new(DEFAULT_LEASE));
     let runs: Runs = Arc::new(Mutex::new(HashMap::new()));
-    let wake = Arc::new(tokio::sync::Notify::new());
     let mut rereported: HashMap<RunKey, Instant> = HashMap::new();
     let ctx = RunContext {
         taskmanager_id: opts.id.clone(),
@@ -157,20 +157,35 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         reports,
         specs: SpecCache::new(client.clone()),
         on_exit: {
+            // A freed slot needs no early heartbeat: the report frees it in the leader's
+            // state, and the next placement is pushed here at once.
             let runs = runs.clone();
-            let wake = wake.clone();
             Arc::new(move |key: &RunKey| {
                 lock(&runs).remove(key);
-                // A slot is free: ask for work now rather than at the next tick.
-                wake.notify_one();
             })
         },
     };
 
+    // Pushed assignments: a task keeps a stream open to the leader for the registration the
+    // main loop publishes here.
+    let (registration_tx, registration_rx) = tokio::sync::watch::channel(0u64);
+    let (updates_tx, mut updates) = tokio::sync::mpsc::channel(16);
+    let watcher_task = tokio::spawn(watcher::run(
+        watcher::Watch {
+            client: client.clone(),
+            taskmanager_id: opts.id.clone(),
+            incarnation: identity.incarnation,
+            registration: registration_rx,
+            max_message_bytes: MAX_HEARTBEAT_REPLY_BYTES,
+        },
+        updates_tx,
+    ));
+
     let main = async {
         let mut registration_epoch = register(&client, &opts, &identity).await?;
-        // The assignment list last acted on and its version (greatest epoch, count).
-        let mut held: ((u64, u64), Vec<Assignment>) = ((0, 0), Vec::new());
+        let _ = registration_tx.send(registration_epoch);
+        // The assignment list last acted on: its version and the log index it comes from.
+        let mut held = Held::default();
         let mut interval = DEFAULT_INTERVAL;
         let mut lease_was_valid = false;
         loop {
@@ -189,8 +204,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 registration_epoch,
                 incarnation: identity.incarnation,
                 running,
-                assignments_max_epoch: held.0 .0,
-                assignments_count: held.0 .1,
+                assignments_max_epoch: held.version.0,
+                assignments_count: held.version.1,
             };
             let reply = heartbeat_client
                 .call(|ch| {
@@ -207,8 +222,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 Ok(reply) if !reply.registered => {
                     tracing::warn!("the leader does not know this registration (declared lost?): stopping every run and registering again");
                     lock(&runs).clear();
-                    held = ((0, 0), Vec::new());
+                    held = Held::default();
                     registration_epoch = register(&client, &opts, &identity).await?;
+                    let _ = registration_tx.send(registration_epoch);
                     continue;
                 }
                 Ok(reply) => {
@@ -218,10 +234,13 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     // out may be stale: act on nothing in it.
                     if lease.is_valid() {
                         if !reply.assignments_unchanged {
-                            let version = (reply.assignments_max_epoch, reply.assignments_count);
-                            held = (version, reply.assignments);
+                            held.replace_if_newer(
+                                reply.applied_index,
+                                (reply.assignments_max_epoch, reply.assignments_count),
+                                reply.assignments,
+                            );
                         }
-                        reconcile(&ctx, &runs, &mut rereported, held.1.clone());
+                        reconcile(&ctx, &runs, &mut rereported, held.list.clone());
                     }
                 }
                 Err(e) => tracing::debug!("heartbeat failed: {e}"),
@@ -232,9 +251,27 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 lock(&runs).clear();
             }
             lease_was_valid = valid;
-            let _ =
-                tokio::time::timeout(interval.saturating_sub(sent_at.elapsed()), wake.notified())
-                    .await;
+            // Until the next heartbeat, act on every pushed list as it arrives.
+            let next_heartbeat = tokio::time::Instant::from_std(sent_at + interval);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_heartbeat) => break,
+                    Some(update) = updates.recv() => {
+                        // Pushes do not renew the lease; without one, nothing is acted on.
+                        if update.unchanged || !lease.is_valid() {
+                            continue;
+                        }
+                        let newer = held.replace_if_newer(
+                            update.applied_index,
+                            (update.assignments_max_epoch, update.assignments_count),
+                            update.assignments,
+                        );
+                        if newer {
+                            reconcile(&ctx, &runs, &mut rereported, held.list.clone());
+                        }
+                    }
+                }
+            }
         }
         #[allow(unreachable_code)]
         Ok::<(), AgentError>(())
@@ -245,7 +282,35 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     };
     lock(&runs).clear();
     reporter_task.abort();
+    watcher_task.abort();
     result
+}
+
+/// The assignment list the agent acts on, with its version and the log index it comes
+/// from. Heartbeat replies and pushes may cross on the way: a list from an older index than
+/// the one held is ignored.
+#[derive(Default)]
+struct Held {
+    version: (u64, u64),
+    applied_index: u64,
+    list: Vec<Assignment>,
+}
+
+impl Held {
+    fn replace_if_newer(
+        &mut self,
+        applied_index: u64,
+        version: (u64, u64),
+        list: Vec<Assignment>,
+    ) -> bool {
+        if applied_index < self.applied_index {
+            return false;
+        }
+        self.applied_index = applied_index;
+        self.version = version;
+        self.list = list;
+        true
+    }
 }
 
 /// Run exactly the assigned shards: stop runs no longer assigned, start new assignments

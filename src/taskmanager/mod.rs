@@ -16,6 +16,7 @@ mod reporter;
 mod runner;
 mod specs;
 pub mod supervisor;
+mod watcher;
 pub mod workdir;
 
 pub use agent::{run, AgentError, AgentOptions};

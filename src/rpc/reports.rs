@@ -1,0 +1,161 @@
+//! Shard reports from agents, one at a time or in batches: checked before the log (epoch,
+//! incarnation, bounded error text) and turned into commands. A batch is proposed at once, so
+//! that a burst of short shards costs one round of replication rather than one per report.
+
+use super::error::ApiError;
+use super::leader_lease::ensure_leader_lease;
+use super::raft_access::write;
+use super::ServiceContext;
+use crate::clock::now_ms;
+use crate::domain::{cut_error, JobId};
+use crate::fsm::{check_report, validate_name, Command, ShardOutcome};
+use crate::pb::api::*;
+use crate::scheduler::retry_delay_ms;
+
+/// Longest shard run a report may claim.
+const MAX_REPORTED_RUN_MS: u64 = 365 * 24 * 3600 * 1000;
+/// Most reports in one batch.
+pub const MAX_REPORTS_PER_BATCH: usize = 1024;
+
+/// The command a report stands for, or why it is refused before the log.
+pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<Command, ApiError> {
+    validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
+    let job_id: JobId = req
+        .job_id
+        .parse()
+        .map_err(|e: crate::domain::ParseJobIdError| ApiError::InvalidArgument(e.to_string()))?;
+    // Checked against the leader's applied state only, once it holds its own term (see
+    // `ensure_leader_lease`), so that a replica behind never refuses a report it cannot
+    // judge yet.
+    ensure_leader_lease(ctx)?;
+    let mut req = req;
+    {
+        // A report about an assignment the applied state has already seen and moved past
+        // is refused here, without a log entry. One whose epoch (the log index of its
+        // placement) this replica has not applied yet goes on to apply, which decides.
+        let view = ctx.shared.read();
+        let holder = view
+            .state
+            .taskmanager(&req.taskmanager_id)
+            .map(|tm| tm.incarnation);
+        if holder.is_some_and(|h| h != req.incarnation) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "TaskManager id '{}' now belongs to another agent process; this one lost it \
+                 and must stop its runs",
+                req.taskmanager_id
+            )));
+        }
+        let applied = view.last_applied.as_ref().map(|l| l.index()).unwrap_or(0);
+        if req.epoch <= applied {
+            check_report(
+                &view.state,
+                &req.taskmanager_id,
+                job_id,
+                req.index,
+                req.epoch,
+            )
+            .map_err(ApiError::from)?;
+        }
+    }
+    // Bounded before it reaches the log.
+    req.error = cut_error(std::mem::take(&mut req.error));
+    let now = now_ms();
+    let kind = ReportKind::try_from(req.kind)
+        .map_err(|_| ApiError::InvalidArgument(format!("unknown report kind {}", req.kind)))?;
+    let outcome = match kind {
+        ReportKind::Started => None,
+        ReportKind::Finished => Some(ShardOutcome::Finished),
+        ReportKind::Failed => Some(ShardOutcome::Failed {
+            exit_code: req.exit_code,
+            error: req.error,
+        }),
+        ReportKind::Interrupted => Some(ShardOutcome::Interrupted { reason: req.error }),
+        ReportKind::CannotStart => Some(ShardOutcome::CannotStart { error: req.error }),
+    };
+    let command = match outcome {
+        None => Command::ReportShardStarted {
+            taskmanager: req.taskmanager_id,
+            job_id,
+            shard: req.index,
+            epoch: req.epoch,
+            now_ms: now,
+        },
+        Some(outcome) => {
+            let failures_after = {
+                let view = ctx.shared.read();
+                view.state
+                    .job(job_id)
+                    .and_then(|j| j.shards.get(req.index as usize))
+                    .map(|s| s.failures + 1)
+                    .unwrap_or(1)
+            };
+            let s = &ctx.tm_settings;
+            let delay = retry_delay_ms(
+                failures_after,
+                s.retry_base_ms,
+                s.retry_max_ms,
+                crate::entropy::unit_random(req.job_id.as_bytes()),
+            );
+            Command::ReportShardEnded {
+                taskmanager: req.taskmanager_id,
+                job_id,
+                shard: req.index,
+                epoch: req.epoch,
+                outcome,
+                // A run of more than a year is a broken clock or a forged report.
+                run_ms: req.run_ms.min(MAX_REPORTED_RUN_MS),
+                retry_at_ms: now + delay,
+                now_ms: now,
+            }
+        }
+    };
+    Ok(command)
+}
+
+/// Propose every report of a batch together; one outcome per report, in order. Starts go
+/// first, then ends: a shard's start and end in one batch are applied in that order.
+pub async fn report_batch(
+    ctx: &ServiceContext,
+    reports: Vec<ShardReport>,
+) -> Vec<ShardReportOutcome> {
+    let mut outcomes: Vec<Option<ShardReportOutcome>> = vec![None; reports.len()];
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    for (i, report) in reports.into_iter().enumerate() {
+        let started = report.kind == ReportKind::Started as i32;
+        match report_command(ctx, report) {
+            Ok(command) if started => starts.push((i, command)),
+            Ok(command) => ends.push((i, command)),
+            Err(e) => outcomes[i] = Some(outcome_of(Err(e))),
+        }
+    }
+    for group in [starts, ends] {
+        // Proposed together: openraft appends and replicates them as one batch.
+        let results = futures::future::join_all(
+            group
+                .into_iter()
+                .map(|(i, command)| async move { (i, write(ctx, command).await.map(|_| ())) }),
+        )
+        .await;
+        for (i, result) in results {
+            outcomes[i] = Some(outcome_of(result));
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect()
+}
+
+fn outcome_of(result: Result<(), ApiError>) -> ShardReportOutcome {
+    match result {
+        Ok(()) => ShardReportOutcome::default(),
+        Err(e) => {
+            let status: tonic::Status = e.into();
+            ShardReportOutcome {
+                code: status.code() as u32,
+                message: status.message().to_string(),
+            }
+        }
+    }
+}
