@@ -305,6 +305,14 @@ pub struct BenchArgs {
     /// Short shards to run across a leader kill to find the longest pause in progress (0 skips).
     #[arg(long, default_value_t = 300)]
     pub progress_shards: u32,
+    /// One-shard jobs timed from submit to their process running, with the CLI and with the
+    /// library client (0 skips).
+    #[arg(long, default_value_t = 30)]
+    pub dispatch_runs: usize,
+    /// `/bin/true` shards on 3 agents × 8 slots, timed from `submit` to `job wait`
+    /// returning (0 skips).
+    #[arg(long, default_value_t = 1000)]
+    pub end_to_end_shards: u32,
     /// Also measure submissions on a cluster with mutual TLS and tokens, beside the
     /// --insecure one (`--tls false` skips it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

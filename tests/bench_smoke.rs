@@ -35,6 +35,10 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
             "1",
             "--flood-shards-per-job",
             "100000",
+            "--dispatch-runs",
+            "2",
+            "--end-to-end-shards",
+            "20",
         ])
         .arg("--dir")
         .arg(dir.path().join("run"))
@@ -58,6 +62,13 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     assert!(report["submissions"][1]["result"]["per_second"].as_f64() > Some(0.0));
     assert!(table.contains("submit, 4 clients, TLS + token"), "{table}");
     assert!(report["submissions_tls"][1]["result"]["per_second"].as_f64() > Some(0.0));
+    for (i, via_cli) in [true, false].into_iter().enumerate() {
+        let latency = &report["dispatch_latency"][i];
+        assert_eq!(latency["via_cli"].as_bool(), Some(via_cli));
+        assert!(latency["latency"]["median_ms"].as_f64() > Some(0.0), "{latency}");
+    }
+    assert!(report["end_to_end"]["per_second"].as_f64() > Some(0.0));
+    assert!(report["end_to_end"]["floor_per_second"].as_f64() > Some(0.0));
     assert_eq!(
         report["failover"]["samples_ms"].as_array().map(Vec::len),
         Some(1)

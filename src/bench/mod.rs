@@ -3,6 +3,7 @@
 //! - `throughput`: submissions per second and their latency at several client counts;
 //! - `failover`: SIGKILL of the leader → first acknowledged submission sent after it;
 //! - `recovery`: TaskManager loss and the pause in shard progress, with real agents;
+//! - `dispatch`: submit → process start, and shards end to end against the machine's floor;
 //! - `scale` (with `fleet`'s simulated TaskManagers): placements, heartbeats, memory,
 //!   snapshot size and restart time;
 //! - `limits`: the floors, fdatasync and a bare gRPC round trip;
@@ -12,6 +13,7 @@
 //!
 //! It must not reach into a replica: everything goes through the public API and signals.
 
+mod dispatch;
 mod failover;
 mod fleet;
 mod flood;
@@ -22,6 +24,7 @@ mod scale;
 mod stats;
 mod throughput;
 
+pub use dispatch::{measure_dispatch_latency, measure_end_to_end, DispatchLatency, EndToEnd};
 pub use failover::measure_failover;
 pub use flood::{measure_flood, FloodResult};
 pub use limits::{measure_fsync, measure_ping, FsyncResult, PingResult};

@@ -7,6 +7,7 @@ use std::time::Duration;
 pub struct Summary {
     pub count: usize,
     pub median_ms: f64,
+    pub p90_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -31,6 +32,7 @@ impl Summary {
         Some(Summary {
             count: sorted.len(),
             median_ms: rank(0.5),
+            p90_ms: rank(0.9),
             p95_ms: rank(0.95),
             p99_ms: rank(0.99),
             max_ms: ms(sorted[sorted.len() - 1]),

@@ -127,6 +127,68 @@ fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// Submit → process start and end-to-end shard rates, on a secure cluster with three real
+/// agents of eight slots each.
+async fn dispatch(
+    table: &mut Table,
+    report: &mut serde_json::Value,
+    args: &BenchArgs,
+    dir: &Path,
+    config: &ServeConfig,
+) -> Result<(), BenchError> {
+    const AGENTS: usize = 3;
+    const SLOTS: u32 = 8;
+    let mut cluster =
+        bench::start_cluster_with(&dir.join("dispatch"), args.replicas, config, true).await?;
+    bench::start_agents(&mut cluster, AGENTS, SLOTS).await?;
+    let binary = std::env::current_exe()?;
+    if args.dispatch_runs > 0 {
+        let mut rows = Vec::new();
+        for cli in [Some(binary.as_path()), None] {
+            let r = bench::measure_dispatch_latency(&cluster, args.dispatch_runs, cli).await?;
+            let how = if cli.is_some() {
+                "CLI"
+            } else {
+                "library client"
+            };
+            let cells = summary_cells(&r.latency, |s| s.p90_ms);
+            row(
+                table,
+                format!("submit → shard process started ({how}), {} jobs", r.runs),
+                "p90".into(),
+                cells,
+            );
+            rows.push(json!(r));
+        }
+        report["dispatch_latency"] = json!(rows);
+    }
+    if args.end_to_end_shards > 0 {
+        let r = bench::measure_end_to_end(
+            &cluster,
+            &binary,
+            args.end_to_end_shards,
+            AGENTS as u32 * SLOTS,
+        )
+        .await?;
+        row(
+            table,
+            format!(
+                "{} `true` shards on {AGENTS}×{SLOTS} slots, submit → job wait",
+                r.shards
+            ),
+            format!(
+                "{:.0}/s = {:.0}% of the spawn floor ({:.0}/s)",
+                r.per_second,
+                r.share_of_floor * 100.0,
+                r.floor_per_second
+            ),
+            [format!("{:.2} s", r.seconds), String::new(), String::new()],
+        );
+        report["end_to_end"] = json!(r);
+    }
+    Ok(())
+}
+
 /// Submissions per second at each client count (one row each), with enough TaskManager
 /// capacity that every shard is placed, as in real use.
 async fn submissions(
@@ -312,6 +374,10 @@ async fn run(
         report["progress_pause_across_leader_kill"] = json!(r);
     }
     drop(recovery_cluster);
+
+    if args.dispatch_runs > 0 || args.end_to_end_shards > 0 {
+        dispatch(&mut table, &mut report, args, dir, config).await?;
+    }
 
     if args.flood_clients > 0 {
         let flood_cluster =

@@ -63,8 +63,8 @@ const MAX_HEARTBEAT_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 type Runs = Arc<Mutex<HashMap<RunKey, RunHandle>>>;
 
-fn lock(runs: &Runs) -> std::sync::MutexGuard<'_, HashMap<RunKey, RunHandle>> {
-    runs.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn hostname() -> String {
@@ -147,7 +147,10 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let (reports, reporter_task) = reporter::start(client.clone());
     let lease = Arc::new(Lease::new(DEFAULT_LEASE));
     let runs: Runs = Arc::new(Mutex::new(HashMap::new()));
-    let mut rereported: HashMap<RunKey, Instant> = HashMap::new();
+    // Runs whose outcome was reported lately (by the run itself, or again from the work
+    // directory): not reported again from the work directory while the leader's list,
+    // which may trail the report, still names them.
+    let reported: Reported = Arc::new(Mutex::new(HashMap::new()));
     let ctx = RunContext {
         taskmanager_id: opts.id.clone(),
         incarnation: identity.incarnation,
@@ -160,7 +163,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             // A freed slot needs no early heartbeat: the report frees it in the leader's
             // state, and the next placement is pushed here at once.
             let runs = runs.clone();
-            Arc::new(move |key: &RunKey| {
+            let reported = reported.clone();
+            Arc::new(move |key: &RunKey, was_reported: bool| {
+                if was_reported {
+                    lock(&reported).insert(key.clone(), Instant::now());
+                }
                 lock(&runs).remove(key);
             })
         },
@@ -240,7 +247,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                                 reply.assignments,
                             );
                         }
-                        reconcile(&ctx, &runs, &mut rereported, held.list.clone());
+                        reconcile(&ctx, &runs, &reported, held.list.clone());
                     }
                 }
                 Err(e) => tracing::debug!("heartbeat failed: {e}"),
@@ -267,7 +274,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                             update.assignments,
                         );
                         if newer {
-                            reconcile(&ctx, &runs, &mut rereported, held.list.clone());
+                            reconcile(&ctx, &runs, &reported, held.list.clone());
                         }
                     }
                 }
@@ -313,14 +320,11 @@ impl Held {
     }
 }
 
+type Reported = Arc<Mutex<HashMap<RunKey, Instant>>>;
+
 /// Run exactly the assigned shards: stop runs no longer assigned, start new assignments
 /// unless the work directory shows they already ran.
-fn reconcile(
-    ctx: &RunContext,
-    runs: &Runs,
-    rereported: &mut HashMap<RunKey, Instant>,
-    assignments: Vec<Assignment>,
-) {
+fn reconcile(ctx: &RunContext, runs: &Runs, reported: &Reported, assignments: Vec<Assignment>) {
     let wanted: HashSet<RunKey> = assignments
         .iter()
         .map(|a| (a.job_id.clone(), a.index, a.epoch))
@@ -337,6 +341,7 @@ fn reconcile(
     });
     // Reports re-sent from the work directory: once per few seconds per run, not on every
     // heartbeat while the first is still on its way.
+    let mut rereported = lock(reported);
     rereported.retain(|key, at| wanted.contains(key) && at.elapsed() < REREPORT_AFTER);
     for a in assignments {
         let key = (a.job_id.clone(), a.index, a.epoch);

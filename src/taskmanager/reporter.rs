@@ -6,7 +6,8 @@
 
 use crate::client::{Client, ClientError};
 use crate::pb::api::task_managers_client::TaskManagersClient;
-use crate::pb::api::{ShardReport, ShardReportBatch};
+use crate::pb::api::{ReportKind, ShardReport, ShardReportBatch};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -26,6 +27,18 @@ fn is_final(code: Code) -> bool {
     )
 }
 
+/// A run that started and ended before its start was sent needs only its end: the leader
+/// takes an end for an assignment whether or not it heard of the start.
+fn coalesce(pending: &mut Vec<ShardReport>) {
+    let started = ReportKind::Started as i32;
+    let ended: HashSet<(String, u32, u64)> = pending
+        .iter()
+        .filter(|r| r.kind != started)
+        .map(|r| (r.job_id.clone(), r.index, r.epoch))
+        .collect();
+    pending.retain(|r| r.kind != started || !ended.contains(&(r.job_id.clone(), r.index, r.epoch)));
+}
+
 pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<ShardReport>();
     let task = tokio::spawn(async move {
@@ -43,6 +56,7 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
                     Err(_) => break,
                 }
             }
+            coalesce(&mut pending);
             let batch = ShardReportBatch {
                 reports: pending.clone(),
             };
@@ -97,4 +111,37 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
         }
     });
     (tx, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(job: &str, index: u32, kind: ReportKind) -> ShardReport {
+        ShardReport {
+            job_id: job.into(),
+            index,
+            epoch: 7,
+            kind: kind as i32,
+            ..ShardReport::default()
+        }
+    }
+
+    #[test]
+    fn a_start_is_dropped_only_when_its_end_travels_with_it() {
+        let mut pending = vec![
+            report("j-1", 0, ReportKind::Started),
+            report("j-1", 1, ReportKind::Started),
+            report("j-1", 0, ReportKind::Finished),
+        ];
+        coalesce(&mut pending);
+        let kept: Vec<(u32, i32)> = pending.iter().map(|r| (r.index, r.kind)).collect();
+        assert_eq!(
+            kept,
+            vec![
+                (1, ReportKind::Started as i32),
+                (0, ReportKind::Finished as i32)
+            ]
+        );
+    }
 }

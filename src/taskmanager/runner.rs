@@ -30,6 +30,9 @@ pub struct RunHandle {
     _stop: oneshot::Sender<()>,
 }
 
+/// Called when a run is over: its key, and whether its outcome was reported.
+pub type OnExit = Arc<dyn Fn(&RunKey, bool) + Send + Sync>;
+
 /// Everything a run needs from its agent.
 #[derive(Clone)]
 pub struct RunContext {
@@ -41,8 +44,9 @@ pub struct RunContext {
     pub lease: Arc<Lease>,
     pub reports: ReportSender,
     pub specs: SpecCache,
-    /// Called with the run's key when it is over, whatever the reason.
-    pub on_exit: Arc<dyn Fn(&RunKey) + Send + Sync>,
+    /// Called with the run's key when it is over, whatever the reason, and whether its
+    /// outcome was reported.
+    pub on_exit: OnExit,
 }
 
 impl RunContext {
@@ -93,23 +97,25 @@ pub fn start(ctx: RunContext, a: Assignment) -> RunHandle {
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
         let key = (a.job_id.clone(), a.index, a.epoch);
-        run(&ctx, &a, stop_rx).await;
-        (ctx.on_exit)(&key);
+        let reported = run(&ctx, &a, stop_rx).await;
+        (ctx.on_exit)(&key, reported);
     });
     RunHandle { _stop: stop_tx }
 }
 
-async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()>) {
+/// Returns whether the run's outcome was reported (and so needs no report from the work
+/// directory later).
+async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()>) -> bool {
     // What to run comes once per job; if it cannot be had now, the next heartbeat retries.
     let spec = tokio::select! {
         spec = ctx.specs.get(&a.job_id) => match spec {
             Ok(spec) => spec,
             Err(e) => {
                 tracing::warn!(job = %a.job_id, shard = a.index, "cannot fetch the job's spec: {e}");
-                return;
+                return false;
             }
         },
-        _ = &mut stop_rx => return,
+        _ = &mut stop_rx => return false,
     };
     // Lost the lease, or told to stop, between the heartbeat reply and now: the assignment
     // may be stale, so do not start it.
@@ -119,35 +125,36 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
     );
     if !ctx.lease.is_valid() || stop_requested {
         tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, "not starting: lease lapsed or stopped");
-        return;
+        return false;
     }
-    let dir = match ctx.workdir.mark_started(&a.job_id, a.index, a.epoch) {
-        Ok(dir) => dir,
-        Err(e) => {
-            let result = RunResult {
-                exit_code: None,
-                run_ms: 0,
-                error: format!("cannot prepare the run directory: {e}"),
-            };
-            ctx.report(a, ReportKind::Failed, Some(&result));
-            return;
-        }
+    // The marker's fsyncs run off the async threads, so that many runs starting at once
+    // wait for the disk side by side (the file system groups their commits) instead of
+    // one after another on the runtime's few threads.
+    let prepared = {
+        let workdir = ctx.workdir.clone();
+        let (job_id, index, epoch) = (a.job_id.clone(), a.index, a.epoch);
+        tokio::task::spawn_blocking(move || {
+            let dir = workdir.mark_started(&job_id, index, epoch)?;
+            let stdout = std::fs::File::create(dir.join("stdout"))?;
+            let stderr = std::fs::File::create(dir.join("stderr"))?;
+            Ok::<_, std::io::Error>((dir, stdout, stderr))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     };
-    let files = std::fs::File::create(dir.join("stdout"))
-        .and_then(|out| Ok((out, std::fs::File::create(dir.join("stderr"))?)));
-    let (stdout, stderr) = match files {
-        Ok(f) => f,
+    let (dir, stdout, stderr) = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
             let result = RunResult {
                 exit_code: None,
                 run_ms: 0,
-                error: format!("cannot create output files: {e}"),
+                error: format!("cannot prepare the run directory and its output files: {e}"),
             };
             let _ = ctx
                 .workdir
                 .save_result(&a.job_id, a.index, a.epoch, &result);
             ctx.report(a, ReportKind::Failed, Some(&result));
-            return;
+            return true;
         }
     };
     let started = Instant::now();
@@ -192,7 +199,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                 .workdir
                 .save_result(&a.job_id, a.index, a.epoch, &result);
             ctx.report(a, kind, Some(&result));
-            return;
+            return true;
         }
     };
     ctx.report(a, ReportKind::Started, None);
@@ -226,7 +233,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
     if stopped.load(Ordering::SeqCst) {
         // Stopped by us (moved away, cancelled, or lease lost): not this run's outcome to report.
         tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, "run stopped");
-        return;
+        return false;
     }
     let exit_code = status.ok().and_then(|s| s.code());
     let error = if exit_code == Some(0) {
@@ -248,13 +255,18 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
     {
         // The supervisor lost its keep-alives (the agent stalled): not the shard's fault.
         ctx.report(a, ReportKind::Interrupted, Some(&result));
-        return;
+        return true;
     }
-    if let Err(e) = ctx
-        .workdir
-        .save_result(&a.job_id, a.index, a.epoch, &result)
-    {
+    let saved = {
+        let workdir = ctx.workdir.clone();
+        let (job_id, index, epoch, result) = (a.job_id.clone(), a.index, a.epoch, result.clone());
+        tokio::task::spawn_blocking(move || workdir.save_result(&job_id, index, epoch, &result))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    if let Err(e) = saved {
         tracing::warn!(job = %a.job_id, shard = a.index, "cannot record the result durably: {e}");
     }
     ctx.report_result(a, &result);
+    true
 }

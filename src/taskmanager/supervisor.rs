@@ -22,7 +22,8 @@ pub const STOPPED_MESSAGE: &str = "shard-exec: stopped the shard";
 pub const EXIT_CANNOT_START: i32 = 127;
 /// What the supervisor prints on stderr, first, when that happens.
 pub const CANNOT_START_MESSAGE: &str = "shard-exec: cannot start";
-const POLL: Duration = Duration::from_millis(20);
+/// How often the keep-alive deadline is checked when nothing else happens.
+const POLL: Duration = Duration::from_millis(50);
 /// Signals a terminal or a stray `kill` may send: the supervisor ignores them, the shard
 /// gets them back at their defaults.
 const IGNORED_SIGNALS: [libc::c_int; 7] = [
@@ -93,57 +94,70 @@ pub fn shard_exec(command: &[String], keepalive_timeout: Duration) -> i32 {
     };
     let pgid = child.id();
 
-    // Keep-alive bytes arrive on stdin; EOF means the agent is gone.
-    let (tx, rx) = mpsc::channel::<bool>();
+    // Three things can happen: a keep-alive byte, the agent's end of the pipe closing, and
+    // the shard exiting. Each comes from its own thread, so the exit is seen at once.
+    let (tx, rx) = mpsc::channel::<Event>();
+    let keepalives = tx.clone();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin();
         let mut buf = [0u8; 64];
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) | Err(_) => {
-                    let _ = tx.send(false);
+                    let _ = keepalives.send(Event::AgentGone);
                     return;
                 }
                 Ok(_) => {
-                    if tx.send(true).is_err() {
+                    if keepalives.send(Event::Keepalive).is_err() {
                         return;
                     }
                 }
             }
         }
     });
+    std::thread::spawn(move || {
+        let _ = tx.send(Event::Exited(child.wait()));
+    });
 
     // On CLOCK_BOOTTIME: a suspend of the machine counts as silence.
     let mut last_keepalive = boottime();
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
+        let agent_gone = match rx.recv_timeout(POLL) {
+            Ok(Event::Exited(Ok(status))) => {
                 // Take any background processes the shard left behind with it.
                 kill_group(pgid);
                 return exit_code(status);
             }
-            Ok(None) => {}
-            Err(e) => {
+            Ok(Event::Exited(Err(e))) => {
                 eprintln!("shard-exec: waiting for the shard failed: {e}");
                 kill_group(pgid);
                 return EXIT_STOPPED;
             }
-        }
-        let agent_gone = match rx.recv_timeout(POLL) {
-            Ok(true) => {
+            Ok(Event::Keepalive) => {
                 last_keepalive = boottime();
                 false
             }
-            Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            Ok(Event::AgentGone) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 boottime().saturating_sub(last_keepalive) > keepalive_timeout
             }
         };
         if agent_gone {
             kill_group(pgid);
-            let _ = child.wait();
+            // Reaped by the waiting thread, which reports the exit.
+            while let Ok(event) = rx.recv() {
+                if matches!(event, Event::Exited(_)) {
+                    break;
+                }
+            }
             eprintln!("{STOPPED_MESSAGE}: its TaskManager agent went away or lost its lease");
             return EXIT_STOPPED;
         }
     }
+}
+
+enum Event {
+    Keepalive,
+    AgentGone,
+    Exited(std::io::Result<ExitStatus>),
 }

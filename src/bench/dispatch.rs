@@ -1,0 +1,204 @@
+//! What a user feels between asking and work running, measured from outside:
+//! - submit → process start: one-shard jobs whose command is `/bin/date +%s%N`, so the shard
+//!   itself writes the moment it started (to its stdout, kept in the agent's work dir);
+//!   with the CLI (`dispatcher submit` as a child process) and with the library client;
+//! - end to end: `shards` shards of `/bin/true` from `submit` until `job wait` returns;
+//! - the floor: how fast this machine spawns and reaps `/bin/true` at all, with two
+//!   spawners, so the end-to-end rate can be read as a share of what is possible.
+
+use super::stats::Summary;
+use super::{job_request, BenchError};
+use crate::local_cluster::{wait_for, LocalCluster};
+use serde::Serialize;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DispatchLatency {
+    pub runs: usize,
+    pub via_cli: bool,
+    pub latency: Option<Summary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndToEnd {
+    pub shards: u32,
+    pub slots: u32,
+    pub seconds: f64,
+    pub per_second: f64,
+    /// `/bin/true` spawned and reaped per second by two threads doing nothing else.
+    pub floor_per_second: f64,
+    pub share_of_floor: f64,
+}
+
+fn realtime_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// `/bin/true` spawned and reaped `count` times by `threads` threads; per second.
+pub fn measure_spawn_floor(count: usize, threads: usize) -> Result<f64, BenchError> {
+    let started = Instant::now();
+    let per_thread = count.div_ceil(threads);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || -> std::io::Result<()> {
+                for _ in 0..per_thread {
+                    Command::new("/bin/true")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|_| BenchError::Failed("a spawner thread panicked".into()))??;
+    }
+    Ok((per_thread * threads) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `dispatcher <args>` with this cluster's connection flags (after the subcommand's own).
+fn cli(binary: &Path, cluster: &LocalCluster, args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .args(cluster.client_flags())
+        .env("DISPATCHER_ENDPOINTS", cluster.endpoints().join(","))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Submit → the shard's process running, `runs` times, one job at a time.
+pub async fn measure_dispatch_latency(
+    cluster: &LocalCluster,
+    runs: usize,
+    cli_binary: Option<&Path>,
+) -> Result<DispatchLatency, BenchError> {
+    let client = cluster.client()?;
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let name = format!("latency-{run}-{}", cli_binary.is_some());
+        let asked_ns = realtime_ns();
+        let job_id = match cli_binary {
+            Some(binary) => {
+                let out = cli(
+                    binary,
+                    cluster,
+                    &[
+                        "submit", "--output", "json", "--name", &name, "--shards", "1",
+                    ],
+                )
+                .args(["--", "/bin/date", "+%s%N"])
+                .output()?;
+                if !out.status.success() {
+                    return Err(BenchError::Failed(format!(
+                        "dispatcher submit: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )));
+                }
+                let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
+                    .map_err(|e| BenchError::Failed(format!("submit output: {e}")))?;
+                reply["job_id"].as_str().unwrap_or_default().to_string()
+            }
+            None => {
+                client
+                    .submit(job_request(&name, 1, "/bin/date", &["+%s%N"]))
+                    .await?
+                    .job_id
+            }
+        };
+        let started_ns = wait_for(Duration::from_secs(30), "the shard to run", || async {
+            let status = client.job_status(&job_id).await.ok()?;
+            let shard = status.shards.first()?;
+            if shard.state != "finished" {
+                return None;
+            }
+            let agent = cluster.taskmanager(shard.taskmanager.as_deref()?).ok()?;
+            let stdout = agent
+                .work_dir
+                .join(&job_id)
+                .join("shard-0")
+                .join(format!("epoch-{}", shard.epoch))
+                .join("stdout");
+            std::fs::read_to_string(stdout)
+                .ok()?
+                .trim()
+                .parse::<u128>()
+                .ok()
+        })
+        .await?;
+        samples.push(Duration::from_nanos(
+            started_ns.saturating_sub(asked_ns) as u64
+        ));
+    }
+    Ok(DispatchLatency {
+        runs,
+        via_cli: cli_binary.is_some(),
+        latency: Summary::of(&samples),
+    })
+}
+
+/// `shards` shards of `/bin/true`: `dispatcher submit`, then `dispatcher job wait`.
+pub async fn measure_end_to_end(
+    cluster: &LocalCluster,
+    binary: &Path,
+    shards: u32,
+    slots: u32,
+) -> Result<EndToEnd, BenchError> {
+    let floor = measure_spawn_floor(2000, 2)?;
+    let started = Instant::now();
+    let shard_count = shards.to_string();
+    let out = cli(
+        binary,
+        cluster,
+        &[
+            "submit",
+            "--output",
+            "json",
+            "--name",
+            "end-to-end",
+            "--shards",
+            &shard_count,
+        ],
+    )
+    .args(["--", "/bin/true"])
+    .output()?;
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        BenchError::Failed(format!(
+            "submit: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })?;
+    let job_id = reply["job_id"].as_str().unwrap_or_default().to_string();
+    let waited = cli(
+        binary,
+        cluster,
+        &["job", "wait", &job_id, "--timeout", "600"],
+    )
+    .stdout(Stdio::null())
+    .status()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !waited.success() {
+        return Err(BenchError::Failed(format!(
+            "job wait {job_id} ended with {waited}"
+        )));
+    }
+    let per_second = f64::from(shards) / seconds;
+    Ok(EndToEnd {
+        shards,
+        slots,
+        seconds,
+        per_second,
+        floor_per_second: floor,
+        share_of_floor: per_second / floor,
+    })
+}
