@@ -157,6 +157,14 @@ pub enum Command {
     },
     /// Attack a local cluster with faults while clients work, then check the history.
     Chaos(ChaosArgs),
+    /// The cluster's events (jobs, shards, TaskManagers, leadership), then live.
+    Events {
+        /// Replay from this log index (what the replica still holds), then follow.
+        #[arg(long, default_value_t = 1)]
+        from_index: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Access tokens (admin only).
     Token {
         #[command(subcommand)]
@@ -450,6 +458,8 @@ pub enum JobCommand {
     List,
     /// Cancel a job's shards that have not ended.
     Cancel { job_id: String },
+    /// Follow a job: one line per event until it ends (JSON lines with --output json).
+    Watch { job_id: String },
     /// Wait for a job to end: exit 0 finished, 1 failed or cancelled, 2 timeout.
     Wait {
         job_id: String,

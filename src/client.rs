@@ -490,4 +490,52 @@ impl Client {
         })
         .await
     }
+
+    /// Follow the cluster's events from `(index, seq)` (only `job_id`'s, if given): `on_event`
+    /// sees each and says whether to go on. A broken stream is resumed after the last event
+    /// seen, on whichever replica answers, so none is missed or repeated. Ends when
+    /// `on_event` says so, when a job's stream ends with the job, or with a refusal
+    /// (`OUT_OF_RANGE` when the start is no longer held).
+    pub async fn follow_events(
+        &self,
+        mut index: u64,
+        mut seq: u32,
+        job_id: Option<&str>,
+        mut on_event: impl FnMut(&Event) -> bool,
+    ) -> Result<(), ClientError> {
+        loop {
+            let req = WatchEventsRequest {
+                from_index: index,
+                from_seq: seq,
+                job_id: job_id.unwrap_or_default().to_string(),
+            };
+            let mut stream = self
+                .call(|ch| {
+                    let r = req.clone();
+                    async move { Self::dispatcher(ch).watch_events(r).await }
+                })
+                .await?;
+            loop {
+                match stream.message().await {
+                    Ok(Some(event)) => {
+                        (index, seq) = (event.index, event.seq + 1);
+                        if !on_event(&event) {
+                            return Ok(());
+                        }
+                    }
+                    // A job's stream ends with the job; the cluster's only when its replica
+                    // goes away.
+                    Ok(None) if job_id.is_some() => return Ok(()),
+                    Ok(None) => break,
+                    Err(status) if !is_retryable(status.code()) => {
+                        return Err(ClientError::Rejected(status))
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Whichever replica answers next: forget the one that broke.
+            self.remember(None);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

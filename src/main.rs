@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Demo(args) => commands::demo(args).await,
         Command::Certs { command } => commands::certs(command),
         Command::Token { command, client } => commands::token(command, client).await,
+        Command::Events { from_index, client } => commands::events(from_index, client).await,
         Command::Taskmanager { agent, client } => {
             let opts = commands::agent_options(agent, client)?;
             dispatcher::taskmanager::run(opts, shutdown_signal()).await?;

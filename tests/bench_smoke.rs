@@ -65,7 +65,10 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     for (i, via_cli) in [true, false].into_iter().enumerate() {
         let latency = &report["dispatch_latency"][i];
         assert_eq!(latency["via_cli"].as_bool(), Some(via_cli));
-        assert!(latency["latency"]["median_ms"].as_f64() > Some(0.0), "{latency}");
+        assert!(
+            latency["latency"]["median_ms"].as_f64() > Some(0.0),
+            "{latency}"
+        );
     }
     assert!(report["end_to_end"]["per_second"].as_f64() > Some(0.0));
     assert!(report["end_to_end"]["floor_per_second"].as_f64() > Some(0.0));

@@ -5,23 +5,22 @@ mod chaos;
 mod demo;
 mod launch;
 mod output;
+mod watch;
 
 pub use bench::bench;
 pub use chaos::chaos;
 pub use demo::demo;
 pub use launch::{agent_options, serve_options};
+pub use watch::events;
 mod plot;
 mod table;
 
-use crate::cli::{
-    ClientArgs, ClusterCommand, JobCommand, OutputFormat, SubmitArgs, TmCommand, TokenCommand,
-};
+use crate::cli::{ClientArgs, ClusterCommand, JobCommand, SubmitArgs, TmCommand, TokenCommand};
 use crate::client::{Client, ClientError};
 use crate::domain::Role;
 use crate::pb::api::{JobSpec, SubmitRequest};
 use crate::security::{choose_transport, only_client_certificate, Credentials};
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -268,47 +267,9 @@ pub async fn job(command: JobCommand, args: ClientArgs) -> Result<ExitCode, CliE
             );
         }
         JobCommand::Wait { job_id, timeout } => {
-            return wait(&client, &job_id, timeout, args.output).await
+            return watch::wait(&client, &job_id, timeout, args.output).await
         }
+        JobCommand::Watch { job_id } => return watch::watch(&client, &job_id, args.output).await,
     }
     Ok(0)
-}
-
-/// Poll the job until it ends: 0 finished, 1 failed or cancelled, 2 timed out.
-async fn wait(
-    client: &Client,
-    job_id: &str,
-    timeout: Option<f64>,
-    format: OutputFormat,
-) -> Result<ExitCode, CliError> {
-    if let Some(t) = timeout {
-        if !(t.is_finite() && t >= 0.0) {
-            return Err(CliError::Usage(format!(
-                "--timeout {t} is not a number of seconds"
-            )));
-        }
-    }
-    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
-    loop {
-        let status = client.job_status(job_id).await?;
-        let code = match status.state.as_str() {
-            "finished" => Some(0),
-            "failed" | "cancelled" => Some(1),
-            _ => None,
-        };
-        let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-        if let Some(code) = code.or(timed_out.then_some(2)) {
-            output::message(
-                format,
-                json!({"job_id": status.job_id, "state": status.state, "timed_out": code == 2}),
-                &if code == 2 {
-                    format!("{} is still {} (timed out)", status.job_id, status.state)
-                } else {
-                    format!("{} {}", status.job_id, status.state)
-                },
-            );
-            return Ok(code);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

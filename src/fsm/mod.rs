@@ -8,6 +8,7 @@
 
 mod apply;
 mod command;
+pub mod events;
 mod validate;
 
 pub use apply::{apply, check_admission, check_report, validate_token_name};

@@ -6,9 +6,11 @@
 //! non-async sections); every apply publishes the new applied index on a watch channel so
 //! that leader loops can react to changes without polling.
 
+use super::event_ring::{EventRing, EVENT_RING_CAPACITY};
 use super::snapshot_store::{decode_state, encode_state, SnapshotStore};
 use super::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::domain::ClusterState;
+use crate::fsm::events::{Before, Event};
 use crate::fsm::{self, Response};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -30,6 +32,8 @@ pub struct AppliedState {
 pub struct SharedState {
     applied: RwLock<AppliedState>,
     applied_index: watch::Sender<u64>,
+    /// Recent events, for streams (not part of the replicated state).
+    events: std::sync::Mutex<EventRing>,
 }
 
 impl SharedState {
@@ -42,6 +46,7 @@ impl SharedState {
         Arc::new(SharedState {
             applied: RwLock::new(initial),
             applied_index: watch::Sender::new(index),
+            events: std::sync::Mutex::new(EventRing::new(EVENT_RING_CAPACITY, index + 1)),
         })
     }
 
@@ -59,6 +64,23 @@ impl SharedState {
     /// A receiver that changes whenever an entry is applied.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
+    }
+
+    /// Up to `max` events from `(index, seq)` on, or the oldest index still held.
+    pub fn events_from(&self, index: u64, seq: u32, max: usize) -> Result<Vec<Event>, u64> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(index, seq, max)
+    }
+
+    fn record(&self, events: Vec<Event>) {
+        if !events.is_empty() {
+            self.events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(events);
+        }
     }
 }
 
@@ -141,19 +163,31 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut last_index = None;
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
-            let response = self.shared.write(|applied| {
+            let (response, events) = self.shared.write(|applied| {
                 applied.last_applied = Some(log_id);
                 match entry.payload {
-                    EntryPayload::Blank => Response::Empty,
+                    EntryPayload::Blank => {
+                        let leader = log_id.committed_leader_id();
+                        let event = fsm::events::leader_changed(
+                            log_id.index(),
+                            leader.term,
+                            leader.node_id,
+                        );
+                        (Response::Empty, vec![event])
+                    }
                     EntryPayload::Normal(command) => {
-                        fsm::apply(&mut applied.state, log_id.index(), command)
+                        let before = Before::of(&command, &applied.state);
+                        let response = fsm::apply(&mut applied.state, log_id.index(), command);
+                        let events = before.events(log_id.index(), &response, &applied.state);
+                        (response, events)
                     }
                     EntryPayload::Membership(membership) => {
                         applied.last_membership = StoredMembership::new(Some(log_id), membership);
-                        Response::Empty
+                        (Response::Empty, Vec::new())
                     }
                 }
             });
+            self.shared.record(events);
             last_index = Some(log_id.index());
             if let Some(responder) = responder {
                 // Applied in memory, the client not yet answered.
@@ -190,6 +224,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.state = state;
         });
         let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+        self.shared
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .restart_at(index + 1);
         self.shared.applied_index.send_replace(index);
         tracing::info!(index, "snapshot installed");
         Ok(())

@@ -41,6 +41,8 @@ pub fn job_status(job: &Job) -> api::JobStatus {
         name: job.name.clone(),
         state: job.state.as_str().to_string(),
         created_at_ms: job.created_at_ms,
+        // Set by the caller, which knows what it read.
+        applied_index: 0,
         spec: Some((&job.spec).into()),
         shards: job
             .shards

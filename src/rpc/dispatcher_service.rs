@@ -136,6 +136,11 @@ impl Dispatcher for DispatcherService {
             crate::fsm::Rejection::UnknownJob(job_id),
         ))?;
         let mut status = job_status(job);
+        status.applied_index = applied
+            .last_applied
+            .as_ref()
+            .map(|l| l.index())
+            .unwrap_or(0);
         // A job's environment may carry its owner's secrets: others below operator see the
         // names only.
         if who
@@ -149,6 +154,16 @@ impl Dispatcher for DispatcherService {
             }
         }
         Ok(Response::new(status))
+    }
+
+    type WatchEventsStream = super::event_stream::EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let stream = super::event_stream::watch(self.ctx.clone(), request.into_inner())?;
+        Ok(Response::new(stream))
     }
 
     async fn list_jobs(

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// An identity or role that may not make this call.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A position (an event index) no longer held.
+    #[error("{0}")]
+    OutOfRange(String),
     /// The outcome of a write is unknown (its entry was discarded by a leader change); a
     /// retry with the same idempotency key is safe.
     #[error("outcome unknown, retry: {0}")]
@@ -95,6 +98,7 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(_) => Status::already_exists(message),
             ApiError::Unauthenticated(_) => Status::unauthenticated(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
+            ApiError::OutOfRange(_) => Status::out_of_range(message),
             ApiError::OutcomeUnknown(_) | ApiError::Unavailable(_) => Status::unavailable(message),
             ApiError::Internal(_) => Status::internal(message),
         }

@@ -12,6 +12,7 @@ pub mod codec;
 mod convert;
 mod dispatcher_service;
 mod error;
+mod event_stream;
 pub mod fuzzing;
 mod leader_lease;
 mod raft_access;

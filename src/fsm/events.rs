@@ -1,0 +1,365 @@
+//! What happened, as events: derived from each applied command, what apply answered and the
+//! state before and after, so every replica derives the same events from the same log. An
+//! event is named by the log index of its entry and its place (`seq`) among that entry's
+//! events; `(index, seq)` only ever increases.
+//!
+//! Pure: no clock, no I/O. The state machine keeps the recent ones for streams.
+
+use super::command::{Command, Response, ShardOutcome};
+use crate::domain::{ClusterState, JobId, JobState};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub index: u64,
+    pub seq: u32,
+    pub kind: &'static str,
+    pub job_id: Option<JobId>,
+    pub shard: Option<u32>,
+    pub taskmanager: Option<String>,
+    /// A short human detail: a job's name, an exit code, a count, a term.
+    pub detail: String,
+}
+
+/// What must be known of a command before it is applied (apply consumes it).
+pub struct Before {
+    kind: BeforeKind,
+    job_state: Option<(JobId, JobState)>,
+}
+
+enum BeforeKind {
+    Submit { name: String, shards: u32 },
+    Place(Vec<(JobId, u32, String)>),
+    Started(JobId, u32, String),
+    Ended(JobId, u32, String, ShardOutcome),
+    Cancel(JobId),
+    Register(String),
+    Lost(String),
+    Drain(String),
+    Requeue(String),
+    Token(&'static str, String),
+    Other,
+}
+
+impl Before {
+    pub fn of(command: &Command, state: &ClusterState) -> Before {
+        let job_of = |job_id: &JobId| state.job(*job_id).map(|j| (*job_id, j.state));
+        let (kind, job_state) = match command {
+            Command::SubmitJob { name, spec, .. } => (
+                BeforeKind::Submit {
+                    name: name.clone(),
+                    shards: spec.shard_count,
+                },
+                None,
+            ),
+            Command::PlaceShards { placements, .. } => (
+                BeforeKind::Place(
+                    placements
+                        .iter()
+                        .map(|p| (p.job_id, p.shard, p.taskmanager.clone()))
+                        .collect(),
+                ),
+                None,
+            ),
+            Command::ReportShardStarted {
+                taskmanager,
+                job_id,
+                shard,
+                ..
+            } => (
+                BeforeKind::Started(*job_id, *shard, taskmanager.clone()),
+                None,
+            ),
+            Command::ReportShardEnded {
+                taskmanager,
+                job_id,
+                shard,
+                outcome,
+                ..
+            } => (
+                BeforeKind::Ended(*job_id, *shard, taskmanager.clone(), outcome.clone()),
+                job_of(job_id),
+            ),
+            Command::CancelJob { job_id, .. } | Command::CancelOwnJob { job_id, .. } => {
+                (BeforeKind::Cancel(*job_id), job_of(job_id))
+            }
+            Command::RegisterTaskManager { id, .. } => (BeforeKind::Register(id.clone()), None),
+            Command::MarkTaskManagerLost { id, .. } => (BeforeKind::Lost(id.clone()), None),
+            Command::DrainTaskManager { id, .. } => (BeforeKind::Drain(id.clone()), None),
+            Command::RequeueShards { taskmanager, .. } => {
+                (BeforeKind::Requeue(taskmanager.clone()), None)
+            }
+            Command::CreateToken { name, .. } => {
+                (BeforeKind::Token("token_created", name.clone()), None)
+            }
+            Command::RevokeToken { name, .. } => {
+                (BeforeKind::Token("token_revoked", name.clone()), None)
+            }
+            _ => (BeforeKind::Other, None),
+        };
+        Before { kind, job_state }
+    }
+
+    /// The events of the entry at `index`, given what apply answered and the state after.
+    pub fn events(self, index: u64, response: &Response, state: &ClusterState) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut push = |kind: &'static str,
+                        job_id: Option<JobId>,
+                        shard: Option<u32>,
+                        taskmanager: Option<String>,
+                        detail: String| {
+            let seq = out.len() as u32;
+            out.push(Event {
+                index,
+                seq,
+                kind,
+                job_id,
+                shard,
+                taskmanager,
+                detail,
+            });
+        };
+        if matches!(response, Response::Rejected(_)) {
+            return out;
+        }
+        match self.kind {
+            BeforeKind::Submit { name, shards } => {
+                if let Response::JobSubmitted {
+                    job_id,
+                    created: true,
+                } = response
+                {
+                    push(
+                        "job_submitted",
+                        Some(*job_id),
+                        None,
+                        None,
+                        format!("{name}, {shards} shards"),
+                    );
+                }
+            }
+            BeforeKind::Place(placements) => {
+                for (job_id, shard, tm) in placements {
+                    // Placed by this entry: the shard's epoch is this entry's index.
+                    let placed = state
+                        .job(job_id)
+                        .and_then(|j| j.shards.get(shard as usize))
+                        .is_some_and(|s| s.epoch == index);
+                    if placed {
+                        push(
+                            "shard_placed",
+                            Some(job_id),
+                            Some(shard),
+                            Some(tm),
+                            String::new(),
+                        );
+                    }
+                }
+            }
+            BeforeKind::Started(job_id, shard, tm) => {
+                push(
+                    "shard_started",
+                    Some(job_id),
+                    Some(shard),
+                    Some(tm),
+                    String::new(),
+                );
+            }
+            BeforeKind::Ended(job_id, shard, tm, outcome) => {
+                let (kind, detail) = match outcome {
+                    ShardOutcome::Finished => ("shard_finished", String::new()),
+                    ShardOutcome::Failed { exit_code, .. } => (
+                        "shard_failed",
+                        exit_code
+                            .map(|c| format!("exit code {c}"))
+                            .unwrap_or_else(|| "no exit code".into()),
+                    ),
+                    ShardOutcome::Interrupted { .. } => ("shard_interrupted", String::new()),
+                    ShardOutcome::CannotStart { .. } => ("shard_cannot_start", String::new()),
+                };
+                push(kind, Some(job_id), Some(shard), Some(tm), detail);
+                if let Some(kind) = job_end(self.job_state, job_id, state) {
+                    push(kind, Some(job_id), None, None, String::new());
+                }
+            }
+            BeforeKind::Cancel(job_id) => {
+                if job_end(self.job_state, job_id, state).is_some() {
+                    push("job_cancelled", Some(job_id), None, None, String::new());
+                }
+            }
+            BeforeKind::Register(id) => {
+                push(
+                    "taskmanager_registered",
+                    None,
+                    None,
+                    Some(id),
+                    String::new(),
+                );
+            }
+            BeforeKind::Lost(id) => {
+                if let Response::TaskManagerLost {
+                    shards_requeued, ..
+                } = response
+                {
+                    let detail = format!("{shards_requeued} shards requeued");
+                    push("taskmanager_lost", None, None, Some(id), detail);
+                }
+            }
+            BeforeKind::Drain(id) => {
+                push("taskmanager_draining", None, None, Some(id), String::new());
+            }
+            BeforeKind::Requeue(id) => {
+                if let Response::ShardsRequeued { count } = response {
+                    if *count > 0 {
+                        push("shards_requeued", None, None, Some(id), format!("{count}"));
+                    }
+                }
+            }
+            BeforeKind::Token(kind, name) => push(kind, None, None, None, name),
+            BeforeKind::Other => {}
+        }
+        out
+    }
+}
+
+/// The job-level event if this entry ended the job.
+fn job_end(
+    before: Option<(JobId, JobState)>,
+    job_id: JobId,
+    after: &ClusterState,
+) -> Option<&'static str> {
+    let (_, was) = before.filter(|(id, _)| *id == job_id)?;
+    let now = after.job(job_id)?.state;
+    if was.is_terminal() || !now.is_terminal() {
+        return None;
+    }
+    Some(match now {
+        JobState::Finished => "job_finished",
+        JobState::Cancelled => "job_cancelled",
+        _ => "job_failed",
+    })
+}
+
+/// A new leader's first (blank) entry.
+pub fn leader_changed(index: u64, term: u64, leader: u64) -> Event {
+    Event {
+        index,
+        seq: 0,
+        kind: "leader_changed",
+        job_id: None,
+        shard: None,
+        taskmanager: None,
+        detail: format!("replica {leader}, term {term}"),
+    }
+}
+
+/// Whether an event ends its job's stream.
+pub fn ends_job(kind: &str) -> bool {
+    matches!(kind, "job_finished" | "job_failed" | "job_cancelled")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Admission, JobSpec};
+    use crate::fsm::apply;
+    use crate::fsm::command::Placement;
+
+    fn step(state: &mut ClusterState, index: u64, command: Command) -> Vec<Event> {
+        let before = Before::of(&command, state);
+        let response = apply(state, index, command);
+        before.events(index, &response, state)
+    }
+
+    fn kinds(events: &[Event]) -> Vec<(&'static str, Option<u32>)> {
+        events.iter().map(|e| (e.kind, e.shard)).collect()
+    }
+
+    #[test]
+    fn a_job_tells_its_story_and_refusals_tell_nothing() {
+        let mut state = ClusterState::default();
+        let register = Command::RegisterTaskManager {
+            incarnation: 1,
+            successor_of: None,
+            replaces: None,
+            id: "tm".into(),
+            addr: "127.0.0.1:1".into(),
+            slots: 1,
+            labels: Default::default(),
+            now_ms: 1,
+        };
+        assert_eq!(
+            kinds(&step(&mut state, 1, register)),
+            vec![("taskmanager_registered", None)]
+        );
+        let submit = Command::SubmitJob {
+            name: "j".into(),
+            spec: JobSpec {
+                command: "/bin/true".into(),
+                args: vec![],
+                env: Default::default(),
+                shard_count: 2,
+                slots_per_shard: 1,
+                max_attempts: 1,
+                selector: Default::default(),
+            },
+            idempotency_key: None,
+            owner: "me".into(),
+            admission: Admission {
+                max_pending_shards: u64::MAX,
+                max_pending_shards_per_client: u64::MAX,
+                max_spec_bytes: u64::MAX,
+            },
+            now_ms: 2,
+        };
+        let submitted = step(&mut state, 2, submit);
+        assert_eq!(kinds(&submitted), vec![("job_submitted", None)]);
+        let job_id = submitted[0].job_id.expect("job");
+        // One slot: the second placement of the plan is stale and tells nothing.
+        let place = Command::PlaceShards {
+            placements: (0..2)
+                .map(|shard| Placement {
+                    job_id,
+                    shard,
+                    taskmanager: "tm".into(),
+                })
+                .collect(),
+            now_ms: 3,
+        };
+        assert_eq!(
+            kinds(&step(&mut state, 3, place)),
+            vec![("shard_placed", Some(0))]
+        );
+        let end = |shard, epoch| Command::ReportShardEnded {
+            taskmanager: "tm".into(),
+            job_id,
+            shard,
+            epoch,
+            outcome: ShardOutcome::Finished,
+            run_ms: 1,
+            retry_at_ms: 0,
+            now_ms: 4,
+        };
+        assert_eq!(
+            kinds(&step(&mut state, 4, end(0, 3))),
+            vec![("shard_finished", Some(0))]
+        );
+        // A stale report is refused: no event.
+        assert!(step(&mut state, 5, end(0, 3)).is_empty());
+        let place = Command::PlaceShards {
+            placements: vec![Placement {
+                job_id,
+                shard: 1,
+                taskmanager: "tm".into(),
+            }],
+            now_ms: 5,
+        };
+        step(&mut state, 6, place);
+        let last = step(&mut state, 7, end(1, 6));
+        assert_eq!(
+            kinds(&last),
+            vec![("shard_finished", Some(1)), ("job_finished", None)]
+        );
+        assert_eq!((last[1].index, last[1].seq), (7, 1));
+    }
+}
