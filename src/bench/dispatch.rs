@@ -147,6 +147,59 @@ pub async fn measure_dispatch_latency(
     })
 }
 
+/// A shard's end → `dispatcher job wait` returning, `runs` times: each job's one shard sleeps
+/// 300 ms (while `job wait` starts and connects) and prints the time it ends.
+pub async fn measure_wait_latency(
+    cluster: &LocalCluster,
+    binary: &Path,
+    runs: usize,
+) -> Result<Option<Summary>, BenchError> {
+    let client = cluster.client()?;
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let job_id = client
+            .submit(job_request(
+                &format!("wait-{run}"),
+                1,
+                "/bin/sh",
+                &["-c", "sleep 0.3; date +%s%N"],
+            ))
+            .await?
+            .job_id;
+        let waited = cli(
+            binary,
+            cluster,
+            &["job", "wait", &job_id, "--timeout", "60"],
+        )
+        .stdout(Stdio::null())
+        .status()?;
+        let returned_ns = realtime_ns();
+        if !waited.success() {
+            return Err(BenchError::Failed(format!("job wait {job_id}: {waited}")));
+        }
+        let status = client.job_status(&job_id).await?;
+        let shard = status
+            .shards
+            .first()
+            .ok_or_else(|| BenchError::Failed("a job without shards".into()))?;
+        let agent = cluster.taskmanager(shard.taskmanager.as_deref().unwrap_or_default())?;
+        let stdout = agent
+            .work_dir
+            .join(&job_id)
+            .join("shard-0")
+            .join(format!("epoch-{}", shard.epoch))
+            .join("stdout");
+        let ended_ns: u128 = std::fs::read_to_string(stdout)?
+            .trim()
+            .parse()
+            .map_err(|e| BenchError::Failed(format!("the shard's end time: {e}")))?;
+        samples.push(Duration::from_nanos(
+            returned_ns.saturating_sub(ended_ns) as u64
+        ));
+    }
+    Ok(Summary::of(&samples))
+}
+
 /// `shards` shards of `/bin/true`: `dispatcher submit`, then `dispatcher job wait`.
 pub async fn measure_end_to_end(
     cluster: &LocalCluster,

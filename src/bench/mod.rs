@@ -24,7 +24,9 @@ mod scale;
 mod stats;
 mod throughput;
 
-pub use dispatch::{measure_dispatch_latency, measure_end_to_end, DispatchLatency, EndToEnd};
+pub use dispatch::{
+    measure_dispatch_latency, measure_end_to_end, measure_wait_latency, DispatchLatency, EndToEnd,
+};
 pub use failover::measure_failover;
 pub use flood::{measure_flood, FloodResult};
 pub use limits::{measure_fsync, measure_ping, FsyncResult, PingResult};

@@ -161,6 +161,17 @@ async fn dispatch(
             rows.push(json!(r));
         }
         report["dispatch_latency"] = json!(rows);
+        let wait = bench::measure_wait_latency(&cluster, &binary, args.dispatch_runs).await?;
+        row(
+            table,
+            format!(
+                "shard ended → `job wait` returned (CLI), {} jobs",
+                args.dispatch_runs
+            ),
+            "p90".into(),
+            summary_cells(&wait, |s| s.p90_ms),
+        );
+        report["wait_latency"] = json!(wait);
     }
     if args.end_to_end_shards > 0 {
         let r = bench::measure_end_to_end(
