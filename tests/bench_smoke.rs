@@ -70,6 +70,7 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
             "{latency}"
         );
     }
+    assert!(report["wait_latency"]["median_ms"].as_f64() > Some(0.0));
     assert!(report["end_to_end"]["per_second"].as_f64() > Some(0.0));
     assert!(report["end_to_end"]["floor_per_second"].as_f64() > Some(0.0));
     assert_eq!(
