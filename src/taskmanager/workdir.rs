@@ -73,11 +73,28 @@ impl WorkDir {
         }
     }
 
-    /// Create the run directory and its `started` marker, durably, before the process starts.
+    /// Create the run directory and its `started` marker, durably, before the process starts:
+    /// every directory made on the way is fsynced into its parent, so a power loss cannot
+    /// take the marker (and with it the knowledge that the run may have started) away.
     pub fn mark_started(&self, job_id: &str, index: u32, epoch: u64) -> io::Result<PathBuf> {
         let dir = self.run_dir(job_id, index, epoch);
-        fs::create_dir_all(&dir)?;
-        write_durably(&dir.join("started"), b"")?;
+        let mut path = self.root.clone();
+        for part in [
+            job_id.to_string(),
+            format!("shard-{index}"),
+            format!("epoch-{epoch}"),
+        ] {
+            let parent = path.clone();
+            path.push(part);
+            match fs::create_dir(&path) {
+                Ok(()) => fs::File::open(&parent)?.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // An empty marker: its directory entry is what counts.
+        fs::File::create(dir.join("started"))?.sync_all()?;
+        fs::File::open(&dir)?.sync_all()?;
         Ok(dir)
     }
 
