@@ -68,34 +68,46 @@ pub enum CertsCommand {
         /// Directory to write into (created if missing; nothing in it is overwritten).
         #[arg(long)]
         out: PathBuf,
-        /// Replica ids: each gets `replica-<id>`.
-        #[arg(long, value_delimiter = ',')]
-        replicas: Vec<u64>,
-        /// TaskManager names: each gets `tm-<name>`.
-        #[arg(long, value_delimiter = ',')]
-        taskmanagers: Vec<String>,
-        /// Client names: each gets `client-<name>`.
-        #[arg(long, value_delimiter = ',')]
-        clients: Vec<String>,
-        /// Extra DNS names or IP addresses for the replica certificates (localhost and
-        /// 127.0.0.1 are always in).
-        #[arg(long, value_delimiter = ',')]
-        hosts: Vec<String>,
+        #[command(flatten)]
+        parties: CertsParties,
     },
     /// Issue certificates for more parties under the CA already in a directory.
     Add {
         /// The directory `certs init` wrote (it must hold ca.pem and ca-key.pem).
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, value_delimiter = ',')]
-        replicas: Vec<u64>,
-        #[arg(long, value_delimiter = ',')]
-        taskmanagers: Vec<String>,
-        #[arg(long, value_delimiter = ',')]
-        clients: Vec<String>,
-        #[arg(long, value_delimiter = ',')]
-        hosts: Vec<String>,
+        #[command(flatten)]
+        parties: CertsParties,
     },
+}
+
+/// The parties `certs init` and `certs add` issue certificates for.
+#[derive(Debug, Args)]
+pub struct CertsParties {
+    /// Replica ids: each gets `replica-<id>`.
+    #[arg(long, value_delimiter = ',')]
+    pub replicas: Vec<u64>,
+    /// TaskManager names: each gets `tm-<name>`.
+    #[arg(long, value_delimiter = ',')]
+    pub taskmanagers: Vec<String>,
+    /// Client names: each gets `client-<name>`.
+    #[arg(long, value_delimiter = ',')]
+    pub clients: Vec<String>,
+    /// Extra DNS names or IP addresses for the replica certificates (localhost and
+    /// 127.0.0.1 are always in).
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+}
+
+impl CertsParties {
+    pub fn plan(self) -> crate::security::certs::CertsPlan {
+        crate::security::certs::CertsPlan {
+            replicas: self.replicas,
+            taskmanagers: self.taskmanagers,
+            clients: self.clients,
+            hosts: self.hosts,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -167,17 +167,6 @@ struct Netns {
     service_ip: String,
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 impl Netns {
     fn create() -> anyhow::Result<Netns> {
         let pid = std::process::id();
@@ -259,11 +248,6 @@ impl Drop for Netns {
             "lo",
         ]);
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,22 +20,6 @@ use std::time::Duration;
 
 const PORT: u16 = 7001;
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A bridge in a switch namespace, and hosts (namespaces) plugged into it by veth pairs.
 /// The test process itself is plugged in too, as the operator's machine.
 struct Network {

@@ -32,6 +32,18 @@ pub struct EndToEnd {
     pub share_of_floor: f64,
 }
 
+/// The stdout of a finished one-shard job's run, in the agent's work dir.
+fn shard_stdout(
+    cluster: &LocalCluster,
+    job_id: &str,
+    taskmanager: &str,
+    epoch: u64,
+) -> Option<std::path::PathBuf> {
+    let agent = cluster.taskmanager(taskmanager).ok()?;
+    let runs = crate::taskmanager::workdir::WorkDir::open(&agent.work_dir).ok()?;
+    Some(runs.run_dir(job_id, 0, epoch).join("stdout"))
+}
+
 fn realtime_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -122,13 +134,8 @@ pub async fn measure_dispatch_latency(
             if shard.state != "finished" {
                 return None;
             }
-            let agent = cluster.taskmanager(shard.taskmanager.as_deref()?).ok()?;
-            let stdout = agent
-                .work_dir
-                .join(&job_id)
-                .join("shard-0")
-                .join(format!("epoch-{}", shard.epoch))
-                .join("stdout");
+            let stdout =
+                shard_stdout(cluster, &job_id, shard.taskmanager.as_deref()?, shard.epoch)?;
             std::fs::read_to_string(stdout)
                 .ok()?
                 .trim()
@@ -182,13 +189,13 @@ pub async fn measure_wait_latency(
             .shards
             .first()
             .ok_or_else(|| BenchError::Failed("a job without shards".into()))?;
-        let agent = cluster.taskmanager(shard.taskmanager.as_deref().unwrap_or_default())?;
-        let stdout = agent
-            .work_dir
-            .join(&job_id)
-            .join("shard-0")
-            .join(format!("epoch-{}", shard.epoch))
-            .join("stdout");
+        let stdout = shard_stdout(
+            cluster,
+            &job_id,
+            shard.taskmanager.as_deref().unwrap_or_default(),
+            shard.epoch,
+        )
+        .ok_or_else(|| BenchError::Failed(format!("{job_id} ran on no known agent")))?;
         let ended_ns: u128 = std::fs::read_to_string(stdout)?
             .trim()
             .parse()

@@ -45,38 +45,14 @@ pub enum CliError {
 /// `dispatcher certs init|add`.
 pub fn certs(command: crate::cli::CertsCommand) -> Result<ExitCode, CliError> {
     use crate::cli::CertsCommand;
-    use crate::security::certs::{add, init, CertsPlan};
+    use crate::security::certs::{add, init};
     let (dir, written) = match command {
-        CertsCommand::Init {
-            out,
-            replicas,
-            taskmanagers,
-            clients,
-            hosts,
-        } => {
-            let plan = CertsPlan {
-                replicas,
-                taskmanagers,
-                clients,
-                hosts,
-            };
-            let written = init(&out, &plan)?;
+        CertsCommand::Init { out, parties } => {
+            let written = init(&out, &parties.plan())?;
             (out, written)
         }
-        CertsCommand::Add {
-            dir,
-            replicas,
-            taskmanagers,
-            clients,
-            hosts,
-        } => {
-            let plan = CertsPlan {
-                replicas,
-                taskmanagers,
-                clients,
-                hosts,
-            };
-            let written = add(&dir, &plan)?;
+        CertsCommand::Add { dir, parties } => {
+            let written = add(&dir, &parties.plan())?;
             (dir, written)
         }
     };

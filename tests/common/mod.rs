@@ -207,3 +207,21 @@ pub async fn wait_placed(client: &Client, job_id: &str) -> anyhow::Result<JobSta
     .await?;
     Ok(status)
 }
+
+/// Run `ip` with `args`; an error names the command and what it said.
+pub fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Network namespaces need root (CI runs as root).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
