@@ -248,7 +248,18 @@ impl Client {
         loop {
             let addr = target.map(str::to_string).unwrap_or_else(|| self.pick());
             let channel = self.channel_for(&addr)?;
-            match op(channel).await {
+            // tonic's deadline covers the wait for response headers only; this one covers the
+            // whole attempt (connecting, queueing in the channel, reading the body), so a link
+            // cut mid-call cannot hold a caller past its deadline.
+            let attempt = tokio::time::timeout(self.options.rpc_timeout, op(channel))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded(format!(
+                        "no answer within {:?}",
+                        self.options.rpc_timeout
+                    )))
+                });
+            match attempt {
                 Ok(reply) => {
                     if target.is_none() {
                         self.remember(Some(addr));
@@ -257,6 +268,7 @@ impl Client {
                 }
                 Err(status) if is_retryable(status.code()) => {
                     let last = format!("{addr}: {}", status.message());
+                    tracing::debug!(%addr, code = ?status.code(), "attempt failed: {}", status.message());
                     let hint = leader_hint(&status);
                     // A hint to another replica is followed at once; a hint to this very
                     // replica means a fresh leader not yet ready for writes: stay and pause.

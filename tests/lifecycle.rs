@@ -8,7 +8,7 @@ use common::*;
 use dispatcher::client::ClientError;
 use dispatcher::local_cluster::wait_for;
 use dispatcher::pb::api::task_managers_client::TaskManagersClient;
-use dispatcher::pb::api::{RegisterTaskManagerRequest, ReportKind, ShardReport};
+use dispatcher::pb::api::{RegisterTaskManagerRequest, ReportKind, ShardReport, ShardReportBatch};
 use std::process::Command;
 use tonic::Code;
 
@@ -347,6 +347,31 @@ async fn bad_reports_are_refused_and_change_nothing() -> anyhow::Result<()> {
         client.register_taskmanager(zero).await,
         Code::InvalidArgument,
         "slots",
+    );
+
+    // A follower refuses a batch as a whole, naming the leader: were it to answer OK with
+    // each report refused inside, the agent would keep sending to it and never learn where
+    // the leader is.
+    let leader = client.cluster_status().await?.leader_id.expect("a leader");
+    let follower = *ids.iter().find(|id| **id != leader).expect("a follower");
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.addr(follower)?))?
+            .connect()
+            .await?;
+    let refused = TaskManagersClient::new(channel)
+        .report_shards(ShardReportBatch {
+            reports: vec![report("tm-0", &job.job_id, 0, epoch)],
+        })
+        .await
+        .expect_err("a follower must not accept a batch");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(
+        refused
+            .metadata()
+            .get(dispatcher::rpc::LEADER_ADDR_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some(cluster.addr(leader)?.as_str()),
+        "the refusal names the leader"
     );
 
     assert_eq!(

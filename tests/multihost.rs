@@ -225,11 +225,6 @@ fn start_agent(net: &Network, site: &Site, name: &str, endpoints: &str) -> anyho
     spawn(command, &site.root.join(format!("{name}.log")))
 }
 
-// Ignored until the agent stall it exposes is fixed: in about 40 % of runs, after the
-// leader's link is cut, an agent's reports never reach the new leader (its runtime idles,
-// heartbeats go on), so the job never finishes. Run it with `cargo test --test multihost --
-// --ignored`; MULTIHOST_LOG=debug and DISPATCHER_TEST_KEEP=1 keep the evidence.
-#[ignore = "exposes an agent stall after a leader's link is cut; see the comment above"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_across_namespaces_survives_a_cut_leader_link() -> anyhow::Result<()> {
     if !is_root() {

@@ -117,6 +117,9 @@ impl TaskManagers for TaskManagerService {
         for report in &reports {
             who.require_taskmanager(&report.taskmanager_id)?;
         }
+        // Refused as a whole off the leader, with the leader's address: per-report refusals
+        // inside an OK reply would keep the agent sending to this follower for ever.
+        ensure_leader_lease(&self.ctx)?;
         let outcomes = report_batch(&self.ctx, reports).await;
         Ok(Response::new(ShardReportBatchReply { outcomes }))
     }

@@ -60,6 +60,7 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
             let batch = ShardReportBatch {
                 reports: pending.clone(),
             };
+            tracing::debug!(reports = batch.reports.len(), "sending reports");
             let result = client
                 .call(|ch| {
                     let b = batch.clone();
@@ -70,6 +71,7 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
                 Ok(reply) => {
                     // Keep, in order, what may still succeed; drop what was taken or refused.
                     let sent = std::mem::take(&mut pending);
+                    let mut retry_reason = String::new();
                     for (report, outcome) in sent.into_iter().zip(
                         reply
                             .outcomes
@@ -84,14 +86,16 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
                         if code == Code::Ok {
                             continue;
                         }
+                        let message = outcome.map(|o| o.message).unwrap_or_default();
                         if is_final(code) {
-                            let message = outcome.map(|o| o.message).unwrap_or_default();
                             tracing::info!(job = %report.job_id, shard = report.index, epoch = report.epoch, "report refused: {message}");
                             continue;
                         }
+                        retry_reason = message;
                         pending.push(report);
                     }
                     if !pending.is_empty() {
+                        tracing::debug!(left = pending.len(), "reports to send again: {retry_reason}");
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
                 }
