@@ -95,7 +95,10 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
                         pending.push(report);
                     }
                     if !pending.is_empty() {
-                        tracing::debug!(left = pending.len(), "reports to send again: {retry_reason}");
+                        tracing::debug!(
+                            left = pending.len(),
+                            "reports to send again: {retry_reason}"
+                        );
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
                 }
