@@ -189,13 +189,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
-    /// Internal: the keep-alive supervisor a TaskManager runs each shard under.
+    /// Internal: the process a TaskManager agent starts its shards from.
     #[command(hide = true)]
-    ShardExec {
+    ShardHost {
         #[arg(long, default_value_t = 1000)]
         keepalive_timeout_ms: u64,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
     },
     /// See it work: a local cluster runs a real job while its leader and a TaskManager are killed.
     Demo(DemoArgs),

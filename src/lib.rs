@@ -40,6 +40,7 @@ pub mod demo;
 pub mod domain;
 pub mod entropy;
 pub mod failpoint;
+pub mod framing;
 pub mod fsm;
 pub mod leader;
 pub mod local_cluster;

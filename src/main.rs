@@ -67,20 +67,18 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         // Handled before the runtime starts.
-        Command::ShardExec { .. } | Command::DemoShard { .. } => Ok(2),
+        Command::ShardHost { .. } | Command::DemoShard { .. } => Ok(2),
     }
 }
 
 fn main() {
     dispatcher::failpoint::setup();
     let cli = Cli::parse();
-    if let Command::ShardExec {
+    if let Command::ShardHost {
         keepalive_timeout_ms,
-        command,
     } = &cli.command
     {
-        let code = dispatcher::taskmanager::supervisor::shard_exec(
-            command,
+        let code = dispatcher::taskmanager::shard_host::shard_host(
             std::time::Duration::from_millis(*keepalive_timeout_ms),
         );
         std::process::exit(code);

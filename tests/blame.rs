@@ -1,5 +1,5 @@
 //! Failures are attributed to the right party: a job whose command does not exist (or is not
-//! executable) fails at once as the job's fault, without retries and without counting
+//! executable, or its arguments are too long for exec) fails at once as the job's fault, without retries and without counting
 //! against the TaskManagers, which go on running other work.
 
 mod common;
@@ -19,13 +19,20 @@ async fn a_command_that_cannot_start_fails_the_job_not_the_fleet() -> anyhow::Re
     std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n")?;
     std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644))?;
     let cases = [
-        ("/nonexistent/dispatcher-test-command", "No such file"),
+        (
+            "/nonexistent/dispatcher-test-command",
+            vec![],
+            "No such file",
+        ),
         (
             not_executable.to_str().expect("utf-8 path"),
+            vec![],
             "ermission denied",
         ),
+        // One argument longer than exec takes (128 KiB on Linux).
+        ("/bin/echo", vec!["x".repeat(200_000)], "too long"),
     ];
-    for (command, why) in cases {
+    for (command, args, why) in cases {
         log_phase(&format!("a job running {command}"));
         let job = client
             .submit(job_request(
@@ -33,7 +40,7 @@ async fn a_command_that_cannot_start_fails_the_job_not_the_fleet() -> anyhow::Re
                 6,
                 1,
                 3,
-                (command.to_string(), vec![]),
+                (command.to_string(), args),
             ))
             .await?;
         let done = wait_job_state(&client, &job.job_id, &["failed", "finished"], DEADLINE).await?;

@@ -40,8 +40,7 @@ fn shard_stdout(
     epoch: u64,
 ) -> Option<std::path::PathBuf> {
     let agent = cluster.taskmanager(taskmanager).ok()?;
-    let runs = crate::taskmanager::workdir::WorkDir::open(&agent.work_dir).ok()?;
-    Some(runs.run_dir(job_id, 0, epoch).join("stdout"))
+    Some(crate::taskmanager::workdir::run_dir(&agent.work_dir, job_id, 0, epoch).join("stdout"))
 }
 
 fn realtime_ns() -> u128 {

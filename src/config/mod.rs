@@ -134,7 +134,7 @@ impl Default for TaskManagerSettings {
 }
 
 /// What an agent needs beyond the lease before its runs are surely dead: the keep-alive
-/// timeout of the shard supervisor, plus scheduling slack.
+/// timeout of the shard host, plus scheduling slack.
 pub const LEASE_MARGIN_MS: u64 = 1_500;
 
 /// How long ended jobs are kept.

@@ -9,9 +9,10 @@
 //!
 //! - **Agent.** Its lease is renewed only by a heartbeat reply, and runs for `lease` from the
 //!   moment it *sent* that heartbeat, on its own monotonic clock. When the lease runs out it
-//!   stops writing keep-alives to its shards' supervisors and drops their stdin; a supervisor
-//!   kills its shard's process group on EOF, or at the latest `KEEPALIVE_TIMEOUT` (1 s) after
-//!   the last keep-alive byte if the agent is frozen (SIGSTOP) and cannot even do that.
+//!   stops its runs (its shard host kills their process groups) and stops writing keep-alives
+//!   to the host, which kills every shard at the latest `KEEPALIVE_TIMEOUT` (1 s) after the
+//!   last keep-alive if the agent is frozen (SIGSTOP) and cannot even do that, and at once
+//!   if the agent dies (its pipe closes).
 //! - **Leader.** It runs elsewhere what an agent held only after that agent has been silent
 //!   for `lease + LEASE_MARGIN_MS` (1.5 s) on the leader's monotonic clock, counted from the
 //!   last heartbeat it *received* from that agent, or from the moment it became leader if it
@@ -27,8 +28,8 @@
 //! ## Why it holds
 //!
 //! Let `s` be the send time of the last heartbeat whose reply renewed the agent's lease. Its
-//! shards are dead by `s + lease + KEEPALIVE_TIMEOUT + ε` (ε: the supervisor's 20 ms poll and
-//! the kill), on the agent's clock.
+//! shards are dead by `s + lease + KEEPALIVE_TIMEOUT + ε` (ε: the host's 50 ms poll and the
+//! kill), on the agent's clock.
 //!
 //! - If this leader answered that heartbeat, it received it at `r ≥ s`, so it waits until at
 //!   least `r + lease + margin ≥ s + lease + 1.5 s`, after the shards died. Condemning under
@@ -45,7 +46,7 @@
 //! Both clocks only need to agree on how long a second is: the margin (500 ms over the 1 s
 //! keep-alive timeout) absorbs scheduling delays; drift between monotonic clocks is parts per
 //! million. No wall clock is involved, so skewed clocks change nothing. The agent and its
-//! supervisors measure on CLOCK_BOOTTIME, which keeps counting while a machine is suspended.
+//! shard host measure on CLOCK_BOOTTIME, which keeps counting while a machine is suspended.
 //! The lease and timeouts come from each replica's `[taskmanagers]` settings: they must be
 //! the same on every replica.
 //!

@@ -1,10 +1,11 @@
 //! The agent's main loop: register, heartbeat, reconcile runs with the leader's assignment
 //! list, keep the lease.
 
+use super::host::ShardHost;
 use super::identity::{claim, AgentIdentity, IdentityError};
 use super::lease::Lease;
 use super::reporter;
-use super::runner::{self, RunContext, RunHandle, RunKey};
+use super::runner::{self, RunContext, RunHandle, RunKey, KEEPALIVE_TIMEOUT};
 use super::specs::SpecCache;
 use super::watcher;
 use super::workdir::{RunRecord, RunResult, WorkDir};
@@ -29,7 +30,7 @@ pub enum AgentError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot find this executable to run shards under its supervisor: {0}")]
+    #[error("cannot find this executable to run shards under its shard host: {0}")]
     Executable(std::io::Error),
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -154,7 +155,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let ctx = RunContext {
         taskmanager_id: opts.id.clone(),
         incarnation: identity.incarnation,
-        executable,
+        host: Arc::new(ShardHost::new(executable, KEEPALIVE_TIMEOUT, lease.clone())),
         workdir,
         lease: lease.clone(),
         reports,
@@ -331,6 +332,7 @@ fn reconcile(ctx: &RunContext, runs: &Runs, reported: &Reported, assignments: Ve
         .collect();
     ctx.specs
         .retain(&assignments.iter().map(|a| a.job_id.as_str()).collect());
+    ctx.workdir.forget_except(&wanted);
     let mut runs_now = lock(runs);
     runs_now.retain(|key, _| {
         let keep = wanted.contains(key);
@@ -359,6 +361,7 @@ fn reconcile(ctx: &RunContext, runs: &Runs, reported: &Reported, assignments: Ve
                     exit_code: None,
                     run_ms: 0,
                     error: "the TaskManager agent restarted while the shard ran".into(),
+                    cannot_start: false,
                 };
                 ctx.report(&a, ReportKind::Interrupted, Some(&result));
             }

@@ -1,21 +1,26 @@
 //! The TaskManager agent: `dispatcher taskmanager`. It registers with the cluster,
 //! heartbeats to the leader (following leader changes through the client), runs exactly the
-//! shards the leader's heartbeat reply lists as its assignments — each as a child process
-//! under a keep-alive supervisor (`shard-exec`) — and reports how they started and ended,
-//! with their assignment epoch.
+//! shards the leader lists as its assignments — each as a child process of its shard host
+//! (`shard-host`, one per agent, which keeps them alive only while the agent sends
+//! keep-alives) — and reports how they started and ended, with their assignment epoch.
 //!
-//! Assignments arrive in heartbeat replies (pull, no inbound port): every reply carries the
-//! full list of shards this TaskManager owns, and the agent stops any run not on it. If it
-//! cannot reach a leader for its lease, it stops every run by itself. Assignments carry ids
-//! only; what a job's shards run is fetched once per job (`specs`).
+//! Assignments are pushed over a stream the agent keeps open to the leader (`watcher`) and
+//! come again in every heartbeat reply; each carries the full list of shards this
+//! TaskManager owns, and the agent stops any run not on it. If it cannot reach a leader for
+//! its lease, it stops every run by itself. Assignments carry ids only; what a job's shards
+//! run is fetched once per job (`specs`). The work dir's journal (`journal`) records which
+//! runs started and how they ended, so a restarted agent runs nothing twice.
 
 mod agent;
+mod host;
+pub mod host_protocol;
 mod identity;
+pub mod journal;
 mod lease;
 mod reporter;
 mod runner;
+pub mod shard_host;
 mod specs;
-pub mod supervisor;
 mod watcher;
 pub mod workdir;
 

@@ -1,23 +1,18 @@
-//! One shard run: a `shard-exec` supervisor child whose stdin carries keep-alive bytes while
-//! the agent holds its lease, and a task that waits for it, records the result durably and
-//! reports it.
+//! One shard run: record its start durably, have the shard host start it, wait for its end,
+//! record the result durably and report it.
 
+use super::host::{Launch, RunEvent, ShardHost};
+use super::host_protocol::{Event, Stopped};
 use super::lease::Lease;
 use super::reporter::ReportSender;
 use super::specs::SpecCache;
 use super::workdir::{tail, RunResult, WorkDir};
 use crate::pb::api::{Assignment, ReportKind, ShardReport};
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Keep-alive bytes go to the supervisor this often ...
-const KEEPALIVE_EVERY: Duration = Duration::from_millis(100);
-/// ... and it kills the shard after this long without one.
+/// The shard host kills every shard after this long without a keep-alive from the agent.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Bytes of stderr kept as the failure message.
 const ERROR_TAIL_BYTES: u64 = 4_096;
@@ -39,7 +34,7 @@ pub struct RunContext {
     pub taskmanager_id: String,
     /// This agent process's incarnation, sent with every report.
     pub incarnation: u64,
-    pub executable: PathBuf,
+    pub host: Arc<ShardHost>,
     pub workdir: WorkDir,
     pub lease: Arc<Lease>,
     pub reports: ReportSender,
@@ -71,24 +66,15 @@ impl RunContext {
     }
 }
 
-/// Why a shard could not be started when its arguments and environment exceed exec's limits.
-const TOO_LARGE_FOR_EXEC: &str =
-    "cannot start the shard (its arguments and environment are too large for exec)";
-
 /// Whose fault a run's end was: a command that could not be started at all is the job's,
 /// any other non-zero exit is a failure of the shard.
 fn classify(result: &RunResult) -> ReportKind {
-    match result.exit_code {
-        Some(0) => ReportKind::Finished,
-        Some(super::supervisor::EXIT_CANNOT_START)
-            if result
-                .error
-                .contains(super::supervisor::CANNOT_START_MESSAGE) =>
-        {
-            ReportKind::CannotStart
-        }
-        None if result.error.starts_with(TOO_LARGE_FOR_EXEC) => ReportKind::CannotStart,
-        _ => ReportKind::Failed,
+    if result.cannot_start {
+        ReportKind::CannotStart
+    } else if result.exit_code == Some(0) {
+        ReportKind::Finished
+    } else {
+        ReportKind::Failed
     }
 }
 
@@ -127,144 +113,147 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
         tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, "not starting: lease lapsed or stopped");
         return false;
     }
-    // The marker's fsyncs run off the async threads, so that many runs starting at once
-    // wait for the disk side by side (the file system groups their commits) instead of
-    // one after another on the runtime's few threads.
-    let prepared = {
-        let workdir = ctx.workdir.clone();
-        let (job_id, index, epoch) = (a.job_id.clone(), a.index, a.epoch);
-        tokio::task::spawn_blocking(move || {
-            let dir = workdir.mark_started(&job_id, index, epoch)?;
-            let stdout = std::fs::File::create(dir.join("stdout"))?;
-            let stderr = std::fs::File::create(dir.join("stderr"))?;
-            Ok::<_, std::io::Error>((dir, stdout, stderr))
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-    };
-    let (dir, stdout, stderr) = match prepared {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            let result = RunResult {
-                exit_code: None,
-                run_ms: 0,
-                error: format!("cannot prepare the run directory and its output files: {e}"),
-            };
-            let _ = ctx
-                .workdir
-                .save_result(&a.job_id, a.index, a.epoch, &result);
-            ctx.report(a, ReportKind::Failed, Some(&result));
-            return true;
-        }
-    };
-    let started = Instant::now();
-    let mut command = tokio::process::Command::new(&ctx.executable);
-    command
-        .arg("shard-exec")
-        .arg("--keepalive-timeout-ms")
-        .arg(KEEPALIVE_TIMEOUT.as_millis().to_string())
-        .arg("--")
-        .arg(&spec.command)
-        .args(&spec.args)
-        .envs(&spec.env)
-        .env("DISPATCHER_JOB_ID", &a.job_id)
-        .env("DISPATCHER_SHARD_INDEX", a.index.to_string())
-        .env("DISPATCHER_SHARD_COUNT", a.shard_count.to_string())
-        .env("DISPATCHER_ATTEMPT", a.attempt.to_string())
-        .env("DISPATCHER_EPOCH", a.epoch.to_string())
-        .env("DISPATCHER_TASKMANAGER", &ctx.taskmanager_id)
-        .current_dir(&dir)
-        // Its own process group: signals for the agent's terminal do not reach it.
-        .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(stderr)
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            // Arguments or environment too large for exec are the job's doing; anything
-            // else (this executable gone, out of processes) is the TaskManager's.
-            let (kind, what) = if e.raw_os_error() == Some(libc::E2BIG) {
-                (ReportKind::CannotStart, TOO_LARGE_FOR_EXEC)
-            } else {
-                (ReportKind::Failed, "cannot start the shard supervisor")
-            };
-            let result = RunResult {
-                exit_code: None,
-                run_ms: 0,
-                error: format!("{what}: {e}"),
-            };
-            let _ = ctx
-                .workdir
-                .save_result(&a.job_id, a.index, a.epoch, &result);
-            ctx.report(a, kind, Some(&result));
-            return true;
-        }
-    };
-    ctx.report(a, ReportKind::Started, None);
-
-    // Keep-alives while the lease holds and nobody asked to stop; closing stdin stops it.
-    let stopped = Arc::new(AtomicBool::new(false));
-    if let Some(mut stdin) = child.stdin.take() {
-        let lease = ctx.lease.clone();
-        let stopped = stopped.clone();
-        tokio::spawn(async move {
-            let mut stop_rx = stop_rx;
-            loop {
-                tokio::select! {
-                    _ = &mut stop_rx => break,
-                    _ = tokio::time::sleep(KEEPALIVE_EVERY) => {}
-                }
-                if !lease.is_valid() {
-                    break;
-                }
-                if stdin.write_all(b"k").await.is_err() {
-                    return; // the supervisor is gone: the run is over
-                }
-            }
-            stopped.store(true, Ordering::SeqCst);
-            drop(stdin);
-        });
-    }
-
-    let status = child.wait().await;
-    let run_ms = started.elapsed().as_millis() as u64;
-    if stopped.load(Ordering::SeqCst) {
-        // Stopped by us (moved away, cancelled, or lease lost): not this run's outcome to report.
-        tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, "run stopped");
-        return false;
-    }
-    let exit_code = status.ok().and_then(|s| s.code());
-    let error = if exit_code == Some(0) {
-        String::new()
-    } else {
-        let tail = tail(&dir.join("stderr"), ERROR_TAIL_BYTES);
-        match exit_code {
-            Some(code) => format!("exit code {code}: {tail}"),
-            None => format!("killed by a signal: {tail}"),
-        }
-    };
-    let result = RunResult {
-        exit_code,
-        run_ms,
-        error,
-    };
-    if exit_code == Some(super::supervisor::EXIT_STOPPED)
-        && result.error.contains(super::supervisor::STOPPED_MESSAGE)
-    {
-        // The supervisor lost its keep-alives (the agent stalled): not the shard's fault.
-        ctx.report(a, ReportKind::Interrupted, Some(&result));
+    // Durable before the process can start: a restarted agent must know it may have run.
+    if let Err(e) = ctx.workdir.mark_started(&a.job_id, a.index, a.epoch).await {
+        let result = RunResult {
+            exit_code: None,
+            run_ms: 0,
+            error: format!("cannot record the run's start in the work dir's journal: {e}"),
+            cannot_start: false,
+        };
+        ctx.report(a, ReportKind::Failed, Some(&result));
         return true;
     }
-    let saved = {
-        let workdir = ctx.workdir.clone();
-        let (job_id, index, epoch, result) = (a.job_id.clone(), a.index, a.epoch, result.clone());
-        tokio::task::spawn_blocking(move || workdir.save_result(&job_id, index, epoch, &result))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    let mut env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
+    env.extend([
+        ("DISPATCHER_JOB_ID".to_string(), a.job_id.clone()),
+        ("DISPATCHER_SHARD_INDEX".to_string(), a.index.to_string()),
+        (
+            "DISPATCHER_SHARD_COUNT".to_string(),
+            a.shard_count.to_string(),
+        ),
+        ("DISPATCHER_ATTEMPT".to_string(), a.attempt.to_string()),
+        ("DISPATCHER_EPOCH".to_string(), a.epoch.to_string()),
+        (
+            "DISPATCHER_TASKMANAGER".to_string(),
+            ctx.taskmanager_id.clone(),
+        ),
+    ]);
+    let dir = ctx.workdir.run_dir(&a.job_id, a.index, a.epoch);
+    let launched = ctx.host.launch(Launch {
+        program: spec.command.clone(),
+        args: spec.args.clone(),
+        env,
+        dir: dir.clone(),
+    });
+    let (ticket, mut events) = match launched {
+        Ok(launched) => launched,
+        Err(e) => {
+            let result = RunResult {
+                exit_code: None,
+                run_ms: 0,
+                error: format!("cannot start the shard host: {e}"),
+                cannot_start: false,
+            };
+            return end(ctx, a, result).await;
+        }
     };
-    if let Err(e) = saved {
+    let mut stop_sent = false;
+    loop {
+        let event = tokio::select! {
+            _ = &mut stop_rx, if !stop_sent => {
+                // Moved away, cancelled, or the lease was lost: the host kills it and says so.
+                ticket.stop();
+                stop_sent = true;
+                continue;
+            }
+            event = events.recv() => event,
+        };
+        match event {
+            Some(RunEvent::Host(Event::Started { .. })) => {
+                ctx.report(a, ReportKind::Started, None);
+            }
+            Some(RunEvent::Host(Event::CannotStart {
+                error, job_fault, ..
+            })) => {
+                let result = RunResult {
+                    exit_code: None,
+                    run_ms: 0,
+                    error,
+                    cannot_start: job_fault,
+                };
+                return end(ctx, a, result).await;
+            }
+            Some(RunEvent::Host(Event::Exited {
+                code,
+                signal,
+                run_ms,
+                stopped,
+                ..
+            })) => {
+                match stopped {
+                    Some(Stopped::Requested) => {
+                        tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, "run stopped");
+                        return false;
+                    }
+                    Some(Stopped::Silence) => {
+                        // The agent went silent (paused, stuck): not the shard's fault.
+                        let result = RunResult {
+                            exit_code: None,
+                            run_ms,
+                            error: "the shard host stopped the shard: its TaskManager agent \
+                                    went silent (paused, stuck or without a lease)"
+                                .into(),
+                            cannot_start: false,
+                        };
+                        ctx.report(a, ReportKind::Interrupted, Some(&result));
+                        return true;
+                    }
+                    None => {}
+                }
+                let error = match (code, signal) {
+                    (Some(0), _) => String::new(),
+                    (Some(code), _) => {
+                        format!(
+                            "exit code {code}: {}",
+                            tail(&dir.join("stderr"), ERROR_TAIL_BYTES)
+                        )
+                    }
+                    (None, signal) => format!(
+                        "killed by signal {}: {}",
+                        signal.unwrap_or(0),
+                        tail(&dir.join("stderr"), ERROR_TAIL_BYTES)
+                    ),
+                };
+                let result = RunResult {
+                    exit_code: code,
+                    run_ms,
+                    error,
+                    cannot_start: false,
+                };
+                return end(ctx, a, result).await;
+            }
+            Some(RunEvent::HostGone) | None => {
+                let result = RunResult {
+                    exit_code: None,
+                    run_ms: 0,
+                    error: "the shard host exited while the shard ran".into(),
+                    cannot_start: false,
+                };
+                ctx.report(a, ReportKind::Interrupted, Some(&result));
+                return true;
+            }
+        }
+    }
+}
+
+/// Record the result durably, then report it.
+async fn end(ctx: &RunContext, a: &Assignment, result: RunResult) -> bool {
+    if let Err(e) = ctx
+        .workdir
+        .save_result(&a.job_id, a.index, a.epoch, &result)
+        .await
+    {
         tracing::warn!(job = %a.job_id, shard = a.index, "cannot record the result durably: {e}");
     }
     ctx.report_result(a, &result);

@@ -1,12 +1,16 @@
 //! The agent's work directory: one directory per run, `<work-dir>/<job>/shard-<i>/epoch-<e>`,
-//! holding the shard's `stdout` and `stderr`, a `started` marker written before the process
-//! starts, and a `result` file written durably when it ends. After a restart, these tell the
-//! agent whether a run it is still assigned finished (report it again), was cut short
-//! (report it interrupted), or never started — so no run is executed twice.
+//! holding the shard's `stdout` and `stderr` (the shard host makes it), and the run journal
+//! (`journal`) that says which runs started and how they ended. After a restart these tell the
+//! agent whether a run it is still assigned finished (report it again), was cut short (report
+//! it interrupted), or never started, so no run is executed twice.
+//!
+//! Work dirs written before the journal existed kept a `started` marker and a `result` file in
+//! each run directory; a run the journal does not know is looked up there.
 
+use super::journal::{Journal, JournalRecord};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// How a run ended, as kept on disk.
@@ -15,6 +19,10 @@ pub struct RunResult {
     pub exit_code: Option<i32>,
     pub run_ms: u64,
     pub error: String,
+    /// The command could not be started at all (not found, not executable, arguments too
+    /// large): the job's mistake, not a failure of the shard or the TaskManager.
+    #[serde(default)]
+    pub cannot_start: bool,
 }
 
 /// What the directory says about a run.
@@ -26,40 +34,37 @@ pub enum RunRecord {
     Ended(RunResult),
 }
 
-#[derive(Debug, Clone)]
-pub struct WorkDir {
-    root: PathBuf,
+/// Where a run's directory is under a work dir.
+pub fn run_dir(root: &Path, job_id: &str, index: u32, epoch: u64) -> PathBuf {
+    root.join(job_id)
+        .join(format!("shard-{index}"))
+        .join(format!("epoch-{epoch}"))
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+#[derive(Clone)]
+pub struct WorkDir {
+    root: PathBuf,
+    journal: Journal,
 }
 
 impl WorkDir {
+    /// Open the work dir and its journal. One agent process per work dir (the identity
+    /// claim sees to that): the journal has one writer.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root)?;
-        Ok(WorkDir { root })
+        let journal = Journal::open(&root)?;
+        Ok(WorkDir { root, journal })
     }
 
     pub fn run_dir(&self, job_id: &str, index: u32, epoch: u64) -> PathBuf {
-        self.root
-            .join(job_id)
-            .join(format!("shard-{index}"))
-            .join(format!("epoch-{epoch}"))
+        run_dir(&self.root, job_id, index, epoch)
     }
 
     pub fn record(&self, job_id: &str, index: u32, epoch: u64) -> RunRecord {
+        if let Some(record) = self.journal.get(&(job_id.to_string(), index, epoch)) {
+            return record;
+        }
         let dir = self.run_dir(job_id, index, epoch);
         if let Ok(bytes) = fs::read(dir.join("result")) {
             if let Ok(result) = serde_json::from_slice::<RunResult>(&bytes) {
@@ -73,40 +78,39 @@ impl WorkDir {
         }
     }
 
-    /// Create the run directory and its `started` marker, durably, before the process starts:
-    /// every directory made on the way is fsynced into its parent, so a power loss cannot
-    /// take the marker (and with it the knowledge that the run may have started) away.
-    pub fn mark_started(&self, job_id: &str, index: u32, epoch: u64) -> io::Result<PathBuf> {
-        let dir = self.run_dir(job_id, index, epoch);
-        let mut path = self.root.clone();
-        for part in [
-            job_id.to_string(),
-            format!("shard-{index}"),
-            format!("epoch-{epoch}"),
-        ] {
-            let parent = path.clone();
-            path.push(part);
-            match fs::create_dir(&path) {
-                Ok(()) => fs::File::open(&parent)?.sync_all()?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // An empty marker: its directory entry is what counts.
-        fs::File::create(dir.join("started"))?.sync_all()?;
-        fs::File::open(&dir)?.sync_all()?;
-        Ok(dir)
+    /// Record durably that the run may start: after this returns, a restarted agent knows
+    /// the run may have run.
+    pub async fn mark_started(&self, job_id: &str, index: u32, epoch: u64) -> io::Result<()> {
+        self.journal
+            .append(JournalRecord::Started {
+                job_id: job_id.to_string(),
+                index,
+                epoch,
+            })
+            .await
     }
 
-    pub fn save_result(
+    /// Record durably how the run ended, before it is reported.
+    pub async fn save_result(
         &self,
         job_id: &str,
         index: u32,
         epoch: u64,
         result: &RunResult,
     ) -> io::Result<()> {
-        let bytes = serde_json::to_vec(result).map_err(io::Error::other)?;
-        write_durably(&self.run_dir(job_id, index, epoch).join("result"), &bytes)
+        self.journal
+            .append(JournalRecord::Ended {
+                job_id: job_id.to_string(),
+                index,
+                epoch,
+                result: result.clone(),
+            })
+            .await
+    }
+
+    /// Forget the records of runs the leader no longer lists here.
+    pub fn forget_except(&self, keep: &std::collections::HashSet<super::journal::RunKey>) {
+        self.journal.forget_except(keep);
     }
 }
 
@@ -135,24 +139,48 @@ pub fn tail(path: &Path, max_bytes: u64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_run_is_never_started_then_interrupted_then_ended() {
-        let dir =
-            std::env::temp_dir().join(format!("dispatcher-workdir-test-{}", std::process::id()));
-        let wd = WorkDir::open(&dir).expect("open");
+    #[tokio::test]
+    async fn a_run_is_never_started_then_interrupted_then_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wd = WorkDir::open(dir.path()).expect("open");
         assert_eq!(wd.record("j-1", 0, 7), RunRecord::NeverStarted);
-        wd.mark_started("j-1", 0, 7).expect("mark");
+        wd.mark_started("j-1", 0, 7).await.expect("mark");
         assert_eq!(wd.record("j-1", 0, 7), RunRecord::Interrupted);
         let result = RunResult {
             exit_code: Some(3),
             run_ms: 12,
             error: "boom".into(),
+            cannot_start: false,
         };
-        wd.save_result("j-1", 0, 7, &result).expect("save");
+        wd.save_result("j-1", 0, 7, &result).await.expect("save");
         assert_eq!(wd.record("j-1", 0, 7), RunRecord::Ended(result));
         assert_eq!(wd.record("j-1", 0, 8), RunRecord::NeverStarted);
-        fs::write(dir.join("log"), "a\nb\nc\nlast line\n").expect("write");
-        assert_eq!(tail(&dir.join("log"), 11), "last line");
-        let _ = fs::remove_dir_all(&dir);
+        fs::write(dir.path().join("log"), "a\nb\nc\nlast line\n").expect("write");
+        assert_eq!(tail(&dir.path().join("log"), 11), "last line");
+    }
+
+    #[tokio::test]
+    async fn runs_recorded_by_the_older_per_run_files_are_still_known() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wd = WorkDir::open(dir.path()).expect("open");
+        let interrupted = wd.run_dir("j-2", 0, 9);
+        fs::create_dir_all(&interrupted).expect("mkdir");
+        fs::write(interrupted.join("started"), "").expect("marker");
+        assert_eq!(wd.record("j-2", 0, 9), RunRecord::Interrupted);
+        let ended = wd.run_dir("j-2", 1, 9);
+        fs::create_dir_all(&ended).expect("mkdir");
+        fs::write(
+            ended.join("result"),
+            r#"{"exit_code":0,"run_ms":5,"error":""}"#,
+        )
+        .expect("result");
+        assert!(matches!(
+            wd.record("j-2", 1, 9),
+            RunRecord::Ended(RunResult {
+                exit_code: Some(0),
+                cannot_start: false,
+                ..
+            })
+        ));
     }
 }

@@ -1,14 +1,11 @@
-//! One record of the write-ahead log and its framing on disk.
-//!
-//! Frame: `len: u32 LE | crc32(payload): u32 LE | payload (bincode of Record)`. A frame
+//! One record of the write-ahead log, framed on disk as `crate::framing` describes: a frame
 //! whose length runs past the end of the file, or whose checksum does not match, is where
-//! a write was torn by a crash: nothing at or after it was ever acknowledged.
+//! a write was torn by a crash, and nothing at or after it was ever acknowledged.
 
 use crate::raft::types::{Entry, LogId, Vote};
 use serde::{Deserialize, Serialize};
 use std::io;
 
-pub const HEADER_BYTES: usize = 8;
 /// No single record may claim more than this (a torn length field could claim anything).
 pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 
@@ -29,57 +26,14 @@ pub enum Record {
 }
 
 pub fn encode_frame(record: &Record, out: &mut Vec<u8>) -> io::Result<()> {
-    let payload = bincode::serde::encode_to_vec(record, bincode::config::standard())
-        .map_err(io::Error::other)?;
-    if payload.len() > MAX_RECORD_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("a log record of {} bytes is too large", payload.len()),
-        ));
-    }
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(())
+    crate::framing::encode_frame(record, MAX_RECORD_BYTES, out)
 }
 
 /// The outcome of reading one frame at the start of `bytes`.
-#[derive(Debug)]
-pub enum Frame {
-    /// A whole, intact record and the bytes its frame took.
-    Record(Box<Record>, usize),
-    /// No more records: the end of the written part (zeros or nothing).
-    End,
-    /// A frame cut short or failing its checksum: a torn write.
-    Torn(String),
-}
+pub type Frame = crate::framing::Frame<Record>;
 
 pub fn decode_frame(bytes: &[u8]) -> Frame {
-    if bytes.len() < HEADER_BYTES {
-        return if bytes.iter().all(|b| *b == 0) {
-            Frame::End
-        } else {
-            Frame::Torn(format!("{} stray bytes after the last record", bytes.len()))
-        };
-    }
-    let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-    let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-    if len == 0 && crc == 0 {
-        return Frame::End;
-    }
-    if len > MAX_RECORD_BYTES || HEADER_BYTES + len > bytes.len() {
-        return Frame::Torn(format!(
-            "a record of {len} bytes runs past the end of the file"
-        ));
-    }
-    let payload = &bytes[HEADER_BYTES..HEADER_BYTES + len];
-    if crc32fast::hash(payload) != crc {
-        return Frame::Torn("a record fails its checksum".to_string());
-    }
-    match crate::decode::decode_untrusted::<Record>(payload) {
-        Ok(record) => Frame::Record(Box::new(record), HEADER_BYTES + len),
-        Err(e) => Frame::Torn(format!("an intact record does not decode: {e}")),
-    }
+    crate::framing::decode_frame(bytes, MAX_RECORD_BYTES)
 }
 
 /// Decode a frame read back from a known position (an entry the index points at).

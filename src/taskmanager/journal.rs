@@ -1,0 +1,436 @@
+//! The agent's run journal: one append-only file, `<work-dir>/runs.journal`, of `started` and
+//! `ended` records, each framed and checksummed (`crate::framing`). A run's `started` record is
+//! durable before its process starts, and its `ended` record before its outcome is reported,
+//! so an agent restarted on the same work dir never runs a shard twice: it reports a finished
+//! run again and a run it was cut off from as interrupted.
+//!
+//! One writer thread owns the file. Whatever was queued while it synced goes out in the next
+//! write with one `fdatasync` (group commit), so a burst of short shards costs a few syncs,
+//! not several per shard. Runs the leader no longer lists are forgotten; once the forgotten
+//! outnumber the live, the writer rewrites the file with the live records only.
+//!
+//! Must not: acknowledge a record before it is on disk, or block the async threads on a sync.
+
+use super::workdir::{RunRecord, RunResult};
+use crate::framing::{decode_frame, encode_frame, Frame};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use tokio::sync::oneshot;
+
+pub const FILE_NAME: &str = "runs.journal";
+/// A record holds ids and a bounded error text; anything larger is corruption.
+const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Forgotten records tolerated before a rewrite, at the least.
+const COMPACT_AFTER: usize = 4096;
+
+/// (job id, shard index, epoch).
+pub type RunKey = (String, u32, u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JournalRecord {
+    Started {
+        job_id: String,
+        index: u32,
+        epoch: u64,
+    },
+    Ended {
+        job_id: String,
+        index: u32,
+        epoch: u64,
+        result: RunResult,
+    },
+}
+
+impl JournalRecord {
+    fn key(&self) -> RunKey {
+        match self {
+            JournalRecord::Started {
+                job_id,
+                index,
+                epoch,
+            }
+            | JournalRecord::Ended {
+                job_id,
+                index,
+                epoch,
+                ..
+            } => (job_id.clone(), *index, *epoch),
+        }
+    }
+
+    fn apply(self, index: &mut BTreeMap<RunKey, RunRecord>) {
+        let key = self.key();
+        match self {
+            JournalRecord::Started { .. } => {
+                // A start never undoes an end already recorded.
+                index.entry(key).or_insert(RunRecord::Interrupted);
+            }
+            JournalRecord::Ended { result, .. } => {
+                index.insert(key, RunRecord::Ended(result));
+            }
+        }
+    }
+}
+
+/// What a journal's bytes say, and how many of them hold whole records (a torn tail after
+/// a crash is cut off: it was never acknowledged).
+pub fn replay(bytes: &[u8]) -> (BTreeMap<RunKey, RunRecord>, usize) {
+    let mut index = BTreeMap::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match decode_frame::<JournalRecord>(&bytes[at..], MAX_RECORD_BYTES) {
+            Frame::Record(record, used) => {
+                record.apply(&mut index);
+                at += used;
+            }
+            Frame::End | Frame::Torn(_) => break,
+        }
+    }
+    (index, at)
+}
+
+fn record_of(key: &RunKey, run: &RunRecord) -> Option<JournalRecord> {
+    let (job_id, index, epoch) = key.clone();
+    match run {
+        RunRecord::NeverStarted => None,
+        RunRecord::Interrupted => Some(JournalRecord::Started {
+            job_id,
+            index,
+            epoch,
+        }),
+        RunRecord::Ended(result) => Some(JournalRecord::Ended {
+            job_id,
+            index,
+            epoch,
+            result: result.clone(),
+        }),
+    }
+}
+
+enum Job {
+    Append(JournalRecord, oneshot::Sender<io::Result<()>>),
+    Compact,
+}
+
+#[derive(Clone)]
+pub struct Journal {
+    index: Arc<Mutex<BTreeMap<RunKey, RunRecord>>>,
+    jobs: mpsc::Sender<Job>,
+    forgotten: Arc<AtomicUsize>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+impl Journal {
+    /// Open (or create) the journal in `dir`, cut a torn tail, and start its writer.
+    pub fn open(dir: &Path) -> io::Result<Journal> {
+        let path = dir.join(FILE_NAME);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let (index, whole) = replay(&bytes);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        if whole < bytes.len() {
+            tracing::warn!(
+                path = %path.display(),
+                cut = bytes.len() - whole,
+                "the run journal ends in a torn record (a crash mid-write); cutting it off"
+            );
+            file.set_len(whole as u64)?;
+            file.sync_all()?;
+        }
+        let created = bytes.is_empty();
+        let mut file = file;
+        file.seek(io::SeekFrom::Start(whole as u64))?;
+        if created {
+            sync_dir(&path)?;
+        }
+        let index = Arc::new(Mutex::new(index));
+        let (jobs, queue) = mpsc::channel();
+        let writer = Writer {
+            path,
+            file,
+            len: whole as u64,
+            failed: None,
+            index: index.clone(),
+        };
+        std::thread::Builder::new()
+            .name("run-journal".into())
+            .spawn(move || writer.run(queue))?;
+        Ok(Journal {
+            index,
+            jobs,
+            forgotten: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// What the journal says of a run (`None`: nothing).
+    pub fn get(&self, key: &RunKey) -> Option<RunRecord> {
+        lock(&self.index).get(key).cloned()
+    }
+
+    /// Append a record and wait until it is on disk.
+    pub async fn append(&self, record: JournalRecord) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send(Job::Append(record, done))
+            .map_err(|_| io::Error::other("the run journal's writer has stopped"))?;
+        wait.await
+            .unwrap_or_else(|_| Err(io::Error::other("the run journal's writer has stopped")))
+    }
+
+    /// Forget every run not in `keep`, the leader's current list: a run it no longer lists
+    /// can never be assigned here again (epochs are never reused), so its record has done
+    /// its work.
+    pub fn forget_except(&self, keep: &HashSet<RunKey>) {
+        let (dropped, live) = {
+            let mut index = lock(&self.index);
+            let before = index.len();
+            index.retain(|key, _| keep.contains(key));
+            (before - index.len(), index.len())
+        };
+        if dropped == 0 {
+            return;
+        }
+        let forgotten = self.forgotten.fetch_add(dropped, Ordering::Relaxed) + dropped;
+        if forgotten > COMPACT_AFTER.max(live) {
+            self.forgotten.store(0, Ordering::Relaxed);
+            let _ = self.jobs.send(Job::Compact);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.index).len()
+    }
+}
+
+struct Writer {
+    path: PathBuf,
+    file: File,
+    /// Bytes of whole records in the file: where the next append goes.
+    len: u64,
+    /// Set when the file can no longer be trusted to keep what is appended.
+    failed: Option<String>,
+    index: Arc<Mutex<BTreeMap<RunKey, RunRecord>>>,
+}
+
+impl Writer {
+    fn run(mut self, queue: mpsc::Receiver<Job>) {
+        while let Ok(first) = queue.recv() {
+            let mut batch = vec![first];
+            batch.extend(queue.try_iter());
+            let mut records = Vec::new();
+            let mut compact = false;
+            for job in batch {
+                match job {
+                    Job::Append(record, done) => records.push((record, done)),
+                    Job::Compact => compact = true,
+                }
+            }
+            // The rewrite first: records queued with it then go to the new file.
+            if compact {
+                if let Err(e) = self.compact() {
+                    tracing::warn!(path = %self.path.display(), "cannot rewrite the run journal: {e}");
+                }
+            }
+            self.append(records);
+        }
+    }
+
+    fn append(&mut self, records: Vec<(JournalRecord, oneshot::Sender<io::Result<()>>)>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut bytes = Vec::new();
+        let mut framed = Vec::new();
+        for (record, done) in records {
+            match encode_frame(&record, MAX_RECORD_BYTES, &mut bytes) {
+                Ok(()) => framed.push((record, done)),
+                Err(e) => {
+                    let _ = done.send(Err(e));
+                }
+            }
+        }
+        let written = match &self.failed {
+            Some(why) => Err(io::Error::other(why.clone())),
+            None => self
+                .file
+                .write_all(&bytes)
+                .and_then(|()| self.file.sync_data()),
+        };
+        match &written {
+            Ok(()) => self.len += bytes.len() as u64,
+            Err(e) if self.failed.is_none() => {
+                // Half a write would sit before every later record and hide them on replay:
+                // cut it off, or stop writing.
+                let cut = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.seek(io::SeekFrom::Start(self.len)).map(|_| ()));
+                if let Err(cut) = cut {
+                    self.failed = Some(format!(
+                        "a write to the run journal failed ({e}) and could not be undone ({cut})"
+                    ));
+                }
+            }
+            Err(_) => {}
+        }
+        if written.is_ok() {
+            let mut index = lock(&self.index);
+            for (record, _) in &framed {
+                record.clone().apply(&mut index);
+            }
+        }
+        for (_, done) in framed {
+            let _ = done.send(match &written {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+    }
+
+    /// Rewrite the file with the live records only: a new file, synced, renamed over the old.
+    /// Appends then go to the new file through a handle opened before the rename, so a failed
+    /// rename leaves everything as it was. Once renamed, a directory that cannot be synced
+    /// could bring the old file back after a power loss without the appends made since:
+    /// from then on every append fails rather than be acknowledged on such a promise.
+    fn compact(&mut self) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        for (key, run) in lock(&self.index).iter() {
+            if let Some(record) = record_of(key, run) {
+                encode_frame(&record, MAX_RECORD_BYTES, &mut bytes)?;
+            }
+        }
+        let tmp = self.path.with_extension("journal.tmp");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &self.path)?;
+        self.file = file;
+        self.len = bytes.len() as u64;
+        if let Err(e) = sync_dir(&self.path) {
+            self.failed = Some(format!("the rewritten run journal may not be durable: {e}"));
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(index: u32) -> JournalRecord {
+        JournalRecord::Started {
+            job_id: "j-1".into(),
+            index,
+            epoch: 7,
+        }
+    }
+
+    fn ended(index: u32, code: i32) -> JournalRecord {
+        JournalRecord::Ended {
+            job_id: "j-1".into(),
+            index,
+            epoch: 7,
+            result: RunResult {
+                exit_code: Some(code),
+                run_ms: 3,
+                error: String::new(),
+                cannot_start: false,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_a_reopen_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let journal = Journal::open(dir.path()).expect("open");
+            journal.append(started(0)).await.expect("append");
+            journal.append(started(1)).await.expect("append");
+            journal.append(ended(0, 0)).await.expect("append");
+            assert!(matches!(
+                journal.get(&("j-1".into(), 0, 7)),
+                Some(RunRecord::Ended(_))
+            ));
+        }
+        // A crash mid-write leaves half a record behind.
+        let path = dir.path().join(FILE_NAME);
+        let mut half = Vec::new();
+        encode_frame(&ended(1, 3), MAX_RECORD_BYTES, &mut half).expect("encode");
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(&half[..half.len() / 2]).expect("write");
+        drop(file);
+
+        let journal = Journal::open(dir.path()).expect("reopen");
+        assert!(matches!(
+            journal.get(&("j-1".into(), 0, 7)),
+            Some(RunRecord::Ended(r)) if r.exit_code == Some(0)
+        ));
+        assert_eq!(
+            journal.get(&("j-1".into(), 1, 7)),
+            Some(RunRecord::Interrupted)
+        );
+        assert_eq!(journal.get(&("j-1".into(), 2, 7)), None);
+        // Appends go after the cut, not after the torn bytes.
+        journal.append(ended(1, 3)).await.expect("append");
+        let (index, whole) = replay(&fs::read(&path).expect("read"));
+        assert_eq!(whole, fs::metadata(&path).expect("meta").len() as usize);
+        assert!(matches!(
+            index.get(&("j-1".into(), 1, 7)),
+            Some(RunRecord::Ended(r)) if r.exit_code == Some(3)
+        ));
+    }
+
+    #[tokio::test]
+    async fn forgotten_runs_are_compacted_away_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path()).expect("open");
+        let runs = (COMPACT_AFTER + 10) as u32;
+        for i in 0..runs {
+            journal.append(started(i)).await.expect("append");
+            journal.append(ended(i, 0)).await.expect("append");
+        }
+        let keep: HashSet<RunKey> = [("j-1".to_string(), 5, 7)].into_iter().collect();
+        journal.forget_except(&keep);
+        assert_eq!(journal.len(), 1);
+        // The rewrite happens on the writer thread, ordered before this append.
+        journal.append(started(runs)).await.expect("append");
+        let path = dir.path().join(FILE_NAME);
+        let (index, _) = replay(&fs::read(&path).expect("read"));
+        assert_eq!(index.len(), 2, "only the kept run and the new one remain");
+        assert!(fs::metadata(&path).expect("meta").len() < 1024);
+        drop(journal);
+        let reopened = Journal::open(dir.path()).expect("reopen");
+        assert!(matches!(
+            reopened.get(&("j-1".into(), 5, 7)),
+            Some(RunRecord::Ended(_))
+        ));
+    }
+}

@@ -1,0 +1,313 @@
+//! `dispatcher shard-host`: the one process per TaskManager agent that starts its shards and
+//! keeps them alive only while the agent keeps writing keep-alives to its stdin. Each shard
+//! runs in a process group of its own and dies with the host (`PR_SET_PDEATHSIG`). When the
+//! agent dies (even by kill -9: the pipe closes) the host kills every group and exits; when
+//! the keep-alives stop (the agent is paused, or stopped sending them because it lost its
+//! lease) it kills every group and waits for the agent to come back. So no shard outlives its
+//! agent as an orphan, and a cut-off agent's shards die within `lease + keep-alive timeout`,
+//! before the leader places them elsewhere.
+//!
+//! One exec per agent rather than one per shard: starting a shard costs a fork of this small
+//! process and the exec of the command itself.
+//!
+//! Synchronous std code on purpose: it must work even when nothing else does.
+
+use super::host_protocol::{Event, Request, RunId, SpawnRequest, Stopped, MAX_MESSAGE_BYTES};
+use crate::clock::boottime;
+use crate::framing::{encode_frame, read_frame};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How often the keep-alive deadline is checked when nothing else happens.
+const POLL: Duration = Duration::from_millis(50);
+/// Exit code when the agent went away.
+pub const EXIT_AGENT_GONE: i32 = 75;
+/// Signals a terminal or a stray `kill` may send: the host ignores them, the shard gets them
+/// back at their defaults.
+const IGNORED_SIGNALS: [libc::c_int; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+/// Each shard's waiter thread does nothing but wait.
+const WAITER_STACK_BYTES: usize = 64 * 1024;
+
+enum Input {
+    Request(Request),
+    AgentGone,
+    Exited(RunId, std::io::Result<ExitStatus>),
+}
+
+struct Running {
+    pgid: u32,
+    started: Instant,
+    stopped: Option<Stopped>,
+}
+
+fn kill_group(pgid: u32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    unsafe {
+        libc::kill(-(pgid as i32), libc::SIGKILL);
+    }
+}
+
+/// Errors that say the command itself cannot run as given.
+fn is_job_fault(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENOENT
+                | libc::EACCES
+                | libc::ENOEXEC
+                | libc::E2BIG
+                | libc::ENOTDIR
+                | libc::ELOOP
+                | libc::ENAMETOOLONG
+                | libc::EISDIR
+        )
+    )
+}
+
+/// Run the host until the agent goes away; returns the exit code.
+pub fn shard_host(keepalive_timeout: Duration) -> i32 {
+    // SAFETY: setting signal dispositions to SIG_IGN before any other thread exists.
+    unsafe {
+        for sig in IGNORED_SIGNALS {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+    let (inputs, input) = mpsc::channel::<Input>();
+    let requests = inputs.clone();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match read_frame::<Request>(&mut stdin, MAX_MESSAGE_BYTES) {
+                Ok(Some(request)) => {
+                    if requests.send(Input::Request(request)).is_err() {
+                        return;
+                    }
+                }
+                // A closed pipe, or bytes that are not ours: either way the agent is gone.
+                Ok(None) | Err(_) => {
+                    let _ = requests.send(Input::AgentGone);
+                    return;
+                }
+            }
+        }
+    });
+    // Events go out from a thread of their own: a paused agent stops reading, and a full
+    // pipe must not stop this loop from noticing the silence.
+    let (events, outgoing) = mpsc::channel::<Event>();
+    std::thread::spawn(move || {
+        let mut stdout = std::io::stdout().lock();
+        let mut bytes = Vec::new();
+        while let Ok(first) = outgoing.recv() {
+            bytes.clear();
+            for event in std::iter::once(first).chain(outgoing.try_iter()) {
+                if encode_frame(&event, MAX_MESSAGE_BYTES, &mut bytes).is_err() {
+                    continue;
+                }
+            }
+            if stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+
+    let mut host = Host {
+        runs: BTreeMap::new(),
+        inputs,
+        events,
+    };
+    // On CLOCK_BOOTTIME: a suspend of the machine counts as silence.
+    let mut last_keepalive = boottime();
+    let mut silent = false;
+    loop {
+        match input.recv_timeout(POLL) {
+            Ok(Input::Request(Request::Keepalive)) => {
+                last_keepalive = boottime();
+                silent = false;
+            }
+            Ok(Input::Request(Request::Spawn(request))) => {
+                if silent {
+                    // Keep-alives stopped and nothing came back yet: this request is older
+                    // than the silence, or the agent is not itself. Do not start it.
+                    host.send(Event::Exited {
+                        run: request.run,
+                        code: None,
+                        signal: None,
+                        run_ms: 0,
+                        stopped: Some(Stopped::Silence),
+                    });
+                } else {
+                    host.spawn(request);
+                }
+            }
+            Ok(Input::Request(Request::Stop(run))) => host.stop(run, Stopped::Requested),
+            Ok(Input::Exited(run, status)) => host.exited(run, status),
+            Ok(Input::AgentGone) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                host.stop_all(Stopped::Requested);
+                return EXIT_AGENT_GONE;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !silent && boottime().saturating_sub(last_keepalive) > keepalive_timeout {
+            silent = true;
+            host.stop_all(Stopped::Silence);
+        }
+    }
+}
+
+struct Host {
+    runs: BTreeMap<RunId, Running>,
+    inputs: mpsc::Sender<Input>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Host {
+    fn send(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn spawn(&mut self, request: SpawnRequest) {
+        let run = request.run;
+        match start(&request) {
+            Ok(child) => {
+                let pgid = child.id();
+                self.runs.insert(
+                    run,
+                    Running {
+                        pgid,
+                        started: Instant::now(),
+                        stopped: None,
+                    },
+                );
+                let inputs = self.inputs.clone();
+                let waiter = std::thread::Builder::new()
+                    .stack_size(WAITER_STACK_BYTES)
+                    .spawn(move || {
+                        let mut child = child;
+                        let _ = inputs.send(Input::Exited(run, child.wait()));
+                    });
+                if let Err(e) = waiter {
+                    // Without a waiter its end would never be seen: stop it now.
+                    kill_group(pgid);
+                    self.runs.remove(&run);
+                    self.send(Event::CannotStart {
+                        run,
+                        error: format!("cannot start a thread to wait for the shard: {e}"),
+                        job_fault: false,
+                    });
+                    return;
+                }
+                self.send(Event::Started { run });
+            }
+            Err((error, job_fault)) => self.send(Event::CannotStart {
+                run,
+                error,
+                job_fault,
+            }),
+        }
+    }
+
+    fn stop(&mut self, run: RunId, why: Stopped) {
+        if let Some(running) = self.runs.get_mut(&run) {
+            running.stopped.get_or_insert(why);
+            kill_group(running.pgid);
+        }
+    }
+
+    fn stop_all(&mut self, why: Stopped) {
+        let runs: Vec<RunId> = self.runs.keys().copied().collect();
+        for run in runs {
+            self.stop(run, why);
+        }
+    }
+
+    fn exited(&mut self, run: RunId, status: std::io::Result<ExitStatus>) {
+        let Some(running) = self.runs.remove(&run) else {
+            return;
+        };
+        // Take any background processes the shard left behind with it.
+        kill_group(running.pgid);
+        use std::os::unix::process::ExitStatusExt;
+        let (code, signal) = match &status {
+            Ok(status) => (status.code(), status.signal()),
+            Err(_) => (None, None),
+        };
+        self.send(Event::Exited {
+            run,
+            code,
+            signal,
+            run_ms: running.started.elapsed().as_millis() as u64,
+            stopped: running.stopped,
+        });
+    }
+}
+
+/// Make the run directory and its output files, and start the command in it.
+fn start(request: &SpawnRequest) -> Result<Child, (String, bool)> {
+    use std::os::unix::process::CommandExt;
+    let files = fs::create_dir_all(&request.dir).and_then(|()| {
+        Ok((
+            fs::File::create(request.dir.join("stdout"))?,
+            fs::File::create(request.dir.join("stderr"))?,
+        ))
+    });
+    let (stdout, stderr) = files.map_err(|e| {
+        (
+            format!(
+                "cannot prepare the run directory {} and its output files: {e}",
+                request.dir.display()
+            ),
+            false,
+        )
+    })?;
+    let mut command = Command::new(&request.program);
+    command
+        .args(&request.args)
+        .envs(request.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&request.dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        // Its own process group: signals for the agent's terminal do not reach it, and the
+        // whole group can be killed at once.
+        .process_group(0);
+    // SAFETY: pre_exec runs in the forked child before exec; it only calls async-signal-safe
+    // functions (prctl, signal, getppid, _exit).
+    unsafe {
+        let host = libc::getpid();
+        command.pre_exec(move || {
+            // The shard dies if the host dies, however it dies. This thread (the host's main
+            // one) lives as long as the host, which PR_SET_PDEATHSIG needs.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != host {
+                libc::_exit(EXIT_AGENT_GONE);
+            }
+            for sig in IGNORED_SIGNALS {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| {
+        let job_fault = is_job_fault(&e);
+        (
+            format!("cannot start '{}': {e}", request.program),
+            job_fault,
+        )
+    })
+}
