@@ -126,6 +126,12 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::SeedBootstrapToken { hash, now_ms } => {
             Ok(seed_bootstrap_token(state, hash, now_ms))
         }
+        Command::Batch(reports) => Ok(Response::Batch(
+            reports
+                .into_iter()
+                .map(|report| apply(state, log_index, report.into()))
+                .collect(),
+        )),
     };
     result.unwrap_or_else(Response::Rejected)
 }

@@ -222,6 +222,37 @@ impl Before {
     }
 }
 
+/// Apply `command`, committed at `index`, and derive its events. The commands of a batch
+/// are taken one by one, each against the state just before it; their events are numbered
+/// in order within the entry.
+pub fn apply_with_events(
+    state: &mut ClusterState,
+    index: u64,
+    command: Command,
+) -> (Response, Vec<Event>) {
+    match command {
+        Command::Batch(reports) => {
+            let mut responses = Vec::with_capacity(reports.len());
+            let mut events = Vec::new();
+            for report in reports {
+                let (response, more) = apply_with_events(state, index, report.into());
+                for mut event in more {
+                    event.seq = events.len() as u32;
+                    events.push(event);
+                }
+                responses.push(response);
+            }
+            (Response::Batch(responses), events)
+        }
+        command => {
+            let before = Before::of(&command, state);
+            let response = super::apply(state, index, command);
+            let events = before.events(index, &response, state);
+            (response, events)
+        }
+    }
+}
+
 /// The job-level event if this entry ended the job.
 fn job_end(
     before: Option<(JobId, JobState)>,
@@ -263,7 +294,7 @@ mod tests {
     use super::*;
     use crate::domain::{Admission, JobSpec};
     use crate::fsm::apply;
-    use crate::fsm::command::Placement;
+    use crate::fsm::command::{Placement, Report};
 
     fn step(state: &mut ClusterState, index: u64, command: Command) -> Vec<Event> {
         let before = Before::of(&command, state);
@@ -361,5 +392,115 @@ mod tests {
             vec![("shard_finished", Some(1)), ("job_finished", None)]
         );
         assert_eq!((last[1].index, last[1].seq), (7, 1));
+    }
+
+    #[test]
+    fn a_batch_answers_and_tells_item_by_item_and_a_refused_item_changes_nothing() {
+        let mut state = ClusterState::default();
+        step(
+            &mut state,
+            1,
+            Command::RegisterTaskManager {
+                incarnation: 1,
+                successor_of: None,
+                replaces: None,
+                id: "tm".into(),
+                addr: "127.0.0.1:1".into(),
+                slots: 2,
+                labels: Default::default(),
+                now_ms: 1,
+            },
+        );
+        let submitted = step(
+            &mut state,
+            2,
+            Command::SubmitJob {
+                name: "j".into(),
+                spec: JobSpec {
+                    command: "/bin/true".into(),
+                    args: vec![],
+                    env: Default::default(),
+                    shard_count: 2,
+                    slots_per_shard: 1,
+                    max_attempts: 1,
+                    selector: Default::default(),
+                },
+                idempotency_key: None,
+                owner: "me".into(),
+                admission: Admission {
+                    max_pending_shards: u64::MAX,
+                    max_pending_shards_per_client: u64::MAX,
+                    max_spec_bytes: u64::MAX,
+                },
+                now_ms: 2,
+            },
+        );
+        let job_id = submitted[0].job_id.expect("job");
+        step(
+            &mut state,
+            3,
+            Command::PlaceShards {
+                placements: (0..2)
+                    .map(|shard| Placement {
+                        job_id,
+                        shard,
+                        taskmanager: "tm".into(),
+                    })
+                    .collect(),
+                now_ms: 3,
+            },
+        );
+        let started = |shard| Report::Started {
+            taskmanager: "tm".into(),
+            job_id,
+            shard,
+            epoch: 3,
+            now_ms: 4,
+        };
+        let end = |shard, epoch| Report::Ended {
+            taskmanager: "tm".into(),
+            job_id,
+            shard,
+            epoch,
+            outcome: ShardOutcome::Finished,
+            run_ms: 1,
+            retry_at_ms: 0,
+            now_ms: 4,
+        };
+        let digest_before_refusal = {
+            let mut alone = state.clone();
+            apply(&mut alone, 4, started(0).into());
+            apply(&mut alone, 4, end(0, 3).into());
+            apply(&mut alone, 4, end(1, 3).into());
+            alone
+        };
+        // A start, its end, a stale end (wrong epoch) and the other shard's end.
+        let batch = Command::Batch(vec![started(0), end(0, 3), end(1, 99), end(1, 3)]);
+        let (response, events) = apply_with_events(&mut state, 4, batch);
+        let Response::Batch(answers) = response else {
+            panic!("a batch answers a batch: {response:?}");
+        };
+        assert_eq!(answers.len(), 4);
+        assert!(matches!(answers[2], Response::Rejected(_)), "{answers:?}");
+        assert!(answers
+            .iter()
+            .enumerate()
+            .all(|(i, a)| i == 2 || !matches!(a, Response::Rejected(_))));
+        assert_eq!(
+            kinds(&events),
+            vec![
+                ("shard_started", Some(0)),
+                ("shard_finished", Some(0)),
+                ("shard_finished", Some(1)),
+                ("job_finished", None),
+            ]
+        );
+        let seqs: Vec<(u64, u32)> = events.iter().map(|e| (e.index, e.seq)).collect();
+        assert_eq!(seqs, vec![(4, 0), (4, 1), (4, 2), (4, 3)]);
+        assert_eq!(
+            state.digest(),
+            digest_before_refusal.digest(),
+            "the refused item changed something"
+        );
     }
 }

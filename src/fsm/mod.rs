@@ -12,7 +12,9 @@ pub mod events;
 mod validate;
 
 pub use apply::{apply, check_admission, check_report, validate_token_name};
-pub use command::{Command, Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
+pub use command::{
+    Command, Placement, PlacementOutcome, Rejection, Report, Response, ShardOutcome,
+};
 pub use validate::{
     validate_address, validate_labels, validate_name, validate_name_within, validate_registration,
     validate_spec,

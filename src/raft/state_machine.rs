@@ -10,7 +10,7 @@ use super::event_ring::{EventRing, EVENT_RING_CAPACITY};
 use super::snapshot_store::{decode_state, encode_state, SnapshotStore};
 use super::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::domain::ClusterState;
-use crate::fsm::events::{Before, Event};
+use crate::fsm::events::Event;
 use crate::fsm::{self, Response};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -176,10 +176,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         (Response::Empty, vec![event])
                     }
                     EntryPayload::Normal(command) => {
-                        let before = Before::of(&command, &applied.state);
-                        let response = fsm::apply(&mut applied.state, log_id.index(), command);
-                        let events = before.events(log_id.index(), &response, &applied.state);
-                        (response, events)
+                        fsm::events::apply_with_events(&mut applied.state, log_id.index(), command)
                     }
                     EntryPayload::Membership(membership) => {
                         applied.last_membership = StoredMembership::new(Some(log_id), membership);

@@ -8,7 +8,9 @@ use super::raft_access::write;
 use super::ServiceContext;
 use crate::clock::now_ms;
 use crate::domain::{cut_error, JobId};
-use crate::fsm::{check_report, validate_name, Command, ShardOutcome};
+use crate::fsm::{
+    check_report, validate_name, Command, Report, Response as FsmResponse, ShardOutcome,
+};
 use crate::pb::api::*;
 use crate::scheduler::retry_delay_ms;
 
@@ -18,7 +20,7 @@ const MAX_REPORTED_RUN_MS: u64 = 365 * 24 * 3600 * 1000;
 pub const MAX_REPORTS_PER_BATCH: usize = 1024;
 
 /// The command a report stands for, or why it is refused before the log.
-pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<Command, ApiError> {
+pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<Report, ApiError> {
     validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
     let job_id: JobId = req
         .job_id
@@ -73,7 +75,7 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<Command,
         ReportKind::CannotStart => Some(ShardOutcome::CannotStart { error: req.error }),
     };
     let command = match outcome {
-        None => Command::ReportShardStarted {
+        None => Report::Started {
             taskmanager: req.taskmanager_id,
             job_id,
             shard: req.index,
@@ -96,7 +98,7 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<Command,
                 s.retry_max_ms,
                 crate::entropy::unit_random(req.job_id.as_bytes()),
             );
-            Command::ReportShardEnded {
+            Report::Ended {
                 taskmanager: req.taskmanager_id,
                 job_id,
                 shard: req.index,
@@ -112,8 +114,8 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<Command,
     Ok(command)
 }
 
-/// Propose every report of a batch together; one outcome per report, in order. Starts go
-/// first, then ends: a shard's start and end in one batch are applied in that order.
+/// Propose every report of a batch in one log entry; one outcome per report, in order.
+/// Starts go first, then ends: a shard's start and end in one batch apply in that order.
 pub async fn report_batch(
     ctx: &ServiceContext,
     reports: Vec<ShardReport>,
@@ -129,16 +131,28 @@ pub async fn report_batch(
             Err(e) => outcomes[i] = Some(outcome_of(Err(e))),
         }
     }
-    for group in [starts, ends] {
-        // Proposed together: openraft appends and replicates them as one batch.
-        let results = futures::future::join_all(
-            group
-                .into_iter()
-                .map(|(i, command)| async move { (i, write(ctx, command).await.map(|_| ())) }),
-        )
-        .await;
-        for (i, result) in results {
-            outcomes[i] = Some(outcome_of(result));
+    let (positions, reports): (Vec<usize>, Vec<Report>) = starts.into_iter().chain(ends).unzip();
+    if !reports.is_empty() {
+        match write(ctx, Command::Batch(reports)).await {
+            Ok(FsmResponse::Batch(responses)) => {
+                for (i, response) in positions.iter().zip(responses) {
+                    outcomes[*i] = Some(outcome_of(match response {
+                        FsmResponse::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+                        _ => Ok(()),
+                    }));
+                }
+            }
+            other => {
+                let failed = outcome_of(Err(match other {
+                    Ok(answer) => {
+                        ApiError::Internal(format!("a batch of reports was answered {answer:?}"))
+                    }
+                    Err(e) => e,
+                }));
+                for i in &positions {
+                    outcomes[*i] = Some(failed.clone());
+                }
+            }
         }
     }
     outcomes

@@ -97,7 +97,7 @@ impl TaskManagers for TaskManagerService {
     ) -> Result<Response<ShardReportReply>, Status> {
         caller(&request)?.require_taskmanager(&request.get_ref().taskmanager_id)?;
         let command = report_command(&self.ctx, request.into_inner())?;
-        write(&self.ctx, command).await?;
+        write(&self.ctx, command.into()).await?;
         Ok(Response::new(ShardReportReply {}))
     }
 
