@@ -192,7 +192,7 @@ pub enum Command {
     /// Internal: the process a TaskManager agent starts its shards from.
     #[command(hide = true)]
     ShardHost {
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 500)]
         keepalive_timeout_ms: u64,
     },
     /// See it work: a local cluster runs a real job while its leader and a TaskManager are killed.
@@ -242,9 +242,14 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
     /// Faults to use (default all): kill-leader, kill-replica, pause-leader, isolate-leader,
-    /// split, one-way, kill-all, kill-tm, pause-tm, isolate-tm.
+    /// split, one-way, kill-all, kill-tm, pause-tm, isolate-tm; or `none` for a soak, where
+    /// any TaskManager declared lost or shard interrupted is a false suspicion.
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<String>,
+    /// Threads that keep the CPU busy for the whole run (a loaded machine), beside the
+    /// cluster.
+    #[arg(long, default_value_t = 0)]
+    pub load: usize,
     /// Where the run keeps its cluster, history and report (default: a new temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,

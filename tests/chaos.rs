@@ -68,10 +68,58 @@ fn bounded_chaos_run_finds_no_violation() {
         "submissions",
         "executions",
         "leaders-and-commits",
+        "no-false-suspicion",
     ] {
         assert!(
             report.contains(&format!("ok   {checker}")),
             "checker {checker} did not pass:\n{report}"
         );
     }
+}
+
+/// A short soak: no faults, every core kept busy beside the cluster. The failure detector must
+/// not declare a live TaskManager lost, and no agent may go so long without its keep-alives
+/// that its shard host interrupts a shard. (The 10-minute version is in BENCHMARKS.md.)
+#[test]
+fn a_loaded_machine_raises_no_false_suspicion() {
+    let dir = tempfile::Builder::new()
+        .prefix("dispatcher-soak-")
+        .disable_cleanup(std::env::var_os("DISPATCHER_TEST_KEEP").is_some())
+        .tempdir()
+        .expect("temp dir");
+    let out = Command::new(BINARY)
+        .args([
+            "chaos",
+            "--faults",
+            "none",
+            "--load",
+            "2",
+            "--duration",
+            "20",
+            "--seed",
+            "7",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env("DISPATCHER_LOG", "warn")
+        .output()
+        .expect("run dispatcher chaos");
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}");
+    assert!(
+        out.status.success(),
+        "the soak found violations:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("ok   no-false-suspicion"),
+        "the suspicion checker did not run:\n{report}"
+    );
+    let runs: u64 = report
+        .lines()
+        .find(|l| l.starts_with("shard runs"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(runs > 0, "the soak ran no work:\n{report}");
 }

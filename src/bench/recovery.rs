@@ -60,8 +60,12 @@ pub async fn measure_taskmanager_loss(
     rounds: usize,
     heartbeat_interval_ms: u64,
     timeout_ms: u64,
+    grace_ms: u64,
 ) -> Result<TaskManagerLossResult, BenchError> {
     let client = cluster.client()?;
+    // A new leader declares nobody lost during its grace period; the cluster was just
+    // formed, so the first kill would measure the grace, not the detector.
+    tokio::time::sleep(Duration::from_millis(grace_ms)).await;
     let mut samples = Vec::new();
     for round in 0..rounds {
         let submitted = client

@@ -4,16 +4,20 @@
 //!
 //! Pieces: `proxy` (per-link network cuts), `nemesis` (the faults), `workload` (clients
 //! submitting and reading), `sampler` (each replica's own status over time), `history` and
-//! `executions` (the record), `checker` (the verdicts), and `runner` (the whole run).
+//! `executions` (the record), `checker` (the verdicts), `suspicion` (TaskManagers declared
+//! lost, shards interrupted), `load` (busy threads for a loaded machine), and `runner` (the
+//! whole run).
 
 pub mod checker;
 pub mod executions;
 pub mod history;
+pub mod load;
 pub mod nemesis;
 pub mod proxy;
 pub mod rng;
 pub mod runner;
 pub mod sampler;
+pub mod suspicion;
 pub mod workload;
 
 pub use runner::{run, ChaosError, ChaosOptions, ChaosReport};

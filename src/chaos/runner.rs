@@ -42,6 +42,8 @@ pub struct ChaosOptions {
     pub taskmanagers: usize,
     pub clients: usize,
     pub faults: Vec<FaultKind>,
+    /// Busy threads for the whole run.
+    pub load: usize,
     /// After healing, every job must end within this.
     pub liveness_bound: Duration,
     pub config: ServeConfig,
@@ -123,6 +125,10 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     );
 
     // Observers and workload.
+    let load = super::load::Load::start(opts.load);
+    let suspicions = super::suspicion::Suspicions::default();
+    let suspicion_watch =
+        suspicions.watch(Client::new(endpoints.clone(), Credentials::insecure())?);
     let stop_sampler = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sampler::run(
         topology
@@ -201,8 +207,12 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         }
     }
 
+    // A soak (no faults): the workload runs for the whole duration all the same.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+
     // Heal everything, stop the clients, let the work finish.
     cuts.heal_all();
+    drop(load);
     stop_clients.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.await;
@@ -271,6 +281,9 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     verdicts.push(checker::submissions(&events, &final_jobs));
     verdicts.push(checker::executions(&runs, &final_jobs));
     verdicts.push(checker::leaders_and_commits(&events));
+    suspicion_watch.abort();
+    // Every fault may leave an agent without a leader for longer than its lease.
+    verdicts.push(suspicions.verdict(!opts.faults.is_empty()));
 
     let mut operations: BTreeMap<String, usize> = BTreeMap::new();
     for e in &events {

@@ -353,6 +353,7 @@ async fn run(
             args.tm_loss_rounds,
             tm.heartbeat_interval_ms,
             tm.timeout_ms,
+            tm.grace_ms,
         )
         .await?;
         row(

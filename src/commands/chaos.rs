@@ -11,6 +11,8 @@ use std::time::Duration;
 pub async fn chaos(args: ChaosArgs) -> Result<super::ExitCode, CliError> {
     let faults: Vec<FaultKind> = if args.faults.is_empty() {
         ALL_FAULTS.to_vec()
+    } else if args.faults == ["none"] {
+        Vec::new()
     } else {
         args.faults
             .iter()
@@ -22,9 +24,11 @@ pub async fn chaos(args: ChaosArgs) -> Result<super::ExitCode, CliError> {
         || args.taskmanagers == 0
         || args.taskmanagers > 100
         || args.clients == 0
+        || args.load > 64
     {
         return Err(CliError::Usage(
-            "use 3 to 9 replicas, 1 to 100 TaskManagers and at least one client".into(),
+            "use 3 to 9 replicas, 1 to 100 TaskManagers, at least one client and at most 64 load threads"
+                .into(),
         ));
     }
     let seed = args.seed.unwrap_or_else(|| {
@@ -51,6 +55,7 @@ pub async fn chaos(args: ChaosArgs) -> Result<super::ExitCode, CliError> {
         taskmanagers: args.taskmanagers,
         clients: args.clients,
         faults,
+        load: args.load,
         liveness_bound: Duration::from_secs(args.liveness_bound),
         config: ServeConfig::default(),
     })

@@ -23,9 +23,9 @@
 //! keep_entries = 1000       # entries kept behind a snapshot for slow followers
 //!
 //! [taskmanagers]
-//! heartbeat_interval_ms = 500
-//! lease_ms = 2000           # an agent cut off this long stops its shards
-//! timeout_ms = 4000         # then the leader declares it lost (>= lease + 1500)
+//! heartbeat_interval_ms = 250
+//! lease_ms = 1000           # an agent cut off this long stops its shards
+//! timeout_ms = 1900         # then the leader declares it lost (>= lease + 900)
 //! grace_ms = 4000           # a new leader declares nobody lost before this
 //! max_lost_per_second = 10
 //! retry_base_ms = 1000      # failed shards retry after 1 s, 2 s, 4 s ... up to retry_max_ms
@@ -122,9 +122,9 @@ pub struct TaskManagerSettings {
 impl Default for TaskManagerSettings {
     fn default() -> Self {
         TaskManagerSettings {
-            heartbeat_interval_ms: 500,
-            lease_ms: 2_000,
-            timeout_ms: 4_000,
+            heartbeat_interval_ms: 250,
+            lease_ms: 1_000,
+            timeout_ms: 1_900,
             grace_ms: 4_000,
             max_lost_per_second: 10,
             retry_base_ms: 1_000,
@@ -134,8 +134,8 @@ impl Default for TaskManagerSettings {
 }
 
 /// What an agent needs beyond the lease before its runs are surely dead: the keep-alive
-/// timeout of the shard host, plus scheduling slack.
-pub const LEASE_MARGIN_MS: u64 = 1_500;
+/// timeout of the shard host (500 ms), plus 400 ms of scheduling slack.
+pub const LEASE_MARGIN_MS: u64 = 900;
 
 /// How long ended jobs are kept.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

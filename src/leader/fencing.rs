@@ -10,11 +10,11 @@
 //! - **Agent.** Its lease is renewed only by a heartbeat reply, and runs for `lease` from the
 //!   moment it *sent* that heartbeat, on its own monotonic clock. When the lease runs out it
 //!   stops its runs (its shard host kills their process groups) and stops writing keep-alives
-//!   to the host, which kills every shard at the latest `KEEPALIVE_TIMEOUT` (1 s) after the
+//!   to the host, which kills every shard at the latest `KEEPALIVE_TIMEOUT` (500 ms) after the
 //!   last keep-alive if the agent is frozen (SIGSTOP) and cannot even do that, and at once
 //!   if the agent dies (its pipe closes).
 //! - **Leader.** It runs elsewhere what an agent held only after that agent has been silent
-//!   for `lease + LEASE_MARGIN_MS` (1.5 s) on the leader's monotonic clock, counted from the
+//!   for `lease + LEASE_MARGIN_MS` (900 ms) on the leader's monotonic clock, counted from the
 //!   last heartbeat it *received* from that agent, or from the moment it became leader if it
 //!   has heard nothing since: a loss waits `timeout_ms`, which config validation keeps at
 //!   least that long, and a takeover waits exactly that long ([`takeover_after`]). At that
@@ -32,7 +32,7 @@
 //! kill), on the agent's clock.
 //!
 //! - If this leader answered that heartbeat, it received it at `r ≥ s`, so it waits until at
-//!   least `r + lease + margin ≥ s + lease + 1.5 s`, after the shards died. Condemning under
+//!   least `r + lease + margin ≥ s + lease + 900 ms`, after the shards died. Condemning under
 //!   the heartbeat lock means no heartbeat is answered (so no lease renewed) after the check.
 //! - If an earlier leader answered it, it did so while it still held its leader lease, which
 //!   ends before any later leader can be elected (a leader answers heartbeats only within the
@@ -43,7 +43,7 @@
 //!   lost the id, or its shards are no longer its own), or it never commits, and then no
 //!   shard moved.
 //!
-//! Both clocks only need to agree on how long a second is: the margin (500 ms over the 1 s
+//! Both clocks only need to agree on how long a second is: the margin (400 ms over the 500 ms
 //! keep-alive timeout) absorbs scheduling delays; drift between monotonic clocks is parts per
 //! million. No wall clock is involved, so skewed clocks change nothing. The agent and its
 //! shard host measure on CLOCK_BOOTTIME, which keeps counting while a machine is suspended.

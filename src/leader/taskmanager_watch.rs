@@ -17,7 +17,7 @@ use crate::raft::{Raft, SharedState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const TICK: Duration = Duration::from_millis(200);
+const TICK: Duration = Duration::from_millis(100);
 /// A mass silence holds evictions for this many timeouts before it is believed.
 const MASS_SILENCE_HOLD_TIMEOUTS: u32 = 3;
 

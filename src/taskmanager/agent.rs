@@ -52,8 +52,8 @@ pub struct AgentOptions {
 }
 
 /// Until the first heartbeat reply says otherwise.
-const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
-const DEFAULT_LEASE: Duration = Duration::from_secs(2);
+const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
+const DEFAULT_LEASE: Duration = Duration::from_secs(1);
 /// A report re-derived from the work directory is sent again after this long if the leader
 /// still lists the run.
 const REREPORT_AFTER: Duration = Duration::from_secs(5);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The shard host kills every shard after this long without a keep-alive from the agent.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1000);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Bytes of stderr kept as the failure message.
 const ERROR_TAIL_BYTES: u64 = 4_096;
 
