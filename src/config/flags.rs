@@ -135,8 +135,8 @@ bootstrap_token_file = "/etc/dispatcher/admin.token"
 
 [raft]
 heartbeat_ms = 50
-election_timeout_min_ms = 200
-election_timeout_max_ms = 400
+election_timeout_min_ms = 150
+election_timeout_max_ms = 300
 "#,
         );
         let (flags, config) = read_serve_file(f.path()).unwrap();
