@@ -26,7 +26,7 @@
 //! heartbeat_interval_ms = 250
 //! lease_ms = 1000           # an agent cut off this long stops its shards
 //! timeout_ms = 1900         # then the leader declares it lost (>= lease + 900)
-//! grace_ms = 4000           # a new leader declares nobody lost before this
+//! grace_ms = 2000           # a new leader declares nobody lost before this
 //! max_lost_per_second = 10
 //! retry_base_ms = 1000      # failed shards retry after 1 s, 2 s, 4 s ... up to retry_max_ms
 //! retry_max_ms = 60000
@@ -125,7 +125,7 @@ impl Default for TaskManagerSettings {
             heartbeat_interval_ms: 250,
             lease_ms: 1_000,
             timeout_ms: 1_900,
-            grace_ms: 4_000,
+            grace_ms: 2_000,
             max_lost_per_second: 10,
             retry_base_ms: 1_000,
             retry_max_ms: 60_000,
