@@ -233,3 +233,98 @@ async fn paused_taskmanager_is_fenced_and_its_copies_never_overlap() -> anyhow::
     );
     Ok(())
 }
+
+/// The agent's shard host, found as the agent's child running `shard-host`.
+fn shard_host_of(agent_pid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: u32 = stat
+                .get(stat.rfind(')')? + 2..)?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let is_host = cmdline.split(|b| *b == 0).any(|arg| arg == b"shard-host");
+            (ppid == agent_pid && is_host).then_some(pid)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shard_host_takes_its_shards_with_it_and_they_run_again() -> anyhow::Result<()> {
+    let (cluster, rec) = cluster_with_taskmanagers(1, 3).await?;
+    let client = cluster.client()?;
+    let job = client
+        .submit(job_request("host-kill", 2, 1, 3, rec.command(3_000, "")))
+        .await?;
+    // A shard whose work runs in a child of its own (in its process group): it ticks into a
+    // file per epoch until it is killed.
+    let ticks = cluster.dir.path().join("ticks");
+    std::fs::create_dir_all(&ticks)?;
+    let ticker = client
+        .submit(job_request(
+            "grandchild",
+            1,
+            1,
+            3,
+            (
+                "/bin/sh".into(),
+                vec![
+                    "-c".into(),
+                    format!(
+                        "f={}/$DISPATCHER_EPOCH; (while :; do date +%s%3N >> $f; sleep 0.1; done) & wait",
+                        ticks.display()
+                    ),
+                ],
+            ),
+        ))
+        .await?;
+    wait_all_running(&client, &job.job_id).await?;
+    let first_ticker = wait_all_running(&client, &ticker.job_id).await?;
+
+    log_phase("kill -9 the agent's shard host (not the agent)");
+    let agent = cluster.taskmanager("tm-0")?.pid().expect("the agent runs");
+    let host = shard_host_of(agent).expect("the agent's shard host");
+    let killed_at = now_ms();
+    // SAFETY: kill(2) on a process this test's agent started; no memory is involved.
+    assert_eq!(unsafe { libc::kill(host as i32, libc::SIGKILL) }, 0);
+
+    log_phase("the runs are reported interrupted, run again under a new host, and finish");
+    let done = wait_job_state(&client, &job.job_id, &["finished", "failed"], DEADLINE).await?;
+    assert_eq!(done.state, "finished", "{done:?}");
+    let new_host = shard_host_of(agent).expect("a new shard host");
+    assert_ne!(new_host, host);
+    let runs = rec.executions();
+    assert_each_finished_once(&runs, &job.job_id, 2);
+    assert_no_overlap(&runs);
+    let cut_short: Vec<_> = runs.iter().filter(|e| !e.ended).collect();
+    assert_eq!(
+        cut_short.len(),
+        2,
+        "both first runs died with the host: {runs:?}"
+    );
+    for e in cut_short {
+        assert!(
+            e.last_ms < killed_at + 1_000,
+            "a shard outlived its shard host: {e:?}"
+        );
+    }
+    // The child the first ticker left in its process group was killed with the group.
+    let first = ticks.join(first_ticker.shards[0].epoch.to_string());
+    let last_tick: u64 = std::fs::read_to_string(&first)?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        last_tick < killed_at + 1_000,
+        "a shard's child kept running {} ms after its shard host died",
+        last_tick.saturating_sub(killed_at)
+    );
+    client.cancel_job(&ticker.job_id).await?;
+    Ok(())
+}

@@ -232,7 +232,7 @@ fn deliver(connection: &Weak<Connection>, event: Event) {
         return;
     };
     let (run, last) = match &event {
-        Event::Started { run } => (*run, false),
+        Event::Started { run, .. } => (*run, false),
         Event::CannotStart { run, .. } | Event::Exited { run, .. } => (*run, true),
     };
     let mut listeners = lock(&connection.listeners);

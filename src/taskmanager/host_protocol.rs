@@ -43,9 +43,8 @@ pub enum Stopped {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    Started {
-        run: RunId,
-    },
+    /// The command runs, as the leader of process group `pgid`.
+    Started { run: RunId, pgid: u32 },
     /// Nothing ran. `job_fault`: the command cannot be started as given (not found, not
     /// executable, arguments too large); otherwise the TaskManager could not (no processes
     /// left, its disk refused the run directory).

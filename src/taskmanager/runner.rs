@@ -159,6 +159,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
         }
     };
     let mut stop_sent = false;
+    let mut group: Option<u32> = None;
     loop {
         let event = tokio::select! {
             _ = &mut stop_rx, if !stop_sent => {
@@ -170,7 +171,8 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
             event = events.recv() => event,
         };
         match event {
-            Some(RunEvent::Host(Event::Started { .. })) => {
+            Some(RunEvent::Host(Event::Started { pgid, .. })) => {
+                group = Some(pgid);
                 ctx.report(a, ReportKind::Started, None);
             }
             Some(RunEvent::Host(Event::CannotStart {
@@ -234,6 +236,15 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                 return end(ctx, a, result).await;
             }
             Some(RunEvent::HostGone) | None => {
+                // The shard died with its host (PR_SET_PDEATHSIG), but what it started in its
+                // process group did not: take them too.
+                if let Some(pgid) = group {
+                    // SAFETY: kill(2) on the process group the host made for this run; no
+                    // memory is involved.
+                    unsafe {
+                        libc::kill(-(pgid as i32), libc::SIGKILL);
+                    }
+                }
                 let result = RunResult {
                     exit_code: None,
                     run_ms: 0,

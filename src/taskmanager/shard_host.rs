@@ -212,7 +212,7 @@ impl Host {
                     });
                     return;
                 }
-                self.send(Event::Started { run });
+                self.send(Event::Started { run, pgid });
             }
             Err((error, job_fault)) => self.send(Event::CannotStart {
                 run,
