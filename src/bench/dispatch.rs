@@ -30,6 +30,8 @@ pub struct EndToEnd {
     /// `/bin/true` spawned and reaped per second by two threads doing nothing else.
     pub floor_per_second: f64,
     pub share_of_floor: f64,
+    /// Raft log entries committed during the run, per shard.
+    pub log_entries_per_shard: f64,
 }
 
 /// The stdout of a finished one-shard job's run, in the agent's work dir.
@@ -206,6 +208,18 @@ pub async fn measure_wait_latency(
     Ok(Summary::of(&samples))
 }
 
+/// The leader's commit index (0 if it cannot be had).
+async fn committed_index(cluster: &LocalCluster) -> u64 {
+    match cluster.client() {
+        Ok(client) => client
+            .cluster_status()
+            .await
+            .map(|s| s.committed)
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
 /// `shards` shards of `/bin/true`: `dispatcher submit`, then `dispatcher job wait`.
 pub async fn measure_end_to_end(
     cluster: &LocalCluster,
@@ -214,6 +228,7 @@ pub async fn measure_end_to_end(
     slots: u32,
 ) -> Result<EndToEnd, BenchError> {
     let floor = measure_spawn_floor(2000, 2)?;
+    let committed_before = committed_index(cluster).await;
     let started = Instant::now();
     let shard_count = shards.to_string();
     let out = cli(
@@ -252,7 +267,11 @@ pub async fn measure_end_to_end(
         )));
     }
     let per_second = f64::from(shards) / seconds;
+    let entries = committed_index(cluster)
+        .await
+        .saturating_sub(committed_before);
     Ok(EndToEnd {
+        log_entries_per_shard: entries as f64 / f64::from(shards),
         shards,
         slots,
         seconds,

@@ -188,10 +188,11 @@ async fn dispatch(
                 r.shards
             ),
             format!(
-                "{:.0}/s = {:.0}% of the spawn floor ({:.0}/s)",
+                "{:.0}/s = {:.0}% of the spawn floor ({:.0}/s), {:.2} log entries per shard",
                 r.per_second,
                 r.share_of_floor * 100.0,
-                r.floor_per_second
+                r.floor_per_second,
+                r.log_entries_per_shard
             ),
             [format!("{:.2} s", r.seconds), String::new(), String::new()],
         );

@@ -17,7 +17,52 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Most reports sent in one call (the leader accepts up to 1,024).
 const BATCH: usize = 256;
 
+/// How long starts alone wait before they are sent. A shard that ends within it is reported
+/// by its end only (see `coalesce`), so a burst of short shards costs one log entry per
+/// shard instead of two; a longer shard is shown running this much later. Ends never wait:
+/// they free slots.
+const START_LINGER: Duration = Duration::from_millis(20);
+
 pub type ReportSender = mpsc::UnboundedSender<ShardReport>;
+
+fn is_start(report: &ShardReport) -> bool {
+    report.kind == ReportKind::Started as i32
+}
+
+/// Take what has queued, up to a batch.
+fn drain(rx: &mut mpsc::UnboundedReceiver<ShardReport>, pending: &mut Vec<ShardReport>) {
+    while pending.len() < BATCH {
+        match rx.try_recv() {
+            Ok(report) => pending.push(report),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Gather reports for up to `START_LINGER`, until an end (or a full batch) arrives.
+async fn linger_for_an_end(
+    rx: &mut mpsc::UnboundedReceiver<ShardReport>,
+    pending: &mut Vec<ShardReport>,
+) {
+    let deadline = tokio::time::sleep(START_LINGER);
+    tokio::pin!(deadline);
+    while pending.len() < BATCH {
+        tokio::select! {
+            _ = &mut deadline => return,
+            report = rx.recv() => match report {
+                Some(report) => {
+                    let end = !is_start(&report);
+                    pending.push(report);
+                    if end {
+                        drain(rx, pending);
+                        return;
+                    }
+                }
+                None => return,
+            },
+        }
+    }
+}
 
 /// Codes after which resending the same report cannot succeed.
 fn is_final(code: Code) -> bool {
@@ -50,11 +95,9 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
                     None => return,
                 }
             }
-            while pending.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(report) => pending.push(report),
-                    Err(_) => break,
-                }
+            drain(&mut rx, &mut pending);
+            if pending.iter().all(is_start) {
+                linger_for_an_end(&mut rx, &mut pending).await;
             }
             coalesce(&mut pending);
             let batch = ShardReportBatch {
@@ -132,6 +175,30 @@ mod tests {
             kind: kind as i32,
             ..ShardReport::default()
         }
+    }
+
+    #[tokio::test]
+    async fn starts_wait_for_an_end_but_not_longer_than_the_linger() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut pending = vec![report("j-1", 0, ReportKind::Started)];
+        let sender = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let _ = sender.send(report("j-1", 0, ReportKind::Finished));
+        });
+        let began = std::time::Instant::now();
+        linger_for_an_end(&mut rx, &mut pending).await;
+        assert!(began.elapsed() < START_LINGER, "an end cut the wait short");
+        coalesce(&mut pending);
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].kind, ReportKind::Finished as i32);
+
+        let mut alone = vec![report("j-1", 1, ReportKind::Started)];
+        let began = std::time::Instant::now();
+        linger_for_an_end(&mut rx, &mut alone).await;
+        assert!(began.elapsed() >= START_LINGER);
+        assert_eq!(alone.len(), 1);
+        drop(tx);
     }
 
     #[test]
