@@ -16,6 +16,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
     Json,
@@ -176,6 +183,11 @@ pub enum Command {
         from_index: u64,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// A completion script for your shell: `dispatcher completions bash > /etc/bash_completion.d/dispatcher`.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
     },
     /// Access tokens (admin only).
     Token {

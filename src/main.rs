@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Chaos(args) => commands::chaos(args).await,
         Command::Demo(args) => commands::demo(args).await,
         Command::Certs { command } => commands::certs(command),
+        Command::Completions { shell } => commands::completions(shell),
         Command::Token { command, client } => commands::token(command, client).await,
         Command::Events { from_index, client } => commands::events(from_index, client).await,
         Command::Taskmanager { agent, client } => {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod chaos;
+mod completions;
 mod demo;
 mod launch;
 mod output;
@@ -9,6 +10,7 @@ mod watch;
 
 pub use bench::bench;
 pub use chaos::chaos;
+pub use completions::completions;
 pub use demo::demo;
 pub use launch::{agent_options, serve_options};
 pub use watch::events;
