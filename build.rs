@@ -3,8 +3,11 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("descriptors.bin");
     tonic_prost_build::configure()
         .codec_path("crate::rpc::codec::StrictCodec")
+        // For server reflection (`grpcurl list`).
+        .file_descriptor_set_path(descriptors)
         .compile_with_config(
             config,
             &["proto/raft.proto", "proto/dispatcher.proto"],

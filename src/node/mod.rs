@@ -3,6 +3,7 @@
 //! runs and what tests start in-process.
 
 mod bootstrap;
+mod health;
 mod rejoin;
 
 use crate::config::{ConfigError, ServeConfig};
@@ -48,6 +49,8 @@ pub enum NodeError {
     Raft(String),
     #[error("gRPC server failed: {0}")]
     Server(#[from] tonic::transport::Error),
+    #[error("the protobuf descriptors for server reflection do not load: {0}")]
+    Reflection(String),
 }
 
 /// Everything `dispatcher serve` is given.
@@ -194,6 +197,8 @@ pub async fn serve(
         Transport::Plain => Guard::insecure(),
         Transport::Tls(_) => Guard::secure(shared.clone(), raft.clone()),
     };
+    let (reflection_v1, reflection_v1alpha) =
+        health::reflection().map_err(|e| NodeError::Reflection(e.to_string()))?;
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
@@ -220,7 +225,10 @@ pub async fn serve(
         .add_service(
             AccessServer::new(AccessService::new(ctx))
                 .max_decoding_message_size(API_MAX_MESSAGE_BYTES),
-        );
+        )
+        .add_service(health::service(raft.clone(), opts.id))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     let transport = opts.security.transport.clone();
     let server = async move {
         match &transport {

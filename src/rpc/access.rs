@@ -48,6 +48,9 @@ enum Need {
     Token(Permission),
     /// A replica certificate, or a token whose role allows this.
     ReplicaOrToken(Permission),
+    /// Anyone who completed the handshake with a certificate of the cluster CA (health
+    /// checks, reflection: they reveal nothing of the state).
+    Certificate,
 }
 
 /// The table. A method missing here is refused: a new RPC must be given a rule.
@@ -81,6 +84,11 @@ fn need(path: &str) -> Option<Need> {
             Need::Token(Admin)
         }
         ("dispatcher.v1.Access", "WhoAmI") => Need::Token(Read),
+        ("grpc.health.v1.Health", "Check" | "Watch") => Need::Certificate,
+        (
+            "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection",
+            "ServerReflectionInfo",
+        ) => Need::Certificate,
         _ => return None,
     })
 }
@@ -204,6 +212,7 @@ impl Guard {
             Need::Token(permission) | Need::ReplicaOrToken(permission) => {
                 secured.token_caller(headers, permission)
             }
+            Need::Certificate => Ok(Caller::Anyone),
         }
     }
 }
@@ -436,6 +445,14 @@ mod tests {
             "/dispatcher.v1.Access/RevokeToken",
         ] {
             assert!(need(path).is_some(), "{path}");
+        }
+        for path in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(need(path), Some(Need::Certificate), "{path}");
         }
         assert_eq!(need("/dispatcher.v1.Dispatcher/Nope"), None);
         assert_eq!(need("garbage"), None);
