@@ -320,11 +320,18 @@ impl Cluster for ClusterService {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        self.ctx
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(write_error)?;
+        // A change just made (a leader that removed itself, a member just added) may still be
+        // in its joint phase: wait for it, as adding does, rather than refuse.
+        let deadline = std::time::Instant::now() + MEMBERSHIP_RETRY;
+        loop {
+            match self.ctx.raft.change_membership(change.clone(), false).await {
+                Ok(_) => break,
+                Err(e) if std::time::Instant::now() < deadline && is_concurrent_change(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(write_error(e).into()),
+            }
+        }
         Ok(Response::new(MembershipReply {
             members: members(&self.metrics()),
         }))
