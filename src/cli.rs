@@ -296,6 +296,9 @@ pub struct TaskManagerArgs {
     /// TOML file with this agent's flags under [taskmanager].
     #[arg(long, env = "DISPATCHER_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Log lines as text (default) or one JSON object per line.
+    #[arg(long, value_enum, env = "DISPATCHER_LOG_FORMAT")]
+    pub log_format: Option<crate::config::flags::LogFormat>,
 }
 
 #[derive(Debug, Args)]
@@ -388,6 +391,9 @@ pub struct ServeArgs {
     /// the same file to every initial replica), ignored afterwards.
     #[arg(long, env = "DISPATCHER_BOOTSTRAP_TOKEN_FILE")]
     pub bootstrap_token_file: Option<PathBuf>,
+    /// Log lines as text (default) or one JSON object per line.
+    #[arg(long, value_enum, env = "DISPATCHER_LOG_FORMAT")]
+    pub log_format: Option<crate::config::flags::LogFormat>,
     #[command(flatten)]
     pub security: SecurityArgs,
 }

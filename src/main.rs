@@ -4,10 +4,11 @@
 use clap::Parser;
 use dispatcher::cli::{Cli, Command};
 use dispatcher::commands::{self, CliError};
+use dispatcher::config::flags::LogFormat;
 use dispatcher::node;
 use std::io::Write;
 
-fn init_tracing(serving: bool) {
+fn init_tracing(serving: bool, format: LogFormat) {
     let default = if serving {
         "info,openraft=warn"
     } else {
@@ -15,11 +16,41 @@ fn init_tracing(serving: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCHER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
+}
+
+/// `--log-format` (or its variable), else the config file's, else text. A file that cannot
+/// be read is reported by the command itself, with its reason.
+fn log_format(command: &Command) -> LogFormat {
+    let from_file = |path: &Option<std::path::PathBuf>, serve: bool| {
+        let path = path.as_deref()?;
+        if serve {
+            dispatcher::config::flags::read_serve_file(path)
+                .ok()?
+                .0
+                .log_format
+        } else {
+            dispatcher::config::flags::read_agent_file(path)
+                .ok()?
+                .log_format
+        }
+    };
+    match command {
+        Command::Serve(args) => args.log_format.or_else(|| from_file(&args.config, true)),
+        Command::Taskmanager { agent, .. } => {
+            agent.log_format.or_else(|| from_file(&agent.config, false))
+        }
+        _ => None,
+    }
+    .unwrap_or_default()
 }
 
 async fn shutdown_signal() {
@@ -98,10 +129,13 @@ fn main() {
         }
         std::process::exit(0);
     }
-    init_tracing(matches!(
-        cli.command,
-        Command::Serve(_) | Command::Bench(_) | Command::Chaos(_) | Command::Taskmanager { .. }
-    ));
+    init_tracing(
+        matches!(
+            cli.command,
+            Command::Serve(_) | Command::Bench(_) | Command::Chaos(_) | Command::Taskmanager { .. }
+        ),
+        log_format(&cli.command),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -105,3 +105,32 @@ async fn with_tls_a_cluster_certificate_without_a_token_may_ask() -> anyhow::Res
     let cluster = start_secure_cluster(3, test_config()).await?;
     check_every_replica(&cluster, "client-probe").await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_with_json_logs_writes_one_object_per_line() -> anyhow::Result<()> {
+    let mut cluster = start_cluster(3, test_config()).await?;
+    let log = cluster.replica(2)?.log_file.clone();
+    cluster.kill(2)?;
+    let before = std::fs::metadata(&log)?.len() as usize;
+    cluster.set_env(
+        2,
+        vec![("DISPATCHER_LOG_FORMAT".to_string(), "json".to_string())],
+    )?;
+    cluster.restart(2)?;
+    cluster.wait_converged(&[1, 2, 3], DEADLINE).await?;
+    let text = std::fs::read_to_string(&log)?;
+    let lines: Vec<&str> = text[before..].lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty(), "the restarted replica logged nothing");
+    for line in lines {
+        let object: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not JSON ({e}): {line}"))?;
+        for key in ["timestamp", "level", "target"] {
+            assert!(object.get(key).is_some(), "no {key}: {line}");
+        }
+        assert!(
+            object["fields"]["message"].is_string(),
+            "no message: {line}"
+        );
+    }
+    Ok(())
+}

@@ -11,6 +11,18 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// How a replica or an agent writes its log lines on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, message and fields), for log
+    /// collectors.
+    Json,
+}
+
 /// `[serve]`: one replica's own flags.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +37,7 @@ pub struct ServeFlags {
     pub tls_name: Option<String>,
     pub insecure: Option<bool>,
     pub bootstrap_token_file: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
 }
 
 /// `[taskmanager]`: one agent's flags.
@@ -41,6 +54,7 @@ pub struct AgentFlags {
     pub tls_dir: Option<PathBuf>,
     pub tls_name: Option<String>,
     pub insecure: Option<bool>,
+    pub log_format: Option<LogFormat>,
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
