@@ -264,9 +264,14 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(next_heartbeat) => break,
-                    Some(update) = updates.recv() => {
-                        // Pushes do not renew the lease; without one, nothing is acted on.
-                        if update.unchanged || !lease.is_valid() {
+                    Some((pushed_under, update)) = updates.recv() => {
+                        // Pushes do not renew the lease; without one, nothing is acted on. A
+                        // list streamed for an earlier registration predates being declared
+                        // lost: its shards may run elsewhere by now.
+                        if update.unchanged
+                            || !lease.is_valid()
+                            || pushed_under != registration_epoch
+                        {
                             continue;
                         }
                         let newer = held.replace_if_newer(

@@ -25,8 +25,13 @@ pub struct Watch {
     pub max_message_bytes: usize,
 }
 
+/// A pushed list and the registration epoch of the stream it came on: the agent drops lists
+/// of an earlier registration that were still queued (or delayed in the network) when it
+/// registered again, since they may name shards already moved elsewhere.
+pub type Pushed = (u64, AssignmentsUpdate);
+
 /// Runs until `updates` is closed.
-pub async fn run(mut w: Watch, updates: mpsc::Sender<AssignmentsUpdate>) {
+pub async fn run(mut w: Watch, updates: mpsc::Sender<Pushed>) {
     let mut pause = FIRST_PAUSE;
     loop {
         let registration_epoch = *w.registration.borrow_and_update();
@@ -64,7 +69,7 @@ pub async fn run(mut w: Watch, updates: mpsc::Sender<AssignmentsUpdate>) {
                         message = tokio::time::timeout(SILENCE, stream.message()) => {
                             match message {
                                 Ok(Ok(Some(update))) => {
-                                    if updates.send(update).await.is_err() {
+                                    if updates.send((registration_epoch, update)).await.is_err() {
                                         return;
                                     }
                                 }
