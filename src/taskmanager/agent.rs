@@ -241,7 +241,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     // A reply that arrives (or is handled) after the lease it grants has run
                     // out may be stale: act on nothing in it.
                     if lease.is_valid() {
-                        if !reply.assignments_unchanged {
+                        if reply.assignments_unchanged {
+                            // The list held is the leader's list as of this index: a push
+                            // from before it is older than what is held.
+                            held.applied_index = held.applied_index.max(reply.applied_index);
+                        } else {
                             held.replace_if_newer(
                                 reply.applied_index,
                                 (reply.assignments_max_epoch, reply.assignments_count),
