@@ -7,6 +7,33 @@ use std::process::Command;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dispatcher");
 
+/// Run `dispatcher chaos` with `args` in a new directory (kept with DISPATCHER_TEST_KEEP);
+/// fails the test on any violation, naming the arguments to replay it with.
+fn run_chaos(prefix: &str, args: &[&str]) -> String {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .disable_cleanup(std::env::var_os("DISPATCHER_TEST_KEEP").is_some())
+        .tempdir()
+        .expect("temp dir");
+    eprintln!("chaos {args:?}, record in {}", dir.path().display());
+    let out = Command::new(BINARY)
+        .arg("chaos")
+        .args(args)
+        .arg("--dir")
+        .arg(dir.path())
+        .env("DISPATCHER_LOG", "warn")
+        .output()
+        .expect("run dispatcher chaos");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{report}");
+    assert!(
+        out.status.success(),
+        "chaos run {args:?} found violations:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
 #[test]
 fn bounded_chaos_run_finds_no_violation() {
     let seed = std::env::var("DISPATCHER_CHAOS_SEED")
@@ -18,31 +45,9 @@ fn bounded_chaos_run_finds_no_violation() {
                 .map(|d| d.as_secs())
                 .unwrap_or(1)
         });
-    let dir = tempfile::Builder::new()
-        .prefix("dispatcher-chaos-")
-        .disable_cleanup(std::env::var_os("DISPATCHER_TEST_KEEP").is_some())
-        .tempdir()
-        .expect("temp dir");
-    eprintln!("chaos seed {seed}, record in {}", dir.path().display());
-    let out = Command::new(BINARY)
-        .args([
-            "chaos",
-            "--duration",
-            "100",
-            "--seed",
-            &seed.to_string(),
-            "--dir",
-        ])
-        .arg(dir.path())
-        .env("DISPATCHER_LOG", "warn")
-        .output()
-        .expect("run dispatcher chaos");
-    let report = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{report}");
-    assert!(
-        out.status.success(),
-        "chaos run with seed {seed} found violations:\n{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = run_chaos(
+        "dispatcher-chaos-",
+        &["--duration", "100", "--seed", &seed.to_string()],
     );
     // The run covered every fault kind.
     for fault in [
@@ -82,14 +87,9 @@ fn bounded_chaos_run_finds_no_violation() {
 /// that its shard host interrupts a shard. (The 10-minute version is in BENCHMARKS.md.)
 #[test]
 fn a_loaded_machine_raises_no_false_suspicion() {
-    let dir = tempfile::Builder::new()
-        .prefix("dispatcher-soak-")
-        .disable_cleanup(std::env::var_os("DISPATCHER_TEST_KEEP").is_some())
-        .tempdir()
-        .expect("temp dir");
-    let out = Command::new(BINARY)
-        .args([
-            "chaos",
+    let report = run_chaos(
+        "dispatcher-soak-",
+        &[
             "--faults",
             "none",
             "--load",
@@ -98,18 +98,7 @@ fn a_loaded_machine_raises_no_false_suspicion() {
             "20",
             "--seed",
             "7",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .env("DISPATCHER_LOG", "warn")
-        .output()
-        .expect("run dispatcher chaos");
-    let report = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{report}");
-    assert!(
-        out.status.success(),
-        "the soak found violations:\n{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert!(
         report.contains("ok   no-false-suspicion"),

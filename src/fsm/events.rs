@@ -306,24 +306,23 @@ mod tests {
         events.iter().map(|e| (e.kind, e.shard)).collect()
     }
 
-    #[test]
-    fn a_job_tells_its_story_and_refusals_tell_nothing() {
-        let mut state = ClusterState::default();
-        let register = Command::RegisterTaskManager {
+    /// TaskManager "tm" with `slots` slots.
+    fn register(slots: u32) -> Command {
+        Command::RegisterTaskManager {
             incarnation: 1,
             successor_of: None,
             replaces: None,
             id: "tm".into(),
             addr: "127.0.0.1:1".into(),
-            slots: 1,
+            slots,
             labels: Default::default(),
             now_ms: 1,
-        };
-        assert_eq!(
-            kinds(&step(&mut state, 1, register)),
-            vec![("taskmanager_registered", None)]
-        );
-        let submit = Command::SubmitJob {
+        }
+    }
+
+    /// A job of two one-attempt `/bin/true` shards.
+    fn submit() -> Command {
+        Command::SubmitJob {
             name: "j".into(),
             spec: JobSpec {
                 command: "/bin/true".into(),
@@ -342,8 +341,17 @@ mod tests {
                 max_spec_bytes: u64::MAX,
             },
             now_ms: 2,
-        };
-        let submitted = step(&mut state, 2, submit);
+        }
+    }
+
+    #[test]
+    fn a_job_tells_its_story_and_refusals_tell_nothing() {
+        let mut state = ClusterState::default();
+        assert_eq!(
+            kinds(&step(&mut state, 1, register(1))),
+            vec![("taskmanager_registered", None)]
+        );
+        let submitted = step(&mut state, 2, submit());
         assert_eq!(kinds(&submitted), vec![("job_submitted", None)]);
         let job_id = submitted[0].job_id.expect("job");
         // One slot: the second placement of the plan is stale and tells nothing.
@@ -397,44 +405,8 @@ mod tests {
     #[test]
     fn a_batch_answers_and_tells_item_by_item_and_a_refused_item_changes_nothing() {
         let mut state = ClusterState::default();
-        step(
-            &mut state,
-            1,
-            Command::RegisterTaskManager {
-                incarnation: 1,
-                successor_of: None,
-                replaces: None,
-                id: "tm".into(),
-                addr: "127.0.0.1:1".into(),
-                slots: 2,
-                labels: Default::default(),
-                now_ms: 1,
-            },
-        );
-        let submitted = step(
-            &mut state,
-            2,
-            Command::SubmitJob {
-                name: "j".into(),
-                spec: JobSpec {
-                    command: "/bin/true".into(),
-                    args: vec![],
-                    env: Default::default(),
-                    shard_count: 2,
-                    slots_per_shard: 1,
-                    max_attempts: 1,
-                    selector: Default::default(),
-                },
-                idempotency_key: None,
-                owner: "me".into(),
-                admission: Admission {
-                    max_pending_shards: u64::MAX,
-                    max_pending_shards_per_client: u64::MAX,
-                    max_spec_bytes: u64::MAX,
-                },
-                now_ms: 2,
-            },
-        );
+        step(&mut state, 1, register(2));
+        let submitted = step(&mut state, 2, submit());
         let job_id = submitted[0].job_id.expect("job");
         step(
             &mut state,
