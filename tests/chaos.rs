@@ -8,8 +8,14 @@ use std::process::Command;
 const BINARY: &str = env!("CARGO_BIN_EXE_dispatcher");
 
 /// Run `dispatcher chaos` with `args` in a new directory (kept with DISPATCHER_TEST_KEEP);
-/// fails the test on any violation, naming the arguments to replay it with.
+/// fails the test on any violation, naming the arguments to replay it with. Runs one at a
+/// time.
 fn run_chaos(prefix: &str, args: &[&str]) -> String {
+    // One run at a time: two clusters and a soak's busy threads at once would load the
+    // machine far past what the soak means to test (and the test harness runs tests in
+    // parallel).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .disable_cleanup(std::env::var_os("DISPATCHER_TEST_KEEP").is_some())
