@@ -299,6 +299,9 @@ pub struct TaskManagerArgs {
     /// Log lines as text (default) or one JSON object per line.
     #[arg(long, value_enum, env = "DISPATCHER_LOG_FORMAT")]
     pub log_format: Option<crate::config::flags::LogFormat>,
+    /// Serve HTTP here (host:port): /metrics, /healthz and /readyz (HTTPS when TLS is on).
+    #[arg(long, env = "DISPATCHER_TM_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +397,10 @@ pub struct ServeArgs {
     /// Log lines as text (default) or one JSON object per line.
     #[arg(long, value_enum, env = "DISPATCHER_LOG_FORMAT")]
     pub log_format: Option<crate::config::flags::LogFormat>,
+    /// Serve HTTP here (host:port): /metrics, /healthz, /readyz and the dashboard at /
+    /// (HTTPS with this replica's certificate when TLS is on).
+    #[arg(long, env = "DISPATCHER_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub security: SecurityArgs,
 }

@@ -1,7 +1,8 @@
 //! Crash points for fault-injection tests, compiled in only with the `failpoints` feature.
 //! A point named in the `FAILPOINTS` environment variable (fail crate syntax, e.g.
 //! `FAILPOINTS=log-after-flush=1%return`) aborts the process on the spot — like kill -9,
-//! nothing is flushed or cleaned up.
+//! nothing is flushed or cleaned up. A delay point (`delay_point!`) only waits, to widen a
+//! race for a test.
 
 /// Abort the process here if the named failpoint fires.
 #[macro_export]
@@ -13,6 +14,18 @@ macro_rules! crash_point {
                 eprintln!("failpoint {} fired: aborting", $name);
                 std::process::abort();
             }
+        }
+    }};
+}
+
+/// Let the named failpoint act here without crashing: `sleep(<ms>)` widens a race so a test
+/// can hit it every time (no-op without the feature).
+#[macro_export]
+macro_rules! delay_point {
+    ($name:expr) => {{
+        #[cfg(feature = "failpoints")]
+        {
+            let _ = fail::eval($name, |_| ());
         }
     }};
 }

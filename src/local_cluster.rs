@@ -84,6 +84,8 @@ pub struct ReplicaProcess {
     pub addr: String,
     /// The address the replica listens on.
     pub listen: String,
+    /// Its HTTP side (`--http-listen`): metrics, health, readiness, dashboard.
+    pub http: String,
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
     /// Extra environment for its next start (failpoints in tests).
@@ -113,6 +115,8 @@ pub struct AgentProcess {
     pub labels: Vec<(String, String)>,
     pub work_dir: PathBuf,
     pub log_file: PathBuf,
+    /// Its HTTP side (`--http-listen`): metrics, health, readiness.
+    pub http: String,
     child: Option<Child>,
 }
 
@@ -267,6 +271,7 @@ impl LocalCluster {
                 id,
                 addr,
                 listen,
+                http: format!("127.0.0.1:{}", free_port()?),
                 data_dir,
                 log_file,
                 env: Vec::new(),
@@ -310,6 +315,8 @@ impl LocalCluster {
             .arg(id.to_string())
             .arg("--listen")
             .arg(&replica.listen)
+            .arg("--http-listen")
+            .arg(&replica.http)
             .arg("--data-dir")
             .arg(&replica.data_dir)
             .arg("--peers")
@@ -536,6 +543,7 @@ impl LocalCluster {
                 .collect(),
             work_dir: self.root.join(format!("tm-{id}")),
             log_file: self.root.join(format!("tm-{id}.log")),
+            http: format!("127.0.0.1:{}", free_port()?),
             child: None,
         };
         self.agents.insert(id.to_string(), agent);
@@ -572,7 +580,9 @@ impl LocalCluster {
             .arg("--work-dir")
             .arg(&agent.work_dir)
             .arg("--endpoints")
-            .arg(endpoints);
+            .arg(endpoints)
+            .arg("--http-listen")
+            .arg(&agent.http);
         if let Some(ip) = agent.source_ip {
             command.arg("--source-ip").arg(ip.to_string());
         }

@@ -151,3 +151,110 @@ async fn crash_during_snapshot_install() -> anyhow::Result<()> {
     assert_eq!(client.list_jobs().await?.len(), 120);
     Ok(())
 }
+
+/// A TaskManager must never be declared lost by the registration that introduces it. The
+/// failure detector reads the state each tick; between the registration's apply and the
+/// reply to the agent, it once saw a TaskManager it had never heard from, counted its silence
+/// from when this replica became leader, and declared it lost at once (`silent_ms=0`). The
+/// delay point holds every registration in that window for several ticks; without contact
+/// recorded before the write, each one is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taskmanager_is_never_declared_lost_as_it_registers() -> anyhow::Result<()> {
+    use dispatcher::pb::api::task_managers_client::TaskManagersClient;
+    use dispatcher::pb::api::{HeartbeatRequest, RegisterTaskManagerRequest};
+    use std::sync::{Arc, Mutex};
+
+    let mut config = test_config();
+    config.taskmanagers.grace_ms = 500;
+    let mut cluster = start_cluster(3, config).await?;
+    let ids = cluster.ids();
+    for id in &ids {
+        cluster.kill(*id)?;
+        cluster.set_env(*id, armed("registration-applied", "sleep(400)"))?;
+        cluster.restart(*id)?;
+        cluster.wait_for_leader(&ids, DEADLINE).await?;
+    }
+    let client = Arc::new(cluster.client()?);
+
+    log_phase("a silent canary is declared lost: the detector is past its grace");
+    client
+        .register_taskmanager(RegisterTaskManagerRequest {
+            id: "canary".into(),
+            addr: "127.0.0.1:1".into(),
+            slots: 1,
+            incarnation: 1,
+            ..Default::default()
+        })
+        .await?;
+    dispatcher::local_cluster::wait_for(DEADLINE, "the canary to be declared lost", || async {
+        let tms = client.list_taskmanagers().await.ok()?;
+        tms.iter()
+            .any(|t| t.id == "canary" && t.state == "lost")
+            .then_some(())
+    })
+    .await?;
+
+    log_phase("many TaskManagers register, each heartbeating from then on");
+    let registered: Arc<Mutex<Vec<(String, u64, u64)>>> = Arc::default();
+    let beating = {
+        let registered = registered.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                let round: Vec<_> = registered.lock().unwrap().clone();
+                let beats = round.into_iter().map(|(id, epoch, incarnation)| {
+                    let client = client.clone();
+                    async move {
+                        let request = HeartbeatRequest {
+                            taskmanager_id: id,
+                            registration_epoch: epoch,
+                            incarnation,
+                            ..Default::default()
+                        };
+                        let _ = client
+                            .call(|ch| {
+                                let r = request.clone();
+                                async move { TaskManagersClient::new(ch).heartbeat(r).await }
+                            })
+                            .await;
+                    }
+                });
+                futures::future::join_all(beats).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    };
+    const COUNT: u64 = 5;
+    for i in 0..COUNT {
+        let id = format!("fresh-{i}");
+        let reply = client
+            .register_taskmanager(RegisterTaskManagerRequest {
+                id: id.clone(),
+                addr: format!("127.0.0.1:{}", 2000 + i),
+                slots: 1,
+                incarnation: i + 1,
+                ..Default::default()
+            })
+            .await?;
+        registered
+            .lock()
+            .unwrap()
+            .push((id, reply.registration_epoch, i + 1));
+    }
+    let tms = client.list_taskmanagers().await?;
+    beating.abort();
+    let lost: Vec<&str> = tms
+        .iter()
+        .filter(|t| t.id.starts_with("fresh-") && t.state != "alive")
+        .map(|t| t.id.as_str())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "declared lost as they registered: {lost:?}"
+    );
+    assert_eq!(
+        tms.iter().filter(|t| t.id.starts_with("fresh-")).count() as u64,
+        COUNT
+    );
+    Ok(())
+}

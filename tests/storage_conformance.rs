@@ -18,7 +18,10 @@ impl StoreBuilder<TypeConfig, WalLogStore, StateMachineStore, tempfile::TempDir>
         let log = WalLogStore::open(&dir.path().join("raft-log")).expect("open log store");
         let snapshots =
             SnapshotStore::open(dir.path().join("snapshots")).expect("open snapshot dir");
-        let sm = StateMachineStore::open(snapshots).expect("open state machine");
+        let metrics = std::sync::Arc::new(dispatcher::metrics::Metrics::new(
+            log.sync_stats().fsync_seconds.clone(),
+        ));
+        let sm = StateMachineStore::open(snapshots, metrics).expect("open state machine");
         Ok((dir, log, sm))
     }
 }

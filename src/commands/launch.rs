@@ -62,6 +62,7 @@ pub fn serve_options(args: ServeArgs) -> Result<ServeOptions, CliError> {
             transport,
             bootstrap_token,
         },
+        http_listen: args.http_listen.or(file.http_listen),
     })
 }
 
@@ -114,5 +115,6 @@ pub fn agent_options(agent: TaskManagerArgs, client: ClientArgs) -> Result<Agent
             transport,
             token: None,
         },
+        http_listen: agent.http_listen.or(file.http_listen),
     })
 }

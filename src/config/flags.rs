@@ -38,6 +38,7 @@ pub struct ServeFlags {
     pub insecure: Option<bool>,
     pub bootstrap_token_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// `[taskmanager]`: one agent's flags.
@@ -55,6 +56,7 @@ pub struct AgentFlags {
     pub tls_name: Option<String>,
     pub insecure: Option<bool>,
     pub log_format: Option<LogFormat>,
+    pub http_listen: Option<SocketAddr>,
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {

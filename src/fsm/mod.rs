@@ -8,6 +8,7 @@
 
 mod apply;
 mod command;
+pub mod dispatch;
 pub mod events;
 mod validate;
 

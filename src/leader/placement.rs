@@ -54,7 +54,11 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>) {
                 placements,
                 now_ms: now_ms(),
             };
-            match raft.client_write(command).await {
+            match shared
+                .metrics()
+                .time_proposal(raft.client_write(command))
+                .await
+            {
                 Ok(reply) => {
                     if let Response::ShardsPlaced(outcome) = reply.data {
                         tracing::debug!(

@@ -44,7 +44,7 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, settings: JobSettings) {
                 job_ids: jobs,
                 now_ms: now_ms(),
             };
-            propose(&raft, command, count, "jobs past their retention").await;
+            propose(&raft, &shared, command, count, "jobs past their retention").await;
         }
         if !taskmanagers.is_empty() {
             let count = taskmanagers.len();
@@ -52,13 +52,17 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, settings: JobSettings) {
                 ids: taskmanagers,
                 now_ms: now_ms(),
             };
-            propose(&raft, command, count, "TaskManagers lost long ago").await;
+            propose(&raft, &shared, command, count, "TaskManagers lost long ago").await;
         }
     }
 }
 
-async fn propose(raft: &Raft, command: Command, count: usize, what: &str) {
-    match raft.client_write(command).await {
+async fn propose(raft: &Raft, shared: &SharedState, command: Command, count: usize, what: &str) {
+    match shared
+        .metrics()
+        .time_proposal(raft.client_write(command))
+        .await
+    {
         Ok(_) => tracing::info!(count, "forgot {what}"),
         Err(e) => tracing::warn!("forgetting {what} failed: {e}"),
     }

@@ -25,7 +25,11 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, hash: TokenHash) {
             hash,
             now_ms: now_ms(),
         };
-        match raft.client_write(command).await {
+        match shared
+            .metrics()
+            .time_proposal(raft.client_write(command))
+            .await
+        {
             Ok(reply) => {
                 if reply.data == (crate::fsm::Response::BootstrapTokenSeeded { seeded: true }) {
                     tracing::info!("bootstrap admin token seeded");

@@ -95,7 +95,11 @@ pub async fn run(
                 not_before_ms: now + settings.lease_ms + LEASE_MARGIN_MS,
                 now_ms: now,
             };
-            match raft.client_write(command).await {
+            match shared
+                .metrics()
+                .time_proposal(raft.client_write(command))
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(taskmanager = %tm, shards = count, "drain deadline passed: shards requeued")
                 }
@@ -149,7 +153,11 @@ pub async fn run(
                 registration_epoch,
                 now_ms: now_ms(),
             };
-            match raft.client_write(command).await {
+            match shared
+                .metrics()
+                .time_proposal(raft.client_write(command))
+                .await
+            {
                 Ok(reply) => {
                     if let Response::Rejected(why) = &reply.data {
                         // It registered again meanwhile: nothing was moved.

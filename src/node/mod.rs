@@ -7,7 +7,9 @@ mod health;
 mod rejoin;
 
 use crate::config::{ConfigError, ServeConfig};
+use crate::http::{access::HttpAccess, ReplicaHttp};
 use crate::leader::{LeaderDuties, Liveness};
+use crate::metrics::Metrics;
 use crate::pb::api::access_server::AccessServer;
 use crate::pb::api::cluster_server::ClusterServer;
 use crate::pb::api::dispatcher_server::DispatcherServer;
@@ -17,8 +19,8 @@ use crate::raft::network::RAFT_MAX_MESSAGE_BYTES;
 use crate::raft::snapshot_store::SnapshotStore;
 use crate::raft::{GateState, GrpcNetworkFactory, Raft, RaftGate, StateMachineStore, WalLogStore};
 use crate::rpc::{
-    AccessLayer, AccessService, ClusterService, DispatcherService, Guard, RaftService,
-    ServiceContext, TaskManagerService, API_MAX_MESSAGE_BYTES,
+    AccessLayer, AccessService, CallMetricsLayer, ClusterService, DispatcherService, Guard,
+    RaftService, ServiceContext, TaskManagerService, API_MAX_MESSAGE_BYTES,
 };
 use crate::security::{Secret, Transport};
 use bootstrap::Bootstrap;
@@ -51,6 +53,8 @@ pub enum NodeError {
     Server(#[from] tonic::transport::Error),
     #[error("the protobuf descriptors for server reflection do not load: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// Everything `dispatcher serve` is given.
@@ -65,6 +69,8 @@ pub struct ServeOptions {
     pub peers: BTreeMap<u64, String>,
     pub config: ServeConfig,
     pub security: ServeSecurity,
+    /// `--http-listen`: metrics, health, readiness and the dashboard.
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// How a replica secures its connections and seeds its first token.
@@ -138,7 +144,9 @@ pub async fn serve(
     });
     let snapshot_dir = opts.data_dir.join("snapshots");
     let snapshots = SnapshotStore::open(&snapshot_dir).map_err(storage_err(&snapshot_dir))?;
-    let state_machine = StateMachineStore::open(snapshots).map_err(storage_err(&snapshot_dir))?;
+    let metrics = Arc::new(Metrics::new(log_store.sync_stats().fsync_seconds.clone()));
+    let state_machine =
+        StateMachineStore::open(snapshots, metrics.clone()).map_err(storage_err(&snapshot_dir))?;
     let shared = state_machine.shared();
 
     // Bind before starting Raft so a taken port fails fast and loudly.
@@ -148,6 +156,11 @@ pub async fn serve(
             addr: opts.listen,
             source,
         })?;
+
+    let http_listener = match opts.http_listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
 
     // Dial peers from the address we listen on, unless that is a wildcard.
     let source_ip = Some(opts.listen.ip()).filter(|ip| !ip.is_unspecified());
@@ -193,6 +206,24 @@ pub async fn serve(
         opts.security.bootstrap_token.as_ref().map(Secret::hash),
     );
 
+    let http_task = http_listener.map(|listener| {
+        let (tls, access) = match &opts.security.transport {
+            Transport::Plain => (None, HttpAccess::Open),
+            Transport::Tls(config) => (
+                Some(config.https_server()),
+                HttpAccess::Tokens(shared.clone()),
+            ),
+        };
+        let routes = crate::http::replica_routes(ReplicaHttp {
+            raft: raft.clone(),
+            shared: shared.clone(),
+            transport: opts.security.transport.clone(),
+            access,
+        });
+        tracing::info!(listen = ?opts.http_listen, "HTTP side listening (/metrics, /healthz, /readyz, /)");
+        tokio::spawn(crate::http::serve(listener, tls, routes, std::future::pending()))
+    });
+
     let guard = match &opts.security.transport {
         Transport::Plain => Guard::insecure(),
         Transport::Tls(_) => Guard::secure(shared.clone(), raft.clone()),
@@ -202,7 +233,12 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
-        .layer(AccessLayer::new(guard))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(CallMetricsLayer::new(metrics))
+                .layer(AccessLayer::new(guard))
+                .into_inner(),
+        )
         .add_service(
             RaftServiceServer::new(RaftService::new(raft.clone(), gate))
                 .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
@@ -264,6 +300,9 @@ pub async fn serve(
 
     tracing::info!(id = opts.id, "replica shutting down");
     bootstrap.abort();
+    if let Some(task) = http_task {
+        task.abort();
+    }
     leader_duties.stop();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");

@@ -12,6 +12,7 @@ use super::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::domain::ClusterState;
 use crate::fsm::events::Event;
 use crate::fsm::{self, Response};
+use crate::metrics::Metrics;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -34,10 +35,13 @@ pub struct SharedState {
     applied_index: watch::Sender<u64>,
     /// Recent events, for streams (not part of the replicated state).
     events: std::sync::Mutex<EventRing>,
+    /// This replica's metrics, counted as entries apply and read by everyone who shares
+    /// the state.
+    metrics: Arc<Metrics>,
 }
 
 impl SharedState {
-    fn new(initial: AppliedState) -> Arc<Self> {
+    fn new(initial: AppliedState, metrics: Arc<Metrics>) -> Arc<Self> {
         let index = initial
             .last_applied
             .as_ref()
@@ -47,7 +51,12 @@ impl SharedState {
             applied: RwLock::new(initial),
             applied_index: watch::Sender::new(index),
             events: std::sync::Mutex::new(EventRing::new(EVENT_RING_CAPACITY, index + 1)),
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Read access. A poisoned lock means an apply panicked; the data is still the last
@@ -91,7 +100,7 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Open the state machine, loading the newest snapshot if there is one.
-    pub fn open(snapshots: SnapshotStore) -> io::Result<Self> {
+    pub fn open(snapshots: SnapshotStore, metrics: Arc<Metrics>) -> io::Result<Self> {
         let initial = match snapshots.load_latest()? {
             Some(snap) => AppliedState {
                 last_applied: snap.meta.last_log_id,
@@ -101,7 +110,7 @@ impl StateMachineStore {
             None => AppliedState::default(),
         };
         Ok(StateMachineStore {
-            shared: SharedState::new(initial),
+            shared: SharedState::new(initial, metrics),
             snapshots,
         })
     }
@@ -116,6 +125,7 @@ impl StateMachineStore {
 pub struct SnapshotBuilder {
     copy: AppliedState,
     snapshots: SnapshotStore,
+    metrics: Arc<Metrics>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -126,6 +136,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_log_id: self.copy.last_applied,
             last_membership: self.copy.last_membership.clone(),
         };
+        let started = std::time::Instant::now();
         let state = std::mem::take(&mut self.copy.state);
         let store = self.snapshots.clone();
         let meta_for_disk = meta.clone();
@@ -135,6 +146,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(io::Error::other)??;
+        self.metrics.snapshot_built(data.len(), started.elapsed());
         tracing::info!(
             index = self.copy.last_applied.map(|l| l.index()),
             bytes = data.len(),
@@ -163,6 +175,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut last_index = None;
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
+            let started = std::time::Instant::now();
+            let mut dispatch_ms = Vec::new();
             let (response, events) = self.shared.write(|applied| {
                 applied.last_applied = Some(log_id);
                 match entry.payload {
@@ -176,6 +190,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         (Response::Empty, vec![event])
                     }
                     EntryPayload::Normal(command) => {
+                        dispatch_ms =
+                            fsm::dispatch::dispatch_latencies_ms(&applied.state, &command);
                         fsm::events::apply_with_events(&mut applied.state, log_id.index(), command)
                     }
                     EntryPayload::Membership(membership) => {
@@ -184,6 +200,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             });
+            let metrics = &self.shared.metrics;
+            metrics.entry_applied(started.elapsed(), events.iter().map(|e| e.kind));
+            metrics.shards_recovered(requeued(&response));
+            for ms in dispatch_ms {
+                metrics.dispatched_after_ms(ms);
+            }
             self.shared.record(events);
             last_index = Some(log_id.index());
             if let Some(responder) = responder {
@@ -202,6 +224,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             copy: self.shared.read().clone(),
             snapshots: self.snapshots.clone(),
+            metrics: self.shared.metrics.clone(),
         }
     }
 
@@ -236,5 +259,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: s.meta,
             snapshot: s.data,
         }))
+    }
+}
+
+/// Shards an entry sent back to pending from a lost TaskManager or a requeue.
+fn requeued(response: &Response) -> u64 {
+    match response {
+        Response::TaskManagerLost {
+            shards_requeued, ..
+        } => u64::from(*shards_requeued),
+        Response::ShardsRequeued { count } => u64::from(*count),
+        Response::Batch(responses) => responses.iter().map(requeued).sum(),
+        _ => 0,
     }
 }

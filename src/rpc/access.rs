@@ -93,6 +93,11 @@ fn need(path: &str) -> Option<Need> {
     })
 }
 
+/// Whether `path` is a method some service here serves (and the table has a rule for).
+pub fn is_known_method(path: &str) -> bool {
+    need(path).is_some()
+}
+
 fn describe(permission: Permission) -> &'static str {
     match permission {
         Permission::Read => "reading needs any role",
@@ -252,35 +257,45 @@ impl Secured {
                     .into(),
             )
         })?;
-        let hash = crate::domain::TokenHash::of(secret);
         let applied = self.shared.read();
-        let state = &applied.state;
-        let Some((name, token)) = find_token(&state.tokens, &hash) else {
-            if !state.tokens_seeded {
-                // The cluster is forming and its leader has not seeded the bootstrap token
-                // yet: worth a retry, unlike an unknown token.
-                return Err(ApiError::Unavailable(
-                    "this cluster holds no tokens yet; it is forming (retry shortly), or its \
-                     replicas were started without --bootstrap-token-file"
-                        .into(),
-                ));
-            }
-            return Err(ApiError::Unauthenticated(
-                "unknown or revoked token; ask an admin for one (`dispatcher token create`)".into(),
-            ));
-        };
-        if !token.role.allows(permission) {
-            return Err(ApiError::PermissionDenied(format!(
-                "token '{name}' has role {}; {}",
-                token.role,
-                describe(permission)
-            )));
-        }
-        Ok(Caller::Token {
-            name: name.to_string(),
-            role: token.role,
-        })
+        token_holder(&applied.state, secret, permission)
     }
+}
+
+/// The holder of token `secret`, if it is known and its role allows `permission`: checked
+/// against this replica's applied state, so a revocation counts as soon as it is applied.
+/// The HTTP side asks the same question.
+pub fn token_holder(
+    state: &crate::domain::ClusterState,
+    secret: &str,
+    permission: Permission,
+) -> Result<Caller, ApiError> {
+    let hash = crate::domain::TokenHash::of(secret);
+    let Some((name, token)) = find_token(&state.tokens, &hash) else {
+        if !state.tokens_seeded {
+            // The cluster is forming and its leader has not seeded the bootstrap token
+            // yet: worth a retry, unlike an unknown token.
+            return Err(ApiError::Unavailable(
+                "this cluster holds no tokens yet; it is forming (retry shortly), or its \
+                 replicas were started without --bootstrap-token-file"
+                    .into(),
+            ));
+        }
+        return Err(ApiError::Unauthenticated(
+            "unknown or revoked token; ask an admin for one (`dispatcher token create`)".into(),
+        ));
+    };
+    if !token.role.allows(permission) {
+        return Err(ApiError::PermissionDenied(format!(
+            "token '{name}' has role {}; {}",
+            token.role,
+            describe(permission)
+        )));
+    }
+    Ok(Caller::Token {
+        name: name.to_string(),
+        role: token.role,
+    })
 }
 
 /// The caller admitted by the layer. A request that did not pass it (a bug) has none and

@@ -54,7 +54,7 @@ fn server_state_name(state: ServerState) -> &'static str {
 }
 
 /// The members as the given metrics see them, with roles.
-fn members(metrics: &RaftMetrics) -> Vec<Member> {
+pub fn members(metrics: &RaftMetrics) -> Vec<Member> {
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let i_lead = metrics.state == ServerState::Leader;

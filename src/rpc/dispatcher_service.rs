@@ -8,7 +8,7 @@ use super::raft_access::{linearizable, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
 use crate::domain::{ClusterState, JobId, JobSpec, TaskManagerState};
-use crate::fsm::{check_admission, validate_spec, Command, Response as FsmResponse};
+use crate::fsm::{check_admission, validate_spec, Command, Rejection, Response as FsmResponse};
 use crate::pb::api::dispatcher_server::Dispatcher;
 use crate::pb::api::*;
 use tonic::{Request, Response, Status};
@@ -105,7 +105,10 @@ impl Dispatcher for DispatcherService {
                     spec_bytes,
                     &admission,
                 )
-                .map_err(ApiError::from)?;
+                .map_err(|refusal| {
+                    self.ctx.shared.metrics().admission_refused();
+                    ApiError::from(refusal)
+                })?;
             }
             placement_warnings(&view.state, &spec)
         };
@@ -117,7 +120,13 @@ impl Dispatcher for DispatcherService {
             admission,
             now_ms: now_ms(),
         };
-        match write(&self.ctx, command).await? {
+        let written = write(&self.ctx, command).await.inspect_err(|e| {
+            if matches!(e, ApiError::Rejected(Rejection::Overloaded(_))) {
+                // Admitted here, refused by apply: another submission took the room first.
+                self.ctx.shared.metrics().admission_refused();
+            }
+        });
+        match written? {
             FsmResponse::JobSubmitted { job_id, created } => Ok(Response::new(SubmitReply {
                 job_id: job_id.to_string(),
                 created,

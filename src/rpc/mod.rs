@@ -7,6 +7,7 @@
 pub mod access;
 mod access_service;
 mod assignment_stream;
+mod call_metrics;
 mod cluster_service;
 pub mod codec;
 mod convert;
@@ -24,7 +25,8 @@ mod taskmanager_service;
 
 pub use access::{AccessLayer, Caller, Guard};
 pub use access_service::AccessService;
-pub use cluster_service::{local_status_of, ClusterService};
+pub use call_metrics::CallMetricsLayer;
+pub use cluster_service::{local_status_of, members as cluster_members, ClusterService};
 pub use dispatcher_service::DispatcherService;
 pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER};
 pub use raft_service::RaftService;

@@ -50,7 +50,12 @@ pub fn write_error(err: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> 
 
 /// Propose a command and wait until it is applied; business rejections become errors.
 pub async fn write(ctx: &ServiceContext, command: Command) -> Result<Response, ApiError> {
-    let reply = ctx.raft.client_write(command).await.map_err(write_error)?;
+    let reply = ctx
+        .shared
+        .metrics()
+        .time_proposal(ctx.raft.client_write(command))
+        .await
+        .map_err(write_error)?;
     match reply.data {
         Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
         other => Ok(other),

@@ -101,11 +101,18 @@ pub async fn register(
         labels,
         now_ms: now_ms(),
     };
+    // Contact now, before the entry applies: between its apply and the reply below, the
+    // failure detector would otherwise see a TaskManager in the state that it has never
+    // heard from, and could declare it lost the moment it registered. (A condemned holder
+    // stays condemned: `heartbeat` does not touch it.)
+    ctx.liveness.heartbeat(&id, std::time::Instant::now());
     // Runs to its end even if the caller gives up: a takeover proposal still in flight
     // must keep its holder condemned, and one that failed must pardon it.
     let ctx = ctx.clone();
     let outcome = tokio::spawn(async move {
         let result = write(&ctx, command).await;
+        // Applied, not yet answered: the failure detector may look now.
+        crate::delay_point!("registration-applied");
         match &result {
             // Registering is contact, and lifts any condemnation of an older life.
             Ok(_) => ctx.liveness.registered(&id, std::time::Instant::now()),

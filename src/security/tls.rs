@@ -49,6 +49,7 @@ pub struct TlsConfig {
     name: String,
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
+    https: Arc<rustls::ServerConfig>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -115,6 +116,22 @@ impl TlsConfig {
             .map_err(|e| unreadable(&files.key(), "private key", e))?;
         server.alpn_protocols = vec![ALPN_H2.to_vec()];
 
+        // The HTTP side (metrics, health, dashboard): the same certificate, but a client
+        // certificate is optional, since browsers and scrapers rarely carry one; what the
+        // HTTP side reveals is decided by its routes, not by the handshake.
+        let optional =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(config_error)?;
+        let mut https = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(config_error)?
+            .with_client_cert_verifier(optional)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| unreadable(&files.key(), "private key", e))?;
+        https.alpn_protocols = vec![b"http/1.1".to_vec()];
+
         let mut client = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config_error)?
@@ -127,6 +144,7 @@ impl TlsConfig {
             name: files.name.clone(),
             server: Arc::new(server),
             client: Arc::new(client),
+            https: Arc::new(https),
         })
     }
 
@@ -141,6 +159,11 @@ impl TlsConfig {
 
     pub fn client(&self) -> Arc<rustls::ClientConfig> {
         self.client.clone()
+    }
+
+    /// Serving HTTPS: this certificate, TLS 1.3, a client certificate optional.
+    pub fn https_server(&self) -> Arc<rustls::ServerConfig> {
+        self.https.clone()
     }
 }
 

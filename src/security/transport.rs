@@ -254,7 +254,15 @@ pub fn tls_incoming(
     listener: TcpListener,
     config: &TlsConfig,
 ) -> impl Stream<Item = Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config.server());
+    tls_incoming_with(listener, config.server())
+}
+
+/// Like `tls_incoming`, with any server configuration (the HTTP side's).
+pub fn tls_incoming_with(
+    listener: TcpListener,
+    server: Arc<tokio_rustls::rustls::ServerConfig>,
+) -> impl Stream<Item = Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(server);
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let pending = Arc::new(Pending::default());
     tokio::spawn(async move {

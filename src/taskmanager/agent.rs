@@ -11,6 +11,8 @@ use super::watcher;
 use super::workdir::{RunRecord, RunResult, WorkDir};
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::domain::Labels;
+use crate::http::AgentView;
+use crate::metrics::AgentMetrics;
 use crate::pb::api::task_managers_client::TaskManagersClient;
 use crate::pb::api::{
     Assignment, HeartbeatRequest, RegisterTaskManagerRequest, ReportKind, ShardKey,
@@ -34,6 +36,8 @@ pub enum AgentError {
     Executable(std::io::Error),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +53,8 @@ pub struct AgentOptions {
     pub advertise: Option<String>,
     /// Mutual TLS with this agent's `tm-<id>` certificate, or plaintext with `--insecure`.
     pub credentials: crate::security::Credentials,
+    /// `--http-listen`: metrics, health and readiness.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 /// Until the first heartbeat reply says otherwise.
@@ -127,6 +133,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         "agent process identity"
     );
     let executable = std::env::current_exe().map_err(AgentError::Executable)?;
+    let http_listener = match opts.http_listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
+    let metrics = Arc::new(AgentMetrics::new(opts.slots));
     // Registration and reports may wait out a leader change; heartbeats must not block
     // the loop for long.
     let client = Arc::new(Client::with_options(
@@ -165,18 +176,37 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             // state, and the next placement is pushed here at once.
             let runs = runs.clone();
             let reported = reported.clone();
+            let metrics = metrics.clone();
             Arc::new(move |key: &RunKey, was_reported: bool| {
+                metrics.run_ended();
                 if was_reported {
                     lock(&reported).insert(key.clone(), Instant::now());
                 }
                 lock(&runs).remove(key);
             })
         },
+        metrics: metrics.clone(),
     };
 
     // Pushed assignments: a task keeps a stream open to the leader for the registration the
     // main loop publishes here.
     let (registration_tx, registration_rx) = tokio::sync::watch::channel(0u64);
+    let http_task = http_listener.map(|listener| {
+        let tls = match &opts.credentials.transport {
+            crate::security::Transport::Plain => None,
+            crate::security::Transport::Tls(config) => Some(config.https_server()),
+        };
+        let view = AgentView {
+            metrics: metrics.clone(),
+            ready: readiness(registration_rx.clone(), lease.clone()),
+        };
+        tokio::spawn(crate::http::serve(
+            listener,
+            tls,
+            crate::http::agent_routes(view),
+            std::future::pending(),
+        ))
+    });
     let (updates_tx, mut updates) = tokio::sync::mpsc::channel(16);
     let watcher_task = tokio::spawn(watcher::run(
         watcher::Watch {
@@ -191,6 +221,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
 
     let main = async {
         let mut registration_epoch = register(&client, &opts, &identity).await?;
+        metrics.registered(registration_epoch);
         let _ = registration_tx.send(registration_epoch);
         // The assignment list last acted on: its version and the log index it comes from.
         let mut held = Held::default();
@@ -226,12 +257,14 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     }
                 })
                 .await;
+            metrics.heartbeat(reply.is_ok(), sent_at.elapsed());
             match reply {
                 Ok(reply) if !reply.registered => {
                     tracing::warn!("the leader does not know this registration (declared lost?): stopping every run and registering again");
                     lock(&runs).clear();
                     held = Held::default();
                     registration_epoch = register(&client, &opts, &identity).await?;
+                    metrics.registered(registration_epoch);
                     let _ = registration_tx.send(registration_epoch);
                     continue;
                 }
@@ -263,6 +296,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 lock(&runs).clear();
             }
             lease_was_valid = valid;
+            metrics.set_lease_valid(valid);
+            metrics.set_running(lock(&runs).len());
             // Until the next heartbeat, act on every pushed list as it arrives.
             let next_heartbeat = tokio::time::Instant::from_std(sent_at + interval);
             loop {
@@ -300,6 +335,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     lock(&runs).clear();
     reporter_task.abort();
     watcher_task.abort();
+    if let Some(task) = http_task {
+        task.abort();
+    }
     result
 }
 
@@ -331,6 +369,25 @@ impl Held {
 }
 
 type Reported = Arc<Mutex<HashMap<RunKey, Instant>>>;
+
+/// Ready while registered and holding a lease: the agent may run what it is given.
+fn readiness(
+    registration: tokio::sync::watch::Receiver<u64>,
+    lease: Arc<Lease>,
+) -> Arc<dyn Fn() -> Result<String, String> + Send + Sync> {
+    Arc::new(move || {
+        let epoch = *registration.borrow();
+        if epoch == 0 {
+            return Err("not registered with the cluster yet".into());
+        }
+        if !lease.is_valid() {
+            return Err(format!(
+                "registered (epoch {epoch}) but no leader has answered within the lease"
+            ));
+        }
+        Ok(format!("registered (epoch {epoch}), lease held"))
+    })
+}
 
 /// Run exactly the assigned shards: stop runs no longer assigned, start new assignments
 /// unless the work directory shows they already ran.
@@ -376,6 +433,7 @@ fn reconcile(ctx: &RunContext, runs: &Runs, reported: &Reported, assignments: Ve
             }
             RunRecord::NeverStarted => {
                 tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, attempt = a.attempt, "starting");
+                ctx.metrics.run_started();
                 runs_now.insert(key, runner::start(ctx.clone(), a));
             }
         }

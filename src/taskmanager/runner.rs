@@ -42,6 +42,7 @@ pub struct RunContext {
     /// Called with the run's key when it is over, whatever the reason, and whether its
     /// outcome was reported.
     pub on_exit: OnExit,
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 impl RunContext {

@@ -22,13 +22,25 @@ struct Request {
     waiter: Waiter,
 }
 
-/// Counters for tests and the benchmark.
-#[derive(Debug, Default)]
+/// Counters for tests, the benchmark and `/metrics`.
+#[derive(Debug)]
 pub struct SyncStats {
     /// `fdatasync` calls made.
     pub syncs: AtomicU64,
     /// Append callbacks fired after a successful sync.
     pub appends_acknowledged: AtomicU64,
+    /// How long each `fdatasync` took.
+    pub fsync_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for SyncStats {
+    fn default() -> Self {
+        SyncStats {
+            syncs: AtomicU64::new(0),
+            appends_acknowledged: AtomicU64::new(0),
+            fsync_seconds: crate::metrics::latency_histogram(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -100,7 +112,10 @@ fn run(incoming: mpsc::Receiver<Request>, stats: &SyncStats) {
         let mut result = Ok(());
         for file in files {
             stats.syncs.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = file.sync_data() {
+            let started = std::time::Instant::now();
+            let synced = file.sync_data();
+            stats.fsync_seconds.observe(started.elapsed().as_secs_f64());
+            if let Err(e) = synced {
                 result = Err(e);
                 break;
             }

@@ -1,0 +1,67 @@
+//! Who may read what over HTTP.
+//!
+//! - `/healthz`, `/readyz` and `/metrics` are open: probes and scrapers rarely carry
+//!   credentials, and they reveal counts and indexes, never a command, a name of a job or a
+//!   secret. With TLS on they are served over HTTPS, so they cannot be read or forged on the
+//!   way.
+//! - The dashboard's page is open (it is static); the data it shows (`/api/...`: jobs with
+//!   their names, TaskManagers, events) needs a token of any role when the cluster has
+//!   tokens (TLS on): `Authorization: Bearer <secret>`, or `?token=<secret>` for the event
+//!   stream, which browsers open without headers. Under `--insecure` everything is open.
+
+use crate::domain::Permission;
+use crate::raft::SharedState;
+use crate::rpc::{access::token_holder, ApiError};
+use crate::security::tokens::parse_bearer;
+use axum::http::{HeaderMap, StatusCode};
+use std::sync::Arc;
+
+/// How this process's HTTP side checks readers of the dashboard's data.
+#[derive(Clone)]
+pub enum HttpAccess {
+    /// `--insecure`: no tokens.
+    Open,
+    /// Tokens from this replica's applied state.
+    Tokens(Arc<SharedState>),
+}
+
+/// A refusal: the status and one line that says what to do.
+pub type Refusal = (StatusCode, String);
+
+impl HttpAccess {
+    /// Whether a request with these headers and `?token=` may read the cluster's data.
+    pub fn check_read(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let HttpAccess::Tokens(shared) = self else {
+            return Ok(());
+        };
+        let from_header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_bearer);
+        let Some(secret) = from_header.or(query_token.filter(|t| !t.is_empty())) else {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "this needs a token of any role: send `Authorization: Bearer <secret>` (or \
+                 ?token=<secret>); an admin makes one with `dispatcher token create`\n"
+                    .into(),
+            ));
+        };
+        let applied = shared.read();
+        token_holder(&applied.state, secret, Permission::Read)
+            .map(|_| ())
+            .map_err(|e| (status_of(&e), format!("{e}\n")))
+    }
+}
+
+fn status_of(error: &ApiError) -> StatusCode {
+    match error {
+        ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}

@@ -1,0 +1,175 @@
+//! A replica's routes: `/metrics`, `/healthz`, `/readyz`, and the dashboard (`/`, with its
+//! data under `/api/overview` and `/api/events`).
+
+use super::access::HttpAccess;
+use super::{dashboard, line, readiness, sse};
+use crate::domain::{ClusterState, ShardState};
+use crate::metrics::{Metrics, RaftView};
+use crate::raft::{Raft, SharedState};
+use crate::security::Transport;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::ServerState;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Jobs the overview lists (the newest).
+const OVERVIEW_JOBS: usize = 100;
+/// Shards of a job listed one by one in the overview; larger jobs show counts only.
+const OVERVIEW_SHARDS: usize = 256;
+
+/// What the replica's HTTP side reads.
+#[derive(Clone)]
+pub struct ReplicaHttp {
+    pub raft: Raft,
+    pub shared: Arc<SharedState>,
+    pub transport: Transport,
+    pub access: HttpAccess,
+}
+
+pub fn replica_routes(replica: ReplicaHttp) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { line("ok") }))
+        .route("/readyz", get(ready))
+        .route("/", get(dashboard::page))
+        .route("/api/overview", get(overview))
+        .route("/api/events", get(events))
+        .with_state(replica)
+}
+
+fn raft_view(raft: &Raft) -> RaftView {
+    let metrics = raft.metrics();
+    let m = metrics.borrow_watched();
+    RaftView {
+        term: m.current_term,
+        commit_index: m.local_committed.map(|l| l.index()).unwrap_or(0),
+        applied_index: m.last_applied.map(|l| l.index()).unwrap_or(0),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        is_leader: m.state == ServerState::Leader,
+        leader_id: m.current_leader,
+    }
+}
+
+async fn metrics(State(replica): State<ReplicaHttp>) -> Response {
+    let metrics: &Metrics = replica.shared.metrics();
+    {
+        let applied = replica.shared.read();
+        metrics.refresh(raft_view(&replica.raft), &applied.state);
+    }
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn ready(State(replica): State<ReplicaHttp>) -> Response {
+    match readiness::check(&replica.raft, &replica.shared, &replica.transport).await {
+        Ok(why) => (StatusCode::OK, line(why)).into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, line(why)).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn overview(
+    State(replica): State<ReplicaHttp>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    if let Err(refusal) = replica.access.check_read(&headers, query.token.as_deref()) {
+        return refusal.into_response();
+    }
+    let raft_metrics = replica.raft.metrics().borrow_watched().clone();
+    let members: Vec<Value> = crate::rpc::cluster_members(&raft_metrics)
+        .into_iter()
+        .map(|m| json!({"id": m.id, "addr": m.addr, "role": m.role}))
+        .collect();
+    let applied = replica.shared.read();
+    let applied_index = applied.last_applied.map(|l| l.index()).unwrap_or(0);
+    Json(json!({
+        "node_id": raft_metrics.id,
+        "term": raft_metrics.current_term,
+        "leader_id": raft_metrics.current_leader,
+        "commit_index": raft_metrics.local_committed.map(|l| l.index()).unwrap_or(0),
+        "applied_index": applied_index,
+        "members": members,
+        "taskmanagers": taskmanagers_json(&applied.state),
+        "jobs": jobs_json(&applied.state),
+        "jobs_total": applied.state.jobs.len(),
+    }))
+    .into_response()
+}
+
+fn taskmanagers_json(state: &ClusterState) -> Vec<Value> {
+    state
+        .taskmanagers
+        .values()
+        .map(|tm| {
+            json!({
+                "id": tm.id,
+                "addr": tm.addr,
+                "state": tm.state.as_str(),
+                "slots": tm.slots,
+                "used_slots": tm.used_slots,
+            })
+        })
+        .collect()
+}
+
+fn jobs_json(state: &ClusterState) -> Vec<Value> {
+    state
+        .jobs
+        .values()
+        .rev()
+        .take(OVERVIEW_JOBS)
+        .map(|job| {
+            let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+            for shard in &job.shards {
+                *counts.entry(shard.state.as_str()).or_default() += 1;
+            }
+            let shards: Option<Vec<&str>> = (job.shards.len() <= OVERVIEW_SHARDS).then(|| {
+                job.shards
+                    .iter()
+                    .map(|s: &crate::domain::Shard| ShardState::as_str(s.state))
+                    .collect()
+            });
+            json!({
+                "id": job.id.to_string(),
+                "name": job.name,
+                "state": job.state.as_str(),
+                "shard_count": job.shards.len(),
+                "shard_states": counts,
+                "shards": shards,
+            })
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    token: Option<String>,
+    from_index: Option<u64>,
+}
+
+async fn events(
+    State(replica): State<ReplicaHttp>,
+    headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
+) -> Response {
+    if let Err(refusal) = replica.access.check_read(&headers, query.token.as_deref()) {
+        return refusal.into_response();
+    }
+    let from = sse::resume_point(&headers, query.from_index);
+    sse::events(replica.shared.clone(), from).into_response()
+}

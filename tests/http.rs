@@ -1,0 +1,274 @@
+//! The HTTP side (`--http-listen`) of real replicas and agents: `/metrics` parsed with a
+//! Prometheus text parser, `/healthz`, `/readyz` (ready with a leader and caught up, not
+//! ready without a quorum), the dashboard's data with and without tokens, HTTPS with TLS.
+
+mod common;
+
+use common::http_client::{get, HttpTarget};
+use common::*;
+use dispatcher::local_cluster::wait_for;
+use std::collections::BTreeMap;
+
+/// Every family issue 12 asks for, as exposed (counters with `_total`, histograms by their
+/// `_count`).
+const REPLICA_FAMILIES: &[&str] = &[
+    "dispatcher_raft_term",
+    "dispatcher_raft_commit_index",
+    "dispatcher_raft_applied_index",
+    "dispatcher_raft_leader_changes_total",
+    "dispatcher_raft_proposals_total",
+    "dispatcher_raft_proposal_duration_seconds_count",
+    "dispatcher_raft_apply_duration_seconds_count",
+    "dispatcher_snapshot_size_bytes",
+    "dispatcher_snapshot_build_duration_seconds_count",
+    "dispatcher_wal_fsync_duration_seconds_count",
+    "dispatcher_taskmanagers",
+    "dispatcher_slots_used",
+    "dispatcher_slots_free",
+    "dispatcher_shards",
+    "dispatcher_placements_total",
+    "dispatcher_recoveries_total",
+    "dispatcher_dispatch_latency_seconds_count",
+    "dispatcher_admission_refusals_total",
+    "dispatcher_rpcs_total",
+];
+
+/// The samples of a scrape: (name, labels) → value.
+type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+fn parse_metrics(text: &str) -> anyhow::Result<Samples> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines)?;
+    let mut out = Samples::new();
+    for sample in scrape.samples {
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                // The parser folds `_bucket` series into one; keep the total count.
+                buckets.last().map(|b| b.count).unwrap_or(0.0)
+            }
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        let labels: BTreeMap<String, String> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.insert((sample.metric, labels), value);
+    }
+    Ok(out)
+}
+
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    samples.get(&(name.to_string(), labels)).copied()
+}
+
+fn has_family(samples: &Samples, name: &str) -> bool {
+    samples.keys().any(|(n, _)| n == name)
+}
+
+async fn scrape(target: &HttpTarget, addr: &str) -> anyhow::Result<Samples> {
+    let response = get(target, addr, "/metrics", &[]).await?;
+    anyhow::ensure!(response.status == 200, "/metrics: {}", response.status);
+    anyhow::ensure!(
+        response
+            .header("content-type")
+            .is_some_and(|c| c.contains("openmetrics-text")),
+        "content type {:?}",
+        response.header("content-type")
+    );
+    parse_metrics(&response.body)
+}
+
+async fn status_of(target: &HttpTarget, addr: &str, path: &str) -> Option<u16> {
+    get(target, addr, path, &[]).await.ok().map(|r| r.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_readiness_of_replicas_and_agents() -> anyhow::Result<()> {
+    let mut cluster = start_cluster(3, test_config()).await?;
+    cluster.start_taskmanager("a", 4, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+    let plain = HttpTarget::Plain;
+
+    log_phase("every replica is alive and, with a leader, ready");
+    for id in cluster.ids() {
+        let http = cluster.replica(id)?.http.clone();
+        assert_eq!(status_of(&plain, &http, "/healthz").await, Some(200));
+        wait_for(DEADLINE, "the replica to be ready", || async {
+            (status_of(&plain, &http, "/readyz").await == Some(200)).then_some(())
+        })
+        .await?;
+    }
+    let agent_http = cluster.taskmanager("a")?.http.clone();
+    assert_eq!(status_of(&plain, &agent_http, "/healthz").await, Some(200));
+    wait_for(DEADLINE, "the agent to be ready", || async {
+        (status_of(&plain, &agent_http, "/readyz").await == Some(200)).then_some(())
+    })
+    .await?;
+
+    log_phase("a job runs; the leader's metrics count it");
+    let job = client
+        .submit(submit_request("metered", 6, ""))
+        .await?
+        .job_id;
+    wait_job_state(&client, &job, &["finished"], DEADLINE).await?;
+    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+    let leader_http = cluster.replica(leader)?.http.clone();
+    let samples = wait_for(
+        DEADLINE,
+        "the leader's metrics to count the job",
+        || async {
+            let samples = scrape(&plain, &leader_http).await.ok()?;
+            let finished = value(&samples, "dispatcher_shards", &[("state", "finished")])?;
+            let started = value(&samples, "dispatcher_dispatch_latency_seconds_count", &[])?;
+            (finished >= 6.0 && started >= 6.0).then_some(samples)
+        },
+    )
+    .await?;
+    for family in REPLICA_FAMILIES {
+        assert!(
+            has_family(&samples, family),
+            "no {family} in the leader's metrics"
+        );
+    }
+    assert!(value(&samples, "dispatcher_raft_term", &[]).unwrap_or(0.0) >= 1.0);
+    assert_eq!(value(&samples, "dispatcher_raft_is_leader", &[]), Some(1.0));
+    assert!(value(&samples, "dispatcher_raft_applied_index", &[]).unwrap_or(0.0) > 0.0);
+    assert!(value(&samples, "dispatcher_placements_total", &[]).unwrap_or(0.0) >= 6.0);
+    assert!(
+        value(&samples, "dispatcher_wal_fsync_duration_seconds_count", &[]).unwrap_or(0.0) > 0.0
+    );
+    assert_eq!(
+        value(&samples, "dispatcher_taskmanagers", &[("state", "alive")]),
+        Some(1.0)
+    );
+    assert_eq!(value(&samples, "dispatcher_slots_free", &[]), Some(4.0));
+    assert!(
+        value(
+            &samples,
+            "dispatcher_raft_proposals_total",
+            &[("result", "ok")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    let submits_ok = value(
+        &samples,
+        "dispatcher_rpcs_total",
+        &[
+            ("method", "/dispatcher.v1.Dispatcher/Submit"),
+            ("code", "OK"),
+        ],
+    );
+    let reports = samples.keys().any(|(n, l)| {
+        n == "dispatcher_rpcs_total"
+            && l.get("method")
+                .is_some_and(|m| m.ends_with("/ReportShards"))
+    });
+    assert!(
+        submits_ok.is_some() || reports,
+        "the leader counted no RPC by method"
+    );
+
+    log_phase("a follower's metrics agree on the replicated counts");
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let follower_http = cluster.replica(follower)?.http.clone();
+    wait_for(DEADLINE, "the follower to apply the job", || async {
+        let samples = scrape(&plain, &follower_http).await.ok()?;
+        (value(&samples, "dispatcher_shards", &[("state", "finished")])? >= 6.0
+            && value(&samples, "dispatcher_raft_is_leader", &[])? == 0.0)
+            .then_some(())
+    })
+    .await?;
+
+    log_phase("the agent's metrics count its runs");
+    let agent = scrape(&plain, &agent_http).await?;
+    assert!(value(&agent, "dispatcher_agent_runs_started_total", &[]).unwrap_or(0.0) >= 6.0);
+    assert_eq!(value(&agent, "dispatcher_agent_slots", &[]), Some(4.0));
+    assert_eq!(
+        value(&agent, "dispatcher_agent_lease_valid", &[]),
+        Some(1.0)
+    );
+
+    log_phase("without a quorum, the last replica is not ready");
+    let others: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != follower)
+        .collect();
+    for id in others {
+        cluster.kill(id)?;
+    }
+    let ready = get(&plain, &follower_http, "/readyz", &[]).await;
+    let refused = wait_for(DEADLINE, "the replica to say it is not ready", || async {
+        let r = get(&plain, &follower_http, "/readyz", &[]).await.ok()?;
+        (r.status == 503).then_some(r)
+    })
+    .await?;
+    assert!(!refused.body.trim().is_empty(), "a refusal says why");
+    drop(ready);
+    assert_eq!(
+        status_of(&plain, &follower_http, "/healthz").await,
+        Some(200)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_the_http_side_is_https_and_the_dashboard_data_needs_a_token() -> anyhow::Result<()>
+{
+    let cluster = start_secure_cluster(3, test_config()).await?;
+    let ca = cluster.root().join("certs").join("ca.pem");
+    let https = HttpTarget::trusting(&ca)?;
+    let id = cluster.ids()[0];
+    let http = cluster.replica(id)?.http.clone();
+
+    log_phase("health, readiness and metrics are open, over HTTPS");
+    wait_for(DEADLINE, "the replica to be ready", || async {
+        (status_of(&https, &http, "/readyz").await == Some(200)).then_some(())
+    })
+    .await?;
+    assert_eq!(status_of(&https, &http, "/healthz").await, Some(200));
+    let samples = scrape(&https, &http).await?;
+    assert!(has_family(&samples, "dispatcher_raft_term"));
+
+    log_phase("plain HTTP is not served on the HTTPS port");
+    assert!(
+        get(&HttpTarget::Plain, &http, "/healthz", &[])
+            .await
+            .map_or(true, |r| r.status != 200),
+        "plain HTTP answered on a TLS replica"
+    );
+
+    log_phase("the dashboard page is served; its data needs a token");
+    let page = get(&https, &http, "/", &[]).await?;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>dispatcher</title>"));
+    let anonymous = get(&https, &http, "/api/overview", &[]).await?;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    let wrong = get(&https, &http, "/api/overview?token=not-a-token", &[]).await?;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let dispatcher::local_cluster::HarnessSecurity::Tls { admin, .. } = cluster.security() else {
+        anyhow::bail!("the cluster is not secure");
+    };
+    let bearer = format!("Bearer {}", admin.expose());
+    let overview = get(
+        &https,
+        &http,
+        "/api/overview",
+        &[("Authorization", &bearer)],
+    )
+    .await?;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    let json: serde_json::Value = serde_json::from_str(&overview.body)?;
+    assert_eq!(json["members"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}
