@@ -2,6 +2,7 @@
 //! loopback ports, and helpers that wait on conditions with deadlines.
 #![allow(dead_code, unused_imports)]
 
+pub mod cdp;
 pub mod http_client;
 pub mod records;
 
