@@ -500,6 +500,20 @@ pub enum JobCommand {
     Cancel { job_id: String },
     /// Follow a job: one line per event until it ends (JSON lines with --output json).
     Watch { job_id: String },
+    /// A shard's output, from wherever it runs or ran: live from its TaskManager while it
+    /// runs, else the end of it kept by the cluster (`limits.output_tail_bytes`).
+    Logs {
+        job_id: String,
+        /// Which shard.
+        #[arg(long, default_value_t = 0)]
+        shard: u32,
+        /// Show stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Keep following a running shard's output until it ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
     /// Wait for a job to end: exit 0 finished, 1 failed or cancelled, 2 timeout.
     Wait {
         job_id: String,

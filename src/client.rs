@@ -503,6 +503,63 @@ impl Client {
         .await
     }
 
+    /// What shard `shard` of `job_id` printed, as kept in the state, and where it runs.
+    pub async fn shard_output(
+        &self,
+        job_id: &str,
+        shard: u32,
+    ) -> Result<ShardOutputReply, ClientError> {
+        let req = ShardOutputRequest {
+            job_id: job_id.to_string(),
+            shard,
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::dispatcher(ch).get_shard_output(req).await }
+        })
+        .await
+    }
+
+    /// Follow a running shard's output on the leader: `on_chunk` sees each chunk as its
+    /// agent sends it and says whether to go on. A broken stream (a leader change) is
+    /// opened again on the leader; chunks carry their offsets, so the caller skips what it
+    /// has seen. Returns when the run is over (or `on_chunk` says stop).
+    pub async fn follow_shard_output(
+        &self,
+        job_id: &str,
+        shard: u32,
+        mut on_chunk: impl FnMut(&OutputChunk) -> bool,
+    ) -> Result<(), ClientError> {
+        let req = ShardOutputRequest {
+            job_id: job_id.to_string(),
+            shard,
+        };
+        loop {
+            let mut stream = self
+                .call(|ch| {
+                    let r = req.clone();
+                    async move { Self::dispatcher(ch).follow_shard_output(r).await }
+                })
+                .await?;
+            loop {
+                match stream.message().await {
+                    Ok(Some(chunk)) => {
+                        if !on_chunk(&chunk) || chunk.ended {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(status) if !is_retryable(status.code()) => {
+                        return Err(ClientError::Rejected(status))
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.remember(None);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Follow the cluster's events from `(index, seq)` (only `job_id`'s, if given): `on_event`
     /// sees each and says whether to go on. A broken stream is resumed after the last event
     /// seen, on whichever replica answers, so none is missed or repeated. Ends when

@@ -299,6 +299,7 @@ async fn bad_reports_are_refused_and_change_nothing() -> anyhow::Result<()> {
         exit_code: Some(0),
         error: String::new(),
         run_ms: 1,
+        ..ShardReport::default()
     };
     let send = |r: ShardReport| {
         let client = &client;

@@ -5,6 +5,7 @@ mod chaos;
 mod completions;
 mod demo;
 mod launch;
+mod logs;
 mod output;
 mod watch;
 
@@ -248,6 +249,12 @@ pub async fn job(command: JobCommand, args: ClientArgs) -> Result<ExitCode, CliE
             return watch::wait(&client, &job_id, timeout, args.output).await
         }
         JobCommand::Watch { job_id } => return watch::watch(&client, &job_id, args.output).await,
+        JobCommand::Logs {
+            job_id,
+            shard,
+            stderr,
+            follow,
+        } => return logs::logs(&client, &job_id, shard, stderr, follow, args.output).await,
     }
     Ok(0)
 }

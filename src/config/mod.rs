@@ -154,6 +154,12 @@ impl Default for JobSettings {
     }
 }
 
+/// Default of `limits.output_tail_bytes`: 64 KiB of each stream.
+pub const DEFAULT_OUTPUT_TAIL_BYTES: usize = 64 * 1024;
+/// The most `limits.output_tail_bytes` may be: a batch of reports must stay well under the
+/// API's message limit.
+pub const MAX_OUTPUT_TAIL_BYTES: usize = 1024 * 1024;
+
 /// What clients may send and how much unfinished work the cluster takes (`[limits]`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -167,6 +173,11 @@ pub struct LimitSettings {
     pub max_spec_bytes: u64,
     /// TaskManagers the state holds, lost ones included until retention forgets them.
     pub max_taskmanagers: usize,
+    /// Bytes of the end of a run's stdout, and of its stderr, kept with the shard when it
+    /// ends (`job logs` after the TaskManager is gone).
+    pub output_tail_bytes: usize,
+    /// Bytes of shard output the state holds in all; the oldest is dropped beyond it.
+    pub max_output_bytes: u64,
 }
 
 impl Default for LimitSettings {
@@ -182,6 +193,8 @@ impl Default for LimitSettings {
             max_pending_shards_per_client: admission.max_pending_shards_per_client,
             max_spec_bytes: admission.max_spec_bytes,
             max_taskmanagers: 100_000,
+            output_tail_bytes: DEFAULT_OUTPUT_TAIL_BYTES,
+            max_output_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -230,6 +243,12 @@ impl LimitSettings {
                     "limits.{key} is {value}; it must be between 1 and {most}"
                 )));
             }
+        }
+        if self.output_tail_bytes > MAX_OUTPUT_TAIL_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "limits.output_tail_bytes must be at most {MAX_OUTPUT_TAIL_BYTES} (0 keeps no \
+                 output)"
+            )));
         }
         if self.max_taskmanagers == 0 || self.max_taskmanagers > MAX_TASKMANAGERS {
             return Err(ConfigError::Invalid(format!(

@@ -8,6 +8,7 @@
 mod ids;
 mod job;
 mod limits;
+mod output;
 mod state;
 mod taskmanager;
 mod token;
@@ -15,6 +16,7 @@ mod token;
 pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardState};
 pub use limits::*;
+pub use output::{OutputStore, ShardOutput};
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
 pub use taskmanager::{Labels, RunStats, TaskManager, TaskManagerState};
 pub use token::{

@@ -2,6 +2,7 @@
 
 use super::ids::JobId;
 use super::job::{Job, Shard};
+use super::output::OutputStore;
 use super::taskmanager::TaskManager;
 use super::token::Token;
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,10 @@ pub struct ClusterState {
     pub tokens: BTreeMap<String, Token>,
     /// Whether a token was ever created: the bootstrap token is seeded only before that.
     pub tokens_seeded: bool,
+    /// What ended shards printed. Encoded as a section of its own after the rest (see
+    /// `encode`), so that snapshots from before it existed still decode.
+    #[serde(skip)]
+    pub outputs: OutputStore,
 }
 
 /// Which assignment list of a TaskManager a heartbeat reply describes: the greatest epoch
@@ -73,13 +78,35 @@ impl ClusterState {
         StateDigest(*blake3::hash(&bytes).as_bytes())
     }
 
-    /// Canonical bytes of the state (bincode, standard config).
+    /// Canonical bytes of the state (bincode, standard config): the length of the main
+    /// section (8 bytes, big-endian), the main section, then the shards' output.
     pub fn encode(&self) -> Vec<u8> {
         // Encoding plain owned data into a Vec cannot fail.
-        bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default()
+        let main =
+            bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default();
+        let outputs = bincode::serde::encode_to_vec(&self.outputs, bincode::config::standard())
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(8 + main.len() + outputs.len());
+        out.extend_from_slice(&(main.len() as u64).to_be_bytes());
+        out.extend_from_slice(&main);
+        out.extend_from_slice(&outputs);
+        out
     }
 
+    /// Decode what `encode` wrote.
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let short = || bincode::error::DecodeError::UnexpectedEnd { additional: 8 };
+        let (len, rest) = bytes.split_first_chunk::<8>().ok_or_else(short)?;
+        let len = usize::try_from(u64::from_be_bytes(*len)).map_err(|_| short())?;
+        let main = rest.get(..len).ok_or_else(short)?;
+        let mut state: ClusterState = crate::decode::decode_untrusted(main)?;
+        state.outputs = crate::decode::decode_untrusted(&rest[len..])?;
+        Ok(state)
+    }
+
+    /// Decode the state as written before shards' output was kept (snapshot format 4): the
+    /// main section alone.
+    pub fn decode_without_outputs(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         crate::decode::decode_untrusted(bytes)
     }
 

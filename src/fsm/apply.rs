@@ -126,6 +126,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::SeedBootstrapToken { hash, now_ms } => {
             Ok(seed_bootstrap_token(state, hash, now_ms))
         }
+        Command::RecordShardOutput(output) => output::record_output(state, log_index, output),
         Command::Batch(reports) => Ok(Response::Batch(
             reports
                 .into_iter()
@@ -138,6 +139,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
 
 mod admission;
 mod jobs;
+mod output;
 mod shards;
 mod taskmanagers;
 mod tokens;

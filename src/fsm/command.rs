@@ -115,6 +115,26 @@ pub enum Command {
     /// report spares a burst of short shards most of the log's work. (Reports, not any
     /// command: a batch cannot nest, so no entry can make decoding recurse.)
     Batch(Vec<Report>),
+    /// The end of what a run printed, sent just before its final report: kept with the shard
+    /// so `job logs` answers after the TaskManager is gone.
+    RecordShardOutput(OutputReport),
+}
+
+/// What a run printed, as much as the leader lets into the log, and how much output in all
+/// the state may hold (the oldest is dropped beyond that).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputReport {
+    pub taskmanager: String,
+    pub job_id: JobId,
+    pub shard: u32,
+    pub epoch: u64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_cut: bool,
+    pub stderr_cut: bool,
+    pub stdout_len: u64,
+    pub stderr_len: u64,
+    pub keep_bytes: u64,
 }
 
 /// A report in a `Batch`: the same as the command of that name.
@@ -137,6 +157,7 @@ pub enum Report {
         retry_at_ms: u64,
         now_ms: u64,
     },
+    Output(OutputReport),
 }
 
 impl From<Report> for Command {
@@ -174,6 +195,7 @@ impl From<Report> for Command {
                 retry_at_ms,
                 now_ms,
             },
+            Report::Output(output) => Command::RecordShardOutput(output),
         }
     }
 }
@@ -238,6 +260,9 @@ impl fmt::Display for Command {
             Command::SeedBootstrapToken { .. } => f.write_str("SeedBootstrapToken"),
             Command::CancelOwnJob { job_id, .. } => write!(f, "CancelOwnJob({job_id})"),
             Command::Batch(commands) => write!(f, "Batch({} commands)", commands.len()),
+            Command::RecordShardOutput(o) => {
+                write!(f, "RecordShardOutput({}/{}@{})", o.job_id, o.shard, o.epoch)
+            }
         }
     }
 }

@@ -82,7 +82,7 @@ fn of_report(state: &ClusterState, report: &Report) -> Option<u64> {
             *epoch,
             now_ms.saturating_sub(*run_ms),
         ),
-        Report::Ended { .. } => None,
+        Report::Ended { .. } | Report::Output(_) => None,
     }
 }
 

@@ -14,7 +14,7 @@ mod validate;
 
 pub use apply::{apply, check_admission, check_report, validate_token_name};
 pub use command::{
-    Command, Placement, PlacementOutcome, Rejection, Report, Response, ShardOutcome,
+    Command, OutputReport, Placement, PlacementOutcome, Rejection, Report, Response, ShardOutcome,
 };
 pub use validate::{
     validate_address, validate_labels, validate_name, validate_name_within, validate_registration,

@@ -186,6 +186,7 @@ pub async fn serve(
         gate: gate.clone(),
         limits: opts.config.limits.clone(),
         transport: opts.security.transport.clone(),
+        taps: Arc::default(),
     };
     let bootstrap = tokio::spawn(bootstrap::form_or_join(Bootstrap {
         raft: raft.clone(),

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 4] = b"DSNP";
 /// Bump when the encoding of `ClusterState` changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
+/// Format 4 had no section for shards' output; it is still read.
+const OLDEST_READABLE_FORMAT: u32 = 4;
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
 
@@ -43,13 +45,17 @@ pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
     let mut version = [0u8; 4];
     version.copy_from_slice(&data[4..8]);
     let version = u32::from_be_bytes(version);
-    if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(invalid(format!(
-            "snapshot format version {version} is not supported (this build reads {SNAPSHOT_FORMAT_VERSION})"
-        )));
-    }
-    ClusterState::decode(&data[8..])
-        .map_err(|e| invalid(format!("snapshot state does not decode: {e}")))
+    let state = match version {
+        SNAPSHOT_FORMAT_VERSION => ClusterState::decode(&data[8..]),
+        OLDEST_READABLE_FORMAT => ClusterState::decode_without_outputs(&data[8..]),
+        _ => {
+            return Err(invalid(format!(
+                "snapshot format version {version} is not supported (this build reads \
+                 {OLDEST_READABLE_FORMAT} to {SNAPSHOT_FORMAT_VERSION})"
+            )))
+        }
+    };
+    state.map_err(|e| invalid(format!("snapshot state does not decode: {e}")))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -162,4 +168,45 @@ pub fn decode_snapshot_file(bytes: &[u8]) -> io::Result<StoredSnapshot> {
         meta: file.meta,
         data: file.data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{JobId, ShardOutput};
+
+    #[test]
+    fn shards_output_travels_in_snapshots_and_format_4_still_reads() {
+        let mut state = ClusterState {
+            tokens_seeded: true,
+            ..ClusterState::default()
+        };
+        let output = ShardOutput {
+            epoch: 3,
+            recorded_at: 4,
+            stdout: b"hello\n".to_vec(),
+            stderr: Vec::new(),
+            stdout_cut: false,
+            stderr_cut: false,
+            stdout_len: 6,
+            stderr_len: 0,
+        };
+        state.outputs.record(JobId(2), 0, output, 1024);
+        let back = decode_state(&encode_state(&state)).expect("current format");
+        assert_eq!(back, state);
+        assert_eq!(back.digest(), state.digest());
+
+        // Format 4: the main section alone, as builds before shard output wrote it.
+        let main = bincode::serde::encode_to_vec(&state, bincode::config::standard()).unwrap();
+        let mut old = MAGIC.to_vec();
+        old.extend_from_slice(&4u32.to_be_bytes());
+        old.extend_from_slice(&main);
+        let read = decode_state(&old).expect("format 4");
+        assert!(read.tokens_seeded);
+        assert!(read.outputs.is_empty());
+
+        let mut newer = MAGIC.to_vec();
+        newer.extend_from_slice(&99u32.to_be_bytes());
+        assert!(decode_state(&newer).is_err());
+    }
 }

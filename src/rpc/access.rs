@@ -72,7 +72,8 @@ fn need(path: &str) -> Option<Need> {
         ("dispatcher.v1.Dispatcher", "DrainTaskManager") => Need::Token(Operate),
         (
             "dispatcher.v1.Dispatcher",
-            "GetJob" | "ListJobs" | "ListTaskManagers" | "WatchEvents",
+            "GetJob" | "ListJobs" | "ListTaskManagers" | "WatchEvents" | "GetShardOutput"
+            | "FollowShardOutput",
         ) => Need::Token(Read),
         ("dispatcher.v1.Cluster", "Status" | "Ping") => Need::ReplicaOrToken(Read),
         ("dispatcher.v1.Cluster", "Rejoin") => Need::Replica,

@@ -175,6 +175,38 @@ impl Dispatcher for DispatcherService {
         Ok(Response::new(stream))
     }
 
+    async fn get_shard_output(
+        &self,
+        request: Request<ShardOutputRequest>,
+    ) -> Result<Response<ShardOutputReply>, Status> {
+        let who = caller(&request)?;
+        let me = who.cancels_only_own(request.remote_addr());
+        let req = request.into_inner();
+        let job_id = parse_job_id(&req.job_id)?;
+        linearizable(&self.ctx).await?;
+        let applied = self.ctx.shared.read();
+        Ok(Response::new(super::shard_output::reply(
+            &applied.state,
+            job_id,
+            req.shard,
+            me.as_deref(),
+        )?))
+    }
+
+    type FollowShardOutputStream = super::shard_output::OutputStream;
+
+    async fn follow_shard_output(
+        &self,
+        request: Request<ShardOutputRequest>,
+    ) -> Result<Response<Self::FollowShardOutputStream>, Status> {
+        let who = caller(&request)?;
+        let me = who.cancels_only_own(request.remote_addr());
+        let req = request.into_inner();
+        let job_id = parse_job_id(&req.job_id)?;
+        let stream = super::shard_output::follow(self.ctx.clone(), job_id, req.shard, me).await?;
+        Ok(Response::new(stream))
+    }
+
     async fn list_jobs(
         &self,
         _request: Request<ListJobsRequest>,

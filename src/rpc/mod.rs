@@ -16,11 +16,13 @@ mod error;
 mod event_stream;
 pub mod fuzzing;
 mod leader_lease;
+pub mod output_taps;
 mod raft_access;
 mod raft_service;
 mod registration;
 mod rejoin;
 mod reports;
+mod shard_output;
 mod taskmanager_service;
 
 pub use access::{AccessLayer, Caller, Guard};
@@ -60,4 +62,6 @@ pub struct ServiceContext {
     pub gate: Arc<RaftGate>,
     /// How this replica dials others (plaintext only with `--insecure`).
     pub transport: crate::security::Transport,
+    /// Live output followed by `job logs`, as agents send it (leader only).
+    pub taps: Arc<output_taps::OutputTaps>,
 }

@@ -9,7 +9,8 @@ use super::ServiceContext;
 use crate::clock::now_ms;
 use crate::domain::{cut_error, JobId};
 use crate::fsm::{
-    check_report, validate_name, Command, Report, Response as FsmResponse, ShardOutcome,
+    check_report, validate_name, Command, OutputReport, Report, Response as FsmResponse,
+    ShardOutcome,
 };
 use crate::pb::api::*;
 use crate::scheduler::retry_delay_ms;
@@ -19,8 +20,51 @@ const MAX_REPORTED_RUN_MS: u64 = 365 * 24 * 3600 * 1000;
 /// Most reports in one batch.
 pub const MAX_REPORTS_PER_BATCH: usize = 1024;
 
-/// The command a report stands for, or why it is refused before the log.
-pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<Report, ApiError> {
+/// What a report becomes in the log: its own command, and before it, with a final report
+/// that carries output, the output's.
+pub struct ReportCommands {
+    pub output: Option<OutputReport>,
+    pub main: Report,
+}
+
+/// Keep the last `most` bytes; whether anything was cut (here or by the agent).
+fn cut_tail(mut bytes: Vec<u8>, most: usize, cut_already: bool) -> (Vec<u8>, bool) {
+    if bytes.len() <= most {
+        return (bytes, cut_already);
+    }
+    bytes.drain(..bytes.len() - most);
+    (bytes, true)
+}
+
+/// The output a final report carries, cut to this cluster's limit; none if empty or not
+/// kept at all.
+fn output_of(ctx: &ServiceContext, req: &mut ShardReport, job_id: JobId) -> Option<OutputReport> {
+    let most = ctx.limits.output_tail_bytes;
+    let (stdout, stdout_cut) = cut_tail(std::mem::take(&mut req.stdout_tail), most, req.stdout_cut);
+    let (stderr, stderr_cut) = cut_tail(std::mem::take(&mut req.stderr_tail), most, req.stderr_cut);
+    if stdout.is_empty() && stderr.is_empty() {
+        return None;
+    }
+    // At least what is kept, whatever the agent claims.
+    let stdout_len = req.stdout_len.max(stdout.len() as u64);
+    let stderr_len = req.stderr_len.max(stderr.len() as u64);
+    Some(OutputReport {
+        taskmanager: req.taskmanager_id.clone(),
+        job_id,
+        shard: req.index,
+        epoch: req.epoch,
+        stdout,
+        stderr,
+        stdout_cut,
+        stderr_cut,
+        stdout_len,
+        stderr_len,
+        keep_bytes: ctx.limits.max_output_bytes,
+    })
+}
+
+/// The commands a report stands for, or why it is refused before the log.
+pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<ReportCommands, ApiError> {
     validate_name("TaskManager id", &req.taskmanager_id).map_err(ApiError::from)?;
     let job_id: JobId = req
         .job_id
@@ -64,6 +108,10 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<Report, 
     let now = now_ms();
     let kind = ReportKind::try_from(req.kind)
         .map_err(|_| ApiError::InvalidArgument(format!("unknown report kind {}", req.kind)))?;
+    let output = match kind {
+        ReportKind::Finished | ReportKind::Failed => output_of(ctx, &mut req, job_id),
+        _ => None,
+    };
     let outcome = match kind {
         ReportKind::Started => None,
         ReportKind::Finished => Some(ShardOutcome::Finished),
@@ -111,7 +159,10 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<Report, 
             }
         }
     };
-    Ok(command)
+    Ok(ReportCommands {
+        output,
+        main: command,
+    })
 }
 
 /// Propose every report of a batch in one log entry; one outcome per report, in order.
@@ -126,16 +177,24 @@ pub async fn report_batch(
     for (i, report) in reports.into_iter().enumerate() {
         let started = report.kind == ReportKind::Started as i32;
         match report_command(ctx, report) {
-            Ok(command) if started => starts.push((i, command)),
-            Ok(command) => ends.push((i, command)),
+            Ok(commands) if started => starts.push((Some(i), commands.main)),
+            Ok(ReportCommands { output, main }) => {
+                // Output right before its end; its own answer is nobody's outcome.
+                if let Some(output) = output {
+                    ends.push((None, Report::Output(output)));
+                }
+                ends.push((Some(i), main));
+            }
             Err(e) => outcomes[i] = Some(outcome_of(Err(e))),
         }
     }
-    let (positions, reports): (Vec<usize>, Vec<Report>) = starts.into_iter().chain(ends).unzip();
+    let (positions, reports): (Vec<Option<usize>>, Vec<Report>) =
+        starts.into_iter().chain(ends).unzip();
     if !reports.is_empty() {
         match write(ctx, Command::Batch(reports)).await {
             Ok(FsmResponse::Batch(responses)) => {
                 for (i, response) in positions.iter().zip(responses) {
+                    let Some(i) = i else { continue };
                     outcomes[*i] = Some(outcome_of(match response {
                         FsmResponse::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
                         _ => Ok(()),
@@ -149,7 +208,7 @@ pub async fn report_batch(
                     }
                     Err(e) => e,
                 }));
-                for i in &positions {
+                for i in positions.iter().flatten() {
                     outcomes[*i] = Some(failed.clone());
                 }
             }

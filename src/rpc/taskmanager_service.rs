@@ -7,10 +7,10 @@ use super::assignment_stream::{watch, AssignmentStream};
 use super::error::ApiError;
 use super::leader_lease::ensure_leader_lease;
 use super::raft_access::{not_leader_here, write};
-use super::reports::{report_batch, report_command, MAX_REPORTS_PER_BATCH};
+use super::reports::{report_batch, report_command, ReportCommands, MAX_REPORTS_PER_BATCH};
 use super::ServiceContext;
 use crate::domain::{AssignmentsVersion, JobId, TaskManagerState};
-use crate::fsm::validate_name;
+use crate::fsm::{validate_name, Command, Report, Response as FsmResponse};
 use crate::pb::api::task_managers_server::TaskManagers;
 use crate::pb::api::*;
 use openraft::async_runtime::watch::WatchReceiver;
@@ -45,6 +45,7 @@ impl TaskManagers for TaskManagerService {
             assignments: Vec::new(),
             lease_ms: settings.lease_ms,
             heartbeat_interval_ms: settings.heartbeat_interval_ms,
+            output_tail_bytes: self.ctx.limits.output_tail_bytes as u64,
             ..HeartbeatReply::default()
         };
         let view = self.ctx.shared.read();
@@ -65,6 +66,9 @@ impl TaskManagers for TaskManagerService {
             return Ok(Response::new(reply));
         }
         reply.registered = true;
+        // Live output for whoever follows (`job logs`), and what to send next.
+        self.ctx.taps.deliver(&tm.id, req.output);
+        reply.output_taps = self.ctx.taps.wanted(&tm.id);
         let version = view.state.assignments_version(&tm.id);
         reply.assignments_max_epoch = version.max_epoch;
         reply.assignments_count = version.count;
@@ -96,8 +100,21 @@ impl TaskManagers for TaskManagerService {
         request: Request<ShardReport>,
     ) -> Result<Response<ShardReportReply>, Status> {
         caller(&request)?.require_taskmanager(&request.get_ref().taskmanager_id)?;
-        let command = report_command(&self.ctx, request.into_inner())?;
-        write(&self.ctx, command.into()).await?;
+        let ReportCommands { output, main } = report_command(&self.ctx, request.into_inner())?;
+        match output {
+            None => {
+                write(&self.ctx, main.into()).await?;
+            }
+            Some(output) => {
+                // The output goes in the same entry as the end it belongs to.
+                let batch = Command::Batch(vec![Report::Output(output), main]);
+                if let FsmResponse::Batch(responses) = write(&self.ctx, batch).await? {
+                    if let Some(FsmResponse::Rejected(rejection)) = responses.into_iter().last() {
+                        return Err(ApiError::Rejected(rejection).into());
+                    }
+                }
+            }
+        }
         Ok(Response::new(ShardReportReply {}))
     }
 

@@ -4,6 +4,7 @@
 use super::host::ShardHost;
 use super::identity::{claim, AgentIdentity, IdentityError};
 use super::lease::Lease;
+use super::output_tap::OutputTaps;
 use super::reporter;
 use super::runner::{self, RunContext, RunHandle, RunKey, KEEPALIVE_TIMEOUT};
 use super::specs::SpecCache;
@@ -186,6 +187,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             })
         },
         metrics: metrics.clone(),
+        output_tail_bytes: Arc::new(std::sync::atomic::AtomicU64::new(
+            crate::config::DEFAULT_OUTPUT_TAIL_BYTES as u64,
+        )),
     };
 
     // Pushed assignments: a task keeps a stream open to the leader for the registration the
@@ -227,6 +231,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         let mut held = Held::default();
         let mut interval = DEFAULT_INTERVAL;
         let mut lease_was_valid = false;
+        // Runs whose output someone follows (`job logs`), as the leader lists them.
+        let mut taps = OutputTaps::default();
         loop {
             let sent_at = Instant::now();
             let sent_at_boot = crate::clock::boottime();
@@ -245,6 +251,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 running,
                 assignments_max_epoch: held.version.0,
                 assignments_count: held.version.1,
+                output: taps.collect(&ctx.workdir, |key| lock(&runs).contains_key(key)),
             };
             let reply = heartbeat_client
                 .call(|ch| {
@@ -270,9 +277,16 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 }
                 Ok(reply) => {
                     interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
+                    ctx.output_tail_bytes.store(
+                        reply
+                            .output_tail_bytes
+                            .min(crate::config::MAX_OUTPUT_TAIL_BYTES as u64),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     lease.renew(sent_at_boot, Duration::from_millis(reply.lease_ms));
                     // A reply that arrives (or is handled) after the lease it grants has run
                     // out may be stale: act on nothing in it.
+                    taps.update(&ctx.workdir, &reply.output_taps);
                     if lease.is_valid() {
                         if reply.assignments_unchanged {
                             // The list held is the leader's list as of this index: a push

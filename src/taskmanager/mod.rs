@@ -17,6 +17,7 @@ pub mod host_protocol;
 mod identity;
 pub mod journal;
 mod lease;
+mod output_tap;
 mod reporter;
 mod runner;
 pub mod shard_host;

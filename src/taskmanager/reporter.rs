@@ -16,6 +16,28 @@ use tonic::Code;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Most reports sent in one call (the leader accepts up to 1,024).
 const BATCH: usize = 256;
+/// Most bytes of shard output sent in one call: well under the API's message limit, however
+/// much each report carries.
+const BATCH_OUTPUT_BYTES: usize = 2 * 1024 * 1024;
+
+fn output_bytes(report: &ShardReport) -> usize {
+    report.stdout_tail.len() + report.stderr_tail.len()
+}
+
+/// How many of the first reports go in the next call: up to `BATCH`, and up to
+/// `BATCH_OUTPUT_BYTES` of output (at least one report).
+fn next_batch_len(pending: &[ShardReport]) -> usize {
+    let mut bytes = 0;
+    let mut count = 0;
+    for report in pending.iter().take(BATCH) {
+        bytes += output_bytes(report);
+        if count > 0 && bytes > BATCH_OUTPUT_BYTES {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
 
 /// How long starts alone wait before they are sent. A shard that ends within it is reported
 /// by its end only (see `coalesce`), so a burst of short shards costs one log entry per
@@ -100,8 +122,9 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
                 linger_for_an_end(&mut rx, &mut pending).await;
             }
             coalesce(&mut pending);
+            let take = next_batch_len(&pending);
             let batch = ShardReportBatch {
-                reports: pending.clone(),
+                reports: pending[..take].to_vec(),
             };
             tracing::debug!(reports = batch.reports.len(), "sending reports");
             let result = client
@@ -113,7 +136,8 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
             match result {
                 Ok(reply) => {
                     // Keep, in order, what may still succeed; drop what was taken or refused.
-                    let sent = std::mem::take(&mut pending);
+                    let sent: Vec<ShardReport> = pending.drain(..take).collect();
+                    let unsent = std::mem::take(&mut pending);
                     let mut retry_reason = String::new();
                     for (report, outcome) in sent.into_iter().zip(
                         reply
@@ -137,7 +161,9 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
                         retry_reason = message;
                         pending.push(report);
                     }
-                    if !pending.is_empty() {
+                    let retry = !pending.is_empty();
+                    pending.extend(unsent);
+                    if retry {
                         tracing::debug!(
                             left = pending.len(),
                             "reports to send again: {retry_reason}"
@@ -146,12 +172,8 @@ pub fn start(client: Arc<Client>) -> (ReportSender, tokio::task::JoinHandle<()>)
                     }
                 }
                 Err(ClientError::Rejected(status)) if is_final(status.code()) => {
-                    tracing::warn!(
-                        reports = pending.len(),
-                        "reports refused: {}",
-                        status.message()
-                    );
-                    pending.clear();
+                    tracing::warn!(reports = take, "reports refused: {}", status.message());
+                    pending.drain(..take);
                 }
                 Err(e) => {
                     tracing::warn!(reports = pending.len(), "reports not delivered yet: {e}");
@@ -199,6 +221,26 @@ mod tests {
         assert!(began.elapsed() >= START_LINGER);
         assert_eq!(alone.len(), 1);
         drop(tx);
+    }
+
+    #[test]
+    fn a_batch_carries_a_bounded_amount_of_output() {
+        let big = |index| ShardReport {
+            stdout_tail: vec![b'x'; 900 * 1024],
+            ..report("j-1", index, ReportKind::Finished)
+        };
+        let pending: Vec<ShardReport> = (0..5).map(big).collect();
+        assert_eq!(next_batch_len(&pending), 2);
+        // One report larger than the budget still goes, alone.
+        let huge = vec![ShardReport {
+            stdout_tail: vec![b'x'; 3 * 1024 * 1024],
+            ..report("j-1", 0, ReportKind::Finished)
+        }];
+        assert_eq!(next_batch_len(&huge), 1);
+        let small: Vec<ShardReport> = (0..1000)
+            .map(|i| report("j-1", i, ReportKind::Finished))
+            .collect();
+        assert_eq!(next_batch_len(&small), BATCH);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::host_protocol::{Event, Stopped};
 use super::lease::Lease;
 use super::reporter::ReportSender;
 use super::specs::SpecCache;
-use super::workdir::{tail, RunResult, WorkDir};
+use super::workdir::{tail, tail_bytes, RunResult, WorkDir};
 use crate::pb::api::{Assignment, ReportKind, ShardReport};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,10 +43,26 @@ pub struct RunContext {
     /// outcome was reported.
     pub on_exit: OnExit,
     pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// How much of each output stream a final report carries (the leader says, in every
+    /// heartbeat reply).
+    pub output_tail_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RunContext {
     pub fn report(&self, a: &Assignment, kind: ReportKind, result: Option<&RunResult>) {
+        let ((stdout_tail, stdout_len), (stderr_tail, stderr_len)) =
+            if matches!(kind, ReportKind::Finished | ReportKind::Failed) {
+                let most = self
+                    .output_tail_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let dir = self.workdir.run_dir(&a.job_id, a.index, a.epoch);
+                (
+                    tail_bytes(&dir.join("stdout"), most),
+                    tail_bytes(&dir.join("stderr"), most),
+                )
+            } else {
+                Default::default()
+            };
         let _ = self.reports.send(ShardReport {
             taskmanager_id: self.taskmanager_id.clone(),
             job_id: a.job_id.clone(),
@@ -57,6 +73,12 @@ impl RunContext {
             error: result.map(|r| r.error.clone()).unwrap_or_default(),
             run_ms: result.map(|r| r.run_ms).unwrap_or(0),
             incarnation: self.incarnation,
+            stdout_cut: stdout_len > stdout_tail.len() as u64,
+            stderr_cut: stderr_len > stderr_tail.len() as u64,
+            stdout_tail,
+            stderr_tail,
+            stdout_len,
+            stderr_len,
         });
     }
 

@@ -114,6 +114,22 @@ impl WorkDir {
     }
 }
 
+/// The last `max_bytes` of a file as they are (output may be binary), and the file's
+/// length.
+pub fn tail_bytes(path: &Path, max_bytes: u64) -> (Vec<u8>, u64) {
+    let Ok(mut f) = fs::File::open(path) else {
+        return (Vec::new(), 0);
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max_bytes);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return (Vec::new(), 0);
+    }
+    let mut buf = Vec::new();
+    let _ = f.take(max_bytes).read_to_end(&mut buf);
+    (buf, len)
+}
+
 /// The last `max_bytes` of a file, trimmed to whole lines where possible.
 pub fn tail(path: &Path, max_bytes: u64) -> String {
     let Ok(mut f) = fs::File::open(path) else {

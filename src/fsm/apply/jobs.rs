@@ -182,6 +182,7 @@ pub(super) fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Resp
             }
             admission::forget(state, job.spec.encoded_len_estimate() as u64);
             state.jobs_with_pending_shards.remove(&job_id);
+            state.outputs.remove_job(job_id);
             count += 1;
         }
     }
