@@ -434,8 +434,37 @@ pub enum ClusterCommand {
     Remove { id: u64 },
     /// Hand leadership to another voter.
     TransferLeader { id: u64 },
-    /// Build a snapshot now on the first endpoint's replica (its log is then compacted).
-    Snapshot,
+    /// Build a snapshot now on the first endpoint's replica (its log is then compacted);
+    /// `save` writes it to a backup file, `restore` makes a new replica's data dir from one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Snapshot {
+        #[command(subcommand)]
+        action: Option<SnapshotCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a backup of the whole state to a new file (needs an admin token).
+    Save { file: PathBuf },
+    /// Make the data dir of one replica of a new cluster from a backup (offline; run it for
+    /// every replica of the new cluster, then start them with `serve`).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file `snapshot save` wrote.
+    pub file: PathBuf,
+    /// The new replica's data dir (must be empty or absent).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The new replica's id.
+    #[arg(long)]
+    pub id: u64,
+    /// Every replica of the new cluster: id=host:port,... (this one included).
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer, required = true)]
+    pub peers: Vec<(u64, String)>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -503,6 +503,30 @@ impl Client {
         .await
     }
 
+    /// A backup file of the state, built now by the first endpoint's replica (or whichever
+    /// answers), as its bytes. At most `MAX_BACKUP_BYTES`.
+    pub async fn backup(&self) -> Result<Vec<u8>, ClientError> {
+        const MAX_BACKUP_BYTES: usize = 16 * 1024 * 1024 * 1024;
+        let mut stream = self
+            .call(|ch| async move {
+                ClusterClient::new(ch)
+                    .max_decoding_message_size(4 * 1024 * 1024)
+                    .backup(BackupRequest {})
+                    .await
+            })
+            .await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(ClientError::Rejected)? {
+            if bytes.len() + chunk.data.len() > MAX_BACKUP_BYTES {
+                return Err(ClientError::Rejected(tonic::Status::out_of_range(
+                    "the backup is larger than this client takes (16 GiB)",
+                )));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        Ok(bytes)
+    }
+
     /// What shard `shard` of `job_id` printed, as kept in the state, and where it runs.
     pub async fn shard_output(
         &self,

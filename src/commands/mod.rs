@@ -7,6 +7,7 @@ mod demo;
 mod launch;
 mod logs;
 mod output;
+mod snapshot;
 mod watch;
 
 pub use bench::bench;
@@ -18,7 +19,9 @@ pub use watch::events;
 mod plot;
 mod table;
 
-use crate::cli::{ClientArgs, ClusterCommand, JobCommand, SubmitArgs, TmCommand, TokenCommand};
+use crate::cli::{
+    ClientArgs, ClusterCommand, JobCommand, SnapshotCommand, SubmitArgs, TmCommand, TokenCommand,
+};
 use crate::client::{Client, ClientError};
 use crate::domain::Role;
 use crate::pb::api::{JobSpec, SubmitRequest};
@@ -127,6 +130,13 @@ fn connect(args: &ClientArgs) -> Result<Client, CliError> {
 }
 
 pub async fn cluster(command: ClusterCommand, args: ClientArgs) -> Result<ExitCode, CliError> {
+    // Offline: no replica is asked, so no endpoints or credentials are needed.
+    let command = match command {
+        ClusterCommand::Snapshot {
+            action: Some(SnapshotCommand::Restore(restore)),
+        } => return snapshot::restore_into(restore, args.output).await,
+        other => other,
+    };
     let client = connect(&args)?;
     match command {
         ClusterCommand::Status { local } => {
@@ -145,7 +155,13 @@ pub async fn cluster(command: ClusterCommand, args: ClientArgs) -> Result<ExitCo
             let reply = client.remove_member(id).await?;
             output::members(args.output, &reply.members);
         }
-        ClusterCommand::Snapshot => {
+        ClusterCommand::Snapshot {
+            action: Some(SnapshotCommand::Save { file }),
+        } => return snapshot::save(&client, &file, args.output).await,
+        ClusterCommand::Snapshot {
+            action: Some(SnapshotCommand::Restore(restore)),
+        } => return snapshot::restore_into(restore, args.output).await,
+        ClusterCommand::Snapshot { action: None } => {
             let reply = client.snapshot(None).await?;
             output::message(
                 args.output,

@@ -2,6 +2,7 @@
 //! in-memory state machine with its on-disk snapshots, and the tonic transport between
 //! replicas. The rest of the crate sees Raft only through this module.
 
+pub mod backup;
 pub mod event_ring;
 pub mod fuzzing;
 pub mod gate;

@@ -78,6 +78,8 @@ fn need(path: &str) -> Option<Need> {
         ("dispatcher.v1.Cluster", "Status" | "Ping") => Need::ReplicaOrToken(Read),
         ("dispatcher.v1.Cluster", "Rejoin") => Need::Replica,
         ("dispatcher.v1.Cluster", "Snapshot") => Need::Token(Operate),
+        // A backup holds every job's environment and every token's hash.
+        ("dispatcher.v1.Cluster", "Backup") => Need::Token(Admin),
         ("dispatcher.v1.Cluster", "AddMember" | "RemoveMember" | "TransferLeader") => {
             Need::Token(Admin)
         }

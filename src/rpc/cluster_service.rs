@@ -144,6 +144,42 @@ fn is_concurrent_change(
     )
 }
 
+/// Pieces a backup is streamed in.
+const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
+
+pub type BackupStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<BackupChunk, Status>> + Send>>;
+
+impl ClusterService {
+    /// Build a snapshot now, wait until it covers what was applied when asked, and return it.
+    async fn build_snapshot(&self) -> Result<crate::raft::Snapshot, ApiError> {
+        let applied = self.metrics().last_applied.map(|l| l.index()).unwrap_or(0);
+        let stopped =
+            |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("raft stopped: {e}"));
+        self.ctx
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| stopped(&e))?;
+        self.ctx
+            .raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index() >= applied),
+                "snapshot built",
+            )
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("snapshot not built in time: {e}")))?;
+        self.ctx
+            .raft
+            .get_snapshot()
+            .await
+            .map_err(|e| stopped(&e))?
+            .ok_or_else(|| ApiError::Unavailable("no snapshot after building one".into()))
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(
@@ -199,36 +235,27 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotReply>, Status> {
-        let applied = self.metrics().last_applied.map(|l| l.index()).unwrap_or(0);
-        let stopped =
-            |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("raft stopped: {e}"));
-        self.ctx
-            .raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|e| stopped(&e))?;
-        // Wait for a snapshot that covers what was applied when asked.
-        let covered = self
-            .ctx
-            .raft
-            .wait(Some(SNAPSHOT_WAIT))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index() >= applied),
-                "snapshot built",
-            )
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("snapshot not built in time: {e}")))?;
-        let snapshot = self
-            .ctx
-            .raft
-            .get_snapshot()
-            .await
-            .map_err(|e| stopped(&e))?;
+        let snapshot = self.build_snapshot().await?;
         Ok(Response::new(SnapshotReply {
-            snapshot_index: covered.snapshot.map(|s| s.index()).unwrap_or(0),
-            size_bytes: snapshot.map_or(0, |s| s.snapshot.len() as u64),
+            snapshot_index: snapshot.meta.last_log_id.map(|l| l.index()).unwrap_or(0),
+            size_bytes: snapshot.snapshot.len() as u64,
         }))
+    }
+
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        _request: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let snapshot = self.build_snapshot().await?;
+        let file = crate::raft::backup::encode_backup(&snapshot.meta, &snapshot.snapshot)
+            .map_err(|e| ApiError::Internal(format!("cannot encode the backup: {e}")))?;
+        let chunks: Vec<Result<BackupChunk, Status>> = file
+            .chunks(BACKUP_CHUNK_BYTES)
+            .map(|c| Ok(BackupChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
     async fn add_member(
