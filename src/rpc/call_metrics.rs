@@ -64,10 +64,11 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
         let method = if super::access::is_known_method(path) {
-            path.to_string()
+            path
         } else {
-            UNKNOWN_METHOD.to_string()
-        };
+            UNKNOWN_METHOD
+        }
+        .to_string();
         let metrics = self.metrics.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
