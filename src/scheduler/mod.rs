@@ -27,7 +27,9 @@
 //! the best, and pushes it back with its new score if it still has room. A job of `S` shards
 //! over `N` TaskManagers costs O(N + S·log N), not O(N·S).
 
+pub mod fairness;
 mod plan;
+pub mod preemption;
 mod recovery;
 mod score;
 

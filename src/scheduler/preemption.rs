@@ -1,0 +1,239 @@
+//! Preemption: which running shards to stop so that a higher-priority shard that fits nowhere
+//! can run. Pure: TaskManagers with their running shards in, a choice out.
+//!
+//! # Rule
+//! Only shards of strictly lower priority may be stopped. On each TaskManager, candidates are
+//! taken lowest priority first, then most recently started (it loses the least work), until
+//! enough slots would be free; then any taken shard that is not needed after all is given
+//! back, highest priority first. Of the TaskManagers where this frees enough, the one that
+//! stops the fewest shards wins, then the one whose stopped shards have the lowest priorities
+//! in sum, then the smaller id.
+//!
+//! **No thrashing.** A stopped shard goes back to pending with its priority unchanged. Since
+//! `A` can stop `B` only if `priority(A) > priority(B)`, `B` can never stop `A`, and no two
+//! jobs stop each other in a loop; shards of equal priority never stop each other at all.
+
+/// A running shard that might be stopped; `K` identifies it to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningShard<K> {
+    pub key: K,
+    pub priority: u32,
+    pub slots: u32,
+    pub started_at_ms: u64,
+}
+
+/// One TaskManager: its free slots and what runs on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate<K> {
+    pub taskmanager: String,
+    pub free: u32,
+    pub running: Vec<RunningShard<K>>,
+}
+
+/// Stop `victims` on `taskmanager`, then the shard fits there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preemption<K> {
+    pub taskmanager: String,
+    pub victims: Vec<K>,
+}
+
+/// The shards to stop on one TaskManager for `slots` at `priority`, if it can be done there.
+fn victims_on<K: Clone + Ord>(
+    host: &Candidate<K>,
+    slots: u32,
+    priority: u32,
+) -> Option<Vec<RunningShard<K>>> {
+    if host.free >= slots {
+        return Some(Vec::new());
+    }
+    let mut candidates: Vec<&RunningShard<K>> = host
+        .running
+        .iter()
+        .filter(|r| r.priority < priority)
+        .collect();
+    candidates.sort_by(|a, b| {
+        a.priority
+            .cmp(&b.priority)
+            .then(b.started_at_ms.cmp(&a.started_at_ms))
+            .then(a.key.cmp(&b.key))
+    });
+    let mut free = u64::from(host.free);
+    let mut taken: Vec<RunningShard<K>> = Vec::new();
+    for candidate in candidates {
+        if free >= u64::from(slots) {
+            break;
+        }
+        free += u64::from(candidate.slots);
+        taken.push(candidate.clone());
+    }
+    if free < u64::from(slots) {
+        return None;
+    }
+    // Give back what is not needed, highest priority (taken last) first.
+    let mut i = taken.len();
+    while i > 0 {
+        i -= 1;
+        if free - u64::from(taken[i].slots) >= u64::from(slots) {
+            free -= u64::from(taken[i].slots);
+            taken.remove(i);
+        }
+    }
+    Some(taken)
+}
+
+/// Where and what to stop so that a shard of `slots` at `priority` runs, by the rule above;
+/// `None` if no TaskManager can make room, or one already has it (place normally then).
+pub fn choose_preemption<K: Clone + Ord>(
+    hosts: &[Candidate<K>],
+    slots: u32,
+    priority: u32,
+) -> Option<Preemption<K>> {
+    if hosts.iter().any(|h| h.free >= slots) {
+        return None;
+    }
+    hosts
+        .iter()
+        .filter_map(|h| victims_on(h, slots, priority).map(|v| (h, v)))
+        .min_by(|(ha, va), (hb, vb)| {
+            let sum = |v: &[RunningShard<K>]| v.iter().map(|r| u64::from(r.priority)).sum::<u64>();
+            va.len()
+                .cmp(&vb.len())
+                .then(sum(va).cmp(&sum(vb)))
+                .then(ha.taskmanager.cmp(&hb.taskmanager))
+        })
+        .map(|(h, victims)| Preemption {
+            taskmanager: h.taskmanager.clone(),
+            victims: victims.into_iter().map(|r| r.key).collect(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn shard(key: u32, priority: u32, slots: u32, started_at_ms: u64) -> RunningShard<u32> {
+        RunningShard {
+            key,
+            priority,
+            slots,
+            started_at_ms,
+        }
+    }
+
+    fn host(name: &str, free: u32, running: Vec<RunningShard<u32>>) -> Candidate<u32> {
+        Candidate {
+            taskmanager: name.into(),
+            free,
+            running,
+        }
+    }
+
+    #[test]
+    fn the_lowest_priority_most_recently_started_shard_goes_first() {
+        let hosts = [host(
+            "a",
+            0,
+            vec![
+                shard(1, 100, 1, 10),
+                shard(2, 100, 1, 50),
+                shard(3, 200, 1, 60),
+            ],
+        )];
+        let chosen = choose_preemption(&hosts, 1, 500).expect("room can be made");
+        assert_eq!(chosen.victims, vec![2]);
+    }
+
+    #[test]
+    fn equal_or_higher_priority_is_never_stopped() {
+        let hosts = [host("a", 0, vec![shard(1, 500, 4, 1), shard(2, 900, 4, 2)])];
+        assert_eq!(choose_preemption(&hosts, 1, 500), None);
+        assert_eq!(
+            choose_preemption(&hosts, 1, 501).map(|p| p.victims),
+            Some(vec![1])
+        );
+    }
+
+    #[test]
+    fn the_taskmanager_that_stops_the_fewest_wins_and_spare_victims_are_given_back() {
+        let hosts = [
+            host(
+                "a",
+                0,
+                vec![shard(1, 10, 1, 1), shard(2, 10, 1, 2), shard(3, 10, 1, 3)],
+            ),
+            host("b", 1, vec![shard(4, 20, 1, 1), shard(5, 30, 2, 9)]),
+        ];
+        // Three slots: a stops three; b stops 4 then 5 (taking 4 first), then gives 4 back.
+        let chosen = choose_preemption(&hosts, 3, 100).expect("room");
+        assert_eq!(chosen.taskmanager, "b");
+        assert_eq!(chosen.victims, vec![5]);
+    }
+
+    #[test]
+    fn nothing_is_stopped_when_a_slot_is_free_somewhere() {
+        let hosts = [host("a", 0, vec![shard(1, 1, 1, 1)]), host("b", 2, vec![])];
+        assert_eq!(choose_preemption(&hosts, 2, 1000), None);
+    }
+
+    fn hosts() -> impl Strategy<Value = Vec<Candidate<u32>>> {
+        proptest::collection::vec(
+            (
+                0u32..3,
+                proptest::collection::vec((0u32..1000, 1u32..4, 0u64..100), 0..6),
+            ),
+            1..5,
+        )
+        .prop_map(|hs| {
+            let mut key = 0;
+            hs.into_iter()
+                .enumerate()
+                .map(|(i, (free, running))| Candidate {
+                    taskmanager: format!("tm-{i}"),
+                    free,
+                    running: running
+                        .into_iter()
+                        .map(|(priority, slots, started)| {
+                            key += 1;
+                            shard(key, priority, slots, started)
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_preemption_frees_enough_stops_only_lower_priority_and_nothing_spare(
+            hosts in hosts(), slots in 1u32..6, priority in 0u32..1000,
+        ) {
+            if let Some(p) = choose_preemption(&hosts, slots, priority) {
+                let host = hosts.iter().find(|h| h.taskmanager == p.taskmanager).unwrap();
+                let victims: Vec<&RunningShard<u32>> =
+                    host.running.iter().filter(|r| p.victims.contains(&r.key)).collect();
+                prop_assert_eq!(victims.len(), p.victims.len());
+                prop_assert!(victims.iter().all(|v| v.priority < priority));
+                let freed: u32 = victims.iter().map(|v| v.slots).sum();
+                prop_assert!(host.free + freed >= slots);
+                for v in &victims {
+                    prop_assert!(host.free + freed - v.slots < slots, "victim {} was not needed", v.key);
+                }
+            } else if hosts.iter().all(|h| h.free < slots) {
+                // None could make room: every host's lower-priority shards are too few.
+                for h in &hosts {
+                    let lower: u32 = h.running.iter().filter(|r| r.priority < priority).map(|r| r.slots).sum();
+                    prop_assert!(h.free + lower < slots);
+                }
+            }
+        }
+
+        #[test]
+        fn two_shards_never_stop_each_other(a in 0u32..1000, b in 0u32..1000) {
+            let host_with = |key, p| [host("x", 0, vec![shard(key, p, 1, 0)])];
+            let a_stops_b = choose_preemption(&host_with(2, b), 1, a).is_some();
+            let b_stops_a = choose_preemption(&host_with(1, a), 1, b).is_some();
+            prop_assert!(!(a_stops_b && b_stops_a));
+        }
+    }
+}
