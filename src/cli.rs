@@ -500,6 +500,9 @@ pub struct SubmitArgs {
     /// Environment for every shard: K=V (repeatable).
     #[arg(long = "env", value_parser = parse_label)]
     pub env: Vec<(String, String)>,
+    /// 0 to 1000 (default 500): jobs of higher priority are placed first.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub priority: Option<u32>,
     /// The command each shard runs, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,

@@ -65,6 +65,7 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
         name: "nospec".into(),
         spec: None,
         idempotency_key: String::new(),
+        priority: None,
     };
     expect_code(
         client.submit(no_spec).await,

@@ -68,6 +68,7 @@ pub fn job_request(name: &str, shards: u32, command: &str, args: &[&str]) -> Sub
             selector: Default::default(),
         }),
         idempotency_key: String::new(),
+        priority: None,
     }
 }
 

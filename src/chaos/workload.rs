@@ -91,6 +91,7 @@ impl ClientTask {
                 selector: Default::default(),
             }),
             idempotency_key: key.clone(),
+            priority: None,
         };
         let invoke_ns = self.history.now_ns();
         let result = client.submit(request).await;
@@ -132,6 +133,7 @@ impl ClientTask {
                 selector: Default::default(),
             }),
             idempotency_key: key.clone(),
+            priority: None,
         };
         let invoke_ns = self.history.now_ns();
         let result = client.submit(request).await;

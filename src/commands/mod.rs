@@ -220,6 +220,7 @@ pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, Cl
             selector: submit.labels.into_iter().collect(),
         }),
         idempotency_key: submit.idempotency_key.unwrap_or_default(),
+        priority: submit.priority,
     };
     let reply = client.submit(request).await?;
     // Warnings go to stderr, so stdout stays one JSON document with --output json.

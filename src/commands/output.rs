@@ -154,6 +154,7 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             "job_id": job.job_id,
             "name": job.name,
             "state": job.state,
+            "priority": job.priority,
             "created_at_ms": job.created_at_ms,
             "shards": job.shards.iter().map(|s| json!({
                 "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
@@ -163,11 +164,12 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
         })),
         OutputFormat::Text => {
             println!(
-                "{}  {}  {}  ({} shards)",
+                "{}  {}  {}  ({} shards, priority {})",
                 job.job_id,
                 job.name,
                 job.state,
-                job.shards.len()
+                job.shards.len(),
+                job.priority
             );
             let mut t = Table::new(&[
                 "SHARD",

@@ -9,6 +9,7 @@ mod ids;
 mod job;
 mod limits;
 mod output;
+mod scheduling;
 mod state;
 mod taskmanager;
 mod token;
@@ -17,6 +18,7 @@ pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardState};
 pub use limits::*;
 pub use output::{OutputStore, ShardOutput};
+pub use scheduling::{JobScheduling, DEFAULT_PRIORITY, MAX_PRIORITY};
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
 pub use taskmanager::{Labels, RunStats, TaskManager, TaskManagerState};
 pub use token::{

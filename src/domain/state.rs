@@ -3,6 +3,7 @@
 use super::ids::JobId;
 use super::job::{Job, Shard};
 use super::output::OutputStore;
+use super::scheduling::JobScheduling;
 use super::taskmanager::TaskManager;
 use super::token::Token;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,23 @@ pub struct ClusterState {
     /// `encode`), so that snapshots from before it existed still decode.
     #[serde(skip)]
     pub outputs: OutputStore,
+    /// Scheduling options of the jobs that set any (priority); the rest have the defaults.
+    /// In the same extra section as `outputs`.
+    #[serde(skip)]
+    pub scheduling: BTreeMap<JobId, JobScheduling>,
+}
+
+/// The sections encoded after the main one (format 6); format 5 had `outputs` alone.
+#[derive(Serialize)]
+struct ExtensionsRef<'a> {
+    outputs: &'a OutputStore,
+    scheduling: &'a BTreeMap<JobId, JobScheduling>,
+}
+
+#[derive(Deserialize)]
+struct Extensions {
+    outputs: OutputStore,
+    scheduling: BTreeMap<JobId, JobScheduling>,
 }
 
 /// Which assignment list of a TaskManager a heartbeat reply describes: the greatest epoch
@@ -79,12 +97,17 @@ impl ClusterState {
     }
 
     /// Canonical bytes of the state (bincode, standard config): the length of the main
-    /// section (8 bytes, big-endian), the main section, then the shards' output.
+    /// section (8 bytes, big-endian), the main section, then the extensions (the shards'
+    /// output and the jobs' scheduling options).
     pub fn encode(&self) -> Vec<u8> {
         // Encoding plain owned data into a Vec cannot fail.
         let main =
             bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default();
-        let outputs = bincode::serde::encode_to_vec(&self.outputs, bincode::config::standard())
+        let extensions = ExtensionsRef {
+            outputs: &self.outputs,
+            scheduling: &self.scheduling,
+        };
+        let outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
             .unwrap_or_default();
         let mut out = Vec::with_capacity(8 + main.len() + outputs.len());
         out.extend_from_slice(&(main.len() as u64).to_be_bytes());
@@ -93,15 +116,37 @@ impl ClusterState {
         out
     }
 
-    /// Decode what `encode` wrote.
-    pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+    /// The main section and the rest, as `encode` lays them out.
+    fn split_sections(bytes: &[u8]) -> Result<(Self, &[u8]), bincode::error::DecodeError> {
         let short = || bincode::error::DecodeError::UnexpectedEnd { additional: 8 };
         let (len, rest) = bytes.split_first_chunk::<8>().ok_or_else(short)?;
         let len = usize::try_from(u64::from_be_bytes(*len)).map_err(|_| short())?;
         let main = rest.get(..len).ok_or_else(short)?;
-        let mut state: ClusterState = crate::decode::decode_untrusted(main)?;
-        state.outputs = crate::decode::decode_untrusted(&rest[len..])?;
+        Ok((crate::decode::decode_untrusted(main)?, &rest[len..]))
+    }
+
+    /// Decode what `encode` wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let (mut state, rest) = Self::split_sections(bytes)?;
+        let extensions: Extensions = crate::decode::decode_untrusted(rest)?;
+        state.outputs = extensions.outputs;
+        state.scheduling = extensions.scheduling;
         Ok(state)
+    }
+
+    /// Decode the state as snapshot format 5 wrote it: the shards' output alone after the
+    /// main section.
+    pub fn decode_with_outputs_only(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let (mut state, rest) = Self::split_sections(bytes)?;
+        state.outputs = crate::decode::decode_untrusted(rest)?;
+        Ok(state)
+    }
+
+    /// A job's priority.
+    pub fn priority(&self, job: JobId) -> u32 {
+        self.scheduling
+            .get(&job)
+            .map_or(super::DEFAULT_PRIORITY, |s| s.priority)
     }
 
     /// Decode the state as written before shards' output was kept (snapshot format 4): the

@@ -2,7 +2,7 @@
 
 use super::command::{Command, Response};
 use crate::domain::ClusterState;
-use jobs::{cancel_job, forget_jobs, submit_job, Submission};
+use jobs::{cancel_job, forget_jobs, submit_job, submit_scheduled_job, Submission};
 #[cfg(test)]
 use shards::interruption_backoff_ms;
 use shards::{place_shards, report_ended, report_started, requeue_shards};
@@ -56,6 +56,27 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
                 owner,
                 admission,
             },
+            now_ms,
+        ),
+        Command::SubmitScheduledJob {
+            name,
+            spec,
+            idempotency_key,
+            owner,
+            admission,
+            scheduling,
+            now_ms,
+        } => submit_scheduled_job(
+            state,
+            log_index,
+            Submission {
+                name,
+                spec,
+                idempotency_key,
+                owner,
+                admission,
+            },
+            scheduling,
             now_ms,
         ),
         Command::PlaceShards { placements, now_ms } => {

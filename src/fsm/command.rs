@@ -2,7 +2,7 @@
 //!
 //! Variants are only ever appended: an old log must keep decoding after an upgrade.
 
-use crate::domain::{Admission, JobId, JobSpec, Labels, Role, TokenHash};
+use crate::domain::{Admission, JobId, JobScheduling, JobSpec, Labels, Role, TokenHash};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -118,6 +118,17 @@ pub enum Command {
     /// The end of what a run printed, sent just before its final report: kept with the shard
     /// so `job logs` answers after the TaskManager is gone.
     RecordShardOutput(OutputReport),
+    /// `SubmitJob` with scheduling options (a priority); a job without them is submitted
+    /// with `SubmitJob`, which replicas of the version before read too.
+    SubmitScheduledJob {
+        name: String,
+        spec: JobSpec,
+        idempotency_key: Option<String>,
+        owner: String,
+        admission: Admission,
+        scheduling: JobScheduling,
+        now_ms: u64,
+    },
 }
 
 /// What a run printed, as much as the leader lets into the log, and how much output in all
@@ -260,6 +271,13 @@ impl fmt::Display for Command {
             Command::SeedBootstrapToken { .. } => f.write_str("SeedBootstrapToken"),
             Command::CancelOwnJob { job_id, .. } => write!(f, "CancelOwnJob({job_id})"),
             Command::Batch(commands) => write!(f, "Batch({} commands)", commands.len()),
+            Command::SubmitScheduledJob {
+                name, scheduling, ..
+            } => write!(
+                f,
+                "SubmitScheduledJob({name}, priority {})",
+                scheduling.priority
+            ),
             Command::RecordShardOutput(o) => {
                 write!(f, "RecordShardOutput({}/{}@{})", o.job_id, o.shard, o.epoch)
             }

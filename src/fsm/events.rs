@@ -45,7 +45,8 @@ impl Before {
     pub fn of(command: &Command, state: &ClusterState) -> Before {
         let job_of = |job_id: &JobId| state.job(*job_id).map(|j| (*job_id, j.state));
         let (kind, job_state) = match command {
-            Command::SubmitJob { name, spec, .. } => (
+            Command::SubmitJob { name, spec, .. }
+            | Command::SubmitScheduledJob { name, spec, .. } => (
                 BeforeKind::Submit {
                     name: name.clone(),
                     shards: spec.shard_count,

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 4] = b"DSNP";
 /// Bump when the encoding of `ClusterState` changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
-/// Format 4 had no section for shards' output; it is still read.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 6;
+/// Format 4 had no extra section, format 5 the shards' output alone in it; both are still
+/// read.
 const OLDEST_READABLE_FORMAT: u32 = 4;
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
@@ -47,6 +48,7 @@ pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
     let version = u32::from_be_bytes(version);
     let state = match version {
         SNAPSHOT_FORMAT_VERSION => ClusterState::decode(&data[8..]),
+        5 => ClusterState::decode_with_outputs_only(&data[8..]),
         OLDEST_READABLE_FORMAT => ClusterState::decode_without_outputs(&data[8..]),
         _ => {
             return Err(invalid(format!(
@@ -176,7 +178,7 @@ mod tests {
     use crate::domain::{JobId, ShardOutput};
 
     #[test]
-    fn shards_output_travels_in_snapshots_and_format_4_still_reads() {
+    fn outputs_and_scheduling_travel_in_snapshots_and_formats_4_and_5_still_read() {
         let mut state = ClusterState {
             tokens_seeded: true,
             ..ClusterState::default()
@@ -192,9 +194,26 @@ mod tests {
             stderr_len: 0,
         };
         state.outputs.record(JobId(2), 0, output, 1024);
+        state
+            .scheduling
+            .insert(JobId(2), crate::domain::JobScheduling { priority: 900 });
         let back = decode_state(&encode_state(&state)).expect("current format");
         assert_eq!(back, state);
         assert_eq!(back.digest(), state.digest());
+        assert_eq!(back.priority(JobId(2)), 900);
+
+        // Format 5: the shards' output alone after the main section.
+        let main = bincode::serde::encode_to_vec(&state, bincode::config::standard()).unwrap();
+        let outputs =
+            bincode::serde::encode_to_vec(&state.outputs, bincode::config::standard()).unwrap();
+        let mut five = MAGIC.to_vec();
+        five.extend_from_slice(&5u32.to_be_bytes());
+        five.extend_from_slice(&(main.len() as u64).to_be_bytes());
+        five.extend_from_slice(&main);
+        five.extend_from_slice(&outputs);
+        let read = decode_state(&five).expect("format 5");
+        assert_eq!(read.outputs, state.outputs);
+        assert!(read.scheduling.is_empty());
 
         // Format 4: the main section alone, as builds before shard output wrote it.
         let main = bincode::serde::encode_to_vec(&state, bincode::config::standard()).unwrap();

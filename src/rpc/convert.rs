@@ -43,6 +43,7 @@ pub fn job_status(job: &Job) -> api::JobStatus {
         created_at_ms: job.created_at_ms,
         // Set by the caller, which knows what it read.
         applied_index: 0,
+        priority: crate::domain::DEFAULT_PRIORITY,
         spec: Some((&job.spec).into()),
         shards: job
             .shards

@@ -7,7 +7,9 @@ use super::error::ApiError;
 use super::raft_access::{linearizable, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::{ClusterState, JobId, JobSpec, TaskManagerState};
+use crate::domain::{
+    ClusterState, JobId, JobScheduling, JobSpec, TaskManagerState, DEFAULT_PRIORITY, MAX_PRIORITY,
+};
 use crate::fsm::{check_admission, validate_spec, Command, Rejection, Response as FsmResponse};
 use crate::pb::api::dispatcher_server::Dispatcher;
 use crate::pb::api::*;
@@ -112,13 +114,35 @@ impl Dispatcher for DispatcherService {
             }
             placement_warnings(&view.state, &spec)
         };
-        let command = Command::SubmitJob {
-            name: req.name,
-            spec,
-            idempotency_key,
-            owner,
-            admission,
-            now_ms: now_ms(),
+        let priority = req.priority.unwrap_or(DEFAULT_PRIORITY);
+        if priority > MAX_PRIORITY {
+            return Err(ApiError::InvalidArgument(format!(
+                "priority {priority} is out of range: give 0 to {MAX_PRIORITY} (default \
+                 {DEFAULT_PRIORITY})"
+            ))
+            .into());
+        }
+        let scheduling = JobScheduling { priority };
+        // Jobs with the default options go as `SubmitJob`, which every version reads.
+        let command = if scheduling.is_default() {
+            Command::SubmitJob {
+                name: req.name,
+                spec,
+                idempotency_key,
+                owner,
+                admission,
+                now_ms: now_ms(),
+            }
+        } else {
+            Command::SubmitScheduledJob {
+                name: req.name,
+                spec,
+                idempotency_key,
+                owner,
+                admission,
+                scheduling,
+                now_ms: now_ms(),
+            }
         };
         let written = write(&self.ctx, command).await.inspect_err(|e| {
             if matches!(e, ApiError::Rejected(Rejection::Overloaded(_))) {
@@ -145,6 +169,7 @@ impl Dispatcher for DispatcherService {
             crate::fsm::Rejection::UnknownJob(job_id),
         ))?;
         let mut status = job_status(job);
+        status.priority = applied.state.priority(job_id);
         status.applied_index = applied
             .last_applied
             .as_ref()

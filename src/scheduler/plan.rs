@@ -58,7 +58,8 @@ impl Ord for Ranked {
     }
 }
 
-/// Plan placements for every job with pending shards, oldest job first, as of `now_ms`
+/// Plan placements for every job with pending shards, highest priority first, then oldest
+/// job first, as of `now_ms`
 /// (shards in retry back-off and excluded TaskManagers are skipped). Jobs that do not fit
 /// keep their pending shards; they are planned again when capacity appears.
 pub fn plan(
@@ -90,14 +91,24 @@ pub fn plan(
     if round.candidates.is_empty() {
         return round.placements;
     }
-    for job_id in &state.jobs_with_pending_shards {
+    for job_id in jobs_in_priority_order(state) {
         if round.placements.len() >= limits.max_placements {
             break;
         }
         let budget = limits.max_placements - round.placements.len();
-        round.plan_job(*job_id, budget);
+        round.plan_job(job_id, budget);
     }
     round.placements
+}
+
+/// The jobs with pending shards, highest priority first, then oldest (smallest id) first.
+fn jobs_in_priority_order(state: &ClusterState) -> Vec<JobId> {
+    let mut jobs: Vec<JobId> = state.jobs_with_pending_shards.iter().copied().collect();
+    if !state.scheduling.is_empty() {
+        // Stable: equal priorities keep their id order.
+        jobs.sort_by_key(|job| std::cmp::Reverse(state.priority(*job)));
+    }
+    jobs
 }
 
 /// One planning round: the TaskManagers' capacity as the plan uses it up, and the plan.

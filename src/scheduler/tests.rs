@@ -534,3 +534,89 @@ fn replacements_are_capped_but_first_placements_are_not() {
         "one re-placement and both first placements"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Priorities
+// ---------------------------------------------------------------------------------------
+
+/// Submit like `submit`, at `priority`.
+fn submit_at_priority(state: &mut ClusterState, idx: u64, shards: u32, priority: u32) -> JobId {
+    let resp = apply(
+        state,
+        idx,
+        Command::SubmitScheduledJob {
+            name: format!("job-{idx}"),
+            spec: JobSpec {
+                command: "/bin/true".to_string(),
+                args: Vec::new(),
+                env: Default::default(),
+                shard_count: shards,
+                slots_per_shard: 1,
+                max_attempts: 3,
+                selector: Labels::new(),
+            },
+            idempotency_key: None,
+            owner: "test".to_string(),
+            admission: crate::domain::Admission::DEFAULT,
+            scheduling: crate::domain::JobScheduling { priority },
+            now_ms: idx,
+        },
+    );
+    assert_eq!(
+        resp,
+        Response::JobSubmitted {
+            job_id: JobId(idx),
+            created: true
+        }
+    );
+    JobId(idx)
+}
+
+#[test]
+fn higher_priority_jobs_take_scarce_slots_first_then_the_older_job() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm", 3, &[]);
+    let old_low = submit_at_priority(&mut state, 2, 2, 100);
+    let default = submit(&mut state, 3, 2, 1);
+    let new_high = submit_at_priority(&mut state, 4, 2, 900);
+    assert_eq!(state.priority(default), crate::domain::DEFAULT_PRIORITY);
+    let placements = plan_default(&state);
+    let mut by_job: Vec<JobId> = placements.iter().map(|p| p.job_id).collect();
+    by_job.dedup();
+    assert_eq!(
+        by_job,
+        vec![new_high, default],
+        "priority 900, then 500; 100 waits"
+    );
+    apply_plan(&mut state, 5, &placements);
+    assert!(is_pending(&state, old_low));
+}
+
+#[test]
+fn a_priority_out_of_range_is_refused_and_changes_nothing() {
+    let mut state = ClusterState::default();
+    let before = state.digest();
+    let resp = apply(
+        &mut state,
+        1,
+        Command::SubmitScheduledJob {
+            name: "too-high".into(),
+            spec: JobSpec {
+                command: "/bin/true".to_string(),
+                args: Vec::new(),
+                env: Default::default(),
+                shard_count: 1,
+                slots_per_shard: 1,
+                max_attempts: 1,
+                selector: Labels::new(),
+            },
+            idempotency_key: None,
+            owner: "test".into(),
+            admission: crate::domain::Admission::DEFAULT,
+            scheduling: crate::domain::JobScheduling { priority: 1001 },
+            now_ms: 1,
+        },
+    );
+    assert!(matches!(resp, Response::Rejected(_)), "{resp:?}");
+    assert_eq!(state.digest(), before);
+}

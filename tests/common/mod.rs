@@ -59,6 +59,7 @@ pub fn job_request(
             selector: Default::default(),
         }),
         idempotency_key: String::new(),
+        priority: None,
     }
 }
 
@@ -175,6 +176,7 @@ pub fn submit_request(name: &str, shards: u32, key: &str) -> SubmitRequest {
         name: name.to_string(),
         spec: Some(spec(shards, "/bin/true")),
         idempotency_key: key.to_string(),
+        priority: None,
     }
 }
 

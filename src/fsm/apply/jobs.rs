@@ -4,7 +4,8 @@
 use super::admission;
 use super::shards::release_slots;
 use crate::domain::{
-    Admission, ClusterState, InputLimits, Job, JobId, JobSpec, JobState, Shard, ShardState,
+    Admission, ClusterState, InputLimits, Job, JobId, JobScheduling, JobSpec, JobState, Shard,
+    ShardState, MAX_PRIORITY,
 };
 use crate::fsm::command::{Rejection, Response};
 use crate::fsm::validate::validate_spec;
@@ -74,6 +75,34 @@ pub(super) fn submit_job(
         job_id,
         created: true,
     })
+}
+
+/// Submit a job with scheduling options: as `submit_job`, and the options are kept beside
+/// the new job (only if they differ from the defaults).
+pub(super) fn submit_scheduled_job(
+    state: &mut ClusterState,
+    log_index: u64,
+    submission: Submission,
+    scheduling: JobScheduling,
+    now_ms: u64,
+) -> Result<Response, Rejection> {
+    if scheduling.priority > MAX_PRIORITY {
+        return Err(Rejection::Invalid(format!(
+            "priority {} is above {MAX_PRIORITY}",
+            scheduling.priority
+        )));
+    }
+    let response = submit_job(state, log_index, submission, now_ms)?;
+    if let Response::JobSubmitted {
+        job_id,
+        created: true,
+    } = response
+    {
+        if !scheduling.is_default() {
+            state.scheduling.insert(job_id, scheduling);
+        }
+    }
+    Ok(response)
 }
 
 /// Recompute a job's state from its shards and keep the pending work list in step.
@@ -183,6 +212,7 @@ pub(super) fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Resp
             admission::forget(state, job.spec.encoded_len_estimate() as u64);
             state.jobs_with_pending_shards.remove(&job_id);
             state.outputs.remove_job(job_id);
+            state.scheduling.remove(&job_id);
             count += 1;
         }
     }

@@ -1,0 +1,74 @@
+//! Scheduling beyond the score, with the real binary: jobs of higher priority take scarce
+//! slots first.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn submit(cluster: &TestCluster, name: &str, priority: Option<&str>) -> anyhow::Result<String> {
+    let mut command = Command::new(BINARY);
+    command
+        .args([
+            "submit", "--name", name, "--shards", "2", "--output", "json",
+        ])
+        .arg("--endpoints")
+        .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags());
+    if let Some(priority) = priority {
+        command.args(["--priority", priority]);
+    }
+    let out = command.args(["--", "/bin/sleep", "30"]).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "submit {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(reply["job_id"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_is_placed_first_when_slots_are_scarce() -> anyhow::Result<()> {
+    let mut cluster = start_cluster(3, test_config()).await?;
+    let client = cluster.client()?;
+
+    log_phase("three jobs wait for capacity: priority 100, the default, 900");
+    let low = submit(&cluster, "low", Some("100"))?;
+    let default = submit(&cluster, "default", None)?;
+    let high = submit(&cluster, "high", Some("900"))?;
+    let refused = Command::new(BINARY)
+        .args([
+            "submit",
+            "--name",
+            "x",
+            "--shards",
+            "1",
+            "--priority",
+            "1001",
+        ])
+        .args(cluster.client_flags())
+        .args(["--", "/bin/true"])
+        .output()?;
+    assert!(!refused.status.success(), "priority 1001 is refused");
+    assert_eq!(client.job_status(&high).await?.priority, 900);
+    assert_eq!(client.job_status(&default).await?.priority, 500);
+
+    log_phase("one TaskManager with two slots: the 900 job takes them");
+    cluster.start_taskmanager("scarce", 2, &[])?;
+    wait_all_running(&client, &high).await?;
+    for waiting in [&low, &default] {
+        let status = client.job_status(waiting).await?;
+        assert!(
+            status.shards.iter().all(|s| s.state == "pending"),
+            "{waiting} got a slot before the higher priority job: {status:?}"
+        );
+    }
+
+    log_phase("the high job ends: the default priority goes next, not the older low one");
+    client.cancel_job(&high).await?;
+    wait_all_running(&client, &default).await?;
+    let low_status = client.job_status(&low).await?;
+    assert!(low_status.shards.iter().all(|s| s.state == "pending"));
+    Ok(())
+}
