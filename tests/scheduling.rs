@@ -72,3 +72,61 @@ async fn higher_priority_is_placed_first_when_slots_are_scarce() -> anyhow::Resu
     assert!(low_status.shards.iter().all(|s| s.state == "pending"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_job_preempts_and_the_preempted_job_still_finishes() -> anyhow::Result<()>
+{
+    let mut cluster = start_cluster(3, test_config()).await?;
+    cluster.start_taskmanager("busy", 2, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+
+    log_phase("a low-priority job fills both slots");
+    let mut low = job_request(
+        "low",
+        2,
+        1,
+        1,
+        ("/bin/sleep".to_string(), vec!["3".to_string()]),
+    );
+    low.priority = Some(100);
+    let low = client.submit(low).await?.job_id;
+    wait_all_running(&client, &low).await?;
+
+    log_phase("a high-priority job arrives: one low shard is stopped for it");
+    let mut high = job_request(
+        "high",
+        1,
+        1,
+        1,
+        ("/bin/sleep".to_string(), vec!["1".to_string()]),
+    );
+    high.priority = Some(900);
+    let started = std::time::Instant::now();
+    let high = client.submit(high).await?.job_id;
+    wait_all_running(&client, &high).await?;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the high-priority job waited {:?}",
+        started.elapsed()
+    );
+    let status = client.job_status(&low).await?;
+    assert_eq!(
+        status
+            .shards
+            .iter()
+            .filter(|s| s.state == "running")
+            .count(),
+        1,
+        "exactly one low shard was stopped: {status:?}"
+    );
+
+    log_phase("both finish; a preemption is not a failure");
+    wait_job_state(&client, &high, &["finished"], DEADLINE).await?;
+    let low_end = wait_job_state(&client, &low, &["finished"], DEADLINE).await?;
+    assert!(
+        low_end.shards.iter().all(|s| s.failures == 0),
+        "{low_end:?}"
+    );
+    Ok(())
+}

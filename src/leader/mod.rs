@@ -78,7 +78,11 @@ async fn supervise(
             tracing::info!(term, "became leader; starting leader loops");
             liveness.became_leader(term, std::time::Instant::now());
             let mut loops = vec![
-                tokio::spawn(placement::run(raft.clone(), shared.clone())),
+                tokio::spawn(placement::run(
+                    raft.clone(),
+                    shared.clone(),
+                    settings.taskmanagers.lease_ms,
+                )),
                 tokio::spawn(taskmanager_watch::run(
                     raft.clone(),
                     shared.clone(),

@@ -2,8 +2,10 @@
 //! ask the pure scheduler for a plan and propose it as one `PlaceShards` command.
 
 use crate::clock::now_ms;
+use crate::config::LEASE_MARGIN_MS;
 use crate::fsm::{Command, Response};
 use crate::raft::{Raft, SharedState};
+use crate::scheduler::preemption::plan_preemption;
 use crate::scheduler::{plan, PlanLimits, ScoreWeights};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// drained TaskManagers) are placed again per second, so a large loss is absorbed gradually.
 const MAX_REPLACEMENTS_PER_SECOND: f64 = 1_000.0;
 
-pub async fn run(raft: Raft, shared: Arc<SharedState>) {
+pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
     let mut applied = shared.subscribe();
     let mut tokens = MAX_REPLACEMENTS_PER_SECOND;
     let mut refilled = Instant::now();
@@ -48,6 +50,7 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>) {
             }
         };
         let mut progressed = false;
+        let placements_were_empty = placements.is_empty();
         if !placements.is_empty() {
             let count = placements.len();
             let command = Command::PlaceShards {
@@ -80,7 +83,45 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>) {
         if progressed {
             continue;
         }
+        if placements_were_empty && preempt(&raft, &shared, lease_ms).await {
+            continue;
+        }
         // Nothing to do (or nothing fit): wait for the state to change.
         let _ = tokio::time::timeout(IDLE_RECHECK, applied.changed()).await;
+    }
+}
+
+/// When nothing could be placed, make room for the highest-priority waiting shard by putting
+/// strictly lower-priority shards back to pending (`RequeueShards`: not a failure, no attempt
+/// used). They are not placed again before their agent has surely stopped them (its next
+/// heartbeat, or its lease running out). Whether something was preempted.
+async fn preempt(raft: &Raft, shared: &SharedState, lease_ms: u64) -> bool {
+    let now = now_ms();
+    let Some((taskmanager, shards)) = plan_preemption(&shared.read().state, now) else {
+        return false;
+    };
+    let count = shards.len();
+    let command = Command::RequeueShards {
+        taskmanager: taskmanager.clone(),
+        shards,
+        not_before_ms: now + lease_ms + LEASE_MARGIN_MS,
+        now_ms: now,
+    };
+    match shared
+        .metrics()
+        .time_proposal(raft.client_write(command))
+        .await
+    {
+        Ok(reply) => {
+            let moved = matches!(reply.data, Response::ShardsRequeued { count } if count > 0);
+            if moved {
+                tracing::info!(%taskmanager, shards = count, "preempted lower-priority shards");
+            }
+            moved
+        }
+        Err(e) => {
+            tracing::warn!("preemption proposal failed: {e}");
+            false
+        }
     }
 }

@@ -620,3 +620,23 @@ fn a_priority_out_of_range_is_refused_and_changes_nothing() {
     assert!(matches!(resp, Response::Rejected(_)), "{resp:?}");
     assert_eq!(state.digest(), before);
 }
+
+#[test]
+fn a_waiting_higher_priority_shard_preempts_only_lower_priorities() {
+    use crate::scheduler::preemption::plan_preemption;
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm", 1, &[]);
+    let low = submit_at_priority(&mut state, 2, 1, 100);
+    let placements = plan_default(&state);
+    apply_plan(&mut state, 3, &placements);
+    assert!(!is_pending(&state, low));
+    // Equal priority waits: nobody is stopped.
+    submit_at_priority(&mut state, 4, 1, 100);
+    assert_eq!(plan_preemption(&state, NOW_MS), None);
+    // A higher one stops the low shard, in the epoch it runs in.
+    submit_at_priority(&mut state, 5, 1, 700);
+    assert_eq!(
+        plan_preemption(&state, NOW_MS),
+        Some(("tm".to_string(), vec![(low, 0, 3)]))
+    );
+}
