@@ -107,6 +107,54 @@ pub fn choose_preemption<K: Clone + Ord>(
         })
 }
 
+/// A shard as it is held: its job, its index, and the epoch it runs in.
+pub type HeldShard = (crate::domain::JobId, u32, u64);
+/// Shards to stop so that the highest-priority shard that waits for room can run: the
+/// TaskManager, and the shards with the epochs they run in. `None` when that shard has room
+/// somewhere, or no TaskManager can make room by stopping lower-priority shards only.
+///
+/// Only the first waiting shard (highest priority, then oldest job, then lowest index) is
+/// considered per call: one preemption at a time, each through the log.
+pub fn plan_preemption(
+    state: &crate::domain::ClusterState,
+    now_ms: u64,
+) -> Option<(String, Vec<HeldShard>)> {
+    // Every job at the default priority: nobody may stop anybody.
+    if state.scheduling.is_empty() {
+        return None;
+    }
+    let mut jobs: Vec<crate::domain::JobId> =
+        state.jobs_with_pending_shards.iter().copied().collect();
+    jobs.sort_by_key(|job| std::cmp::Reverse(state.priority(*job)));
+    let (job, priority) = jobs.into_iter().find_map(|id| {
+        let job = state.job(id)?;
+        let ready =
+            !job.state.is_terminal() && job.pending_shards().any(|s| s.not_before_ms <= now_ms);
+        ready.then_some((job, state.priority(id)))
+    })?;
+    let slots = job.spec.slots_per_shard;
+    let hosts: Vec<Candidate<HeldShard>> = state
+        .taskmanagers
+        .values()
+        .filter(|tm| tm.accepts_placements(now_ms) && tm.matches(&job.spec.selector))
+        .filter(|tm| tm.slots >= slots)
+        .map(|tm| Candidate {
+            taskmanager: tm.id.clone(),
+            free: tm.free_slots(),
+            running: state
+                .assignments(&tm.id)
+                .map(|(held_job, shard)| RunningShard {
+                    key: (held_job.id, shard.index, shard.epoch),
+                    priority: state.priority(held_job.id),
+                    slots: held_job.spec.slots_per_shard,
+                    started_at_ms: shard.started_at_ms.unwrap_or(u64::MAX),
+                })
+                .collect(),
+        })
+        .collect();
+    choose_preemption(&hosts, slots, priority).map(|p| (p.taskmanager, p.victims))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,50 +284,4 @@ mod tests {
             prop_assert!(!(a_stops_b && b_stops_a));
         }
     }
-}
-
-/// Shards to stop so that the highest-priority shard that waits for room can run: the
-/// TaskManager, and the shards with the epochs they run in. `None` when that shard has room
-/// somewhere, or no TaskManager can make room by stopping lower-priority shards only.
-///
-/// Only the first waiting shard (highest priority, then oldest job, then lowest index) is
-/// considered per call: one preemption at a time, each through the log.
-pub fn plan_preemption(
-    state: &crate::domain::ClusterState,
-    now_ms: u64,
-) -> Option<(String, Vec<(crate::domain::JobId, u32, u64)>)> {
-    // Every job at the default priority: nobody may stop anybody.
-    if state.scheduling.is_empty() {
-        return None;
-    }
-    let mut jobs: Vec<crate::domain::JobId> =
-        state.jobs_with_pending_shards.iter().copied().collect();
-    jobs.sort_by_key(|job| std::cmp::Reverse(state.priority(*job)));
-    let (job, priority) = jobs.into_iter().find_map(|id| {
-        let job = state.job(id)?;
-        let ready =
-            !job.state.is_terminal() && job.pending_shards().any(|s| s.not_before_ms <= now_ms);
-        ready.then_some((job, state.priority(id)))
-    })?;
-    let slots = job.spec.slots_per_shard;
-    let hosts: Vec<Candidate<(crate::domain::JobId, u32, u64)>> = state
-        .taskmanagers
-        .values()
-        .filter(|tm| tm.accepts_placements(now_ms) && tm.matches(&job.spec.selector))
-        .filter(|tm| tm.slots >= slots)
-        .map(|tm| Candidate {
-            taskmanager: tm.id.clone(),
-            free: tm.free_slots(),
-            running: state
-                .assignments(&tm.id)
-                .map(|(held_job, shard)| RunningShard {
-                    key: (held_job.id, shard.index, shard.epoch),
-                    priority: state.priority(held_job.id),
-                    slots: held_job.spec.slots_per_shard,
-                    started_at_ms: shard.started_at_ms.unwrap_or(u64::MAX),
-                })
-                .collect(),
-        })
-        .collect();
-    choose_preemption(&hosts, slots, priority).map(|p| (p.taskmanager, p.victims))
 }
