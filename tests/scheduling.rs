@@ -128,5 +128,11 @@ async fn a_higher_priority_job_preempts_and_the_preempted_job_still_finishes() -
         low_end.shards.iter().all(|s| s.failures == 0),
         "{low_end:?}"
     );
+    let preemptions: Vec<u32> = low_end.shards.iter().map(|s| s.preemptions).collect();
+    assert_eq!(
+        preemptions.iter().sum::<u32>(),
+        1,
+        "one preemption counted: {preemptions:?}"
+    );
     Ok(())
 }

@@ -160,6 +160,7 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
                 "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
                                 "attempt": s.attempt, "epoch": s.epoch, "exit_code": s.exit_code,
                 "failures": s.failures, "error": s.error, "not_before_ms": s.not_before_ms,
+                "preemptions": s.preemptions,
             })).collect::<Vec<_>>(),
         })),
         OutputFormat::Text => {

@@ -45,6 +45,9 @@ pub struct ClusterState {
     /// In the same extra section as `outputs`.
     #[serde(skip)]
     pub scheduling: BTreeMap<JobId, JobScheduling>,
+    /// How often each shard was preempted (only shards that were). Same section.
+    #[serde(skip)]
+    pub preemptions: BTreeMap<(JobId, u32), u32>,
 }
 
 /// The sections encoded after the main one (format 6); format 5 had `outputs` alone.
@@ -52,12 +55,14 @@ pub struct ClusterState {
 struct ExtensionsRef<'a> {
     outputs: &'a OutputStore,
     scheduling: &'a BTreeMap<JobId, JobScheduling>,
+    preemptions: &'a BTreeMap<(JobId, u32), u32>,
 }
 
 #[derive(Deserialize)]
 struct Extensions {
     outputs: OutputStore,
     scheduling: BTreeMap<JobId, JobScheduling>,
+    preemptions: BTreeMap<(JobId, u32), u32>,
 }
 
 /// Which assignment list of a TaskManager a heartbeat reply describes: the greatest epoch
@@ -106,6 +111,7 @@ impl ClusterState {
         let extensions = ExtensionsRef {
             outputs: &self.outputs,
             scheduling: &self.scheduling,
+            preemptions: &self.preemptions,
         };
         let outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
             .unwrap_or_default();
@@ -131,6 +137,7 @@ impl ClusterState {
         let extensions: Extensions = crate::decode::decode_untrusted(rest)?;
         state.outputs = extensions.outputs;
         state.scheduling = extensions.scheduling;
+        state.preemptions = extensions.preemptions;
         Ok(state)
     }
 

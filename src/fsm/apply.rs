@@ -5,7 +5,7 @@ use crate::domain::ClusterState;
 use jobs::{cancel_job, forget_jobs, submit_job, submit_scheduled_job, Submission};
 #[cfg(test)]
 use shards::interruption_backoff_ms;
-use shards::{place_shards, report_ended, report_started, requeue_shards};
+use shards::{place_shards, preempt_shards, report_ended, report_started, requeue_shards};
 use taskmanagers::{
     drain_taskmanager, forget_taskmanagers, mark_lost, register_taskmanager, Registration,
 };
@@ -79,6 +79,19 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             scheduling,
             now_ms,
         ),
+        Command::PreemptShards {
+            taskmanager,
+            shards,
+            not_before_ms,
+            now_ms,
+            ..
+        } => Ok(preempt_shards(
+            state,
+            &taskmanager,
+            shards,
+            not_before_ms,
+            now_ms,
+        )),
         Command::PlaceShards { placements, now_ms } => {
             Ok(place_shards(state, log_index, placements, now_ms))
         }

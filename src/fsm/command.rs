@@ -129,6 +129,15 @@ pub enum Command {
         scheduling: JobScheduling,
         now_ms: u64,
     },
+    /// Put lower-priority shards back to pending to make room for a shard of `for_job`: as
+    /// `RequeueShards` (not a failure), and each counts a preemption.
+    PreemptShards {
+        taskmanager: String,
+        shards: Vec<(JobId, u32, u64)>,
+        for_job: JobId,
+        not_before_ms: u64,
+        now_ms: u64,
+    },
 }
 
 /// What a run printed, as much as the leader lets into the log, and how much output in all
@@ -277,6 +286,16 @@ impl fmt::Display for Command {
                 f,
                 "SubmitScheduledJob({name}, priority {})",
                 scheduling.priority
+            ),
+            Command::PreemptShards {
+                taskmanager,
+                shards,
+                for_job,
+                ..
+            } => write!(
+                f,
+                "PreemptShards({taskmanager}, {} for {for_job})",
+                shards.len()
             ),
             Command::RecordShardOutput(o) => {
                 write!(f, "RecordShardOutput({}/{}@{})", o.job_id, o.shard, o.epoch)

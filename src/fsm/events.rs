@@ -37,6 +37,7 @@ enum BeforeKind {
     Lost(String),
     Drain(String),
     Requeue(String),
+    Preempt(String, JobId),
     Token(&'static str, String),
     Other,
 }
@@ -87,6 +88,11 @@ impl Before {
             Command::RegisterTaskManager { id, .. } => (BeforeKind::Register(id.clone()), None),
             Command::MarkTaskManagerLost { id, .. } => (BeforeKind::Lost(id.clone()), None),
             Command::DrainTaskManager { id, .. } => (BeforeKind::Drain(id.clone()), None),
+            Command::PreemptShards {
+                taskmanager,
+                for_job,
+                ..
+            } => (BeforeKind::Preempt(taskmanager.clone(), *for_job), None),
             Command::RequeueShards { taskmanager, .. } => {
                 (BeforeKind::Requeue(taskmanager.clone()), None)
             }
@@ -213,6 +219,19 @@ impl Before {
                 if let Response::ShardsRequeued { count } = response {
                     if *count > 0 {
                         push("shards_requeued", None, None, Some(id), format!("{count}"));
+                    }
+                }
+            }
+            BeforeKind::Preempt(id, for_job) => {
+                if let Response::ShardsRequeued { count } = response {
+                    if *count > 0 {
+                        push(
+                            "shards_preempted",
+                            Some(for_job),
+                            None,
+                            Some(id),
+                            format!("{count}"),
+                        );
                     }
                 }
             }

@@ -92,18 +92,19 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
 }
 
 /// When nothing could be placed, make room for the highest-priority waiting shard by putting
-/// strictly lower-priority shards back to pending (`RequeueShards`: not a failure, no attempt
+/// strictly lower-priority shards back to pending (`PreemptShards`: not a failure, no attempt
 /// used). They are not placed again before their agent has surely stopped them (its next
 /// heartbeat, or its lease running out). Whether something was preempted.
 async fn preempt(raft: &Raft, shared: &SharedState, lease_ms: u64) -> bool {
     let now = now_ms();
-    let Some((taskmanager, shards)) = plan_preemption(&shared.read().state, now) else {
+    let Some((for_job, taskmanager, shards)) = plan_preemption(&shared.read().state, now) else {
         return false;
     };
     let count = shards.len();
-    let command = Command::RequeueShards {
+    let command = Command::PreemptShards {
         taskmanager: taskmanager.clone(),
         shards,
+        for_job,
         not_before_ms: now + lease_ms + LEASE_MARGIN_MS,
         now_ms: now,
     };

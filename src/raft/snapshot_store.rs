@@ -197,6 +197,7 @@ mod tests {
         state
             .scheduling
             .insert(JobId(2), crate::domain::JobScheduling { priority: 900 });
+        state.preemptions.insert((JobId(2), 0), 1);
         let back = decode_state(&encode_state(&state)).expect("current format");
         assert_eq!(back, state);
         assert_eq!(back.digest(), state.digest());
@@ -213,7 +214,7 @@ mod tests {
         five.extend_from_slice(&outputs);
         let read = decode_state(&five).expect("format 5");
         assert_eq!(read.outputs, state.outputs);
-        assert!(read.scheduling.is_empty());
+        assert!(read.scheduling.is_empty() && read.preemptions.is_empty());
 
         // Format 4: the main section alone, as builds before shard output wrote it.
         let main = bincode::serde::encode_to_vec(&state, bincode::config::standard()).unwrap();

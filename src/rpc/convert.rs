@@ -60,6 +60,8 @@ pub fn job_status(job: &Job) -> api::JobStatus {
                 not_before_ms: (s.not_before_ms > 0
                     && s.state == crate::domain::ShardState::Pending)
                     .then_some(s.not_before_ms),
+                // Set by the caller, which has the state.
+                preemptions: 0,
             })
             .collect(),
     }

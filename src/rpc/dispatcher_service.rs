@@ -170,6 +170,14 @@ impl Dispatcher for DispatcherService {
         ))?;
         let mut status = job_status(job);
         status.priority = applied.state.priority(job_id);
+        for shard in &mut status.shards {
+            shard.preemptions = applied
+                .state
+                .preemptions
+                .get(&(job_id, shard.index))
+                .copied()
+                .unwrap_or(0);
+        }
         status.applied_index = applied
             .last_applied
             .as_ref()

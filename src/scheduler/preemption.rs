@@ -13,6 +13,8 @@
 //! `A` can stop `B` only if `priority(A) > priority(B)`, `B` can never stop `A`, and no two
 //! jobs stop each other in a loop; shards of equal priority never stop each other at all.
 
+use crate::domain::JobId;
+
 /// A running shard that might be stopped; `K` identifies it to the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningShard<K> {
@@ -108,9 +110,9 @@ pub fn choose_preemption<K: Clone + Ord>(
 }
 
 /// A shard as it is held: its job, its index, and the epoch it runs in.
-pub type HeldShard = (crate::domain::JobId, u32, u64);
-/// Shards to stop so that the highest-priority shard that waits for room can run: the
-/// TaskManager, and the shards with the epochs they run in. `None` when that shard has room
+pub type HeldShard = (JobId, u32, u64);
+/// Shards to stop so that the highest-priority shard that waits for room can run: its job,
+/// the TaskManager, and the shards with the epochs they run in. `None` when that shard has room
 /// somewhere, or no TaskManager can make room by stopping lower-priority shards only.
 ///
 /// Only the first waiting shard (highest priority, then oldest job, then lowest index) is
@@ -118,13 +120,12 @@ pub type HeldShard = (crate::domain::JobId, u32, u64);
 pub fn plan_preemption(
     state: &crate::domain::ClusterState,
     now_ms: u64,
-) -> Option<(String, Vec<HeldShard>)> {
+) -> Option<(JobId, String, Vec<HeldShard>)> {
     // Every job at the default priority: nobody may stop anybody.
     if state.scheduling.is_empty() {
         return None;
     }
-    let mut jobs: Vec<crate::domain::JobId> =
-        state.jobs_with_pending_shards.iter().copied().collect();
+    let mut jobs: Vec<JobId> = state.jobs_with_pending_shards.iter().copied().collect();
     jobs.sort_by_key(|job| std::cmp::Reverse(state.priority(*job)));
     let (job, priority) = jobs.into_iter().find_map(|id| {
         let job = state.job(id)?;
@@ -152,7 +153,7 @@ pub fn plan_preemption(
                 .collect(),
         })
         .collect();
-    choose_preemption(&hosts, slots, priority).map(|p| (p.taskmanager, p.victims))
+    choose_preemption(&hosts, slots, priority).map(|p| (job.id, p.taskmanager, p.victims))
 }
 
 #[cfg(test)]

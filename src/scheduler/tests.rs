@@ -637,6 +637,6 @@ fn a_waiting_higher_priority_shard_preempts_only_lower_priorities() {
     submit_at_priority(&mut state, 5, 1, 700);
     assert_eq!(
         plan_preemption(&state, NOW_MS),
-        Some(("tm".to_string(), vec![(low, 0, 3)]))
+        Some((JobId(5), "tm".to_string(), vec![(low, 0, 3)]))
     );
 }

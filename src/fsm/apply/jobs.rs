@@ -213,6 +213,14 @@ pub(super) fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Resp
             state.jobs_with_pending_shards.remove(&job_id);
             state.outputs.remove_job(job_id);
             state.scheduling.remove(&job_id);
+            let preempted: Vec<(JobId, u32)> = state
+                .preemptions
+                .range((job_id, 0)..=(job_id, u32::MAX))
+                .map(|(key, _)| *key)
+                .collect();
+            for key in preempted {
+                state.preemptions.remove(&key);
+            }
             count += 1;
         }
     }

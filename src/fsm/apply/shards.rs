@@ -309,6 +309,31 @@ pub(super) fn requeue_held(
     moved
 }
 
+/// Requeue shards to make room for a higher priority, counting a preemption for each moved.
+pub(super) fn preempt_shards(
+    state: &mut ClusterState,
+    taskmanager: &str,
+    shards: Vec<(JobId, u32, u64)>,
+    not_before_ms: u64,
+    now_ms: u64,
+) -> Response {
+    let mut count = 0;
+    for (job_id, index, epoch) in shards {
+        let moved = requeue_held(
+            state,
+            taskmanager,
+            &[(job_id, index, Some(epoch))],
+            not_before_ms,
+            now_ms,
+        );
+        if moved > 0 {
+            *state.preemptions.entry((job_id, index)).or_default() += 1;
+            count += moved;
+        }
+    }
+    Response::ShardsRequeued { count }
+}
+
 pub(super) fn requeue_shards(
     state: &mut ClusterState,
     taskmanager: &str,
