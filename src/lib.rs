@@ -38,6 +38,7 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod domain;
+pub mod durable;
 pub mod entropy;
 pub mod failpoint;
 pub mod framing;

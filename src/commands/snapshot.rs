@@ -7,24 +7,7 @@ use crate::cli::{OutputFormat, RestoreArgs};
 use crate::client::Client;
 use crate::raft::backup::{decode_backup, restore};
 use serde_json::json;
-use std::io::Write;
 use std::path::Path;
-
-/// Write `bytes` to `path` durably: a temporary file, synced, renamed, the directory synced.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = path.with_extension("partial");
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
 
 pub async fn save(
     client: &Client,
@@ -44,7 +27,7 @@ pub async fn save(
             "the replica sent a backup that does not check out: {e}"
         ))
     })?;
-    write_durably(file, &bytes)
+    crate::durable::replace_file(file, &bytes)
         .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", file.display())))?;
     let index = backup.last_log_id().map(|l| l.index()).unwrap_or(0);
     let term = backup

@@ -9,7 +9,7 @@ use super::types::SnapshotMeta;
 use crate::domain::ClusterState;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -122,14 +122,7 @@ impl SnapshotStore {
         };
         let bytes = bincode::serde::encode_to_vec(&file, bincode::config::standard())
             .map_err(io::Error::other)?;
-        let tmp = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, self.dir.join(&name))?;
-        fs::File::open(&self.dir)?.sync_all()?;
+        crate::durable::replace_file(&self.dir.join(&name), &bytes)?;
         // Names sort by index: drop only the older ones.
         for old in self.list()? {
             if old < name {

@@ -11,7 +11,7 @@
 //! `leader::fencing`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
@@ -28,15 +28,7 @@ impl AgentIdentity {
     /// The cluster admitted this incarnation: record it (atomically and durably) as the one
     /// the next process on this work dir succeeds.
     pub fn record_admitted(&self) -> io::Result<()> {
-        let tmp = self.record.with_extension("tmp");
-        let mut out = File::create(&tmp)?;
-        out.write_all(format!("{}\n", self.incarnation).as_bytes())?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, &self.record)?;
-        if let Some(dir) = self.record.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        crate::durable::replace_file(&self.record, format!("{}\n", self.incarnation).as_bytes())
     }
 }
 
