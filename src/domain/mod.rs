@@ -17,7 +17,7 @@ mod token;
 pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardState};
 pub use limits::*;
-pub use output::{OutputStore, ShardOutput};
+pub use output::{OutputStore, PrintedTail, ShardOutput};
 pub use scheduling::{JobScheduling, DEFAULT_PRIORITY, MAX_PRIORITY};
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
 pub use taskmanager::{Labels, RunStats, TaskManager, TaskManagerState};

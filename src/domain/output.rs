@@ -11,16 +11,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// One run's output, as reported when it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardOutput {
-    /// The placement (log index) of the run that printed it.
-    pub epoch: u64,
-    /// The log index that recorded it (the order of eviction).
-    pub recorded_at: u64,
+/// The end of what a run printed on its two streams.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrintedTail {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// The run printed more than was kept (only the end is here).
+    /// The run printed more than is here (only the end is).
     pub stdout_cut: bool,
     pub stderr_cut: bool,
     /// Bytes the run printed on each stream, in all.
@@ -28,9 +24,26 @@ pub struct ShardOutput {
     pub stderr_len: u64,
 }
 
-impl ShardOutput {
+impl PrintedTail {
+    /// Bytes held.
     pub fn bytes(&self) -> u64 {
         (self.stdout.len() + self.stderr.len()) as u64
+    }
+}
+
+/// One run's output, as reported when it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardOutput {
+    /// The placement (log index) of the run that printed it.
+    pub epoch: u64,
+    /// The log index that recorded it (the order of eviction).
+    pub recorded_at: u64,
+    pub printed: PrintedTail,
+}
+
+impl ShardOutput {
+    pub fn bytes(&self) -> u64 {
+        self.printed.bytes()
     }
 }
 
@@ -108,12 +121,11 @@ mod tests {
         ShardOutput {
             epoch: recorded_at - 1,
             recorded_at,
-            stdout: vec![b'x'; bytes],
-            stderr: Vec::new(),
-            stdout_cut: false,
-            stderr_cut: false,
-            stdout_len: bytes as u64,
-            stderr_len: 0,
+            printed: PrintedTail {
+                stdout: vec![b'x'; bytes],
+                stdout_len: bytes as u64,
+                ..PrintedTail::default()
+            },
         }
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Variants are only ever appended: an old log must keep decoding after an upgrade.
 
-use crate::domain::{Admission, JobId, JobScheduling, JobSpec, Labels, Role, TokenHash};
+use crate::domain::{
+    Admission, JobId, JobScheduling, JobSpec, Labels, PrintedTail, Role, TokenHash,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -148,12 +150,7 @@ pub struct OutputReport {
     pub job_id: JobId,
     pub shard: u32,
     pub epoch: u64,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub stdout_cut: bool,
-    pub stderr_cut: bool,
-    pub stdout_len: u64,
-    pub stderr_len: u64,
+    pub printed: PrintedTail,
     pub keep_bytes: u64,
 }
 

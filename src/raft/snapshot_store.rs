@@ -179,12 +179,11 @@ mod tests {
         let output = ShardOutput {
             epoch: 3,
             recorded_at: 4,
-            stdout: b"hello\n".to_vec(),
-            stderr: Vec::new(),
-            stdout_cut: false,
-            stderr_cut: false,
-            stdout_len: 6,
-            stderr_len: 0,
+            printed: crate::domain::PrintedTail {
+                stdout: b"hello\n".to_vec(),
+                stdout_len: 6,
+                ..Default::default()
+            },
         };
         state.outputs.record(JobId(2), 0, output, 1024);
         state

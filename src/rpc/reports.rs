@@ -7,7 +7,7 @@ use super::leader_lease::ensure_leader_lease;
 use super::raft_access::write;
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::{cut_error, JobId};
+use crate::domain::{cut_error, JobId, PrintedTail};
 use crate::fsm::{
     check_report, validate_name, Command, OutputReport, Report, Response as FsmResponse,
     ShardOutcome,
@@ -53,12 +53,14 @@ fn output_of(ctx: &ServiceContext, req: &mut ShardReport, job_id: JobId) -> Opti
         job_id,
         shard: req.index,
         epoch: req.epoch,
-        stdout,
-        stderr,
-        stdout_cut,
-        stderr_cut,
-        stdout_len,
-        stderr_len,
+        printed: PrintedTail {
+            stdout,
+            stderr,
+            stdout_cut,
+            stderr_cut,
+            stdout_len,
+            stderr_len,
+        },
         keep_bytes: ctx.limits.max_output_bytes,
     })
 }

@@ -51,12 +51,13 @@ pub fn reply(
     if let Some(kept) = state.outputs.get(job_id, shard) {
         reply.kept = true;
         reply.kept_epoch = kept.epoch;
-        reply.stdout = kept.stdout.clone();
-        reply.stderr = kept.stderr.clone();
-        reply.stdout_cut = kept.stdout_cut;
-        reply.stderr_cut = kept.stderr_cut;
-        reply.stdout_len = kept.stdout_len;
-        reply.stderr_len = kept.stderr_len;
+        let printed = &kept.printed;
+        reply.stdout = printed.stdout.clone();
+        reply.stderr = printed.stderr.clone();
+        reply.stdout_cut = printed.stdout_cut;
+        reply.stderr_cut = printed.stderr_cut;
+        reply.stdout_len = printed.stdout_len;
+        reply.stderr_len = printed.stderr_len;
     }
     Ok(reply)
 }

@@ -19,12 +19,7 @@ pub(super) fn record_output(
     let output = ShardOutput {
         epoch: report.epoch,
         recorded_at: log_index,
-        stdout: report.stdout,
-        stderr: report.stderr,
-        stdout_cut: report.stdout_cut,
-        stderr_cut: report.stderr_cut,
-        stdout_len: report.stdout_len,
-        stderr_len: report.stderr_len,
+        printed: report.printed,
     };
     state
         .outputs
