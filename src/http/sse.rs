@@ -6,7 +6,7 @@
 //! goes on from the oldest event held: the page reloads its overview then.
 
 use crate::fsm::events::Event;
-use crate::raft::SharedState;
+use crate::raft::{NextEvents, SharedState};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
@@ -40,29 +40,27 @@ pub fn events(
         let mut applied = shared.subscribe();
         let (mut index, mut seq) = from;
         loop {
-            let batch = match shared.events_from(index, seq, BATCH) {
-                Ok(batch) => batch,
-                Err(oldest) => {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                next = shared.next_events(&mut applied, index, seq, BATCH) => next,
+            };
+            match next {
+                NextEvents::Batch(batch) => {
+                    for event in batch {
+                        (index, seq) = (event.index, event.seq + 1);
+                        if tx.send(to_sse(&event)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                NextEvents::Gone { oldest } => {
                     let resync = SseEvent::default().event("resync").data(oldest.to_string());
                     if tx.send(resync).await.is_err() {
                         return;
                     }
                     (index, seq) = (oldest, 0);
-                    continue;
                 }
-            };
-            let full = batch.len() == BATCH;
-            for event in batch {
-                (index, seq) = (event.index, event.seq + 1);
-                if tx.send(to_sse(&event)).await.is_err() {
-                    return;
-                }
-            }
-            if !full {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    changed = applied.changed() => if changed.is_err() { return },
-                }
+                NextEvents::Stopped => return,
             }
         }
     });

@@ -14,6 +14,6 @@ pub mod wal;
 
 pub use gate::{GateState, RaftGate};
 pub use network::GrpcNetworkFactory;
-pub use state_machine::{AppliedState, SharedState, StateMachineStore};
+pub use state_machine::{AppliedState, NextEvents, SharedState, StateMachineStore};
 pub use types::*;
 pub use wal::WalLogStore;

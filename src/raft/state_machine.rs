@@ -28,6 +28,17 @@ pub struct AppliedState {
     pub state: ClusterState,
 }
 
+/// What `SharedState::next_events` found.
+pub enum NextEvents {
+    Batch(Vec<Event>),
+    /// The position asked for is no longer held; this is the oldest index that is.
+    Gone {
+        oldest: u64,
+    },
+    /// The state machine is gone (the replica is shutting down).
+    Stopped,
+}
+
 /// The applied state, shared between the state machine (writer) and the API (readers).
 #[derive(Debug)]
 pub struct SharedState {
@@ -81,6 +92,28 @@ impl SharedState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .read(index, seq, max)
+    }
+
+    /// The next events from `(index, seq)` on, up to `max`, waiting for entries to apply
+    /// while there are none: what every follower of the event stream reads.
+    pub async fn next_events(
+        &self,
+        applied: &mut watch::Receiver<u64>,
+        index: u64,
+        seq: u32,
+        max: usize,
+    ) -> NextEvents {
+        loop {
+            match self.events_from(index, seq, max) {
+                Err(oldest) => return NextEvents::Gone { oldest },
+                Ok(batch) if !batch.is_empty() => return NextEvents::Batch(batch),
+                Ok(_) => {
+                    if applied.changed().await.is_err() {
+                        return NextEvents::Stopped;
+                    }
+                }
+            }
+        }
     }
 
     fn record(&self, events: Vec<Event>) {

@@ -8,6 +8,7 @@ use super::ServiceContext;
 use crate::domain::JobId;
 use crate::fsm::events::{ends_job, Event};
 use crate::pb::api;
+use crate::raft::NextEvents;
 use futures::Stream;
 use std::pin::Pin;
 use tonic::Status;
@@ -38,14 +39,18 @@ pub fn watch(ctx: ServiceContext, req: api::WatchEventsRequest) -> Result<EventS
         let mut applied = ctx.shared.subscribe();
         let (mut index, mut seq) = (req.from_index, req.from_seq);
         loop {
-            let batch = match ctx.shared.events_from(index, seq, BATCH) {
-                Ok(batch) => batch,
-                Err(oldest) => {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                next = ctx.shared.next_events(&mut applied, index, seq, BATCH) => next,
+            };
+            let batch = match next {
+                NextEvents::Batch(batch) => batch,
+                NextEvents::Gone { oldest } => {
                     let _ = tx.send(Err(out_of_range(index, oldest).into())).await;
                     return;
                 }
+                NextEvents::Stopped => return,
             };
-            let full = batch.len() == BATCH;
             for event in batch {
                 (index, seq) = (event.index, event.seq + 1);
                 if job.is_some() && event.job_id != job {
@@ -54,12 +59,6 @@ pub fn watch(ctx: ServiceContext, req: api::WatchEventsRequest) -> Result<EventS
                 let last = job.is_some() && ends_job(event.kind);
                 if tx.send(Ok(to_proto(event))).await.is_err() || last {
                     return;
-                }
-            }
-            if !full {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    changed = applied.changed() => if changed.is_err() { return },
                 }
             }
         }
