@@ -126,6 +126,9 @@ pub enum TokenCommand {
         /// admin, operator, submit or read.
         #[arg(long)]
         role: String,
+        /// The tenant of the jobs its holder submits (default: the token's name).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Every token's name, role and creation time (never secrets).
     List,
@@ -188,6 +191,13 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: CompletionShell,
+    },
+    /// Tenants' slot quotas and fair-share weights.
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCommand,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Access tokens (admin only).
     Token {
@@ -468,6 +478,26 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Set a tenant's quota (most running slots) and weight (its part of free slots); what
+    /// is not given keeps its value. Needs an admin token.
+    Set {
+        tenant: String,
+        /// The most slots its running shards may hold.
+        #[arg(long, conflicts_with = "unlimited")]
+        slots: Option<u64>,
+        /// Remove the slot limit.
+        #[arg(long)]
+        unlimited: bool,
+        /// Its share of free slots against other tenants with waiting work (1 to 1000, default 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        weight: Option<u32>,
+    },
+    /// Every tenant with a quota or with unfinished jobs: quota, weight, slots held, shards waiting.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TmCommand {
     /// Registered TaskManagers with their slots and state.
     List,
@@ -503,6 +533,17 @@ pub struct SubmitArgs {
     /// 0 to 1000 (default 500): jobs of higher priority are placed first.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub priority: Option<u32>,
+    /// Start only once these jobs have finished (job ids, comma-separated); if one fails or
+    /// is cancelled, this job fails without running.
+    #[arg(long, value_delimiter = ',')]
+    pub after: Vec<String>,
+    /// All shards start together, or none does; if one fails, all restart together.
+    #[arg(long)]
+    pub gang: bool,
+    /// The tenant whose quota the job counts against (under --insecure; with a token, the
+    /// token's tenant).
+    #[arg(long)]
+    pub tenant: Option<String>,
     /// The command each shard runs, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,

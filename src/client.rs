@@ -461,12 +461,14 @@ impl Client {
         &self,
         name: &str,
         role: crate::domain::Role,
+        tenant: Option<&str>,
     ) -> Result<(CreateTokenReply, crate::security::Secret), ClientError> {
         let secret = crate::security::Secret::generate()?;
         let req = CreateTokenRequest {
             name: name.to_string(),
             role: role.to_string(),
             secret_hash: secret.hash().0.to_vec(),
+            tenant: tenant.unwrap_or_default().to_string(),
         };
         let reply = self
             .call(|ch| {
@@ -475,6 +477,34 @@ impl Client {
             })
             .await?;
         Ok((reply, secret))
+    }
+
+    /// Set a tenant's quota: `slots` (None: keep; `unlimited` removes it) and `weight`.
+    pub async fn set_quota(
+        &self,
+        tenant: &str,
+        slots: Option<u64>,
+        unlimited: bool,
+        weight: Option<u32>,
+    ) -> Result<QuotaInfo, ClientError> {
+        let req = SetQuotaRequest {
+            tenant: tenant.to_string(),
+            slots,
+            unlimited,
+            weight,
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::dispatcher(ch).set_quota(req).await }
+        })
+        .await
+    }
+
+    pub async fn list_quotas(&self) -> Result<Vec<QuotaInfo>, ClientError> {
+        let reply = self
+            .call(|ch| async move { Self::dispatcher(ch).list_quotas(ListQuotasRequest {}).await })
+            .await?;
+        Ok(reply.quotas)
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {

@@ -92,6 +92,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Certs { command } => commands::certs(command),
         Command::Completions { shell } => commands::completions(shell),
         Command::Token { command, client } => commands::token(command, client).await,
+        Command::Quota { command, client } => commands::quota(command, client).await,
         Command::Events { from_index, client } => commands::events(from_index, client).await,
         Command::Taskmanager { agent, client } => {
             let opts = commands::agent_options(agent, client)?;

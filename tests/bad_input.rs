@@ -66,6 +66,7 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
         spec: None,
         idempotency_key: String::new(),
         priority: None,
+        ..Default::default()
     };
     expect_code(
         client.submit(no_spec).await,

@@ -103,9 +103,9 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
     wait_job_state(&admin, &job.job_id, &["finished"], DEADLINE).await?;
 
     log_phase("tokens: read, two submitters, and a job of alice's");
-    let (_, reader) = admin.create_token("reader", Role::Read).await?;
-    let (_, alice) = admin.create_token("alice", Role::Submit).await?;
-    let (_, bob) = admin.create_token("bob", Role::Submit).await?;
+    let (_, reader) = admin.create_token("reader", Role::Read, None).await?;
+    let (_, alice) = admin.create_token("alice", Role::Submit, None).await?;
+    let (_, bob) = admin.create_token("bob", Role::Submit, None).await?;
     let as_token = |secret: &Secret| -> anyhow::Result<Client> {
         quick_client(
             endpoints.clone(),
@@ -165,7 +165,7 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
         Some(Code::PermissionDenied)
     );
     assert_eq!(
-        code(read.create_token("x", Role::Admin).await),
+        code(read.create_token("x", Role::Admin, None).await),
         Some(Code::PermissionDenied)
     );
 
@@ -276,7 +276,7 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
     as_token(&alice)?.cancel_job(&alice_job.job_id).await?;
 
     log_phase("a revoked token is refused by every replica within a second");
-    let (_, doomed) = admin.create_token("doomed", Role::Read).await?;
+    let (_, doomed) = admin.create_token("doomed", Role::Read, None).await?;
     let per_replica: Vec<Client> = endpoints
         .iter()
         .map(|e| {

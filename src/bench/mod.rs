@@ -69,6 +69,7 @@ pub fn job_request(name: &str, shards: u32, command: &str, args: &[&str]) -> Sub
         }),
         idempotency_key: String::new(),
         priority: None,
+        ..Default::default()
     }
 }
 

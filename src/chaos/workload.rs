@@ -92,6 +92,7 @@ impl ClientTask {
             }),
             idempotency_key: key.clone(),
             priority: None,
+            ..Default::default()
         };
         let invoke_ns = self.history.now_ns();
         let result = client.submit(request).await;
@@ -134,6 +135,7 @@ impl ClientTask {
             }),
             idempotency_key: key.clone(),
             priority: None,
+            ..Default::default()
         };
         let invoke_ns = self.history.now_ns();
         let result = client.submit(request).await;

@@ -20,7 +20,8 @@ mod plot;
 mod table;
 
 use crate::cli::{
-    ClientArgs, ClusterCommand, JobCommand, SnapshotCommand, SubmitArgs, TmCommand, TokenCommand,
+    ClientArgs, ClusterCommand, JobCommand, QuotaCommand, SnapshotCommand, SubmitArgs, TmCommand,
+    TokenCommand,
 };
 use crate::client::{Client, ClientError};
 use crate::domain::Role;
@@ -89,16 +90,18 @@ pub fn client_credentials(args: &ClientArgs) -> Result<Credentials, CliError> {
 pub async fn token(command: TokenCommand, args: ClientArgs) -> Result<ExitCode, CliError> {
     let client = connect(&args)?;
     match command {
-        TokenCommand::Create { name, role } => {
+        TokenCommand::Create { name, role, tenant } => {
             let role: Role = role.parse().map_err(CliError::Usage)?;
-            let (reply, secret) = client.create_token(&name, role).await?;
+            let (reply, secret) = client.create_token(&name, role, tenant.as_deref()).await?;
             output::message(
                 args.output,
-                json!({"name": reply.name, "role": reply.role, "secret": secret.expose()}),
+                json!({"name": reply.name, "role": reply.role, "tenant": reply.tenant,
+                       "secret": secret.expose()}),
                 &format!(
-                    "token '{}' ({}): {}\nthe secret is shown only now; keep it safe",
+                    "token '{}' ({}, tenant {}): {}\nthe secret is shown only now; keep it safe",
                     reply.name,
                     reply.role,
+                    reply.tenant,
                     secret.expose()
                 ),
             );
@@ -202,6 +205,27 @@ pub async fn tm(command: TmCommand, args: ClientArgs) -> Result<ExitCode, CliErr
     Ok(0)
 }
 
+/// `dispatcher quota set|list`.
+pub async fn quota(command: QuotaCommand, args: ClientArgs) -> Result<ExitCode, CliError> {
+    let client = connect(&args)?;
+    match command {
+        QuotaCommand::Set {
+            tenant,
+            slots,
+            unlimited,
+            weight,
+        } => {
+            let quota = client.set_quota(&tenant, slots, unlimited, weight).await?;
+            output::quotas(args.output, std::slice::from_ref(&quota));
+        }
+        QuotaCommand::List => {
+            let quotas = client.list_quotas().await?;
+            output::quotas(args.output, &quotas);
+        }
+    }
+    Ok(0)
+}
+
 pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, CliError> {
     let mut command = submit.command.into_iter();
     let program = command.next().ok_or_else(|| {
@@ -221,6 +245,9 @@ pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, Cl
         }),
         idempotency_key: submit.idempotency_key.unwrap_or_default(),
         priority: submit.priority,
+        after: submit.after,
+        gang: submit.gang,
+        tenant: submit.tenant.unwrap_or_default(),
     };
     let reply = client.submit(request).await?;
     // Warnings go to stderr, so stdout stays one JSON document with --output json.

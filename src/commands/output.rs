@@ -4,7 +4,7 @@
 use super::table::Table;
 use crate::cli::OutputFormat;
 use crate::pb::api::{
-    ClusterStatusReply, JobStatus, JobSummary, Member, TaskManagerInfo, TokenInfo,
+    ClusterStatusReply, JobStatus, JobSummary, Member, QuotaInfo, TaskManagerInfo, TokenInfo,
 };
 use serde_json::{json, Value};
 
@@ -155,6 +155,10 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             "name": job.name,
             "state": job.state,
             "priority": job.priority,
+            "after": job.after,
+            "tenant": job.tenant,
+            "gang": job.gang,
+            "reason": (!job.reason.is_empty()).then_some(&job.reason),
             "created_at_ms": job.created_at_ms,
             "shards": job.shards.iter().map(|s| json!({
                 "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
@@ -164,14 +168,23 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             })).collect::<Vec<_>>(),
         })),
         OutputFormat::Text => {
+            let mut options = format!("priority {}, tenant {}", job.priority, job.tenant);
+            if job.gang {
+                options.push_str(", gang");
+            }
+            if !job.after.is_empty() {
+                options.push_str(&format!(", after {}", job.after.join(",")));
+            }
             println!(
-                "{}  {}  {}  ({} shards, priority {})",
+                "{}  {}  {}  ({} shards, {options})",
                 job.job_id,
                 job.name,
                 job.state,
                 job.shards.len(),
-                job.priority
             );
+            if !job.reason.is_empty() {
+                println!("{}", job.reason);
+            }
             let mut t = Table::new(&[
                 "SHARD",
                 "STATE",
@@ -235,16 +248,47 @@ pub fn tokens(format: OutputFormat, tokens: &[TokenInfo]) {
         OutputFormat::Json => print_json(&Value::Array(
             tokens
                 .iter()
-                .map(|t| json!({"name": t.name, "role": t.role, "created_ms": t.created_ms}))
+                .map(|t| {
+                    json!({"name": t.name, "role": t.role, "tenant": t.tenant,
+                           "created_ms": t.created_ms})
+                })
                 .collect(),
         )),
         OutputFormat::Text => {
-            let mut table = Table::new(&["NAME", "ROLE", "CREATED"]);
+            let mut table = Table::new(&["NAME", "ROLE", "TENANT", "CREATED"]);
             for token in tokens {
                 table.row(vec![
                     token.name.clone(),
                     token.role.clone(),
+                    token.tenant.clone(),
                     age(crate::clock::now_ms().saturating_sub(token.created_ms)),
+                ]);
+            }
+            println!("{}", table.render());
+        }
+    }
+}
+
+pub fn quotas(format: OutputFormat, quotas: &[QuotaInfo]) {
+    match format {
+        OutputFormat::Json => print_json(&Value::Array(
+            quotas
+                .iter()
+                .map(|q| {
+                    json!({"tenant": q.tenant, "slots": q.slots, "weight": q.weight,
+                           "running_slots": q.running_slots, "pending_shards": q.pending_shards})
+                })
+                .collect(),
+        )),
+        OutputFormat::Text => {
+            let mut table = Table::new(&["TENANT", "QUOTA", "WEIGHT", "RUNNING", "PENDING"]);
+            for q in quotas {
+                table.row(vec![
+                    q.tenant.clone(),
+                    q.slots.map_or_else(|| "-".to_string(), |n| n.to_string()),
+                    q.weight.to_string(),
+                    q.running_slots.to_string(),
+                    q.pending_shards.to_string(),
                 ]);
             }
             println!("{}", table.render());

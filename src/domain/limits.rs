@@ -92,3 +92,7 @@ pub const EXCLUSION_FAILURES: usize = 3;
 pub const EXCLUSION_WINDOW_MS: u64 = 60_000;
 /// ... is kept out of placement for this long.
 pub const EXCLUSION_MS: u64 = 60_000;
+
+/// How long a shard the agent was told to stop (cancelled, preempted, moved) has between
+/// SIGTERM and SIGKILL. The leader waits this long too before placing such a shard again.
+pub const STOP_GRACE_MS: u64 = 2_000;

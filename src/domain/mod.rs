@@ -18,7 +18,10 @@ pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardState};
 pub use limits::*;
 pub use output::{OutputStore, PrintedTail, ShardOutput};
-pub use scheduling::{JobScheduling, DEFAULT_PRIORITY, MAX_PRIORITY};
+pub use scheduling::{
+    JobScheduling, PriorityOnly, Quota, DEFAULT_PRIORITY, DEFAULT_TENANT, MAX_AFTER, MAX_PRIORITY,
+    MAX_QUOTAS, MAX_TENANT_BYTES, MAX_WEIGHT,
+};
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
 pub use taskmanager::{Labels, RunStats, TaskManager, TaskManagerState};
 pub use token::{

@@ -3,7 +3,7 @@
 use super::ids::JobId;
 use super::job::{Job, Shard};
 use super::output::OutputStore;
-use super::scheduling::JobScheduling;
+use super::scheduling::{JobScheduling, PriorityOnly, Quota, DEFAULT_TENANT};
 use super::taskmanager::TaskManager;
 use super::token::Token;
 use serde::{Deserialize, Serialize};
@@ -41,27 +41,55 @@ pub struct ClusterState {
     /// `encode`), so that snapshots from before it existed still decode.
     #[serde(skip)]
     pub outputs: OutputStore,
-    /// Scheduling options of the jobs that set any (priority); the rest have the defaults.
-    /// In the same extra section as `outputs`.
+    /// Scheduling options of the jobs that set any; the rest have the defaults. In the same
+    /// extra section as `outputs`.
     #[serde(skip)]
     pub scheduling: BTreeMap<JobId, JobScheduling>,
     /// How often each shard was preempted (only shards that were). Same section.
     #[serde(skip)]
     pub preemptions: BTreeMap<(JobId, u32), u32>,
+    /// Tenants' quotas and weights (tenants not listed: no quota, weight 1). Same section.
+    #[serde(skip)]
+    pub quotas: BTreeMap<String, Quota>,
+    /// The tenant of each token created with one other than its name. Same section.
+    #[serde(skip)]
+    pub token_tenants: BTreeMap<String, String>,
+    /// Jobs that ended without running because a job they waited for (`--after`) failed or
+    /// was cancelled: the job → that job. Same section.
+    #[serde(skip)]
+    pub dependency_failures: BTreeMap<JobId, JobId>,
+    /// Job → the jobs that wait for it (`--after`). Derived from `scheduling`, never encoded:
+    /// rebuilt on decode.
+    #[serde(skip)]
+    pub dependents: BTreeMap<JobId, BTreeSet<JobId>>,
 }
 
-/// The sections encoded after the main one (format 6); format 5 had `outputs` alone.
+/// The sections encoded after the main one (format 7); format 6 had the first three, with a
+/// priority alone per job, and format 5 had `outputs` alone.
 #[derive(Serialize)]
 struct ExtensionsRef<'a> {
     outputs: &'a OutputStore,
     scheduling: &'a BTreeMap<JobId, JobScheduling>,
     preemptions: &'a BTreeMap<(JobId, u32), u32>,
+    quotas: &'a BTreeMap<String, Quota>,
+    token_tenants: &'a BTreeMap<String, String>,
+    dependency_failures: &'a BTreeMap<JobId, JobId>,
 }
 
 #[derive(Deserialize)]
 struct Extensions {
     outputs: OutputStore,
     scheduling: BTreeMap<JobId, JobScheduling>,
+    preemptions: BTreeMap<(JobId, u32), u32>,
+    quotas: BTreeMap<String, Quota>,
+    token_tenants: BTreeMap<String, String>,
+    dependency_failures: BTreeMap<JobId, JobId>,
+}
+
+#[derive(Deserialize)]
+struct ExtensionsV6 {
+    outputs: OutputStore,
+    scheduling: BTreeMap<JobId, PriorityOnly>,
     preemptions: BTreeMap<(JobId, u32), u32>,
 }
 
@@ -112,6 +140,9 @@ impl ClusterState {
             outputs: &self.outputs,
             scheduling: &self.scheduling,
             preemptions: &self.preemptions,
+            quotas: &self.quotas,
+            token_tenants: &self.token_tenants,
+            dependency_failures: &self.dependency_failures,
         };
         let outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
             .unwrap_or_default();
@@ -138,7 +169,36 @@ impl ClusterState {
         state.outputs = extensions.outputs;
         state.scheduling = extensions.scheduling;
         state.preemptions = extensions.preemptions;
+        state.quotas = extensions.quotas;
+        state.token_tenants = extensions.token_tenants;
+        state.dependency_failures = extensions.dependency_failures;
+        state.rebuild_dependents();
         Ok(state)
+    }
+
+    /// Decode the state as snapshot format 6 wrote it: output, a priority per job and the
+    /// preemption counts after the main section.
+    pub fn decode_v6(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let (mut state, rest) = Self::split_sections(bytes)?;
+        let extensions: ExtensionsV6 = crate::decode::decode_untrusted(rest)?;
+        state.outputs = extensions.outputs;
+        state.scheduling = extensions
+            .scheduling
+            .into_iter()
+            .map(|(job, old)| (job, JobScheduling::from(old)))
+            .collect();
+        state.preemptions = extensions.preemptions;
+        Ok(state)
+    }
+
+    /// Rebuild the derived `dependents` index from the jobs' options.
+    fn rebuild_dependents(&mut self) {
+        self.dependents.clear();
+        for (job, options) in &self.scheduling {
+            for dependency in &options.after {
+                self.dependents.entry(*dependency).or_default().insert(*job);
+            }
+        }
     }
 
     /// Decode the state as snapshot format 5 wrote it: the shards' output alone after the
@@ -154,6 +214,62 @@ impl ClusterState {
         self.scheduling
             .get(&job)
             .map_or(super::DEFAULT_PRIORITY, |s| s.priority)
+    }
+
+    /// A job's tenant.
+    pub fn tenant(&self, job: JobId) -> &str {
+        self.scheduling
+            .get(&job)
+            .map_or(DEFAULT_TENANT, |s| s.tenant.as_str())
+    }
+
+    /// Whether a job's shards are placed only all together.
+    pub fn is_gang(&self, job: JobId) -> bool {
+        self.scheduling.get(&job).is_some_and(|s| s.gang)
+    }
+
+    /// The jobs a job waits for (`--after`).
+    pub fn after(&self, job: JobId) -> &[JobId] {
+        self.scheduling
+            .get(&job)
+            .map_or(&[], |s| s.after.as_slice())
+    }
+
+    /// The first job named in `--after` that has not finished yet, if any. A job no longer
+    /// held finished: retention drops only ended jobs, and one that failed or was cancelled
+    /// failed its dependents when it ended.
+    pub fn unfinished_dependency(&self, job: JobId) -> Option<JobId> {
+        self.after(job).iter().copied().find(|dependency| {
+            self.job(*dependency)
+                .is_some_and(|d| d.state != super::JobState::Finished)
+        })
+    }
+
+    /// A tenant's quota and weight (the defaults if none was set).
+    pub fn quota(&self, tenant: &str) -> Quota {
+        self.quotas.get(tenant).copied().unwrap_or_default()
+    }
+
+    /// The tenant of the jobs a token's holder submits: the one it was created with, or its
+    /// name.
+    pub fn token_tenant<'a>(&'a self, token: &'a str) -> &'a str {
+        self.token_tenants
+            .get(token)
+            .map_or(token, |tenant| tenant.as_str())
+    }
+
+    /// Slots held now (assigned or running) by each tenant's shards.
+    pub fn slots_held_by_tenant(&self) -> BTreeMap<&str, u64> {
+        let mut held: BTreeMap<&str, u64> = BTreeMap::new();
+        for shards in self.shards_by_taskmanager.values() {
+            for (job_id, _) in shards.iter() {
+                if let Some(job) = self.jobs.get(job_id) {
+                    *held.entry(self.tenant(*job_id)).or_default() +=
+                        u64::from(job.spec.slots_per_shard);
+                }
+            }
+        }
+        held
     }
 
     /// Decode the state as written before shards' output was kept (snapshot format 4): the

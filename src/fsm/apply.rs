@@ -2,14 +2,15 @@
 
 use super::command::{Command, Response};
 use crate::domain::ClusterState;
-use jobs::{cancel_job, forget_jobs, submit_job, submit_scheduled_job, Submission};
+use jobs::{cancel_job, forget_jobs, submit_job, Submission};
+use scheduling::{restart_gang, set_quota, submit_with_options};
 #[cfg(test)]
 use shards::interruption_backoff_ms;
 use shards::{place_shards, preempt_shards, report_ended, report_started, requeue_shards};
 use taskmanagers::{
     drain_taskmanager, forget_taskmanagers, mark_lost, register_taskmanager, Registration,
 };
-use tokens::{create_token, revoke_token, seed_bootstrap_token};
+use tokens::{create_tenant_token, create_token, revoke_token, seed_bootstrap_token};
 
 /// Apply `command`, committed at `log_index`, to `state`.
 ///
@@ -66,7 +67,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             admission,
             scheduling,
             now_ms,
-        } => submit_scheduled_job(
+        } => submit_with_options(
             state,
             log_index,
             Submission {
@@ -76,9 +77,48 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
                 owner,
                 admission,
             },
-            scheduling,
+            scheduling.into(),
             now_ms,
         ),
+        Command::SubmitJobWithOptions {
+            name,
+            spec,
+            idempotency_key,
+            owner,
+            admission,
+            options,
+            now_ms,
+        } => submit_with_options(
+            state,
+            log_index,
+            Submission {
+                name,
+                spec,
+                idempotency_key,
+                owner,
+                admission,
+            },
+            options,
+            now_ms,
+        ),
+        Command::SetQuota {
+            tenant,
+            slots,
+            weight,
+            ..
+        } => set_quota(state, tenant, slots, weight),
+        Command::CreateTenantToken {
+            name,
+            role,
+            hash,
+            tenant,
+            now_ms,
+        } => create_tenant_token(state, name, role, hash, tenant, now_ms),
+        Command::RestartGang {
+            job_id,
+            not_before_ms,
+            now_ms,
+        } => Ok(restart_gang(state, job_id, not_before_ms, now_ms)),
         Command::PreemptShards {
             taskmanager,
             shards,
@@ -174,10 +214,12 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
 mod admission;
 mod jobs;
 mod output;
+mod scheduling;
 mod shards;
 mod taskmanagers;
 mod tokens;
 pub use admission::check_admission;
+pub use scheduling::gang_is_split;
 pub use shards::check_report;
 pub use tokens::validate_token_name;
 #[cfg(test)]

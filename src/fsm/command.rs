@@ -3,7 +3,7 @@
 //! Variants are only ever appended: an old log must keep decoding after an upgrade.
 
 use crate::domain::{
-    Admission, JobId, JobScheduling, JobSpec, Labels, PrintedTail, Role, TokenHash,
+    Admission, JobId, JobScheduling, JobSpec, Labels, PrintedTail, PriorityOnly, Role, TokenHash,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -120,15 +120,15 @@ pub enum Command {
     /// The end of what a run printed, sent just before its final report: kept with the shard
     /// so `job logs` answers after the TaskManager is gone.
     RecordShardOutput(OutputReport),
-    /// `SubmitJob` with scheduling options (a priority); a job without them is submitted
-    /// with `SubmitJob`, which replicas of the version before read too.
+    /// `SubmitJob` with a priority, as the first version with options wrote it (still read;
+    /// no longer proposed: `SubmitJobWithOptions` replaced it).
     SubmitScheduledJob {
         name: String,
         spec: JobSpec,
         idempotency_key: Option<String>,
         owner: String,
         admission: Admission,
-        scheduling: JobScheduling,
+        scheduling: PriorityOnly,
         now_ms: u64,
     },
     /// Put lower-priority shards back to pending to make room for a shard of `for_job`: as
@@ -140,6 +140,50 @@ pub enum Command {
         not_before_ms: u64,
         now_ms: u64,
     },
+    /// `SubmitJob` with scheduling options (priority, `--after`, gang, tenant); a job with
+    /// the defaults is submitted with `SubmitJob`, which older replicas read too.
+    SubmitJobWithOptions {
+        name: String,
+        spec: JobSpec,
+        idempotency_key: Option<String>,
+        owner: String,
+        admission: Admission,
+        options: JobScheduling,
+        now_ms: u64,
+    },
+    /// Set a tenant's quota and weight (what is not given keeps its value).
+    SetQuota {
+        tenant: String,
+        slots: SlotLimit,
+        weight: Option<u32>,
+        now_ms: u64,
+    },
+    /// `CreateToken` for a tenant other than the token's name.
+    CreateTenantToken {
+        name: String,
+        role: Role,
+        hash: TokenHash,
+        tenant: String,
+        now_ms: u64,
+    },
+    /// A gang lost a member (it failed, or its run was cut short): every other shard of the
+    /// gang goes back to pending too, so that all start again together. Applied only while
+    /// the gang is still split (some shards pending, others not). Shards that held slots are
+    /// not placed again before `not_before_ms`, by which time their TaskManagers have
+    /// stopped them.
+    RestartGang {
+        job_id: JobId,
+        not_before_ms: u64,
+        now_ms: u64,
+    },
+}
+
+/// What `SetQuota` does to a tenant's slot limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotLimit {
+    Keep,
+    Set(u64),
+    Unlimited,
 }
 
 /// What a run printed, as much as the leader lets into the log, and how much output in all
@@ -297,6 +341,16 @@ impl fmt::Display for Command {
             Command::RecordShardOutput(o) => {
                 write!(f, "RecordShardOutput({}/{}@{})", o.job_id, o.shard, o.epoch)
             }
+            Command::SubmitJobWithOptions { name, options, .. } => write!(
+                f,
+                "SubmitJobWithOptions({name}, priority {}, tenant {})",
+                options.priority, options.tenant
+            ),
+            Command::SetQuota { tenant, .. } => write!(f, "SetQuota({tenant})"),
+            Command::CreateTenantToken { name, role, .. } => {
+                write!(f, "CreateTenantToken({name}, {role})")
+            }
+            Command::RestartGang { job_id, .. } => write!(f, "RestartGang({job_id})"),
         }
     }
 }
@@ -353,6 +407,8 @@ pub enum Rejection {
     LastAdminToken(String),
     #[error("job '{0}' was submitted by someone else; a submit token cancels only its own jobs (ask an operator)")]
     NotOwner(JobId),
+    #[error("job '{0}', named in --after, does not exist; list jobs with `dispatcher job list`")]
+    UnknownDependency(JobId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,4 +457,8 @@ pub enum Response {
     Rejected(Rejection),
     /// One answer per command of a `Batch`, in order.
     Batch(Vec<Response>),
+    QuotaSet {
+        tenant: String,
+        quota: crate::domain::Quota,
+    },
 }

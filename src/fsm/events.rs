@@ -25,6 +25,9 @@ pub struct Event {
 pub struct Before {
     kind: BeforeKind,
     job_state: Option<(JobId, JobState)>,
+    /// Jobs that wait (`--after`), directly or down a chain, for the job this command may
+    /// end, and have not ended: they end `failed` with it if it fails.
+    waiting: Vec<JobId>,
 }
 
 enum BeforeKind {
@@ -39,6 +42,8 @@ enum BeforeKind {
     Requeue(String),
     Preempt(String, JobId),
     Token(&'static str, String),
+    GangRestart(JobId),
+    Quota(String),
     Other,
 }
 
@@ -47,7 +52,8 @@ impl Before {
         let job_of = |job_id: &JobId| state.job(*job_id).map(|j| (*job_id, j.state));
         let (kind, job_state) = match command {
             Command::SubmitJob { name, spec, .. }
-            | Command::SubmitScheduledJob { name, spec, .. } => (
+            | Command::SubmitScheduledJob { name, spec, .. }
+            | Command::SubmitJobWithOptions { name, spec, .. } => (
                 BeforeKind::Submit {
                     name: name.clone(),
                     shards: spec.shard_count,
@@ -96,15 +102,24 @@ impl Before {
             Command::RequeueShards { taskmanager, .. } => {
                 (BeforeKind::Requeue(taskmanager.clone()), None)
             }
-            Command::CreateToken { name, .. } => {
+            Command::CreateToken { name, .. } | Command::CreateTenantToken { name, .. } => {
                 (BeforeKind::Token("token_created", name.clone()), None)
             }
+            Command::RestartGang { job_id, .. } => (BeforeKind::GangRestart(*job_id), None),
+            Command::SetQuota { tenant, .. } => (BeforeKind::Quota(tenant.clone()), None),
             Command::RevokeToken { name, .. } => {
                 (BeforeKind::Token("token_revoked", name.clone()), None)
             }
             _ => (BeforeKind::Other, None),
         };
-        Before { kind, job_state }
+        let waiting = job_state
+            .map(|(job_id, _)| waiting_for(state, job_id))
+            .unwrap_or_default();
+        Before {
+            kind,
+            job_state,
+            waiting,
+        }
     }
 
     /// The events of the entry at `index`, given what apply answered and the state after.
@@ -143,6 +158,15 @@ impl Before {
                         None,
                         format!("{name}, {shards} shards"),
                     );
+                    if let Some(dependency) = state.dependency_failures.get(job_id) {
+                        push(
+                            "job_failed",
+                            Some(*job_id),
+                            None,
+                            None,
+                            dependency_detail(*dependency),
+                        );
+                    }
                 }
             }
             BeforeKind::Place(placements) => {
@@ -236,10 +260,67 @@ impl Before {
                 }
             }
             BeforeKind::Token(kind, name) => push(kind, None, None, None, name),
+            BeforeKind::GangRestart(job_id) => {
+                if let Response::ShardsRequeued { count } = response {
+                    if *count > 0 {
+                        push(
+                            "gang_restarted",
+                            Some(job_id),
+                            None,
+                            None,
+                            format!("{count} shards back to pending"),
+                        );
+                    }
+                }
+            }
+            BeforeKind::Quota(tenant) => {
+                if let Response::QuotaSet { quota, .. } = response {
+                    let slots = quota
+                        .slots
+                        .map_or_else(|| "no slot limit".to_string(), |n| format!("{n} slots"));
+                    let detail = format!("{tenant}: {slots}, weight {}", quota.weight);
+                    push("quota_set", None, None, None, detail);
+                }
+            }
             BeforeKind::Other => {}
+        }
+        for job_id in self.waiting {
+            let ended = state.job(job_id).is_some_and(|j| j.state.is_terminal());
+            if let Some(dependency) = state.dependency_failures.get(&job_id).filter(|_| ended) {
+                push(
+                    "job_failed",
+                    Some(job_id),
+                    None,
+                    None,
+                    dependency_detail(*dependency),
+                );
+            }
         }
         out
     }
+}
+
+/// Why a job ended without running.
+pub fn dependency_detail(dependency: JobId) -> String {
+    format!("job {dependency}, named in --after, did not finish")
+}
+
+/// The jobs that wait for `job_id`, directly or down a chain, and have not ended.
+fn waiting_for(state: &ClusterState, job_id: JobId) -> Vec<JobId> {
+    let mut out = Vec::new();
+    let mut work = vec![job_id];
+    while let Some(next) = work.pop() {
+        for dependent in state.dependents.get(&next).into_iter().flatten() {
+            let open = state
+                .job(*dependent)
+                .is_some_and(|j| !j.state.is_terminal());
+            if open && !out.contains(dependent) {
+                out.push(*dependent);
+                work.push(*dependent);
+            }
+        }
+    }
+    out
 }
 
 /// Apply `command`, committed at `index`, and derive its events. The commands of a batch

@@ -12,11 +12,12 @@ pub mod dispatch;
 pub mod events;
 mod validate;
 
-pub use apply::{apply, check_admission, check_report, validate_token_name};
+pub use apply::{apply, check_admission, check_report, gang_is_split, validate_token_name};
 pub use command::{
     Command, OutputReport, Placement, PlacementOutcome, Rejection, Report, Response, ShardOutcome,
+    SlotLimit,
 };
 pub use validate::{
-    validate_address, validate_labels, validate_name, validate_name_within, validate_registration,
-    validate_spec,
+    validate_address, validate_labels, validate_name, validate_name_within, validate_options,
+    validate_registration, validate_spec, validate_tenant, validate_weight,
 };

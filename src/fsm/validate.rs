@@ -4,7 +4,8 @@
 
 use super::command::Rejection;
 use crate::domain::{
-    InputLimits, JobSpec, Labels, MAX_ATTEMPTS, MAX_SLOTS_PER_SHARD, MAX_TASKMANAGER_SLOTS,
+    InputLimits, JobScheduling, JobSpec, Labels, DEFAULT_PRIORITY, MAX_AFTER, MAX_ATTEMPTS,
+    MAX_PRIORITY, MAX_SLOTS_PER_SHARD, MAX_TASKMANAGER_SLOTS, MAX_TENANT_BYTES, MAX_WEIGHT,
 };
 
 fn invalid(msg: impl Into<String>) -> Rejection {
@@ -156,6 +157,48 @@ pub fn validate_spec(name: &str, spec: &JobSpec, limits: &InputLimits) -> Result
             "the job spec (command, args, env, labels) is {size} bytes; {}; pass large inputs \
              through files",
             limit(format!("{} bytes", limits.spec_bytes), "spec_bytes")
+        )));
+    }
+    Ok(())
+}
+
+/// A tenant's name: a name of at most `MAX_TENANT_BYTES`.
+pub fn validate_tenant(tenant: &str) -> Result<(), Rejection> {
+    validate_name("tenant", tenant)?;
+    if tenant.len() > MAX_TENANT_BYTES {
+        return Err(invalid(format!(
+            "tenant '{tenant}' is {} bytes long; the limit is {MAX_TENANT_BYTES}",
+            tenant.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A job's scheduling options, on their own (apply checks that the `--after` jobs exist).
+pub fn validate_options(options: &JobScheduling) -> Result<(), Rejection> {
+    if options.priority > MAX_PRIORITY {
+        return Err(invalid(format!(
+            "priority {} is out of range: give 0 to {MAX_PRIORITY} (default {DEFAULT_PRIORITY})",
+            options.priority
+        )));
+    }
+    if options.after.len() > MAX_AFTER {
+        return Err(invalid(format!(
+            "--after names {} jobs; the limit is {MAX_AFTER}",
+            options.after.len()
+        )));
+    }
+    if options.after.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err(invalid("--after must name each job once, in order"));
+    }
+    validate_tenant(&options.tenant)
+}
+
+/// A quota change: a weight of 1 to `MAX_WEIGHT`.
+pub fn validate_weight(weight: u32) -> Result<(), Rejection> {
+    if weight == 0 || weight > MAX_WEIGHT {
+        return Err(invalid(format!(
+            "weight {weight} is out of range: give 1 to {MAX_WEIGHT} (default 1)"
         )));
     }
     Ok(())

@@ -3,7 +3,8 @@
 
 use crate::clock::now_ms;
 use crate::config::LEASE_MARGIN_MS;
-use crate::fsm::{Command, Response};
+use crate::domain::{JobId, STOP_GRACE_MS};
+use crate::fsm::{gang_is_split, Command, Response};
 use crate::raft::{Raft, SharedState};
 use crate::scheduler::preemption::plan_preemption;
 use crate::scheduler::{plan, PlanLimits, ScoreWeights};
@@ -26,6 +27,9 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
         tokens = (tokens + refilled.elapsed().as_secs_f64() * MAX_REPLACEMENTS_PER_SECOND)
             .min(MAX_REPLACEMENTS_PER_SECOND);
         refilled = Instant::now();
+        if restart_split_gangs(&raft, &shared, lease_ms).await {
+            continue;
+        }
         let placements = {
             let view = shared.read();
             if view.state.jobs_with_pending_shards.is_empty() {
@@ -91,6 +95,48 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
     }
 }
 
+/// A gang that lost a member (a failure, a lost TaskManager, a preemption) restarts whole:
+/// its other shards go back to pending, and are not placed again before their agents have
+/// surely stopped them. Whether a restart was applied.
+async fn restart_split_gangs(raft: &Raft, shared: &SharedState, lease_ms: u64) -> bool {
+    let split: Vec<JobId> = {
+        let view = shared.read();
+        let state = &view.state;
+        state
+            .scheduling
+            .iter()
+            .filter(|(job, options)| options.gang && gang_is_split(state, **job))
+            .map(|(job, _)| *job)
+            .collect()
+    };
+    let mut restarted = false;
+    for job_id in split {
+        let now = now_ms();
+        let command = Command::RestartGang {
+            job_id,
+            not_before_ms: now + lease_ms + LEASE_MARGIN_MS + STOP_GRACE_MS,
+            now_ms: now,
+        };
+        match shared
+            .metrics()
+            .time_proposal(raft.client_write(command))
+            .await
+        {
+            Ok(reply) => {
+                if let Response::ShardsRequeued { count } = reply.data {
+                    tracing::info!(job = %job_id, shards = count, "gang restarted");
+                    restarted |= count > 0;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("gang restart proposal failed: {e}");
+                tokio::time::sleep(RETRY_BACKOFF).await;
+            }
+        }
+    }
+    restarted
+}
+
 /// When nothing could be placed, make room for the highest-priority waiting shard by putting
 /// strictly lower-priority shards back to pending (`PreemptShards`: not a failure, no attempt
 /// used). They are not placed again before their agent has surely stopped them (its next
@@ -105,7 +151,7 @@ async fn preempt(raft: &Raft, shared: &SharedState, lease_ms: u64) -> bool {
         taskmanager: taskmanager.clone(),
         shards,
         for_job,
-        not_before_ms: now + lease_ms + LEASE_MARGIN_MS,
+        not_before_ms: now + lease_ms + LEASE_MARGIN_MS + STOP_GRACE_MS,
         now_ms: now,
     };
     match shared

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 4] = b"DSNP";
 /// Bump when the encoding of `ClusterState` changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 6;
-/// Format 4 had no extra section, format 5 the shards' output alone in it; both are still
-/// read.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 7;
+/// Format 4 had no extra section, format 5 the shards' output alone in it, format 6 a
+/// priority alone per job; all are still read.
 const OLDEST_READABLE_FORMAT: u32 = 4;
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
@@ -48,6 +48,7 @@ pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
     let version = u32::from_be_bytes(version);
     let state = match version {
         SNAPSHOT_FORMAT_VERSION => ClusterState::decode(&data[8..]),
+        6 => ClusterState::decode_v6(&data[8..]),
         5 => ClusterState::decode_with_outputs_only(&data[8..]),
         OLDEST_READABLE_FORMAT => ClusterState::decode_without_outputs(&data[8..]),
         _ => {
@@ -171,7 +172,7 @@ mod tests {
     use crate::domain::{JobId, ShardOutput};
 
     #[test]
-    fn outputs_and_scheduling_travel_in_snapshots_and_formats_4_and_5_still_read() {
+    fn outputs_and_scheduling_travel_in_snapshots_and_formats_4_to_6_still_read() {
         let mut state = ClusterState {
             tokens_seeded: true,
             ..ClusterState::default()
@@ -186,14 +187,60 @@ mod tests {
             },
         };
         state.outputs.record(JobId(2), 0, output, 1024);
+        state.scheduling.insert(
+            JobId(2),
+            crate::domain::JobScheduling {
+                priority: 900,
+                after: vec![JobId(1)],
+                gang: true,
+                tenant: "alice".into(),
+            },
+        );
         state
-            .scheduling
-            .insert(JobId(2), crate::domain::JobScheduling { priority: 900 });
+            .dependents
+            .entry(JobId(1))
+            .or_default()
+            .insert(JobId(2));
         state.preemptions.insert((JobId(2), 0), 1);
+        state.quotas.insert(
+            "alice".into(),
+            crate::domain::Quota {
+                slots: Some(4),
+                weight: 3,
+            },
+        );
+        state.token_tenants.insert("ci".into(), "alice".into());
+        state.dependency_failures.insert(JobId(5), JobId(4));
         let back = decode_state(&encode_state(&state)).expect("current format");
-        assert_eq!(back, state);
+        assert_eq!(back, state, "the dependents index is rebuilt on decode");
         assert_eq!(back.digest(), state.digest());
         assert_eq!(back.priority(JobId(2)), 900);
+        assert_eq!(back.tenant(JobId(2)), "alice");
+
+        // Format 6: a priority alone per job.
+        #[derive(serde::Serialize)]
+        struct Six<'a> {
+            outputs: &'a crate::domain::OutputStore,
+            scheduling: std::collections::BTreeMap<JobId, crate::domain::PriorityOnly>,
+            preemptions: &'a std::collections::BTreeMap<(JobId, u32), u32>,
+        }
+        let six_extensions = Six {
+            outputs: &state.outputs,
+            scheduling: [(JobId(2), crate::domain::PriorityOnly { priority: 700 })].into(),
+            preemptions: &state.preemptions,
+        };
+        let main = bincode::serde::encode_to_vec(&state, bincode::config::standard()).unwrap();
+        let rest =
+            bincode::serde::encode_to_vec(&six_extensions, bincode::config::standard()).unwrap();
+        let mut six = MAGIC.to_vec();
+        six.extend_from_slice(&6u32.to_be_bytes());
+        six.extend_from_slice(&(main.len() as u64).to_be_bytes());
+        six.extend_from_slice(&main);
+        six.extend_from_slice(&rest);
+        let read = decode_state(&six).expect("format 6");
+        assert_eq!(read.priority(JobId(2)), 700);
+        assert_eq!(read.tenant(JobId(2)), crate::domain::DEFAULT_TENANT);
+        assert_eq!(read.preemptions, state.preemptions);
 
         // Format 5: the shards' output alone after the main section.
         let main = bincode::serde::encode_to_vec(&state, bincode::config::standard()).unwrap();

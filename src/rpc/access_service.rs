@@ -42,18 +42,36 @@ impl Access for AccessService {
                 req.secret_hash.len()
             ))
         })?;
-        let command = Command::CreateToken {
-            name: req.name,
-            role,
-            hash: TokenHash(hash),
-            now_ms: now_ms(),
+        // A token for its own name's tenant goes as `CreateToken`, which older replicas read.
+        let tenant = if req.tenant.is_empty() || req.tenant == req.name {
+            None
+        } else {
+            crate::fsm::validate_tenant(&req.tenant).map_err(ApiError::from)?;
+            Some(req.tenant)
+        };
+        let command = match tenant.clone() {
+            None => Command::CreateToken {
+                name: req.name,
+                role,
+                hash: TokenHash(hash),
+                now_ms: now_ms(),
+            },
+            Some(tenant) => Command::CreateTenantToken {
+                name: req.name,
+                role,
+                hash: TokenHash(hash),
+                tenant,
+                now_ms: now_ms(),
+            },
         };
         match write(&self.ctx, command).await? {
             FsmResponse::TokenCreated { name } => {
-                tracing::info!(token = %name, %role, "token created");
+                let tenant = tenant.unwrap_or_else(|| name.clone());
+                tracing::info!(token = %name, %role, %tenant, "token created");
                 Ok(Response::new(CreateTokenReply {
                     name,
                     role: role.to_string(),
+                    tenant,
                 }))
             }
             other => Err(unexpected(other).into()),
@@ -74,6 +92,7 @@ impl Access for AccessService {
                 name: name.clone(),
                 role: token.role.to_string(),
                 created_ms: token.created_ms,
+                tenant: applied.state.token_tenant(name).to_string(),
             })
             .collect();
         Ok(Response::new(ListTokensReply { tokens }))
@@ -104,12 +123,14 @@ impl Access for AccessService {
     ) -> Result<Response<WhoAmIReply>, Status> {
         let reply = match caller(&request)? {
             Caller::Token { name, role } => WhoAmIReply {
+                tenant: self.ctx.shared.read().state.token_tenant(&name).to_string(),
                 name,
                 role: role.to_string(),
             },
             _ => WhoAmIReply {
                 name: String::new(),
                 role: Role::Admin.to_string(),
+                tenant: crate::domain::DEFAULT_TENANT.to_string(),
             },
         };
         Ok(Response::new(reply))

@@ -44,6 +44,10 @@ pub fn job_status(job: &Job) -> api::JobStatus {
         // Set by the caller, which knows what it read.
         applied_index: 0,
         priority: crate::domain::DEFAULT_PRIORITY,
+        after: Vec::new(),
+        tenant: crate::domain::DEFAULT_TENANT.to_string(),
+        gang: false,
+        reason: String::new(),
         spec: Some((&job.spec).into()),
         shards: job
             .shards

@@ -5,11 +5,10 @@ use super::access::caller;
 use super::convert::{job_status, job_summary, taskmanager_info};
 use super::error::ApiError;
 use super::raft_access::{linearizable, write};
+use super::scheduling;
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::{
-    ClusterState, JobId, JobScheduling, JobSpec, TaskManagerState, DEFAULT_PRIORITY, MAX_PRIORITY,
-};
+use crate::domain::{ClusterState, JobId, JobSpec, TaskManagerState};
 use crate::fsm::{check_admission, validate_spec, Command, Rejection, Response as FsmResponse};
 use crate::pb::api::dispatcher_server::Dispatcher;
 use crate::pb::api::*;
@@ -79,21 +78,25 @@ impl Dispatcher for DispatcherService {
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitReply>, Status> {
         let owner = owner_of(&request)?;
+        let who = caller(&request)?;
         let req = request.into_inner();
         let spec: JobSpec = req
             .spec
+            .clone()
             .ok_or_else(|| ApiError::InvalidArgument("the request has no job spec".into()))?
             .into();
         let limits = &self.ctx.limits;
         validate_spec(&req.name, &spec, &limits.input()).map_err(ApiError::from)?;
-        let idempotency_key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
+        let idempotency_key =
+            (!req.idempotency_key.is_empty()).then(|| req.idempotency_key.clone());
         if let Some(key) = &idempotency_key {
             crate::fsm::validate_name_within("idempotency key", key, &limits.input())
                 .map_err(ApiError::from)?;
         }
         let admission = limits.admission();
-        let warnings = {
+        let (options, warnings) = {
             let view = self.ctx.shared.read();
+            let options = scheduling::submit_options(&req, &who, &view.state)?;
             let known = idempotency_key
                 .as_ref()
                 .is_some_and(|k| view.state.idempotency_keys.contains_key(k));
@@ -112,19 +115,10 @@ impl Dispatcher for DispatcherService {
                     ApiError::from(refusal)
                 })?;
             }
-            placement_warnings(&view.state, &spec)
+            (options, placement_warnings(&view.state, &spec))
         };
-        let priority = req.priority.unwrap_or(DEFAULT_PRIORITY);
-        if priority > MAX_PRIORITY {
-            return Err(ApiError::InvalidArgument(format!(
-                "priority {priority} is out of range: give 0 to {MAX_PRIORITY} (default \
-                 {DEFAULT_PRIORITY})"
-            ))
-            .into());
-        }
-        let scheduling = JobScheduling { priority };
         // Jobs with the default options go as `SubmitJob`, which every version reads.
-        let command = if scheduling.is_default() {
+        let command = if options.is_default() {
             Command::SubmitJob {
                 name: req.name,
                 spec,
@@ -134,13 +128,13 @@ impl Dispatcher for DispatcherService {
                 now_ms: now_ms(),
             }
         } else {
-            Command::SubmitScheduledJob {
+            Command::SubmitJobWithOptions {
                 name: req.name,
                 spec,
                 idempotency_key,
                 owner,
                 admission,
-                scheduling,
+                options,
                 now_ms: now_ms(),
             }
         };
@@ -169,15 +163,7 @@ impl Dispatcher for DispatcherService {
             crate::fsm::Rejection::UnknownJob(job_id),
         ))?;
         let mut status = job_status(job);
-        status.priority = applied.state.priority(job_id);
-        for shard in &mut status.shards {
-            shard.preemptions = applied
-                .state
-                .preemptions
-                .get(&(job_id, shard.index))
-                .copied()
-                .unwrap_or(0);
-        }
+        scheduling::fill_status(&mut status, &applied.state, job_id);
         status.applied_index = applied
             .last_applied
             .as_ref()
@@ -238,6 +224,52 @@ impl Dispatcher for DispatcherService {
         let job_id = parse_job_id(&req.job_id)?;
         let stream = super::shard_output::follow(self.ctx.clone(), job_id, req.shard, me).await?;
         Ok(Response::new(stream))
+    }
+
+    async fn set_quota(
+        &self,
+        request: Request<SetQuotaRequest>,
+    ) -> Result<Response<QuotaInfo>, Status> {
+        let req = request.into_inner();
+        crate::fsm::validate_tenant(&req.tenant).map_err(ApiError::from)?;
+        if let Some(weight) = req.weight {
+            crate::fsm::validate_weight(weight).map_err(ApiError::from)?;
+        }
+        let command = Command::SetQuota {
+            slots: scheduling::slot_limit(&req)?,
+            tenant: req.tenant,
+            weight: req.weight,
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::QuotaSet { tenant, quota } => {
+                tracing::info!(%tenant, slots = ?quota.slots, weight = quota.weight, "quota set");
+                let applied = self.ctx.shared.read();
+                let info = scheduling::quotas(&applied.state)
+                    .into_iter()
+                    .find(|q| q.tenant == tenant)
+                    .unwrap_or(QuotaInfo {
+                        tenant,
+                        slots: quota.slots,
+                        weight: quota.weight,
+                        running_slots: 0,
+                        pending_shards: 0,
+                    });
+                Ok(Response::new(info))
+            }
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    async fn list_quotas(
+        &self,
+        _request: Request<ListQuotasRequest>,
+    ) -> Result<Response<ListQuotasReply>, Status> {
+        linearizable(&self.ctx).await?;
+        let applied = self.ctx.shared.read();
+        Ok(Response::new(ListQuotasReply {
+            quotas: scheduling::quotas(&applied.state),
+        }))
     }
 
     async fn list_jobs(

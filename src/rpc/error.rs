@@ -77,7 +77,9 @@ impl From<ApiError> for Status {
             }
             ApiError::Rejected(rejection) => {
                 let code = match rejection {
-                    Rejection::UnknownJob(_) | Rejection::UnknownTaskManager(_) => Code::NotFound,
+                    Rejection::UnknownJob(_)
+                    | Rejection::UnknownTaskManager(_)
+                    | Rejection::UnknownDependency(_) => Code::NotFound,
                     Rejection::JobAlreadyEnded { .. } => Code::FailedPrecondition,
                     Rejection::JobTooLarge(_) | Rejection::Invalid(_) => Code::InvalidArgument,
                     Rejection::UnknownShard { .. } => Code::NotFound,

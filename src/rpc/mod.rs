@@ -22,6 +22,7 @@ mod raft_service;
 mod registration;
 mod rejoin;
 mod reports;
+mod scheduling;
 mod shard_output;
 mod taskmanager_service;
 

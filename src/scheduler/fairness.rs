@@ -41,12 +41,15 @@ pub struct Grant {
     pub shard: usize,
 }
 
-/// A tenant in the heap: smallest `held / weight` first, then smallest name.
-struct Turn<'a> {
-    held: u64,
-    weight: u64,
-    name: &'a str,
-    index: usize,
+/// A tenant's turn in the queue: smallest `held / weight` first, then smallest name.
+pub struct Turn<'a> {
+    /// Slots it holds, counting what was granted so far.
+    pub held: u64,
+    /// At least 1.
+    pub weight: u64,
+    pub name: &'a str,
+    /// The caller's index for this tenant.
+    pub index: usize,
 }
 
 impl Turn<'_> {
@@ -82,17 +85,17 @@ impl Ord for Turn<'_> {
 pub fn fair_order(tenants: &[TenantDemand], free_slots: u64) -> Vec<Grant> {
     let mut free = free_slots;
     let mut next = vec![0usize; tenants.len()];
-    let mut heap: BinaryHeap<Turn> = tenants
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| !t.pending.is_empty())
-        .map(|(index, t)| Turn {
-            held: t.running,
-            weight: u64::from(t.weight.max(1)),
-            name: &t.tenant,
-            index,
-        })
-        .collect();
+    let mut heap = FairQueue::default();
+    for (index, t) in tenants.iter().enumerate() {
+        if !t.pending.is_empty() {
+            heap.push(Turn {
+                held: t.running,
+                weight: u64::from(t.weight.max(1)),
+                name: &t.tenant,
+                index,
+            });
+        }
+    }
     let mut grants = Vec::new();
     while let Some(mut turn) = heap.pop() {
         let tenant = &tenants[turn.index];
@@ -120,6 +123,36 @@ pub fn fair_order(tenants: &[TenantDemand], free_slots: u64) -> Vec<Grant> {
         }
     }
     grants
+}
+
+/// Tenants in turn order: the one with the smallest weighted share first.
+#[derive(Default)]
+pub struct FairQueue<'a> {
+    heap: BinaryHeap<Turn<'a>>,
+}
+
+impl<'a> FairQueue<'a> {
+    pub fn push(&mut self, turn: Turn<'a>) {
+        self.heap.push(turn);
+    }
+
+    pub fn pop(&mut self) -> Option<Turn<'a>> {
+        self.heap.pop()
+    }
+
+    /// How many shards of `slots` slots `turn` (just popped) may take in a row before its
+    /// share passes the next tenant's: at least 1, unbounded when it is alone. Granting
+    /// runs instead of single shards gives the same shares as one at a time (within one
+    /// shard: a run may end level with the next tenant), with fewer turns.
+    pub fn run_length(&self, turn: &Turn<'_>, slots: u64) -> u64 {
+        let Some(next) = self.heap.peek() else {
+            return u64::MAX;
+        };
+        // Largest held' with held' / turn.weight <= next.held / next.weight.
+        let level = u128::from(next.held) * u128::from(turn.weight) / u128::from(next.weight);
+        let room = level.saturating_sub(u128::from(turn.held)) / u128::from(slots.max(1));
+        u64::try_from(room).unwrap_or(u64::MAX).saturating_add(1)
+    }
 }
 
 #[cfg(test)]

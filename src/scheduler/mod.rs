@@ -27,12 +27,14 @@
 //! the best, and pushes it back with its new score if it still has room. A job of `S` shards
 //! over `N` TaskManagers costs O(N + S·log N), not O(N·S).
 
+mod explain;
 pub mod fairness;
 mod plan;
 pub mod preemption;
 mod recovery;
 mod score;
 
+pub use explain::waiting_reason;
 pub use plan::{plan, PlanLimits};
 pub use recovery::retry_delay_ms;
 pub use score::{ScoreWeights, TaskManagerScorer};

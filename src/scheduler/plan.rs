@@ -1,10 +1,13 @@
-//! Building a placement plan for the jobs that wait for capacity.
+//! Building a placement plan for the jobs that wait for capacity: jobs whose `--after` jobs
+//! have finished, tenant by tenant in fair-share order within their quotas, and inside a
+//! tenant by priority then age; gangs all at once or not at all.
 
+use super::fairness::{FairQueue, Turn};
 use super::score::{ScoreWeights, TaskManagerScorer};
 use crate::domain::{ClusterState, JobId};
 use crate::fsm::Placement;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 /// Bounds on one plan, so that one Raft entry stays small and one round stays short.
 #[derive(Debug, Clone, Copy)]
@@ -58,10 +61,11 @@ impl Ord for Ranked {
     }
 }
 
-/// Plan placements for every job with pending shards, highest priority first, then oldest
-/// job first, as of `now_ms`
-/// (shards in retry back-off and excluded TaskManagers are skipped). Jobs that do not fit
-/// keep their pending shards; they are planned again when capacity appears.
+/// Plan placements for every job with pending shards whose dependencies have finished, as
+/// of `now_ms` (shards in retry back-off and excluded TaskManagers are skipped). With one
+/// tenant and no quotas, jobs go highest priority first, then oldest first; otherwise
+/// tenants take turns by weighted share (see `fairness`), each within its quota. Jobs that
+/// do not fit keep their pending shards; they are planned again when capacity appears.
 pub fn plan(
     state: &ClusterState,
     now_ms: u64,
@@ -87,24 +91,38 @@ pub fn plan(
         candidates,
         replacements_left: limits.max_replacements,
         placements: Vec::new(),
+        taken: HashSet::new(),
+        fair_share: false,
     };
     if round.candidates.is_empty() {
         return round.placements;
     }
-    for job_id in jobs_in_priority_order(state) {
-        if round.placements.len() >= limits.max_placements {
-            break;
+    let jobs = ready_jobs_in_priority_order(state);
+    let one_tenant = jobs.first().is_none_or(|first| {
+        jobs.iter()
+            .all(|j| state.tenant(*j) == state.tenant(*first))
+    });
+    if one_tenant && state.quotas.is_empty() {
+        for job_id in jobs {
+            if round.placements.len() >= limits.max_placements {
+                break;
+            }
+            let budget = limits.max_placements - round.placements.len();
+            round.plan_job(job_id, budget);
         }
-        let budget = limits.max_placements - round.placements.len();
-        round.plan_job(job_id, budget);
+    } else {
+        round.fair_share = true;
+        round.plan_fair_share(jobs, limits.max_placements);
     }
     round.placements
 }
 
-/// The jobs with pending shards, highest priority first, then oldest (smallest id) first.
-fn jobs_in_priority_order(state: &ClusterState) -> Vec<JobId> {
+/// The jobs with pending shards whose `--after` jobs have all finished, highest priority
+/// first, then oldest (smallest id) first.
+fn ready_jobs_in_priority_order(state: &ClusterState) -> Vec<JobId> {
     let mut jobs: Vec<JobId> = state.jobs_with_pending_shards.iter().copied().collect();
     if !state.scheduling.is_empty() {
+        jobs.retain(|job| state.unfinished_dependency(*job).is_none());
         // Stable: equal priorities keep their id order.
         jobs.sort_by_key(|job| std::cmp::Reverse(state.priority(*job)));
     }
@@ -119,16 +137,127 @@ struct Round<'a> {
     candidates: Vec<Candidate<'a>>,
     replacements_left: usize,
     placements: Vec<Placement>,
+    /// Shards already in the plan, for jobs visited more than once (fair-share turns).
+    taken: HashSet<(JobId, u32)>,
+    fair_share: bool,
 }
 
-impl Round<'_> {
-    /// Place up to `budget` ready shards of one job.
-    fn plan_job(&mut self, job_id: JobId, budget: usize) {
+impl<'a> Round<'a> {
+    /// Tenants take turns, smallest weighted share first; each turn places a run of shards
+    /// of the tenant's first job (a gang whole) within its quota. A tenant whose next job
+    /// would pass its quota waits whole; a job that finds no room is passed over for the
+    /// tenant's next one.
+    fn plan_fair_share(&mut self, jobs: Vec<JobId>, max_placements: usize) {
         let state = self.state;
-        let Some(job) = state.job(job_id) else { return };
-        if job.state.is_terminal() {
-            return;
+        let mut queues: BTreeMap<&str, VecDeque<JobId>> = BTreeMap::new();
+        for job in jobs {
+            queues.entry(state.tenant(job)).or_default().push_back(job);
         }
+        let held = state.slots_held_by_tenant();
+        let mut turns = FairQueue::default();
+        for tenant in queues.keys() {
+            turns.push(Turn {
+                held: held.get(tenant).copied().unwrap_or(0),
+                weight: u64::from(state.quota(tenant).weight.max(1)),
+                name: tenant,
+                index: 0,
+            });
+        }
+        while let Some(mut turn) = turns.pop() {
+            if self.placements.len() >= max_placements {
+                break;
+            }
+            let Some(queue) = queues.get_mut(turn.name) else {
+                continue;
+            };
+            let Some(job) = queue.front().and_then(|id| state.job(*id)) else {
+                continue;
+            };
+            let slots = u64::from(job.spec.slots_per_shard);
+            let gang = state.is_gang(job.id);
+            let need = if gang {
+                slots * job.pending_shards().count() as u64
+            } else {
+                slots
+            };
+            let quota = state.quota(turn.name).slots;
+            if quota.is_some_and(|limit| turn.held + need > limit) {
+                // At its quota: the tenant waits whole, so that its later, smaller jobs do
+                // not overtake this one.
+                continue;
+            }
+            let budget = max_placements - self.placements.len();
+            let mut run = if gang {
+                budget as u64
+            } else {
+                turns.run_length(&turn, slots).min(budget as u64)
+            };
+            if let Some(limit) = quota {
+                run = run.min((limit - turn.held) / slots.max(1));
+            }
+            let asked = usize::try_from(run).unwrap_or(usize::MAX);
+            let placed = self.plan_job(job.id, asked);
+            if placed < asked || placed == 0 {
+                // Out of ready shards, or no room for it now: the tenant's next job.
+                queue.pop_front();
+            }
+            turn.held += placed as u64 * slots;
+            if !queue.is_empty() {
+                turns.push(turn);
+            }
+        }
+    }
+
+    /// Place up to `budget` ready shards of one job (a gang: all its shards, or none);
+    /// returns how many.
+    fn plan_job(&mut self, job_id: JobId, budget: usize) -> usize {
+        let state = self.state;
+        let Some(job) = state.job(job_id) else {
+            return 0;
+        };
+        if job.state.is_terminal() {
+            return 0;
+        }
+        let gang = state.is_gang(job_id);
+        if gang {
+            // Every shard waits, ready now, and the budget takes them all.
+            let all_ready = job.shards.iter().all(|s| {
+                s.state == crate::domain::ShardState::Pending && s.not_before_ms <= self.now_ms
+            });
+            if !all_ready || job.shards.len() > budget {
+                return 0;
+            }
+        }
+        let saved = gang.then(|| {
+            (
+                self.candidates.iter().map(|c| c.free).collect::<Vec<_>>(),
+                self.replacements_left,
+                self.placements.len(),
+            )
+        });
+        let planned = self.plan_shards(job_id, budget);
+        if let Some((free, replacements_left, placements)) = saved {
+            if planned < job.shards.len() {
+                // Not all of the gang fits: give back what was taken.
+                for (candidate, free) in self.candidates.iter_mut().zip(free) {
+                    candidate.free = free;
+                }
+                self.replacements_left = replacements_left;
+                for undone in self.placements.drain(placements..) {
+                    self.taken.remove(&(undone.job_id, undone.shard));
+                }
+                return 0;
+            }
+        }
+        planned
+    }
+
+    /// Place up to `budget` ready shards of one job, each on the best-scoring TaskManager.
+    fn plan_shards(&mut self, job_id: JobId, budget: usize) -> usize {
+        let state = self.state;
+        let Some(job) = state.job(job_id) else {
+            return 0;
+        };
         let need = job.spec.slots_per_shard;
         let eligible: Vec<usize> = self
             .candidates
@@ -145,7 +274,7 @@ impl Round<'_> {
         // Nowhere to go (no TaskManager matches, or none has room): skip the job without
         // looking at its shards, so jobs that wait cost nothing per round.
         if eligible.is_empty() {
-            return;
+            return 0;
         }
         // Shards of this job already on each TaskManager (for the spread term).
         let mut same_job: HashMap<&str, u32> = HashMap::new();
@@ -173,7 +302,11 @@ impl Round<'_> {
             .collect();
         let now_ms = self.now_ms;
         let mut planned = 0;
+        let revisited = !self.taken.is_empty();
         for shard in job.pending_shards().filter(|s| s.not_before_ms <= now_ms) {
+            if revisited && self.taken.contains(&(job_id, shard.index)) {
+                continue;
+            }
             if planned >= budget {
                 break;
             }
@@ -189,6 +322,9 @@ impl Round<'_> {
             c.free -= need;
             let count = same_job.entry(c.id).or_default();
             *count += 1;
+            if self.fair_share {
+                self.taken.insert((job_id, shard.index));
+            }
             self.placements.push(Placement {
                 job_id,
                 shard: shard.index,
@@ -202,5 +338,6 @@ impl Round<'_> {
                 });
             }
         }
+        planned
     }
 }

@@ -127,11 +127,19 @@ pub fn plan_preemption(
     }
     let mut jobs: Vec<JobId> = state.jobs_with_pending_shards.iter().copied().collect();
     jobs.sort_by_key(|job| std::cmp::Reverse(state.priority(*job)));
+    let held = state.slots_held_by_tenant();
     let (job, priority) = jobs.into_iter().find_map(|id| {
         let job = state.job(id)?;
         let ready =
             !job.state.is_terminal() && job.pending_shards().any(|s| s.not_before_ms <= now_ms);
-        ready.then_some((job, state.priority(id)))
+        // Gangs, jobs that wait for others and tenants at their quota do not preempt: the
+        // room made would not let them run.
+        let tenant = state.tenant(id);
+        let within_quota = state.quota(tenant).slots.is_none_or(|limit| {
+            held.get(tenant).copied().unwrap_or(0) + u64::from(job.spec.slots_per_shard) <= limit
+        });
+        let eligible = !state.is_gang(id) && state.unfinished_dependency(id).is_none();
+        (ready && eligible && within_quota).then_some((job, state.priority(id)))
     })?;
     let slots = job.spec.slots_per_shard;
     let hosts: Vec<Candidate<HeldShard>> = state

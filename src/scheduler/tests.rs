@@ -536,34 +536,50 @@ fn replacements_are_capped_but_first_placements_are_not() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Priorities
+// Priorities (dependencies, gangs and tenants are in `rules`)
 // ---------------------------------------------------------------------------------------
 
-/// Submit like `submit`, at `priority`.
-fn submit_at_priority(state: &mut ClusterState, idx: u64, shards: u32, priority: u32) -> JobId {
-    let resp = apply(
+mod rules;
+
+/// Submit like `submit_with`, with scheduling options.
+fn submit_options(
+    state: &mut ClusterState,
+    idx: u64,
+    shards: u32,
+    slots: u32,
+    options: crate::domain::JobScheduling,
+) -> Response {
+    apply(
         state,
         idx,
-        Command::SubmitScheduledJob {
+        Command::SubmitJobWithOptions {
             name: format!("job-{idx}"),
             spec: JobSpec {
                 command: "/bin/true".to_string(),
                 args: Vec::new(),
                 env: Default::default(),
                 shard_count: shards,
-                slots_per_shard: 1,
+                slots_per_shard: slots,
                 max_attempts: 3,
                 selector: Labels::new(),
             },
             idempotency_key: None,
             owner: "test".to_string(),
             admission: crate::domain::Admission::DEFAULT,
-            scheduling: crate::domain::JobScheduling { priority },
+            options,
             now_ms: idx,
         },
-    );
+    )
+}
+
+/// Submit like `submit`, at `priority`.
+fn submit_at_priority(state: &mut ClusterState, idx: u64, shards: u32, priority: u32) -> JobId {
+    let options = crate::domain::JobScheduling {
+        priority,
+        ..Default::default()
+    };
     assert_eq!(
-        resp,
+        submit_options(state, idx, shards, 1, options),
         Response::JobSubmitted {
             job_id: JobId(idx),
             created: true
@@ -593,7 +609,7 @@ fn higher_priority_jobs_take_scarce_slots_first_then_the_older_job() {
 }
 
 #[test]
-fn a_priority_out_of_range_is_refused_and_changes_nothing() {
+fn a_priority_out_of_range_is_refused_and_changes_nothing_in_the_old_command_too() {
     let mut state = ClusterState::default();
     let before = state.digest();
     let resp = apply(
@@ -613,10 +629,16 @@ fn a_priority_out_of_range_is_refused_and_changes_nothing() {
             idempotency_key: None,
             owner: "test".into(),
             admission: crate::domain::Admission::DEFAULT,
-            scheduling: crate::domain::JobScheduling { priority: 1001 },
+            scheduling: crate::domain::PriorityOnly { priority: 1001 },
             now_ms: 1,
         },
     );
+    assert!(matches!(resp, Response::Rejected(_)), "{resp:?}");
+    let options = crate::domain::JobScheduling {
+        priority: 1001,
+        ..Default::default()
+    };
+    let resp = submit_options(&mut state, 2, 1, 1, options);
     assert!(matches!(resp, Response::Rejected(_)), "{resp:?}");
     assert_eq!(state.digest(), before);
 }

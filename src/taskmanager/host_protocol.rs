@@ -26,7 +26,8 @@ pub struct SpawnRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     Spawn(SpawnRequest),
-    /// Kill the run's process group; its `Exited` says `Stopped::Requested`.
+    /// Stop the run's process group: SIGTERM, then SIGKILL after `STOP_GRACE_MS`; its
+    /// `Exited` says `Stopped::Requested`.
     Stop(RunId),
     /// The agent holds its lease: keep every run alive.
     Keepalive,

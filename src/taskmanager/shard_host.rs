@@ -14,6 +14,7 @@
 
 use super::host_protocol::{Event, Request, RunId, SpawnRequest, Stopped, MAX_MESSAGE_BYTES};
 use crate::clock::boottime;
+use crate::domain::STOP_GRACE_MS;
 use crate::framing::{encode_frame, read_frame};
 use std::collections::BTreeMap;
 use std::fs;
@@ -50,12 +51,18 @@ struct Running {
     pgid: u32,
     started: Instant,
     stopped: Option<Stopped>,
+    /// Asked to stop: SIGTERM went out, SIGKILL follows at this instant.
+    kill_at: Option<Instant>,
 }
 
 fn kill_group(pgid: u32) {
+    signal_group(pgid, libc::SIGKILL);
+}
+
+fn signal_group(pgid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
     unsafe {
-        libc::kill(-(pgid as i32), libc::SIGKILL);
+        libc::kill(-(pgid as i32), signal);
     }
 }
 
@@ -155,7 +162,7 @@ pub fn shard_host(keepalive_timeout: Duration) -> i32 {
                     host.spawn(request);
                 }
             }
-            Ok(Input::Request(Request::Stop(run))) => host.stop(run, Stopped::Requested),
+            Ok(Input::Request(Request::Stop(run))) => host.terminate(run),
             Ok(Input::Exited(run, status)) => host.exited(run, status),
             Ok(Input::AgentGone) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 host.stop_all(Stopped::Requested);
@@ -163,6 +170,7 @@ pub fn shard_host(keepalive_timeout: Duration) -> i32 {
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
+        host.kill_overdue();
         if !silent && boottime().saturating_sub(last_keepalive) > keepalive_timeout {
             silent = true;
             host.stop_all(Stopped::Silence);
@@ -192,6 +200,7 @@ impl Host {
                         pgid,
                         started: Instant::now(),
                         stopped: None,
+                        kill_at: None,
                     },
                 );
                 let inputs = self.inputs.clone();
@@ -222,10 +231,36 @@ impl Host {
         }
     }
 
+    /// Kill a run's process group now (its agent is gone or silent: no grace, since the
+    /// leader counts on these runs being dead within the lease margin).
     fn stop(&mut self, run: RunId, why: Stopped) {
         if let Some(running) = self.runs.get_mut(&run) {
             running.stopped.get_or_insert(why);
+            running.kill_at = None;
             kill_group(running.pgid);
+        }
+    }
+
+    /// The agent asked: SIGTERM the run's process group, and SIGKILL it if it has not ended
+    /// after `STOP_GRACE_MS`.
+    fn terminate(&mut self, run: RunId) {
+        if let Some(running) = self.runs.get_mut(&run) {
+            if running.stopped.is_none() {
+                running.stopped = Some(Stopped::Requested);
+                running.kill_at = Some(Instant::now() + Duration::from_millis(STOP_GRACE_MS));
+                signal_group(running.pgid, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// SIGKILL the runs whose grace ran out.
+    fn kill_overdue(&mut self) {
+        let now = Instant::now();
+        for running in self.runs.values_mut() {
+            if running.kill_at.is_some_and(|at| at <= now) {
+                running.kill_at = None;
+                kill_group(running.pgid);
+            }
         }
     }
 

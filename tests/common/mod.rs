@@ -60,6 +60,7 @@ pub fn job_request(
         }),
         idempotency_key: String::new(),
         priority: None,
+        ..Default::default()
     }
 }
 
@@ -177,6 +178,7 @@ pub fn submit_request(name: &str, shards: u32, key: &str) -> SubmitRequest {
         spec: Some(spec(shards, "/bin/true")),
         idempotency_key: key.to_string(),
         priority: None,
+        ..Default::default()
     }
 }
 

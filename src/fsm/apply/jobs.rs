@@ -2,10 +2,10 @@
 //! bookkeeping that follows every change to a job's shards.
 
 use super::admission;
+use super::scheduling::settle_dependents;
 use super::shards::release_slots;
 use crate::domain::{
-    Admission, ClusterState, InputLimits, Job, JobId, JobScheduling, JobSpec, JobState, Shard,
-    ShardState, MAX_PRIORITY,
+    Admission, ClusterState, InputLimits, Job, JobId, JobSpec, JobState, Shard, ShardState,
 };
 use crate::fsm::command::{Rejection, Response};
 use crate::fsm::validate::validate_spec;
@@ -77,34 +77,6 @@ pub(super) fn submit_job(
     })
 }
 
-/// Submit a job with scheduling options: as `submit_job`, and the options are kept beside
-/// the new job (only if they differ from the defaults).
-pub(super) fn submit_scheduled_job(
-    state: &mut ClusterState,
-    log_index: u64,
-    submission: Submission,
-    scheduling: JobScheduling,
-    now_ms: u64,
-) -> Result<Response, Rejection> {
-    if scheduling.priority > MAX_PRIORITY {
-        return Err(Rejection::Invalid(format!(
-            "priority {} is above {MAX_PRIORITY}",
-            scheduling.priority
-        )));
-    }
-    let response = submit_job(state, log_index, submission, now_ms)?;
-    if let Response::JobSubmitted {
-        job_id,
-        created: true,
-    } = response
-    {
-        if !scheduling.is_default() {
-            state.scheduling.insert(job_id, scheduling);
-        }
-    }
-    Ok(response)
-}
-
 /// Recompute a job's state from its shards and keep the pending work list in step.
 pub(super) fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) {
     let mut ended = None;
@@ -123,6 +95,7 @@ pub(super) fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) 
     }
     if let Some((owner, shards)) = ended {
         admission::release(state, &owner, shards.into());
+        settle_dependents(state, job_id, now_ms);
     }
 }
 
@@ -188,6 +161,7 @@ pub(super) fn cancel_job(
     admission::release(state, &owner, shards.into());
     let cancelled = cancel_remaining_shards(state, job_id);
     state.jobs_with_pending_shards.remove(&job_id);
+    settle_dependents(state, job_id, now_ms);
     Ok(Response::JobCancelled {
         job_id,
         shards_cancelled: cancelled,
@@ -212,7 +186,18 @@ pub(super) fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Resp
             admission::forget(state, job.spec.encoded_len_estimate() as u64);
             state.jobs_with_pending_shards.remove(&job_id);
             state.outputs.remove_job(job_id);
-            state.scheduling.remove(&job_id);
+            if let Some(options) = state.scheduling.remove(&job_id) {
+                for dependency in &options.after {
+                    if let Some(waiting) = state.dependents.get_mut(dependency) {
+                        waiting.remove(&job_id);
+                        if waiting.is_empty() {
+                            state.dependents.remove(dependency);
+                        }
+                    }
+                }
+            }
+            state.dependency_failures.remove(&job_id);
+            state.dependents.remove(&job_id);
             let preempted: Vec<(JobId, u32)> = state
                 .preemptions
                 .range((job_id, 0)..=(job_id, u32::MAX))

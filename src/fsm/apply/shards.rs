@@ -5,7 +5,7 @@ use super::jobs::{cancel_remaining_shards, refresh_job};
 use super::taskmanagers::record_run;
 use crate::domain::{ClusterState, JobId, JobState, Shard, ShardState};
 use crate::fsm::command::{Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Re-check each placement against the current state; apply the ones that still hold.
@@ -17,7 +17,12 @@ pub(super) fn place_shards(
 ) -> Response {
     let mut outcome = PlacementOutcome::default();
     let mut touched = BTreeSet::new();
+    let split_gangs = gangs_that_would_split(state, &placements, now_ms);
     for placement in placements {
+        if split_gangs.contains(&placement.job_id) {
+            outcome.stale += 1;
+            continue;
+        }
         if place_one(state, log_index, &placement, now_ms) {
             outcome.placed += 1;
             touched.insert(placement.job_id);
@@ -31,6 +36,59 @@ pub(super) fn place_shards(
         refresh_job(state, job_id, now_ms);
     }
     Response::ShardsPlaced(outcome)
+}
+
+/// The gangs of a plan that would not be placed whole: some placement of theirs would be
+/// refused, or the plan leaves some of their shards out. Checked in the plan's order against
+/// the capacity the placements before use up, so leaving these gangs out only frees room
+/// for the rest.
+fn gangs_that_would_split(
+    state: &ClusterState,
+    placements: &[Placement],
+    now_ms: u64,
+) -> BTreeSet<JobId> {
+    let mut split = BTreeSet::new();
+    if !state.scheduling.values().any(|options| options.gang) {
+        return split;
+    }
+    let mut free: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut placed: BTreeMap<JobId, BTreeSet<u32>> = BTreeMap::new();
+    for p in placements {
+        let Some(job) = state.job(p.job_id) else {
+            continue;
+        };
+        let Some(tm) = state.taskmanager(&p.taskmanager) else {
+            split.insert(p.job_id);
+            continue;
+        };
+        let left = free
+            .entry(tm.id.as_str())
+            .or_insert_with(|| tm.free_slots());
+        let slots = job.spec.slots_per_shard;
+        let fits = !job.state.is_terminal()
+            && tm.accepts_placements(now_ms)
+            && tm.matches(&job.spec.selector)
+            && *left >= slots
+            && job
+                .shards
+                .get(p.shard as usize)
+                .is_some_and(|s| s.state == ShardState::Pending && s.not_before_ms <= now_ms);
+        if fits && placed.entry(p.job_id).or_default().insert(p.shard) {
+            *left -= slots;
+        } else {
+            split.insert(p.job_id);
+        }
+    }
+    for (job_id, shards) in placed {
+        let whole = state
+            .job(job_id)
+            .is_some_and(|job| job.shards.len() == shards.len());
+        if state.is_gang(job_id) && !whole {
+            split.insert(job_id);
+        }
+    }
+    split.retain(|job_id| state.is_gang(*job_id));
+    split
 }
 
 fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u64) -> bool {
@@ -255,7 +313,7 @@ fn interrupt(shard: &mut Shard, not_before_ms: u64, now_ms: u64) {
 }
 
 /// Back to pending, placeable from `not_before_ms` on.
-fn requeue(shard: &mut Shard, not_before_ms: u64) {
+pub(super) fn requeue(shard: &mut Shard, not_before_ms: u64) {
     shard.state = ShardState::Pending;
     shard.taskmanager = None;
     shard.started_at_ms = None;

@@ -55,6 +55,29 @@ pub(super) fn create_token(
     Ok(Response::TokenCreated { name })
 }
 
+/// `create_token`, and the token's holder submits as `tenant`.
+pub(super) fn create_tenant_token(
+    state: &mut ClusterState,
+    name: String,
+    role: Role,
+    hash: TokenHash,
+    tenant: String,
+    now_ms: u64,
+) -> Result<Response, Rejection> {
+    crate::fsm::validate_tenant(&tenant)?;
+    if let Some(existing) = state.tokens.get(&name) {
+        // A retry must name the same tenant to be the same token.
+        if state.token_tenant(&name) != tenant || !existing.hash.matches(&hash) {
+            return Err(Rejection::TokenExists(name));
+        }
+    }
+    let response = create_token(state, name.clone(), role, hash, now_ms)?;
+    if tenant != name {
+        state.token_tenants.insert(name, tenant);
+    }
+    Ok(response)
+}
+
 pub(super) fn revoke_token(state: &mut ClusterState, name: String) -> Result<Response, Rejection> {
     let Some(token) = state.tokens.get(&name) else {
         return Err(Rejection::UnknownToken(name));
@@ -68,6 +91,7 @@ pub(super) fn revoke_token(state: &mut ClusterState, name: String) -> Result<Res
         return Err(Rejection::LastAdminToken(name));
     }
     state.tokens.remove(&name);
+    state.token_tenants.remove(&name);
     Ok(Response::TokenRevoked { name })
 }
 

@@ -1,0 +1,201 @@
+//! Apply of the scheduling commands: jobs with options (priority, `--after`, gang, tenant),
+//! what a job's end does to the jobs waiting for it, tenants' quotas, and gang restarts.
+
+use super::admission;
+use super::jobs::{cancel_remaining_shards, refresh_job, submit_job, Submission};
+use super::shards::{release_slots, requeue};
+use crate::domain::{ClusterState, JobId, JobScheduling, JobState, Quota, ShardState, MAX_QUOTAS};
+use crate::fsm::command::{Rejection, Response, SlotLimit};
+use crate::fsm::validate::{validate_options, validate_tenant, validate_weight};
+use std::sync::Arc;
+
+/// Submit a job with scheduling options: as `submit_job`, and the options are kept beside
+/// the new job (only if they differ from the defaults). Every job named in `--after` must
+/// exist; if one of them has already failed or been cancelled, the job ends `failed` at once.
+pub(super) fn submit_with_options(
+    state: &mut ClusterState,
+    log_index: u64,
+    submission: Submission,
+    options: JobScheduling,
+    now_ms: u64,
+) -> Result<Response, Rejection> {
+    validate_options(&options)?;
+    let known = submission
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|key| state.idempotency_keys.contains_key(key));
+    if !known {
+        if let Some(missing) = options.after.iter().find(|d| !state.jobs.contains_key(d)) {
+            return Err(Rejection::UnknownDependency(*missing));
+        }
+    }
+    let response = submit_job(state, log_index, submission, now_ms)?;
+    let Response::JobSubmitted {
+        job_id,
+        created: true,
+    } = response
+    else {
+        return Ok(response);
+    };
+    if options.is_default() {
+        return Ok(response);
+    }
+    let failed_dependency = options.after.iter().copied().find(|d| {
+        state
+            .job(*d)
+            .is_some_and(|job| matches!(job.state, JobState::Failed | JobState::Cancelled))
+    });
+    for dependency in &options.after {
+        state
+            .dependents
+            .entry(*dependency)
+            .or_default()
+            .insert(job_id);
+    }
+    state.scheduling.insert(job_id, options);
+    if let Some(dependency) = failed_dependency {
+        fail_for_dependency(state, job_id, dependency, now_ms);
+    }
+    Ok(response)
+}
+
+/// A job ended: the jobs waiting for it may now run (it finished), or end `failed` without
+/// running (it failed or was cancelled), and so on down the chain.
+pub(super) fn settle_dependents(state: &mut ClusterState, ended: JobId, now_ms: u64) {
+    let mut work = vec![ended];
+    while let Some(job_id) = work.pop() {
+        let Some(dependents) = state.dependents.remove(&job_id) else {
+            continue;
+        };
+        let finished = state
+            .job(job_id)
+            .is_some_and(|job| job.state == JobState::Finished);
+        if finished {
+            // They are on the pending list already; the planner sees the dependency done.
+            continue;
+        }
+        for dependent in dependents {
+            if fail_for_dependency(state, dependent, job_id, now_ms) {
+                work.push(dependent);
+            }
+        }
+    }
+}
+
+/// End a job that has not run `failed`, because `dependency` failed or was cancelled.
+/// Returns whether it ended now (it had not ended before).
+fn fail_for_dependency(
+    state: &mut ClusterState,
+    job_id: JobId,
+    dependency: JobId,
+    now_ms: u64,
+) -> bool {
+    let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) else {
+        return false;
+    };
+    if job.state.is_terminal() {
+        return false;
+    }
+    job.state = JobState::Failed;
+    job.ended_at_ms = Some(now_ms);
+    let (owner, shards) = (job.owner.clone(), job.spec.shard_count);
+    admission::release(state, &owner, shards.into());
+    cancel_remaining_shards(state, job_id);
+    state.jobs_with_pending_shards.remove(&job_id);
+    state.dependency_failures.insert(job_id, dependency);
+    true
+}
+
+/// Set a tenant's quota and weight; what the command leaves out keeps its value.
+pub(super) fn set_quota(
+    state: &mut ClusterState,
+    tenant: String,
+    slots: SlotLimit,
+    weight: Option<u32>,
+) -> Result<Response, Rejection> {
+    validate_tenant(&tenant)?;
+    if let Some(weight) = weight {
+        validate_weight(weight)?;
+    }
+    if !state.quotas.contains_key(&tenant) && state.quotas.len() >= MAX_QUOTAS {
+        return Err(Rejection::Overloaded(format!(
+            "{MAX_QUOTAS} tenants have quotas, the most the cluster keeps; reset unused ones \
+             with `quota set <tenant> --unlimited --weight 1`"
+        )));
+    }
+    let mut quota = state.quota(&tenant);
+    match slots {
+        SlotLimit::Keep => {}
+        SlotLimit::Set(n) => quota.slots = Some(n),
+        SlotLimit::Unlimited => quota.slots = None,
+    }
+    if let Some(weight) = weight {
+        quota.weight = weight;
+    }
+    if quota == Quota::default() {
+        state.quotas.remove(&tenant);
+    } else {
+        state.quotas.insert(tenant.clone(), quota);
+    }
+    Ok(Response::QuotaSet { tenant, quota })
+}
+
+/// Whether a gang is split: some of its shards wait while others hold slots or finished.
+pub fn gang_is_split(state: &ClusterState, job_id: JobId) -> bool {
+    let Some(job) = state.job(job_id) else {
+        return false;
+    };
+    if job.state.is_terminal() || !state.is_gang(job_id) {
+        return false;
+    }
+    let pending = job.shards.iter().any(|s| s.state == ShardState::Pending);
+    let placed = job
+        .shards
+        .iter()
+        .any(|s| s.state.holds_slots() || s.state == ShardState::Finished);
+    pending && placed
+}
+
+/// Put every shard of a split gang back to pending, so that it starts again as a whole.
+/// The gang's failures count once: every shard takes the highest failure count among them.
+pub(super) fn restart_gang(
+    state: &mut ClusterState,
+    job_id: JobId,
+    not_before_ms: u64,
+    now_ms: u64,
+) -> Response {
+    if !gang_is_split(state, job_id) {
+        return Response::ShardsRequeued { count: 0 };
+    }
+    let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) else {
+        return Response::ShardsRequeued { count: 0 };
+    };
+    let slots = job.spec.slots_per_shard;
+    let failures = job.shards.iter().map(|s| s.failures).max().unwrap_or(0);
+    let mut released = Vec::new();
+    let mut count = 0;
+    for shard in &mut job.shards {
+        shard.failures = failures;
+        match shard.state {
+            ShardState::Assigned | ShardState::Running => {
+                if let Some(tm) = shard.taskmanager.clone() {
+                    released.push((shard.index, tm));
+                }
+                requeue(shard, not_before_ms);
+                count += 1;
+            }
+            ShardState::Finished => {
+                requeue(shard, not_before_ms);
+                shard.exit_code = None;
+                count += 1;
+            }
+            ShardState::Pending => shard.not_before_ms = shard.not_before_ms.max(not_before_ms),
+            ShardState::Failed | ShardState::Cancelled => {}
+        }
+    }
+    for (index, tm) in released {
+        release_slots(state, job_id, index, &tm, slots);
+    }
+    refresh_job(state, job_id, now_ms);
+    Response::ShardsRequeued { count }
+}

@@ -1,0 +1,127 @@
+//! The scheduling side of the client API: a submission's options (priority, `--after`,
+//! gang, tenant) as the caller may give them, the options shown in `job status`, and the
+//! tenants' quotas.
+
+use super::access::Caller;
+use super::error::ApiError;
+use crate::domain::{
+    ClusterState, JobId, JobScheduling, Role, DEFAULT_PRIORITY, DEFAULT_TENANT, MAX_AFTER,
+};
+use crate::fsm::{validate_options, Rejection, SlotLimit};
+use crate::pb::api::{JobStatus, QuotaInfo, SetQuotaRequest, SubmitRequest};
+use std::collections::BTreeMap;
+
+/// The options of a submission, checked: the tenant is the token's (an admin may name
+/// another), and every job named in `--after` exists.
+pub fn submit_options(
+    request: &SubmitRequest,
+    caller: &Caller,
+    state: &ClusterState,
+) -> Result<JobScheduling, ApiError> {
+    if request.after.len() > MAX_AFTER {
+        return Err(ApiError::InvalidArgument(format!(
+            "--after names {} jobs; the limit is {MAX_AFTER}",
+            request.after.len()
+        )));
+    }
+    let mut after = Vec::with_capacity(request.after.len());
+    for raw in &request.after {
+        let job: JobId = raw.parse().map_err(|e: crate::domain::ParseJobIdError| {
+            ApiError::InvalidArgument(e.to_string())
+        })?;
+        if state.job(job).is_none() {
+            return Err(ApiError::Rejected(Rejection::UnknownDependency(job)));
+        }
+        after.push(job);
+    }
+    after.sort_unstable();
+    after.dedup();
+    let options = JobScheduling {
+        priority: request.priority.unwrap_or(DEFAULT_PRIORITY),
+        after,
+        gang: request.gang,
+        tenant: tenant_of(&request.tenant, caller, state)?,
+    };
+    validate_options(&options).map_err(ApiError::from)?;
+    Ok(options)
+}
+
+/// The tenant a submission counts against.
+fn tenant_of(asked: &str, caller: &Caller, state: &ClusterState) -> Result<String, ApiError> {
+    match caller {
+        Caller::Token { name, role } => {
+            let own = state.token_tenant(name);
+            if asked.is_empty() || asked == own {
+                Ok(own.to_string())
+            } else if *role == Role::Admin {
+                Ok(asked.to_string())
+            } else {
+                Err(ApiError::PermissionDenied(format!(
+                    "token '{name}' submits as tenant '{own}'; leave out --tenant, or use a \
+                     token of tenant '{asked}'"
+                )))
+            }
+        }
+        _ if asked.is_empty() => Ok(DEFAULT_TENANT.to_string()),
+        _ => Ok(asked.to_string()),
+    }
+}
+
+/// Fill a job status's scheduling fields from the state.
+pub fn fill_status(status: &mut JobStatus, state: &ClusterState, job_id: JobId) {
+    status.priority = state.priority(job_id);
+    status.after = state.after(job_id).iter().map(JobId::to_string).collect();
+    status.tenant = state.tenant(job_id).to_string();
+    status.gang = state.is_gang(job_id);
+    status.reason = state
+        .job(job_id)
+        .and_then(|job| crate::scheduler::waiting_reason(state, job))
+        .unwrap_or_default();
+    for shard in &mut status.shards {
+        shard.preemptions = state
+            .preemptions
+            .get(&(job_id, shard.index))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
+/// What a `SetQuota` request changes.
+pub fn slot_limit(request: &SetQuotaRequest) -> Result<SlotLimit, ApiError> {
+    match (request.slots, request.unlimited) {
+        (Some(_), true) => Err(ApiError::InvalidArgument(
+            "give --slots or --unlimited, not both".into(),
+        )),
+        (Some(n), false) => Ok(SlotLimit::Set(n)),
+        (None, true) => Ok(SlotLimit::Unlimited),
+        (None, false) => Ok(SlotLimit::Keep),
+    }
+}
+
+/// Every tenant with a quota or with jobs that have not ended, by name.
+pub fn quotas(state: &ClusterState) -> Vec<QuotaInfo> {
+    let mut pending: BTreeMap<&str, u64> = BTreeMap::new();
+    for job in state.jobs.values().filter(|j| !j.state.is_terminal()) {
+        let waiting = job.pending_shards().count() as u64;
+        *pending.entry(state.tenant(job.id)).or_default() += waiting;
+    }
+    let held = state.slots_held_by_tenant();
+    let mut tenants: Vec<&str> = state.quotas.keys().map(String::as_str).collect();
+    tenants.extend(pending.keys().copied());
+    tenants.extend(held.keys().copied());
+    tenants.sort_unstable();
+    tenants.dedup();
+    tenants
+        .into_iter()
+        .map(|tenant| {
+            let quota = state.quota(tenant);
+            QuotaInfo {
+                tenant: tenant.to_string(),
+                slots: quota.slots,
+                weight: quota.weight,
+                running_slots: held.get(tenant).copied().unwrap_or(0),
+                pending_shards: pending.get(tenant).copied().unwrap_or(0),
+            }
+        })
+        .collect()
+}
