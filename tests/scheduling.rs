@@ -1,5 +1,6 @@
 //! Scheduling beyond the score, with the real binary: jobs of higher priority take scarce
-//! slots first.
+//! slots first, and preempt lower ones (SIGTERM first). Dependencies, gangs and tenants are
+//! in `scheduling_rules`.
 
 mod common;
 
@@ -81,13 +82,22 @@ async fn a_higher_priority_job_preempts_and_the_preempted_job_still_finishes() -
     let client = cluster.client()?;
     wait_taskmanagers_alive(&client, 1).await?;
 
-    log_phase("a low-priority job fills both slots");
+    log_phase("a low-priority job fills both slots; its shards note the SIGTERM they get");
+    let terms = cluster.dir.path().join("terms");
+    let script = "trap 'echo term >> \"$0\"; exit 143' TERM; sleep 3 & wait";
     let mut low = job_request(
         "low",
         2,
         1,
         1,
-        ("/bin/sleep".to_string(), vec!["3".to_string()]),
+        (
+            "/bin/sh".to_string(),
+            vec![
+                "-c".to_string(),
+                script.to_string(),
+                terms.display().to_string(),
+            ],
+        ),
     );
     low.priority = Some(100);
     let low = client.submit(low).await?.job_id;
@@ -127,6 +137,12 @@ async fn a_higher_priority_job_preempts_and_the_preempted_job_still_finishes() -
     assert!(
         low_end.shards.iter().all(|s| s.failures == 0),
         "{low_end:?}"
+    );
+    let noted = std::fs::read_to_string(&terms).unwrap_or_default();
+    assert_eq!(
+        noted.lines().count(),
+        1,
+        "the preempted shard was asked with SIGTERM first: {noted:?}"
     );
     let preemptions: Vec<u32> = low_end.shards.iter().map(|s| s.preemptions).collect();
     assert_eq!(

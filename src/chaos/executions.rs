@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The recording shard command: `record.sh <record-file> <run-ms> [always-fail | fail-on:<tm>]`.
+/// The recording shard command:
+/// `record.sh <record-file> <run-ms> [always-fail | fail-on:<tm> | fail-once:<shard>]`
+/// (`fail-once`: that shard fails its first attempt).
 pub const RECORD_SCRIPT: &str = r#"#!/bin/sh
 rec="$1"; dur="$2"; mode="$3"
 id="$DISPATCHER_JOB_ID $DISPATCHER_SHARD_INDEX $DISPATCHER_ATTEMPT $DISPATCHER_EPOCH $DISPATCHER_TASKMANAGER $$"
@@ -25,6 +27,8 @@ case "$mode" in
   always-fail) echo "fail $id $(now)" >> "$rec"; echo "failing on purpose" >&2; exit 7 ;;
   fail-on:*) if [ "$DISPATCHER_TASKMANAGER" = "${mode#fail-on:}" ]; then
                echo "fail $id $(now)" >> "$rec"; echo "this TaskManager is flaky" >&2; exit 9; fi ;;
+  fail-once:*) if [ "$DISPATCHER_SHARD_INDEX" = "${mode#fail-once:}" ] && [ "$DISPATCHER_ATTEMPT" = 1 ]; then
+               echo "fail $id $(now)" >> "$rec"; echo "first attempt fails" >&2; exit 3; fi ;;
 esac
 echo "end $id $(now)" >> "$rec"
 "#;

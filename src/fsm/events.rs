@@ -445,6 +445,63 @@ mod tests {
         }
     }
 
+    /// `submit()` waiting for `after`.
+    fn submit_after(after: JobId) -> Command {
+        let Command::SubmitJob {
+            name,
+            spec,
+            idempotency_key,
+            owner,
+            admission,
+            now_ms,
+        } = submit()
+        else {
+            unreachable!("submit() is a SubmitJob")
+        };
+        Command::SubmitJobWithOptions {
+            name,
+            spec,
+            idempotency_key,
+            owner,
+            admission,
+            options: crate::domain::JobScheduling {
+                after: vec![after],
+                ..Default::default()
+            },
+            now_ms,
+        }
+    }
+
+    #[test]
+    fn cancelling_a_job_fails_the_chain_waiting_for_it_with_one_event_each() {
+        let mut state = ClusterState::default();
+        step(&mut state, 1, submit());
+        step(&mut state, 2, submit_after(JobId(1)));
+        step(&mut state, 3, submit_after(JobId(2)));
+        let events = step(
+            &mut state,
+            4,
+            Command::CancelJob {
+                job_id: JobId(1),
+                now_ms: 4,
+            },
+        );
+        let jobs: Vec<(&str, Option<JobId>)> = events.iter().map(|e| (e.kind, e.job_id)).collect();
+        assert_eq!(
+            jobs,
+            vec![
+                ("job_cancelled", Some(JobId(1))),
+                ("job_failed", Some(JobId(2))),
+                ("job_failed", Some(JobId(3))),
+            ]
+        );
+        assert!(events[1].detail.contains("job j-1"), "{:?}", events[1]);
+        // Submitting after a cancelled job: submitted, and failed in the same entry.
+        let late = step(&mut state, 5, submit_after(JobId(1)));
+        let kinds: Vec<&str> = late.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec!["job_submitted", "job_failed"]);
+    }
+
     #[test]
     fn a_job_tells_its_story_and_refusals_tell_nothing() {
         let mut state = ClusterState::default();

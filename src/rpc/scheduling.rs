@@ -125,3 +125,58 @@ pub fn quotas(state: &ClusterState) -> Vec<QuotaInfo> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(name: &str, role: Role) -> Caller {
+        Caller::Token {
+            name: name.into(),
+            role,
+        }
+    }
+
+    #[test]
+    fn the_tenant_is_the_tokens_and_only_an_admin_may_name_another() {
+        let mut state = ClusterState::default();
+        state.token_tenants.insert("ci".into(), "team-a".into());
+        let submit = token("ci", Role::Submit);
+        assert_eq!(tenant_of("", &submit, &state).expect("own"), "team-a");
+        assert_eq!(tenant_of("team-a", &submit, &state).expect("own"), "team-a");
+        assert!(matches!(
+            tenant_of("team-b", &submit, &state),
+            Err(ApiError::PermissionDenied(_))
+        ));
+        let plain = token("alice", Role::Submit);
+        assert_eq!(tenant_of("", &plain, &state).expect("name"), "alice");
+        let admin = token("root", Role::Admin);
+        assert_eq!(tenant_of("team-b", &admin, &state).expect("any"), "team-b");
+        assert_eq!(
+            tenant_of("", &Caller::Anyone, &state).expect("default"),
+            DEFAULT_TENANT
+        );
+        assert_eq!(tenant_of("x", &Caller::Anyone, &state).expect("asked"), "x");
+    }
+
+    #[test]
+    fn after_names_existing_jobs_once_each() {
+        let state = ClusterState::default();
+        let request = SubmitRequest {
+            after: vec!["j-7".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            submit_options(&request, &Caller::Anyone, &state),
+            Err(ApiError::Rejected(Rejection::UnknownDependency(JobId(7))))
+        ));
+        let request = SubmitRequest {
+            after: vec!["not-a-job".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            submit_options(&request, &Caller::Anyone, &state),
+            Err(ApiError::InvalidArgument(_))
+        ));
+    }
+}
