@@ -80,6 +80,9 @@ fn bounded_chaos_run_finds_no_violation() {
         "executions",
         "leaders-and-commits",
         "no-false-suspicion",
+        "dependencies",
+        "gangs",
+        "quotas",
     ] {
         assert!(
             report.contains(&format!("ok   {checker}")),

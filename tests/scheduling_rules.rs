@@ -56,18 +56,9 @@ fn runs_of<'a>(all: &'a [Execution], job: &str) -> Vec<&'a Execution> {
 
 /// The most executions of `jobs` that ran at once.
 fn max_concurrent(all: &[Execution], jobs: &[&str]) -> usize {
-    let mut edges: Vec<(u64, i32)> = Vec::new();
-    for e in all.iter().filter(|e| jobs.contains(&e.job.as_str())) {
-        edges.push((e.start_ms, 1));
-        edges.push((e.last_ms + 1, -1));
-    }
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, step) in edges {
-        now += step;
-        most = most.max(now);
-    }
-    most as usize
+    dispatcher::chaos::executions::max_concurrent(
+        all.iter().filter(|e| jobs.contains(&e.job.as_str())),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,8 +275,8 @@ async fn quotas_hold_and_equal_tenants_share_the_slots() -> anyhow::Result<()> {
         .filter(|s| s.state == "pending")
         .count();
     assert!(
-        bob_left > 10,
-        "carol waited for bob's flood: only {bob_left} of his shards were left"
+        bob_left >= 20,
+        "carol waited for bob's flood: only {bob_left} of his 40 shards were left"
     );
     let all = rec.executions();
     assert_eq!(

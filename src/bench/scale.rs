@@ -78,9 +78,21 @@ pub struct ScaleResult {
     /// Keep-alive heartbeats refused or failed (a TaskManager declared lost shows here).
     pub keepalive_refused: u64,
     pub placement: PlacementResult,
+    /// The same number of shards again with the scheduling rules at work (see
+    /// `submit_and_place_with_rules`).
+    pub placement_with_rules: PlacementResult,
     pub heartbeats: Option<HeartbeatResult>,
     pub memory: Option<MemoryResult>,
 }
+
+/// Tenants of the placement run with rules: the first has a quota (larger than what it
+/// submits, so it never blocks the run), the weights differ.
+const RULE_TENANTS: [(&str, u32); 4] = [
+    ("bench-a", 1),
+    ("bench-b", 2),
+    ("bench-c", 3),
+    ("bench-d", 1),
+];
 
 /// Submit `total` shards as jobs of `job_shards` and time until none is pending.
 async fn submit_and_place(
@@ -88,6 +100,38 @@ async fn submit_and_place(
     name: &str,
     total: u64,
     job_shards: u32,
+) -> Result<PlacementResult, BenchError> {
+    submit_and_place_as(endpoints, name, total, job_shards, |_, _| {}).await
+}
+
+/// As `submit_and_place`, with the rules at work: four tenants with weights 1 to 3 (one of
+/// them with a quota), priorities from 100 to 900, and every fourth job a gang, so that the
+/// planner takes its fair-share path and checks gangs whole. (`--after` is left out: the
+/// simulated TaskManagers never finish a shard, so a dependent would never run.)
+async fn submit_and_place_with_rules(
+    endpoints: &[String],
+    total: u64,
+    job_shards: u32,
+) -> Result<PlacementResult, BenchError> {
+    let admin = Client::new(endpoints.to_vec(), Credentials::insecure())?;
+    for (i, (tenant, weight)) in RULE_TENANTS.iter().enumerate() {
+        let quota = (i == 0).then_some(total);
+        admin.set_quota(tenant, quota, false, Some(*weight)).await?;
+    }
+    submit_and_place_as(endpoints, "rules", total, job_shards, |i, request| {
+        request.tenant = RULE_TENANTS[i % RULE_TENANTS.len()].0.to_string();
+        request.priority = Some(100 + (i as u32 * 200) % 900);
+        request.gang = i % 4 == 3;
+    })
+    .await
+}
+
+async fn submit_and_place_as(
+    endpoints: &[String],
+    name: &str,
+    total: u64,
+    job_shards: u32,
+    options: impl Fn(usize, &mut crate::pb::api::SubmitRequest),
 ) -> Result<PlacementResult, BenchError> {
     let started = Instant::now();
     let client = Client::new(endpoints.to_vec(), Credentials::insecure())?;
@@ -97,7 +141,8 @@ async fn submit_and_place(
         let n = remaining.min(u64::from(job_shards)) as u32;
         remaining -= u64::from(n);
         let client = Client::new(endpoints.to_vec(), Credentials::insecure())?;
-        let request = job_request(name, n, "/bin/true", &[]);
+        let mut request = job_request(name, n, "/bin/true", &[]);
+        options(submits.len(), &mut request);
         submits.push(tokio::spawn(async move { client.submit(request).await }));
     }
     let mut ids = BTreeSet::new();
@@ -215,6 +260,17 @@ pub async fn measure_scale(
     )
     .await?;
     tracing::info!(?placement, "placement rate");
+    let placement_with_rules = submit_and_place_with_rules(
+        &endpoints,
+        u64::from(options.placement_shards),
+        // Smaller jobs, so that tenants, priorities and gangs mix.
+        (options.job_shards / 10).max(1),
+    )
+    .await?;
+    tracing::info!(
+        ?placement_with_rules,
+        "placement rate with scheduling rules"
+    );
 
     let heartbeats = if options.heartbeat_seconds > 0.0 {
         Some(measure_heartbeats(cluster, &fleet, &keepalive, options).await?)
@@ -223,11 +279,11 @@ pub async fn measure_scale(
     };
 
     let mut memory = None;
-    if options.memory_shards > u64::from(options.placement_shards) {
+    if options.memory_shards > 2 * u64::from(options.placement_shards) {
         let fill = submit_and_place(
             &endpoints,
             "memory",
-            options.memory_shards - u64::from(options.placement_shards),
+            options.memory_shards - 2 * u64::from(options.placement_shards),
             options.job_shards,
         )
         .await?;
@@ -279,6 +335,7 @@ pub async fn measure_scale(
         slots_per_taskmanager: options.slots,
         registrations_per_second,
         placement,
+        placement_with_rules,
         heartbeats,
         memory,
     })

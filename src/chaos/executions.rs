@@ -120,6 +120,23 @@ pub fn overlaps(all: &[Execution]) -> Vec<(Execution, Execution)> {
     found
 }
 
+/// The most of `runs` that ran at the same time (each from its start to its last record).
+pub fn max_concurrent<'a>(runs: impl IntoIterator<Item = &'a Execution>) -> usize {
+    let mut edges: Vec<(u64, i64)> = Vec::new();
+    for e in runs {
+        edges.push((e.start_ms, 1));
+        edges.push((e.last_ms + 1, -1));
+    }
+    // Ends sort before starts at the same instant.
+    edges.sort();
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
 /// Writes the recording script into a directory and reads back what it records.
 pub struct Recorder {
     pub script: PathBuf,

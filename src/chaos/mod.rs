@@ -4,7 +4,7 @@
 //!
 //! Pieces: `proxy` (per-link network cuts), `nemesis` (the faults), `workload` (clients
 //! submitting and reading), `sampler` (each replica's own status over time), `history` and
-//! `executions` (the record), `checker` (the verdicts), `suspicion` (TaskManagers declared
+//! `executions` (the record), `checker` and `scheduling_checker` (the verdicts), `suspicion` (TaskManagers declared
 //! lost, shards interrupted), `load` (busy threads for a loaded machine), and `runner` (the
 //! whole run).
 
@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod rng;
 pub mod runner;
 pub mod sampler;
+pub mod scheduling_checker;
 pub mod suspicion;
 pub mod workload;
 

@@ -7,7 +7,8 @@ use super::nemesis::{self, Addresses, FaultKind};
 use super::proxy::{Cuts, Proxy};
 use super::rng::Rng;
 use super::sampler::{self, Incarnations};
-use super::workload::{Acknowledged, ClientTask};
+use super::scheduling_checker;
+use super::workload::{Acknowledged, ClientTask, HEAVY_TENANT, QUOTA_SLOTS, QUOTA_TENANT};
 use crate::bench::Summary;
 use crate::client::Client;
 use crate::config::ServeConfig;
@@ -123,6 +124,20 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         taskmanagers = opts.taskmanagers,
         "chaos run started"
     );
+
+    // The tenants' quotas the workload's checkers hold the cluster to.
+    let admin = Client::new(endpoints.clone(), Credentials::insecure())?;
+    wait_for(Duration::from_secs(30), "quotas to be set", || async {
+        admin
+            .set_quota(QUOTA_TENANT, Some(QUOTA_SLOTS), false, None)
+            .await
+            .ok()?;
+        admin
+            .set_quota(HEAVY_TENANT, None, false, Some(2))
+            .await
+            .ok()
+    })
+    .await?;
 
     // Observers and workload.
     let load = super::load::Load::start(opts.load);
@@ -281,6 +296,13 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     verdicts.push(checker::submissions(&events, &final_jobs));
     verdicts.push(checker::executions(&runs, &final_jobs));
     verdicts.push(checker::leaders_and_commits(&events));
+    verdicts.push(scheduling_checker::dependencies(&runs, &final_jobs));
+    verdicts.push(scheduling_checker::gangs(&runs, &final_jobs));
+    verdicts.push(scheduling_checker::quotas(
+        &runs,
+        &final_jobs,
+        &[(QUOTA_TENANT, QUOTA_SLOTS)],
+    ));
     suspicion_watch.abort();
     // Every fault may leave an agent without a leader for longer than its lease.
     verdicts.push(suspicions.verdict(!opts.faults.is_empty()));

@@ -1,5 +1,7 @@
 //! Clients that submit jobs with idempotency keys (and a few invalid ones, which must never
-//! appear) and read job status, recording every operation in the history.
+//! appear) and read job status, recording every operation in the history. Jobs carry
+//! scheduling options now and then: priorities, `--after` an acknowledged job, gangs, and
+//! tenants, one of which has a quota.
 
 use super::executions::Recorder;
 use super::history::{Event, History, Outcome};
@@ -11,6 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::Code;
+
+/// The tenant with a slot quota, and the quota. Its jobs run at the highest priority the
+/// workload uses and are never gangs, so none of its shards is ever stopped to make room
+/// (a stopped shard may run through its stop grace after its slot is given back, which a
+/// count of processes would take for a quota breach).
+pub const QUOTA_TENANT: &str = "t0";
+pub const QUOTA_SLOTS: u64 = 3;
+/// A tenant with weight 2 (the others have 1).
+pub const HEAVY_TENANT: &str = "t1";
 
 /// Jobs the clients got acknowledged, for reads.
 pub type Acknowledged = Arc<Mutex<Vec<String>>>;
@@ -76,10 +87,35 @@ impl ClientTask {
         format!("c{}-{seq}", self.id)
     }
 
+    /// Scheduling options for a submission: mostly none, else one rule at a time.
+    fn options(&self, request: &mut SubmitRequest, rng: &mut Rng) {
+        match rng.range(0, 10) {
+            0 => request.priority = Some(if rng.range(0, 2) == 0 { 100 } else { 800 }),
+            1 => {
+                request.gang = true;
+                if let Some(spec) = request.spec.as_mut() {
+                    spec.shard_count = rng.range(2, 4) as u32;
+                }
+            }
+            2 | 3 => {
+                let acked = self.acknowledged.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(job) = rng.pick(&acked) {
+                    request.after = vec![job.clone()];
+                }
+            }
+            4 => {
+                request.tenant = QUOTA_TENANT.into();
+                request.priority = Some(900);
+            }
+            5 => request.tenant = HEAVY_TENANT.into(),
+            _ => {}
+        }
+    }
+
     async fn submit(&self, client: &Client, seq: u64, rng: &mut Rng) {
         let key = self.key(seq);
         let (command, args) = self.recorder.command(rng.range(50, 500), "");
-        let request = SubmitRequest {
+        let mut request = SubmitRequest {
             name: key.clone(),
             spec: Some(JobSpec {
                 command,
@@ -94,6 +130,7 @@ impl ClientTask {
             priority: None,
             ..Default::default()
         };
+        self.options(&mut request, rng);
         let invoke_ns = self.history.now_ns();
         let result = client.submit(request).await;
         let complete_ns = self.history.now_ns();

@@ -432,8 +432,9 @@ async fn run(
         } else {
             0
         };
-        // Room for every shard of the memory fill, spread over the fleet.
-        let slots = (memory_shards.max(u64::from(args.placement_shards)) / fleet as u64 + 1)
+        // Room for every shard of the memory fill (or both placement runs), spread over the
+        // fleet.
+        let slots = (memory_shards.max(2 * u64::from(args.placement_shards)) / fleet as u64 + 1)
             .min(u64::from(MAX_TASKMANAGER_SLOTS)) as u32;
         let options = ScaleOptions {
             taskmanagers: fleet,
@@ -463,6 +464,19 @@ async fn run(
                 r.placement.shards
             ),
             format!("{:.0}/s", r.placement.per_second),
+            Default::default(),
+        );
+        row(
+            &mut table,
+            format!(
+                "shards placed with tenants, quotas, priorities and gangs, {} shards",
+                r.placement_with_rules.shards
+            ),
+            format!(
+                "{:.0}/s ({:.2}× the plain rate)",
+                r.placement_with_rules.per_second,
+                r.placement_with_rules.per_second / r.placement.per_second.max(1e-9)
+            ),
             Default::default(),
         );
         if let Some(h) = &r.heartbeats {
