@@ -81,6 +81,7 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     let scale = report["scale"].as_array().expect("scale figures");
     assert_eq!(scale.len(), 2);
     assert!(scale[0]["placement"]["per_second"].as_f64() > Some(0.0));
+    assert!(scale[0]["placement_with_rules"]["per_second"].as_f64() > Some(0.0));
     assert_eq!(scale[0]["keepalive_refused"], 0, "{}", scale[0]);
     let largest = &scale[1];
     assert!(largest["heartbeats"]["per_second"].as_f64() > Some(0.0));

@@ -62,6 +62,11 @@ pub struct ClusterState {
     /// rebuilt on decode.
     #[serde(skip)]
     pub dependents: BTreeMap<JobId, BTreeSet<JobId>>,
+    /// Slots held now (assigned or running) by each tenant's shards, tenants holding none
+    /// left out. Derived (kept by apply as slots are taken and given back, rebuilt on
+    /// decode), so that the planner never counts every running shard.
+    #[serde(skip)]
+    pub tenant_slots: BTreeMap<String, u64>,
 }
 
 /// The sections encoded after the main one (format 7); format 6 had the first three, with a
@@ -172,7 +177,7 @@ impl ClusterState {
         state.quotas = extensions.quotas;
         state.token_tenants = extensions.token_tenants;
         state.dependency_failures = extensions.dependency_failures;
-        state.rebuild_dependents();
+        state.rebuild_derived();
         Ok(state)
     }
 
@@ -188,15 +193,49 @@ impl ClusterState {
             .map(|(job, old)| (job, JobScheduling::from(old)))
             .collect();
         state.preemptions = extensions.preemptions;
+        state.rebuild_derived();
         Ok(state)
     }
 
-    /// Rebuild the derived `dependents` index from the jobs' options.
-    fn rebuild_dependents(&mut self) {
+    /// Rebuild the fields derived from the rest: `dependents` and `tenant_slots`.
+    fn rebuild_derived(&mut self) {
         self.dependents.clear();
         for (job, options) in &self.scheduling {
             for dependency in &options.after {
                 self.dependents.entry(*dependency).or_default().insert(*job);
+            }
+        }
+        let mut held: BTreeMap<String, u64> = BTreeMap::new();
+        for shards in self.shards_by_taskmanager.values() {
+            for (job_id, _) in shards.iter() {
+                if let Some(job) = self.jobs.get(job_id) {
+                    *held.entry(self.tenant(*job_id).to_string()).or_default() +=
+                        u64::from(job.spec.slots_per_shard);
+                }
+            }
+        }
+        self.tenant_slots = held;
+    }
+
+    /// Count `slots` more (taken) or fewer (given back) for the tenant of `job`.
+    pub fn count_tenant_slots(&mut self, job: JobId, slots: u32, taken: bool) {
+        // The options' map and the counts are separate fields: both may be borrowed at once.
+        let tenant = self
+            .scheduling
+            .get(&job)
+            .map_or(DEFAULT_TENANT, |s| s.tenant.as_str());
+        if taken {
+            match self.tenant_slots.get_mut(tenant) {
+                Some(held) => *held += u64::from(slots),
+                None => {
+                    self.tenant_slots
+                        .insert(tenant.to_string(), u64::from(slots));
+                }
+            }
+        } else if let Some(held) = self.tenant_slots.get_mut(tenant) {
+            *held = held.saturating_sub(u64::from(slots));
+            if *held == 0 {
+                self.tenant_slots.remove(tenant);
             }
         }
     }
@@ -206,6 +245,7 @@ impl ClusterState {
     pub fn decode_with_outputs_only(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
         state.outputs = crate::decode::decode_untrusted(rest)?;
+        state.rebuild_derived();
         Ok(state)
     }
 
@@ -259,23 +299,16 @@ impl ClusterState {
     }
 
     /// Slots held now (assigned or running) by each tenant's shards.
-    pub fn slots_held_by_tenant(&self) -> BTreeMap<&str, u64> {
-        let mut held: BTreeMap<&str, u64> = BTreeMap::new();
-        for shards in self.shards_by_taskmanager.values() {
-            for (job_id, _) in shards.iter() {
-                if let Some(job) = self.jobs.get(job_id) {
-                    *held.entry(self.tenant(*job_id)).or_default() +=
-                        u64::from(job.spec.slots_per_shard);
-                }
-            }
-        }
-        held
+    pub fn slots_held_by_tenant(&self) -> &BTreeMap<String, u64> {
+        &self.tenant_slots
     }
 
     /// Decode the state as written before shards' output was kept (snapshot format 4): the
     /// main section alone.
     pub fn decode_without_outputs(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
-        crate::decode::decode_untrusted(bytes)
+        let mut state: Self = crate::decode::decode_untrusted(bytes)?;
+        state.rebuild_derived();
+        Ok(state)
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {

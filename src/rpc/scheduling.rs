@@ -108,7 +108,7 @@ pub fn quotas(state: &ClusterState) -> Vec<QuotaInfo> {
     let held = state.slots_held_by_tenant();
     let mut tenants: Vec<&str> = state.quotas.keys().map(String::as_str).collect();
     tenants.extend(pending.keys().copied());
-    tenants.extend(held.keys().copied());
+    tenants.extend(held.keys().map(String::as_str));
     tenants.sort_unstable();
     tenants.dedup();
     tenants

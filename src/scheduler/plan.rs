@@ -7,7 +7,7 @@ use super::score::{ScoreWeights, TaskManagerScorer};
 use crate::domain::{ClusterState, JobId};
 use crate::fsm::Placement;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 /// Bounds on one plan, so that one Raft entry stays small and one round stays short.
 #[derive(Debug, Clone, Copy)]
@@ -91,8 +91,7 @@ pub fn plan(
         candidates,
         replacements_left: limits.max_replacements,
         placements: Vec::new(),
-        taken: HashSet::new(),
-        fair_share: false,
+        cursors: HashMap::new(),
     };
     if round.candidates.is_empty() {
         return round.placements;
@@ -111,7 +110,6 @@ pub fn plan(
             round.plan_job(job_id, budget);
         }
     } else {
-        round.fair_share = true;
         round.plan_fair_share(jobs, limits.max_placements);
     }
     round.placements
@@ -137,9 +135,17 @@ struct Round<'a> {
     candidates: Vec<Candidate<'a>>,
     replacements_left: usize,
     placements: Vec<Placement>,
-    /// Shards already in the plan, for jobs visited more than once (fair-share turns).
-    taken: HashSet<(JobId, u32)>,
-    fair_share: bool,
+    /// Each visited job's placement so far (see `new_cursor`).
+    cursors: HashMap<JobId, JobCursor<'a>>,
+}
+
+/// A job's placement state within one round.
+struct JobCursor<'a> {
+    heap: BinaryHeap<Ranked>,
+    same_job: HashMap<&'a str, u32>,
+    /// Its pending shards that may be placed now, in index order, and how many were taken.
+    ready: Vec<u32>,
+    next: usize,
 }
 
 impl<'a> Round<'a> {
@@ -157,7 +163,7 @@ impl<'a> Round<'a> {
         let mut turns = FairQueue::default();
         for tenant in queues.keys() {
             turns.push(Turn {
-                held: held.get(tenant).copied().unwrap_or(0),
+                held: held.get(*tenant).copied().unwrap_or(0),
                 weight: u64::from(state.quota(tenant).weight.max(1)),
                 name: tenant,
                 index: 0,
@@ -243,23 +249,29 @@ impl<'a> Round<'a> {
                     candidate.free = free;
                 }
                 self.replacements_left = replacements_left;
-                for undone in self.placements.drain(placements..) {
-                    self.taken.remove(&(undone.job_id, undone.shard));
-                }
+                self.placements.truncate(placements);
+                // Its cursor took what was given back: it is made again if needed.
+                self.cursors.remove(&job_id);
                 return 0;
             }
         }
         planned
     }
 
-    /// Place up to `budget` ready shards of one job, each on the best-scoring TaskManager.
-    fn plan_shards(&mut self, job_id: JobId, budget: usize) -> usize {
+    /// Where a job's placement stands in this round: its eligible TaskManagers by score, its
+    /// shards per TaskManager (the spread term), and its ready shards with how many were
+    /// taken. Made on a job's first visit and kept for the next (fair-share turns come back
+    /// to a job many times), so a visit costs O(placed · log N), not O(N + S).
+    fn new_cursor(&self, job: &'a crate::domain::Job) -> JobCursor<'a> {
         let state = self.state;
-        let Some(job) = state.job(job_id) else {
-            return 0;
-        };
         let need = job.spec.slots_per_shard;
-        let eligible: Vec<usize> = self
+        let mut same_job: HashMap<&'a str, u32> = HashMap::new();
+        for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
+            if let Some(tm) = &shard.taskmanager {
+                *same_job.entry(tm.as_str()).or_default() += 1;
+            }
+        }
+        let heap: BinaryHeap<Ranked> = self
             .candidates
             .iter()
             .enumerate()
@@ -269,75 +281,109 @@ impl<'a> Round<'a> {
                     .taskmanager(c.id)
                     .is_some_and(|tm| tm.matches(&job.spec.selector))
             })
-            .map(|(i, _)| i)
-            .collect();
-        // Nowhere to go (no TaskManager matches, or none has room): skip the job without
-        // looking at its shards, so jobs that wait cost nothing per round.
-        if eligible.is_empty() {
-            return 0;
-        }
-        // Shards of this job already on each TaskManager (for the spread term).
-        let mut same_job: HashMap<&str, u32> = HashMap::new();
-        for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
-            if let Some(tm) = &shard.taskmanager {
-                *same_job.entry(tm.as_str()).or_default() += 1;
-            }
-        }
-        let scorer = &self.scorer;
-        let mut heap: BinaryHeap<Ranked> = eligible
-            .into_iter()
-            .map(|i| {
-                let c = &self.candidates[i];
-                Ranked {
-                    score: scorer.score(
-                        c.static_penalty,
-                        c.slots,
-                        c.free,
-                        need,
-                        same_job.get(c.id).copied().unwrap_or(0),
-                    ),
-                    candidate: i,
-                }
+            .map(|(i, c)| Ranked {
+                score: self.scorer.score(
+                    c.static_penalty,
+                    c.slots,
+                    c.free,
+                    need,
+                    same_job.get(c.id).copied().unwrap_or(0),
+                ),
+                candidate: i,
             })
             .collect();
-        let now_ms = self.now_ms;
+        // Nowhere to go (no TaskManager matches, or none has room): the shards are not
+        // even looked at, so jobs that wait cost nothing per round.
+        let ready = if heap.is_empty() {
+            Vec::new()
+        } else {
+            job.pending_shards()
+                .filter(|s| s.not_before_ms <= self.now_ms)
+                .map(|s| s.index)
+                .collect()
+        };
+        JobCursor {
+            heap,
+            same_job,
+            ready,
+            next: 0,
+        }
+    }
+
+    /// Place up to `budget` ready shards of one job, each on the best-scoring TaskManager.
+    fn plan_shards(&mut self, job_id: JobId, budget: usize) -> usize {
+        let state = self.state;
+        let Some(job) = state.job(job_id) else {
+            return 0;
+        };
+        let need = job.spec.slots_per_shard;
+        let mut cursor = match self.cursors.remove(&job_id) {
+            Some(cursor) => cursor,
+            None => self.new_cursor(job),
+        };
+        let scorer = &self.scorer;
         let mut planned = 0;
-        let revisited = !self.taken.is_empty();
-        for shard in job.pending_shards().filter(|s| s.not_before_ms <= now_ms) {
-            if revisited && self.taken.contains(&(job_id, shard.index)) {
+        while planned < budget && cursor.next < cursor.ready.len() {
+            let index = cursor.ready[cursor.next];
+            let replacement = job
+                .shards
+                .get(index as usize)
+                .is_some_and(|s| s.attempt > 0);
+            if replacement && self.replacements_left == 0 {
+                // A re-placement, and the recovery throttle is spent for this round.
+                cursor.next += 1;
                 continue;
             }
-            if planned >= budget {
-                break;
-            }
-            if shard.attempt > 0 {
-                // A re-placement: subject to the recovery throttle.
-                if self.replacements_left == 0 {
+            // The best TaskManager. Other jobs' placements since this heap was made lowered
+            // some scores (scores only fall as capacity is used up): an entry whose score is
+            // stale goes back with its current one, so the true best comes up.
+            let best = loop {
+                let Some(top) = cursor.heap.pop() else {
+                    break None;
+                };
+                let c = &self.candidates[top.candidate];
+                if c.free < need {
                     continue;
                 }
+                let score = scorer.score(
+                    c.static_penalty,
+                    c.slots,
+                    c.free,
+                    need,
+                    cursor.same_job.get(c.id).copied().unwrap_or(0),
+                );
+                if score.total_cmp(&top.score).is_lt() {
+                    cursor.heap.push(Ranked {
+                        score,
+                        candidate: top.candidate,
+                    });
+                    continue;
+                }
+                break Some(top.candidate);
+            };
+            let Some(best) = best else { break };
+            if replacement {
                 self.replacements_left -= 1;
             }
-            let Some(best) = heap.pop() else { break };
-            let c = &mut self.candidates[best.candidate];
+            cursor.next += 1;
+            let c = &mut self.candidates[best];
             c.free -= need;
-            let count = same_job.entry(c.id).or_default();
+            let count = cursor.same_job.entry(c.id).or_default();
             *count += 1;
-            if self.fair_share {
-                self.taken.insert((job_id, shard.index));
-            }
             self.placements.push(Placement {
                 job_id,
-                shard: shard.index,
+                shard: index,
                 taskmanager: c.id.to_string(),
             });
             planned += 1;
             if c.free >= need {
-                heap.push(Ranked {
+                cursor.heap.push(Ranked {
                     score: scorer.score(c.static_penalty, c.slots, c.free, need, *count),
-                    candidate: best.candidate,
+                    candidate: best,
                 });
             }
         }
+        self.cursors.insert(job_id, cursor);
         planned
     }
 }

@@ -122,7 +122,11 @@ pub fn plan_preemption(
     now_ms: u64,
 ) -> Option<(JobId, String, Vec<HeldShard>)> {
     // Every job at the default priority: nobody may stop anybody.
-    if state.scheduling.is_empty() {
+    if !state
+        .scheduling
+        .values()
+        .any(|options| options.priority != crate::domain::DEFAULT_PRIORITY)
+    {
         return None;
     }
     let mut jobs: Vec<JobId> = state.jobs_with_pending_shards.iter().copied().collect();

@@ -126,6 +126,7 @@ fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u6
             .or_default(),
     )
     .insert((p.job_id, p.shard));
+    state.count_tenant_slots(p.job_id, slots, true);
     true
 }
 
@@ -141,11 +142,15 @@ pub(super) fn release_slots(
     if let Some(tm) = state.taskmanagers.get_mut(taskmanager) {
         tm.used_slots = tm.used_slots.saturating_sub(slots);
     }
+    let mut released = false;
     if let Some(held) = state.shards_by_taskmanager.get_mut(taskmanager) {
-        Arc::make_mut(held).remove(&(job_id, index));
+        released = Arc::make_mut(held).remove(&(job_id, index));
         if held.is_empty() {
             state.shards_by_taskmanager.remove(taskmanager);
         }
+    }
+    if released {
+        state.count_tenant_slots(job_id, slots, false);
     }
 }
 

@@ -291,6 +291,7 @@ fn a_failed_member_splits_the_gang_and_the_restart_takes_all_back_counting_one_f
         .iter()
         .all(|s| s.failures == 1 && s.not_before_ms >= 100));
     assert_eq!(state.taskmanager("a").expect("tm").used_slots, 0);
+    assert!(state.tenant_slots.is_empty(), "{:?}", state.tenant_slots);
     // A second restart of a gang that is whole again changes nothing.
     let digest = state.digest();
     let again = apply(
@@ -330,7 +331,9 @@ fn a_tenant_never_holds_more_than_its_quota() {
     assert!(plan_default(&state).is_empty(), "at its quota");
     let reason = waiting_reason(&state, state.job(job).expect("job")).expect("a reason");
     assert!(reason.contains("quota of 3"), "{reason}");
+    assert_eq!(state.tenant_slots.get("alice"), Some(&3));
     end(&mut state, 5, job, 0, ShardOutcome::Finished);
+    assert_eq!(state.tenant_slots.get("alice"), Some(&2));
     assert_eq!(plan_default(&state).len(), 1, "one ended, one more may run");
 }
 
@@ -434,10 +437,14 @@ proptest! {
         }
         let placements = plan_default(&state);
         apply_plan(&mut state, idx, &placements);
+        // The derived counts apply keeps are what a decode recomputes.
+        let decoded = ClusterState::decode(&state.encode()).expect("decodes");
+        prop_assert_eq!(&decoded.tenant_slots, &state.tenant_slots);
+        prop_assert_eq!(&decoded.dependents, &state.dependents);
         let held = state.slots_held_by_tenant();
         for (i, tenant) in tenants.iter().enumerate() {
             if let Some(limit) = quotas[i] {
-                prop_assert!(held.get(tenant).copied().unwrap_or(0) <= limit);
+                prop_assert!(held.get(*tenant).copied().unwrap_or(0) <= limit);
             }
         }
         let mut per_job: BTreeMap<JobId, usize> = BTreeMap::new();
@@ -456,4 +463,37 @@ proptest! {
             }
         }
     }
+}
+
+/// Not a speed assertion (timed figures belong to the bench): a plan over four tenants with
+/// quotas, weights, priorities and gangs stays the same order of work as a plain one, and
+/// places everything that fits.
+#[test]
+fn a_fair_share_plan_over_many_taskmanagers_places_everything_that_fits() {
+    let mut state = ClusterState::default();
+    let mut idx = 1;
+    for i in 0..1000 {
+        register(&mut state, idx, &format!("tm{i:04}"), 40, &[]);
+        idx += 1;
+    }
+    let tenants = [("a", 1), ("b", 2), ("c", 3), ("d", 1)];
+    for (name, weight) in tenants {
+        set_quota(&mut state, idx, name, Some(1_000_000), weight);
+        idx += 1;
+    }
+    for i in 0..20u64 {
+        let options = JobScheduling {
+            tenant: tenants[i as usize % 4].0.into(),
+            priority: 100 + (i as u32 * 200) % 900,
+            gang: i % 4 == 3,
+            ..JobScheduling::default()
+        };
+        submitted(&mut state, idx, 1000, options);
+        idx += 1;
+    }
+    let started = Instant::now();
+    let placements = plan_default(&state);
+    eprintln!("fair-share plan of {} shards: {:?}", placements.len(), started.elapsed());
+    assert_eq!(placements.len(), 20_000);
+    apply_plan(&mut state, idx, &placements);
 }
