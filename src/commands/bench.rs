@@ -436,8 +436,8 @@ async fn run(
         // fleet, with a third more: a simulated TaskManager starved of CPU on a small
         // machine may be declared lost, and its shards must find room elsewhere.
         let needed = memory_shards.max(2 * u64::from(args.placement_shards));
-        let slots = ((needed + needed / 3) / fleet as u64 + 1)
-            .min(u64::from(MAX_TASKMANAGER_SLOTS)) as u32;
+        let slots =
+            ((needed + needed / 3) / fleet as u64 + 1).min(u64::from(MAX_TASKMANAGER_SLOTS)) as u32;
         let options = ScaleOptions {
             taskmanagers: fleet,
             slots,

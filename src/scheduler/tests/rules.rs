@@ -493,7 +493,11 @@ fn a_fair_share_plan_over_many_taskmanagers_places_everything_that_fits() {
     }
     let started = Instant::now();
     let placements = plan_default(&state);
-    eprintln!("fair-share plan of {} shards: {:?}", placements.len(), started.elapsed());
+    eprintln!(
+        "fair-share plan of {} shards: {:?}",
+        placements.len(),
+        started.elapsed()
+    );
     assert_eq!(placements.len(), 20_000);
     apply_plan(&mut state, idx, &placements);
 }
