@@ -22,10 +22,18 @@
 //! the other terms together (at most 1 + 0.25 + 0.5), a job's shards spread over every eligible TaskManager before
 //! any TaskManager takes a second one.
 //!
+//! # Which shards go first
+//! `plan` places only jobs whose `--after` jobs have finished. With one tenant and no quotas,
+//! jobs go by priority, then age. Otherwise tenants take turns by weighted share within
+//! their quotas (`fairness`), and inside a tenant by priority, then age. A gang's shards are
+//! all placed in one plan or none is. `preemption` chooses shards to stop for a waiting
+//! higher priority; `explain` says in one line why a job waits.
+//!
 //! # Cost
 //! Each job's eligible TaskManagers go into a max-heap keyed by score; placing a shard pops
 //! the best, and pushes it back with its new score if it still has room. A job of `S` shards
-//! over `N` TaskManagers costs O(N + S·log N), not O(N·S).
+//! over `N` TaskManagers costs O(N + S·log N), not O(N·S). The heap is kept for the whole
+//! round, so fair-share turns that come back to a job many times do not pay `N` again.
 
 mod explain;
 pub mod fairness;
