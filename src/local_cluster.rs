@@ -72,8 +72,34 @@ const ADMIN_CLIENT: &str = "admin";
 
 type Result<T> = std::result::Result<T, LocalClusterError>;
 
-/// A free TCP port on 127.0.0.1 (free when asked; the OS may hand it out again later).
+/// Ports handed out are picked below Linux's ephemeral range (32768–60999 by default):
+/// a port the OS chose for `bind(0)` and that was let go again is the very kind it hands
+/// to the next outgoing connection, so a replica started on it a moment later could find
+/// it taken by some client's socket.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 (free when asked), never the same twice in one process.
 pub fn free_port() -> io::Result<u16> {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let seed = RandomState::new();
+    let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
+    for _ in 0..1_000 {
+        let draw = seed.hash_one(DRAWS.fetch_add(1, Ordering::Relaxed));
+        let port = PORT_RANGE.start + (draw % span) as u16;
+        let mut taken = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if taken.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return Ok(port);
+        }
+    }
+    // The range is crowded: let the OS choose.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

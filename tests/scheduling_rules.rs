@@ -62,7 +62,8 @@ fn max_concurrent(all: &[Execution], jobs: &[&str]) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dependencies_wait_for_their_jobs_and_fail_with_them() -> anyhow::Result<()> {
+async fn dependencies_wait_for_their_jobs_and_fail_with_them_across_a_failover(
+) -> anyhow::Result<()> {
     let mut cluster = start_cluster(3, test_config()).await?;
     let rec = Recorder::new(cluster.dir.path())?;
     cluster.start_taskmanager("tm", 4, &[])?;
@@ -115,6 +116,13 @@ async fn dependencies_wait_for_their_jobs_and_fail_with_them() -> anyhow::Result
         status.reason.contains(&first),
         "a waiting job says what it waits for: {status:?}"
     );
+
+    log_phase("the leader is killed while they wait: the new one keeps the dependencies");
+    let ids = cluster.ids();
+    let leader = cluster.wait_for_leader(&ids, DEADLINE).await?;
+    cluster.kill(leader)?;
+    let others: Vec<u64> = ids.into_iter().filter(|id| *id != leader).collect();
+    cluster.wait_for_leader(&others, DEADLINE).await?;
 
     wait_job_state(&client, &second, &["finished"], DEADLINE).await?;
     let ended = wait_job_state(&client, &fourth, &["failed"], DEADLINE).await?;

@@ -118,6 +118,23 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
         spec.env.insert("API_KEY".into(), "alice-secret".into());
     }
     let alice_job = as_token(&alice)?.submit(pending).await?;
+
+    log_phase("a job's tenant is its token's: its name, or the tenant it was made with");
+    assert_eq!(admin.job_status(&alice_job.job_id).await?.tenant, "alice");
+    let (made, ci) = admin
+        .create_token("ci", Role::Submit, Some("team-a"))
+        .await?;
+    assert_eq!(made.tenant, "team-a");
+    let ci = as_token(&ci)?;
+    let mut request = job_request("ci-job", 1, 1, 1, ("/bin/true".into(), vec![]));
+    if let Some(spec) = request.spec.as_mut() {
+        // Never placed: the digest compared below must not move with it.
+        spec.selector.insert("zone".into(), "nowhere".into());
+    }
+    let ci_job = ci.submit(request.clone()).await?;
+    assert_eq!(admin.job_status(&ci_job.job_id).await?.tenant, "team-a");
+    request.tenant = "team-b".into();
+    assert_eq!(code(ci.submit(request).await), Some(Code::PermissionDenied));
     let before = leader_digest(&cluster).await?;
 
     log_phase("a plaintext client is refused");
