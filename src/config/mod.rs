@@ -137,6 +137,14 @@ impl Default for TaskManagerSettings {
 /// timeout of the shard host (500 ms), plus 400 ms of scheduling slack.
 pub const LEASE_MARGIN_MS: u64 = 900;
 
+/// When a run its agent was just told to stop, at `now_ms`, is surely gone: the agent hears
+/// of it at once or its lease runs out (`lease_ms` + margin), and a run that ignores SIGTERM
+/// is killed after the stop grace. Shards taken off a live agent are not placed again
+/// before this.
+pub fn stopped_by_ms(now_ms: u64, lease_ms: u64) -> u64 {
+    now_ms + lease_ms + LEASE_MARGIN_MS + crate::domain::STOP_GRACE_MS
+}
+
 /// How long ended jobs are kept.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

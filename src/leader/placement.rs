@@ -2,8 +2,8 @@
 //! ask the pure scheduler for a plan and propose it as one `PlaceShards` command.
 
 use crate::clock::now_ms;
-use crate::config::LEASE_MARGIN_MS;
-use crate::domain::{JobId, STOP_GRACE_MS};
+use crate::config::stopped_by_ms;
+use crate::domain::JobId;
 use crate::fsm::{gang_is_split, Command, Response};
 use crate::raft::{Raft, SharedState};
 use crate::scheduler::preemption::plan_preemption;
@@ -114,27 +114,43 @@ async fn restart_split_gangs(raft: &Raft, shared: &SharedState, lease_ms: u64) -
         let now = now_ms();
         let command = Command::RestartGang {
             job_id,
-            not_before_ms: now + lease_ms + LEASE_MARGIN_MS + STOP_GRACE_MS,
+            not_before_ms: stopped_by_ms(now, lease_ms),
             now_ms: now,
         };
-        match shared
-            .metrics()
-            .time_proposal(raft.client_write(command))
-            .await
-        {
-            Ok(reply) => {
-                if let Response::ShardsRequeued { count } = reply.data {
-                    tracing::info!(job = %job_id, shards = count, "gang restarted");
-                    restarted |= count > 0;
-                }
+        match propose_requeue(raft, shared, command, "gang restart").await {
+            Some(0) => {}
+            Some(count) => {
+                tracing::info!(job = %job_id, shards = count, "gang restarted");
+                restarted = true;
             }
-            Err(e) => {
-                tracing::warn!("gang restart proposal failed: {e}");
-                tokio::time::sleep(RETRY_BACKOFF).await;
-            }
+            None => tokio::time::sleep(RETRY_BACKOFF).await,
         }
     }
     restarted
+}
+
+/// Propose a command that puts shards back to pending; how many moved, or `None` if the
+/// proposal failed (logged).
+async fn propose_requeue(
+    raft: &Raft,
+    shared: &SharedState,
+    command: Command,
+    what: &str,
+) -> Option<u32> {
+    match shared
+        .metrics()
+        .time_proposal(raft.client_write(command))
+        .await
+    {
+        Ok(reply) => match reply.data {
+            Response::ShardsRequeued { count } => Some(count),
+            _ => Some(0),
+        },
+        Err(e) => {
+            tracing::warn!("{what} proposal failed: {e}");
+            None
+        }
+    }
 }
 
 /// When nothing could be placed, make room for the highest-priority waiting shard by putting
@@ -151,24 +167,14 @@ async fn preempt(raft: &Raft, shared: &SharedState, lease_ms: u64) -> bool {
         taskmanager: taskmanager.clone(),
         shards,
         for_job,
-        not_before_ms: now + lease_ms + LEASE_MARGIN_MS + STOP_GRACE_MS,
+        not_before_ms: stopped_by_ms(now, lease_ms),
         now_ms: now,
     };
-    match shared
-        .metrics()
-        .time_proposal(raft.client_write(command))
+    let moved = propose_requeue(raft, shared, command, "preemption")
         .await
-    {
-        Ok(reply) => {
-            let moved = matches!(reply.data, Response::ShardsRequeued { count } if count > 0);
-            if moved {
-                tracing::info!(%taskmanager, shards = count, "preempted lower-priority shards");
-            }
-            moved
-        }
-        Err(e) => {
-            tracing::warn!("preemption proposal failed: {e}");
-            false
-        }
+        .is_some_and(|moved| moved > 0);
+    if moved {
+        tracing::info!(%taskmanager, shards = count, "preempted lower-priority shards");
     }
+    moved
 }

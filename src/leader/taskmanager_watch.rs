@@ -10,8 +10,7 @@
 
 use super::liveness::Liveness;
 use crate::clock::now_ms;
-use crate::config::{TaskManagerSettings, LEASE_MARGIN_MS};
-use crate::domain::STOP_GRACE_MS;
+use crate::config::{stopped_by_ms, TaskManagerSettings};
 use crate::domain::{JobId, TaskManagerState};
 use crate::fsm::{Command, Response};
 use crate::raft::{Raft, SharedState};
@@ -93,7 +92,7 @@ pub async fn run(
                 taskmanager: tm.clone(),
                 shards,
                 // The agent stops its copies at its next heartbeat, or its lease runs out.
-                not_before_ms: now + settings.lease_ms + LEASE_MARGIN_MS + STOP_GRACE_MS,
+                not_before_ms: stopped_by_ms(now, settings.lease_ms),
                 now_ms: now,
             };
             match shared
