@@ -21,6 +21,7 @@ mod output_tap;
 mod reporter;
 mod runner;
 pub mod shard_host;
+mod spawn;
 mod specs;
 mod watcher;
 pub mod workdir;

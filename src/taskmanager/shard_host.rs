@@ -7,19 +7,20 @@
 //! agent as an orphan, and a cut-off agent's shards die within `lease + keep-alive timeout`,
 //! before the leader places them elsewhere.
 //!
-//! One exec per agent rather than one per shard: starting a shard costs a fork of this small
-//! process and the exec of the command itself.
+//! One exec per agent rather than one per shard: starting a shard costs a vfork-style clone
+//! that copies nothing (`spawn`) and the exec of the command itself, and one reaper thread
+//! sees every end.
 //!
 //! Synchronous std code on purpose: it must work even when nothing else does.
 
 use super::host_protocol::{Event, Request, RunId, SpawnRequest, Stopped, MAX_MESSAGE_BYTES};
+use super::spawn::{self, Ended, Launch, Reaper, Spawner};
 use crate::clock::boottime;
 use crate::domain::STOP_GRACE_MS;
 use crate::framing::{encode_frame, read_frame};
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
 use std::io::Write;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(50);
 /// Exit code when the agent went away.
 pub const EXIT_AGENT_GONE: i32 = 75;
+/// Exit code when the host could not set itself up (no threads or descriptors left).
+const EXIT_CANNOT_START: i32 = 71;
 /// Signals a terminal or a stray `kill` may send: the host ignores them, the shard gets them
 /// back at their defaults.
 const IGNORED_SIGNALS: [libc::c_int; 7] = [
@@ -38,13 +41,23 @@ const IGNORED_SIGNALS: [libc::c_int; 7] = [
     libc::SIGTTIN,
     libc::SIGTTOU,
 ];
-/// Each shard's waiter thread does nothing but wait.
-const WAITER_STACK_BYTES: usize = 64 * 1024;
+/// Dispositions a shard starts with at their defaults: the ones the host ignores, and
+/// SIGPIPE, which the Rust runtime ignores.
+const DEFAULT_IN_SHARDS: [libc::c_int; 8] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGPIPE,
+];
 
 enum Input {
     Request(Request),
     AgentGone,
-    Exited(RunId, std::io::Result<ExitStatus>),
+    Exited(RunId, std::io::Result<Ended>),
 }
 
 struct Running {
@@ -133,10 +146,24 @@ pub fn shard_host(keepalive_timeout: Duration) -> i32 {
         }
     });
 
+    let exits = inputs.clone();
+    let reaper = Reaper::start(move |run, ended| {
+        let _ = exits.send(Input::Exited(run, ended));
+    });
+    let (reaper, null) = match reaper.and_then(|r| Ok((r, File::open("/dev/null")?))) {
+        Ok(parts) => parts,
+        Err(e) => {
+            eprintln!("shard host cannot start: {e}");
+            return EXIT_CANNOT_START;
+        }
+    };
+    drop(inputs);
     let mut host = Host {
         runs: BTreeMap::new(),
-        inputs,
         events,
+        spawner: Spawner::default(),
+        reaper,
+        null,
     };
     // On CLOCK_BOOTTIME: a suspend of the machine counts as silence.
     let mut last_keepalive = boottime();
@@ -180,8 +207,12 @@ pub fn shard_host(keepalive_timeout: Duration) -> i32 {
 
 struct Host {
     runs: BTreeMap<RunId, Running>,
-    inputs: mpsc::Sender<Input>,
     events: mpsc::Sender<Event>,
+    spawner: Spawner,
+    /// Reaps every run by its pidfd, on a thread of its own, and reports it as an input.
+    reaper: Reaper,
+    /// A shard's stdin.
+    null: File,
 }
 
 impl Host {
@@ -191,9 +222,23 @@ impl Host {
 
     fn spawn(&mut self, request: SpawnRequest) {
         let run = request.run;
-        match start(&request) {
+        if self.runs.contains_key(&run) {
+            // Already running: the agent asked twice, and one process is what it wants.
+            return;
+        }
+        match start(&mut self.spawner, &self.null, &request) {
             Ok(child) => {
-                let pgid = child.id();
+                let pgid = child.pid;
+                if let Err(e) = self.reaper.watch(run, child.pidfd) {
+                    // Without a watch its end would never be seen: stop it now.
+                    kill_group(pgid);
+                    self.send(Event::CannotStart {
+                        run,
+                        error: format!("cannot watch the shard's process: {e}"),
+                        job_fault: false,
+                    });
+                    return;
+                }
                 self.runs.insert(
                     run,
                     Running {
@@ -203,24 +248,6 @@ impl Host {
                         kill_at: None,
                     },
                 );
-                let inputs = self.inputs.clone();
-                let waiter = std::thread::Builder::new()
-                    .stack_size(WAITER_STACK_BYTES)
-                    .spawn(move || {
-                        let mut child = child;
-                        let _ = inputs.send(Input::Exited(run, child.wait()));
-                    });
-                if let Err(e) = waiter {
-                    // Without a waiter its end would never be seen: stop it now.
-                    kill_group(pgid);
-                    self.runs.remove(&run);
-                    self.send(Event::CannotStart {
-                        run,
-                        error: format!("cannot start a thread to wait for the shard: {e}"),
-                        job_fault: false,
-                    });
-                    return;
-                }
                 self.send(Event::Started { run, pgid });
             }
             Err((error, job_fault)) => self.send(Event::CannotStart {
@@ -271,15 +298,14 @@ impl Host {
         }
     }
 
-    fn exited(&mut self, run: RunId, status: std::io::Result<ExitStatus>) {
+    fn exited(&mut self, run: RunId, ended: std::io::Result<Ended>) {
         let Some(running) = self.runs.remove(&run) else {
             return;
         };
         // Take any background processes the shard left behind with it.
         kill_group(running.pgid);
-        use std::os::unix::process::ExitStatusExt;
-        let (code, signal) = match &status {
-            Ok(status) => (status.code(), status.signal()),
+        let (code, signal) = match ended {
+            Ok(ended) => (ended.code, ended.signal),
             Err(_) => (None, None),
         };
         self.send(Event::Exited {
@@ -293,12 +319,15 @@ impl Host {
 }
 
 /// Make the run directory and its output files, and start the command in it.
-fn start(request: &SpawnRequest) -> Result<Child, (String, bool)> {
-    use std::os::unix::process::CommandExt;
+fn start(
+    spawner: &mut Spawner,
+    null: &File,
+    request: &SpawnRequest,
+) -> Result<spawn::Child, (String, bool)> {
     let files = fs::create_dir_all(&request.dir).and_then(|()| {
         Ok((
-            fs::File::create(request.dir.join("stdout"))?,
-            fs::File::create(request.dir.join("stderr"))?,
+            File::create(request.dir.join("stdout"))?,
+            File::create(request.dir.join("stderr"))?,
         ))
     });
     let (stdout, stderr) = files.map_err(|e| {
@@ -310,35 +339,18 @@ fn start(request: &SpawnRequest) -> Result<Child, (String, bool)> {
             false,
         )
     })?;
-    let mut command = Command::new(&request.program);
-    command
-        .args(&request.args)
-        .envs(request.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&request.dir)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        // Its own process group: signals for the agent's terminal do not reach it, and the
-        // whole group can be killed at once.
-        .process_group(0);
-    // SAFETY: pre_exec runs in the forked child before exec; it only calls async-signal-safe
-    // functions (prctl, signal, getppid, _exit).
-    unsafe {
-        let host = libc::getpid();
-        command.pre_exec(move || {
-            // The shard dies if the host dies, however it dies. This thread (the host's main
-            // one) lives as long as the host, which PR_SET_PDEATHSIG needs.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != host {
-                libc::_exit(EXIT_AGENT_GONE);
-            }
-            for sig in IGNORED_SIGNALS {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            Ok(())
-        });
-    }
-    command.spawn().map_err(|e| {
+    let launch = Launch {
+        program: &request.program,
+        args: &request.args,
+        env: &request.env,
+        dir: &request.dir,
+        stdin: null,
+        stdout: &stdout,
+        stderr: &stderr,
+        default_signals: &DEFAULT_IN_SHARDS,
+        orphan_exit_code: EXIT_AGENT_GONE,
+    };
+    spawner.spawn(&launch).map_err(|e| {
         let job_fault = is_job_fault(&e);
         (
             format!("cannot start '{}': {e}", request.program),

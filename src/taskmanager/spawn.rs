@@ -1,0 +1,523 @@
+//! Starting a shard's command from the shard host without copying the host's address space.
+//!
+//! `fork` of the host (the 150 MB dispatcher binary, with a thread per pipe) copied its page
+//! tables and shot down TLBs on every shard: a fifth of the machine in the end-to-end run.
+//! Here the child is a `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` makes it, so it
+//! shares the host's memory and the host's calling thread waits until it has exec'd. Unlike
+//! `posix_spawn`, the child also sets `PR_SET_PDEATHSIG` (a shard must die with its host,
+//! however the host dies), which is why this is written by hand.
+//!
+//! `CLONE_PIDFD` hands back a file descriptor for exactly that process: the host's one
+//! reaper thread waits on all of them with epoll and reaps each with `waitid(P_PIDFD)`, so a
+//! recycled pid can never be mistaken for a run (`Reaper`).
+//!
+//! What the child may do: it shares the host's heap and runs beside the host's other
+//! threads, so between `clone` and `execve` it calls only async-signal-safe system calls on
+//! data the parent prepared (no allocation, no locks, no Rust std I/O), and reports a failure
+//! by storing `errno` where the parent reads it.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The child's stack: it only makes system calls, but `execve` and the dynamic symbols it
+/// reaches get room to spare.
+const CHILD_STACK_BYTES: usize = 128 * 1024;
+
+/// Exit code of a child that could not exec (the parent reports the errno instead).
+const EXIT_EXEC_FAILED: libc::c_int = 127;
+
+/// What a shard's process is started with, prepared before the clone.
+pub struct Launch<'a> {
+    pub program: &'a str,
+    pub args: &'a [String],
+    /// Set on top of the host's environment.
+    pub env: &'a [(String, String)],
+    pub dir: &'a Path,
+    pub stdin: &'a File,
+    pub stdout: &'a File,
+    pub stderr: &'a File,
+    /// Signals the host ignores: the command gets them back at their defaults.
+    pub default_signals: &'a [libc::c_int],
+    /// The child exits with this code at once if its parent is no longer `parent_pid`.
+    pub orphan_exit_code: libc::c_int,
+}
+
+/// A started child: its pid (also its process group) and a pidfd for it.
+pub struct Child {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+/// Everything the child reads, laid out before the clone so it allocates nothing.
+struct ChildPlan {
+    path: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    dir: CString,
+    fds: [(RawFd, RawFd); 3],
+    default_signals: Vec<libc::c_int>,
+    parent: libc::pid_t,
+    orphan_exit_code: libc::c_int,
+    /// The errno of the step that failed, written by the child before it exits.
+    error: AtomicI32,
+}
+
+/// Reused across spawns: the calling thread is suspended while a child runs on it.
+pub struct Spawner {
+    stack: Vec<u8>,
+}
+
+impl Default for Spawner {
+    fn default() -> Self {
+        Spawner {
+            stack: vec![0; CHILD_STACK_BYTES],
+        }
+    }
+}
+
+impl Spawner {
+    /// Start the command; an error carries the errno of the step that failed (exec's
+    /// `ENOENT` for a missing program, say).
+    pub fn spawn(&mut self, launch: &Launch<'_>) -> io::Result<Child> {
+        let cstr = |bytes: &[u8]| {
+            CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+        };
+        let env = environment(launch.env);
+        let path = resolve_program(launch.program, &env)?;
+        let args: Vec<CString> = std::iter::once(launch.program.as_bytes())
+            .chain(launch.args.iter().map(|a| a.as_bytes()))
+            .map(cstr)
+            .collect::<io::Result<_>>()?;
+        let vars: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| {
+                let mut pair = k.as_bytes().to_vec();
+                pair.push(b'=');
+                pair.extend_from_slice(v.as_bytes());
+                cstr(&pair)
+            })
+            .collect::<io::Result<_>>()?;
+        let plan = ChildPlan {
+            path: cstr(path.as_os_str().as_bytes())?,
+            argv: null_terminated(&args),
+            envp: null_terminated(&vars),
+            dir: cstr(launch.dir.as_os_str().as_bytes())?,
+            fds: [
+                (launch.stdin.as_raw_fd(), 0),
+                (launch.stdout.as_raw_fd(), 1),
+                (launch.stderr.as_raw_fd(), 2),
+            ],
+            default_signals: launch.default_signals.to_vec(),
+            // SAFETY: getpid has no preconditions.
+            parent: unsafe { libc::getpid() },
+            orphan_exit_code: launch.orphan_exit_code,
+            error: AtomicI32::new(0),
+        };
+        let mut pidfd: libc::c_int = -1;
+        // SAFETY: the stack is ours and unused while the child runs (CLONE_VFORK suspends
+        // this thread until the child execs or exits); `plan` outlives the child's use of it
+        // for the same reason. Signals are blocked around the clone so that no handler runs
+        // in the child on memory it shares with us; the child sets its own mask.
+        let pid = unsafe {
+            let stack_top = self.stack.as_mut_ptr().add(self.stack.len());
+            let stack_top = stack_top.sub(stack_top as usize % 16);
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+            let pid = libc::clone(
+                child_main,
+                stack_top.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                (&plan as *const ChildPlan).cast_mut().cast(),
+                &mut pidfd as *mut libc::c_int,
+            );
+            let clone_error = io::Error::last_os_error();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+            if pid < 0 {
+                return Err(clone_error);
+            }
+            pid
+        };
+        // SAFETY: CLONE_PIDFD stored a new descriptor that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        let error = plan.error.load(Ordering::Acquire);
+        if error != 0 {
+            // The child has already exited; reap it here (it never reaches the reaper).
+            let _ = wait_pidfd(pidfd.as_raw_fd());
+            return Err(io::Error::from_raw_os_error(error));
+        }
+        Ok(Child {
+            pid: pid as u32,
+            pidfd,
+        })
+    }
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// The host's environment with the run's variables set on top, in a stable order.
+fn environment(overrides: &[(String, String)]) -> Vec<(OsString, OsString)> {
+    let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    for (key, value) in overrides {
+        env.insert(key.into(), value.into());
+    }
+    env.into_iter().collect()
+}
+
+/// A program named with a slash is used as it is; otherwise the first executable file of
+/// that name on the run's `PATH`, as a shell would find it.
+fn resolve_program(program: &str, env: &[(OsString, OsString)]) -> io::Result<PathBuf> {
+    if program.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == OsStr::new("PATH"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    let mut denied = false;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        let Ok(name) = CString::new(candidate.as_os_str().as_bytes()) else {
+            continue;
+        };
+        // SAFETY: access(2) on a valid C string.
+        if unsafe { libc::access(name.as_ptr(), libc::X_OK) } == 0 {
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        } else if candidate.exists() {
+            denied = true;
+        }
+    }
+    Err(io::Error::from_raw_os_error(if denied {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    }))
+}
+
+/// The child, between clone and exec. Async-signal-safe system calls only.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ChildPlan`, alive and unchanged while we run (the
+    // parent is suspended until we exec or exit). Every call below is async-signal-safe and
+    // uses only memory prepared by the parent.
+    unsafe {
+        let plan = &*(arg as *const ChildPlan);
+        let fail = |plan: &ChildPlan| -> ! {
+            plan.error
+                .store(*libc::__errno_location(), Ordering::Release);
+            libc::_exit(EXIT_EXEC_FAILED)
+        };
+        // The shard dies if the host dies, however it dies.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != plan.parent {
+            libc::_exit(plan.orphan_exit_code);
+        }
+        // Its own process group: signals for the agent's terminal do not reach it, and the
+        // whole group can be killed at once.
+        if libc::setpgid(0, 0) != 0 {
+            fail(plan);
+        }
+        for &signal in &plan.default_signals {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+        for &(from, to) in &plan.fds {
+            if from == to {
+                // dup2 onto itself keeps close-on-exec; clear it instead.
+                if libc::fcntl(from, libc::F_SETFD, 0) != 0 {
+                    fail(plan);
+                }
+            } else if libc::dup2(from, to) < 0 {
+                fail(plan);
+            }
+        }
+        if libc::chdir(plan.dir.as_ptr()) != 0 {
+            fail(plan);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+        fail(plan)
+    }
+}
+
+/// How a child ended: its exit code, or the signal that ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// Reap the (exited) child behind a pidfd.
+fn wait_pidfd(pidfd: RawFd) -> io::Result<Ended> {
+    // SAFETY: waitid fills the zeroed siginfo for a pidfd we own.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        loop {
+            if libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, libc::WEXITED) == 0 {
+                break;
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+        let status = info.si_status();
+        Ok(match info.si_code {
+            libc::CLD_EXITED => Ended {
+                code: Some(status),
+                signal: None,
+            },
+            _ => Ended {
+                code: None,
+                signal: Some(status),
+            },
+        })
+    }
+}
+
+/// One thread that reaps every child of the host as it exits, by pidfd, and hands each end
+/// to `on_exit` with the token it was watched under.
+pub struct Reaper {
+    epoll: OwnedFd,
+    watched: Arc<Mutex<std::collections::BTreeMap<u64, OwnedFd>>>,
+}
+
+impl Reaper {
+    pub fn start(on_exit: impl Fn(u64, io::Result<Ended>) + Send + 'static) -> io::Result<Self> {
+        // SAFETY: epoll_create1 returns a new descriptor or -1.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        let watched: Arc<Mutex<std::collections::BTreeMap<u64, OwnedFd>>> = Arc::default();
+        let thread_epoll = epoll.try_clone()?;
+        let thread_watched = watched.clone();
+        std::thread::Builder::new()
+            .name("shard-host-reap".into())
+            .stack_size(256 * 1024)
+            .spawn(move || reap(thread_epoll, thread_watched, on_exit))?;
+        Ok(Reaper { epoll, watched })
+    }
+
+    /// Watch a child: its end reaches `on_exit` under `token` (unique per child).
+    pub fn watch(&self, token: u64, pidfd: OwnedFd) -> io::Result<()> {
+        let fd = pidfd.as_raw_fd();
+        // Registered before epoll can report it, so the reaper always finds it.
+        self.watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, pidfd);
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: both descriptors are open; the event is a valid struct.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) }
+            != 0
+        {
+            let error = io::Error::last_os_error();
+            self.watched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&token);
+            return Err(error);
+        }
+        Ok(())
+    }
+}
+
+fn reap(
+    epoll: OwnedFd,
+    watched: Arc<Mutex<std::collections::BTreeMap<u64, OwnedFd>>>,
+    on_exit: impl Fn(u64, io::Result<Ended>),
+) {
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    loop {
+        // SAFETY: the buffer holds `events.len()` entries.
+        let ready = unsafe {
+            libc::epoll_wait(
+                epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                -1,
+            )
+        };
+        if ready < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        for event in &events[..ready as usize] {
+            let token = event.u64;
+            let pidfd = watched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&token);
+            if let Some(pidfd) = pidfd {
+                let ended = wait_pidfd(pidfd.as_raw_fd());
+                // Closing the pidfd also takes it out of the epoll set.
+                drop(pidfd);
+                on_exit(token, ended);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn launch_in<'a>(
+        dir: &'a Path,
+        files: &'a (File, File, File),
+        program: &'a str,
+        args: &'a [String],
+        env: &'a [(String, String)],
+    ) -> Launch<'a> {
+        Launch {
+            program,
+            args,
+            env,
+            dir,
+            stdin: &files.0,
+            stdout: &files.1,
+            stderr: &files.2,
+            default_signals: &[libc::SIGPIPE, libc::SIGTERM],
+            orphan_exit_code: 75,
+        }
+    }
+
+    fn files(dir: &Path) -> (File, File, File) {
+        (
+            File::open("/dev/null").unwrap(),
+            File::create(dir.join("stdout")).unwrap(),
+            File::create(dir.join("stderr")).unwrap(),
+        )
+    }
+
+    #[test]
+    fn runs_a_command_in_its_dir_with_its_env_and_reaps_it_by_pidfd() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let args = vec![
+            "-c".to_string(),
+            "pwd; echo \"$SHARD_VALUE\"; echo oops >&2; exit 7".to_string(),
+        ];
+        let env = vec![("SHARD_VALUE".to_string(), "forty-two".to_string())];
+        let (tx, rx) = mpsc::channel();
+        let reaper = Reaper::start(move |token, ended| {
+            let _ = tx.send((token, ended.unwrap()));
+        })
+        .unwrap();
+        let mut spawner = Spawner::default();
+        let child = spawner
+            .spawn(&launch_in(dir.path(), &files, "sh", &args, &env))
+            .unwrap();
+        reaper.watch(9, child.pidfd).unwrap();
+        let (token, ended) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(token, 9);
+        assert_eq!(
+            ended,
+            Ended {
+                code: Some(7),
+                signal: None
+            }
+        );
+        let out = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(out, format!("{}\nforty-two\n", real.display()));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("stderr")).unwrap(),
+            "oops\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_program_is_enoent_and_leaves_no_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let mut spawner = Spawner::default();
+        for program in ["/nonexistent/program", "no-such-program-anywhere"] {
+            let error = match spawner.spawn(&launch_in(dir.path(), &files, program, &[], &[])) {
+                Ok(_) => panic!("{program} started"),
+                Err(e) => e,
+            };
+            assert_eq!(error.raw_os_error(), Some(libc::ENOENT), "{program}");
+        }
+        // A file that is not executable is refused as such.
+        let script = dir.path().join("not-executable");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let error = match spawner.spawn(&launch_in(
+            dir.path(),
+            &files,
+            script.to_str().unwrap(),
+            &[],
+            &[],
+        )) {
+            Ok(_) => panic!("a non-executable file started"),
+            Err(e) => e,
+        };
+        assert_eq!(error.raw_os_error(), Some(libc::EACCES));
+    }
+
+    #[test]
+    fn the_child_leads_its_own_group_with_default_signals_and_a_signal_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        // The test process ignores SIGTERM as the host does; the child must not.
+        // SAFETY: changing a disposition in a test binary; restored below.
+        let previous = unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+        let (tx, rx) = mpsc::channel();
+        let reaper = Reaper::start(move |_, ended| {
+            let _ = tx.send(ended.unwrap());
+        })
+        .unwrap();
+        let mut spawner = Spawner::default();
+        let args = vec!["60".to_string()];
+        let child = spawner
+            .spawn(&launch_in(dir.path(), &files, "sleep", &args, &[]))
+            .unwrap();
+        // SAFETY: getpgid of our own child.
+        let group = unsafe { libc::getpgid(child.pid as i32) };
+        assert_eq!(group, child.pid as i32, "the child leads its own group");
+        let pid = child.pid;
+        reaper.watch(1, child.pidfd).unwrap();
+        // SAFETY: signalling the group we just made.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGTERM);
+            libc::signal(libc::SIGTERM, previous);
+        }
+        let ended = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            ended,
+            Ended {
+                code: None,
+                signal: Some(libc::SIGTERM)
+            }
+        );
+    }
+}
