@@ -216,6 +216,9 @@ pub enum Command {
     ShardHost {
         #[arg(long, default_value_t = 500)]
         keepalive_timeout_ms: u64,
+        /// Where finished run directories wait to be used again.
+        #[arg(long)]
+        run_dir_pool: Option<std::path::PathBuf>,
     },
     /// See it work: a local cluster runs a real job while its leader and a TaskManager are killed.
     Demo(DemoArgs),

@@ -109,10 +109,12 @@ fn main() {
     let cli = Cli::parse();
     if let Command::ShardHost {
         keepalive_timeout_ms,
+        run_dir_pool,
     } = &cli.command
     {
         let code = dispatcher::taskmanager::shard_host::shard_host(
             std::time::Duration::from_millis(*keepalive_timeout_ms),
+            run_dir_pool.clone(),
         );
         std::process::exit(code);
     }

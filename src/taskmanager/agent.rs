@@ -167,7 +167,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let ctx = RunContext {
         taskmanager_id: opts.id.clone(),
         incarnation: identity.incarnation,
-        host: Arc::new(ShardHost::new(executable, KEEPALIVE_TIMEOUT, lease.clone())),
+        host: Arc::new(ShardHost::new(
+            executable,
+            workdir.root().to_path_buf(),
+            KEEPALIVE_TIMEOUT,
+            lease.clone(),
+        )),
         workdir,
         lease: lease.clone(),
         reports,
@@ -191,6 +196,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             crate::config::DEFAULT_OUTPUT_TAIL_BYTES as u64,
         )),
     };
+    // Directories of runs a previous agent process finished with: nothing needs them.
+    ctx.host.recycle(ctx.workdir.leftovers());
 
     // Pushed assignments: a task keeps a stream open to the leader for the registration the
     // main loop publishes here.
@@ -412,7 +419,7 @@ fn reconcile(ctx: &RunContext, runs: &Runs, reported: &Reported, assignments: Ve
         .collect();
     ctx.specs
         .retain(&assignments.iter().map(|a| a.job_id.as_str()).collect());
-    ctx.workdir.forget_except(&wanted);
+    ctx.host.recycle(ctx.workdir.forget_except(&wanted));
     let mut runs_now = lock(runs);
     runs_now.retain(|key, _| {
         let keep = wanted.contains(key);

@@ -80,6 +80,8 @@ impl RunTicket {
 
 pub struct ShardHost {
     executable: PathBuf,
+    /// The work dir: run directories live under it, and the host's pool of them.
+    work_dir: PathBuf,
     keepalive_timeout: Duration,
     lease: Arc<Lease>,
     next_run: AtomicU64,
@@ -87,9 +89,15 @@ pub struct ShardHost {
 }
 
 impl ShardHost {
-    pub fn new(executable: PathBuf, keepalive_timeout: Duration, lease: Arc<Lease>) -> Self {
+    pub fn new(
+        executable: PathBuf,
+        work_dir: PathBuf,
+        keepalive_timeout: Duration,
+        lease: Arc<Lease>,
+    ) -> Self {
         ShardHost {
             executable,
+            work_dir,
             keepalive_timeout,
             lease,
             next_run: AtomicU64::new(1),
@@ -134,6 +142,30 @@ impl ShardHost {
         ))
     }
 
+    /// Nothing will read these run directories again: the host pools them (after their
+    /// runs exit). With no host running, they are removed here.
+    pub fn recycle(&self, dirs: Vec<PathBuf>) {
+        if dirs.is_empty() {
+            return;
+        }
+        let connection = lock(&self.current).clone().filter(|c| c.is_alive());
+        match connection {
+            Some(connection) => {
+                for dir in dirs {
+                    connection.send(Request::Recycle(dir));
+                }
+            }
+            None => {
+                let root = self.work_dir.clone();
+                std::thread::spawn(move || {
+                    for dir in dirs {
+                        super::sweeper::remove_run_dir(&root, &dir);
+                    }
+                });
+            }
+        }
+    }
+
     /// The live host, started now if there is none.
     fn connection(&self) -> io::Result<Arc<Connection>> {
         let mut current = lock(&self.current);
@@ -150,6 +182,8 @@ impl ShardHost {
             .arg("shard-host")
             .arg("--keepalive-timeout-ms")
             .arg(self.keepalive_timeout.as_millis().to_string())
+            .arg("--run-dir-pool")
+            .arg(self.work_dir.join(super::run_dir_pool::POOL_DIR_NAME))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

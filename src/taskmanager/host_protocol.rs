@@ -18,7 +18,7 @@ pub struct SpawnRequest {
     pub args: Vec<String>,
     /// Set on top of the host's own environment (which is the agent's).
     pub env: Vec<(String, String)>,
-    /// The run's directory: made if missing; the command runs there, its stdout and stderr
+    /// The run's directory: made if missing (from the pool when it can); the command runs there, its stdout and stderr
     /// go to files of those names in it.
     pub dir: PathBuf,
 }
@@ -31,6 +31,9 @@ pub enum Request {
     Stop(RunId),
     /// The agent holds its lease: keep every run alive.
     Keepalive,
+    /// Nothing will read this run directory again (the leader no longer lists its run):
+    /// once no run in it is alive, empty it into the pool for reuse.
+    Recycle(PathBuf),
 }
 
 /// Why a run ended without the shard choosing to.

@@ -202,21 +202,35 @@ impl Journal {
     /// Forget every run not in `keep`, the leader's current list: a run it no longer lists
     /// can never be assigned here again (epochs are never reused), so its record has done
     /// its work.
-    pub fn forget_except(&self, keep: &HashSet<RunKey>) {
-        let (dropped, live) = {
+    /// Returns the runs it forgot.
+    pub fn forget_except(&self, keep: &HashSet<RunKey>) -> Vec<RunKey> {
+        let (forgot, live) = {
             let mut index = lock(&self.index);
-            let before = index.len();
-            index.retain(|key, _| keep.contains(key));
-            (before - index.len(), index.len())
+            let mut forgot = Vec::new();
+            index.retain(|key, _| {
+                let kept = keep.contains(key);
+                if !kept {
+                    forgot.push(key.clone());
+                }
+                kept
+            });
+            (forgot, index.len())
         };
+        let dropped = forgot.len();
         if dropped == 0 {
-            return;
+            return forgot;
         }
         let forgotten = self.forgotten.fetch_add(dropped, Ordering::Relaxed) + dropped;
         if forgotten > COMPACT_AFTER.max(live) {
             self.forgotten.store(0, Ordering::Relaxed);
             let _ = self.jobs.send(Job::Compact);
         }
+        forgot
+    }
+
+    /// Whether the journal holds a record of this run.
+    pub fn knows(&self, key: &RunKey) -> bool {
+        lock(&self.index).contains_key(key)
     }
 
     #[cfg(test)]

@@ -19,10 +19,12 @@ pub mod journal;
 mod lease;
 mod output_tap;
 mod reporter;
+mod run_dir_pool;
 mod runner;
 pub mod shard_host;
 mod spawn;
 mod specs;
+mod sweeper;
 mod watcher;
 pub mod workdir;
 

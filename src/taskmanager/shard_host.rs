@@ -14,13 +14,15 @@
 //! Synchronous std code on purpose: it must work even when nothing else does.
 
 use super::host_protocol::{Event, Request, RunId, SpawnRequest, Stopped, MAX_MESSAGE_BYTES};
+use super::run_dir_pool::RunDirPool;
 use super::spawn::{self, Ended, Launch, Reaper, Spawner};
 use crate::clock::boottime;
 use crate::domain::STOP_GRACE_MS;
 use crate::framing::{encode_frame, read_frame};
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +68,9 @@ struct Running {
     stopped: Option<Stopped>,
     /// Asked to stop: SIGTERM went out, SIGKILL follows at this instant.
     kill_at: Option<Instant>,
+    dir: PathBuf,
+    /// The agent is done with the directory: recycle it when the run has exited.
+    recycle_on_exit: bool,
 }
 
 fn kill_group(pgid: u32) {
@@ -97,7 +102,9 @@ fn is_job_fault(e: &std::io::Error) -> bool {
 }
 
 /// Run the host until the agent goes away; returns the exit code.
-pub fn shard_host(keepalive_timeout: Duration) -> i32 {
+/// `run_dir_pool`: where finished run directories wait to be used again (`None`: made and
+/// removed each time).
+pub fn shard_host(keepalive_timeout: Duration, run_dir_pool: Option<PathBuf>) -> i32 {
     // SAFETY: setting signal dispositions to SIG_IGN before any other thread exists.
     unsafe {
         for sig in IGNORED_SIGNALS {
@@ -164,6 +171,7 @@ pub fn shard_host(keepalive_timeout: Duration) -> i32 {
         spawner: Spawner::default(),
         reaper,
         null,
+        dirs: RunDirPool::open(run_dir_pool),
     };
     // On CLOCK_BOOTTIME: a suspend of the machine counts as silence.
     let mut last_keepalive = boottime();
@@ -190,6 +198,7 @@ pub fn shard_host(keepalive_timeout: Duration) -> i32 {
                 }
             }
             Ok(Input::Request(Request::Stop(run))) => host.terminate(run),
+            Ok(Input::Request(Request::Recycle(dir))) => host.recycle(&dir),
             Ok(Input::Exited(run, status)) => host.exited(run, status),
             Ok(Input::AgentGone) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 host.stop_all(Stopped::Requested);
@@ -213,6 +222,7 @@ struct Host {
     reaper: Reaper,
     /// A shard's stdin.
     null: File,
+    dirs: RunDirPool,
 }
 
 impl Host {
@@ -226,7 +236,7 @@ impl Host {
             // Already running: the agent asked twice, and one process is what it wants.
             return;
         }
-        match start(&mut self.spawner, &self.null, &request) {
+        match start(&mut self.spawner, &mut self.dirs, &self.null, &request) {
             Ok(child) => {
                 let pgid = child.pid;
                 if let Err(e) = self.reaper.watch(run, child.pidfd) {
@@ -246,6 +256,8 @@ impl Host {
                         started: Instant::now(),
                         stopped: None,
                         kill_at: None,
+                        dir: request.dir.clone(),
+                        recycle_on_exit: false,
                     },
                 );
                 self.send(Event::Started { run, pgid });
@@ -291,6 +303,14 @@ impl Host {
         }
     }
 
+    /// The agent is done with a run directory: pool it now, or when its run has exited.
+    fn recycle(&mut self, dir: &Path) {
+        match self.runs.values_mut().find(|r| r.dir == dir) {
+            Some(running) => running.recycle_on_exit = true,
+            None => self.dirs.recycle(dir),
+        }
+    }
+
     fn stop_all(&mut self, why: Stopped) {
         let runs: Vec<RunId> = self.runs.keys().copied().collect();
         for run in runs {
@@ -304,6 +324,9 @@ impl Host {
         };
         // Take any background processes the shard left behind with it.
         kill_group(running.pgid);
+        if running.recycle_on_exit {
+            self.dirs.recycle(&running.dir);
+        }
         let (code, signal) = match ended {
             Ok(ended) => (ended.code, ended.signal),
             Err(_) => (None, None),
@@ -321,16 +344,12 @@ impl Host {
 /// Make the run directory and its output files, and start the command in it.
 fn start(
     spawner: &mut Spawner,
+    dirs: &mut RunDirPool,
     null: &File,
     request: &SpawnRequest,
 ) -> Result<spawn::Child, (String, bool)> {
-    let files = fs::create_dir_all(&request.dir).and_then(|()| {
-        Ok((
-            File::create(request.dir.join("stdout"))?,
-            File::create(request.dir.join("stderr"))?,
-        ))
-    });
-    let (stdout, stderr) = files.map_err(|e| {
+    let files = dirs.prepare(&request.dir);
+    let files = files.map_err(|e| {
         (
             format!(
                 "cannot prepare the run directory {} and its output files: {e}",
@@ -345,8 +364,8 @@ fn start(
         env: &request.env,
         dir: &request.dir,
         stdin: null,
-        stdout: &stdout,
-        stderr: &stderr,
+        stdout: &files.stdout,
+        stderr: &files.stderr,
         default_signals: &DEFAULT_IN_SHARDS,
         orphan_exit_code: EXIT_AGENT_GONE,
     };

@@ -1,13 +1,17 @@
-//! The agent's work directory: one directory per run, `<work-dir>/<job>/shard-<i>/epoch-<e>`,
+//! The agent's work directory: one directory per run, `<work-dir>/<job>/shard-<i>.epoch-<e>`,
 //! holding the shard's `stdout` and `stderr` (the shard host makes it), and the run journal
 //! (`journal`) that says which runs started and how they ended. After a restart these tell the
 //! agent whether a run it is still assigned finished (report it again), was cut short (report
 //! it interrupted), or never started, so no run is executed twice.
 //!
+//! Once the leader stops listing a run, its directory goes back to the shard host's pool
+//! (`run_dir_pool`): its output's tail is in the cluster by then.
+//!
 //! Work dirs written before the journal existed kept a `started` marker and a `result` file in
 //! each run directory; a run the journal does not know is looked up there.
 
 use super::journal::{Journal, JournalRecord};
+use super::sweeper::run_dirs;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -37,6 +41,12 @@ pub enum RunRecord {
 /// Where a run's directory is under a work dir.
 pub fn run_dir(root: &Path, job_id: &str, index: u32, epoch: u64) -> PathBuf {
     root.join(job_id)
+        .join(format!("shard-{index}.epoch-{epoch}"))
+}
+
+/// Where agents before the run journal kept a run's directory (and its marker files).
+fn legacy_run_dir(root: &Path, job_id: &str, index: u32, epoch: u64) -> PathBuf {
+    root.join(job_id)
         .join(format!("shard-{index}"))
         .join(format!("epoch-{epoch}"))
 }
@@ -57,6 +67,20 @@ impl WorkDir {
         Ok(WorkDir { root, journal })
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The run directories a previous agent left that no record needs: the journal does not
+    /// know the run (it was forgotten before the agent stopped).
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        run_dirs(&self.root)
+            .into_iter()
+            .filter(|(key, _)| !self.journal.knows(key))
+            .map(|(_, dir)| dir)
+            .collect()
+    }
+
     pub fn run_dir(&self, job_id: &str, index: u32, epoch: u64) -> PathBuf {
         run_dir(&self.root, job_id, index, epoch)
     }
@@ -65,7 +89,7 @@ impl WorkDir {
         if let Some(record) = self.journal.get(&(job_id.to_string(), index, epoch)) {
             return record;
         }
-        let dir = self.run_dir(job_id, index, epoch);
+        let dir = legacy_run_dir(&self.root, job_id, index, epoch);
         if let Ok(bytes) = fs::read(dir.join("result")) {
             if let Ok(result) = serde_json::from_slice::<RunResult>(&bytes) {
                 return RunRecord::Ended(result);
@@ -108,9 +132,17 @@ impl WorkDir {
             .await
     }
 
-    /// Forget the records of runs the leader no longer lists here.
-    pub fn forget_except(&self, keep: &std::collections::HashSet<super::journal::RunKey>) {
-        self.journal.forget_except(keep);
+    /// Forget the records of runs the leader no longer lists here; their directories, which
+    /// nothing will read again.
+    pub fn forget_except(
+        &self,
+        keep: &std::collections::HashSet<super::journal::RunKey>,
+    ) -> Vec<PathBuf> {
+        self.journal
+            .forget_except(keep)
+            .into_iter()
+            .map(|(job_id, index, epoch)| self.run_dir(&job_id, index, epoch))
+            .collect()
     }
 }
 
@@ -179,11 +211,11 @@ mod tests {
     async fn runs_recorded_by_the_older_per_run_files_are_still_known() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wd = WorkDir::open(dir.path()).expect("open");
-        let interrupted = wd.run_dir("j-2", 0, 9);
+        let interrupted = legacy_run_dir(dir.path(), "j-2", 0, 9);
         fs::create_dir_all(&interrupted).expect("mkdir");
         fs::write(interrupted.join("started"), "").expect("marker");
         assert_eq!(wd.record("j-2", 0, 9), RunRecord::Interrupted);
-        let ended = wd.run_dir("j-2", 1, 9);
+        let ended = legacy_run_dir(dir.path(), "j-2", 1, 9);
         fs::create_dir_all(&ended).expect("mkdir");
         fs::write(
             ended.join("result"),
@@ -198,5 +230,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[tokio::test]
+    async fn forgotten_runs_give_their_directories_and_leftovers_are_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wd = WorkDir::open(dir.path()).expect("open");
+        for shard in 0..2 {
+            wd.mark_started("j-1", shard, 7).await.expect("mark");
+            fs::create_dir_all(wd.run_dir("j-1", shard, 7)).expect("mkdir");
+        }
+        let keep: std::collections::HashSet<_> = [("j-1".to_string(), 1, 7)].into();
+        assert_eq!(wd.forget_except(&keep), vec![wd.run_dir("j-1", 0, 7)]);
+        assert_eq!(wd.record("j-1", 1, 7), RunRecord::Interrupted);
+        // The forgotten run's directory is a leftover for the next agent; the kept one not.
+        assert_eq!(wd.leftovers(), vec![wd.run_dir("j-1", 0, 7)]);
     }
 }
