@@ -12,6 +12,35 @@ use dispatcher::pb::api::{RegisterTaskManagerRequest, ReportKind, ShardReport, S
 use std::process::Command;
 use tonic::Code;
 
+/// Once the leader no longer lists a job's runs, each agent's shard host takes their
+/// directories back into its pool: the job leaves no directory behind in any work dir.
+async fn wait_run_dirs_recycled(
+    cluster: &TestCluster,
+    job_id: &str,
+    agents: &[&str],
+) -> anyhow::Result<()> {
+    let dirs = agents
+        .iter()
+        .map(|id| Ok(cluster.taskmanager(id)?.work_dir.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    wait_for(
+        DEADLINE,
+        "the job's run directories to be recycled",
+        || async {
+            dirs.iter()
+                .all(|dir| !dir.join(job_id).exists())
+                .then_some(())
+        },
+    )
+    .await?;
+    let pooled: usize = dirs
+        .iter()
+        .map(|dir| std::fs::read_dir(dir.join(".free")).map_or(0, |d| d.count()))
+        .sum();
+    assert!(pooled > 0, "finished run directories wait in the pool");
+    Ok(())
+}
+
 async fn setup(tms: &[(&str, u32)]) -> anyhow::Result<(TestCluster, Recorder)> {
     let mut cluster = start_cluster(3, test_config()).await?;
     let recorder = Recorder::new(cluster.dir.path())?;
@@ -70,6 +99,7 @@ async fn failing_shard_is_retried_with_growing_gaps_then_the_job_fails() -> anyh
         .args(cluster.client_flags())
         .output()?;
     assert_eq!(out.status.code(), Some(1));
+    wait_run_dirs_recycled(&cluster, &job.job_id, &["tm-0", "tm-1"]).await?;
     Ok(())
 }
 
@@ -147,6 +177,7 @@ async fn cancel_stops_the_processes() -> anyhow::Result<()> {
     }
     let tms = client.list_taskmanagers().await?;
     assert!(tms.iter().all(|t| t.used_slots == 0), "{tms:?}");
+    wait_run_dirs_recycled(&cluster, &job.job_id, &["tm-0", "tm-1"]).await?;
     Ok(())
 }
 
