@@ -34,15 +34,15 @@ pub struct EndToEnd {
     pub log_entries_per_shard: f64,
 }
 
-/// The stdout of a finished one-shard job's run, in the agent's work dir.
-fn shard_stdout(
-    cluster: &LocalCluster,
-    job_id: &str,
-    taskmanager: &str,
-    epoch: u64,
-) -> Option<std::path::PathBuf> {
-    let agent = cluster.taskmanager(taskmanager).ok()?;
-    Some(crate::taskmanager::workdir::run_dir(&agent.work_dir, job_id, 0, epoch).join("stdout"))
+/// The number a finished one-shard job's run printed (a time in ns), from the output the
+/// cluster keeps with the run's end (the agent's run directory is recycled once the run is
+/// over).
+async fn printed_ns(client: &crate::client::Client, job_id: &str) -> Option<u128> {
+    let reply = client.shard_output(job_id, 0).await.ok()?;
+    if !reply.kept {
+        return None;
+    }
+    String::from_utf8_lossy(&reply.stdout).trim().parse().ok()
 }
 
 fn realtime_ns() -> u128 {
@@ -135,13 +135,7 @@ pub async fn measure_dispatch_latency(
             if shard.state != "finished" {
                 return None;
             }
-            let stdout =
-                shard_stdout(cluster, &job_id, shard.taskmanager.as_deref()?, shard.epoch)?;
-            std::fs::read_to_string(stdout)
-                .ok()?
-                .trim()
-                .parse::<u128>()
-                .ok()
+            printed_ns(&client, &job_id).await
         })
         .await?;
         samples.push(Duration::from_nanos(
@@ -185,22 +179,11 @@ pub async fn measure_wait_latency(
         if !waited.success() {
             return Err(BenchError::Failed(format!("job wait {job_id}: {waited}")));
         }
-        let status = client.job_status(&job_id).await?;
-        let shard = status
-            .shards
-            .first()
-            .ok_or_else(|| BenchError::Failed("a job without shards".into()))?;
-        let stdout = shard_stdout(
-            cluster,
-            &job_id,
-            shard.taskmanager.as_deref().unwrap_or_default(),
-            shard.epoch,
-        )
-        .ok_or_else(|| BenchError::Failed(format!("{job_id} ran on no known agent")))?;
-        let ended_ns: u128 = std::fs::read_to_string(stdout)?
-            .trim()
-            .parse()
-            .map_err(|e| BenchError::Failed(format!("the shard's end time: {e}")))?;
+        let ended_ns = printed_ns(&client, &job_id).await.ok_or_else(|| {
+            BenchError::Failed(format!(
+                "{job_id}: no kept output with the shard's end time"
+            ))
+        })?;
         samples.push(Duration::from_nanos(
             returned_ns.saturating_sub(ended_ns) as u64
         ));
