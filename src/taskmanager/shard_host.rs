@@ -43,18 +43,6 @@ const IGNORED_SIGNALS: [libc::c_int; 7] = [
     libc::SIGTTIN,
     libc::SIGTTOU,
 ];
-/// Dispositions a shard starts with at their defaults: the ones the host ignores, and
-/// SIGPIPE, which the Rust runtime ignores.
-const DEFAULT_IN_SHARDS: [libc::c_int; 8] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGTSTP,
-    libc::SIGTTIN,
-    libc::SIGTTOU,
-    libc::SIGPIPE,
-];
 
 enum Input {
     Request(Request),
@@ -366,7 +354,7 @@ fn start(
         stdin: null,
         stdout: &files.stdout,
         stderr: &files.stderr,
-        default_signals: &DEFAULT_IN_SHARDS,
+        default_signals: &IGNORED_SIGNALS,
         orphan_exit_code: EXIT_AGENT_GONE,
     };
     spawner.spawn(&launch).map_err(|e| {

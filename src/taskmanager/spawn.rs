@@ -16,6 +16,7 @@
 //! data the parent prepared (no allocation, no locks, no Rust std I/O), and reports a failure
 //! by storing `errno` where the parent reads it.
 
+use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -42,7 +43,8 @@ pub struct Launch<'a> {
     pub stdin: &'a File,
     pub stdout: &'a File,
     pub stderr: &'a File,
-    /// Signals the host ignores: the command gets them back at their defaults.
+    /// Signals the host ignores: the command gets them back at their defaults (SIGPIPE,
+    /// which the Rust runtime ignores, always does).
     pub default_signals: &'a [libc::c_int],
     /// The child exits with this code at once if its parent is no longer `parent_pid`.
     pub orphan_exit_code: libc::c_int,
@@ -71,12 +73,15 @@ struct ChildPlan {
 /// Reused across spawns: the calling thread is suspended while a child runs on it.
 pub struct Spawner {
     stack: Vec<u8>,
+    /// The host's own environment, read once: each run's variables go on top of it.
+    base_env: BTreeMap<OsString, OsString>,
 }
 
 impl Default for Spawner {
     fn default() -> Self {
         Spawner {
             stack: vec![0; CHILD_STACK_BYTES],
+            base_env: std::env::vars_os().collect(),
         }
     }
 }
@@ -88,7 +93,7 @@ impl Spawner {
         let cstr = |bytes: &[u8]| {
             CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
         };
-        let env = environment(launch.env);
+        let env = environment(&self.base_env, launch.env);
         let path = resolve_program(launch.program, &env)?;
         let args: Vec<CString> = std::iter::once(launch.program.as_bytes())
             .chain(launch.args.iter().map(|a| a.as_bytes()))
@@ -113,7 +118,12 @@ impl Spawner {
                 (launch.stdout.as_raw_fd(), 1),
                 (launch.stderr.as_raw_fd(), 2),
             ],
-            default_signals: launch.default_signals.to_vec(),
+            default_signals: launch
+                .default_signals
+                .iter()
+                .copied()
+                .chain(std::iter::once(libc::SIGPIPE))
+                .collect(),
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
             orphan_exit_code: launch.orphan_exit_code,
@@ -169,8 +179,11 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
 }
 
 /// The host's environment with the run's variables set on top, in a stable order.
-fn environment(overrides: &[(String, String)]) -> Vec<(OsString, OsString)> {
-    let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+fn environment(
+    base: &BTreeMap<OsString, OsString>,
+    overrides: &[(String, String)],
+) -> Vec<(OsString, OsString)> {
+    let mut env = base.clone();
     for (key, value) in overrides {
         env.insert(key.into(), value.into());
     }
@@ -298,7 +311,7 @@ fn wait_pidfd(pidfd: RawFd) -> io::Result<Ended> {
 /// to `on_exit` with the token it was watched under.
 pub struct Reaper {
     epoll: OwnedFd,
-    watched: Arc<Mutex<std::collections::BTreeMap<u64, OwnedFd>>>,
+    watched: Arc<Mutex<BTreeMap<u64, OwnedFd>>>,
 }
 
 impl Reaper {
@@ -310,7 +323,7 @@ impl Reaper {
         }
         // SAFETY: a fresh descriptor that nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-        let watched: Arc<Mutex<std::collections::BTreeMap<u64, OwnedFd>>> = Arc::default();
+        let watched: Arc<Mutex<BTreeMap<u64, OwnedFd>>> = Arc::default();
         let thread_epoll = epoll.try_clone()?;
         let thread_watched = watched.clone();
         std::thread::Builder::new()
@@ -349,7 +362,7 @@ impl Reaper {
 
 fn reap(
     epoll: OwnedFd,
-    watched: Arc<Mutex<std::collections::BTreeMap<u64, OwnedFd>>>,
+    watched: Arc<Mutex<BTreeMap<u64, OwnedFd>>>,
     on_exit: impl Fn(u64, io::Result<Ended>),
 ) {
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
@@ -406,7 +419,7 @@ mod tests {
             stdin: &files.0,
             stdout: &files.1,
             stderr: &files.2,
-            default_signals: &[libc::SIGPIPE, libc::SIGTERM],
+            default_signals: &[libc::SIGTERM],
             orphan_exit_code: 75,
         }
     }
