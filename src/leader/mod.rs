@@ -59,13 +59,15 @@ async fn supervise(
     settings: ServeConfig,
     bootstrap_token: Option<TokenHash>,
 ) {
-    let mut metrics = raft.metrics();
+    // The server metrics change only with the role, vote or membership: not with every
+    // log entry, as the full metrics do.
+    let mut metrics = raft.server_metrics();
     // The loops and the term they were started in.
     let mut running: Option<(RunningLoops, u64)> = None;
     loop {
         let (is_leader, term) = {
             let m = metrics.borrow_and_update();
-            (m.state == ServerState::Leader, m.current_term)
+            (m.state == ServerState::Leader, m.vote.leader_id.term)
         };
         let running_term = running.as_ref().map(|(_, t)| *t);
         if running_term.is_some() && (!is_leader || running_term != Some(term)) {

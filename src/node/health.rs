@@ -12,7 +12,9 @@ use tonic_health::ServingStatus;
 pub fn service(raft: Raft, id: NodeId) -> HealthServer<impl Health> {
     let (reporter, server) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
-        let mut metrics = raft.metrics();
+        // Membership lives in the server metrics, which change far less often than the full
+        // ones (those change with every log entry).
+        let mut metrics = raft.server_metrics();
         let mut shown = None;
         loop {
             let member = metrics

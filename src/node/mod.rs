@@ -363,13 +363,23 @@ async fn has_history(store: &mut WalLogStore) -> std::io::Result<bool> {
 /// Resolves with the reason when the Raft core stops running.
 async fn raft_stopped(raft: Raft) -> String {
     use openraft::async_runtime::watch::WatchReceiver;
-    let mut metrics = raft.metrics();
+    // The server metrics change only with the role, leader or membership, and their sender
+    // goes when the core stops; the full metrics change several times per log entry, and a
+    // watcher of them would wake this (main) thread for every one.
+    let mut server = raft.server_metrics();
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
-        if let Err(fatal) = &metrics.borrow_watched().running_state {
+        if let Err(fatal) = &raft.metrics().borrow_watched().running_state {
             return format!("raft core stopped: {fatal}");
         }
-        if metrics.changed().await.is_err() {
-            return "raft core stopped".to_string();
+        tokio::select! {
+            changed = server.changed() => if changed.is_err() {
+                return match &raft.metrics().borrow_watched().running_state {
+                    Err(fatal) => format!("raft core stopped: {fatal}"),
+                    Ok(()) => "raft core stopped".to_string(),
+                };
+            },
+            _ = check.tick() => {}
         }
     }
 }
