@@ -72,11 +72,15 @@ mod tests {
                     ended_at_ms: None,
                     idempotency_key: None,
                     shards: (0..100_000).map(Shard::new).collect(),
+                    counts: Default::default(),
                 }),
             );
         }
         let bytes = state.encode();
         let back = ClusterState::decode(&bytes).expect("a million shards decode");
+        for job in state.jobs.values_mut() {
+            std::sync::Arc::make_mut(job).recount();
+        }
         assert_eq!(back, state);
     }
 }

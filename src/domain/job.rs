@@ -97,6 +97,41 @@ impl ShardState {
     pub fn holds_slots(self) -> bool {
         matches!(self, ShardState::Assigned | ShardState::Running)
     }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// How many of a job's shards are in each state. Derived from the shards and never encoded:
+/// apply keeps it beside every change of a shard's state (`ShardCounts::moved`), decode
+/// rebuilds it. It lets apply settle a job's state after a report without walking every
+/// shard, which made a job's life quadratic in its size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardCounts([u32; 6]);
+
+impl ShardCounts {
+    pub fn of(shards: &[Shard]) -> Self {
+        let mut counts = ShardCounts::default();
+        for shard in shards {
+            counts.0[shard.state.slot()] += 1;
+        }
+        counts
+    }
+
+    /// One shard went from `from` to `to`.
+    pub fn moved(&mut self, from: ShardState, to: ShardState) {
+        self.0[from.slot()] = self.0[from.slot()].saturating_sub(1);
+        self.0[to.slot()] += 1;
+    }
+
+    pub fn get(&self, state: ShardState) -> u32 {
+        self.0[state.slot()]
+    }
+
+    fn total(&self) -> u64 {
+        self.0.iter().map(|&n| u64::from(n)).sum()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +191,9 @@ pub struct Job {
     /// Who submitted it (the client's identity at the API edge).
     pub owner: String,
     pub shards: Vec<Shard>,
+    /// Derived (see `ShardCounts`): not encoded, rebuilt on decode.
+    #[serde(skip)]
+    pub counts: ShardCounts,
 }
 
 impl Job {
@@ -172,26 +210,70 @@ impl Job {
         if matches!(self.state, JobState::Cancelled | JobState::Failed) {
             return self.state;
         }
-        let mut all_finished = true;
-        let mut any_placed = false;
-        for shard in &self.shards {
-            match shard.state {
-                ShardState::Finished => any_placed = true,
-                ShardState::Assigned | ShardState::Running => {
-                    any_placed = true;
-                    all_finished = false;
-                }
-                ShardState::Pending | ShardState::Failed | ShardState::Cancelled => {
-                    all_finished = false
-                }
-            }
-        }
-        if all_finished {
+        let counts = &self.counts;
+        let finished = counts.get(ShardState::Finished);
+        let placed = finished + counts.get(ShardState::Assigned) + counts.get(ShardState::Running);
+        if finished as usize == self.shards.len() {
             JobState::Finished
-        } else if any_placed {
+        } else if placed > 0 {
             JobState::Running
         } else {
             JobState::Pending
+        }
+    }
+
+    /// Whether any shard waits to be placed.
+    pub fn has_pending_shards(&self) -> bool {
+        self.counts.get(ShardState::Pending) > 0
+    }
+
+    /// Count the shards again if the counts cannot be right (a job built without them).
+    pub fn ensure_counts(&mut self) {
+        if self.counts.total() != self.shards.len() as u64 {
+            self.recount();
+        }
+    }
+
+    pub fn recount(&mut self) {
+        self.counts = ShardCounts::of(&self.shards);
+    }
+
+    /// Shard `index`, to change: the counts follow its state when the guard is dropped.
+    /// Apply changes shards only through this (or recounts after).
+    pub fn shard_mut(&mut self, index: usize) -> Option<ShardMut<'_>> {
+        let shard = self.shards.get_mut(index)?;
+        Some(ShardMut {
+            before: shard.state,
+            shard,
+            counts: &mut self.counts,
+        })
+    }
+}
+
+/// A shard being changed; see `Job::shard_mut`.
+pub struct ShardMut<'a> {
+    shard: &'a mut Shard,
+    counts: &'a mut ShardCounts,
+    before: ShardState,
+}
+
+impl std::ops::Deref for ShardMut<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        self.shard
+    }
+}
+
+impl std::ops::DerefMut for ShardMut<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        self.shard
+    }
+}
+
+impl Drop for ShardMut<'_> {
+    fn drop(&mut self) {
+        if self.shard.state != self.before {
+            self.counts.moved(self.before, self.shard.state);
         }
     }
 }

@@ -15,7 +15,7 @@ mod taskmanager;
 mod token;
 
 pub use ids::{JobId, ParseJobIdError, TaskManagerId};
-pub use job::{Job, JobSpec, JobState, Shard, ShardState};
+pub use job::{Job, JobSpec, JobState, Shard, ShardCounts, ShardMut, ShardState};
 pub use limits::*;
 pub use output::{OutputStore, PrintedTail, ShardOutput};
 pub use scheduling::{

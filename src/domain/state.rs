@@ -197,8 +197,12 @@ impl ClusterState {
         Ok(state)
     }
 
-    /// Rebuild the fields derived from the rest: `dependents` and `tenant_slots`.
+    /// Rebuild the fields derived from the rest: `dependents`, `tenant_slots` and each job's
+    /// shard counts.
     fn rebuild_derived(&mut self) {
+        for job in self.jobs.values_mut() {
+            Arc::make_mut(job).recount();
+        }
         self.dependents.clear();
         for (job, options) in &self.scheduling {
             for dependency in &options.after {

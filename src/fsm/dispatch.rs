@@ -123,7 +123,7 @@ mod tests {
         shard.state = shard_state;
         shard.epoch = 7;
         shard.taskmanager = Some("a".into());
-        let job = Job {
+        let mut job = Job {
             id: JobId(3),
             name: "j".into(),
             spec: JobSpec {
@@ -141,7 +141,9 @@ mod tests {
             idempotency_key: None,
             owner: "o".into(),
             shards: vec![shard],
+            counts: Default::default(),
         };
+        job.recount();
         let mut state = ClusterState::default();
         state.jobs.insert(JobId(3), Arc::new(job));
         state

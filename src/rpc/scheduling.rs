@@ -5,7 +5,8 @@
 use super::access::Caller;
 use super::error::ApiError;
 use crate::domain::{
-    ClusterState, JobId, JobScheduling, Role, DEFAULT_PRIORITY, DEFAULT_TENANT, MAX_AFTER,
+    ClusterState, JobId, JobScheduling, Role, ShardState, DEFAULT_PRIORITY, DEFAULT_TENANT,
+    MAX_AFTER,
 };
 use crate::fsm::{validate_options, Rejection, SlotLimit};
 use crate::pb::api::{JobStatus, QuotaInfo, SetQuotaRequest, SubmitRequest};
@@ -102,7 +103,7 @@ pub fn slot_limit(request: &SetQuotaRequest) -> Result<SlotLimit, ApiError> {
 pub fn quotas(state: &ClusterState) -> Vec<QuotaInfo> {
     let mut pending: BTreeMap<&str, u64> = BTreeMap::new();
     for job in state.jobs.values().filter(|j| !j.state.is_terminal()) {
-        let waiting = job.pending_shards().count() as u64;
+        let waiting = u64::from(job.counts.get(ShardState::Pending));
         *pending.entry(state.tenant(job.id)).or_default() += waiting;
     }
     let held = state.slots_held_by_tenant();

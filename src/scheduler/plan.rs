@@ -4,7 +4,7 @@
 
 use super::fairness::{FairQueue, Turn};
 use super::score::{ScoreWeights, TaskManagerScorer};
-use crate::domain::{ClusterState, JobId};
+use crate::domain::{ClusterState, JobId, ShardState};
 use crate::fsm::Placement;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -182,7 +182,7 @@ impl<'a> Round<'a> {
             let slots = u64::from(job.spec.slots_per_shard);
             let gang = state.is_gang(job.id);
             let need = if gang {
-                slots * job.pending_shards().count() as u64
+                slots * u64::from(job.counts.get(ShardState::Pending))
             } else {
                 slots
             };

@@ -5,7 +5,8 @@ use super::admission;
 use super::scheduling::settle_dependents;
 use super::shards::release_slots;
 use crate::domain::{
-    Admission, ClusterState, InputLimits, Job, JobId, JobSpec, JobState, Shard, ShardState,
+    Admission, ClusterState, InputLimits, Job, JobId, JobSpec, JobState, Shard, ShardCounts,
+    ShardState,
 };
 use crate::fsm::command::{Rejection, Response};
 use crate::fsm::validate::validate_spec;
@@ -52,7 +53,7 @@ pub(super) fn submit_job(
         &admission,
     )?;
     let job_id = JobId(log_index);
-    let shards = (0..spec.shard_count).map(Shard::new).collect();
+    let shards: Vec<Shard> = (0..spec.shard_count).map(Shard::new).collect();
     if let Some(key) = &idempotency_key {
         state.idempotency_keys.insert(key.clone(), job_id);
     }
@@ -67,6 +68,7 @@ pub(super) fn submit_job(
             ended_at_ms: None,
             idempotency_key,
             owner,
+            counts: ShardCounts::of(&shards),
             shards,
         }),
     );
@@ -81,12 +83,16 @@ pub(super) fn submit_job(
 pub(super) fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) {
     let mut ended = None;
     if let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) {
+        job.ensure_counts();
+        // Every change of a shard's state in apply keeps the counts; the debug builds (the
+        // tests) check that none was missed.
+        debug_assert_eq!(job.counts, crate::domain::ShardCounts::of(&job.shards));
         job.state = job.derived_state();
         if job.state.is_terminal() && job.ended_at_ms.is_none() {
             job.ended_at_ms = Some(now_ms);
             ended = Some((job.owner.clone(), job.spec.shard_count));
         }
-        let waiting = !job.state.is_terminal() && job.pending_shards().next().is_some();
+        let waiting = !job.state.is_terminal() && job.has_pending_shards();
         if waiting {
             state.jobs_with_pending_shards.insert(job_id);
         } else {
@@ -116,6 +122,8 @@ pub(super) fn cancel_remaining_shards(state: &mut ClusterState, job_id: JobId) -
         shard.state = ShardState::Cancelled;
         cancelled += 1;
     }
+    // Changed in place above; a cancel walks every shard anyway.
+    job.recount();
     for (index, tm) in released {
         release_slots(state, job_id, index, &tm, slots);
     }

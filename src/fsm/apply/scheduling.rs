@@ -193,6 +193,8 @@ pub(super) fn restart_gang(
             ShardState::Failed | ShardState::Cancelled => {}
         }
     }
+    // The loop above changed shards' states directly: a gang restart is rare, so count again.
+    job.recount();
     for (index, tm) in released {
         release_slots(state, job_id, index, &tm, slots);
     }

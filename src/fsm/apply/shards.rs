@@ -3,7 +3,7 @@
 
 use super::jobs::{cancel_remaining_shards, refresh_job};
 use super::taskmanagers::record_run;
-use crate::domain::{ClusterState, JobId, JobState, Shard, ShardState};
+use crate::domain::{ClusterState, JobId, JobState, Shard, ShardMut, ShardState};
 use crate::fsm::command::{Placement, PlacementOutcome, Rejection, Response, ShardOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -106,7 +106,7 @@ fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u6
     {
         return false;
     }
-    let Some(shard) = job.shards.get_mut(p.shard as usize) else {
+    let Some(mut shard) = job.shard_mut(p.shard as usize) else {
         return false;
     };
     if shard.state != ShardState::Pending || shard.not_before_ms > now_ms {
@@ -118,6 +118,7 @@ fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u6
     shard.epoch = log_index;
     shard.exit_code = None;
     shard.started_at_ms = None;
+    drop(shard);
     tm.used_slots += slots;
     Arc::make_mut(
         state
@@ -198,13 +199,13 @@ fn current_assignment<'a>(
     job_id: JobId,
     index: u32,
     epoch: u64,
-) -> Result<&'a mut Shard, Rejection> {
+) -> Result<ShardMut<'a>, Rejection> {
     check_report(state, taskmanager, job_id, index, epoch)?;
     state
         .jobs
         .get_mut(&job_id)
         .map(Arc::make_mut)
-        .and_then(|job| job.shards.get_mut(index as usize))
+        .and_then(|job| job.shard_mut(index as usize))
         .ok_or(Rejection::UnknownShard {
             job_id,
             shard: index,
@@ -219,11 +220,12 @@ pub(super) fn report_started(
     epoch: u64,
     now_ms: u64,
 ) -> Result<Response, Rejection> {
-    let shard = current_assignment(state, taskmanager, job_id, index, epoch)?;
+    let mut shard = current_assignment(state, taskmanager, job_id, index, epoch)?;
     if shard.state == ShardState::Assigned {
         shard.state = ShardState::Running;
         shard.started_at_ms = Some(now_ms);
     }
+    drop(shard);
     refresh_job(state, job_id, now_ms);
     Ok(Response::ShardReported)
 }
@@ -250,11 +252,11 @@ pub(super) fn report_ended(
     if let Some(tm) = state.taskmanagers.get_mut(taskmanager) {
         record_run(tm, &outcome, run_ms, now_ms);
     }
-    if let Some(shard) = state
+    if let Some(mut shard) = state
         .jobs
         .get_mut(&job_id)
         .map(Arc::make_mut)
-        .and_then(|job| job.shards.get_mut(index as usize))
+        .and_then(|job| job.shard_mut(index as usize))
     {
         match outcome {
             ShardOutcome::Finished => {
@@ -269,12 +271,12 @@ pub(super) fn report_ended(
                     shard.state = ShardState::Failed;
                     out_of_attempts = true;
                 } else {
-                    requeue(shard, retry_at_ms);
+                    requeue(&mut shard, retry_at_ms);
                 }
             }
             ShardOutcome::Interrupted { reason } => {
                 shard.error = Some(truncate(reason));
-                interrupt(shard, 0, now_ms);
+                interrupt(&mut shard, 0, now_ms);
             }
             ShardOutcome::CannotStart { error } => {
                 // Retrying would only fail the same way (here or on any TaskManager).
@@ -352,7 +354,7 @@ pub(super) fn requeue_held(
             continue;
         };
         let slots = job.spec.slots_per_shard;
-        let Some(shard) = job.shards.get_mut(*index as usize) else {
+        let Some(mut shard) = job.shard_mut(*index as usize) else {
             continue;
         };
         let matches = shard.state.holds_slots()
@@ -361,7 +363,8 @@ pub(super) fn requeue_held(
         if !matches {
             continue;
         }
-        interrupt(shard, not_before_ms, now_ms);
+        interrupt(&mut shard, not_before_ms, now_ms);
+        drop(shard);
         release_slots(state, *job_id, *index, taskmanager, slots);
         jobs.insert(*job_id);
         moved += 1;
