@@ -13,11 +13,13 @@
 
 mod agent;
 mod host;
+mod host_pipes;
 pub mod host_protocol;
 mod identity;
 pub mod journal;
 mod lease;
 mod output_tap;
+mod poller;
 mod reporter;
 mod run_dir_pool;
 mod runner;

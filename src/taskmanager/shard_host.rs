@@ -8,22 +8,24 @@
 //! before the leader places them elsewhere.
 //!
 //! One exec per agent rather than one per shard: starting a shard costs a vfork-style clone
-//! that copies nothing (`spawn`) and the exec of the command itself, and one reaper thread
-//! sees every end.
+//! that copies nothing (`spawn`) and the exec of the command itself.
+//!
+//! One thread, one loop: it waits on the agent's pipes and every run's pidfd at once
+//! (`poller`), so a request, a shard's end and the events they cause are handled where they
+//! woke the host, and the events of a round go out in one write (`host_pipes`).
 //!
 //! Synchronous std code on purpose: it must work even when nothing else does.
 
+use super::host_pipes::{Arrived, Inbox, Outbox};
 use super::host_protocol::{Event, Request, RunId, SpawnRequest, Stopped, MAX_MESSAGE_BYTES};
+use super::poller::{set_nonblocking, Poller, CLOSED, READABLE, WRITABLE};
 use super::run_dir_pool::RunDirPool;
 use super::spawn::{self, Ended, Launch, Reaper, Spawner};
 use crate::clock::boottime;
 use crate::domain::STOP_GRACE_MS;
-use crate::framing::{encode_frame, read_frame};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How often the keep-alive deadline is checked when nothing else happens.
@@ -43,12 +45,6 @@ const IGNORED_SIGNALS: [libc::c_int; 7] = [
     libc::SIGTTIN,
     libc::SIGTTOU,
 ];
-
-enum Input {
-    Request(Request),
-    AgentGone,
-    Exited(RunId, std::io::Result<Ended>),
-}
 
 struct Running {
     pgid: u32,
@@ -89,6 +85,15 @@ fn is_job_fault(e: &std::io::Error) -> bool {
     )
 }
 
+/// Poller tokens: the agent's two pipes, then one per run (the host's own counter, so nothing
+/// the agent sends can collide with the pipes).
+const STDIN: u64 = 0;
+const STDOUT: u64 = 1;
+const FIRST_RUN_TOKEN: u64 = 2;
+/// Events the agent has not read beyond this: it is not reading at all, so treat it as gone
+/// rather than hold them without bound.
+const MAX_UNREAD_EVENTS_BYTES: usize = 64 * 1024 * 1024;
+
 /// Run the host until the agent goes away; returns the exit code.
 /// `run_dir_pool`: where finished run directories wait to be used again (`None`: made and
 /// removed each time).
@@ -99,100 +104,63 @@ pub fn shard_host(keepalive_timeout: Duration, run_dir_pool: Option<PathBuf>) ->
             libc::signal(sig, libc::SIG_IGN);
         }
     }
-    let (inputs, input) = mpsc::channel::<Input>();
-    let requests = inputs.clone();
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        loop {
-            match read_frame::<Request>(&mut stdin, MAX_MESSAGE_BYTES) {
-                Ok(Some(request)) => {
-                    if requests.send(Input::Request(request)).is_err() {
-                        return;
-                    }
-                }
-                // A closed pipe, or bytes that are not ours: either way the agent is gone.
-                Ok(None) | Err(_) => {
-                    let _ = requests.send(Input::AgentGone);
-                    return;
-                }
-            }
-        }
-    });
-    // Events go out from a thread of their own: a paused agent stops reading, and a full
-    // pipe must not stop this loop from noticing the silence.
-    let (events, outgoing) = mpsc::channel::<Event>();
-    std::thread::spawn(move || {
-        let mut stdout = std::io::stdout().lock();
-        let mut bytes = Vec::new();
-        while let Ok(first) = outgoing.recv() {
-            bytes.clear();
-            for event in std::iter::once(first).chain(outgoing.try_iter()) {
-                if encode_frame(&event, MAX_MESSAGE_BYTES, &mut bytes).is_err() {
-                    continue;
-                }
-            }
-            if stdout
-                .write_all(&bytes)
-                .and_then(|()| stdout.flush())
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-
-    let exits = inputs.clone();
-    let reaper = Reaper::start(move |run, ended| {
-        let _ = exits.send(Input::Exited(run, ended));
-    });
-    let (reaper, null) = match reaper.and_then(|r| Ok((r, File::open("/dev/null")?))) {
-        Ok(parts) => parts,
+    let mut host = match Host::open(run_dir_pool) {
+        Ok(host) => host,
         Err(e) => {
             eprintln!("shard host cannot start: {e}");
             return EXIT_CANNOT_START;
         }
     };
-    drop(inputs);
-    let mut host = Host {
-        runs: BTreeMap::new(),
-        events,
-        spawner: Spawner::default(),
-        reaper,
-        null,
-        dirs: RunDirPool::open(run_dir_pool),
-    };
+    let mut inbox = Inbox::new(libc::STDIN_FILENO, MAX_MESSAGE_BYTES);
+    let mut ready = Vec::new();
     // On CLOCK_BOOTTIME: a suspend of the machine counts as silence.
     let mut last_keepalive = boottime();
     let mut silent = false;
     loop {
-        match input.recv_timeout(POLL) {
-            Ok(Input::Request(Request::Keepalive)) => {
-                last_keepalive = boottime();
-                silent = false;
-            }
-            Ok(Input::Request(Request::Spawn(request))) => {
-                if silent {
-                    // Keep-alives stopped and nothing came back yet: this request is older
-                    // than the silence, or the agent is not itself. Do not start it.
-                    host.send(Event::Exited {
-                        run: request.run,
-                        code: None,
-                        signal: None,
-                        run_ms: 0,
-                        stopped: Some(Stopped::Silence),
-                    });
-                } else {
-                    host.spawn(request);
+        let timeout = host.next_kill_in().map_or(POLL, |due| due.min(POLL));
+        if let Err(e) = host.poller.wait(timeout, &mut ready) {
+            eprintln!("shard host cannot wait: {e}");
+            host.stop_all(Stopped::Requested);
+            return EXIT_AGENT_GONE;
+        }
+        let mut agent_gone = false;
+        for event in &ready {
+            match event.token {
+                STDIN => {
+                    let arrived = inbox.fill();
+                    // Whatever whole requests came before a close or bad bytes still count.
+                    loop {
+                        match inbox.next::<Request>() {
+                            Ok(Some(request)) => {
+                                host.handle(request, &mut last_keepalive, &mut silent)
+                            }
+                            Ok(None) => break,
+                            // Bytes that are not ours: the agent is not itself.
+                            Err(_) => {
+                                agent_gone = true;
+                                break;
+                            }
+                        }
+                    }
+                    if !matches!(arrived, Ok(Arrived::More)) {
+                        agent_gone = true;
+                    }
                 }
+                STDOUT => {
+                    if event.events & CLOSED != 0 {
+                        agent_gone = true;
+                    }
+                }
+                token => host.reap(token),
             }
-            Ok(Input::Request(Request::Stop(run))) => host.terminate(run),
-            Ok(Input::Request(Request::Recycle(dir))) => host.recycle(&dir),
-            Ok(Input::Exited(run, status)) => host.exited(run, status),
-            Ok(Input::AgentGone) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                host.stop_all(Stopped::Requested);
-                return EXIT_AGENT_GONE;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        // One write for every event of this round.
+        if host.flush_events().is_err() {
+            agent_gone = true;
+        }
+        if agent_gone {
+            host.stop_all(Stopped::Requested);
+            return EXIT_AGENT_GONE;
         }
         host.kill_overdue();
         if !silent && boottime().saturating_sub(last_keepalive) > keepalive_timeout {
@@ -204,9 +172,15 @@ pub fn shard_host(keepalive_timeout: Duration, run_dir_pool: Option<PathBuf>) ->
 
 struct Host {
     runs: BTreeMap<RunId, Running>,
-    events: mpsc::Sender<Event>,
+    /// The poller token of each run that has a process.
+    tokens: BTreeMap<u64, RunId>,
+    next_token: u64,
+    poller: Poller,
+    events: Outbox,
+    /// Whether the poller watches stdout for room (events wait to be written).
+    waiting_for_room: bool,
     spawner: Spawner,
-    /// Reaps every run by its pidfd, on a thread of its own, and reports it as an input.
+    /// Reaps every run by its pidfd when the poller reports it readable.
     reaper: Reaper,
     /// A shard's stdin.
     null: File,
@@ -214,8 +188,71 @@ struct Host {
 }
 
 impl Host {
-    fn send(&self, event: Event) {
-        let _ = self.events.send(event);
+    fn open(run_dir_pool: Option<PathBuf>) -> std::io::Result<Self> {
+        let poller = Poller::new()?;
+        for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO] {
+            set_nonblocking(fd)?;
+        }
+        poller.add(libc::STDIN_FILENO, READABLE, STDIN)?;
+        // Watched for room only while events wait; a closed pipe is reported regardless.
+        poller.add(libc::STDOUT_FILENO, 0, STDOUT)?;
+        Ok(Host {
+            runs: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            next_token: FIRST_RUN_TOKEN,
+            poller,
+            events: Outbox::new(libc::STDOUT_FILENO, MAX_MESSAGE_BYTES),
+            waiting_for_room: false,
+            spawner: Spawner::default(),
+            reaper: Reaper::default(),
+            null: File::open("/dev/null")?,
+            dirs: RunDirPool::open(run_dir_pool),
+        })
+    }
+
+    fn handle(&mut self, request: Request, last_keepalive: &mut Duration, silent: &mut bool) {
+        match request {
+            Request::Keepalive => {
+                *last_keepalive = boottime();
+                *silent = false;
+            }
+            Request::Spawn(request) => {
+                if *silent {
+                    // Keep-alives stopped and nothing came back yet: this request is older
+                    // than the silence, or the agent is not itself. Do not start it.
+                    self.send(Event::Exited {
+                        run: request.run,
+                        code: None,
+                        signal: None,
+                        run_ms: 0,
+                        stopped: Some(Stopped::Silence),
+                    });
+                } else {
+                    self.spawn(request);
+                }
+            }
+            Request::Stop(run) => self.terminate(run),
+            Request::Recycle(dir) => self.recycle(&dir),
+        }
+    }
+
+    fn send(&mut self, event: Event) {
+        self.events.push(&event);
+    }
+
+    /// Write the events queued; watch stdout for room while some wait. An error means the
+    /// agent is gone (or reads nothing at all).
+    fn flush_events(&mut self) -> std::io::Result<()> {
+        let done = self.events.flush()?;
+        if done == self.waiting_for_room {
+            let interest = if done { 0 } else { WRITABLE };
+            self.poller.modify(libc::STDOUT_FILENO, interest, STDOUT)?;
+            self.waiting_for_room = !done;
+        }
+        if self.events.waiting() > MAX_UNREAD_EVENTS_BYTES {
+            return Err(std::io::Error::other("the agent reads none of its events"));
+        }
+        Ok(())
     }
 
     fn spawn(&mut self, request: SpawnRequest) {
@@ -227,7 +264,9 @@ impl Host {
         match start(&mut self.spawner, &mut self.dirs, &self.null, &request) {
             Ok(child) => {
                 let pgid = child.pid;
-                if let Err(e) = self.reaper.watch(run, child.pidfd) {
+                let token = self.next_token;
+                self.next_token += 1;
+                if let Err(e) = self.reaper.watch(&self.poller, token, child.pidfd) {
                     // Without a watch its end would never be seen: stop it now.
                     kill_group(pgid);
                     self.send(Event::CannotStart {
@@ -237,6 +276,7 @@ impl Host {
                     });
                     return;
                 }
+                self.tokens.insert(token, run);
                 self.runs.insert(
                     run,
                     Running {
@@ -256,6 +296,26 @@ impl Host {
                 job_fault,
             }),
         }
+    }
+
+    /// The process polled under `token` ended: reap it and report its run.
+    fn reap(&mut self, token: u64) {
+        let Some(ended) = self.reaper.reap(token) else {
+            return;
+        };
+        if let Some(run) = self.tokens.remove(&token) {
+            self.exited(run, ended);
+        }
+    }
+
+    /// How long until the next SIGKILL is due, if one is.
+    fn next_kill_in(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.runs
+            .values()
+            .filter_map(|r| r.kill_at)
+            .min()
+            .map(|at| at.saturating_duration_since(now))
     }
 
     /// Kill a run's process group now (its agent is gone or silent: no grace, since the

@@ -7,8 +7,8 @@
 //! `posix_spawn`, the child also sets `PR_SET_PDEATHSIG` (a shard must die with its host,
 //! however the host dies), which is why this is written by hand.
 //!
-//! `CLONE_PIDFD` hands back a file descriptor for exactly that process: the host's one
-//! reaper thread waits on all of them with epoll and reaps each with `waitid(P_PIDFD)`, so a
+//! `CLONE_PIDFD` hands back a file descriptor for exactly that process: the host's loop waits
+//! on all of them with epoll, beside its pipes, and reaps each with `waitid(P_PIDFD)`, so a
 //! recycled pid can never be mistaken for a run (`Reaper`).
 //!
 //! What the child may do: it shares the host's heap and runs beside the host's other
@@ -16,6 +16,7 @@
 //! data the parent prepared (no allocation, no locks, no Rust std I/O), and reports a failure
 //! by storing `errno` where the parent reads it.
 
+use super::poller::{Poller, READABLE};
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -24,7 +25,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// The child's stack: it only makes system calls, but `execve` and the dynamic symbols it
 /// reaches get room to spare.
@@ -307,102 +307,48 @@ fn wait_pidfd(pidfd: RawFd) -> io::Result<Ended> {
     }
 }
 
-/// One thread that reaps every child of the host as it exits, by pidfd, and hands each end
-/// to `on_exit` with the token it was watched under.
+/// Every running child's pidfd, by the token it is polled under. The host's loop waits on
+/// them with its other descriptors (`Poller`) and reaps a child as soon as its pidfd turns
+/// readable, so an exit costs no hand-off between threads.
+#[derive(Default)]
 pub struct Reaper {
-    epoll: OwnedFd,
-    watched: Arc<Mutex<BTreeMap<u64, OwnedFd>>>,
+    pidfds: BTreeMap<u64, OwnedFd>,
 }
 
 impl Reaper {
-    pub fn start(on_exit: impl Fn(u64, io::Result<Ended>) + Send + 'static) -> io::Result<Self> {
-        // SAFETY: epoll_create1 returns a new descriptor or -1.
-        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epoll < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-        let watched: Arc<Mutex<BTreeMap<u64, OwnedFd>>> = Arc::default();
-        let thread_epoll = epoll.try_clone()?;
-        let thread_watched = watched.clone();
-        std::thread::Builder::new()
-            .name("shard-host-reap".into())
-            .stack_size(256 * 1024)
-            .spawn(move || reap(thread_epoll, thread_watched, on_exit))?;
-        Ok(Reaper { epoll, watched })
-    }
-
-    /// Watch a child: its end reaches `on_exit` under `token` (unique per child).
-    pub fn watch(&self, token: u64, pidfd: OwnedFd) -> io::Result<()> {
-        let fd = pidfd.as_raw_fd();
-        // Registered before epoll can report it, so the reaper always finds it.
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token, pidfd);
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: both descriptors are open; the event is a valid struct.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) }
-            != 0
-        {
-            let error = io::Error::last_os_error();
-            self.watched
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&token);
-            return Err(error);
-        }
+    /// Watch a child in `poller` under `token` (unique per child).
+    pub fn watch(&mut self, poller: &Poller, token: u64, pidfd: OwnedFd) -> io::Result<()> {
+        poller.add(pidfd.as_raw_fd(), READABLE, token)?;
+        self.pidfds.insert(token, pidfd);
         Ok(())
     }
-}
 
-fn reap(
-    epoll: OwnedFd,
-    watched: Arc<Mutex<BTreeMap<u64, OwnedFd>>>,
-    on_exit: impl Fn(u64, io::Result<Ended>),
-) {
-    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
-    loop {
-        // SAFETY: the buffer holds `events.len()` entries.
-        let ready = unsafe {
-            libc::epoll_wait(
-                epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as libc::c_int,
-                -1,
-            )
-        };
-        if ready < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        for event in &events[..ready as usize] {
-            let token = event.u64;
-            let pidfd = watched
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&token);
-            if let Some(pidfd) = pidfd {
-                let ended = wait_pidfd(pidfd.as_raw_fd());
-                // Closing the pidfd also takes it out of the epoll set.
-                drop(pidfd);
-                on_exit(token, ended);
-            }
-        }
+    /// Reap the child watched under `token`, which the poller reported readable (exited);
+    /// `None` if no child is watched under it.
+    pub fn reap(&mut self, token: u64) -> Option<io::Result<Ended>> {
+        let pidfd = self.pidfds.remove(&token)?;
+        // Closing the pidfd (at the end of this scope) also takes it out of the epoll set.
+        Some(wait_pidfd(pidfd.as_raw_fd()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
     use std::time::Duration;
+
+    /// Wait for the child watched under `token` to end, and reap it.
+    fn end_of(poller: &mut Poller, reaper: &mut Reaper, token: u64) -> Ended {
+        let mut ready = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            poller.wait(Duration::from_millis(100), &mut ready).unwrap();
+            if ready.iter().any(|r| r.token == token) {
+                return reaper.reap(token).expect("watched").unwrap();
+            }
+        }
+        panic!("the child under token {token} did not end");
+    }
 
     fn launch_in<'a>(
         dir: &'a Path,
@@ -441,18 +387,15 @@ mod tests {
             "pwd; echo \"$SHARD_VALUE\"; echo oops >&2; exit 7".to_string(),
         ];
         let env = vec![("SHARD_VALUE".to_string(), "forty-two".to_string())];
-        let (tx, rx) = mpsc::channel();
-        let reaper = Reaper::start(move |token, ended| {
-            let _ = tx.send((token, ended.unwrap()));
-        })
-        .unwrap();
+        let mut poller = Poller::new().unwrap();
+        let mut reaper = Reaper::default();
         let mut spawner = Spawner::default();
         let child = spawner
             .spawn(&launch_in(dir.path(), &files, "sh", &args, &env))
             .unwrap();
-        reaper.watch(9, child.pidfd).unwrap();
-        let (token, ended) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(token, 9);
+        reaper.watch(&poller, 9, child.pidfd).unwrap();
+        let ended = end_of(&mut poller, &mut reaper, 9);
+        assert!(reaper.reap(9).is_none(), "a child is reaped once");
         assert_eq!(
             ended,
             Ended {
@@ -504,11 +447,8 @@ mod tests {
         // The test process ignores SIGTERM as the host does; the child must not.
         // SAFETY: changing a disposition in a test binary; restored below.
         let previous = unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
-        let (tx, rx) = mpsc::channel();
-        let reaper = Reaper::start(move |_, ended| {
-            let _ = tx.send(ended.unwrap());
-        })
-        .unwrap();
+        let mut poller = Poller::new().unwrap();
+        let mut reaper = Reaper::default();
         let mut spawner = Spawner::default();
         let args = vec!["60".to_string()];
         let child = spawner
@@ -518,13 +458,13 @@ mod tests {
         let group = unsafe { libc::getpgid(child.pid as i32) };
         assert_eq!(group, child.pid as i32, "the child leads its own group");
         let pid = child.pid;
-        reaper.watch(1, child.pidfd).unwrap();
+        reaper.watch(&poller, 1, child.pidfd).unwrap();
         // SAFETY: signalling the group we just made.
         unsafe {
             libc::kill(-(pid as i32), libc::SIGTERM);
             libc::signal(libc::SIGTERM, previous);
         }
-        let ended = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let ended = end_of(&mut poller, &mut reaper, 1);
         assert_eq!(
             ended,
             Ended {
