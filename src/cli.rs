@@ -367,6 +367,9 @@ pub struct BenchArgs {
     /// returning (0 skips).
     #[arg(long, default_value_t = 1000)]
     pub end_to_end_shards: u32,
+    /// How many such jobs, one after another; the figures are their medians.
+    #[arg(long, default_value_t = 5)]
+    pub end_to_end_runs: usize,
     /// Also measure submissions on a cluster with mutual TLS and tokens, beside the
     /// --insecure one (`--tls false` skips it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

@@ -39,6 +39,8 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
             "2",
             "--end-to-end-shards",
             "20",
+            "--end-to-end-runs",
+            "2",
         ])
         .arg("--dir")
         .arg(dir.path().join("run"))
@@ -73,6 +75,10 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     assert!(report["wait_latency"]["median_ms"].as_f64() > Some(0.0));
     assert!(report["end_to_end"]["per_second"].as_f64() > Some(0.0));
     assert!(report["end_to_end"]["floor_per_second"].as_f64() > Some(0.0));
+    assert_eq!(
+        report["end_to_end"]["runs"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert_eq!(
         report["failover"]["samples_ms"].as_array().map(Vec::len),
         Some(1)

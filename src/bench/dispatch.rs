@@ -21,10 +21,10 @@ pub struct DispatchLatency {
     pub latency: Option<Summary>,
 }
 
+/// One job of `/bin/true` shards, submit to `job wait`, beside the spawn floor measured just
+/// before it.
 #[derive(Debug, Clone, Serialize)]
-pub struct EndToEnd {
-    pub shards: u32,
-    pub slots: u32,
+pub struct EndToEndRun {
     pub seconds: f64,
     pub per_second: f64,
     /// `/bin/true` spawned and reaped per second by two threads doing nothing else.
@@ -32,6 +32,30 @@ pub struct EndToEnd {
     pub share_of_floor: f64,
     /// Raft log entries committed during the run, per shard.
     pub log_entries_per_shard: f64,
+}
+
+/// The medians of `runs` (each figure's own median), and every run in order: the first one
+/// meets a cold cluster (the agents start their shard hosts and fetch the job's spec).
+#[derive(Debug, Clone, Serialize)]
+pub struct EndToEnd {
+    pub shards: u32,
+    pub slots: u32,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub floor_per_second: f64,
+    pub share_of_floor: f64,
+    pub log_entries_per_shard: f64,
+    pub runs: Vec<EndToEndRun>,
+}
+
+fn median_of(runs: &[EndToEndRun], figure: impl Fn(&EndToEndRun) -> f64) -> f64 {
+    let mut values: Vec<f64> = runs.iter().map(figure).collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// The number a finished one-shard job's run printed (a time in ns), from the output the
@@ -203,13 +227,36 @@ async fn committed_index(cluster: &LocalCluster) -> u64 {
     }
 }
 
-/// `shards` shards of `/bin/true`: `dispatcher submit`, then `dispatcher job wait`.
+/// `runs` jobs of `shards` shards of `/bin/true`, one after another: `dispatcher submit`,
+/// then `dispatcher job wait`, each after a measure of the spawn floor.
 pub async fn measure_end_to_end(
     cluster: &LocalCluster,
     binary: &Path,
     shards: u32,
     slots: u32,
+    runs: usize,
 ) -> Result<EndToEnd, BenchError> {
+    let mut measured = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        measured.push(end_to_end_run(cluster, binary, shards).await?);
+    }
+    Ok(EndToEnd {
+        shards,
+        slots,
+        seconds: median_of(&measured, |r| r.seconds),
+        per_second: median_of(&measured, |r| r.per_second),
+        floor_per_second: median_of(&measured, |r| r.floor_per_second),
+        share_of_floor: median_of(&measured, |r| r.share_of_floor),
+        log_entries_per_shard: median_of(&measured, |r| r.log_entries_per_shard),
+        runs: measured,
+    })
+}
+
+async fn end_to_end_run(
+    cluster: &LocalCluster,
+    binary: &Path,
+    shards: u32,
+) -> Result<EndToEndRun, BenchError> {
     let floor = measure_spawn_floor(2000, 2)?;
     let committed_before = committed_index(cluster).await;
     let started = Instant::now();
@@ -253,10 +300,8 @@ pub async fn measure_end_to_end(
     let entries = committed_index(cluster)
         .await
         .saturating_sub(committed_before);
-    Ok(EndToEnd {
+    Ok(EndToEndRun {
         log_entries_per_shard: entries as f64 / f64::from(shards),
-        shards,
-        slots,
         seconds,
         per_second,
         floor_per_second: floor,

@@ -179,8 +179,14 @@ async fn dispatch(
             &binary,
             args.end_to_end_shards,
             AGENTS as u32 * SLOTS,
+            args.end_to_end_runs,
         )
         .await?;
+        let rates: Vec<String> = r
+            .runs
+            .iter()
+            .map(|run| format!("{:.0}", run.per_second))
+            .collect();
         row(
             table,
             format!(
@@ -188,11 +194,14 @@ async fn dispatch(
                 r.shards
             ),
             format!(
-                "{:.0}/s = {:.0}% of the spawn floor ({:.0}/s), {:.2} log entries per shard",
+                "{:.0}/s = {:.0}% of the spawn floor ({:.0}/s), {:.2} log entries per shard; \
+                 medians of {} runs ({}/s)",
                 r.per_second,
                 r.share_of_floor * 100.0,
                 r.floor_per_second,
-                r.log_entries_per_shard
+                r.log_entries_per_shard,
+                r.runs.len(),
+                rates.join(", ")
             ),
             [format!("{:.2} s", r.seconds), String::new(), String::new()],
         );
