@@ -149,8 +149,15 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match runtime.block_on(run(cli)) {
-        Ok(code) => code,
+    // Run on the runtime's workers, not on this thread: a future polled by `block_on` is
+    // woken across threads each time a worker's task wakes it (the agent's loop on every
+    // assignment push, the replica's accept loop), two context switches every time.
+    let code = match runtime.block_on(async { tokio::spawn(run(cli)).await }) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            1
+        }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "error: {e}");
             1

@@ -2,21 +2,22 @@
 //! run first needs it (and again after it died), writes it requests and, while the agent holds
 //! its lease, a keep-alive every 100 ms, and hands each run the events the host sends about it.
 //!
-//! Pipes are read and written by two plain threads, so a slow or paused host never blocks the
-//! agent's async threads. If the host dies, every run it held hears `HostGone` (its shards
+//! Pipes are read and written asynchronously by two tasks, so a slow or paused host never
+//! blocks the agent's threads, and a request or an event costs no hand-off to a thread of
+//! its own. If the host dies, every run it held hears `HostGone` (its shards
 //! died with it: `PR_SET_PDEATHSIG`).
 
 use super::host_protocol::{Event, Request, RunId, SpawnRequest, MAX_MESSAGE_BYTES};
 use super::lease::Lease;
-use crate::framing::{encode_frame, read_frame};
+use crate::framing::{claimed_len, decode_frame, encode_frame, Frame, HEADER_BYTES};
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::os::unix::process::CommandExt;
+use std::io;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc as tokio_mpsc;
 
 /// Keep-alives go to the host this often ...
@@ -44,7 +45,7 @@ type Listeners = HashMap<RunId, tokio_mpsc::UnboundedSender<RunEvent>>;
 
 /// One running host process and its pipes.
 struct Connection {
-    requests: mpsc::Sender<Request>,
+    requests: tokio_mpsc::UnboundedSender<Request>,
     queued: Arc<AtomicUsize>,
     /// `None` once the host is gone: nobody may wait on it any more.
     listeners: Mutex<Option<Listeners>>,
@@ -178,7 +179,7 @@ impl ShardHost {
     }
 
     fn start_host(&self) -> io::Result<Arc<Connection>> {
-        let mut child = Command::new(&self.executable)
+        let mut child = tokio::process::Command::new(&self.executable)
             .arg("shard-host")
             .arg("--keepalive-timeout-ms")
             .arg(self.keepalive_timeout.as_millis().to_string())
@@ -190,74 +191,102 @@ impl ShardHost {
             // Its own process group: a Ctrl-C meant for the agent's terminal does not reach it.
             .process_group(0)
             .spawn()?;
-        let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.start_kill();
             return Err(io::Error::other("the shard host has no pipes"));
         };
         tracing::info!(pid = child.id(), "shard host started");
-        let (requests, queue) = mpsc::channel::<Request>();
+        let (requests, queue) = tokio_mpsc::unbounded_channel::<Request>();
         let queued = Arc::new(AtomicUsize::new(0));
         let connection = Arc::new(Connection {
             requests,
             queued: queued.clone(),
             listeners: Mutex::new(Some(HashMap::new())),
         });
-
-        // Writer: requests out, several per write when they queue up. It ends when the
-        // connection is dropped (closing stdin tells the host to stop everything).
-        std::thread::Builder::new()
-            .name("shard-host-writer".into())
-            .spawn(move || {
-                let mut bytes = Vec::new();
-                while let Ok(first) = queue.recv() {
-                    bytes.clear();
-                    let mut count = 0;
-                    for request in std::iter::once(first).chain(queue.try_iter()) {
-                        count += 1;
-                        if let Err(e) = encode_frame(&request, MAX_MESSAGE_BYTES, &mut bytes) {
-                            tracing::warn!("a request for the shard host cannot be sent: {e}");
-                        }
-                    }
-                    queued.fetch_sub(count, Ordering::Relaxed);
-                    if stdin
-                        .write_all(&bytes)
-                        .and_then(|()| stdin.flush())
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            })?;
-
-        // Reader: events in, each to its run; when the host is gone, every run hears it.
-        let reader_side = Arc::downgrade(&connection);
-        std::thread::Builder::new()
-            .name("shard-host-reader".into())
-            .spawn(move || {
-                loop {
-                    match read_frame::<Event>(&mut stdout, MAX_MESSAGE_BYTES) {
-                        Ok(Some(event)) => deliver(&reader_side, event),
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!("the shard host sent something unreadable: {e}");
-                            let _ = child.kill();
-                            break;
-                        }
-                    }
-                }
-                let status = child.wait();
-                tracing::warn!(?status, "the shard host exited; its runs are over");
-                if let Some(connection) = reader_side.upgrade() {
-                    let gone = lock(&connection.listeners).take().unwrap_or_default();
-                    for (_, listener) in gone {
-                        let _ = listener.send(RunEvent::HostGone);
-                    }
-                }
-            })?;
-
+        tokio::spawn(write_requests(queue, queued, stdin));
+        tokio::spawn(read_events(Arc::downgrade(&connection), stdout, child));
         tokio::spawn(keep_alive(Arc::downgrade(&connection), self.lease.clone()));
         Ok(connection)
+    }
+}
+
+/// Requests out, several per write when they queue up. It ends when the connection is
+/// dropped (closing stdin tells the host to stop everything). The pipe is written
+/// asynchronously: a host that stops reading holds this task, never a thread.
+async fn write_requests(
+    mut queue: tokio_mpsc::UnboundedReceiver<Request>,
+    queued: Arc<AtomicUsize>,
+    mut stdin: tokio::process::ChildStdin,
+) {
+    let mut bytes = Vec::new();
+    while let Some(first) = queue.recv().await {
+        bytes.clear();
+        let mut count = 0;
+        let mut next = Some(first);
+        while let Some(request) = next {
+            count += 1;
+            if let Err(e) = encode_frame(&request, MAX_MESSAGE_BYTES, &mut bytes) {
+                tracing::warn!("a request for the shard host cannot be sent: {e}");
+            }
+            next = queue.try_recv().ok();
+        }
+        queued.fetch_sub(count, Ordering::Relaxed);
+        if stdin.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Events in, each to its run; when the host is gone, every run hears it.
+async fn read_events(
+    connection: Weak<Connection>,
+    stdout: tokio::process::ChildStdout,
+    mut child: tokio::process::Child,
+) {
+    let mut stdout = tokio::io::BufReader::with_capacity(64 * 1024, stdout);
+    loop {
+        match read_event(&mut stdout).await {
+            Ok(Some(event)) => deliver(&connection, event),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!("the shard host sent something unreadable: {e}");
+                let _ = child.start_kill();
+                break;
+            }
+        }
+    }
+    let status = child.wait().await;
+    tracing::warn!(?status, "the shard host exited; its runs are over");
+    if let Some(connection) = connection.upgrade() {
+        let gone = lock(&connection.listeners).take().unwrap_or_default();
+        for (_, listener) in gone {
+            let _ = listener.send(RunEvent::HostGone);
+        }
+    }
+}
+
+/// One event frame; `Ok(None)` at a clean end of the pipe.
+async fn read_event(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Event>> {
+    let mut header = [0u8; HEADER_BYTES];
+    match reader.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = claimed_len(&header).unwrap_or(0);
+    if len > MAX_MESSAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a message claims {len} bytes (at most {MAX_MESSAGE_BYTES})"),
+        ));
+    }
+    let mut frame = vec![0u8; HEADER_BYTES + len];
+    frame[..HEADER_BYTES].copy_from_slice(&header);
+    reader.read_exact(&mut frame[HEADER_BYTES..]).await?;
+    match decode_frame(&frame, MAX_MESSAGE_BYTES) {
+        Frame::Record(event, _) => Ok(Some(*event)),
+        Frame::End => Ok(None),
+        Frame::Torn(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
     }
 }
 
