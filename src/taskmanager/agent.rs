@@ -453,7 +453,9 @@ fn reconcile(ctx: &RunContext, runs: &Runs, reported: &Reported, assignments: Ve
                 ctx.report(&a, ReportKind::Interrupted, Some(&result));
             }
             RunRecord::NeverStarted => {
-                tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, attempt = a.attempt, "starting");
+                // Debug, not info: at a thousand shards a second a line per start is most of
+                // the log; the cluster's events (`dispatcher events`) record every start.
+                tracing::debug!(job = %a.job_id, shard = a.index, epoch = a.epoch, attempt = a.attempt, "starting");
                 ctx.metrics.run_started();
                 runs_now.insert(key, runner::start(ctx.clone(), a));
             }
