@@ -107,30 +107,51 @@ impl ShardState {
 /// apply keeps it beside every change of a shard's state (`ShardCounts::moved`), decode
 /// rebuilds it. It lets apply settle a job's state after a report without walking every
 /// shard, which made a job's life quadratic in its size.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardCounts([u32; 6]);
+///
+/// It also keeps where to start looking for pending shards: no shard below `pending_from`
+/// is pending. It is a hint (0 is always right), so it takes no part in equality.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardCounts {
+    by_state: [u32; 6],
+    pending_from: u32,
+}
+
+impl PartialEq for ShardCounts {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_state == other.by_state
+    }
+}
+
+impl Eq for ShardCounts {}
 
 impl ShardCounts {
     pub fn of(shards: &[Shard]) -> Self {
         let mut counts = ShardCounts::default();
         for shard in shards {
-            counts.0[shard.state.slot()] += 1;
+            counts.by_state[shard.state.slot()] += 1;
         }
+        counts.pending_from = shards
+            .iter()
+            .position(|s| s.state == ShardState::Pending)
+            .unwrap_or(shards.len()) as u32;
         counts
     }
 
-    /// One shard went from `from` to `to`.
-    pub fn moved(&mut self, from: ShardState, to: ShardState) {
-        self.0[from.slot()] = self.0[from.slot()].saturating_sub(1);
-        self.0[to.slot()] += 1;
+    /// Shard `index` went from `from` to `to`.
+    pub fn moved(&mut self, index: u32, from: ShardState, to: ShardState) {
+        self.by_state[from.slot()] = self.by_state[from.slot()].saturating_sub(1);
+        self.by_state[to.slot()] += 1;
+        if to == ShardState::Pending {
+            self.pending_from = self.pending_from.min(index);
+        }
     }
 
     pub fn get(&self, state: ShardState) -> u32 {
-        self.0[state.slot()]
+        self.by_state[state.slot()]
     }
 
     fn total(&self) -> u64 {
-        self.0.iter().map(|&n| u64::from(n)).sum()
+        self.by_state.iter().map(|&n| u64::from(n)).sum()
     }
 }
 
@@ -199,9 +220,20 @@ pub struct Job {
 impl Job {
     /// Shards not yet placed on any TaskManager.
     pub fn pending_shards(&self) -> impl Iterator<Item = &Shard> {
-        self.shards
+        let from = (self.counts.pending_from as usize).min(self.shards.len());
+        self.shards[from..]
             .iter()
             .filter(|s| s.state == ShardState::Pending)
+    }
+
+    /// Move the start of the pending shards past those placed since (apply calls this after
+    /// changing a job, so the scheduler's scans skip what is placed or done).
+    pub fn skip_placed_shards(&mut self) {
+        let mut from = self.counts.pending_from as usize;
+        while from < self.shards.len() && self.shards[from].state != ShardState::Pending {
+            from += 1;
+        }
+        self.counts.pending_from = from as u32;
     }
 
     /// The job's state as its shards imply it. `Cancelled` and `Failed` are set by apply
@@ -273,7 +305,67 @@ impl std::ops::DerefMut for ShardMut<'_> {
 impl Drop for ShardMut<'_> {
     fn drop(&mut self) {
         if self.shard.state != self.before {
-            self.counts.moved(self.before, self.shard.state);
+            self.counts
+                .moved(self.shard.index, self.before, self.shard.state);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(shards: u32) -> Job {
+        let shards: Vec<Shard> = (0..shards).map(Shard::new).collect();
+        Job {
+            id: JobId(1),
+            name: "j".into(),
+            spec: JobSpec {
+                command: "/bin/true".into(),
+                args: vec![],
+                env: Default::default(),
+                shard_count: shards.len() as u32,
+                slots_per_shard: 1,
+                max_attempts: 1,
+                selector: Default::default(),
+            },
+            state: JobState::Pending,
+            created_at_ms: 0,
+            ended_at_ms: None,
+            idempotency_key: None,
+            owner: "o".into(),
+            counts: ShardCounts::of(&shards),
+            shards,
+        }
+    }
+
+    fn set(job: &mut Job, index: usize, state: ShardState) {
+        job.shard_mut(index).unwrap().state = state;
+    }
+
+    #[test]
+    fn counts_and_the_pending_scan_follow_every_change_made_through_the_guard() {
+        let mut job = job(4);
+        for i in 0..3 {
+            set(&mut job, i, ShardState::Assigned);
+        }
+        set(&mut job, 0, ShardState::Finished);
+        job.skip_placed_shards();
+        let pending: Vec<u32> = job.pending_shards().map(|s| s.index).collect();
+        assert_eq!(pending, vec![3]);
+        assert_eq!(job.derived_state(), JobState::Running);
+        // Shard 1 goes back to pending, below where the scan had moved to.
+        set(&mut job, 1, ShardState::Pending);
+        let pending: Vec<u32> = job.pending_shards().map(|s| s.index).collect();
+        assert_eq!(pending, vec![1, 3]);
+        assert_eq!(job.counts, ShardCounts::of(&job.shards));
+        for i in 0..4 {
+            set(&mut job, i, ShardState::Finished);
+        }
+        job.skip_placed_shards();
+        assert_eq!(job.pending_shards().count(), 0);
+        assert!(!job.has_pending_shards());
+        assert_eq!(job.derived_state(), JobState::Finished);
+        assert_eq!(job.counts.get(ShardState::Finished), 4);
     }
 }

@@ -87,6 +87,8 @@ pub(super) fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) 
         // Every change of a shard's state in apply keeps the counts; the debug builds (the
         // tests) check that none was missed.
         debug_assert_eq!(job.counts, crate::domain::ShardCounts::of(&job.shards));
+        job.skip_placed_shards();
+        debug_assert!(job.pending_shards().count() == job.counts.get(ShardState::Pending) as usize);
         job.state = job.derived_state();
         if job.state.is_terminal() && job.ended_at_ms.is_none() {
             job.ended_at_ms = Some(now_ms);
