@@ -54,3 +54,4 @@ pub mod rpc;
 pub mod scheduler;
 pub mod security;
 pub mod taskmanager;
+pub mod zeroed_tail;

@@ -4,6 +4,9 @@
 //! so an agent restarted on the same work dir never runs a shard twice: it reports a finished
 //! run again and a run it was cut off from as interrupted.
 //!
+//! The file is extended with zeros a few MiB ahead of its records (`zeroed_tail`), so a
+//! sync writes the records alone; replay stops at the zeros.
+//!
 //! One writer thread owns the file. Whatever was queued while it synced goes out in the next
 //! write with one `fdatasync` (group commit), so a burst of short shards costs a few syncs,
 //! not several per shard. Runs the leader no longer lists are forgotten; once the forgotten
@@ -150,7 +153,9 @@ impl Journal {
             .truncate(false)
             .write(true)
             .open(&path)?;
-        if whole < bytes.len() {
+        let mut written = bytes.len();
+        if whole < bytes.len() && !crate::zeroed_tail::is_zeroed(&bytes[whole..]) {
+            written = whole;
             tracing::warn!(
                 path = %path.display(),
                 cut = bytes.len() - whole,
@@ -171,6 +176,7 @@ impl Journal {
             path,
             file,
             len: whole as u64,
+            zeroed_until: written as u64,
             failed: None,
             index: index.clone(),
         };
@@ -244,6 +250,9 @@ struct Writer {
     file: File,
     /// Bytes of whole records in the file: where the next append goes.
     len: u64,
+    /// The file holds written bytes (records, then zeros) up to here, so an append below it
+    /// is synced without touching metadata (`zeroed_tail`).
+    zeroed_until: u64,
     /// Set when the file can no longer be trusted to keep what is appended.
     failed: Option<String>,
     index: Arc<Mutex<BTreeMap<RunKey, RunRecord>>>,
@@ -288,16 +297,24 @@ impl Writer {
         }
         let written = match &self.failed {
             Some(why) => Err(io::Error::other(why.clone())),
-            None => self
-                .file
-                .write_all(&bytes)
-                .and_then(|()| self.file.sync_data()),
+            None => crate::zeroed_tail::ensure(
+                &self.file,
+                self.zeroed_until,
+                self.len + bytes.len() as u64,
+                crate::zeroed_tail::AHEAD_BYTES,
+            )
+            .and_then(|zeroed| {
+                self.zeroed_until = zeroed;
+                self.file.write_all(&bytes)
+            })
+            .and_then(|()| self.file.sync_data()),
         };
         match &written {
             Ok(()) => self.len += bytes.len() as u64,
             Err(e) if self.failed.is_none() => {
                 // Half a write would sit before every later record and hide them on replay:
                 // cut it off, or stop writing.
+                self.zeroed_until = self.len;
                 let cut = self
                     .file
                     .set_len(self.len)
@@ -347,6 +364,7 @@ impl Writer {
         fs::rename(&tmp, &self.path)?;
         self.file = file;
         self.len = bytes.len() as u64;
+        self.zeroed_until = self.len;
         if let Err(e) = sync_dir(&self.path) {
             self.failed = Some(format!("the rewritten run journal may not be durable: {e}"));
             return Err(e);
@@ -398,8 +416,12 @@ mod tests {
         let path = dir.path().join(FILE_NAME);
         let mut half = Vec::new();
         encode_frame(&ended(1, 3), MAX_RECORD_BYTES, &mut half).expect("encode");
-        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
-        file.write_all(&half[..half.len() / 2]).expect("write");
+        // Where the records end, the zeros written ahead of them begin: the torn half lands
+        // there.
+        let (_, end) = replay(&fs::read(&path).expect("read"));
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&file, &half[..half.len() / 2], end as u64)
+            .expect("write");
         drop(file);
 
         let journal = Journal::open(dir.path()).expect("reopen");
@@ -414,8 +436,12 @@ mod tests {
         assert_eq!(journal.get(&("j-1".into(), 2, 7)), None);
         // Appends go after the cut, not after the torn bytes.
         journal.append(ended(1, 3)).await.expect("append");
-        let (index, whole) = replay(&fs::read(&path).expect("read"));
-        assert_eq!(whole, fs::metadata(&path).expect("meta").len() as usize);
+        let bytes = fs::read(&path).expect("read");
+        let (index, whole) = replay(&bytes);
+        assert!(
+            crate::zeroed_tail::is_zeroed(&bytes[whole..]),
+            "only zeros after the records"
+        );
         assert!(matches!(
             index.get(&("j-1".into(), 1, 7)),
             Some(RunRecord::Ended(r)) if r.exit_code == Some(3)
@@ -437,9 +463,9 @@ mod tests {
         // The rewrite happens on the writer thread, ordered before this append.
         journal.append(started(runs)).await.expect("append");
         let path = dir.path().join(FILE_NAME);
-        let (index, _) = replay(&fs::read(&path).expect("read"));
+        let (index, records_bytes) = replay(&fs::read(&path).expect("read"));
         assert_eq!(index.len(), 2, "only the kept run and the new one remain");
-        assert!(fs::metadata(&path).expect("meta").len() < 1024);
+        assert!(records_bytes < 1024);
         drop(journal);
         let reopened = Journal::open(dir.path()).expect("reopen");
         assert!(matches!(

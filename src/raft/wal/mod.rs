@@ -28,6 +28,7 @@ mod syncer;
 pub use syncer::SyncStats;
 
 use super::types::{Entry, LogId, TypeConfig, Vote};
+use crate::zeroed_tail;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 use record::{decode_entry, decode_frame, encode_frame, Frame, Record};
@@ -61,6 +62,9 @@ struct State {
     segments: BTreeMap<u64, Segment>,
     current: u64,
     write_offset: u64,
+    /// The current segment holds written bytes (records, then zeros) up to here: appends
+    /// below it change no metadata (`zeroed_tail`).
+    zeroed_until: u64,
     /// The index of `entries[0]`.
     first_index: u64,
     entries: VecDeque<Loc>,
@@ -196,6 +200,7 @@ impl WalLogStore {
             segments: BTreeMap::new(),
             current: 0,
             write_offset: 0,
+            zeroed_until: 0,
             first_index: 0,
             entries: VecDeque::new(),
             vote: None,
@@ -212,7 +217,8 @@ impl WalLogStore {
             let shown = seg.path.display().to_string();
             state.segments.insert(seq, seg);
             let valid = replay(&mut state, seq, &bytes, Some(seq) == newest, &shown)?;
-            if valid < bytes.len() {
+            let mut written = bytes.len();
+            if valid < bytes.len() && !zeroed_tail::is_zeroed(&bytes[valid..]) {
                 // A torn write at the end of the newest segment: never acknowledged.
                 tracing::warn!(
                     segment = %shown,
@@ -221,15 +227,18 @@ impl WalLogStore {
                 );
                 file.set_len(valid as u64)?;
                 file.sync_all()?;
+                written = valid;
             }
             state.current = seq;
             state.write_offset = valid as u64;
+            state.zeroed_until = written as u64;
         }
         if state.segments.is_empty() {
             let header = state.checkpoint()?;
             let seg = segment::create(dir, 1, &header)?;
             state.current = 1;
             state.write_offset = header.len() as u64;
+            state.zeroed_until = header.len() as u64;
             state.segments.insert(1, seg);
         }
         Ok(WalLogStore {
@@ -279,6 +288,12 @@ impl WalLogStore {
             .map(|s| s.file.clone())
             .ok_or_else(|| io::Error::other("the log has no current segment"))?;
         let base = state.write_offset;
+        state.zeroed_until = zeroed_tail::ensure(
+            &file,
+            state.zeroed_until,
+            base + buf.len() as u64,
+            zeroed_tail::AHEAD_BYTES.min(self.shared.segment_bytes),
+        )?;
         file.write_all_at(&buf, base)?;
         for (record, (start, len)) in committed.iter().chain(records).zip(frames) {
             state.apply(record, current, base + start as u64, len)?;
@@ -298,6 +313,7 @@ impl WalLogStore {
         state.segments.insert(seq, seg);
         state.current = seq;
         state.write_offset = header.len() as u64;
+        state.zeroed_until = header.len() as u64;
         Ok(())
     }
 

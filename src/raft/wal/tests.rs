@@ -73,13 +73,19 @@ async fn a_torn_write_at_the_end_is_cut_off_and_the_log_goes_on() {
         .expect("list")
         .pop()
         .expect("a segment");
-    let len = std::fs::metadata(&path).expect("meta").len();
-    // The crash cut the last record short.
+    // The records end where the zeros written ahead of them begin.
+    let bytes = std::fs::read(&path).expect("read");
+    let mut end = 0;
+    while let record::Frame::Record(_, used) = record::decode_frame(&bytes[end..]) {
+        end += used;
+    }
+    assert!(end < bytes.len() && crate::zeroed_tail::is_zeroed(&bytes[end..]));
+    // The crash cut the last record short: its last bytes never reached the disk.
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
         .expect("open");
-    file.set_len(len - 3).expect("cut");
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0, 0, 0], end as u64 - 3).expect("tear");
     drop(file);
     let mut store = WalLogStore::open(dir.path()).expect("reopen");
     assert_eq!(indexes(&mut store).await, vec![1, 2, 3, 4]);
