@@ -17,7 +17,7 @@ use std::os::unix::fs::FileExt;
 
 /// How far ahead of the records the zeros are written, at most.
 pub const AHEAD_BYTES: u64 = 4 * 1024 * 1024;
-const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Make `file` hold written bytes up to at least `end`, extending it with zeros from
 /// `zeroed_until` (its current end) by at least `ahead` bytes; returns the new end. Not
