@@ -6,7 +6,7 @@
 //! Pure: no clock, no I/O. The state machine keeps the recent ones for streams.
 
 use super::command::{Command, Response, ShardOutcome};
-use crate::domain::{ClusterState, JobId, JobState};
+use crate::domain::{ClusterState, JobId, JobState, ShardState};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,10 +31,15 @@ pub struct Before {
 }
 
 enum BeforeKind {
-    Submit { name: String, shards: u32 },
+    Submit {
+        name: String,
+        shards: u32,
+    },
     Place(Vec<(JobId, u32, String)>),
     Started(JobId, u32, String),
-    Ended(JobId, u32, String, ShardOutcome),
+    /// A run's end; `true` when its start was never reported (the agent sends only the end
+    /// of a run that ended within its report batch), so its start is derived here.
+    Ended(JobId, u32, String, ShardOutcome, bool),
     Cancel(JobId),
     Register(String),
     Lost(String),
@@ -82,12 +87,32 @@ impl Before {
                 taskmanager,
                 job_id,
                 shard,
+                epoch,
                 outcome,
                 ..
-            } => (
-                BeforeKind::Ended(*job_id, *shard, taskmanager.clone(), outcome.clone()),
-                job_of(job_id),
-            ),
+            } => {
+                // The process ran (it has an outcome of its own) while the state still holds
+                // the run as assigned: its start was folded into this end.
+                let ran = matches!(
+                    outcome,
+                    ShardOutcome::Finished | ShardOutcome::Failed { .. }
+                );
+                let start_unreported = ran
+                    && state
+                        .job(*job_id)
+                        .and_then(|j| j.shards.get(*shard as usize))
+                        .is_some_and(|s| s.state == ShardState::Assigned && s.epoch == *epoch);
+                (
+                    BeforeKind::Ended(
+                        *job_id,
+                        *shard,
+                        taskmanager.clone(),
+                        outcome.clone(),
+                        start_unreported,
+                    ),
+                    job_of(job_id),
+                )
+            }
             Command::CancelJob { job_id, .. } | Command::CancelOwnJob { job_id, .. } => {
                 (BeforeKind::Cancel(*job_id), job_of(job_id))
             }
@@ -196,7 +221,16 @@ impl Before {
                     String::new(),
                 );
             }
-            BeforeKind::Ended(job_id, shard, tm, outcome) => {
+            BeforeKind::Ended(job_id, shard, tm, outcome, start_unreported) => {
+                if start_unreported {
+                    push(
+                        "shard_started",
+                        Some(job_id),
+                        Some(shard),
+                        Some(tm.clone()),
+                        String::new(),
+                    );
+                }
                 let (kind, detail) = match outcome {
                     ShardOutcome::Finished => ("shard_finished", String::new()),
                     ShardOutcome::Failed { exit_code, .. } => (
@@ -537,9 +571,10 @@ mod tests {
             retry_at_ms: 0,
             now_ms: 4,
         };
+        // No start was reported: the end brings it (a run shorter than a report batch).
         assert_eq!(
             kinds(&step(&mut state, 4, end(0, 3))),
-            vec![("shard_finished", Some(0))]
+            vec![("shard_started", Some(0)), ("shard_finished", Some(0))]
         );
         // A stale report is refused: no event.
         assert!(step(&mut state, 5, end(0, 3)).is_empty());
@@ -555,9 +590,54 @@ mod tests {
         let last = step(&mut state, 7, end(1, 6));
         assert_eq!(
             kinds(&last),
-            vec![("shard_finished", Some(1)), ("job_finished", None)]
+            vec![
+                ("shard_started", Some(1)),
+                ("shard_finished", Some(1)),
+                ("job_finished", None)
+            ]
         );
-        assert_eq!((last[1].index, last[1].seq), (7, 1));
+        assert_eq!((last[2].index, last[2].seq), (7, 2));
+    }
+
+    #[test]
+    fn an_interrupted_or_unstartable_run_gets_no_derived_start() {
+        let mut state = ClusterState::default();
+        step(&mut state, 1, register(2));
+        let job_id = step(&mut state, 2, submit())[0].job_id.expect("job");
+        let place = Command::PlaceShards {
+            placements: (0..2)
+                .map(|shard| Placement {
+                    job_id,
+                    shard,
+                    taskmanager: "tm".into(),
+                })
+                .collect(),
+            now_ms: 3,
+        };
+        step(&mut state, 3, place);
+        let end = |shard, outcome| Command::ReportShardEnded {
+            taskmanager: "tm".into(),
+            job_id,
+            shard,
+            epoch: 3,
+            outcome,
+            run_ms: 1,
+            retry_at_ms: 0,
+            now_ms: 4,
+        };
+        let interrupted = ShardOutcome::Interrupted {
+            reason: "agent restarted".into(),
+        };
+        assert_eq!(
+            kinds(&step(&mut state, 4, end(0, interrupted))),
+            vec![("shard_interrupted", Some(0))]
+        );
+        let cannot = ShardOutcome::CannotStart {
+            error: "no such program".into(),
+        };
+        let events = kinds(&step(&mut state, 5, end(1, cannot)));
+        assert_eq!(events[0], ("shard_cannot_start", Some(1)), "{events:?}");
+        assert!(events.iter().all(|(kind, _)| *kind != "shard_started"));
     }
 
     #[test]
@@ -616,17 +696,20 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(i, a)| i == 2 || !matches!(a, Response::Rejected(_))));
+        // Shard 1's start was never reported (folded into its end): it is derived, so every
+        // run that ended shows as started first.
         assert_eq!(
             kinds(&events),
             vec![
                 ("shard_started", Some(0)),
                 ("shard_finished", Some(0)),
+                ("shard_started", Some(1)),
                 ("shard_finished", Some(1)),
                 ("job_finished", None),
             ]
         );
         let seqs: Vec<(u64, u32)> = events.iter().map(|e| (e.index, e.seq)).collect();
-        assert_eq!(seqs, vec![(4, 0), (4, 1), (4, 2), (4, 3)]);
+        assert_eq!(seqs, vec![(4, 0), (4, 1), (4, 2), (4, 3), (4, 4)]);
         assert_eq!(
             state.digest(),
             digest_before_refusal.digest(),
