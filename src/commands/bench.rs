@@ -182,11 +182,20 @@ async fn dispatch(
             args.end_to_end_runs,
         )
         .await?;
-        let rates: Vec<String> = r
-            .runs
-            .iter()
-            .map(|run| format!("{:.0}", run.per_second))
-            .collect();
+        // Every run's rate when there are a few; the range when there are many (all are
+        // in the JSON).
+        let rates: Vec<f64> = r.runs.iter().map(|run| run.per_second).collect();
+        let shown = if rates.len() <= 5 {
+            rates
+                .iter()
+                .map(|rate| format!("{rate:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            let low = rates.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = rates.iter().copied().fold(0.0, f64::max);
+            format!("{low:.0}–{high:.0}")
+        };
         row(
             table,
             format!(
@@ -201,7 +210,7 @@ async fn dispatch(
                 r.floor_per_second,
                 r.log_entries_per_shard,
                 r.runs.len(),
-                rates.join(", ")
+                shown
             ),
             [format!("{:.2} s", r.seconds), String::new(), String::new()],
         );
