@@ -99,14 +99,16 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
 /// its other shards go back to pending, and are not placed again before their agents have
 /// surely stopped them. Whether a restart was applied.
 async fn restart_split_gangs(raft: &Raft, shared: &SharedState, lease_ms: u64) -> bool {
+    // A split gang has pending shards: only those jobs are looked at, not every job that
+    // has options (with tokens on, every retained job has a tenant).
     let split: Vec<JobId> = {
         let view = shared.read();
         let state = &view.state;
         state
-            .scheduling
+            .jobs_with_pending_shards
             .iter()
-            .filter(|(job, options)| options.gang && gang_is_split(state, **job))
-            .map(|(job, _)| *job)
+            .copied()
+            .filter(|job| gang_is_split(state, *job))
             .collect()
     };
     let mut restarted = false;
