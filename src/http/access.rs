@@ -6,8 +6,10 @@
 //!   way.
 //! - The dashboard's page is open (it is static); the data it shows (`/api/...`: jobs with
 //!   their names, TaskManagers, events) needs a token of any role when the cluster has
-//!   tokens (TLS on): `Authorization: Bearer <secret>`, or `?token=<secret>` for the event
-//!   stream, which browsers open without headers. Under `--insecure` everything is open.
+//!   tokens (TLS on), in the `Authorization: Bearer <secret>` header and nowhere else: a
+//!   secret in a URL ends up in the logs of every proxy and server on the way (the page reads
+//!   the event stream with `fetch`, which sends headers). Under `--insecure` everything is
+//!   open.
 
 use crate::domain::Permission;
 use crate::raft::SharedState;
@@ -29,12 +31,8 @@ pub enum HttpAccess {
 pub type Refusal = (StatusCode, String);
 
 impl HttpAccess {
-    /// Whether a request with these headers and `?token=` may read the cluster's data.
-    pub fn check_read(
-        &self,
-        headers: &HeaderMap,
-        query_token: Option<&str>,
-    ) -> Result<(), Refusal> {
+    /// Whether a request with these headers may read the cluster's data.
+    pub fn check_read(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let HttpAccess::Tokens(shared) = self else {
             return Ok(());
         };
@@ -42,11 +40,11 @@ impl HttpAccess {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_bearer);
-        let Some(secret) = from_header.or(query_token.filter(|t| !t.is_empty())) else {
+        let Some(secret) = from_header else {
             return Err((
                 StatusCode::UNAUTHORIZED,
-                "this needs a token of any role: send `Authorization: Bearer <secret>` (or \
-                 ?token=<secret>); an admin makes one with `dispatcher token create`\n"
+                "this needs a token of any role in the header `Authorization: Bearer <secret>` \
+                 (not in the URL); an admin makes one with `dispatcher token create`\n"
                     .into(),
             ));
         };

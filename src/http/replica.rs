@@ -77,17 +77,8 @@ async fn ready(State(replica): State<ReplicaHttp>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
-}
-
-async fn overview(
-    State(replica): State<ReplicaHttp>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
-) -> Response {
-    if let Err(refusal) = replica.access.check_read(&headers, query.token.as_deref()) {
+async fn overview(State(replica): State<ReplicaHttp>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = replica.access.check_read(&headers) {
         return refusal.into_response();
     }
     let raft_metrics = replica.raft.metrics().borrow_watched().clone();
@@ -158,7 +149,6 @@ fn jobs_json(state: &ClusterState) -> Vec<Value> {
 
 #[derive(Deserialize)]
 struct EventsQuery {
-    token: Option<String>,
     from_index: Option<u64>,
 }
 
@@ -167,7 +157,7 @@ async fn events(
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Response {
-    if let Err(refusal) = replica.access.check_read(&headers, query.token.as_deref()) {
+    if let Err(refusal) = replica.access.check_read(&headers) {
         return refusal.into_response();
     }
     let from = sse::resume_point(&headers, query.from_index);
