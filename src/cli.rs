@@ -94,7 +94,8 @@ pub struct CertsParties {
     /// Replica ids: each gets `replica-<id>`.
     #[arg(long, value_delimiter = ',')]
     pub replicas: Vec<u64>,
-    /// TaskManager names: each gets `tm-<name>`.
+    /// TaskManager names: each gets `tm-<name>`, good for its HTTPS side too (`--http-listen`)
+    /// as `tm-<name>`, localhost and, written `<name>=<host>`, that DNS name or IP address.
     #[arg(long, value_delimiter = ',')]
     pub taskmanagers: Vec<String>,
     /// Client names: each gets `client-<name>`.

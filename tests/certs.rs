@@ -32,7 +32,7 @@ fn certs_init_issues_a_verifiable_certificate_per_party() -> anyhow::Result<()> 
             "--replicas",
             "1,2,3",
             "--taskmanagers",
-            "w1",
+            "w1=10.0.0.9,w2",
             "--clients",
             "ops",
         ])
@@ -47,6 +47,9 @@ fn certs_init_issues_a_verifiable_certificate_per_party() -> anyhow::Result<()> 
         ("replica-1", "sslclient"),
         ("replica-3", "sslserver"),
         ("tm-w1", "sslclient"),
+        // Its HTTPS side (`--http-listen`) presents it.
+        ("tm-w1", "sslserver"),
+        ("tm-w2", "sslserver"),
         ("client-ops", "sslclient"),
     ] {
         let cert = format!("{party}.pem");
@@ -56,7 +59,7 @@ fn certs_init_issues_a_verifiable_certificate_per_party() -> anyhow::Result<()> 
         )?;
         assert!(ok, "{party} for {purpose}: {said}");
     }
-    // A TaskManager's certificate is no server certificate.
+    // A client's certificate is no server certificate.
     let (ok, _) = openssl(
         &[
             "verify",
@@ -64,11 +67,24 @@ fn certs_init_issues_a_verifiable_certificate_per_party() -> anyhow::Result<()> 
             "ca.pem",
             "-purpose",
             "sslserver",
-            "tm-w1.pem",
+            "client-ops.pem",
         ],
         &out,
     )?;
-    assert!(!ok, "tm-w1 verified as a server");
+    assert!(!ok, "client-ops verified as a server");
+    // A TaskManager's names: its own, localhost, and the host given for it.
+    let (_, text) = openssl(&["x509", "-in", "tm-w1.pem", "-noout", "-text"], &out)?;
+    for expected in [
+        "DNS:tm-w1",
+        "DNS:localhost",
+        "IP Address:127.0.0.1",
+        "IP Address:10.0.0.9",
+        "URI:dispatcher:tm-w1",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+    let (_, text) = openssl(&["x509", "-in", "tm-w2.pem", "-noout", "-text"], &out)?;
+    assert!(!text.contains("10.0.0.9"), "w1's host in w2's certificate");
 
     let (_, text) = openssl(&["x509", "-in", "replica-2.pem", "-noout", "-text"], &out)?;
     assert!(

@@ -240,6 +240,17 @@ async fn with_tls_the_http_side_is_https_and_the_dashboard_data_needs_a_token() 
     let samples = scrape(&https, &http).await?;
     assert!(has_family(&samples, "dispatcher_raft_term"));
 
+    log_phase("an agent's HTTP side is HTTPS a client can verify against the cluster CA");
+    let mut cluster = cluster;
+    cluster.start_taskmanager("web", 1, &[])?;
+    let agent_http = cluster.taskmanager("web")?.http.clone();
+    wait_for(DEADLINE, "the agent's HTTPS side", || async {
+        (status_of(&https, &agent_http, "/healthz").await == Some(200)).then_some(())
+    })
+    .await?;
+    let agent = scrape(&https, &agent_http).await?;
+    assert!(has_family(&agent, "dispatcher_agent_slots"));
+
     log_phase("plain HTTP is not served on the HTTPS port");
     assert!(
         get(&HttpTarget::Plain, &http, "/healthz", &[])

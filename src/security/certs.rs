@@ -59,6 +59,8 @@ pub struct CertsPlan {
 enum Role {
     /// Server and client (replicas).
     Replica,
+    /// Client of the replicas, and server of its own HTTP side (`--http-listen`).
+    TaskManager,
     /// Client only.
     Caller,
 }
@@ -79,13 +81,21 @@ impl CertsPlan {
             .iter()
             .map(|id| (format!("replica-{id}"), Role::Replica))
             .collect();
-        for (prefix, names) in [("tm", &self.taskmanagers), ("client", &self.clients)] {
-            for name in names {
-                if !valid_name(name) {
-                    return Err(CertsError::BadName(name.clone()));
-                }
-                parties.push((format!("{prefix}-{name}"), Role::Caller));
+        for entry in &self.taskmanagers {
+            let (name, host) = split_host(entry);
+            if !valid_name(name) {
+                return Err(CertsError::BadName(entry.clone()));
             }
+            if let Some(host) = host {
+                host_san(host)?;
+            }
+            parties.push((format!("tm-{name}"), Role::TaskManager));
+        }
+        for name in &self.clients {
+            if !valid_name(name) {
+                return Err(CertsError::BadName(name.clone()));
+            }
+            parties.push((format!("client-{name}"), Role::Caller));
         }
         if parties.is_empty() {
             return Err(CertsError::NoParties);
@@ -99,21 +109,56 @@ impl CertsPlan {
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         names.extend(self.hosts.iter().cloned());
         names.dedup();
-        let mut sans = Vec::new();
-        for host in names {
-            let san = match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(
-                    host.clone()
-                        .try_into()
-                        .map_err(|_| CertsError::BadHost(host.clone()))?,
-                ),
-            };
-            sans.push(san);
-        }
+        let mut sans = names
+            .iter()
+            .map(|host| host_san(host))
+            .collect::<Result<Vec<_>, _>>()?;
         sans.push(uri_san(party)?);
         Ok(sans)
     }
+
+    /// A TaskManager's names for its HTTPS side: its party name as a DNS name (for a
+    /// scraper's `server_name`), localhost, and the host given as `--taskmanagers
+    /// <name>=<host>`.
+    fn taskmanager_sans(&self, party: &str) -> Result<Vec<SanType>, CertsError> {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if party.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            names.push(party.to_string());
+        }
+        let host = self
+            .taskmanagers
+            .iter()
+            .find_map(|entry| match split_host(entry) {
+                (name, Some(host)) if format!("tm-{name}") == party => Some(host.to_string()),
+                _ => None,
+            });
+        names.extend(host);
+        let mut sans = names
+            .iter()
+            .map(|host| host_san(host))
+            .collect::<Result<Vec<_>, _>>()?;
+        sans.push(uri_san(party)?);
+        Ok(sans)
+    }
+}
+
+/// `name=host` → (name, Some(host)); `name` → (name, None).
+fn split_host(entry: &str) -> (&str, Option<&str>) {
+    match entry.split_once('=') {
+        Some((name, host)) => (name, Some(host)),
+        None => (entry, None),
+    }
+}
+
+fn host_san(host: &str) -> Result<SanType, CertsError> {
+    Ok(match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(
+            host.to_string()
+                .try_into()
+                .map_err(|_| CertsError::BadHost(host.to_string()))?,
+        ),
+    })
 }
 
 fn uri_san(party: &str) -> Result<SanType, CertsError> {
@@ -157,6 +202,13 @@ fn party_params(
     match role {
         Role::Replica => {
             params.subject_alt_names = plan.replica_sans(party)?;
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+        }
+        Role::TaskManager => {
+            params.subject_alt_names = plan.taskmanager_sans(party)?;
             params.extended_key_usages = vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
