@@ -3,44 +3,54 @@
 //! applied (it has joined the cluster), NOT_SERVING before that or after it was removed; a
 //! load balancer or `grpc-health-probe` needs nothing of ours to ask.
 
-use crate::raft::{NodeId, Raft};
+use crate::raft::{NodeId, Raft, TypeConfig};
 use openraft::async_runtime::watch::WatchReceiver;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 
-/// The health service, kept up to date by a task for as long as the Raft runs.
-pub fn service(raft: Raft, id: NodeId) -> HealthServer<impl Health> {
+/// The health service, kept up to date by a task for as long as the Raft runs. Its first
+/// status is set before it is returned: the reporter starts at SERVING, and a check that came
+/// before the task's first turn would have been told so by a replica not yet a member.
+pub async fn service(raft: Raft, id: NodeId) -> HealthServer<impl Health> {
     let (reporter, server) = tonic_health::server::health_reporter();
+    // Membership lives in the server metrics, which change far less often than the full
+    // ones (those change with every log entry).
+    let mut metrics = raft.server_metrics();
+    let mut shown = status_of(&metrics.borrow_watched(), id);
+    reporter.set_service_status("", shown).await;
     tokio::spawn(async move {
-        // Membership lives in the server metrics, which change far less often than the full
-        // ones (those change with every log entry).
-        let mut metrics = raft.server_metrics();
-        let mut shown = None;
         loop {
-            let member = metrics
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .is_some();
-            let status = if member {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            if shown != Some(status) {
-                reporter.set_service_status("", status).await;
-                shown = Some(status);
-            }
             if metrics.changed().await.is_err() {
                 reporter
                     .set_service_status("", ServingStatus::NotServing)
                     .await;
                 return;
             }
+            let status = status_of(&metrics.borrow_watched(), id);
+            if status != shown {
+                reporter.set_service_status("", status).await;
+                shown = status;
+            }
         }
     });
     server
+}
+
+/// SERVING while this replica is in the membership its Raft has applied.
+fn status_of(
+    metrics: &openraft::metrics::RaftServerMetrics<TypeConfig>,
+    id: NodeId,
+) -> ServingStatus {
+    if metrics
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .is_some()
+    {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
 }
 
 /// Server reflection (v1 and v1alpha), listing our services and health's.

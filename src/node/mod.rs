@@ -231,6 +231,7 @@ pub async fn serve(
     };
     let (reflection_v1, reflection_v1alpha) =
         health::reflection().map_err(|e| NodeError::Reflection(e.to_string()))?;
+    let health = health::service(raft.clone(), opts.id).await;
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
@@ -263,7 +264,7 @@ pub async fn serve(
             AccessServer::new(AccessService::new(ctx))
                 .max_decoding_message_size(API_MAX_MESSAGE_BYTES),
         )
-        .add_service(health::service(raft.clone(), opts.id))
+        .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let transport = opts.security.transport.clone();
