@@ -77,6 +77,32 @@ pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Frame<T> {
     }
 }
 
+/// The whole length (header and payload) of the frame at the start of `bytes`, once its
+/// header is there; refused when it claims more than `max`, so a stream reader never makes
+/// room for more.
+pub fn frame_len(bytes: &[u8], max: usize) -> io::Result<Option<usize>> {
+    let Some(len) = claimed_len(bytes) else {
+        return Ok(None);
+    };
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a message claims {len} bytes (at most {max})"),
+        ));
+    }
+    Ok(Some(HEADER_BYTES + len))
+}
+
+/// One whole frame read from a stream: its value, `None` for the zero frame (the end of
+/// what was written), an error for a damaged one.
+pub fn decode_message<T: DeserializeOwned>(frame: &[u8], max: usize) -> io::Result<Option<T>> {
+    match decode_frame(frame, max) {
+        Frame::Record(value, _) => Ok(Some(*value)),
+        Frame::End => Ok(None),
+        Frame::Torn(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
+    }
+}
+
 /// Read one frame from a stream: `Ok(None)` at a clean end (nothing more was written).
 pub fn read_frame<T: DeserializeOwned>(
     reader: &mut impl io::Read,
@@ -91,21 +117,11 @@ pub fn read_frame<T: DeserializeOwned>(
             n => got += n,
         }
     }
-    let len = claimed_len(&header).unwrap_or(0);
-    if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a message claims {len} bytes (at most {max})"),
-        ));
-    }
-    let mut frame = vec![0u8; HEADER_BYTES + len];
+    let len = frame_len(&header, max)?.unwrap_or(HEADER_BYTES);
+    let mut frame = vec![0u8; len];
     frame[..HEADER_BYTES].copy_from_slice(&header);
     reader.read_exact(&mut frame[HEADER_BYTES..])?;
-    match decode_frame(&frame, max) {
-        Frame::Record(value, _) => Ok(Some(*value)),
-        Frame::End => Ok(None),
-        Frame::Torn(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
-    }
+    decode_message(&frame, max)
 }
 
 #[cfg(test)]

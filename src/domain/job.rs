@@ -150,8 +150,11 @@ impl ShardCounts {
         self.by_state[state.slot()]
     }
 
-    fn total(&self) -> u64 {
-        self.by_state.iter().map(|&n| u64::from(n)).sum()
+    /// Shards placed at some point of their current run: assigned, running or finished.
+    pub fn placed(&self) -> u32 {
+        self.get(ShardState::Assigned)
+            + self.get(ShardState::Running)
+            + self.get(ShardState::Finished)
     }
 }
 
@@ -242,12 +245,9 @@ impl Job {
         if matches!(self.state, JobState::Cancelled | JobState::Failed) {
             return self.state;
         }
-        let counts = &self.counts;
-        let finished = counts.get(ShardState::Finished);
-        let placed = finished + counts.get(ShardState::Assigned) + counts.get(ShardState::Running);
-        if finished as usize == self.shards.len() {
+        if self.counts.get(ShardState::Finished) as usize == self.shards.len() {
             JobState::Finished
-        } else if placed > 0 {
+        } else if self.counts.placed() > 0 {
             JobState::Running
         } else {
             JobState::Pending
@@ -257,13 +257,6 @@ impl Job {
     /// Whether any shard waits to be placed.
     pub fn has_pending_shards(&self) -> bool {
         self.counts.get(ShardState::Pending) > 0
-    }
-
-    /// Count the shards again if the counts cannot be right (a job built without them).
-    pub fn ensure_counts(&mut self) {
-        if self.counts.total() != self.shards.len() as u64 {
-            self.recount();
-        }
     }
 
     pub fn recount(&mut self) {

@@ -441,6 +441,34 @@ mod tests {
         events.iter().map(|e| (e.kind, e.shard)).collect()
     }
 
+    /// Place `shards` of `job_id` on "tm".
+    fn place(job_id: JobId, shards: std::ops::Range<u32>, now_ms: u64) -> Command {
+        Command::PlaceShards {
+            placements: shards
+                .map(|shard| Placement {
+                    job_id,
+                    shard,
+                    taskmanager: "tm".into(),
+                })
+                .collect(),
+            now_ms,
+        }
+    }
+
+    /// "tm" reports that run `epoch` of `shard` ended with `outcome`.
+    fn ended(job_id: JobId, shard: u32, epoch: u64, outcome: ShardOutcome) -> Command {
+        Command::ReportShardEnded {
+            taskmanager: "tm".into(),
+            job_id,
+            shard,
+            epoch,
+            outcome,
+            run_ms: 1,
+            retry_at_ms: 0,
+            now_ms: 4,
+        }
+    }
+
     /// TaskManager "tm" with `slots` slots.
     fn register(slots: u32) -> Command {
         Command::RegisterTaskManager {
@@ -547,30 +575,11 @@ mod tests {
         assert_eq!(kinds(&submitted), vec![("job_submitted", None)]);
         let job_id = submitted[0].job_id.expect("job");
         // One slot: the second placement of the plan is stale and tells nothing.
-        let place = Command::PlaceShards {
-            placements: (0..2)
-                .map(|shard| Placement {
-                    job_id,
-                    shard,
-                    taskmanager: "tm".into(),
-                })
-                .collect(),
-            now_ms: 3,
-        };
         assert_eq!(
-            kinds(&step(&mut state, 3, place)),
+            kinds(&step(&mut state, 3, place(job_id, 0..2, 3))),
             vec![("shard_placed", Some(0))]
         );
-        let end = |shard, epoch| Command::ReportShardEnded {
-            taskmanager: "tm".into(),
-            job_id,
-            shard,
-            epoch,
-            outcome: ShardOutcome::Finished,
-            run_ms: 1,
-            retry_at_ms: 0,
-            now_ms: 4,
-        };
+        let end = |shard, epoch| ended(job_id, shard, epoch, ShardOutcome::Finished);
         // No start was reported: the end brings it (a run shorter than a report batch).
         assert_eq!(
             kinds(&step(&mut state, 4, end(0, 3))),
@@ -578,15 +587,7 @@ mod tests {
         );
         // A stale report is refused: no event.
         assert!(step(&mut state, 5, end(0, 3)).is_empty());
-        let place = Command::PlaceShards {
-            placements: vec![Placement {
-                job_id,
-                shard: 1,
-                taskmanager: "tm".into(),
-            }],
-            now_ms: 5,
-        };
-        step(&mut state, 6, place);
+        step(&mut state, 6, place(job_id, 1..2, 5));
         let last = step(&mut state, 7, end(1, 6));
         assert_eq!(
             kinds(&last),
@@ -604,27 +605,8 @@ mod tests {
         let mut state = ClusterState::default();
         step(&mut state, 1, register(2));
         let job_id = step(&mut state, 2, submit())[0].job_id.expect("job");
-        let place = Command::PlaceShards {
-            placements: (0..2)
-                .map(|shard| Placement {
-                    job_id,
-                    shard,
-                    taskmanager: "tm".into(),
-                })
-                .collect(),
-            now_ms: 3,
-        };
-        step(&mut state, 3, place);
-        let end = |shard, outcome| Command::ReportShardEnded {
-            taskmanager: "tm".into(),
-            job_id,
-            shard,
-            epoch: 3,
-            outcome,
-            run_ms: 1,
-            retry_at_ms: 0,
-            now_ms: 4,
-        };
+        step(&mut state, 3, place(job_id, 0..2, 3));
+        let end = |shard, outcome| ended(job_id, shard, 3, outcome);
         let interrupted = ShardOutcome::Interrupted {
             reason: "agent restarted".into(),
         };
@@ -646,20 +628,7 @@ mod tests {
         step(&mut state, 1, register(2));
         let submitted = step(&mut state, 2, submit());
         let job_id = submitted[0].job_id.expect("job");
-        step(
-            &mut state,
-            3,
-            Command::PlaceShards {
-                placements: (0..2)
-                    .map(|shard| Placement {
-                        job_id,
-                        shard,
-                        taskmanager: "tm".into(),
-                    })
-                    .collect(),
-                now_ms: 3,
-            },
-        );
+        step(&mut state, 3, place(job_id, 0..2, 3));
         let started = |shard| Report::Started {
             taskmanager: "tm".into(),
             job_id,

@@ -106,40 +106,38 @@ impl CertsPlan {
     }
 
     fn replica_sans(&self, party: &str) -> Result<Vec<SanType>, CertsError> {
-        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        names.extend(self.hosts.iter().cloned());
-        names.dedup();
-        let mut sans = names
-            .iter()
-            .map(|host| host_san(host))
-            .collect::<Result<Vec<_>, _>>()?;
-        sans.push(uri_san(party)?);
-        Ok(sans)
+        sans(self.hosts.iter().map(String::as_str), party)
     }
 
     /// A TaskManager's names for its HTTPS side: its party name as a DNS name (for a
-    /// scraper's `server_name`), localhost, and the host given as `--taskmanagers
-    /// <name>=<host>`.
+    /// scraper's `server_name`), and the host given as `--taskmanagers <name>=<host>`.
     fn taskmanager_sans(&self, party: &str) -> Result<Vec<SanType>, CertsError> {
-        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        if party.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            names.push(party.to_string());
-        }
+        let own = party
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            .then_some(party);
         let host = self
             .taskmanagers
             .iter()
             .find_map(|entry| match split_host(entry) {
-                (name, Some(host)) if format!("tm-{name}") == party => Some(host.to_string()),
+                (name, Some(host)) if format!("tm-{name}") == party => Some(host),
                 _ => None,
             });
-        names.extend(host);
-        let mut sans = names
-            .iter()
-            .map(|host| host_san(host))
-            .collect::<Result<Vec<_>, _>>()?;
-        sans.push(uri_san(party)?);
-        Ok(sans)
+        sans(own.into_iter().chain(host), party)
     }
+}
+
+/// `localhost`, `127.0.0.1`, then `hosts` (DNS names or IP addresses), then the party's URI.
+fn sans<'a>(hosts: impl Iterator<Item = &'a str>, party: &str) -> Result<Vec<SanType>, CertsError> {
+    let mut names = vec!["localhost", "127.0.0.1"];
+    names.extend(hosts);
+    names.dedup();
+    let mut sans = names
+        .into_iter()
+        .map(host_san)
+        .collect::<Result<Vec<_>, _>>()?;
+    sans.push(uri_san(party)?);
+    Ok(sans)
 }
 
 /// `name=host` → (name, Some(host)); `name` → (name, None).

@@ -9,7 +9,7 @@
 
 use super::host_protocol::{Event, Request, RunId, SpawnRequest, MAX_MESSAGE_BYTES};
 use super::lease::Lease;
-use crate::framing::{claimed_len, decode_frame, encode_frame, Frame, HEADER_BYTES};
+use crate::framing::{decode_message, encode_frame, frame_len, HEADER_BYTES};
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
@@ -273,21 +273,11 @@ async fn read_event(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = claimed_len(&header).unwrap_or(0);
-    if len > MAX_MESSAGE_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a message claims {len} bytes (at most {MAX_MESSAGE_BYTES})"),
-        ));
-    }
-    let mut frame = vec![0u8; HEADER_BYTES + len];
+    let len = frame_len(&header, MAX_MESSAGE_BYTES)?.unwrap_or(HEADER_BYTES);
+    let mut frame = vec![0u8; len];
     frame[..HEADER_BYTES].copy_from_slice(&header);
     reader.read_exact(&mut frame[HEADER_BYTES..]).await?;
-    match decode_frame(&frame, MAX_MESSAGE_BYTES) {
-        Frame::Record(event, _) => Ok(Some(*event)),
-        Frame::End => Ok(None),
-        Frame::Torn(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
-    }
+    decode_message(&frame, MAX_MESSAGE_BYTES)
 }
 
 fn deliver(connection: &Weak<Connection>, event: Event) {

@@ -3,7 +3,7 @@
 //! buffer and written as far as the pipe takes them. A paused agent that stops reading only
 //! makes the buffer wait; it never stops the loop (which must notice the missing keep-alives).
 
-use crate::framing::{claimed_len, decode_frame, encode_frame, Frame, HEADER_BYTES};
+use crate::framing::{decode_message, encode_frame, frame_len};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io;
@@ -51,7 +51,7 @@ impl Inbox {
         loop {
             // Enough for the first frame, and at least a batch of small ones: then stop, so a
             // flood cannot grow the buffer without bound.
-            let first = claimed_len(&self.buffer).map_or(0, |len| HEADER_BYTES + len);
+            let first = frame_len(&self.buffer, self.max_message)?.unwrap_or(0);
             if self.buffer.len() >= first.max(BATCH_BYTES) {
                 return Ok(Arrived::More);
             }
@@ -73,48 +73,23 @@ impl Inbox {
             if got == 0 {
                 return Ok(Arrived::Closed);
             }
-            let claimed = claimed_len(&self.buffer).unwrap_or(0);
-            if claimed > self.max_message {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "a message claims {claimed} bytes (at most {})",
-                        self.max_message
-                    ),
-                ));
-            }
         }
     }
 
     /// The next whole message, if one has arrived; an error for bytes that are not ours.
     pub fn next<T: DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
         let rest = &self.buffer[self.start..];
-        let Some(len) = claimed_len(rest) else {
+        let Some(len) = frame_len(rest, self.max_message)? else {
             return Ok(None);
         };
-        if len > self.max_message {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "a message claims {len} bytes (at most {})",
-                    self.max_message
-                ),
-            ));
-        }
-        if rest.len() < HEADER_BYTES + len {
+        if rest.len() < len {
             return Ok(None);
         }
-        match decode_frame(&rest[..HEADER_BYTES + len], self.max_message) {
-            Frame::Record(value, used) => {
-                self.start += used;
-                Ok(Some(*value))
-            }
-            Frame::End => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "an empty message",
-            )),
-            Frame::Torn(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
-        }
+        // A zero frame is no message: on a pipe it can only be bytes that are not ours.
+        let message = decode_message(&rest[..len], self.max_message)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "an empty message"))?;
+        self.start += len;
+        Ok(Some(message))
     }
 }
 

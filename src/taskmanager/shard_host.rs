@@ -113,9 +113,6 @@ pub fn shard_host(keepalive_timeout: Duration, run_dir_pool: Option<PathBuf>) ->
     };
     let mut inbox = Inbox::new(libc::STDIN_FILENO, MAX_MESSAGE_BYTES);
     let mut ready = Vec::new();
-    // On CLOCK_BOOTTIME: a suspend of the machine counts as silence.
-    let mut last_keepalive = boottime();
-    let mut silent = false;
     loop {
         let timeout = host.next_kill_in().map_or(POLL, |due| due.min(POLL));
         if let Err(e) = host.poller.wait(timeout, &mut ready) {
@@ -131,9 +128,7 @@ pub fn shard_host(keepalive_timeout: Duration, run_dir_pool: Option<PathBuf>) ->
                     // Whatever whole requests came before a close or bad bytes still count.
                     loop {
                         match inbox.next::<Request>() {
-                            Ok(Some(request)) => {
-                                host.handle(request, &mut last_keepalive, &mut silent)
-                            }
+                            Ok(Some(request)) => host.handle(request),
                             Ok(None) => break,
                             // Bytes that are not ours: the agent is not itself.
                             Err(_) => {
@@ -163,8 +158,8 @@ pub fn shard_host(keepalive_timeout: Duration, run_dir_pool: Option<PathBuf>) ->
             return EXIT_AGENT_GONE;
         }
         host.kill_overdue();
-        if !silent && boottime().saturating_sub(last_keepalive) > keepalive_timeout {
-            silent = true;
+        if !host.silent && boottime().saturating_sub(host.last_keepalive) > keepalive_timeout {
+            host.silent = true;
             host.stop_all(Stopped::Silence);
         }
     }
@@ -185,6 +180,11 @@ struct Host {
     /// A shard's stdin.
     null: File,
     dirs: RunDirPool,
+    /// When the agent's last keep-alive came, on CLOCK_BOOTTIME (a suspend of the machine
+    /// counts as silence).
+    last_keepalive: Duration,
+    /// Keep-alives stopped and none came back since: every run was stopped.
+    silent: bool,
 }
 
 impl Host {
@@ -207,17 +207,19 @@ impl Host {
             reaper: Reaper::default(),
             null: File::open("/dev/null")?,
             dirs: RunDirPool::open(run_dir_pool),
+            last_keepalive: boottime(),
+            silent: false,
         })
     }
 
-    fn handle(&mut self, request: Request, last_keepalive: &mut Duration, silent: &mut bool) {
+    fn handle(&mut self, request: Request) {
         match request {
             Request::Keepalive => {
-                *last_keepalive = boottime();
-                *silent = false;
+                self.last_keepalive = boottime();
+                self.silent = false;
             }
             Request::Spawn(request) => {
-                if *silent {
+                if self.silent {
                     // Keep-alives stopped and nothing came back yet: this request is older
                     // than the silence, or the agent is not itself. Do not start it.
                     self.send(Event::Exited {

@@ -83,7 +83,6 @@ pub(super) fn submit_job(
 pub(super) fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) {
     let mut ended = None;
     if let Some(job) = state.jobs.get_mut(&job_id).map(Arc::make_mut) {
-        job.ensure_counts();
         // Every change of a shard's state in apply keeps the counts; the debug builds (the
         // tests) check that none was missed.
         debug_assert_eq!(job.counts, crate::domain::ShardCounts::of(&job.shards));

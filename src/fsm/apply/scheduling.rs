@@ -148,11 +148,7 @@ pub fn gang_is_split(state: &ClusterState, job_id: JobId) -> bool {
     if job.state.is_terminal() || !state.is_gang(job_id) {
         return false;
     }
-    let counts = &job.counts;
-    let placed = counts.get(ShardState::Assigned)
-        + counts.get(ShardState::Running)
-        + counts.get(ShardState::Finished);
-    job.has_pending_shards() && placed > 0
+    job.has_pending_shards() && job.counts.placed() > 0
 }
 
 /// Put every shard of a split gang back to pending, so that it starts again as a whole.
