@@ -135,6 +135,12 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
     assert_eq!(admin.job_status(&ci_job.job_id).await?.tenant, "team-a");
     request.tenant = "team-b".into();
     assert_eq!(code(ci.submit(request).await), Some(Code::PermissionDenied));
+    let (_, alice_reader) = admin
+        .create_token("alice-reader", Role::Read, Some("alice"))
+        .await?;
+    let (_, alice_too) = admin
+        .create_token("alice-too", Role::Submit, Some("alice"))
+        .await?;
     let before = leader_digest(&cluster).await?;
 
     log_phase("a plaintext client is refused");
@@ -195,16 +201,25 @@ async fn a_secure_cluster_runs_work_for_its_parties_and_refuses_strangers() -> a
             Ok::<_, anyhow::Error>(spec.env["API_KEY"].clone())
         }
     };
-    assert_eq!(seen_by(as_token(&reader)?).await?, "(hidden)");
-    assert_eq!(seen_by(as_token(&bob)?).await?, "(hidden)");
+    assert_eq!(seen_by(as_token(&alice_reader)?).await?, "(hidden)");
     assert_eq!(seen_by(as_token(&alice)?).await?, "alice-secret");
     assert_eq!(seen_by(cluster.client()?).await?, "alice-secret");
+    // Tokens of other tenants do not see the job at all (tests/tenants.rs).
+    assert_eq!(
+        code(as_token(&reader)?.job_status(&alice_job.job_id).await),
+        Some(Code::NotFound)
+    );
 
     log_phase("a submit token may not cancel someone else's job");
     let as_bob = as_token(&bob)?;
     assert_eq!(
         code(as_bob.cancel_job(&alice_job.job_id).await),
-        Some(Code::PermissionDenied)
+        Some(Code::NotFound)
+    );
+    assert_eq!(
+        code(as_token(&alice_too)?.cancel_job(&alice_job.job_id).await),
+        Some(Code::PermissionDenied),
+        "a submitter of the same tenant cancels only its own jobs"
     );
 
     log_phase("a client certificate may not speak Raft");

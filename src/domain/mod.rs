@@ -19,8 +19,8 @@ pub use job::{Job, JobSpec, JobState, Shard, ShardCounts, ShardMut, ShardState};
 pub use limits::*;
 pub use output::{OutputStore, PrintedTail, ShardOutput};
 pub use scheduling::{
-    JobScheduling, PriorityOnly, Quota, DEFAULT_PRIORITY, DEFAULT_TENANT, MAX_AFTER, MAX_PRIORITY,
-    MAX_QUOTAS, MAX_TENANT_BYTES, MAX_WEIGHT,
+    idempotency_slot, JobScheduling, PriorityOnly, Quota, DEFAULT_PRIORITY, DEFAULT_TENANT,
+    MAX_AFTER, MAX_PRIORITY, MAX_QUOTAS, MAX_TENANT_BYTES, MAX_WEIGHT,
 };
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
 pub use taskmanager::{Labels, RunStats, TaskManager, TaskManagerState};

@@ -20,6 +20,18 @@ pub const MAX_QUOTAS: usize = 1000;
 /// The largest fair-share weight.
 pub const MAX_WEIGHT: u32 = 1000;
 
+/// Where a tenant's idempotency key is kept in the state: keys are per tenant, so one
+/// tenant's key never answers another's submission. The default tenant's keys are kept as
+/// given (as before tenants had keys of their own); others' are prefixed with the tenant and
+/// a control character, which neither a tenant name nor a key may contain.
+pub fn idempotency_slot(tenant: &str, key: &str) -> String {
+    if tenant == DEFAULT_TENANT {
+        key.to_string()
+    } else {
+        format!("{tenant}\u{1f}{key}")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobScheduling {
     /// 0..=1000; higher is placed first.

@@ -19,6 +19,9 @@ pub struct Event {
     pub taskmanager: Option<String>,
     /// A short human detail: a job's name, an exit code, a count, a term.
     pub detail: String,
+    /// The tenant of the job it concerns (none for events of no job, or of a job already
+    /// gone): streams show an event to a tenant's tokens only if it is theirs.
+    pub tenant: Option<String>,
 }
 
 /// What must be known of a command before it is applied (apply consumes it).
@@ -156,6 +159,7 @@ impl Before {
                         taskmanager: Option<String>,
                         detail: String| {
             let seq = out.len() as u32;
+            let tenant = job_id.and_then(|id| state.job(id).map(|_| state.tenant(id).to_string()));
             out.push(Event {
                 index,
                 seq,
@@ -164,6 +168,7 @@ impl Before {
                 shard,
                 taskmanager,
                 detail,
+                tenant,
             });
         };
         if matches!(response, Response::Rejected(_)) {
@@ -416,6 +421,7 @@ pub fn leader_changed(index: u64, term: u64, leader: u64) -> Event {
         shard: None,
         taskmanager: None,
         detail: format!("replica {leader}, term {term}"),
+        tenant: None,
     }
 }
 

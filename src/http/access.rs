@@ -13,7 +13,7 @@
 
 use crate::domain::Permission;
 use crate::raft::SharedState;
-use crate::rpc::{access::token_holder, ApiError};
+use crate::rpc::{access::token_holder, ApiError, Caller};
 use crate::security::tokens::parse_bearer;
 use axum::http::{HeaderMap, StatusCode};
 use std::sync::Arc;
@@ -31,10 +31,11 @@ pub enum HttpAccess {
 pub type Refusal = (StatusCode, String);
 
 impl HttpAccess {
-    /// Whether a request with these headers may read the cluster's data.
-    pub fn check_read(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// Who a request with these headers is, if it may read the cluster's data (what it
+    /// may see of the jobs follows from that: `rpc::visibility`).
+    pub fn check_read(&self, headers: &HeaderMap) -> Result<Caller, Refusal> {
         let HttpAccess::Tokens(shared) = self else {
-            return Ok(());
+            return Ok(Caller::Anyone);
         };
         let from_header = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -50,7 +51,6 @@ impl HttpAccess {
         };
         let applied = shared.read();
         token_holder(&applied.state, secret, Permission::Read)
-            .map(|_| ())
             .map_err(|e| (status_of(&e), format!("{e}\n")))
     }
 }

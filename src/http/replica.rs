@@ -6,6 +6,8 @@ use super::{dashboard, line, readiness, sse};
 use crate::domain::{ClusterState, ShardState};
 use crate::metrics::{Metrics, RaftView};
 use crate::raft::{Raft, SharedState};
+use crate::rpc::stream_right::StreamRight;
+use crate::rpc::visibility::Scope;
 use crate::security::Transport;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -78,9 +80,10 @@ async fn ready(State(replica): State<ReplicaHttp>) -> Response {
 }
 
 async fn overview(State(replica): State<ReplicaHttp>, headers: HeaderMap) -> Response {
-    if let Err(refusal) = replica.access.check_read(&headers) {
-        return refusal.into_response();
-    }
+    let caller = match replica.access.check_read(&headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
     let raft_metrics = replica.raft.metrics().borrow_watched().clone();
     let members: Vec<Value> = crate::rpc::cluster_members(&raft_metrics)
         .into_iter()
@@ -88,6 +91,16 @@ async fn overview(State(replica): State<ReplicaHttp>, headers: HeaderMap) -> Res
         .collect();
     let applied = replica.shared.read();
     let applied_index = applied.last_applied.map(|l| l.index()).unwrap_or(0);
+    let scope = Scope::of(&caller, &applied.state);
+    let jobs_total = match scope {
+        Scope::All => applied.state.jobs.len(),
+        Scope::Tenant(_) => applied
+            .state
+            .jobs
+            .keys()
+            .filter(|id| scope.sees(&applied.state, **id))
+            .count(),
+    };
     Json(json!({
         "node_id": raft_metrics.id,
         "term": raft_metrics.current_term,
@@ -96,8 +109,8 @@ async fn overview(State(replica): State<ReplicaHttp>, headers: HeaderMap) -> Res
         "applied_index": applied_index,
         "members": members,
         "taskmanagers": taskmanagers_json(&applied.state),
-        "jobs": jobs_json(&applied.state),
-        "jobs_total": applied.state.jobs.len(),
+        "jobs": jobs_json(&applied.state, &scope),
+        "jobs_total": jobs_total,
     }))
     .into_response()
 }
@@ -118,11 +131,12 @@ fn taskmanagers_json(state: &ClusterState) -> Vec<Value> {
         .collect()
 }
 
-fn jobs_json(state: &ClusterState) -> Vec<Value> {
+fn jobs_json(state: &ClusterState, scope: &Scope) -> Vec<Value> {
     state
         .jobs
         .values()
         .rev()
+        .filter(|job| scope.sees(state, job.id))
         .take(OVERVIEW_JOBS)
         .map(|job| {
             let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
@@ -157,9 +171,17 @@ async fn events(
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Response {
-    if let Err(refusal) = replica.access.check_read(&headers) {
-        return refusal.into_response();
-    }
+    let caller = match replica.access.check_read(&headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let scope = Scope::of(&caller, &replica.shared.read().state);
     let from = sse::resume_point(&headers, query.from_index);
-    sse::events(replica.shared.clone(), from).into_response()
+    sse::events(
+        replica.shared.clone(),
+        from,
+        scope,
+        StreamRight::of(&caller),
+    )
+    .into_response()
 }

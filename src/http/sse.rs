@@ -7,6 +7,8 @@
 
 use crate::fsm::events::Event;
 use crate::raft::{NextEvents, SharedState};
+use crate::rpc::stream_right::{end_on_revocation, StreamRight};
+use crate::rpc::visibility::Scope;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
@@ -31,11 +33,16 @@ pub fn resume_point(headers: &HeaderMap, from_index: Option<u64>) -> (u64, u32) 
     }
 }
 
+/// The events `scope` may see from `from` on, until the reader leaves or `right` is revoked
+/// (then a last `revoked` message says so).
 pub fn events(
     shared: Arc<SharedState>,
     from: (u64, u32),
+    scope: Scope,
+    right: StreamRight,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    let reader = shared.clone();
     tokio::spawn(async move {
         let mut applied = shared.subscribe();
         let (mut index, mut seq) = from;
@@ -48,6 +55,9 @@ pub fn events(
                 NextEvents::Batch(batch) => {
                     for event in batch {
                         (index, seq) = (event.index, event.seq + 1);
+                        if !scope.sees_event(&event) {
+                            continue;
+                        }
                         if tx.send(to_sse(&event)).await.is_err() {
                             return;
                         }
@@ -64,8 +74,11 @@ pub fn events(
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    let stream = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
+    }));
+    let stream = end_on_revocation(reader, right, stream, |message| {
+        Some(Ok(SseEvent::default().event("revoked").data(message)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

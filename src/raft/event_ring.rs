@@ -75,6 +75,7 @@ mod tests {
             shard: None,
             taskmanager: None,
             detail: String::new(),
+            tenant: None,
         }
     }
 

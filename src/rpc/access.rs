@@ -30,8 +30,13 @@ pub enum Caller {
     Replica(u64),
     /// A TaskManager's certificate: it may act only as this TaskManager.
     TaskManager(String),
-    /// A client with a valid token.
-    Token { name: String, role: Role },
+    /// A client with a valid token; `hash` tells a stream opened with it whether the token
+    /// it was opened with still exists (a token re-made under the same name is another).
+    Token {
+        name: String,
+        role: Role,
+        hash: crate::domain::TokenHash,
+    },
 }
 
 /// What a method needs.
@@ -299,6 +304,7 @@ pub fn token_holder(
     Ok(Caller::Token {
         name: name.to_string(),
         role: token.role,
+        hash,
     })
 }
 
@@ -492,10 +498,12 @@ mod tests {
         let alice = Caller::Token {
             name: "alice".into(),
             role: Role::Submit,
+            hash: crate::domain::TokenHash::of("a"),
         };
         let ops = Caller::Token {
             name: "ops".into(),
             role: Role::Operator,
+            hash: crate::domain::TokenHash::of("o"),
         };
         assert_eq!(alice.cancels_only_own(None).as_deref(), Some("token:alice"));
         assert_eq!(ops.cancels_only_own(None), None);

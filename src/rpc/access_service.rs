@@ -122,7 +122,7 @@ impl Access for AccessService {
         request: Request<WhoAmIRequest>,
     ) -> Result<Response<WhoAmIReply>, Status> {
         let reply = match caller(&request)? {
-            Caller::Token { name, role } => WhoAmIReply {
+            Caller::Token { name, role, .. } => WhoAmIReply {
                 tenant: self.ctx.shared.read().state.token_tenant(&name).to_string(),
                 name,
                 role: role.to_string(),

@@ -6,6 +6,8 @@ use super::convert::{job_status, job_summary, taskmanager_info};
 use super::error::ApiError;
 use super::raft_access::{linearizable, write};
 use super::scheduling;
+use super::stream_right::StreamRight;
+use super::visibility::Scope;
 use super::ServiceContext;
 use crate::clock::now_ms;
 use crate::domain::{ClusterState, JobId, JobSpec, TaskManagerState};
@@ -97,9 +99,15 @@ impl Dispatcher for DispatcherService {
         let (options, warnings) = {
             let view = self.ctx.shared.read();
             let options = scheduling::submit_options(&req, &who, &view.state)?;
-            let known = idempotency_key
-                .as_ref()
-                .is_some_and(|k| view.state.idempotency_keys.contains_key(k));
+            let scope = Scope::of(&who, &view.state);
+            if let Some(hidden) = options.after.iter().find(|j| !scope.sees(&view.state, **j)) {
+                // Waiting for another tenant's job would tell when it ends.
+                return Err(ApiError::Rejected(Rejection::UnknownDependency(*hidden)).into());
+            }
+            let known = idempotency_key.as_ref().is_some_and(|k| {
+                let slot = crate::domain::idempotency_slot(&options.tenant, k);
+                view.state.idempotency_keys.contains_key(&slot)
+            });
             if !known {
                 // Refused here, a flood never even reaches the log.
                 let spec_bytes = spec.encoded_len_estimate() as u64;
@@ -159,9 +167,7 @@ impl Dispatcher for DispatcherService {
         let who = caller(&request)?;
         linearizable(&self.ctx).await?;
         let applied = self.ctx.shared.read();
-        let job = applied.state.job(job_id).ok_or(ApiError::Rejected(
-            crate::fsm::Rejection::UnknownJob(job_id),
-        ))?;
+        let job = Scope::of(&who, &applied.state).job(&applied.state, job_id)?;
         let mut status = job_status(job);
         scheduling::fill_status(&mut status, &applied.state, job_id);
         status.applied_index = applied
@@ -190,7 +196,14 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let stream = super::event_stream::watch(self.ctx.clone(), request.into_inner())?;
+        let who = caller(&request)?;
+        let scope = Scope::of(&who, &self.ctx.shared.read().state);
+        let stream = super::event_stream::watch(
+            self.ctx.clone(),
+            request.into_inner(),
+            scope,
+            StreamRight::of(&who),
+        )?;
         Ok(Response::new(stream))
     }
 
@@ -199,16 +212,16 @@ impl Dispatcher for DispatcherService {
         request: Request<ShardOutputRequest>,
     ) -> Result<Response<ShardOutputReply>, Status> {
         let who = caller(&request)?;
-        let me = who.cancels_only_own(request.remote_addr());
         let req = request.into_inner();
         let job_id = parse_job_id(&req.job_id)?;
         linearizable(&self.ctx).await?;
         let applied = self.ctx.shared.read();
+        let scope = Scope::of(&who, &applied.state);
         Ok(Response::new(super::shard_output::reply(
             &applied.state,
             job_id,
             req.shard,
-            me.as_deref(),
+            &scope,
         )?))
     }
 
@@ -219,10 +232,12 @@ impl Dispatcher for DispatcherService {
         request: Request<ShardOutputRequest>,
     ) -> Result<Response<Self::FollowShardOutputStream>, Status> {
         let who = caller(&request)?;
-        let me = who.cancels_only_own(request.remote_addr());
         let req = request.into_inner();
         let job_id = parse_job_id(&req.job_id)?;
-        let stream = super::shard_output::follow(self.ctx.clone(), job_id, req.shard, me).await?;
+        let scope = Scope::of(&who, &self.ctx.shared.read().state);
+        let right = StreamRight::of(&who);
+        let stream =
+            super::shard_output::follow(self.ctx.clone(), job_id, req.shard, scope, right).await?;
         Ok(Response::new(stream))
     }
 
@@ -274,14 +289,17 @@ impl Dispatcher for DispatcherService {
 
     async fn list_jobs(
         &self,
-        _request: Request<ListJobsRequest>,
+        request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsReply>, Status> {
+        let who = caller(&request)?;
         linearizable(&self.ctx).await?;
         let applied = self.ctx.shared.read();
+        let scope = Scope::of(&who, &applied.state);
         let jobs = applied
             .state
             .jobs
             .values()
+            .filter(|j| scope.sees(&applied.state, j.id))
             .map(|j| job_summary(j))
             .collect();
         Ok(Response::new(ListJobsReply { jobs }))
@@ -293,6 +311,11 @@ impl Dispatcher for DispatcherService {
     ) -> Result<Response<CancelJobReply>, Status> {
         let job_id = parse_job_id(&request.get_ref().job_id)?;
         let who = caller(&request)?;
+        {
+            // Another tenant's job is one that does not exist, for cancelling too.
+            let applied = self.ctx.shared.read();
+            Scope::of(&who, &applied.state).job(&applied.state, job_id)?;
+        }
         let command = match who.cancels_only_own(request.remote_addr()) {
             None => Command::CancelJob {
                 job_id,
@@ -327,15 +350,25 @@ impl Dispatcher for DispatcherService {
 
     async fn list_task_managers(
         &self,
-        _request: Request<ListTaskManagersRequest>,
+        request: Request<ListTaskManagersRequest>,
     ) -> Result<Response<ListTaskManagersReply>, Status> {
+        let who = caller(&request)?;
         linearizable(&self.ctx).await?;
         let applied = self.ctx.shared.read();
+        // An agent's incarnation is what lets a process with its key succeed it at once:
+        // shown to operators and admins only.
+        let shows_incarnations = Scope::of(&who, &applied.state) == Scope::All;
         let taskmanagers = applied
             .state
             .taskmanagers
             .values()
-            .map(taskmanager_info)
+            .map(|tm| {
+                let mut info = taskmanager_info(tm);
+                if !shows_incarnations {
+                    info.incarnation = 0;
+                }
+                info
+            })
             .collect();
         Ok(Response::new(ListTaskManagersReply { taskmanagers }))
     }

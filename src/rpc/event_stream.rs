@@ -4,6 +4,8 @@
 //! unbounded buffers: the stream reads the replica's bounded ring at its own pace.
 
 use super::error::ApiError;
+use super::stream_right::{self, StreamRight};
+use super::visibility::Scope;
 use super::ServiceContext;
 use crate::domain::JobId;
 use crate::fsm::events::{ends_job, Event};
@@ -18,7 +20,12 @@ const BATCH: usize = 256;
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<api::Event, Status>> + Send>>;
 
-pub fn watch(ctx: ServiceContext, req: api::WatchEventsRequest) -> Result<EventStream, ApiError> {
+pub fn watch(
+    ctx: ServiceContext,
+    req: api::WatchEventsRequest,
+    scope: Scope,
+    right: StreamRight,
+) -> Result<EventStream, ApiError> {
     let job: Option<JobId> = if req.job_id.is_empty() {
         None
     } else {
@@ -30,11 +37,16 @@ pub fn watch(ctx: ServiceContext, req: api::WatchEventsRequest) -> Result<EventS
                 })?,
         )
     };
+    if let Some(job) = job {
+        // Another tenant's job is answered as one that does not exist.
+        scope.job(&ctx.shared.read().state, job)?;
+    }
     // Refused at once when the start is gone, rather than as the stream's first message.
     if let Err(oldest) = ctx.shared.events_from(req.from_index, req.from_seq, 0) {
         return Err(out_of_range(req.from_index, oldest));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<api::Event, Status>>(64);
+    let shared = ctx.shared.clone();
     tokio::spawn(async move {
         let mut applied = ctx.shared.subscribe();
         let (mut index, mut seq) = (req.from_index, req.from_seq);
@@ -53,7 +65,7 @@ pub fn watch(ctx: ServiceContext, req: api::WatchEventsRequest) -> Result<EventS
             };
             for event in batch {
                 (index, seq) = (event.index, event.seq + 1);
-                if job.is_some() && event.job_id != job {
+                if (job.is_some() && event.job_id != job) || !scope.sees_event(&event) {
                     continue;
                 }
                 let last = job.is_some() && ends_job(event.kind);
@@ -63,9 +75,10 @@ pub fn watch(ctx: ServiceContext, req: api::WatchEventsRequest) -> Result<EventS
             }
         }
     });
-    Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+    let events = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
-    })))
+    }));
+    Ok(stream_right::grpc(shared, right, events))
 }
 
 fn out_of_range(asked: u64, oldest: u64) -> ApiError {

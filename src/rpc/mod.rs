@@ -24,7 +24,9 @@ mod rejoin;
 mod reports;
 mod scheduling;
 mod shard_output;
+pub mod stream_right;
 mod taskmanager_service;
+pub mod visibility;
 
 pub use access::{AccessLayer, Caller, Guard};
 pub use access_service::AccessService;

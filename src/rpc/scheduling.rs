@@ -50,7 +50,7 @@ pub fn submit_options(
 /// The tenant a submission counts against.
 fn tenant_of(asked: &str, caller: &Caller, state: &ClusterState) -> Result<String, ApiError> {
     match caller {
-        Caller::Token { name, role } => {
+        Caller::Token { name, role, .. } => {
             let own = state.token_tenant(name);
             if asked.is_empty() || asked == own {
                 Ok(own.to_string())
@@ -135,6 +135,7 @@ mod tests {
         Caller::Token {
             name: name.into(),
             role,
+            hash: crate::domain::TokenHash::of(name),
         }
     }
 

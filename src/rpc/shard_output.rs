@@ -1,33 +1,24 @@
 //! `Dispatcher.GetShardOutput`: what a shard printed, as its last ended run's tails kept in
-//! the state, and where it runs now. Output may carry its owner's secrets, as its
-//! environment may: callers who may cancel only their own jobs read only their own jobs'
-//! output.
+//! the state, and where it runs now. Output may carry its tenant's secrets: read and submit
+//! tokens read only their own tenant's jobs' output (another tenant's job is `NOT_FOUND`).
 
 use super::error::ApiError;
 use super::raft_access::{linearizable, not_leader_here};
+use super::stream_right::{self, StreamRight};
+use super::visibility::Scope;
 use super::ServiceContext;
 use crate::domain::{ClusterState, JobId};
-use crate::fsm::Rejection;
 use crate::pb::api::{OutputChunk, ShardOutputReply};
 use openraft::async_runtime::watch::WatchReceiver;
 
-/// The reply for shard `shard` of `job_id`; `only_owner`: the one owner whose jobs the
-/// caller may read (none: any).
+/// The reply for shard `shard` of `job_id`, for a caller who sees `scope`.
 pub fn reply(
     state: &ClusterState,
     job_id: JobId,
     shard: u32,
-    only_owner: Option<&str>,
+    scope: &Scope,
 ) -> Result<ShardOutputReply, ApiError> {
-    let job = state
-        .job(job_id)
-        .ok_or(ApiError::Rejected(Rejection::UnknownJob(job_id)))?;
-    if only_owner.is_some_and(|me| me != job.owner) {
-        return Err(ApiError::PermissionDenied(format!(
-            "{job_id} was submitted by another client; reading its output needs role operator \
-             or admin"
-        )));
-    }
+    let job = scope.job(state, job_id)?;
     let current = job.shards.get(shard as usize).ok_or_else(|| {
         ApiError::NotFound(format!(
             "{job_id} has shards 0 to {}; there is no shard {shard}",
@@ -84,13 +75,14 @@ pub async fn follow(
     ctx: ServiceContext,
     job_id: JobId,
     shard: u32,
-    only_owner: Option<String>,
+    scope: Scope,
+    right: StreamRight,
 ) -> Result<OutputStream, ApiError> {
     linearizable(&ctx).await?;
     let run = {
         let applied = ctx.shared.read();
-        // The same checks as reading the kept output: the job, the shard, the owner.
-        reply(&applied.state, job_id, shard, only_owner.as_deref())?;
+        // The same checks as reading the kept output: the job, the shard, the tenant.
+        reply(&applied.state, job_id, shard, &scope)?;
         live_run(&applied.state, job_id, shard)
     };
     let Some((taskmanager, epoch)) = run else {
@@ -106,6 +98,7 @@ pub async fn follow(
             ))
         })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<OutputChunk, tonic::Status>>(16);
+    let shared = ctx.shared.clone();
     tokio::spawn(async move {
         let mut check = tokio::time::interval(FOLLOW_CHECK);
         loop {
@@ -137,7 +130,8 @@ pub async fn follow(
             }
         }
     });
-    Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+    let chunks = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
-    })))
+    }));
+    Ok(stream_right::grpc(shared, right, chunks))
 }

@@ -19,6 +19,8 @@ pub(super) struct Submission {
     pub(super) idempotency_key: Option<String>,
     pub(super) owner: String,
     pub(super) admission: Admission,
+    /// The tenant it counts against: idempotency keys are per tenant.
+    pub(super) tenant: String,
 }
 
 pub(super) fn submit_job(
@@ -33,8 +35,12 @@ pub(super) fn submit_job(
         idempotency_key,
         owner,
         admission,
+        tenant,
     } = submission;
-    if let Some(existing) = idempotency_key
+    let key_slot = idempotency_key
+        .as_ref()
+        .map(|key| crate::domain::idempotency_slot(&tenant, key));
+    if let Some(existing) = key_slot
         .as_ref()
         .and_then(|k| state.idempotency_keys.get(k))
     {
@@ -54,8 +60,8 @@ pub(super) fn submit_job(
     )?;
     let job_id = JobId(log_index);
     let shards: Vec<Shard> = (0..spec.shard_count).map(Shard::new).collect();
-    if let Some(key) = &idempotency_key {
-        state.idempotency_keys.insert(key.clone(), job_id);
+    if let Some(slot) = key_slot {
+        state.idempotency_keys.insert(slot, job_id);
     }
     state.jobs.insert(
         job_id,
@@ -190,7 +196,8 @@ pub(super) fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Resp
         }
         if let Some(job) = state.jobs.remove(&job_id) {
             if let Some(key) = &job.idempotency_key {
-                state.idempotency_keys.remove(key);
+                let slot = crate::domain::idempotency_slot(state.tenant(job_id), key);
+                state.idempotency_keys.remove(&slot);
             }
             admission::forget(state, job.spec.encoded_len_estimate() as u64);
             state.jobs_with_pending_shards.remove(&job_id);

@@ -20,10 +20,10 @@ pub(super) fn submit_with_options(
     now_ms: u64,
 ) -> Result<Response, Rejection> {
     validate_options(&options)?;
-    let known = submission
-        .idempotency_key
-        .as_ref()
-        .is_some_and(|key| state.idempotency_keys.contains_key(key));
+    let known = submission.idempotency_key.as_ref().is_some_and(|key| {
+        let slot = crate::domain::idempotency_slot(&submission.tenant, key);
+        state.idempotency_keys.contains_key(&slot)
+    });
     if !known {
         if let Some(missing) = options.after.iter().find(|d| !state.jobs.contains_key(d)) {
             return Err(Rejection::UnknownDependency(*missing));

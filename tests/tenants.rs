@@ -1,0 +1,300 @@
+//! Tenants who do not trust each other, from outside: a `read` or `submit` token sees, follows
+//! and touches only its own tenant's jobs (another tenant's job is `NOT_FOUND` everywhere,
+//! and trying changes nothing), idempotency keys are per tenant, and every open stream ends
+//! with `UNAUTHENTICATED` once its token is revoked.
+
+mod common;
+
+use common::http_client::{get, HttpTarget};
+use common::*;
+use dispatcher::client::{Client, ClientError, ClientOptions};
+use dispatcher::domain::Role;
+use dispatcher::local_cluster::{wait_for, HarnessSecurity};
+use dispatcher::pb::api::SubmitRequest;
+use dispatcher::security::{Credentials, Secret, TlsConfig, TlsFiles};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Option<Code> {
+    match result {
+        Ok(value) => panic!("expected a refusal, got {value:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+async fn leader_digest(cluster: &TestCluster) -> anyhow::Result<String> {
+    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+    let status = cluster
+        .local_status(leader)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("leader does not answer"))?;
+    Ok(status.state_digest)
+}
+
+/// The error of a job's first shard (with its stderr tail).
+async fn shard_error(client: &Client, job: &str) -> anyhow::Result<String> {
+    let status = client.job_status(job).await?;
+    Ok(status
+        .shards
+        .first()
+        .and_then(|s| s.error.clone())
+        .unwrap_or_default())
+}
+
+fn shell(name: &str, script: &str, attempts: u32) -> SubmitRequest {
+    job_request(
+        name,
+        1,
+        1,
+        attempts,
+        ("/bin/sh".into(), vec!["-c".into(), script.into()]),
+    )
+}
+
+/// How long a stream opened with `client` takes to end once `revoke` has run, and how.
+async fn stream_end_after_revocation<F, Fut>(
+    follow: F,
+    revoke: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<(Duration, Option<Code>)>
+where
+    F: FnOnce(tokio::sync::oneshot::Sender<()>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>> + Send + 'static,
+{
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    let stream = tokio::spawn(follow(opened_tx));
+    tokio::time::timeout(DEADLINE, opened_rx).await??;
+    revoke.await?;
+    let revoked_at = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream).await??;
+    let code = ended.err().and_then(|e| e.code());
+    Ok((revoked_at.elapsed(), code))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_and_touches_only_its_own_jobs() -> anyhow::Result<()> {
+    let mut cluster = start_secure_cluster(3, test_config()).await?;
+    let dir = cluster.root().join("certs");
+    let admin = cluster.client()?;
+    let endpoints = cluster.endpoints();
+    let as_token = |secret: &Secret| -> anyhow::Result<Client> {
+        Ok(Client::with_options(
+            endpoints.clone(),
+            ClientOptions {
+                rpc_timeout: Duration::from_secs(2),
+                call_timeout: Duration::from_secs(5),
+                source_ip: None,
+                credentials: Credentials::tls(
+                    TlsConfig::load(&TlsFiles::new(&dir, "client-admin"))?,
+                    Some(secret.clone()),
+                ),
+            },
+        )?)
+    };
+    cluster.start_taskmanager("a", 4, &[])?;
+    wait_taskmanagers_alive(&admin, 1).await?;
+
+    log_phase("two tenants: alice submits and a-reader reads for team-a; mallory for team-b");
+    let (_, alice) = admin
+        .create_token("alice", Role::Submit, Some("team-a"))
+        .await?;
+    let (_, a_reader) = admin
+        .create_token("a-reader", Role::Read, Some("team-a"))
+        .await?;
+    let (_, mallory) = admin
+        .create_token("mallory", Role::Submit, Some("team-b"))
+        .await?;
+    let (_, b_reader) = admin
+        .create_token("b-reader", Role::Read, Some("team-b"))
+        .await?;
+    let (_, ops) = admin.create_token("ops", Role::Operator, None).await?;
+    let (alice, a_reader, mallory, b_reader, ops) = (
+        as_token(&alice)?,
+        Arc::new(as_token(&a_reader)?),
+        as_token(&mallory)?,
+        Arc::new(as_token(&b_reader)?),
+        as_token(&ops)?,
+    );
+
+    let mut failing = shell("a-fails", "echo a-secret-output >&2; exit 3", 1);
+    failing.idempotency_key = "nightly".into();
+    let failed = alice.submit(failing).await?;
+    wait_job_state(&alice, &failed.job_id, &["failed"], DEADLINE).await?;
+    let running = alice
+        .submit(shell("a-runs", "while :; do echo tick; sleep 0.2; done", 1))
+        .await?;
+    wait_all_running(&alice, &running.job_id).await?;
+    let error = shard_error(&alice, &failed.job_id).await?;
+    assert!(error.contains("a-secret-output"), "{error}");
+
+    log_phase("another tenant's job is NOT_FOUND for every read and every change");
+    let before = leader_digest(&cluster).await?;
+    for (who, client) in [("mallory", &mallory), ("b-reader", &*b_reader)] {
+        for job in [&failed.job_id, &running.job_id] {
+            assert_eq!(
+                code(client.job_status(job).await),
+                Some(Code::NotFound),
+                "{who} status {job}"
+            );
+            assert_eq!(
+                code(client.shard_output(job, 0).await),
+                Some(Code::NotFound),
+                "{who} output {job}"
+            );
+            let follow = client.follow_shard_output(job, 0, |_| true).await;
+            assert_eq!(code(follow), Some(Code::NotFound), "{who} follow {job}");
+            let watch = client.follow_events(0, 0, Some(job), |_| true).await;
+            assert_eq!(code(watch), Some(Code::NotFound), "{who} watch {job}");
+            // A read token may cancel nothing at all: refused for its role before the job
+            // is looked at.
+            let expected = if who == "mallory" {
+                Code::NotFound
+            } else {
+                Code::PermissionDenied
+            };
+            assert_eq!(
+                code(client.cancel_job(job).await),
+                Some(expected),
+                "{who} cancel {job}"
+            );
+        }
+        let listed = client.list_jobs().await?;
+        assert!(listed.is_empty(), "{who} lists {listed:?}");
+    }
+    let mut waits = shell("b-waits", "true", 1);
+    waits.after = vec![running.job_id.clone()];
+    assert_eq!(code(mallory.submit(waits).await), Some(Code::NotFound));
+    assert_eq!(
+        leader_digest(&cluster).await?,
+        before,
+        "a refused call changed the state"
+    );
+
+    log_phase("the tenant's own reader and an operator see the jobs, the error and output");
+    for client in [&*a_reader, &ops] {
+        let listed = client.list_jobs().await?;
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(shard_error(client, &failed.job_id)
+            .await?
+            .contains("a-secret-output"));
+        let output = client.shard_output(&failed.job_id, 0).await?;
+        assert!(String::from_utf8_lossy(&output.stderr).contains("a-secret-output"));
+    }
+
+    log_phase("incarnations are for operators only");
+    assert!(ops
+        .list_taskmanagers()
+        .await?
+        .iter()
+        .all(|tm| tm.incarnation != 0));
+    for client in [&*a_reader, &mallory] {
+        let listed = client.list_taskmanagers().await?;
+        assert_eq!(listed.len(), 1);
+        assert!(listed.iter().all(|tm| tm.incarnation == 0), "{listed:?}");
+    }
+
+    log_phase("the cluster's event stream shows a tenant only its own jobs");
+    let mine = mallory.submit(shell("b-own", "true", 1)).await?;
+    // From team-a's first job on: every one of its events is in range.
+    let first: u64 = failed.job_id.trim_start_matches("j-").parse()?;
+    let mut seen = Vec::new();
+    mallory
+        .follow_events(first, 0, None, |event| {
+            seen.push(event.clone());
+            !(event.job_id == mine.job_id && event.kind == "job_submitted")
+        })
+        .await?;
+    let foreign: Vec<_> = seen
+        .iter()
+        .filter(|e| !e.job_id.is_empty() && e.job_id != mine.job_id)
+        .collect();
+    assert!(foreign.is_empty(), "team-b saw {foreign:?}");
+
+    log_phase("the dashboard's data shows a tenant only its own jobs");
+    let https = HttpTarget::trusting(&dir.join("ca.pem"))?;
+    let http = cluster.replica(cluster.ids()[0])?.http.clone();
+    let HarnessSecurity::Tls { .. } = cluster.security() else {
+        anyhow::bail!("the cluster is not secure");
+    };
+    let (_, b_web) = admin
+        .create_token("b-web", Role::Read, Some("team-b"))
+        .await?;
+    let bearer = format!("Bearer {}", b_web.expose());
+    let overview = wait_for(DEADLINE, "the overview to show team-b's job", || async {
+        let reply = get(
+            &https,
+            &http,
+            "/api/overview",
+            &[("Authorization", &bearer)],
+        )
+        .await
+        .ok()?;
+        let json: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+        (json["jobs_total"] == 1).then_some(json)
+    })
+    .await?;
+    let ids: Vec<&str> = overview["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![mine.job_id.as_str()]);
+
+    log_phase("idempotency keys are per tenant");
+    let mut same_key = shell("b-nightly", "true", 1);
+    same_key.idempotency_key = "nightly".into();
+    let theirs = mallory.submit(same_key.clone()).await?;
+    assert!(
+        theirs.created,
+        "team-b's key was answered with team-a's job"
+    );
+    assert_ne!(theirs.job_id, failed.job_id);
+    let again = mallory.submit(same_key).await?;
+    assert_eq!((again.job_id, again.created), (theirs.job_id, false));
+
+    log_phase("streams end with UNAUTHENTICATED once their token is revoked");
+    let events_reader = b_reader.clone();
+    let (took, ended) = stream_end_after_revocation(
+        move |opened| async move {
+            let mut opened = Some(opened);
+            events_reader
+                .follow_events(first, 0, None, move |_| {
+                    if let Some(tx) = opened.take() {
+                        let _ = tx.send(());
+                    }
+                    true
+                })
+                .await
+        },
+        async { Ok(admin.revoke_token("b-reader").await.map(|_| ())?) },
+    )
+    .await?;
+    eprintln!("events stream ended {took:?} after the revocation");
+    assert_eq!(ended, Some(Code::Unauthenticated));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    let follower = a_reader.clone();
+    let job = running.job_id.clone();
+    let (took, ended) = stream_end_after_revocation(
+        move |opened| async move {
+            let mut opened = Some(opened);
+            follower
+                .follow_shard_output(&job, 0, move |_| {
+                    if let Some(tx) = opened.take() {
+                        let _ = tx.send(());
+                    }
+                    true
+                })
+                .await
+        },
+        async { Ok(admin.revoke_token("a-reader").await.map(|_| ())?) },
+    )
+    .await?;
+    eprintln!("output follow ended {took:?} after the revocation");
+    assert_eq!(ended, Some(Code::Unauthenticated));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    ops.cancel_job(&running.job_id).await?;
+    Ok(())
+}
