@@ -159,6 +159,21 @@ impl Client {
             crate::fsm::validate_address(e).map_err(|_| ClientError::BadEndpoint(e.clone()))?;
         }
         let token_header = TokenHeader(match &options.credentials.token {
+            Some(_)
+                if matches!(
+                    options.credentials.transport,
+                    crate::security::Transport::Plain
+                ) =>
+            {
+                // Anyone on the path would read it, and could use it against a secure cluster.
+                return Err(crate::security::SecurityError::Token(
+                    "a token is set (--token or DISPATCHER_TOKEN) but --insecure sends everything \
+                     in cleartext: it is not sent. Unset the token, or use --tls-dir instead of \
+                     --insecure"
+                        .into(),
+                )
+                .into());
+            }
             Some(secret) => {
                 let mut value: MetadataValue<Ascii> = secret.bearer().parse().map_err(|_| {
                     crate::security::SecurityError::Token(

@@ -12,7 +12,7 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp_name);
     {
-        let mut file = File::create(&tmp)?;
+        let mut file = crate::private_files::create_file(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }

@@ -49,6 +49,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod node;
 pub mod pb;
+pub mod private_files;
 pub mod raft;
 pub mod rpc;
 pub mod scheduler;

@@ -6,7 +6,7 @@ use crate::cli::{parse_label, parse_peer, ClientArgs, ServeArgs, TaskManagerArgs
 use crate::config::flags::{missing, read_agent_file, read_serve_file, AgentFlags, ServeFlags};
 use crate::config::ServeConfig;
 use crate::node::{ServeOptions, ServeSecurity};
-use crate::security::{choose_transport, Credentials, Secret};
+use crate::security::{choose_transport, require_own_party, Credentials, Party, Secret};
 use crate::taskmanager::AgentOptions;
 use std::path::PathBuf;
 
@@ -45,6 +45,7 @@ pub fn serve_options(args: ServeArgs) -> Result<ServeOptions, CliError> {
     let transport = choose_transport(insecure, tls_dir.as_deref(), tls_name.as_deref(), |_| {
         Some(format!("replica-{id}"))
     })?;
+    require_own_party(&transport, &Party::Replica(id))?;
     let bootstrap_token = args
         .bootstrap_token_file
         .or(file.bootstrap_token_file)
@@ -99,6 +100,7 @@ pub fn agent_options(agent: TaskManagerArgs, client: ClientArgs) -> Result<Agent
     let transport = choose_transport(insecure, tls_dir.as_deref(), tls_name.as_deref(), |_| {
         Some(format!("tm-{id}"))
     })?;
+    require_own_party(&transport, &Party::TaskManager(id.clone()))?;
     let work_dir = agent
         .work_dir
         .or(file.work_dir)

@@ -115,7 +115,9 @@ pub async fn serve(
         );
     }
     let raft_config = Arc::new(opts.config.openraft_config()?);
-    std::fs::create_dir_all(&opts.data_dir).map_err(storage_err(&opts.data_dir))?;
+    // Before anything is written: the log and snapshots hold jobs' environments.
+    crate::private_files::restrict_umask();
+    crate::private_files::make_private(&opts.data_dir).map_err(storage_err(&opts.data_dir))?;
     let db_path = opts.data_dir.join("raft.sled");
     let db = sled::Config::new()
         .path(&db_path)

@@ -132,7 +132,7 @@ pub async fn restore(
             "the backup holds an empty state; there is nothing to restore",
         ));
     };
-    std::fs::create_dir_all(data_dir)?;
+    crate::private_files::make_private(data_dir)?;
 
     // The new cluster's members, all voters.
     let voters: BTreeSet<NodeId> = peers.keys().copied().collect();

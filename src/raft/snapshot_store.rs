@@ -84,7 +84,7 @@ pub struct SnapshotStore {
 impl SnapshotStore {
     pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)?;
+        crate::private_files::create_dir(&dir)?;
         // Temporary files of a save cut short by a crash.
         for entry in fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
             if entry.file_name().to_string_lossy().ends_with(".tmp") {

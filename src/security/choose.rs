@@ -1,7 +1,7 @@
 //! Turning `--insecure`, `--tls-dir` and `--tls-name` into a transport, with one rule for
 //! every command: certificates, or `--insecure` said out loud; never plaintext by default.
 
-use super::{SecurityError, TlsConfig, TlsFiles, Transport};
+use super::{Party, SecurityError, TlsConfig, TlsFiles, Transport};
 use std::path::Path;
 
 /// The transport a command asked for. `default_name` names the certificate when
@@ -31,6 +31,25 @@ pub fn choose_transport(
             };
             Ok(Transport::Tls(TlsConfig::load(&TlsFiles::new(dir, name))?))
         }
+    }
+}
+
+/// `serve` runs only with `replica-<id>`'s certificate and `taskmanager` only with
+/// `tm-<id>`'s: started with another (a client's, say, with `DISPATCHER_TLS_NAME` left
+/// exported in the shell) it would never be admitted by its peers, and would say nothing of
+/// why.
+pub fn require_own_party(transport: &Transport, expected: &Party) -> Result<(), SecurityError> {
+    let Transport::Tls(config) = transport else {
+        return Ok(());
+    };
+    match config.party() {
+        Some(found) if found == *expected => Ok(()),
+        found => Err(SecurityError::Material(format!(
+            "the certificate {} names {}, but this process is {expected}: give it {expected}'s \
+             certificate (--tls-name {expected}, or unset DISPATCHER_TLS_NAME)",
+            config.name(),
+            found.map_or_else(|| "no dispatcher party".to_string(), |p| p.to_string()),
+        ))),
     }
 }
 

@@ -6,11 +6,12 @@
 pub mod certs;
 mod choose;
 pub mod party;
+pub mod server_party;
 pub mod tls;
 pub mod tokens;
 pub mod transport;
 
-pub use choose::{choose_transport, only_client_certificate};
+pub use choose::{choose_transport, only_client_certificate, require_own_party};
 pub use party::Party;
 pub use tls::{TlsConfig, TlsFiles};
 pub use tokens::Secret;

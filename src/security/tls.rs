@@ -5,7 +5,8 @@
 //! This module reads files and builds configurations; it opens no connection (that is
 //! `transport`) and decides nothing about who may do what (that is `rpc::access`).
 
-use super::SecurityError;
+use super::server_party::ReplicasOnly;
+use super::{Party, SecurityError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::rustls;
@@ -47,6 +48,8 @@ impl TlsFiles {
 #[derive(Clone)]
 pub struct TlsConfig {
     name: String,
+    /// The party this certificate names.
+    party: Option<Party>,
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
     https: Arc<rustls::ServerConfig>,
@@ -79,7 +82,29 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SecurityError> {
+    refuse_exposed_key(path)?;
     PrivateKeyDer::from_pem_file(path).map_err(|e| unreadable(path, "private key", e))
+}
+
+/// A private key other users may read is refused, as ssh refuses one: whoever else can read
+/// it can be this party. Group read is allowed (a key mounted for a service's group), group
+/// write and any access by others are not.
+fn refuse_exposed_key(path: &Path) -> Result<(), SecurityError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        // Missing or unreadable: reading it says which.
+        return Ok(());
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o027 != 0 {
+        return Err(SecurityError::Material(format!(
+            "{} (private key) may be read or changed by other users (mode {mode:04o}); a key \
+             anyone else can read is refused: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -132,16 +157,26 @@ impl TlsConfig {
             .map_err(|e| unreadable(&files.key(), "private key", e))?;
         https.alpn_protocols = vec![b"http/1.1".to_vec()];
 
+        // Dialling is always to a replica: the server must prove it is one.
+        let server_verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(config_error)?;
+        let party = chain
+            .first()
+            .and_then(|cert| Party::from_certificate(cert.as_ref()));
         let mut client = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config_error)?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ReplicasOnly::new(server_verifier)))
             .with_client_auth_cert(chain, key)
             .map_err(|e| unreadable(&files.key(), "private key", e))?;
         client.alpn_protocols = vec![ALPN_H2.to_vec()];
 
         Ok(TlsConfig {
             name: files.name.clone(),
+            party,
             server: Arc::new(server),
             client: Arc::new(client),
             https: Arc::new(https),
@@ -151,6 +186,11 @@ impl TlsConfig {
     /// The party name this configuration presents (`replica-1`, `tm-a`, `client-ops`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The party its certificate names (none if it names none).
+    pub fn party(&self) -> Option<Party> {
+        self.party.clone()
     }
 
     pub fn server(&self) -> Arc<rustls::ServerConfig> {

@@ -123,6 +123,8 @@ async fn register(
 
 /// Run the agent until `shutdown` resolves. Its runs stop with it.
 pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    // Before anything is written: the journal, the incarnation and shards' output are private.
+    crate::private_files::restrict_umask();
     let workdir = WorkDir::open(&opts.work_dir).map_err(|source| AgentError::WorkDir {
         path: opts.work_dir.display().to_string(),
         source,

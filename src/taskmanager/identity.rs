@@ -10,7 +10,7 @@
 //! claiming the same id must wait until the holder's lease has run out (see
 //! `leader::fencing`).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -54,7 +54,7 @@ pub fn claim(work_dir: &Path, salt: &str) -> Result<AgentIdentity, IdentityError
         path: work_dir.display().to_string(),
         source,
     };
-    let lock = OpenOptions::new()
+    let lock = crate::private_files::options()
         .create(true)
         .truncate(false)
         .write(true)

@@ -18,7 +18,7 @@ use super::workdir::{RunRecord, RunResult};
 use crate::framing::{decode_frame, encode_frame, Frame};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -148,7 +148,7 @@ impl Journal {
             Err(e) => return Err(e),
         };
         let (index, whole) = replay(&bytes);
-        let file = OpenOptions::new()
+        let file = crate::private_files::options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -354,11 +354,7 @@ impl Writer {
             }
         }
         let tmp = self.path.with_extension("journal.tmp");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)?;
+        let mut file = crate::private_files::create_file(&tmp)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, &self.path)?;
@@ -419,7 +415,10 @@ mod tests {
         // Where the records end, the zeros written ahead of them begin: the torn half lands
         // there.
         let (_, end) = replay(&fs::read(&path).expect("read"));
-        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
         std::os::unix::fs::FileExt::write_all_at(&file, &half[..half.len() / 2], end as u64)
             .expect("write");
         drop(file);

@@ -50,7 +50,7 @@ impl RunDirPool {
         let Some(dir) = dir else {
             return pool;
         };
-        if fs::create_dir_all(&dir).is_err() {
+        if crate::private_files::create_dir(&dir).is_err() {
             return pool;
         }
         if let Ok(entries) = fs::read_dir(&dir) {
@@ -80,11 +80,11 @@ impl RunDirPool {
     /// output files created or truncated.
     pub fn prepare(&mut self, run_dir: &Path) -> io::Result<Prepared> {
         if !self.reuse(run_dir) {
-            fs::create_dir_all(run_dir)?;
+            crate::private_files::create_dir(run_dir)?;
         }
         Ok(Prepared {
-            stdout: File::create(run_dir.join(OUTPUT_FILES[0]))?,
-            stderr: File::create(run_dir.join(OUTPUT_FILES[1]))?,
+            stdout: crate::private_files::create_file(&run_dir.join(OUTPUT_FILES[0]))?,
+            stderr: crate::private_files::create_file(&run_dir.join(OUTPUT_FILES[1]))?,
         })
     }
 
@@ -97,7 +97,7 @@ impl RunDirPool {
                 Ok(()) => return true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !parent.exists() => {
                     // The job's directory is not there yet: make it, and try this one again.
-                    if fs::create_dir_all(parent).is_err() {
+                    if crate::private_files::create_dir(parent).is_err() {
                         self.free.push(free);
                         return false;
                     }

@@ -62,7 +62,7 @@ impl WorkDir {
     /// claim sees to that): the journal has one writer.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        fs::create_dir_all(&root)?;
+        crate::private_files::make_private(&root)?;
         let journal = Journal::open(&root)?;
         Ok(WorkDir { root, journal })
     }

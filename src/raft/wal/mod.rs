@@ -195,7 +195,7 @@ impl WalLogStore {
 
     /// `open` with another segment size (tests use small ones to see many segments).
     pub fn open_with_segment_size(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        crate::private_files::create_dir(dir)?;
         let mut state = State {
             segments: BTreeMap::new(),
             current: 0,

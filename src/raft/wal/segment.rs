@@ -54,7 +54,7 @@ pub fn open(path: PathBuf) -> io::Result<Segment> {
 /// before it is used.
 pub fn create(dir: &Path, seq: u64, header: &[u8]) -> io::Result<Segment> {
     let path = dir.join(name(seq));
-    let file = OpenOptions::new()
+    let file = crate::private_files::options()
         .read(true)
         .write(true)
         .create_new(true)

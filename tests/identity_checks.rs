@@ -1,0 +1,179 @@
+//! Mistakes and impostors at the edges, from outside: a process started with another party's
+//! certificate or with a key others can read refuses to start and says why; a client sends
+//! its token only to a server that proves it is a replica; `--insecure` never sends a token.
+
+mod common;
+
+use common::BINARY;
+use dispatcher::client::{Client, ClientOptions};
+use dispatcher::security::{certs, Credentials, Secret, TlsConfig, TlsFiles, Transport};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn make_certs(dir: &Path) -> anyhow::Result<()> {
+    certs::init(
+        dir,
+        &certs::CertsPlan {
+            replicas: vec![1],
+            taskmanagers: vec!["a".into()],
+            clients: vec!["admin".into()],
+            hosts: vec![],
+        },
+    )?;
+    Ok(())
+}
+
+/// `dispatcher serve` for replica 1 with these extra arguments; it must exit by itself.
+fn serve(dir: &Path, extra: &[&str]) -> anyhow::Result<Output> {
+    Ok(Command::new(BINARY)
+        .args(["serve", "--id", "1", "--listen", "127.0.0.1:0"])
+        .args(["--peers", "1=127.0.0.1:1"])
+        .arg("--data-dir")
+        .arg(dir.join("r1"))
+        .arg("--tls-dir")
+        .arg(dir.join("certs"))
+        .args(extra)
+        .env_remove("DISPATCHER_TLS_NAME")
+        .env_remove("DISPATCHER_INSECURE")
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+fn refused_saying(out: &Output, words: &[&str]) {
+    assert!(!out.status.success(), "it started");
+    let said = String::from_utf8_lossy(&out.stderr);
+    for word in words {
+        assert!(said.contains(word), "missing '{word}' in: {said}");
+    }
+    assert_eq!(said.trim().lines().count(), 1, "not one line: {said}");
+}
+
+#[test]
+fn processes_refuse_another_partys_certificate_and_exposed_keys() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    make_certs(&certs)?;
+
+    // DISPATCHER_TLS_NAME left exported from a client shell.
+    let out = serve(dir.path(), &["--tls-name", "client-admin"])?;
+    refused_saying(&out, &["client-admin", "replica-1"]);
+    let out = serve(dir.path(), &["--tls-name", "tm-a"])?;
+    refused_saying(&out, &["tm-a", "replica-1"]);
+
+    let agent = Command::new(BINARY)
+        .args(["taskmanager", "--id", "a", "--slots", "1"])
+        .args(["--endpoints", "127.0.0.1:1", "--tls-name", "replica-1"])
+        .arg("--tls-dir")
+        .arg(&certs)
+        .arg("--work-dir")
+        .arg(dir.path().join("tm"))
+        .env_remove("DISPATCHER_INSECURE")
+        .stdin(Stdio::null())
+        .output()?;
+    refused_saying(&agent, &["replica-1", "tm-a"]);
+
+    // A key the world may read, as ssh refuses one.
+    let key = certs.join("replica-1-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))?;
+    let out = serve(dir.path(), &[])?;
+    refused_saying(&out, &["replica-1-key.pem", "chmod 600"]);
+    assert!(
+        !dir.path().join("r1").exists(),
+        "a refused replica wrote its data dir"
+    );
+    Ok(())
+}
+
+#[test]
+fn insecure_never_sends_a_token() -> anyhow::Result<()> {
+    let out = Command::new(BINARY)
+        .args(["job", "list", "--insecure", "--endpoints", "127.0.0.1:1"])
+        .env("DISPATCHER_TOKEN", "a-secret-that-must-not-travel-in-clear")
+        .env_remove("DISPATCHER_TLS_DIR")
+        .stdin(Stdio::null())
+        .output()?;
+    refused_saying(&out, &["cleartext", "--tls-dir"]);
+    Ok(())
+}
+
+/// A server with `party`'s certificate (of the cluster CA, valid for 127.0.0.1): reports
+/// whether a handshake completed and how many bytes of requests it got.
+async fn impostor(
+    certs: &Path,
+    party: &str,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<(bool, usize)>)> {
+    use tokio::io::AsyncReadExt;
+    let config = TlsConfig::load(&TlsFiles::new(certs, party))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config.server());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let task = tokio::spawn(async move {
+        let mut handshakes = false;
+        let mut bytes = 0;
+        // The client retries: take every connection it makes for a while.
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Ok((tcp, _))) = tokio::time::timeout_at(until, listener.accept()).await {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            handshakes = true;
+            let mut buf = vec![0u8; 65536];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(500), tls.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                bytes += n;
+            }
+        }
+        (handshakes, bytes)
+    });
+    Ok((addr, task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sends_its_token_only_to_a_replica() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    make_certs(&certs)?;
+    let client_for = |addr: &str| -> anyhow::Result<Client> {
+        Ok(Client::with_options(
+            vec![addr.to_string()],
+            ClientOptions {
+                rpc_timeout: Duration::from_millis(500),
+                call_timeout: Duration::from_secs(1),
+                source_ip: None,
+                credentials: Credentials {
+                    transport: Transport::Tls(TlsConfig::load(&TlsFiles::new(
+                        &certs,
+                        "client-admin",
+                    ))?),
+                    token: Some(Secret::generate()?),
+                },
+            },
+        )?)
+    };
+
+    for party in ["tm-a", "client-admin"] {
+        let (addr, server) = impostor(&certs, party).await?;
+        let refused = client_for(&addr)?.list_jobs().await;
+        assert!(refused.is_err(), "{party}: {refused:?}");
+        let (handshakes, bytes) = server.await?;
+        assert!(!handshakes, "the client finished a handshake with {party}");
+        assert_eq!(bytes, 0, "{party} received {bytes} bytes of requests");
+    }
+
+    // The same server with a replica's certificate does get the request: the check above is
+    // what refused the others.
+    let (addr, server) = impostor(&certs, "replica-1").await?;
+    let _ = client_for(&addr)?.list_jobs().await;
+    let (handshakes, bytes) = server.await?;
+    assert!(
+        handshakes && bytes > 0,
+        "a replica's certificate was refused"
+    );
+    Ok(())
+}
