@@ -189,6 +189,7 @@ pub async fn serve(
         limits: opts.config.limits.clone(),
         transport: opts.security.transport.clone(),
         taps: Arc::default(),
+        report_budget: Arc::default(),
     };
     let bootstrap = tokio::spawn(bootstrap::form_or_join(Bootstrap {
         raft: raft.clone(),

@@ -42,6 +42,9 @@ pub enum ApiError {
     OutcomeUnknown(String),
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// A caller over its budget (reports per second): retry later.
+    #[error("{0}")]
+    Exhausted(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -102,6 +105,7 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
             ApiError::OutOfRange(_) => Status::out_of_range(message),
             ApiError::OutcomeUnknown(_) | ApiError::Unavailable(_) => Status::unavailable(message),
+            ApiError::Exhausted(_) => Status::resource_exhausted(message),
             ApiError::Internal(_) => Status::internal(message),
         }
     }

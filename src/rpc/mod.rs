@@ -21,6 +21,7 @@ mod raft_access;
 mod raft_service;
 mod registration;
 mod rejoin;
+mod report_budget;
 mod reports;
 mod scheduling;
 mod shard_output;
@@ -67,4 +68,6 @@ pub struct ServiceContext {
     pub transport: crate::security::Transport,
     /// Live output followed by `job logs`, as agents send it (leader only).
     pub taps: Arc<output_taps::OutputTaps>,
+    /// Reports each agent may still send this second (leader only).
+    pub report_budget: Arc<report_budget::ReportBudget>,
 }

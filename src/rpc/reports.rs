@@ -78,9 +78,8 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<ReportCo
     ensure_leader_lease(ctx)?;
     let mut req = req;
     {
-        // A report about an assignment the applied state has already seen and moved past
-        // is refused here, without a log entry. One whose epoch (the log index of its
-        // placement) this replica has not applied yet goes on to apply, which decides.
+        // A report is refused here, without a log entry, unless it names a shard this
+        // TaskManager holds now at the epoch it was given; apply checks again.
         let view = ctx.shared.read();
         let holder = view
             .state
@@ -94,16 +93,26 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<ReportCo
             )));
         }
         let applied = view.last_applied.as_ref().map(|l| l.index()).unwrap_or(0);
-        if req.epoch <= applied {
-            check_report(
-                &view.state,
-                &req.taskmanager_id,
-                job_id,
-                req.index,
-                req.epoch,
-            )
-            .map_err(ApiError::from)?;
+        if req.epoch > applied {
+            // An epoch is the log index of a placement, and an agent learns of a placement
+            // only from a leader's applied state. This leader has applied its own term's
+            // first entry (`ensure_leader_lease`), so every placement any leader made is
+            // applied here: an epoch past it was never assigned. Refused before the log
+            // (as retryable, to stay safe should that reasoning ever not hold).
+            return Err(ApiError::Unavailable(format!(
+                "{job_id} shard {} epoch {} is past this leader's applied index {applied}: \
+                 no such assignment is known here",
+                req.index, req.epoch
+            )));
         }
+        check_report(
+            &view.state,
+            &req.taskmanager_id,
+            job_id,
+            req.index,
+            req.epoch,
+        )
+        .map_err(ApiError::from)?;
     }
     // Bounded before it reaches the log.
     req.error = cut_error(std::mem::take(&mut req.error));

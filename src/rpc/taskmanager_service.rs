@@ -15,6 +15,7 @@ use crate::pb::api::task_managers_server::TaskManagers;
 use crate::pb::api::*;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
+use prost::Message;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -100,6 +101,10 @@ impl TaskManagers for TaskManagerService {
         request: Request<ShardReport>,
     ) -> Result<Response<ShardReportReply>, Status> {
         caller(&request)?.require_taskmanager(&request.get_ref().taskmanager_id)?;
+        let bytes = request.get_ref().encoded_len();
+        self.ctx
+            .report_budget
+            .take(&request.get_ref().taskmanager_id, 1, bytes)?;
         let ReportCommands { output, main } = report_command(&self.ctx, request.into_inner())?;
         match output {
             None => {
@@ -123,6 +128,7 @@ impl TaskManagers for TaskManagerService {
         request: Request<ShardReportBatch>,
     ) -> Result<Response<ShardReportBatchReply>, Status> {
         let who = caller(&request)?;
+        let bytes = request.get_ref().encoded_len();
         let reports = request.into_inner().reports;
         if reports.len() > MAX_REPORTS_PER_BATCH {
             return Err(ApiError::InvalidArgument(format!(
@@ -133,6 +139,12 @@ impl TaskManagers for TaskManagerService {
         }
         for report in &reports {
             who.require_taskmanager(&report.taskmanager_id)?;
+        }
+        if let Some(first) = reports.first() {
+            // One agent's batch (checked above): all of it against that agent's budget.
+            self.ctx
+                .report_budget
+                .take(&first.taskmanager_id, reports.len(), bytes)?;
         }
         // Refused as a whole off the leader, with the leader's address: per-report refusals
         // inside an OK reply would keep the agent sending to this follower for ever.

@@ -1,0 +1,167 @@
+//! Agents speak only for what they hold, from outside: with a TaskManager's own certificate
+//! and incarnation (all a compromised agent or a shard that read its key has), reports that
+//! name an epoch never assigned, or a shard the agent does not hold, are refused before the
+//! log (the log does not grow and the state's digest does not move), and a flood of reports
+//! is cut off with `RESOURCE_EXHAUSTED` while the honest agent goes on working afterwards.
+
+mod common;
+
+use common::*;
+use dispatcher::client::{Client, ClientError, ClientOptions};
+use dispatcher::pb::api::task_managers_client::TaskManagersClient;
+use dispatcher::pb::api::{ReportKind, ShardReport, ShardReportBatch};
+use dispatcher::security::{Credentials, TlsConfig, TlsFiles};
+use std::time::Duration;
+use tonic::Code;
+
+/// The leader's applied index and digest.
+async fn leader_view(cluster: &TestCluster) -> anyhow::Result<(u64, String)> {
+    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+    let status = cluster
+        .local_status(leader)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("leader does not answer"))?;
+    Ok((status.last_applied, status.state_digest))
+}
+
+fn forged(job_id: &str, epoch: u64, incarnation: u64) -> ShardReport {
+    ShardReport {
+        taskmanager_id: "a".into(),
+        job_id: job_id.into(),
+        index: 0,
+        epoch,
+        kind: ReportKind::Failed as i32,
+        exit_code: Some(1),
+        error: "x".repeat(4096),
+        incarnation,
+        stderr_tail: vec![b'y'; 16 * 1024],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_for_shards_an_agent_does_not_hold_never_reach_the_log() -> anyhow::Result<()> {
+    let mut cluster = start_secure_cluster(3, test_config()).await?;
+    let dir = cluster.root().join("certs");
+    let admin = cluster.client()?;
+    cluster.start_taskmanager("a", 2, &[])?;
+    cluster.start_taskmanager("b", 2, &[])?;
+    wait_taskmanagers_alive(&admin, 2).await?;
+
+    log_phase("a long job runs; the agent's incarnation is what a shard could read");
+    let job = admin
+        .submit(job_request(
+            "long",
+            2,
+            1,
+            1,
+            ("/bin/sleep".into(), vec!["600".into()]),
+        ))
+        .await?;
+    let status = wait_all_running(&admin, &job.job_id).await?;
+    let incarnation = admin
+        .list_taskmanagers()
+        .await?
+        .into_iter()
+        .find(|tm| tm.id == "a")
+        .map(|tm| tm.incarnation)
+        .ok_or_else(|| anyhow::anyhow!("no tm a"))?;
+    let as_agent = Client::with_options(
+        cluster.endpoints(),
+        ClientOptions {
+            rpc_timeout: Duration::from_millis(500),
+            call_timeout: Duration::from_secs(1),
+            source_ip: None,
+            credentials: Credentials::tls(TlsConfig::load(&TlsFiles::new(&dir, "tm-a"))?, None),
+        },
+    )?;
+    let (applied_before, digest_before) = leader_view(&cluster).await?;
+
+    log_phase("200 batches naming epochs never assigned: each refused, none logged");
+    let future = applied_before + 1_000_000;
+    for i in 0..200u64 {
+        let batch = ShardReportBatch {
+            reports: vec![forged(&job.job_id, future + i, incarnation)],
+        };
+        let reply = as_agent
+            .call(|ch| {
+                let batch = batch.clone();
+                async move { TaskManagersClient::new(ch).report_shards(batch).await }
+            })
+            .await?;
+        assert!(
+            reply.outcomes.iter().all(|o| o.code != 0),
+            "a forged report was accepted: {reply:?}"
+        );
+    }
+    let single = as_agent
+        .call(|ch| {
+            let report = forged(&job.job_id, future, incarnation);
+            async move { TaskManagersClient::new(ch).report_shard(report).await }
+        })
+        .await;
+    assert!(single.is_err(), "{single:?}");
+
+    log_phase("a report for a shard held by another agent is refused too");
+    for shard in &status.shards {
+        if shard.taskmanager.as_deref() == Some("b") {
+            let mut report = forged(&job.job_id, shard.epoch, incarnation);
+            report.index = shard.index;
+            let refused = as_agent
+                .call(|ch| {
+                    let report = report.clone();
+                    async move { TaskManagersClient::new(ch).report_shard(report).await }
+                })
+                .await;
+            assert_eq!(
+                refused.err().and_then(|e| e.code()),
+                Some(Code::FailedPrecondition)
+            );
+        }
+    }
+    let (applied_after, digest_after) = leader_view(&cluster).await?;
+    assert_eq!(
+        applied_after, applied_before,
+        "refused reports reached the log"
+    );
+    assert_eq!(digest_after, digest_before);
+
+    log_phase("a flood is cut off with RESOURCE_EXHAUSTED");
+    let big = ShardReportBatch {
+        reports: (0..1024)
+            .map(|i| ShardReport {
+                error: String::new(),
+                stderr_tail: Vec::new(),
+                ..forged(&job.job_id, future + i, incarnation)
+            })
+            .collect(),
+    };
+    let mut exhausted = false;
+    for _ in 0..64 {
+        let sent = as_agent
+            .call(|ch| {
+                let batch = big.clone();
+                async move { TaskManagersClient::new(ch).report_shards(batch).await }
+            })
+            .await;
+        match sent {
+            Err(ClientError::Rejected(status)) if status.code() == Code::ResourceExhausted => {
+                exhausted = true;
+                break;
+            }
+            Err(e) => anyhow::bail!("unexpected refusal: {e}"),
+            Ok(_) => {}
+        }
+    }
+    assert!(exhausted, "64 batches of 1,024 reports were all taken");
+    assert_eq!(leader_view(&cluster).await?.0, applied_before);
+
+    log_phase("the honest agent's own reports still get through");
+    admin.cancel_job(&job.job_id).await?;
+    wait_job_state(&admin, &job.job_id, &["cancelled"], DEADLINE).await?;
+    let next = admin
+        .submit(job_request("after", 2, 1, 1, ("/bin/true".into(), vec![])))
+        .await?;
+    wait_job_state(&admin, &next.job_id, &["finished"], DEADLINE).await?;
+    Ok(())
+}
