@@ -593,6 +593,11 @@ pub enum JobCommand {
         /// Keep following a running shard's output until it ends.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Write the output's bytes as the shard printed them; by default control
+        /// characters (other than newline and tab) are shown escaped, so that a shard cannot
+        /// drive the terminal.
+        #[arg(long)]
+        raw: bool,
     },
     /// Wait for a job to end: exit 0 finished, 1 failed or cancelled, 2 timeout.
     Wait {

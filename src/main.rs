@@ -155,7 +155,13 @@ fn main() {
     let code = match runtime.block_on(async { tokio::spawn(run(cli)).await }) {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => {
-            let _ = writeln!(std::io::stderr(), "error: {e}");
+            // A refusal may quote what a job or a server said: one line, no control bytes.
+            let said = e.to_string();
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                dispatcher::commands::terminal::line(&said)
+            );
             1
         }
         Err(e) => {

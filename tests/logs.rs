@@ -1,7 +1,8 @@
 //! `dispatcher job logs`, the real binary against real replicas and agents: a running shard's
 //! output followed live, every line once and in order; an ended shard's output from the
-//! cluster after its TaskManager is gone; stderr; binary output passed through a pipe as it
-//! is; long output cut to the kept tail.
+//! cluster after its TaskManager is gone; stderr; control bytes escaped unless `--raw` asks
+//! for the bytes as they are, in `job logs` and in `job status`'s errors alike; long output
+//! cut to the kept tail.
 
 mod common;
 
@@ -92,6 +93,26 @@ async fn job_logs_follows_a_running_shard_and_answers_after_its_agent_is_gone() 
     for job in [&binary, &long] {
         wait_job_state(&client, job, &["finished"], DEADLINE).await?;
     }
+    let hostile = client
+        .submit(shell(
+            "hostile",
+            r"printf '\033]0;pwned\007\033[2J' >&2; exit 1",
+        ))
+        .await?
+        .job_id;
+    wait_job_state(&client, &hostile, &["failed"], DEADLINE).await?;
+    let status = Command::new(BINARY)
+        .args(["job", "status", &hostile, "--endpoints"])
+        .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags())
+        .output()?;
+    assert!(status.status.success());
+    assert!(
+        !status.stdout.contains(&0x1b) && !status.stdout.contains(&0x07),
+        "job status wrote a job's control bytes: {:?}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("\\x1b]0;pwned"));
 
     log_phase("the agent is gone; the cluster still answers");
     cluster.kill_taskmanager("printer")?;
@@ -100,10 +121,16 @@ async fn job_logs_follows_a_running_shard_and_answers_after_its_agent_is_gone() 
     let errors = job_logs(&cluster, &[&job, "--stderr"])?;
     assert_eq!(String::from_utf8(errors.stdout)?, "done\n");
 
-    let raw = job_logs(&cluster, &[&binary])?;
+    let escaped = job_logs(&cluster, &[&binary])?;
+    assert_eq!(
+        String::from_utf8(escaped.stdout)?,
+        "\\x1b[2Jcolour\u{fffd}\n",
+        "a shard may not drive the operator's terminal"
+    );
+    let raw = job_logs(&cluster, &[&binary, "--raw"])?;
     assert_eq!(
         raw.stdout, b"\x1b[2Jcolour\xff\n",
-        "a pipe gets the bytes as they are"
+        "--raw gets the bytes as they are"
     );
     let json = job_logs(&cluster, &[&binary, "--output", "json"])?;
     let line: serde_json::Value = serde_json::from_slice(&json.stdout)?;

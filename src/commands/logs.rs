@@ -2,16 +2,17 @@
 //!
 //! A running shard's output comes live from its agent through the leader (the leader asks
 //! the agent for it only while someone follows); an ended shard's is the tail kept in the
-//! replicated state, so it is there after the agent is gone. On a terminal, control bytes
-//! are shown escaped (a shard cannot drive the terminal); into a pipe, the bytes go as they
-//! are.
+//! replicated state, so it is there after the agent is gone. Control bytes are shown
+//! escaped (a shard cannot drive the operator's terminal); with `--raw` the bytes go out as
+//! they were printed.
 
+use super::terminal::printable;
 use super::{CliError, ExitCode};
 use crate::cli::OutputFormat;
 use crate::client::Client;
 use crate::pb::api::{OutputChunk, ShardOutputReply};
 use serde_json::json;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
 /// Without --follow, how long to wait for a running shard's agent to send what it has.
@@ -21,25 +22,10 @@ const FIRST_LOOK: Duration = Duration::from_secs(3);
 struct Printer {
     stderr: bool,
     format: OutputFormat,
-    terminal: bool,
+    /// Write the bytes as printed (`--raw`), not escaped.
+    raw: bool,
     /// The run being shown and the offset printed up to.
     seen: Option<(u64, u64)>,
-}
-
-/// Bytes as text that cannot drive a terminal: control characters other than newline and
-/// tab are written as `\xNN`.
-pub fn printable(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for ch in String::from_utf8_lossy(bytes).chars() {
-        if ch.is_control() && ch != '\n' && ch != '\t' {
-            for b in ch.to_string().bytes() {
-                out.push_str(&format!("\\x{b:02x}"));
-            }
-        } else {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 impl Printer {
@@ -53,10 +39,10 @@ impl Printer {
 
     fn write(&self, bytes: &[u8]) {
         let mut out = std::io::stdout().lock();
-        let written = if self.terminal {
-            out.write_all(printable(bytes).as_bytes())
-        } else {
+        let written = if self.raw {
             out.write_all(bytes)
+        } else {
+            out.write_all(printable(bytes).as_bytes())
         };
         // A closed pipe (`| head`) ends the output quietly.
         let _ = written.and_then(|()| out.flush());
@@ -134,12 +120,13 @@ pub async fn logs(
     shard: u32,
     stderr: bool,
     follow: bool,
+    raw: bool,
     format: OutputFormat,
 ) -> Result<ExitCode, CliError> {
     let mut printer = Printer {
         stderr,
         format,
-        terminal: std::io::stdout().is_terminal(),
+        raw,
         seen: None,
     };
     let mut reply = client.shard_output(job_id, shard).await?;
@@ -188,18 +175,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_bytes_are_escaped_for_a_terminal() {
-        assert_eq!(printable(b"ok\n\tdone"), "ok\n\tdone");
-        assert_eq!(printable(b"\x1b[2Jwiped"), "\\x1b[2Jwiped");
-        assert_eq!(printable(&[0xff, b'a']), "\u{fffd}a");
-    }
-
-    #[test]
     fn overlapping_chunks_print_each_byte_once() {
         let mut p = Printer {
             stderr: false,
             format: OutputFormat::Text,
-            terminal: false,
+            raw: true,
             seen: None,
         };
         p.show(5, 10, b"abcdef", "taskmanager");

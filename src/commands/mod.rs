@@ -18,6 +18,7 @@ pub use launch::{agent_options, serve_options};
 pub use watch::events;
 mod plot;
 mod table;
+pub mod terminal;
 
 use crate::cli::{
     ClientArgs, ClusterCommand, JobCommand, QuotaCommand, SnapshotCommand, SubmitArgs, TmCommand,
@@ -252,7 +253,7 @@ pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, Cl
     let reply = client.submit(request).await?;
     // Warnings go to stderr, so stdout stays one JSON document with --output json.
     for warning in &reply.warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", terminal::line(warning));
     }
     let text = if reply.created {
         format!("submitted {}", reply.job_id)
@@ -298,7 +299,8 @@ pub async fn job(command: JobCommand, args: ClientArgs) -> Result<ExitCode, CliE
             shard,
             stderr,
             follow,
-        } => return logs::logs(&client, &job_id, shard, stderr, follow, args.output).await,
+            raw,
+        } => return logs::logs(&client, &job_id, shard, stderr, follow, raw, args.output).await,
     }
     Ok(0)
 }

@@ -2,6 +2,7 @@
 //! contract's fields; text prints aligned tables.
 
 use super::table::Table;
+use super::terminal;
 use crate::cli::OutputFormat;
 use crate::pb::api::{
     ClusterStatusReply, JobStatus, JobSummary, Member, QuotaInfo, TaskManagerInfo, TokenInfo,
@@ -18,7 +19,7 @@ fn print_json(value: &Value) {
 pub fn message(format: OutputFormat, value: Value, text: &str) {
     match format {
         OutputFormat::Json => print_json(&value),
-        OutputFormat::Text => println!("{text}"),
+        OutputFormat::Text => println!("{}", terminal::escape(text, true)),
     }
 }
 
@@ -176,14 +177,15 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
                 options.push_str(&format!(", after {}", job.after.join(",")));
             }
             println!(
-                "{}  {}  {}  ({} shards, {options})",
+                "{}  {}  {}  ({} shards, {})",
                 job.job_id,
-                job.name,
+                terminal::line(&job.name),
                 job.state,
                 job.shards.len(),
+                terminal::line(&options),
             );
             if !job.reason.is_empty() {
-                println!("{}", job.reason);
+                println!("{}", terminal::line(&job.reason));
             }
             let mut t = Table::new(&[
                 "SHARD",
@@ -211,7 +213,7 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             for s in job.shards.iter().filter(|s| s.error.is_some()) {
                 let error = s.error.as_deref().unwrap_or_default();
                 let last = error.lines().last().unwrap_or_default();
-                println!("shard {} last error: {last}", s.index);
+                println!("shard {} last error: {}", s.index, terminal::line(last));
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Aligned text tables for people.
+//! Aligned text tables for people. Every cell is shown as one line with its control
+//! characters escaped (`terminal::line`): cells carry job names, errors and labels.
 
 pub struct Table {
     header: Vec<String>,
@@ -14,6 +15,13 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
+        let cells = cells
+            .into_iter()
+            .map(|cell| match super::terminal::line(&cell) {
+                std::borrow::Cow::Borrowed(_) => cell,
+                std::borrow::Cow::Owned(escaped) => escaped,
+            })
+            .collect();
         self.rows.push(cells);
     }
 

@@ -61,7 +61,7 @@ fn print_event(format: OutputFormat, e: &Event) {
             if !e.detail.is_empty() {
                 line.push_str(&format!(" ({})", e.detail));
             }
-            println!("{line}");
+            println!("{}", super::terminal::line(&line));
         }
     }
 }
@@ -199,7 +199,7 @@ pub async fn watch(
                 println!(
                     "{} ({}): {}, {}/{} shards ended, as of log index {}",
                     status.job_id,
-                    status.name,
+                    super::terminal::line(&status.name),
                     status.state,
                     shards_done(status),
                     status.shards.len(),
