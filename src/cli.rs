@@ -499,6 +499,10 @@ pub enum QuotaCommand {
         /// Its share of free slots against other tenants with waiting work (1 to 1000, default 1).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         weight: Option<u32>,
+        /// The highest priority its jobs may ask for (0 to 1000; default 500 for every
+        /// tenant); only an admin's own submissions may go above it.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        max_priority: Option<u32>,
     },
     /// Every tenant with a quota or with unfinished jobs: quota, weight, slots held, shards waiting.
     List,

@@ -502,12 +502,18 @@ impl Client {
         unlimited: bool,
         weight: Option<u32>,
     ) -> Result<QuotaInfo, ClientError> {
-        let req = SetQuotaRequest {
+        self.set_quota_limits(SetQuotaRequest {
             tenant: tenant.to_string(),
             slots,
             unlimited,
             weight,
-        };
+            max_priority: None,
+        })
+        .await
+    }
+
+    /// `set_quota` with every field of the request, the highest priority included.
+    pub async fn set_quota_limits(&self, req: SetQuotaRequest) -> Result<QuotaInfo, ClientError> {
         self.call(|ch| {
             let req = req.clone();
             async move { Self::dispatcher(ch).set_quota(req).await }

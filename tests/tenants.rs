@@ -298,3 +298,81 @@ async fn a_tenant_sees_and_touches_only_its_own_jobs() -> anyhow::Result<()> {
     ops.cancel_job(&running.job_id).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_have_owners() -> anyhow::Result<()> {
+    let cluster = start_secure_cluster(3, test_config()).await?;
+    let dir = cluster.root().join("certs");
+    let admin = cluster.client()?;
+    let (_, alice) = admin
+        .create_token("alice", Role::Submit, Some("team-a"))
+        .await?;
+    let alice = Client::with_options(
+        cluster.endpoints(),
+        ClientOptions {
+            rpc_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            source_ip: None,
+            credentials: Credentials::tls(
+                TlsConfig::load(&TlsFiles::new(&dir, "client-admin"))?,
+                Some(alice),
+            ),
+        },
+    )?;
+    // Never placed (no agent): only the decision to accept them matters.
+    let at = |priority: u32| SubmitRequest {
+        priority: Some(priority),
+        ..shell("p", "true", 1)
+    };
+
+    log_phase("without a ceiling a tenant's jobs are capped at the default, 500");
+    alice.submit(at(500)).await?;
+    let before = leader_digest(&cluster).await?;
+    assert_eq!(
+        code(alice.submit(at(501)).await),
+        Some(Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(alice.submit(at(1000)).await),
+        Some(Code::PermissionDenied)
+    );
+    assert_eq!(leader_digest(&cluster).await?, before);
+
+    log_phase("an admin raises team-a's ceiling to 900");
+    let set = admin
+        .set_quota_limits(dispatcher::pb::api::SetQuotaRequest {
+            tenant: "team-a".into(),
+            max_priority: Some(900),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(set.max_priority, 900);
+    alice.submit(at(900)).await?;
+    assert_eq!(
+        code(alice.submit(at(901)).await),
+        Some(Code::PermissionDenied)
+    );
+    let listed = admin.list_quotas().await?;
+    let team_a = listed
+        .iter()
+        .find(|q| q.tenant == "team-a")
+        .ok_or_else(|| anyhow::anyhow!("team-a not listed: {listed:?}"))?;
+    assert_eq!(team_a.max_priority, 900);
+
+    log_phase("an admin's own submissions are not capped; a ceiling above 1000 is refused");
+    admin
+        .submit(SubmitRequest {
+            tenant: "team-a".into(),
+            ..at(1000)
+        })
+        .await?;
+    let too_high = admin
+        .set_quota_limits(dispatcher::pb::api::SetQuotaRequest {
+            tenant: "team-a".into(),
+            max_priority: Some(1001),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(too_high), Some(Code::InvalidArgument));
+    Ok(())
+}

@@ -215,8 +215,17 @@ pub async fn quota(command: QuotaCommand, args: ClientArgs) -> Result<ExitCode, 
             slots,
             unlimited,
             weight,
+            max_priority,
         } => {
-            let quota = client.set_quota(&tenant, slots, unlimited, weight).await?;
+            let quota = client
+                .set_quota_limits(crate::pb::api::SetQuotaRequest {
+                    tenant,
+                    slots,
+                    unlimited,
+                    weight,
+                    max_priority,
+                })
+                .await?;
             output::quotas(args.output, std::slice::from_ref(&quota));
         }
         QuotaCommand::List => {

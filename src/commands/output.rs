@@ -278,17 +278,21 @@ pub fn quotas(format: OutputFormat, quotas: &[QuotaInfo]) {
                 .iter()
                 .map(|q| {
                     json!({"tenant": q.tenant, "slots": q.slots, "weight": q.weight,
+                           "max_priority": q.max_priority,
                            "running_slots": q.running_slots, "pending_shards": q.pending_shards})
                 })
                 .collect(),
         )),
         OutputFormat::Text => {
-            let mut table = Table::new(&["TENANT", "QUOTA", "WEIGHT", "RUNNING", "PENDING"]);
+            let mut table = Table::new(&[
+                "TENANT", "QUOTA", "WEIGHT", "MAX PRIO", "RUNNING", "PENDING",
+            ]);
             for q in quotas {
                 table.row(vec![
                     q.tenant.clone(),
                     q.slots.map_or_else(|| "-".to_string(), |n| n.to_string()),
                     q.weight.to_string(),
+                    q.max_priority.to_string(),
                     q.running_slots.to_string(),
                     q.pending_shards.to_string(),
                 ]);

@@ -54,6 +54,10 @@ pub struct ClusterState {
     /// The tenant of each token created with one other than its name. Same section.
     #[serde(skip)]
     pub token_tenants: BTreeMap<String, String>,
+    /// Each tenant's highest priority, where an admin set one other than the default
+    /// (`quota set --max-priority`). Same section, from format 8.
+    #[serde(skip)]
+    pub max_priorities: BTreeMap<String, u32>,
     /// Jobs that ended without running because a job they waited for (`--after`) failed or
     /// was cancelled: the job → that job. Same section.
     #[serde(skip)]
@@ -79,10 +83,23 @@ struct ExtensionsRef<'a> {
     quotas: &'a BTreeMap<String, Quota>,
     token_tenants: &'a BTreeMap<String, String>,
     dependency_failures: &'a BTreeMap<JobId, JobId>,
+    max_priorities: &'a BTreeMap<String, u32>,
 }
 
 #[derive(Deserialize)]
 struct Extensions {
+    outputs: OutputStore,
+    scheduling: BTreeMap<JobId, JobScheduling>,
+    preemptions: BTreeMap<(JobId, u32), u32>,
+    quotas: BTreeMap<String, Quota>,
+    token_tenants: BTreeMap<String, String>,
+    dependency_failures: BTreeMap<JobId, JobId>,
+    max_priorities: BTreeMap<String, u32>,
+}
+
+/// The extra section as format 7 wrote it: no highest priorities.
+#[derive(Deserialize)]
+struct ExtensionsV7 {
     outputs: OutputStore,
     scheduling: BTreeMap<JobId, JobScheduling>,
     preemptions: BTreeMap<(JobId, u32), u32>,
@@ -148,6 +165,7 @@ impl ClusterState {
             quotas: &self.quotas,
             token_tenants: &self.token_tenants,
             dependency_failures: &self.dependency_failures,
+            max_priorities: &self.max_priorities,
         };
         let outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
             .unwrap_or_default();
@@ -171,6 +189,21 @@ impl ClusterState {
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
         let extensions: Extensions = crate::decode::decode_untrusted(rest)?;
+        state.outputs = extensions.outputs;
+        state.scheduling = extensions.scheduling;
+        state.preemptions = extensions.preemptions;
+        state.quotas = extensions.quotas;
+        state.token_tenants = extensions.token_tenants;
+        state.dependency_failures = extensions.dependency_failures;
+        state.max_priorities = extensions.max_priorities;
+        state.rebuild_derived();
+        Ok(state)
+    }
+
+    /// Decode the state as snapshot format 7 wrote it: no highest priorities per tenant.
+    pub fn decode_v7(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let (mut state, rest) = Self::split_sections(bytes)?;
+        let extensions: ExtensionsV7 = crate::decode::decode_untrusted(rest)?;
         state.outputs = extensions.outputs;
         state.scheduling = extensions.scheduling;
         state.preemptions = extensions.preemptions;
@@ -292,6 +325,14 @@ impl ClusterState {
     /// A tenant's quota and weight (the defaults if none was set).
     pub fn quota(&self, tenant: &str) -> Quota {
         self.quotas.get(tenant).copied().unwrap_or_default()
+    }
+
+    /// The highest priority a tenant's jobs may ask for (an admin's own submissions aside).
+    pub fn max_priority(&self, tenant: &str) -> u32 {
+        self.max_priorities
+            .get(tenant)
+            .copied()
+            .unwrap_or(super::DEFAULT_PRIORITY)
     }
 
     /// The tenant of the jobs a token's holder submits: the one it was created with, or its

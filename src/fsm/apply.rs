@@ -109,7 +109,14 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             slots,
             weight,
             ..
-        } => set_quota(state, tenant, slots, weight),
+        } => set_quota(state, tenant, slots, weight, None),
+        Command::SetQuotaLimits {
+            tenant,
+            slots,
+            weight,
+            max_priority,
+            ..
+        } => set_quota(state, tenant, slots, weight, max_priority),
         Command::CreateTenantToken {
             name,
             role,

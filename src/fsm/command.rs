@@ -176,6 +176,15 @@ pub enum Command {
         not_before_ms: u64,
         now_ms: u64,
     },
+    /// `SetQuota` that also sets the tenant's highest priority (`quota set --max-priority`);
+    /// `None` keeps it. `SetQuota` stays for requests without one, which every version reads.
+    SetQuotaLimits {
+        tenant: String,
+        slots: SlotLimit,
+        weight: Option<u32>,
+        max_priority: Option<u32>,
+        now_ms: u64,
+    },
 }
 
 /// What `SetQuota` does to a tenant's slot limit.
@@ -351,6 +360,7 @@ impl fmt::Display for Command {
                 write!(f, "CreateTenantToken({name}, {role})")
             }
             Command::RestartGang { job_id, .. } => write!(f, "RestartGang({job_id})"),
+            Command::SetQuotaLimits { tenant, .. } => write!(f, "SetQuotaLimits({tenant})"),
         }
     }
 }
@@ -460,5 +470,6 @@ pub enum Response {
     QuotaSet {
         tenant: String,
         quota: crate::domain::Quota,
+        max_priority: u32,
     },
 }

@@ -134,7 +134,9 @@ impl Before {
                 (BeforeKind::Token("token_created", name.clone()), None)
             }
             Command::RestartGang { job_id, .. } => (BeforeKind::GangRestart(*job_id), None),
-            Command::SetQuota { tenant, .. } => (BeforeKind::Quota(tenant.clone()), None),
+            Command::SetQuota { tenant, .. } | Command::SetQuotaLimits { tenant, .. } => {
+                (BeforeKind::Quota(tenant.clone()), None)
+            }
             Command::RevokeToken { name, .. } => {
                 (BeforeKind::Token("token_revoked", name.clone()), None)
             }
@@ -313,11 +315,19 @@ impl Before {
                 }
             }
             BeforeKind::Quota(tenant) => {
-                if let Response::QuotaSet { quota, .. } = response {
+                if let Response::QuotaSet {
+                    quota,
+                    max_priority,
+                    ..
+                } = response
+                {
                     let slots = quota
                         .slots
                         .map_or_else(|| "no slot limit".to_string(), |n| format!("{n} slots"));
-                    let detail = format!("{tenant}: {slots}, weight {}", quota.weight);
+                    let detail = format!(
+                        "{tenant}: {slots}, weight {}, priority up to {max_priority}",
+                        quota.weight
+                    );
                     push("quota_set", None, None, None, detail);
                 }
             }

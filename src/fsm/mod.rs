@@ -18,6 +18,6 @@ pub use command::{
     SlotLimit,
 };
 pub use validate::{
-    validate_address, validate_labels, validate_name, validate_name_within, validate_options,
-    validate_registration, validate_spec, validate_tenant, validate_weight,
+    validate_address, validate_labels, validate_max_priority, validate_name, validate_name_within,
+    validate_options, validate_registration, validate_spec, validate_tenant, validate_weight,
 };

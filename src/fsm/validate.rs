@@ -174,6 +174,16 @@ pub fn validate_tenant(tenant: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// A tenant's highest priority (`quota set --max-priority`).
+pub fn validate_max_priority(max: u32) -> Result<(), Rejection> {
+    if max > MAX_PRIORITY {
+        return Err(invalid(format!(
+            "--max-priority {max} is out of range: give 0 to {MAX_PRIORITY}"
+        )));
+    }
+    Ok(())
+}
+
 /// A job's scheduling options, on their own (apply checks that the `--after` jobs exist).
 pub fn validate_options(options: &JobScheduling) -> Result<(), Rejection> {
     if options.priority > MAX_PRIORITY {

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 4] = b"DSNP";
 /// Bump when the encoding of `ClusterState` changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 7;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 8;
 /// Format 4 had no extra section, format 5 the shards' output alone in it, format 6 a
-/// priority alone per job; all are still read.
+/// priority alone per job, format 7 no highest priority per tenant; all are still read.
 const OLDEST_READABLE_FORMAT: u32 = 4;
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
@@ -48,6 +48,7 @@ pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
     let version = u32::from_be_bytes(version);
     let state = match version {
         SNAPSHOT_FORMAT_VERSION => ClusterState::decode(&data[8..]),
+        7 => ClusterState::decode_v7(&data[8..]),
         6 => ClusterState::decode_v6(&data[8..]),
         5 => ClusterState::decode_with_outputs_only(&data[8..]),
         OLDEST_READABLE_FORMAT => ClusterState::decode_without_outputs(&data[8..]),
@@ -172,7 +173,7 @@ mod tests {
     use crate::domain::{JobId, ShardOutput};
 
     #[test]
-    fn outputs_and_scheduling_travel_in_snapshots_and_formats_4_to_6_still_read() {
+    fn outputs_and_scheduling_travel_in_snapshots_and_formats_4_to_7_still_read() {
         let mut state = ClusterState {
             tokens_seeded: true,
             ..ClusterState::default()
@@ -211,11 +212,45 @@ mod tests {
         );
         state.token_tenants.insert("ci".into(), "alice".into());
         state.dependency_failures.insert(JobId(5), JobId(4));
+        state.max_priorities.insert("alice".into(), 800);
         let back = decode_state(&encode_state(&state)).expect("current format");
         assert_eq!(back, state, "the dependents index is rebuilt on decode");
         assert_eq!(back.digest(), state.digest());
         assert_eq!(back.priority(JobId(2)), 900);
         assert_eq!(back.tenant(JobId(2)), "alice");
+        assert_eq!(back.max_priority("alice"), 800);
+        assert_eq!(back.max_priority("bob"), crate::domain::DEFAULT_PRIORITY);
+
+        // Format 7: no highest priorities.
+        #[derive(serde::Serialize)]
+        struct Seven<'a> {
+            outputs: &'a crate::domain::OutputStore,
+            scheduling: &'a std::collections::BTreeMap<JobId, crate::domain::JobScheduling>,
+            preemptions: &'a std::collections::BTreeMap<(JobId, u32), u32>,
+            quotas: &'a std::collections::BTreeMap<String, crate::domain::Quota>,
+            token_tenants: &'a std::collections::BTreeMap<String, String>,
+            dependency_failures: &'a std::collections::BTreeMap<JobId, JobId>,
+        }
+        let seven_extensions = Seven {
+            outputs: &state.outputs,
+            scheduling: &state.scheduling,
+            preemptions: &state.preemptions,
+            quotas: &state.quotas,
+            token_tenants: &state.token_tenants,
+            dependency_failures: &state.dependency_failures,
+        };
+        let main = bincode::serde::encode_to_vec(&state, bincode::config::standard()).unwrap();
+        let rest =
+            bincode::serde::encode_to_vec(&seven_extensions, bincode::config::standard()).unwrap();
+        let mut seven = MAGIC.to_vec();
+        seven.extend_from_slice(&7u32.to_be_bytes());
+        seven.extend_from_slice(&(main.len() as u64).to_be_bytes());
+        seven.extend_from_slice(&main);
+        seven.extend_from_slice(&rest);
+        let read = decode_state(&seven).expect("format 7");
+        assert_eq!(read.quotas, state.quotas);
+        assert_eq!(read.tenant(JobId(2)), "alice");
+        assert!(read.max_priorities.is_empty());
 
         // Format 6: a priority alone per job.
         #[derive(serde::Serialize)]

@@ -99,6 +99,7 @@ impl Dispatcher for DispatcherService {
         let (options, warnings) = {
             let view = self.ctx.shared.read();
             let options = scheduling::submit_options(&req, &who, &view.state)?;
+            scheduling::check_priority_ceiling(&options, &who, &view.state)?;
             let scope = Scope::of(&who, &view.state);
             if let Some(hidden) = options.after.iter().find(|j| !scope.sees(&view.state, **j)) {
                 // Waiting for another tenant's job would tell when it ends.
@@ -250,15 +251,33 @@ impl Dispatcher for DispatcherService {
         if let Some(weight) = req.weight {
             crate::fsm::validate_weight(weight).map_err(ApiError::from)?;
         }
-        let command = Command::SetQuota {
-            slots: scheduling::slot_limit(&req)?,
-            tenant: req.tenant,
-            weight: req.weight,
-            now_ms: now_ms(),
+        if let Some(max) = req.max_priority {
+            crate::fsm::validate_max_priority(max).map_err(ApiError::from)?;
+        }
+        let slots = scheduling::slot_limit(&req)?;
+        // Without a highest priority, the command every version reads.
+        let command = match req.max_priority {
+            None => Command::SetQuota {
+                slots,
+                tenant: req.tenant,
+                weight: req.weight,
+                now_ms: now_ms(),
+            },
+            max_priority => Command::SetQuotaLimits {
+                slots,
+                tenant: req.tenant,
+                weight: req.weight,
+                max_priority,
+                now_ms: now_ms(),
+            },
         };
         match write(&self.ctx, command).await? {
-            FsmResponse::QuotaSet { tenant, quota } => {
-                tracing::info!(%tenant, slots = ?quota.slots, weight = quota.weight, "quota set");
+            FsmResponse::QuotaSet {
+                tenant,
+                quota,
+                max_priority,
+            } => {
+                tracing::info!(%tenant, slots = ?quota.slots, weight = quota.weight, max_priority, "quota set");
                 let applied = self.ctx.shared.read();
                 let info = scheduling::quotas(&applied.state)
                     .into_iter()
@@ -269,6 +288,7 @@ impl Dispatcher for DispatcherService {
                         weight: quota.weight,
                         running_slots: 0,
                         pending_shards: 0,
+                        max_priority,
                     });
                 Ok(Response::new(info))
             }

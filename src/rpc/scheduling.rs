@@ -47,6 +47,30 @@ pub fn submit_options(
     Ok(options)
 }
 
+/// A tenant's jobs may ask for at most the highest priority an admin gave the tenant
+/// (`quota set --max-priority`, default 500), so that no tenant preempts every other by
+/// asking for 1000. An admin's own submissions, and everything under `--insecure`, are not
+/// capped.
+pub fn check_priority_ceiling(
+    options: &JobScheduling,
+    caller: &Caller,
+    state: &ClusterState,
+) -> Result<(), ApiError> {
+    let exempt = match caller {
+        Caller::Token { role, .. } => *role == Role::Admin,
+        _ => true,
+    };
+    let ceiling = state.max_priority(&options.tenant);
+    if exempt || options.priority <= ceiling {
+        return Ok(());
+    }
+    Err(ApiError::PermissionDenied(format!(
+        "priority {} is above tenant '{}''s highest priority {ceiling}; submit at {ceiling} or \
+         below, or ask an admin to raise it (`dispatcher quota set {} --max-priority {}`)",
+        options.priority, options.tenant, options.tenant, options.priority
+    )))
+}
+
 /// The tenant a submission counts against.
 fn tenant_of(asked: &str, caller: &Caller, state: &ClusterState) -> Result<String, ApiError> {
     match caller {
@@ -108,6 +132,7 @@ pub fn quotas(state: &ClusterState) -> Vec<QuotaInfo> {
     }
     let held = state.slots_held_by_tenant();
     let mut tenants: Vec<&str> = state.quotas.keys().map(String::as_str).collect();
+    tenants.extend(state.max_priorities.keys().map(String::as_str));
     tenants.extend(pending.keys().copied());
     tenants.extend(held.keys().map(String::as_str));
     tenants.sort_unstable();
@@ -122,6 +147,7 @@ pub fn quotas(state: &ClusterState) -> Vec<QuotaInfo> {
                 weight: quota.weight,
                 running_slots: held.get(tenant).copied().unwrap_or(0),
                 pending_shards: pending.get(tenant).copied().unwrap_or(0),
+                max_priority: state.max_priority(tenant),
             }
         })
         .collect()

@@ -4,9 +4,13 @@
 use super::admission;
 use super::jobs::{cancel_remaining_shards, refresh_job, submit_job, Submission};
 use super::shards::{release_slots, requeue};
-use crate::domain::{ClusterState, JobId, JobScheduling, JobState, Quota, ShardState, MAX_QUOTAS};
+use crate::domain::{
+    ClusterState, JobId, JobScheduling, JobState, Quota, ShardState, DEFAULT_PRIORITY, MAX_QUOTAS,
+};
 use crate::fsm::command::{Rejection, Response, SlotLimit};
-use crate::fsm::validate::{validate_options, validate_tenant, validate_weight};
+use crate::fsm::validate::{
+    validate_max_priority, validate_options, validate_tenant, validate_weight,
+};
 use std::sync::Arc;
 
 /// Submit a job with scheduling options: as `submit_job`, and the options are kept beside
@@ -112,12 +116,18 @@ pub(super) fn set_quota(
     tenant: String,
     slots: SlotLimit,
     weight: Option<u32>,
+    max_priority: Option<u32>,
 ) -> Result<Response, Rejection> {
     validate_tenant(&tenant)?;
     if let Some(weight) = weight {
         validate_weight(weight)?;
     }
-    if !state.quotas.contains_key(&tenant) && state.quotas.len() >= MAX_QUOTAS {
+    if let Some(max) = max_priority {
+        validate_max_priority(max)?;
+    }
+    let new_tenant =
+        !state.quotas.contains_key(&tenant) && !state.max_priorities.contains_key(&tenant);
+    if new_tenant && state.quotas.len().max(state.max_priorities.len()) >= MAX_QUOTAS {
         return Err(Rejection::Overloaded(format!(
             "{MAX_QUOTAS} tenants have quotas, the most the cluster keeps; reset unused ones \
              with `quota set <tenant> --unlimited --weight 1`"
@@ -137,7 +147,21 @@ pub(super) fn set_quota(
     } else {
         state.quotas.insert(tenant.clone(), quota);
     }
-    Ok(Response::QuotaSet { tenant, quota })
+    match max_priority {
+        None => {}
+        Some(DEFAULT_PRIORITY) => {
+            state.max_priorities.remove(&tenant);
+        }
+        Some(max) => {
+            state.max_priorities.insert(tenant.clone(), max);
+        }
+    }
+    let max_priority = state.max_priority(&tenant);
+    Ok(Response::QuotaSet {
+        tenant,
+        quota,
+        max_priority,
+    })
 }
 
 /// Whether a gang is split: some of its shards wait while others hold slots or finished.
