@@ -289,3 +289,69 @@ async fn with_tls_the_http_side_is_https_and_the_dashboard_data_needs_a_token() 
     assert_eq!(json["members"].as_array().map(Vec::len), Some(3));
     Ok(())
 }
+
+/// Raise this process's open-file limit to its hard limit (a thousand sockets are opened).
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct; no other memory is involved.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max.min(65_536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_get_through_a_thousand_idle_connections_from_another_address() -> anyhow::Result<()>
+{
+    raise_fd_limit();
+    let cluster = start_cluster(1, test_config()).await?;
+    let http = cluster.replica(cluster.ids()[0])?.http.clone();
+    let plain = HttpTarget::Plain;
+    wait_for(DEADLINE, "the replica to be ready", || async {
+        (status_of(&plain, &http, "/readyz").await == Some(200)).then_some(())
+    })
+    .await?;
+
+    log_phase("1,000 idle connections from 127.0.0.2");
+    let target: std::net::SocketAddr = http.parse()?;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.2:0".parse()?)?;
+        if let Ok(stream) = socket.connect(target).await {
+            idle.push(stream);
+        }
+    }
+    assert!(idle.len() >= 900, "only {} connected", idle.len());
+
+    log_phase("probes from 127.0.0.1 answer at once");
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(status_of(&plain, &http, "/healthz").await, Some(200));
+        took.push(started.elapsed());
+    }
+    assert_eq!(status_of(&plain, &http, "/readyz").await, Some(200));
+    took.sort();
+    let median = took[took.len() / 2];
+    eprintln!(
+        "/healthz with 1,000 idle connections open: median {median:?}, max {:?}",
+        took[took.len() - 1]
+    );
+    assert!(median < std::time::Duration::from_millis(100), "{took:?}");
+    assert!(
+        took[took.len() - 1] < std::time::Duration::from_secs(1),
+        "{took:?}"
+    );
+
+    log_phase("metrics are served from a recent scrape");
+    let first = get(&plain, &http, "/metrics", &[]).await?;
+    assert_eq!(first.status, 200);
+    drop(idle);
+    Ok(())
+}

@@ -4,13 +4,16 @@
 //! (a client certificate is not required: see `access` for what each route asks instead).
 //!
 //! This module serves what the rest of the process already knows; it never writes to the
-//! log and never blocks the gRPC side. Connections are bounded in number and in how long a
-//! request's headers may take.
+//! log and never blocks the gRPC side. Connections are bounded per client address and in all
+//! (`connections`), and in how long a handshake, a request's headers and an idle keep-alive
+//! may take; answers that cost something are reused for a moment (`recent`).
 
 pub mod access;
 mod agent;
+mod connections;
 mod dashboard;
 mod readiness;
+mod recent;
 mod replica;
 mod sse;
 
@@ -24,11 +27,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::rustls::ServerConfig;
 
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 256;
 /// A client that has not sent its request headers in this long is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS handshake that takes longer is dropped.
@@ -59,19 +59,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(connections::Connections::default());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let accept_loop = async {
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
                     tracing::warn!("HTTP accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Over a limit: closed at once, so the loop goes on taking others' connections.
+            let permit = match connections.admit(peer.ip()) {
+                Ok(permit) => permit,
+                Err(why) => {
+                    tracing::debug!(%peer, "HTTP connection refused: {why}");
+                    drop(tcp);
                     continue;
                 }
             };

@@ -3,28 +3,80 @@
 //! answers are current.
 //!
 //! The leader confirms its leadership with a quorum (ReadIndex) and uses its read index; a
-//! follower asks the leader for its commit index over gRPC. Either then waits a moment for
-//! its own apply to get there (a follower learns of commits one heartbeat late), and says
-//! why not if it does not.
+//! follower asks the leader for its commit index over gRPC, on one channel kept open to the
+//! leader (not a new TLS connection per probe). Either then waits a moment for its own apply
+//! to get there (a follower learns of commits one heartbeat late), and says why not if it
+//! does not. A verdict is reused for a moment, so a flood of probes costs one check each
+//! moment.
 
+use super::recent::Recent;
+use crate::pb::api::cluster_client::ClusterClient;
+use crate::pb::api::ClusterStatusRequest;
 use crate::raft::{Raft, SharedState};
-use crate::rpc::local_status_of;
 use crate::security::Transport;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ReadPolicy;
 use std::time::Duration;
+use tonic::transport::Channel;
 
 /// How long the leader's confirmation or answer may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long this replica's apply may take to reach the leader's commit index.
 const CATCH_UP: Duration = Duration::from_secs(1);
+/// How long a verdict is reused.
+const FRESH_FOR: Duration = Duration::from_millis(250);
 
-/// Ready, with what was checked, or not, with why.
-pub async fn check(
-    raft: &Raft,
-    shared: &SharedState,
-    transport: &Transport,
-) -> Result<String, String> {
+/// What readiness keeps between probes: the channel to the leader and the last verdict.
+pub struct Readiness {
+    transport: Transport,
+    leader: std::sync::Mutex<Option<(String, Channel)>>,
+    verdict: Recent<Result<String, String>>,
+}
+
+impl Readiness {
+    pub fn new(transport: Transport) -> Self {
+        Readiness {
+            transport,
+            leader: std::sync::Mutex::new(None),
+            verdict: Recent::new(FRESH_FOR),
+        }
+    }
+
+    /// Ready, with what was checked, or not, with why.
+    pub async fn check(&self, raft: &Raft, shared: &SharedState) -> Result<String, String> {
+        self.verdict.get_or(|| check(self, raft, shared)).await
+    }
+
+    /// The leader's commit index, asked on the kept channel (a new one when the leader
+    /// moved).
+    async fn leader_commit(&self, addr: &str) -> Option<u64> {
+        let channel = {
+            let mut kept = self.leader.lock().unwrap_or_else(|p| p.into_inner());
+            match kept.as_ref() {
+                Some((at, channel)) if at == addr => channel.clone(),
+                _ => {
+                    let channel = self
+                        .transport
+                        .channel(
+                            addr,
+                            |e| e.connect_timeout(ASK_TIMEOUT).timeout(ASK_TIMEOUT),
+                            None,
+                        )
+                        .ok()?;
+                    *kept = Some((addr.to_string(), channel.clone()));
+                    channel
+                }
+            }
+        };
+        let reply = ClusterClient::new(channel)
+            .status(ClusterStatusRequest { local: true })
+            .await
+            .ok()?;
+        Some(reply.into_inner().committed)
+    }
+}
+
+async fn check(readiness: &Readiness, raft: &Raft, shared: &SharedState) -> Result<String, String> {
     let (me, leader) = {
         let metrics = raft.metrics();
         let m = metrics.borrow_watched();
@@ -52,10 +104,10 @@ pub async fn check(
                 .map(|n| n.addr.clone())
         }
         .ok_or_else(|| format!("leader {leader} is not in the membership this replica knows"))?;
-        let status = local_status_of(transport, &addr, ASK_TIMEOUT)
+        readiness
+            .leader_commit(&addr)
             .await
-            .ok_or_else(|| format!("leader {leader} at {addr} did not answer"))?;
-        status.committed
+            .ok_or_else(|| format!("leader {leader} at {addr} did not answer"))?
     };
     let mut applied = shared.subscribe();
     let reached = tokio::time::timeout(CATCH_UP, applied.wait_for(|index| *index >= target))

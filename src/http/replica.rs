@@ -2,7 +2,9 @@
 //! data under `/api/overview` and `/api/events`).
 
 use super::access::HttpAccess;
-use super::{dashboard, line, readiness, sse};
+use super::readiness::Readiness;
+use super::recent::Recent;
+use super::{dashboard, line, sse};
 use crate::domain::{ClusterState, ShardState};
 use crate::metrics::{Metrics, RaftView};
 use crate::raft::{Raft, SharedState};
@@ -31,9 +33,31 @@ const OVERVIEW_SHARDS: usize = 256;
 pub struct ReplicaHttp {
     pub raft: Raft,
     pub shared: Arc<SharedState>,
-    pub transport: Transport,
     pub access: HttpAccess,
+    pub readiness: Arc<Readiness>,
+    /// The last scrape's text, reused for a moment: a scrape counts every job.
+    pub scrape: Arc<Recent<String>>,
 }
+
+impl ReplicaHttp {
+    pub fn new(
+        raft: Raft,
+        shared: Arc<SharedState>,
+        transport: Transport,
+        access: HttpAccess,
+    ) -> Self {
+        ReplicaHttp {
+            raft,
+            shared,
+            access,
+            readiness: Arc::new(Readiness::new(transport)),
+            scrape: Arc::new(Recent::new(SCRAPE_FRESH_FOR)),
+        }
+    }
+}
+
+/// How long a scrape's text is reused.
+const SCRAPE_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn replica_routes(replica: ReplicaHttp) -> Router {
     Router::new()
@@ -60,20 +84,26 @@ fn raft_view(raft: &Raft) -> RaftView {
 }
 
 async fn metrics(State(replica): State<ReplicaHttp>) -> Response {
-    let metrics: &Metrics = replica.shared.metrics();
-    {
-        let applied = replica.shared.read();
-        metrics.refresh(raft_view(&replica.raft), &applied.state);
-    }
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        metrics.encode(),
-    )
-        .into_response()
+    let text = replica
+        .scrape
+        .get_or(|| async {
+            let metrics: &Metrics = replica.shared.metrics();
+            {
+                let applied = replica.shared.read();
+                metrics.refresh(raft_view(&replica.raft), &applied.state);
+            }
+            metrics.encode()
+        })
+        .await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn ready(State(replica): State<ReplicaHttp>) -> Response {
-    match readiness::check(&replica.raft, &replica.shared, &replica.transport).await {
+    match replica
+        .readiness
+        .check(&replica.raft, &replica.shared)
+        .await
+    {
         Ok(why) => (StatusCode::OK, line(why)).into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, line(why)).into_response(),
     }

@@ -218,12 +218,12 @@ pub async fn serve(
                 HttpAccess::Tokens(shared.clone()),
             ),
         };
-        let routes = crate::http::replica_routes(ReplicaHttp {
-            raft: raft.clone(),
-            shared: shared.clone(),
-            transport: opts.security.transport.clone(),
+        let routes = crate::http::replica_routes(ReplicaHttp::new(
+            raft.clone(),
+            shared.clone(),
+            opts.security.transport.clone(),
             access,
-        });
+        ));
         tracing::info!(listen = ?opts.http_listen, "HTTP side listening (/metrics, /healthz, /readyz, /)");
         tokio::spawn(crate::http::serve(listener, tls, routes, std::future::pending()))
     });
