@@ -177,3 +177,72 @@ async fn a_client_sends_its_token_only_to_a_replica() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_speaks_raft_only_for_itself() -> anyhow::Result<()> {
+    use dispatcher::pb::raft::raft_service_client::RaftServiceClient;
+    use dispatcher::pb::raft::RaftPayload;
+    use dispatcher::raft::{TypeConfig, Vote};
+    use openraft::raft::VoteRequest;
+    use tonic::Code;
+
+    let cluster = common::start_secure_cluster(3, common::test_config()).await?;
+    let dir = cluster.root().join("certs");
+    let leader = cluster
+        .wait_for_leader(&cluster.ids(), common::DEADLINE)
+        .await?;
+    let target = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    let speaker = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != target)
+        .ok_or_else(|| anyhow::anyhow!("no other replica"))?;
+    let impersonated = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != target && *id != speaker)
+        .ok_or_else(|| anyhow::anyhow!("no third replica"))?;
+    let before = cluster
+        .local_status(target)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no status"))?;
+    let channel = Transport::Tls(TlsConfig::load(&TlsFiles::new(
+        &dir,
+        format!("replica-{speaker}"),
+    ))?)
+    .connect(
+        &cluster.replica(target)?.addr,
+        |e| e.timeout(Duration::from_secs(2)),
+        None,
+    )
+    .await?;
+    let mut raft = RaftServiceClient::new(channel);
+    let vote_as = |candidate: u64, term: u64| -> anyhow::Result<RaftPayload> {
+        let request = VoteRequest::<TypeConfig>::new(Vote::new(term, candidate), None);
+        Ok(RaftPayload {
+            data: dispatcher::raft::network::encode(&request).map_err(anyhow::Error::msg)?,
+        })
+    };
+
+    common::log_phase("a vote in another replica's name is refused");
+    let forged = raft.vote(vote_as(impersonated, before.term + 100)?).await;
+    assert_eq!(forged.expect_err("forged").code(), Code::PermissionDenied);
+    let forged = raft
+        .pre_vote(vote_as(impersonated, before.term + 100)?)
+        .await;
+    assert_eq!(forged.expect_err("forged").code(), Code::PermissionDenied);
+
+    common::log_phase("its own (stale) vote is answered");
+    raft.vote(vote_as(speaker, 0)?).await?;
+
+    let after = cluster
+        .local_status(target)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no status"))?;
+    assert_eq!(after.term, before.term, "a forged vote moved the term");
+    Ok(())
+}

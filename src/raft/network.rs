@@ -33,7 +33,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 #[error("{0}")]
 struct TransportError(String);
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+/// The wire encoding of Raft messages (tests craft messages with it).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())
 }
 

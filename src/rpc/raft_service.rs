@@ -1,18 +1,45 @@
 //! Inbound Raft RPCs: decode, hand to openraft, encode. Undecodable input is refused with
 //! `INVALID_ARGUMENT` and never reaches openraft; so is anything the replica's `RaftGate`
 //! does not let through (a replica that lost its data neither votes nor acknowledges entries
-//! until the leader has taken it back), with `UNAVAILABLE`.
+//! until the leader has taken it back), with `UNAVAILABLE`. A message must come from the
+//! replica it names: the leader or candidate in it is the replica whose certificate the
+//! caller presented (`PERMISSION_DENIED` otherwise). A snapshot install is bounded in size
+//! and in time.
 
+use super::access::Caller;
 use crate::pb::raft::raft_service_server::RaftService as RaftServiceApi;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
 use crate::raft::network::{decode, encode};
+use crate::raft::TypeConfig;
 use crate::raft::{Raft, RaftGate, Snapshot, SnapshotMeta, Vote};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft::vote::RaftLeaderId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Display;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
+
+/// Largest snapshot a replica takes in.
+const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
+/// Longest a snapshot may take to arrive.
+const SNAPSHOT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The replica that speaks in a message must be the one whose certificate was presented.
+fn require_sender<T>(request: &Request<T>, named: u64, what: &str) -> Result<(), Status> {
+    match request.extensions().get::<Caller>() {
+        Some(Caller::Replica(id)) if *id == named => Ok(()),
+        Some(Caller::Replica(id)) => Err(Status::permission_denied(format!(
+            "replica-{id} sent a {what} in the name of replica {named}; a replica speaks only \
+             for itself"
+        ))),
+        // `--insecure`: nobody is identified.
+        Some(Caller::Anyone) => Ok(()),
+        _ => Err(Status::permission_denied(format!(
+            "only replicas may send a {what}"
+        ))),
+    }
+}
 
 pub struct RaftService {
     raft: Raft,
@@ -64,13 +91,16 @@ impl RaftServiceApi for RaftService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_replication()?;
-        let req: AppendEntriesRequest<_> = decode_request(request.get_ref(), "AppendEntries")?;
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode_request(request.get_ref(), "AppendEntries")?;
+        require_sender(&request, *req.vote.leader_id().node_id(), "AppendEntries")?;
         reply(self.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_voting()?;
-        let req: VoteRequest<_> = decode_request(request.get_ref(), "Vote")?;
+        let req: VoteRequest<TypeConfig> = decode_request(request.get_ref(), "Vote")?;
+        require_sender(&request, *req.vote.leader_id().node_id(), "Vote")?;
         reply(self.raft.vote(req).await)
     }
 
@@ -79,7 +109,8 @@ impl RaftServiceApi for RaftService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_voting()?;
-        let req: VoteRequest<_> = decode_request(request.get_ref(), "PreVote")?;
+        let req: VoteRequest<TypeConfig> = decode_request(request.get_ref(), "PreVote")?;
+        require_sender(&request, *req.vote.leader_id().node_id(), "PreVote")?;
         reply(self.raft.pre_vote(req).await)
     }
 
@@ -88,7 +119,13 @@ impl RaftServiceApi for RaftService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_voting()?;
-        let req: TransferLeaderRequest<_> = decode_request(request.get_ref(), "TransferLeader")?;
+        let req: TransferLeaderRequest<TypeConfig> =
+            decode_request(request.get_ref(), "TransferLeader")?;
+        require_sender(
+            &request,
+            *req.from_leader().leader_id().node_id(),
+            "TransferLeader",
+        )?;
         reply(self.raft.handle_transfer_leader(req).await)
     }
 
@@ -97,6 +134,7 @@ impl RaftServiceApi for RaftService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_replication()?;
+        let caller = request.extensions().get::<Caller>().cloned();
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -104,9 +142,33 @@ impl RaftServiceApi for RaftService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header)
             .map_err(|e| Status::invalid_argument(format!("undecodable snapshot header: {e}")))?;
+        let mut named = Request::new(());
+        if let Some(caller) = caller {
+            named.extensions_mut().insert(caller);
+        }
+        require_sender(&named, *vote.leader_id().node_id(), "snapshot")?;
         let mut data = first.data;
-        while let Some(chunk) = stream.message().await? {
-            data.extend_from_slice(&chunk.data);
+        let received = tokio::time::timeout(SNAPSHOT_DEADLINE, async {
+            while let Some(chunk) = stream.message().await? {
+                if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                    return Err(Status::resource_exhausted(format!(
+                        "a snapshot of more than {} GiB is refused",
+                        MAX_SNAPSHOT_BYTES >> 30
+                    )));
+                }
+                data.extend_from_slice(&chunk.data);
+            }
+            Ok(())
+        })
+        .await;
+        match received {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "the snapshot took longer than {} s to arrive",
+                    SNAPSHOT_DEADLINE.as_secs()
+                )))
+            }
         }
         let snapshot = Snapshot {
             meta,
