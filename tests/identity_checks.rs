@@ -104,16 +104,26 @@ async fn impostor(
     certs: &Path,
     party: &str,
 ) -> anyhow::Result<(String, tokio::task::JoinHandle<(bool, usize)>)> {
+    impostor_at(certs, party, "127.0.0.1:0", Duration::from_secs(3)).await
+}
+
+/// `impostor` on `listen`, taking connections for `serving`.
+async fn impostor_at(
+    certs: &Path,
+    party: &str,
+    listen: &str,
+    serving: Duration,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<(bool, usize)>)> {
     use tokio::io::AsyncReadExt;
     let config = TlsConfig::load(&TlsFiles::new(certs, party))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config.server());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?.to_string();
     let task = tokio::spawn(async move {
         let mut handshakes = false;
         let mut bytes = 0;
         // The client retries: take every connection it makes for a while.
-        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        let until = tokio::time::Instant::now() + serving;
         while let Ok(Ok((tcp, _))) = tokio::time::timeout_at(until, listener.accept()).await {
             let Ok(mut tls) = acceptor.accept(tcp).await else {
                 continue;
@@ -244,5 +254,83 @@ async fn a_replica_speaks_raft_only_for_itself() -> anyhow::Result<()> {
         .await
         .ok_or_else(|| anyhow::anyhow!("no status"))?;
     assert_eq!(after.term, before.term, "a forged vote moved the term");
+    Ok(())
+}
+
+/// What `leader` says of `victim`, if it says something containing `needle`.
+async fn trouble_with(
+    cluster: &common::TestCluster,
+    leader: u64,
+    victim: u64,
+    needle: &str,
+) -> Option<dispatcher::pb::api::PeerTrouble> {
+    let status = cluster.local_status(leader).await?;
+    status
+        .peer_troubles
+        .into_iter()
+        .find(|t| t.id == victim && t.error.contains(needle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_says_why_it_cannot_reach_a_peer() -> anyhow::Result<()> {
+    let mut cluster = common::start_secure_cluster(3, common::test_config()).await?;
+    let dir = cluster.root().join("certs");
+    let leader = cluster
+        .wait_for_leader(&cluster.ids(), common::DEADLINE)
+        .await?;
+    let victim = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+
+    common::log_phase("a peer that is down: nothing listens");
+    cluster.kill(victim)?;
+    let down =
+        dispatcher::local_cluster::wait_for(common::DEADLINE, "the leader to say why", || {
+            trouble_with(&cluster, leader, victim, "refused")
+        })
+        .await?;
+    eprintln!("leader on a dead peer: {}", down.error);
+
+    common::log_phase("a peer's address answered by a TaskManager's certificate");
+    certs::add(
+        &dir,
+        &certs::CertsPlan {
+            taskmanagers: vec!["x".into()],
+            ..Default::default()
+        },
+    )?;
+    let listen = cluster.replica(victim)?.listen.clone();
+    let (_, impostor) = impostor_at(&dir, "tm-x", &listen, Duration::from_secs(8)).await?;
+    let wrong = dispatcher::local_cluster::wait_for(
+        common::DEADLINE,
+        "the leader to name the party",
+        || trouble_with(&cluster, leader, victim, "not of a replica"),
+    )
+    .await?;
+    eprintln!("leader on an impostor: {}", wrong.error);
+    assert!(wrong.error.contains("tm-x"), "{}", wrong.error);
+    let (handshakes, bytes) = impostor.await?;
+    assert!(
+        !handshakes && bytes == 0,
+        "the leader talked to the impostor"
+    );
+
+    common::log_phase("the leader's log says it at warn");
+    let log = std::fs::read_to_string(&cluster.replica(leader)?.log_file)?;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&format!("cannot reach replica {victim}"))),
+        "no warning in the leader's log"
+    );
+
+    common::log_phase("it answers again once restarted");
+    cluster.restart(victim)?;
+    dispatcher::local_cluster::wait_for(common::DEADLINE, "the trouble to clear", || {
+        let status = cluster.local_status(leader);
+        async move { status.await?.peer_troubles.is_empty().then_some(()) }
+    })
+    .await?;
     Ok(())
 }

@@ -73,6 +73,12 @@ pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool)
                 v["purged_index"] = json!(s.purged_index);
                 v["initialized"] = json!(s.initialized);
                 v["raft_gate"] = json!(s.raft_gate);
+                v["peer_troubles"] = Value::Array(
+                    s.peer_troubles
+                        .iter()
+                        .map(|t| json!({"id": t.id, "addr": t.addr, "error": t.error, "since_ms": t.since_ms}))
+                        .collect(),
+                );
             }
             print_json(&v);
         }
@@ -97,6 +103,15 @@ pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool)
                         .map(|i| i.to_string())
                         .unwrap_or_else(|| "-".into())
                 );
+                for t in &s.peer_troubles {
+                    println!(
+                        "cannot reach replica {} at {} (failing since {}): {}",
+                        t.id,
+                        terminal::line(&t.addr),
+                        age(crate::clock::now_ms().saturating_sub(t.since_ms)),
+                        terminal::line(&t.error)
+                    );
+                }
             }
             println!("{}", members_table(&s.members));
         }

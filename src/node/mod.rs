@@ -164,12 +164,17 @@ pub async fn serve(
         None => None,
     };
 
+    let peer_troubles = Arc::new(crate::raft::peer_troubles::PeerTroubles::default());
     // Dial peers from the address we listen on, unless that is a wildcard.
     let source_ip = Some(opts.listen.ip()).filter(|ip| !ip.is_unspecified());
     let raft: Raft = Raft::new(
         opts.id,
         raft_config,
-        GrpcNetworkFactory::new(source_ip, opts.security.transport.clone()),
+        GrpcNetworkFactory::new(
+            source_ip,
+            opts.security.transport.clone(),
+            peer_troubles.clone(),
+        ),
         log_store,
         state_machine,
     )
@@ -190,6 +195,7 @@ pub async fn serve(
         transport: opts.security.transport.clone(),
         taps: Arc::default(),
         report_budget: Arc::default(),
+        peer_troubles,
     };
     let bootstrap = tokio::spawn(bootstrap::form_or_join(Bootstrap {
         raft: raft.clone(),

@@ -7,6 +7,7 @@ pub mod event_ring;
 pub mod fuzzing;
 pub mod gate;
 pub mod network;
+pub mod peer_troubles;
 pub mod snapshot_store;
 pub mod state_machine;
 pub mod types;

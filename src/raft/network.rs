@@ -5,6 +5,7 @@
 use super::types::{Node, NodeId, Snapshot, TypeConfig, Vote};
 use crate::pb::raft::raft_service_client::RaftServiceClient;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
+use crate::raft::peer_troubles::PeerTroubles;
 use crate::security::Transport;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
@@ -51,14 +52,21 @@ pub struct GrpcNetworkFactory {
     source_ip: Option<IpAddr>,
     /// Mutual TLS with this replica's certificate (plaintext only with `--insecure`).
     transport: Transport,
+    /// Why each unreachable peer is unreachable.
+    troubles: Arc<PeerTroubles>,
 }
 
 impl GrpcNetworkFactory {
-    pub fn new(source_ip: Option<IpAddr>, transport: Transport) -> Self {
+    pub fn new(
+        source_ip: Option<IpAddr>,
+        transport: Transport,
+        troubles: Arc<PeerTroubles>,
+    ) -> Self {
         GrpcNetworkFactory {
             channels: Arc::default(),
             source_ip,
             transport,
+            troubles,
         }
     }
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
@@ -94,10 +102,14 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
                 .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(RAFT_MAX_MESSAGE_BYTES)
         });
+        if let Err(e) = &client {
+            self.troubles.failed(target, &node.addr, e);
+        }
         PeerClient {
             target,
             addr: node.addr.clone(),
             client,
+            troubles: self.troubles.clone(),
         }
     }
 }
@@ -107,6 +119,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     client: Result<RaftServiceClient<Channel>, String>,
+    troubles: Arc<PeerTroubles>,
 }
 
 fn unreachable(msg: String) -> RPCError<TypeConfig> {
@@ -122,6 +135,30 @@ fn status_to_rpc_error(target: NodeId, addr: &str, status: tonic::Status) -> RPC
     match status.code() {
         tonic::Code::Unavailable => unreachable(msg),
         _ => network(msg),
+    }
+}
+
+/// What went wrong with a call, with the causes a status carries (a refused handshake says
+/// why only in its source chain).
+fn why_failed(status: &tonic::Status) -> String {
+    // The message, then each cause that says something new.
+    let mut parts: Vec<String> = vec![status.message().to_string()];
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.retain(|p| !text.contains(p.as_str()));
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    let chain = parts.join(": ");
+    match status.code() {
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+            format!("the peer refused this replica: {chain}")
+        }
+        tonic::Code::DeadlineExceeded => format!("no answer in time: {chain}"),
+        _ => chain,
     }
 }
 
@@ -150,9 +187,12 @@ impl PeerClient {
         let data = encode(req).map_err(network)?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(timeout);
-        let reply = rpc(self.client()?, request)
-            .await
-            .map_err(|s| status_to_rpc_error(self.target, &self.addr, s))?;
+        let reply = rpc(self.client()?, request).await.map_err(|status| {
+            self.troubles
+                .failed(self.target, &self.addr, &why_failed(&status));
+            status_to_rpc_error(self.target, &self.addr, status)
+        })?;
+        self.troubles.answered(self.target);
         let result: Result<Resp, String> = decode(&reply.into_inner().data).map_err(network)?;
         result.map_err(|remote| unreachable(format!("replica {} failed: {remote}", self.target)))
     }

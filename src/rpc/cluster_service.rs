@@ -222,6 +222,21 @@ impl Cluster for ClusterService {
             initialized,
             raft_gate: self.ctx.gate.get().name().to_string(),
             has_history: metrics.current_term > 0 || metrics.last_log_index.is_some(),
+            peer_troubles: if local {
+                self.ctx
+                    .peer_troubles
+                    .current()
+                    .into_iter()
+                    .map(|t| PeerTrouble {
+                        id: t.id,
+                        addr: t.addr,
+                        error: t.error,
+                        since_ms: t.since_ms,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }))
     }
 

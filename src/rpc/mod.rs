@@ -70,4 +70,6 @@ pub struct ServiceContext {
     pub taps: Arc<output_taps::OutputTaps>,
     /// Reports each agent may still send this second (leader only).
     pub report_budget: Arc<report_budget::ReportBudget>,
+    /// Why this replica cannot reach the peers it cannot reach.
+    pub peer_troubles: Arc<crate::raft::peer_troubles::PeerTroubles>,
 }
