@@ -306,3 +306,85 @@ fn the_container_image_runs_as_a_user_and_exposes_the_ports_used() {
         assert!(exposed.contains(&port), "the image does not expose {port}");
     }
 }
+
+/// Each pod of `set` mounts only its own directory of the TLS Secret, holding ca.pem and
+/// `party(ordinal)`'s certificate and key; nothing anywhere mounts the CA key.
+fn check_least_privilege(set: &Yaml, pod_prefix: &str, party: impl Fn(i64) -> String) {
+    let pod = &set["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_vec()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some("/etc/dispatcher/tls"))
+        .expect("a TLS mount");
+    assert_eq!(mount["subPathExpr"].as_str(), Some("$(POD_NAME)"));
+    let env = container["env"].as_vec().expect("env");
+    assert!(env.iter().any(|e| e["name"].as_str() == Some("POD_NAME")
+        && e["valueFrom"]["fieldRef"]["fieldPath"].as_str() == Some("metadata.name")));
+    let volume = pod["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the TLS volume");
+    let items = volume["secret"]["items"].as_vec().expect("items");
+    let replicas = set["spec"]["replicas"].as_i64().expect("replicas");
+    for ordinal in 0..replicas {
+        let dir = format!("{pod_prefix}-{ordinal}/");
+        let mut files: Vec<String> = items
+            .iter()
+            .filter_map(|i| i["path"].as_str()?.strip_prefix(&dir).map(str::to_string))
+            .collect();
+        files.sort();
+        let me = party(ordinal);
+        let mut expected = vec![
+            "ca.pem".to_string(),
+            format!("{me}-key.pem"),
+            format!("{me}.pem"),
+        ];
+        expected.sort();
+        assert_eq!(
+            files, expected,
+            "pod {ordinal} sees more or less than its own"
+        );
+        for item in items
+            .iter()
+            .filter(|i| i["path"].as_str().is_some_and(|p| p.starts_with(&dir)))
+        {
+            assert_eq!(
+                item["path"].as_str().and_then(|p| p.strip_prefix(&dir)),
+                item["key"].as_str(),
+                "a file under another name"
+            );
+        }
+    }
+    assert!(
+        items
+            .iter()
+            .all(|i| i["key"].as_str() != Some("ca-key.pem")),
+        "the CA key is mounted"
+    );
+}
+
+#[test]
+fn every_pod_gets_only_its_own_key_and_never_the_ca_key() {
+    let docs = load(&deploy().join("kubernetes/dispatcher.yaml"));
+    check_least_privilege(by_kind(&docs, "StatefulSet"), "dispatcher", |n| {
+        format!("replica-{}", n + 1)
+    });
+    let agents = load(&deploy().join("kubernetes/taskmanager.yaml"));
+    check_least_privilege(by_kind(&agents, "StatefulSet"), "worker", |n| {
+        format!("tm-worker-{n}")
+    });
+    for file in files_with(&deploy(), &["yaml", "yml", "toml", "service"]) {
+        let text = std::fs::read_to_string(&file).expect("read");
+        for line in text.lines().filter(|l| l.contains("ca-key")) {
+            assert!(
+                line.trim_start().starts_with('#'),
+                "{} uses the CA key: {line}",
+                file.display()
+            );
+        }
+    }
+}
