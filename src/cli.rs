@@ -520,6 +520,21 @@ pub enum TmCommand {
         #[arg(long)]
         deadline: Option<u64>,
     },
+    /// What a TaskManager may claim when it registers (admin): the labels it may carry and
+    /// the most slots it may offer. With TLS on, an agent registers only labels pinned to it
+    /// (none without a pin), so no agent certificate can name itself into a trusted pool.
+    /// Takes effect at the agent's next registration.
+    Pin {
+        id: String,
+        /// Labels it may carry: k=v,...
+        #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// The most slots it may offer.
+        #[arg(long)]
+        slots: Option<u32>,
+    },
+    /// Remove a TaskManager's pin (admin): it may then register with no labels.
+    Unpin { id: String },
 }
 
 #[derive(Debug, Args)]

@@ -399,6 +399,25 @@ impl Client {
         .await
     }
 
+    /// Pin what TaskManager `id` may claim (admin); no labels and no slots removes the pin.
+    pub async fn pin_taskmanager(
+        &self,
+        id: &str,
+        labels: std::collections::BTreeMap<String, String>,
+        slots: Option<u32>,
+    ) -> Result<PinTaskManagerReply, ClientError> {
+        let req = PinTaskManagerRequest {
+            id: id.to_string(),
+            labels: labels.into_iter().collect(),
+            slots,
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::dispatcher(ch).pin_task_manager(req).await }
+        })
+        .await
+    }
+
     /// The leader's view of the cluster.
     pub async fn cluster_status(&self) -> Result<ClusterStatusReply, ClientError> {
         self.call(|ch| async move {

@@ -165,3 +165,115 @@ async fn reports_for_shards_an_agent_does_not_hold_never_reach_the_log() -> anyh
     wait_job_state(&admin, &next.job_id, &["finished"], DEADLINE).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_claims_only_the_labels_and_slots_an_admin_pinned() -> anyhow::Result<()> {
+    use dispatcher::pb::api::RegisterTaskManagerRequest;
+    let mut cluster = start_secure_cluster(3, test_config()).await?;
+    let dir = cluster.root().join("certs");
+    let admin = cluster.client()?;
+    dispatcher::security::certs::add(
+        &dir,
+        &dispatcher::security::certs::CertsPlan {
+            taskmanagers: vec!["p".into()],
+            ..Default::default()
+        },
+    )?;
+    let as_agent = Client::with_options(
+        cluster.endpoints(),
+        ClientOptions {
+            rpc_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            source_ip: None,
+            credentials: Credentials::tls(TlsConfig::load(&TlsFiles::new(&dir, "tm-p"))?, None),
+        },
+    )?;
+    let claim = |slots: u32, labels: &[(&str, &str)]| RegisterTaskManagerRequest {
+        id: "p".into(),
+        addr: "127.0.0.1:9".into(),
+        slots,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        incarnation: 7,
+        ..Default::default()
+    };
+    let refusal = |result: Result<_, ClientError>| match result {
+        Ok(reply) => panic!("admitted: {reply:?}"),
+        Err(ClientError::Rejected(status)) => (status.code(), status.message().to_string()),
+        Err(e) => panic!("unexpected: {e}"),
+    };
+    let (_, before) = leader_view(&cluster).await?;
+
+    log_phase("an agent certificate may not name itself into a trusted pool");
+    let (code, message) = refusal(
+        as_agent
+            .register_taskmanager(claim(2, &[("pool", "trusted")]))
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(
+        message.contains("tm pin p --labels pool=trusted"),
+        "{message}"
+    );
+    assert_eq!(
+        leader_view(&cluster).await?.1,
+        before,
+        "a refusal changed the state"
+    );
+
+    log_phase("an admin pins pool=trusted and 2 slots; more slots are refused");
+    admin
+        .pin_taskmanager("p", [("pool".into(), "trusted".into())].into(), Some(2))
+        .await?;
+    let (code, message) = refusal(
+        as_agent
+            .register_taskmanager(claim(4, &[("pool", "trusted")]))
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(message.contains("at most 2"), "{message}");
+    let (code, _) = refusal(
+        as_agent
+            .register_taskmanager(claim(2, &[("pool", "gpu")]))
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied);
+
+    log_phase("the real agent registers with what was pinned, and runs the pool's jobs");
+    cluster.start_taskmanager("p", 2, &[("pool", "trusted")])?;
+    wait_taskmanagers_alive(&admin, 1).await?;
+    let listed = admin.list_taskmanagers().await?;
+    assert_eq!(
+        listed[0].labels.get("pool").map(String::as_str),
+        Some("trusted")
+    );
+    assert_eq!(listed[0].pinned_slots, Some(2));
+    let mut request = job_request("trusted", 2, 1, 1, ("/bin/true".into(), vec![]));
+    if let Some(spec) = request.spec.as_mut() {
+        spec.selector.insert("pool".into(), "trusted".into());
+    }
+    let job = admin.submit(request).await?;
+    wait_job_state(&admin, &job.job_id, &["finished"], DEADLINE).await?;
+
+    log_phase("a pin is only for admins");
+    let (_, ops) = admin
+        .create_token("ops", dispatcher::domain::Role::Operator, None)
+        .await?;
+    let operator = Client::with_options(
+        cluster.endpoints(),
+        ClientOptions::new(Credentials::tls(
+            TlsConfig::load(&TlsFiles::new(&dir, "client-admin"))?,
+            Some(ops),
+        )),
+    )?;
+    let refused = operator
+        .pin_taskmanager("p", [("pool".into(), "x".into())].into(), None)
+        .await;
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(Code::PermissionDenied)
+    );
+    Ok(())
+}

@@ -191,6 +191,40 @@ pub async fn tm(command: TmCommand, args: ClientArgs) -> Result<ExitCode, CliErr
             let tms = client.list_taskmanagers().await?;
             output::taskmanagers(args.output, &tms);
         }
+        TmCommand::Pin { id, labels, slots } => {
+            if labels.is_empty() && slots.is_none() {
+                return Err(CliError::Usage(
+                    "give --labels and/or --slots (or remove the pin with `tm unpin`)".into(),
+                ));
+            }
+            let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let reply = client
+                .pin_taskmanager(&id, labels.into_iter().collect(), slots)
+                .await?;
+            output::message(
+                args.output,
+                json!({"id": reply.id, "labels": shown, "slots": slots}),
+                &format!(
+                    "TaskManager {} may carry [{}] and offer {} slots from its next registration",
+                    reply.id,
+                    shown.join(","),
+                    slots.map_or_else(|| "any number of".to_string(), |n| n.to_string())
+                ),
+            );
+        }
+        TmCommand::Unpin { id } => {
+            let reply = client
+                .pin_taskmanager(&id, Default::default(), None)
+                .await?;
+            output::message(
+                args.output,
+                json!({"id": reply.id, "pinned": false}),
+                &format!(
+                    "TaskManager {} has no pin: it may register with no labels",
+                    reply.id
+                ),
+            );
+        }
         TmCommand::Drain { id, deadline } => {
             let reply = client.drain_taskmanager(&id, deadline).await?;
             output::message(

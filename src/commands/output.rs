@@ -129,7 +129,8 @@ pub fn taskmanagers(format: OutputFormat, tms: &[TaskManagerInfo]) {
                            "incarnation": t.incarnation,
                            "shard_runs": t.shard_runs, "shard_failures": t.shard_failures,
                            "excluded_until_ms": t.excluded_until_ms,
-                           "drain_deadline_ms": t.drain_deadline_ms})
+                           "drain_deadline_ms": t.drain_deadline_ms,
+                           "pinned_labels": t.pinned_labels, "pinned_slots": t.pinned_slots})
                 })
                 .collect(),
         )),

@@ -23,7 +23,9 @@ pub use scheduling::{
     MAX_AFTER, MAX_PRIORITY, MAX_QUOTAS, MAX_TENANT_BYTES, MAX_WEIGHT,
 };
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
-pub use taskmanager::{Labels, RunStats, TaskManager, TaskManagerState};
+pub use taskmanager::{
+    pin_refusal, Labels, RunStats, TaskManager, TaskManagerPin, TaskManagerState,
+};
 pub use token::{
     find_token, Permission, Role, Token, TokenHash, BOOTSTRAP_TOKEN_NAME, MAX_TOKENS,
     MAX_TOKEN_NAME_BYTES,

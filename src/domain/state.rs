@@ -4,7 +4,7 @@ use super::ids::JobId;
 use super::job::{Job, Shard};
 use super::output::OutputStore;
 use super::scheduling::{JobScheduling, PriorityOnly, Quota, DEFAULT_TENANT};
-use super::taskmanager::TaskManager;
+use super::taskmanager::{TaskManager, TaskManagerPin};
 use super::token::Token;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,6 +58,9 @@ pub struct ClusterState {
     /// (`quota set --max-priority`). Same section, from format 8.
     #[serde(skip)]
     pub max_priorities: BTreeMap<String, u32>,
+    /// What an admin lets each TaskManager claim (`tm pin`). Same section, from format 8.
+    #[serde(skip)]
+    pub pins: BTreeMap<String, TaskManagerPin>,
     /// Jobs that ended without running because a job they waited for (`--after`) failed or
     /// was cancelled: the job → that job. Same section.
     #[serde(skip)]
@@ -84,6 +87,7 @@ struct ExtensionsRef<'a> {
     token_tenants: &'a BTreeMap<String, String>,
     dependency_failures: &'a BTreeMap<JobId, JobId>,
     max_priorities: &'a BTreeMap<String, u32>,
+    pins: &'a BTreeMap<String, TaskManagerPin>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +99,7 @@ struct Extensions {
     token_tenants: BTreeMap<String, String>,
     dependency_failures: BTreeMap<JobId, JobId>,
     max_priorities: BTreeMap<String, u32>,
+    pins: BTreeMap<String, TaskManagerPin>,
 }
 
 /// The extra section as format 7 wrote it: no highest priorities.
@@ -166,6 +171,7 @@ impl ClusterState {
             token_tenants: &self.token_tenants,
             dependency_failures: &self.dependency_failures,
             max_priorities: &self.max_priorities,
+            pins: &self.pins,
         };
         let outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
             .unwrap_or_default();
@@ -196,6 +202,7 @@ impl ClusterState {
         state.token_tenants = extensions.token_tenants;
         state.dependency_failures = extensions.dependency_failures;
         state.max_priorities = extensions.max_priorities;
+        state.pins = extensions.pins;
         state.rebuild_derived();
         Ok(state)
     }

@@ -94,3 +94,72 @@ impl TaskManager {
             .all(|(k, v)| self.labels.get(k).is_some_and(|have| have == v))
     }
 }
+
+/// What an admin lets one TaskManager claim (`tm pin`): the labels it may carry (jobs pick
+/// trusted pools by label, so an agent must not name itself into one) and the most slots it
+/// may offer. With TLS on, an agent registers only labels pinned to it and no more slots than
+/// pinned; without a pin, no labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskManagerPin {
+    pub labels: Labels,
+    /// None: as many slots as it offers.
+    pub slots: Option<u32>,
+}
+
+/// Why TaskManager `id` may not register with `labels` and `slots` under `pin` (none: no
+/// pin), if it may not.
+pub fn pin_refusal(
+    id: &str,
+    pin: Option<&TaskManagerPin>,
+    labels: &Labels,
+    slots: u32,
+) -> Option<String> {
+    let allowed = pin.map(|p| &p.labels);
+    let unpinned: Vec<String> = labels
+        .iter()
+        .filter(|(k, v)| allowed.and_then(|a| a.get(*k)) != Some(*v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !unpinned.is_empty() {
+        return Some(format!(
+            "TaskManager '{id}' claims label {}, which no admin pinned to it; labels pick \
+             trusted pools, so an admin pins them (`dispatcher tm pin {id} --labels {}`), or \
+             start the agent without them",
+            unpinned.join(","),
+            unpinned.join(",")
+        ));
+    }
+    match pin.and_then(|p| p.slots) {
+        Some(most) if slots > most => Some(format!(
+            "TaskManager '{id}' offers {slots} slots but is pinned to at most {most}; start it \
+             with --slots {most}, or have an admin raise the pin (`dispatcher tm pin {id} \
+             --slots {slots}`)"
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+
+    #[test]
+    fn only_pinned_labels_and_slots_up_to_the_pin_are_let_in() {
+        let labels: Labels = [("pool".to_string(), "trusted".to_string())].into();
+        assert!(pin_refusal("a", None, &Labels::new(), 64).is_none());
+        let refused = pin_refusal("a", None, &labels, 1).expect("unpinned label");
+        assert!(
+            refused.contains("pool=trusted") && refused.contains("tm pin a"),
+            "{refused}"
+        );
+        let pin = TaskManagerPin {
+            labels: labels.clone(),
+            slots: Some(4),
+        };
+        assert!(pin_refusal("a", Some(&pin), &labels, 4).is_none());
+        assert!(pin_refusal("a", Some(&pin), &Labels::new(), 2).is_none());
+        assert!(pin_refusal("a", Some(&pin), &labels, 5).is_some());
+        let other: Labels = [("pool".to_string(), "gpu".to_string())].into();
+        assert!(pin_refusal("a", Some(&pin), &other, 1).is_some());
+    }
+}

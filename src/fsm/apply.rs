@@ -117,6 +117,9 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             max_priority,
             ..
         } => set_quota(state, tenant, slots, weight, max_priority),
+        Command::PinTaskManager {
+            id, labels, slots, ..
+        } => taskmanagers::pin_taskmanager(state, id, labels, slots),
         Command::CreateTenantToken {
             name,
             role,

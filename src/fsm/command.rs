@@ -185,6 +185,14 @@ pub enum Command {
         max_priority: Option<u32>,
         now_ms: u64,
     },
+    /// What TaskManager `id` may claim when it registers (`tm pin`): these labels and at most
+    /// `slots`. No labels and no slots: the pin is removed.
+    PinTaskManager {
+        id: String,
+        labels: Labels,
+        slots: Option<u32>,
+        now_ms: u64,
+    },
 }
 
 /// What `SetQuota` does to a tenant's slot limit.
@@ -361,6 +369,7 @@ impl fmt::Display for Command {
             }
             Command::RestartGang { job_id, .. } => write!(f, "RestartGang({job_id})"),
             Command::SetQuotaLimits { tenant, .. } => write!(f, "SetQuotaLimits({tenant})"),
+            Command::PinTaskManager { id, .. } => write!(f, "PinTaskManager({id})"),
         }
     }
 }
@@ -471,5 +480,8 @@ pub enum Response {
         tenant: String,
         quota: crate::domain::Quota,
         max_priority: u32,
+    },
+    TaskManagerPinned {
+        id: String,
     },
 }

@@ -17,7 +17,8 @@ const MAGIC: &[u8; 4] = b"DSNP";
 /// Bump when the encoding of `ClusterState` changes incompatibly.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 8;
 /// Format 4 had no extra section, format 5 the shards' output alone in it, format 6 a
-/// priority alone per job, format 7 no highest priority per tenant; all are still read.
+/// priority alone per job, format 7 no highest priority per tenant and no TaskManager pins;
+/// all are still read.
 const OLDEST_READABLE_FORMAT: u32 = 4;
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
@@ -213,6 +214,13 @@ mod tests {
         state.token_tenants.insert("ci".into(), "alice".into());
         state.dependency_failures.insert(JobId(5), JobId(4));
         state.max_priorities.insert("alice".into(), 800);
+        state.pins.insert(
+            "a".into(),
+            crate::domain::TaskManagerPin {
+                labels: [("pool".to_string(), "trusted".to_string())].into(),
+                slots: Some(4),
+            },
+        );
         let back = decode_state(&encode_state(&state)).expect("current format");
         assert_eq!(back, state, "the dependents index is rebuilt on decode");
         assert_eq!(back.digest(), state.digest());
@@ -250,7 +258,7 @@ mod tests {
         let read = decode_state(&seven).expect("format 7");
         assert_eq!(read.quotas, state.quotas);
         assert_eq!(read.tenant(JobId(2)), "alice");
-        assert!(read.max_priorities.is_empty());
+        assert!(read.max_priorities.is_empty() && read.pins.is_empty());
 
         // Format 6: a priority alone per job.
         #[derive(serde::Serialize)]

@@ -75,7 +75,7 @@ fn need(path: &str) -> Option<Need> {
         ("dispatcher.v1.Dispatcher", "Submit") => Need::Token(Submit),
         ("dispatcher.v1.Dispatcher", "CancelJob") => Need::Token(Cancel),
         ("dispatcher.v1.Dispatcher", "DrainTaskManager") => Need::Token(Operate),
-        ("dispatcher.v1.Dispatcher", "SetQuota") => Need::Token(Admin),
+        ("dispatcher.v1.Dispatcher", "SetQuota" | "PinTaskManager") => Need::Token(Admin),
         (
             "dispatcher.v1.Dispatcher",
             "GetJob" | "ListJobs" | "ListTaskManagers" | "WatchEvents" | "GetShardOutput"

@@ -110,5 +110,8 @@ pub fn taskmanager_info(tm: &TaskManager) -> api::TaskManagerInfo {
             .is_excluded(crate::clock::now_ms())
             .then_some(tm.excluded_until_ms),
         drain_deadline_ms: tm.drain_deadline_ms,
+        // Filled by the caller, which sees the pins.
+        pinned_labels: Default::default(),
+        pinned_slots: None,
     }
 }

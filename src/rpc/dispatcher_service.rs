@@ -387,10 +387,37 @@ impl Dispatcher for DispatcherService {
                 if !shows_incarnations {
                     info.incarnation = 0;
                 }
+                if let Some(pin) = applied.state.pins.get(&tm.id) {
+                    info.pinned_labels = pin.labels.clone().into_iter().collect();
+                    info.pinned_slots = pin.slots;
+                }
                 info
             })
             .collect();
         Ok(Response::new(ListTaskManagersReply { taskmanagers }))
+    }
+
+    async fn pin_task_manager(
+        &self,
+        request: Request<PinTaskManagerRequest>,
+    ) -> Result<Response<PinTaskManagerReply>, Status> {
+        let req = request.into_inner();
+        let labels: crate::domain::Labels = req.labels.into_iter().collect();
+        crate::fsm::validate_name("TaskManager id", &req.id).map_err(ApiError::from)?;
+        crate::fsm::validate_labels(&labels, &self.ctx.limits.input()).map_err(ApiError::from)?;
+        let command = Command::PinTaskManager {
+            id: req.id,
+            labels,
+            slots: req.slots,
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::TaskManagerPinned { id } => {
+                tracing::info!(%id, "TaskManager pin set");
+                Ok(Response::new(PinTaskManagerReply { id }))
+            }
+            other => Err(unexpected(other).into()),
+        }
     }
 
     async fn drain_task_manager(

@@ -79,6 +79,18 @@ pub async fn register(
     let id = req.id.clone();
     {
         let view = ctx.shared.read();
+        // With TLS, what an agent claims is checked against what an admin pinned to it;
+        // under --insecure anyone may claim anything anyway.
+        if ctx.transport.is_tls() {
+            if let Some(why) = crate::domain::pin_refusal(
+                &req.id,
+                view.state.pins.get(&req.id),
+                &labels,
+                req.slots,
+            ) {
+                return Err(ApiError::PermissionDenied(why));
+            }
+        }
         let most = ctx.limits.max_taskmanagers;
         let held = view.state.taskmanagers.len();
         if view.state.taskmanager(&req.id).is_none() && held >= most {

@@ -103,6 +103,34 @@ pub(super) fn register_taskmanager(
     })
 }
 
+/// Most TaskManagers with a pin.
+const MAX_PINS: usize = MAX_TASKMANAGERS;
+
+/// `tm pin`: what TaskManager `id` may claim from its next registration on.
+pub(crate) fn pin_taskmanager(
+    state: &mut ClusterState,
+    id: String,
+    labels: Labels,
+    slots: Option<u32>,
+) -> Result<Response, Rejection> {
+    crate::fsm::validate::validate_name("TaskManager id", &id)?;
+    crate::fsm::validate::validate_labels(&labels, &InputLimits::CEILING)?;
+    if labels.is_empty() && slots.is_none() {
+        state.pins.remove(&id);
+        return Ok(Response::TaskManagerPinned { id });
+    }
+    if !state.pins.contains_key(&id) && state.pins.len() >= MAX_PINS {
+        return Err(Rejection::Overloaded(format!(
+            "{MAX_PINS} TaskManagers have pins, the most the cluster keeps; unpin unused ones \
+             with `dispatcher tm unpin <id>`"
+        )));
+    }
+    state
+        .pins
+        .insert(id.clone(), crate::domain::TaskManagerPin { labels, slots });
+    Ok(Response::TaskManagerPinned { id })
+}
+
 pub(super) fn drain_taskmanager(
     state: &mut ClusterState,
     id: String,
