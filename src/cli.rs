@@ -86,6 +86,18 @@ pub enum CertsCommand {
         #[command(flatten)]
         parties: CertsParties,
     },
+    /// Refuse a party's certificates on every replica from now on (admin token): every
+    /// certificate naming the party, or with --cert only that one (the party may then get a
+    /// new certificate under the same name).
+    Revoke {
+        /// replica-<id>, tm-<name> or client-<name>.
+        party: String,
+        /// The one certificate (PEM) to revoke.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        #[command(flatten)]
+        client: Box<ClientArgs>,
+    },
 }
 
 /// The parties `certs init` and `certs add` issue certificates for.

@@ -399,6 +399,23 @@ impl Client {
         .await
     }
 
+    /// Revoke every certificate naming `party`, or only the one with `fingerprint` (admin).
+    pub async fn revoke_certificate(
+        &self,
+        party: &str,
+        fingerprint: Option<[u8; 32]>,
+    ) -> Result<RevokeCertificateReply, ClientError> {
+        let req = RevokeCertificateRequest {
+            party: party.to_string(),
+            fingerprint: fingerprint.map(|f| f.to_vec()),
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::access(ch).revoke_certificate(req).await }
+        })
+        .await
+    }
+
     /// Pin what TaskManager `id` may claim (admin); no labels and no slots removes the pin.
     pub async fn pin_taskmanager(
         &self,

@@ -89,7 +89,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Bench(args) => commands::bench(args).await,
         Command::Chaos(args) => commands::chaos(args).await,
         Command::Demo(args) => commands::demo(args).await,
-        Command::Certs { command } => commands::certs(command),
+        Command::Certs { command } => commands::certs(command).await,
         Command::Completions { shell } => commands::completions(shell),
         Command::Token { command, client } => commands::token(command, client).await,
         Command::Quota { command, client } => commands::quota(command, client).await,

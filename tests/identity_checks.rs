@@ -334,3 +334,94 @@ async fn a_replica_says_why_it_cannot_reach_a_peer() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_everywhere_within_a_second() -> anyhow::Result<()> {
+    use dispatcher::local_cluster::{wait_for, HarnessSecurity};
+    let mut cluster = common::start_secure_cluster(3, common::test_config()).await?;
+    let dir = cluster.root().join("certs");
+    let admin = cluster.client()?;
+    let HarnessSecurity::Tls { admin: token, .. } = cluster.security() else {
+        anyhow::bail!("not secure");
+    };
+    let token = token.clone();
+    cluster.start_taskmanager("a", 1, &[])?;
+    common::wait_taskmanagers_alive(&admin, 1).await?;
+    certs::add(
+        &dir,
+        &certs::CertsPlan {
+            clients: vec!["x".into()],
+            ..Default::default()
+        },
+    )?;
+    // One client per replica, so that each replica's own check is timed.
+    let per_replica = |party: &str| -> anyhow::Result<Vec<Client>> {
+        cluster
+            .endpoints()
+            .into_iter()
+            .map(|e| {
+                Ok(Client::with_options(
+                    vec![e],
+                    ClientOptions {
+                        rpc_timeout: Duration::from_millis(500),
+                        call_timeout: Duration::from_secs(1),
+                        source_ip: None,
+                        credentials: Credentials::tls(
+                            TlsConfig::load(&TlsFiles::new(&dir, party))?,
+                            Some(token.clone()),
+                        ),
+                    },
+                )?)
+            })
+            .collect()
+    };
+    let as_x = per_replica("client-x")?;
+    for (client, addr) in as_x.iter().zip(cluster.endpoints()) {
+        client.who_am_i(Some(&addr)).await?;
+    }
+
+    common::log_phase("certs revoke --cert: that certificate is refused by every replica");
+    let out = Command::new(BINARY)
+        .args(["certs", "revoke", "client-x", "--cert"])
+        .arg(dir.join("client-x.pem"))
+        .arg("--endpoints")
+        .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags())
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked_at = std::time::Instant::now();
+    for (client, addr) in as_x.iter().zip(cluster.endpoints()) {
+        let code = wait_for(common::DEADLINE, "the revocation to apply", || async {
+            match client.who_am_i(Some(&addr)).await {
+                Err(e) if e.code().is_some() => e.code(),
+                _ => None,
+            }
+        })
+        .await?;
+        assert_eq!(code, tonic::Code::Unauthenticated);
+    }
+    let took = revoked_at.elapsed();
+    eprintln!("every replica refused the revoked certificate {took:?} after the command");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    admin.list_jobs().await?;
+
+    common::log_phase("a revoked TaskManager is refused and declared lost");
+    admin.revoke_certificate("tm-a", None).await?;
+    wait_for(common::DEADLINE, "tm a to be lost", || async {
+        let tms = admin.list_taskmanagers().await.ok()?;
+        tms.iter()
+            .any(|t| t.id == "a" && t.state == "lost")
+            .then_some(())
+    })
+    .await?;
+    let refused = admin.revoke_certificate("nobody", None).await;
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(tonic::Code::InvalidArgument)
+    );
+    Ok(())
+}

@@ -50,11 +50,16 @@ pub enum CliError {
     Config(#[from] crate::config::ConfigError),
 }
 
-/// `dispatcher certs init|add`.
-pub fn certs(command: crate::cli::CertsCommand) -> Result<ExitCode, CliError> {
+/// `dispatcher certs init|add|revoke`.
+pub async fn certs(command: crate::cli::CertsCommand) -> Result<ExitCode, CliError> {
     use crate::cli::CertsCommand;
     use crate::security::certs::{add, init};
     let (dir, written) = match command {
+        CertsCommand::Revoke {
+            party,
+            cert,
+            client,
+        } => return revoke_certificate(&party, cert.as_deref(), &client).await,
         CertsCommand::Init { out, parties } => {
             let written = init(&out, &parties.plan())?;
             (out, written)
@@ -68,6 +73,48 @@ pub fn certs(command: crate::cli::CertsCommand) -> Result<ExitCode, CliError> {
         "wrote {} files to {} (keys mode 0600); keep ca-key.pem offline once every party has its files",
         written.len(),
         dir.display()
+    );
+    Ok(0)
+}
+
+/// `dispatcher certs revoke <party> [--cert <file>]`.
+async fn revoke_certificate(
+    party: &str,
+    cert: Option<&std::path::Path>,
+    args: &ClientArgs,
+) -> Result<ExitCode, CliError> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let fingerprint = match cert {
+        None => None,
+        Some(path) => {
+            let der = CertificateDer::from_pem_file(path).map_err(|e| {
+                CliError::Usage(format!(
+                    "cannot read a certificate from {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let named = crate::security::Party::from_certificate(der.as_ref())
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            if named != party {
+                return Err(CliError::Usage(format!(
+                    "{} is the certificate of '{named}', not of '{party}'",
+                    path.display()
+                )));
+            }
+            Some(crate::domain::fingerprint(der.as_ref()))
+        }
+    };
+    let client = connect(args)?;
+    let reply = client.revoke_certificate(party, fingerprint).await?;
+    let what = match fingerprint {
+        None => format!("every certificate of {}", reply.party),
+        Some(_) => format!("that certificate of {}", reply.party),
+    };
+    output::message(
+        args.output,
+        json!({"party": reply.party, "whole_party": fingerprint.is_none()}),
+        &format!("revoked {what}: every replica refuses it from now on"),
     );
     Ok(0)
 }

@@ -9,6 +9,7 @@ mod ids;
 mod job;
 mod limits;
 mod output;
+mod revocation;
 mod scheduling;
 mod state;
 mod taskmanager;
@@ -18,6 +19,10 @@ pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardCounts, ShardMut, ShardState};
 pub use limits::*;
 pub use output::{OutputStore, PrintedTail, ShardOutput};
+pub use revocation::{
+    fingerprint, is_revoked, Fingerprint, Revocations, Revoked, MAX_REVOKED_PARTIES,
+    MAX_REVOKED_PER_PARTY,
+};
 pub use scheduling::{
     idempotency_slot, JobScheduling, PriorityOnly, Quota, DEFAULT_PRIORITY, DEFAULT_TENANT,
     MAX_AFTER, MAX_PRIORITY, MAX_QUOTAS, MAX_TENANT_BYTES, MAX_WEIGHT,

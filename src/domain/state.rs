@@ -61,6 +61,9 @@ pub struct ClusterState {
     /// What an admin lets each TaskManager claim (`tm pin`). Same section, from format 8.
     #[serde(skip)]
     pub pins: BTreeMap<String, TaskManagerPin>,
+    /// Certificates no longer accepted (`certs revoke`). Same section, from format 8.
+    #[serde(skip)]
+    pub revocations: super::Revocations,
     /// Jobs that ended without running because a job they waited for (`--after`) failed or
     /// was cancelled: the job → that job. Same section.
     #[serde(skip)]
@@ -88,6 +91,7 @@ struct ExtensionsRef<'a> {
     dependency_failures: &'a BTreeMap<JobId, JobId>,
     max_priorities: &'a BTreeMap<String, u32>,
     pins: &'a BTreeMap<String, TaskManagerPin>,
+    revocations: &'a super::Revocations,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +104,7 @@ struct Extensions {
     dependency_failures: BTreeMap<JobId, JobId>,
     max_priorities: BTreeMap<String, u32>,
     pins: BTreeMap<String, TaskManagerPin>,
+    revocations: super::Revocations,
 }
 
 /// The extra section as format 7 wrote it: no highest priorities.
@@ -172,6 +177,7 @@ impl ClusterState {
             dependency_failures: &self.dependency_failures,
             max_priorities: &self.max_priorities,
             pins: &self.pins,
+            revocations: &self.revocations,
         };
         let outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
             .unwrap_or_default();
@@ -203,6 +209,7 @@ impl ClusterState {
         state.dependency_failures = extensions.dependency_failures;
         state.max_priorities = extensions.max_priorities;
         state.pins = extensions.pins;
+        state.revocations = extensions.revocations;
         state.rebuild_derived();
         Ok(state)
     }

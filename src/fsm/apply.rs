@@ -120,6 +120,9 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::PinTaskManager {
             id, labels, slots, ..
         } => taskmanagers::pin_taskmanager(state, id, labels, slots),
+        Command::RevokeCertificate {
+            party, fingerprint, ..
+        } => certificates::revoke_certificate(state, party, fingerprint),
         Command::CreateTenantToken {
             name,
             role,
@@ -225,6 +228,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
 }
 
 mod admission;
+mod certificates;
 mod jobs;
 mod output;
 mod scheduling;

@@ -193,6 +193,13 @@ pub enum Command {
         slots: Option<u32>,
         now_ms: u64,
     },
+    /// `certs revoke`: every certificate naming `party`, or only the one with `fingerprint`,
+    /// is refused from now on.
+    RevokeCertificate {
+        party: String,
+        fingerprint: Option<crate::domain::Fingerprint>,
+        now_ms: u64,
+    },
 }
 
 /// What `SetQuota` does to a tenant's slot limit.
@@ -370,6 +377,7 @@ impl fmt::Display for Command {
             Command::RestartGang { job_id, .. } => write!(f, "RestartGang({job_id})"),
             Command::SetQuotaLimits { tenant, .. } => write!(f, "SetQuotaLimits({tenant})"),
             Command::PinTaskManager { id, .. } => write!(f, "PinTaskManager({id})"),
+            Command::RevokeCertificate { party, .. } => write!(f, "RevokeCertificate({party})"),
         }
     }
 }
@@ -483,5 +491,8 @@ pub enum Response {
     },
     TaskManagerPinned {
         id: String,
+    },
+    CertificateRevoked {
+        party: String,
     },
 }

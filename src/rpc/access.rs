@@ -89,9 +89,10 @@ fn need(path: &str) -> Option<Need> {
         ("dispatcher.v1.Cluster", "AddMember" | "RemoveMember" | "TransferLeader") => {
             Need::Token(Admin)
         }
-        ("dispatcher.v1.Access", "CreateToken" | "ListTokens" | "RevokeToken") => {
-            Need::Token(Admin)
-        }
+        (
+            "dispatcher.v1.Access",
+            "CreateToken" | "ListTokens" | "RevokeToken" | "RevokeCertificate",
+        ) => Need::Token(Admin),
         ("dispatcher.v1.Access", "WhoAmI") => Need::Token(Read),
         ("grpc.health.v1.Health", "Check" | "Watch") => Need::Certificate,
         (
@@ -131,8 +132,9 @@ struct Secured {
     parties: Arc<PartyCache>,
 }
 
-/// Parties already read from certificates, by the certificate's hash: a connection presents
-/// the same certificate on every call, and hashing it is cheaper than parsing it again.
+/// Parties already read from certificates, by the certificate's hash (its fingerprint): a
+/// connection presents the same certificate on every call, and hashing it is cheaper than
+/// parsing it again.
 #[derive(Default)]
 struct PartyCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], Option<Party>>>);
 
@@ -140,22 +142,23 @@ struct PartyCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], Option<Pa
 const PARTY_CACHE_ENTRIES: usize = 10_000;
 
 impl PartyCache {
-    /// The party named by the caller's certificate (none on a plaintext connection).
-    fn peer_party(&self, extensions: &http::Extensions) -> Option<Party> {
+    /// The party named by the caller's certificate and the certificate's fingerprint (none
+    /// on a plaintext connection).
+    fn peer_party(&self, extensions: &http::Extensions) -> Option<(Party, [u8; 32])> {
         let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
         let certs = info.peer_certs()?;
         let der = certs.first()?.as_ref();
-        let key = *blake3::hash(der).as_bytes();
+        let key = crate::domain::fingerprint(der);
         let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(party) = cache.get(&key) {
-            return party.clone();
+            return party.clone().map(|p| (p, key));
         }
         let party = Party::from_certificate(der);
         if cache.len() >= PARTY_CACHE_ENTRIES {
             cache.clear();
         }
         cache.insert(key, party.clone());
-        party
+        party.map(|p| (p, key))
     }
 }
 
@@ -187,7 +190,13 @@ impl Guard {
         let need = need(path).ok_or_else(|| {
             ApiError::PermissionDenied(format!("{path} is not a method this replica serves"))
         })?;
-        let party = secured.parties.peer_party(extensions);
+        let party = match secured.parties.peer_party(extensions) {
+            Some((party, fingerprint)) => {
+                secured.refuse_revoked(&party, &fingerprint)?;
+                Some(party)
+            }
+            None => None,
+        };
         match need {
             Need::Member => match party {
                 Some(Party::Replica(id)) if secured.is_member_or_unformed(id) => {
@@ -239,6 +248,22 @@ fn party_name(party: &Option<Party>) -> String {
 }
 
 impl Secured {
+    /// A revoked certificate (`certs revoke`) is refused on every call, whatever it asks.
+    fn refuse_revoked(&self, party: &Party, fingerprint: &[u8; 32]) -> Result<(), ApiError> {
+        let applied = self.shared.read();
+        let revocations = &applied.state.revocations;
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        let name = party.to_string();
+        if crate::domain::is_revoked(revocations, &name, fingerprint) {
+            return Err(ApiError::Unauthenticated(format!(
+                "the certificate of {name} was revoked; ask an admin for a new one"
+            )));
+        }
+        Ok(())
+    }
+
     fn is_member_or_unformed(&self, id: u64) -> bool {
         use openraft::async_runtime::watch::WatchReceiver;
         let metrics = self.raft.metrics();

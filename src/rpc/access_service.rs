@@ -117,6 +117,42 @@ impl Access for AccessService {
         }
     }
 
+    async fn revoke_certificate(
+        &self,
+        request: Request<RevokeCertificateRequest>,
+    ) -> Result<Response<RevokeCertificateReply>, Status> {
+        let req = request.into_inner();
+        crate::fsm::validate_name("party", &req.party).map_err(ApiError::from)?;
+        if crate::security::Party::parse(&req.party).is_other() {
+            return Err(ApiError::InvalidArgument(format!(
+                "'{}' is not a party: name replica-<id>, tm-<name> or client-<name>",
+                req.party
+            ))
+            .into());
+        }
+        let fingerprint = match req.fingerprint {
+            None => None,
+            Some(bytes) => Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                ApiError::InvalidArgument(format!(
+                    "a fingerprint is 32 bytes (BLAKE3 of the certificate), not {}",
+                    bytes.len()
+                ))
+            })?),
+        };
+        let command = Command::RevokeCertificate {
+            party: req.party,
+            fingerprint,
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::CertificateRevoked { party } => {
+                tracing::warn!(%party, whole_party = fingerprint.is_none(), "certificate revoked");
+                Ok(Response::new(RevokeCertificateReply { party }))
+            }
+            other => Err(unexpected(other).into()),
+        }
+    }
+
     async fn who_am_i(
         &self,
         request: Request<WhoAmIRequest>,

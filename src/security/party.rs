@@ -34,6 +34,11 @@ impl Party {
         Party::Other(name.to_string())
     }
 
+    /// Whether the name is none of the cluster's parties.
+    pub fn is_other(&self) -> bool {
+        matches!(self, Party::Other(_))
+    }
+
     /// The party named by a DER certificate, if it names one.
     pub fn from_certificate(der: &[u8]) -> Option<Party> {
         use x509_parser::extensions::GeneralName;
