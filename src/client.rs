@@ -102,6 +102,8 @@ struct Routing {
     /// Next endpoint to try when there is no preferred one.
     next: usize,
     channels: HashMap<String, Channel>,
+    /// The certificate generation the channels were opened with.
+    generation: u64,
 }
 
 pub struct Client {
@@ -194,6 +196,7 @@ impl Client {
                 preferred: None,
                 next: 0,
                 channels: HashMap::new(),
+                generation: 0,
             }),
         })
     }
@@ -208,6 +211,12 @@ impl Client {
 
     fn channel_for(&self, addr: &str) -> Result<ClientChannel, ClientError> {
         let mut routing = self.lock();
+        let generation = self.options.credentials.transport.generation();
+        if routing.generation != generation {
+            // A rotated certificate: open new connections, which present it.
+            routing.channels.clear();
+            routing.generation = generation;
+        }
         let channel = match routing.channels.get(addr) {
             Some(channel) => channel.clone(),
             None => {

@@ -425,3 +425,113 @@ async fn a_revoked_certificate_is_refused_everywhere_within_a_second() -> anyhow
     );
     Ok(())
 }
+
+/// The fingerprint of the certificate the server at `addr` presents now.
+async fn presented(certs: &Path, addr: &str) -> anyhow::Result<[u8; 32]> {
+    let config = TlsConfig::load(&TlsFiles::new(certs, "client-admin"))?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let tls = tokio_rustls::TlsConnector::from(config.client())
+        .connect(name, tcp)
+        .await?;
+    let der = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| anyhow::anyhow!("no certificate"))?;
+    Ok(dispatcher::domain::fingerprint(der.as_ref()))
+}
+
+fn file_fingerprint(path: &Path) -> anyhow::Result<[u8; 32]> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let der = CertificateDer::from_pem_file(path)?;
+    Ok(dispatcher::domain::fingerprint(der.as_ref()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_rotated_without_a_restart_and_the_old_one_revoked() -> anyhow::Result<()>
+{
+    use dispatcher::local_cluster::wait_for;
+    let cluster = common::start_secure_cluster(3, common::test_config()).await?;
+    let dir = cluster.root().join("certs");
+    let admin = cluster.client()?;
+    let id = cluster.ids()[0];
+    let party = format!("replica-{id}");
+    let addr = cluster.replica(id)?.listen.clone();
+    let old = file_fingerprint(&dir.join(format!("{party}.pem")))?;
+    assert_eq!(presented(&dir, &addr).await?, old);
+
+    common::log_phase("a new certificate for the replica from the same CA, in place of the old");
+    let fresh = tempfile::tempdir()?;
+    for file in ["ca.pem", "ca-key.pem"] {
+        std::fs::copy(dir.join(file), fresh.path().join(file))?;
+    }
+    certs::add(
+        fresh.path(),
+        &certs::CertsPlan {
+            replicas: vec![id],
+            ..Default::default()
+        },
+    )?;
+    let kept_old = fresh.path().join("old.pem");
+    std::fs::copy(dir.join(format!("{party}.pem")), &kept_old)?;
+    for file in [format!("{party}.pem"), format!("{party}-key.pem")] {
+        std::fs::copy(fresh.path().join(&file), dir.join(&file))?;
+    }
+    let new = file_fingerprint(&dir.join(format!("{party}.pem")))?;
+    assert_ne!(new, old);
+
+    common::log_phase("SIGHUP: the replica presents the new certificate, still running");
+    let pid = cluster
+        .replica(id)?
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    // SAFETY: kill(2) on the pid of a replica this test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGHUP);
+    }
+    wait_for(
+        common::DEADLINE,
+        "the new certificate to be served",
+        || async { (presented(&dir, &addr).await.ok()? == new).then_some(()) },
+    )
+    .await?;
+    assert_eq!(cluster.replica(id)?.pid(), Some(pid), "it restarted");
+
+    common::log_phase("the old certificate is revoked; the replica goes on with the new one");
+    let out = Command::new(BINARY)
+        .args(["certs", "revoke", &party, "--cert"])
+        .arg(&kept_old)
+        .arg("--endpoints")
+        .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags())
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = admin
+        .submit(common::job_request(
+            "after",
+            1,
+            1,
+            1,
+            ("/bin/true".into(), vec![]),
+        ))
+        .await?;
+    let index: u64 = job.job_id.trim_start_matches("j-").parse()?;
+    wait_for(
+        common::DEADLINE,
+        "the rotated replica to apply it",
+        || async {
+            let status = cluster.local_status(id).await?;
+            (status.last_applied >= index && status.peer_troubles.is_empty()).then_some(())
+        },
+    )
+    .await?;
+    let log = std::fs::read_to_string(&cluster.replica(id)?.log_file)?;
+    assert!(log.contains("certificate reloaded"), "no reload in the log");
+    Ok(())
+}

@@ -117,6 +117,7 @@ pub async fn serve(
     let raft_config = Arc::new(opts.config.openraft_config()?);
     // Before anything is written: the log and snapshots hold jobs' environments.
     crate::private_files::restrict_umask();
+    crate::security::identity::reload_on_sighup(&opts.security.transport);
     crate::private_files::make_private(&opts.data_dir).map_err(storage_err(&opts.data_dir))?;
     let db_path = opts.data_dir.join("raft.sled");
     let db = sled::Config::new()

@@ -54,6 +54,8 @@ pub struct GrpcNetworkFactory {
     transport: Transport,
     /// Why each unreachable peer is unreachable.
     troubles: Arc<PeerTroubles>,
+    /// The certificate generation the cached channels were opened with.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl GrpcNetworkFactory {
@@ -67,10 +69,20 @@ impl GrpcNetworkFactory {
             source_ip,
             transport,
             troubles,
+            generation: Arc::default(),
         }
     }
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.transport.generation();
+        if self
+            .generation
+            .swap(generation, std::sync::atomic::Ordering::AcqRel)
+            != generation
+        {
+            // A rotated certificate: new connections present it to the peers.
+            channels.clear();
+        }
         if let Some(ch) = channels.get(&(target, addr.to_string())) {
             return Ok(ch.clone());
         }
@@ -97,11 +109,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
-        let client = self.channel(target, &node.addr).map(|ch| {
-            RaftServiceClient::new(ch)
-                .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(RAFT_MAX_MESSAGE_BYTES)
-        });
+        let client = self.raft_client(target, &node.addr);
         if let Err(e) = &client {
             self.troubles.failed(target, &node.addr, e);
         }
@@ -110,7 +118,23 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
             addr: node.addr.clone(),
             client,
             troubles: self.troubles.clone(),
+            generation: self.transport.generation(),
+            factory: self.clone(),
         }
+    }
+}
+
+impl GrpcNetworkFactory {
+    fn raft_client(
+        &self,
+        target: NodeId,
+        addr: &str,
+    ) -> Result<RaftServiceClient<Channel>, String> {
+        self.channel(target, addr).map(|ch| {
+            RaftServiceClient::new(ch)
+                .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(RAFT_MAX_MESSAGE_BYTES)
+        })
     }
 }
 
@@ -120,6 +144,9 @@ pub struct PeerClient {
     addr: String,
     client: Result<RaftServiceClient<Channel>, String>,
     troubles: Arc<PeerTroubles>,
+    /// The certificate generation `client` was opened with; a newer one gets a new channel.
+    generation: u64,
+    factory: GrpcNetworkFactory,
 }
 
 fn unreachable(msg: String) -> RPCError<TypeConfig> {
@@ -167,6 +194,12 @@ const APPEND_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
 
 impl PeerClient {
     fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<TypeConfig>> {
+        if self.factory.transport.generation() != self.generation {
+            return self
+                .factory
+                .raft_client(self.target, &self.addr)
+                .map_err(unreachable);
+        }
         self.client.clone().map_err(unreachable)
     }
 

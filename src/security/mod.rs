@@ -5,6 +5,7 @@
 
 pub mod certs;
 mod choose;
+pub mod identity;
 pub mod party;
 pub mod server_party;
 pub mod tls;

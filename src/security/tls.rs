@@ -5,6 +5,7 @@
 //! This module reads files and builds configurations; it opens no connection (that is
 //! `transport`) and decides nothing about who may do what (that is `rpc::access`).
 
+use super::identity::{certified, Identity, PresentCurrent, ServeCurrent};
 use super::server_party::ReplicasOnly;
 use super::{Party, SecurityError};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,10 @@ impl TlsFiles {
 #[derive(Clone)]
 pub struct TlsConfig {
     name: String,
+    /// Where the pair was read from, to read it again (`reload`).
+    files: TlsFiles,
+    /// The pair in use, shared by the three configurations.
+    identity: Arc<Identity>,
     /// The party this certificate names.
     party: Option<Party>,
     server: Arc<rustls::ServerConfig>,
@@ -128,6 +133,12 @@ impl TlsConfig {
                 .map_err(|e| unreadable(&files.ca(), "cluster CA", e))?;
         }
         let roots = Arc::new(roots);
+        let party = chain
+            .first()
+            .and_then(|cert| Party::from_certificate(cert.as_ref()));
+        let pair = certified(chain, key, &provider())
+            .map_err(|e| unreadable(&files.key(), "private key", e))?;
+        let identity = Arc::new(Identity::new(pair));
 
         let verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
@@ -137,8 +148,7 @@ impl TlsConfig {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config_error)?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| unreadable(&files.key(), "private key", e))?;
+            .with_cert_resolver(Arc::new(ServeCurrent(identity.clone())));
         server.alpn_protocols = vec![ALPN_H2.to_vec()];
 
         // The HTTP side (metrics, health, dashboard): the same certificate, but a client
@@ -153,8 +163,7 @@ impl TlsConfig {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config_error)?
             .with_client_cert_verifier(optional)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| unreadable(&files.key(), "private key", e))?;
+            .with_cert_resolver(Arc::new(ServeCurrent(identity.clone())));
         https.alpn_protocols = vec![b"http/1.1".to_vec()];
 
         // Dialling is always to a replica: the server must prove it is one.
@@ -162,20 +171,22 @@ impl TlsConfig {
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
                 .build()
                 .map_err(config_error)?;
-        let party = chain
-            .first()
-            .and_then(|cert| Party::from_certificate(cert.as_ref()));
         let mut client = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config_error)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ReplicasOnly::new(server_verifier)))
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| unreadable(&files.key(), "private key", e))?;
+            .with_client_cert_resolver(Arc::new(PresentCurrent(identity.clone())));
         client.alpn_protocols = vec![ALPN_H2.to_vec()];
+        // No session resumption: a resumed session carries the certificate of the handshake
+        // it resumes, so after a rotation a new connection would still present the old one
+        // (and be refused once it is revoked). Connections here are long-lived anyway.
+        client.resumption = rustls::client::Resumption::disabled();
 
         Ok(TlsConfig {
             name: files.name.clone(),
+            files: files.clone(),
+            identity,
             party,
             server: Arc::new(server),
             client: Arc::new(client),
@@ -186,6 +197,29 @@ impl TlsConfig {
     /// The party name this configuration presents (`replica-1`, `tm-a`, `client-ops`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Read the certificate and key again from their files and use them for every new
+    /// handshake (SIGHUP). The new certificate must name the same party.
+    pub fn reload(&self) -> Result<(), SecurityError> {
+        let chain = read_certs(&self.files.cert(), "certificate")?;
+        let key = read_key(&self.files.key())?;
+        let pair = certified(chain, key, &provider())
+            .map_err(|e| unreadable(&self.files.key(), "private key", e))?;
+        let party = self.party.clone().ok_or_else(|| {
+            SecurityError::Material("the certificate in use names no party".into())
+        })?;
+        self.identity.replace(pair, &party)
+    }
+
+    /// Changes each time the certificate is replaced.
+    pub fn generation(&self) -> u64 {
+        self.identity.generation()
+    }
+
+    /// The fingerprint of the certificate in use.
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        self.identity.fingerprint()
     }
 
     /// The party its certificate names (none if it names none).

@@ -106,6 +106,15 @@ impl Transport {
         matches!(self, Transport::Tls(_))
     }
 
+    /// Changes each time this process's certificate is replaced (`TlsConfig::reload`):
+    /// channels opened before present the old one and should be opened again.
+    pub fn generation(&self) -> u64 {
+        match self {
+            Transport::Plain => 0,
+            Transport::Tls(config) => config.generation(),
+        }
+    }
+
     /// A channel to `addr` (host:port) that connects on first use, with `endpoint`'s
     /// timeouts and keep-alives, dialing from `source_ip` if given.
     pub fn channel(

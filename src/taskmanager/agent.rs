@@ -125,6 +125,7 @@ async fn register(
 pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     // Before anything is written: the journal, the incarnation and shards' output are private.
     crate::private_files::restrict_umask();
+    crate::security::identity::reload_on_sighup(&opts.credentials.transport);
     let workdir = WorkDir::open(&opts.work_dir).map_err(|source| AgentError::WorkDir {
         path: opts.work_dir.display().to_string(),
         source,
