@@ -284,17 +284,24 @@ async fn a_cluster_across_namespaces_survives_a_cut_leader_link() -> anyhow::Res
     for (i, addr) in replica_addrs.iter().enumerate() {
         replicas.push(start_replica(&net, &site, i as u64 + 1, addr)?);
     }
-    let joined = endpoints.join(",");
-    let _agents = [
-        start_agent(&net, &site, "a", &joined)?,
-        start_agent(&net, &site, "b", &joined)?,
-    ];
-
     let credentials = Credentials::tls(
         TlsConfig::load(&TlsFiles::new(&certs_dir, "client-ops"))?,
         Some(admin),
     );
     let client = Client::new(endpoints.clone(), credentials.clone())?;
+    // With TLS an agent registers only the labels an admin pinned to it.
+    wait_for(DEADLINE, "agent b's label to be pinned", || async {
+        client
+            .pin_taskmanager("b", [("site".into(), "lab".into())].into(), None)
+            .await
+            .ok()
+    })
+    .await?;
+    let joined = endpoints.join(",");
+    let _agents = [
+        start_agent(&net, &site, "a", &joined)?,
+        start_agent(&net, &site, "b", &joined)?,
+    ];
     let per_replica: Vec<Client> = endpoints
         .iter()
         .map(|e| {

@@ -376,3 +376,63 @@ async fn priorities_have_owners() -> anyhow::Result<()> {
     assert_eq!(code(too_high), Some(Code::InvalidArgument));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_the_cluster_stops_serving_streams() -> anyhow::Result<()> {
+    use dispatcher::pb::api::dispatcher_client::DispatcherClient;
+    use dispatcher::pb::api::WatchEventsRequest;
+    let cluster = start_cluster(3, test_config()).await?;
+    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    let addr = cluster.replica(follower)?.addr.clone();
+    let client = Client::new(vec![addr.clone()], Credentials::insecure())?;
+    let from = cluster
+        .local_status(follower)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no status"))?
+        .last_applied;
+    let mut stream = client
+        .call_on(Some(&addr), |ch| async move {
+            DispatcherClient::new(ch)
+                .watch_events(WatchEventsRequest {
+                    from_index: from,
+                    ..Default::default()
+                })
+                .await
+        })
+        .await?;
+
+    log_phase("the follower's stream is open; the two others are paused");
+    let others: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != follower)
+        .collect();
+    for id in &others {
+        cluster.pause(*id)?;
+    }
+    let paused_at = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status.code()),
+            }
+        }
+    })
+    .await;
+    for id in &others {
+        cluster.resume(*id)?;
+    }
+    let took = paused_at.elapsed();
+    eprintln!("the cut-off follower ended its stream {took:?} after the pause");
+    assert_eq!(ended?, Some(Code::Unavailable));
+    // The election timeout here is 0.5-1 s.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    Ok(())
+}

@@ -8,7 +8,7 @@ use super::{dashboard, line, sse};
 use crate::domain::{ClusterState, ShardState};
 use crate::metrics::{Metrics, RaftView};
 use crate::raft::{Raft, SharedState};
-use crate::rpc::stream_right::StreamRight;
+use crate::rpc::stream_right::{Guard, StreamRight, Touch};
 use crate::rpc::visibility::Scope;
 use crate::security::Transport;
 use axum::extract::{Query, State};
@@ -37,6 +37,8 @@ pub struct ReplicaHttp {
     pub readiness: Arc<Readiness>,
     /// The last scrape's text, reused for a moment: a scrape counts every job.
     pub scrape: Arc<Recent<String>>,
+    /// This replica's touch with the cluster: the dashboard's event stream ends without it.
+    pub touch: Option<Touch>,
 }
 
 impl ReplicaHttp {
@@ -45,6 +47,7 @@ impl ReplicaHttp {
         shared: Arc<SharedState>,
         transport: Transport,
         access: HttpAccess,
+        touch: Option<Touch>,
     ) -> Self {
         ReplicaHttp {
             raft,
@@ -52,6 +55,7 @@ impl ReplicaHttp {
             access,
             readiness: Arc::new(Readiness::new(transport)),
             scrape: Arc::new(Recent::new(SCRAPE_FRESH_FOR)),
+            touch,
         }
     }
 }
@@ -207,11 +211,10 @@ async fn events(
     };
     let scope = Scope::of(&caller, &replica.shared.read().state);
     let from = sse::resume_point(&headers, query.from_index);
-    sse::events(
-        replica.shared.clone(),
-        from,
-        scope,
-        StreamRight::of(&caller),
-    )
-    .into_response()
+    let guard = Guard {
+        shared: replica.shared.clone(),
+        right: StreamRight::of(&caller),
+        touch: replica.touch.clone(),
+    };
+    sse::events(replica.shared.clone(), from, scope, guard).into_response()
 }

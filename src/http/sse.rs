@@ -7,7 +7,7 @@
 
 use crate::fsm::events::Event;
 use crate::raft::{NextEvents, SharedState};
-use crate::rpc::stream_right::{end_on_revocation, StreamRight};
+use crate::rpc::stream_right::{guarded, Ending, Guard};
 use crate::rpc::visibility::Scope;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -39,10 +39,9 @@ pub fn events(
     shared: Arc<SharedState>,
     from: (u64, u32),
     scope: Scope,
-    right: StreamRight,
+    guard: Guard,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(64);
-    let reader = shared.clone();
     tokio::spawn(async move {
         let mut applied = shared.subscribe();
         let (mut index, mut seq) = from;
@@ -77,8 +76,12 @@ pub fn events(
     let stream = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
     }));
-    let stream = end_on_revocation(reader, right, stream, |message| {
-        Some(Ok(SseEvent::default().event("revoked").data(message)))
+    let stream = guarded(guard, stream, |ending| {
+        Some(Ok(match ending {
+            Ending::Revoked(message) => SseEvent::default().event("revoked").data(message),
+            // The page reconnects (with Last-Event-ID), maybe to another replica.
+            Ending::CutOff(message) => SseEvent::default().event("cut_off").data(message),
+        }))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

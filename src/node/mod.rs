@@ -184,6 +184,7 @@ pub async fn serve(
     tracing::info!(id = opts.id, listen = %opts.listen, data_dir = %opts.data_dir.display(), "replica started");
 
     let liveness = Arc::new(Liveness::default());
+    let leader_contact = Arc::new(crate::rpc::leader_contact::LeaderContact::default());
     let ctx = ServiceContext {
         node_id: opts.id,
         raft: raft.clone(),
@@ -197,6 +198,8 @@ pub async fn serve(
         taps: Arc::default(),
         report_budget: Arc::default(),
         peer_troubles,
+        leader_contact: leader_contact.clone(),
+        contact_bound: Duration::from_millis(opts.config.raft.election_timeout_max_ms),
     };
     let bootstrap = tokio::spawn(bootstrap::form_or_join(Bootstrap {
         raft: raft.clone(),
@@ -225,11 +228,17 @@ pub async fn serve(
                 HttpAccess::Tokens(shared.clone()),
             ),
         };
+        let touch = crate::rpc::stream_right::Touch {
+            raft: raft.clone(),
+            contact: leader_contact.clone(),
+            bound: Duration::from_millis(opts.config.raft.election_timeout_max_ms),
+        };
         let routes = crate::http::replica_routes(ReplicaHttp::new(
             raft.clone(),
             shared.clone(),
             opts.security.transport.clone(),
             access,
+            Some(touch),
         ));
         tracing::info!(listen = ?opts.http_listen, "HTTP side listening (/metrics, /healthz, /readyz, /)");
         tokio::spawn(crate::http::serve(listener, tls, routes, std::future::pending()))
@@ -252,7 +261,7 @@ pub async fn serve(
                 .into_inner(),
         )
         .add_service(
-            RaftServiceServer::new(RaftService::new(raft.clone(), gate))
+            RaftServiceServer::new(RaftService::new(raft.clone(), gate, leader_contact.clone()))
                 .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(RAFT_MAX_MESSAGE_BYTES),
         )

@@ -6,7 +6,6 @@ use super::convert::{job_status, job_summary, taskmanager_info};
 use super::error::ApiError;
 use super::raft_access::{linearizable, write};
 use super::scheduling;
-use super::stream_right::StreamRight;
 use super::visibility::Scope;
 use super::ServiceContext;
 use crate::clock::now_ms;
@@ -203,7 +202,7 @@ impl Dispatcher for DispatcherService {
             self.ctx.clone(),
             request.into_inner(),
             scope,
-            StreamRight::of(&who),
+            self.ctx.stream_guard(&who),
         )?;
         Ok(Response::new(stream))
     }
@@ -236,9 +235,9 @@ impl Dispatcher for DispatcherService {
         let req = request.into_inner();
         let job_id = parse_job_id(&req.job_id)?;
         let scope = Scope::of(&who, &self.ctx.shared.read().state);
-        let right = StreamRight::of(&who);
+        let guard = self.ctx.stream_guard(&who);
         let stream =
-            super::shard_output::follow(self.ctx.clone(), job_id, req.shard, scope, right).await?;
+            super::shard_output::follow(self.ctx.clone(), job_id, req.shard, scope, guard).await?;
         Ok(Response::new(stream))
     }
 

@@ -4,7 +4,7 @@
 //! unbounded buffers: the stream reads the replica's bounded ring at its own pace.
 
 use super::error::ApiError;
-use super::stream_right::{self, StreamRight};
+use super::stream_right;
 use super::visibility::Scope;
 use super::ServiceContext;
 use crate::domain::JobId;
@@ -24,7 +24,7 @@ pub fn watch(
     ctx: ServiceContext,
     req: api::WatchEventsRequest,
     scope: Scope,
-    right: StreamRight,
+    guard: stream_right::Guard,
 ) -> Result<EventStream, ApiError> {
     let job: Option<JobId> = if req.job_id.is_empty() {
         None
@@ -46,7 +46,6 @@ pub fn watch(
         return Err(out_of_range(req.from_index, oldest));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<api::Event, Status>>(64);
-    let shared = ctx.shared.clone();
     tokio::spawn(async move {
         let mut applied = ctx.shared.subscribe();
         let (mut index, mut seq) = (req.from_index, req.from_seq);
@@ -78,7 +77,7 @@ pub fn watch(
     let events = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }));
-    Ok(stream_right::grpc(shared, right, events))
+    Ok(stream_right::grpc(guard, events))
 }
 
 fn out_of_range(asked: u64, oldest: u64) -> ApiError {

@@ -15,6 +15,7 @@ mod dispatcher_service;
 mod error;
 mod event_stream;
 pub mod fuzzing;
+pub mod leader_contact;
 mod leader_lease;
 pub mod output_taps;
 mod raft_access;
@@ -72,4 +73,24 @@ pub struct ServiceContext {
     pub report_budget: Arc<report_budget::ReportBudget>,
     /// Why this replica cannot reach the peers it cannot reach.
     pub peer_troubles: Arc<crate::raft::peer_troubles::PeerTroubles>,
+    /// When this replica last heard from a leader; streams end when it is out of touch.
+    pub leader_contact: Arc<leader_contact::LeaderContact>,
+    /// Out of touch longer than this (an election timeout) ends its streams.
+    pub contact_bound: std::time::Duration,
+}
+
+impl ServiceContext {
+    /// What guards a stream opened by `caller`: its token, and this replica's touch with
+    /// the cluster.
+    pub fn stream_guard(&self, caller: &Caller) -> stream_right::Guard {
+        stream_right::Guard {
+            shared: self.shared.clone(),
+            right: stream_right::StreamRight::of(caller),
+            touch: Some(stream_right::Touch {
+                raft: self.raft.clone(),
+                contact: self.leader_contact.clone(),
+                bound: self.contact_bound,
+            }),
+        }
+    }
 }

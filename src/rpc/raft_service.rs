@@ -7,12 +7,15 @@
 //! and in time.
 
 use super::access::Caller;
+use super::leader_contact::LeaderContact;
 use crate::pb::raft::raft_service_server::RaftService as RaftServiceApi;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
 use crate::raft::network::{decode, encode};
 use crate::raft::TypeConfig;
 use crate::raft::{Raft, RaftGate, Snapshot, SnapshotMeta, Vote};
-use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, VoteRequest,
+};
 use openraft::vote::RaftLeaderId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -44,11 +47,17 @@ fn require_sender<T>(request: &Request<T>, named: u64, what: &str) -> Result<(),
 pub struct RaftService {
     raft: Raft,
     gate: Arc<RaftGate>,
+    /// Told of every AppendEntries a current leader sends (see `leader_contact`).
+    contact: Arc<LeaderContact>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, gate: Arc<RaftGate>) -> Self {
-        RaftService { raft, gate }
+    pub fn new(raft: Raft, gate: Arc<RaftGate>, contact: Arc<LeaderContact>) -> Self {
+        RaftService {
+            raft,
+            gate,
+            contact,
+        }
     }
 
     fn check_replication(&self) -> Result<(), Status> {
@@ -94,7 +103,11 @@ impl RaftServiceApi for RaftService {
         let req: AppendEntriesRequest<TypeConfig> =
             decode_request(request.get_ref(), "AppendEntries")?;
         require_sender(&request, *req.vote.leader_id().node_id(), "AppendEntries")?;
-        reply(self.raft.append_entries(req).await)
+        let result = self.raft.append_entries(req).await;
+        if matches!(&result, Ok(resp) if !matches!(resp, AppendEntriesResponse::HigherVote(_))) {
+            self.contact.touch();
+        }
+        reply(result)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use super::raft_access::{linearizable, not_leader_here};
-use super::stream_right::{self, StreamRight};
+use super::stream_right;
 use super::visibility::Scope;
 use super::ServiceContext;
 use crate::domain::{ClusterState, JobId};
@@ -76,7 +76,7 @@ pub async fn follow(
     job_id: JobId,
     shard: u32,
     scope: Scope,
-    right: StreamRight,
+    guard: stream_right::Guard,
 ) -> Result<OutputStream, ApiError> {
     linearizable(&ctx).await?;
     let run = {
@@ -98,7 +98,6 @@ pub async fn follow(
             ))
         })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<OutputChunk, tonic::Status>>(16);
-    let shared = ctx.shared.clone();
     tokio::spawn(async move {
         let mut check = tokio::time::interval(FOLLOW_CHECK);
         loop {
@@ -133,5 +132,5 @@ pub async fn follow(
     let chunks = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }));
-    Ok(stream_right::grpc(shared, right, chunks))
+    Ok(stream_right::grpc(guard, chunks))
 }
