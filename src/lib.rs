@@ -21,10 +21,12 @@
 //! - [`raft`]: openraft glue — write-ahead log store, snapshotting state machine, tonic
 //!   transport, the Raft gate.
 //! - [`leader`]: loops that run only on the leader and act only through the log.
-//! - [`rpc`]: gRPC services, the one table of who may call what (`rpc::access`) and the
-//!   single error → status mapping.
-//! - [`security`]: certificates, mutual TLS 1.3 connections, the party a certificate names,
-//!   token secrets.
+//! - [`rpc`]: gRPC services, the one table of who may call what (`rpc::access`), what a
+//!   tenant's tokens may see (`rpc::visibility`), streams that end with their right
+//!   (`rpc::stream_right`) and the single error → status mapping.
+//! - [`security`]: certificates, mutual TLS 1.3 connections, the party a certificate names
+//!   (and that a server must be a replica), certificates reloaded on SIGHUP, token secrets.
+//! - [`private_files`]: data and work dirs that only their owner can read.
 //! - [`node`]: wiring of one replica; [`client`]: the leader-following client.
 //! - [`cli`], [`commands`]: the command line.
 

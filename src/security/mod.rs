@@ -1,6 +1,7 @@
 //! Security: the cluster's certificates (`certs`), mutual TLS 1.3 on every connection (`tls`,
-//! `transport`), the identity a caller's certificate names (`party`) and bearer tokens
-//! (`tokens`). Which call needs which identity or role is decided in one table,
+//! `transport`), the identity a caller's certificate names (`party`), the rule that a server
+//! must present a replica's certificate (`server_party`), this process's own pair, reloadable
+//! on SIGHUP (`identity`), and bearer tokens (`tokens`). Which call needs which identity or role is decided in one table,
 //! `rpc::access`; nothing here looks at requests.
 
 pub mod certs;
