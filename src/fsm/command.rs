@@ -436,6 +436,12 @@ pub enum Rejection {
     NotOwner(JobId),
     #[error("job '{0}', named in --after, does not exist; list jobs with `dispatcher job list`")]
     UnknownDependency(JobId),
+    #[error("priority {priority} is above tenant '{tenant}''s highest priority {ceiling}; submit at {ceiling} or below, or ask an admin to raise it (`dispatcher quota set {tenant} --max-priority {priority}`)")]
+    AboveCeiling {
+        tenant: String,
+        priority: u32,
+        ceiling: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -93,7 +93,9 @@ impl From<ApiError> for Status {
                     Rejection::IdInUse { .. } | Rejection::TokenExists(_) => Code::AlreadyExists,
                     Rejection::UnknownToken(_) => Code::NotFound,
                     Rejection::LastAdminToken(_) => Code::FailedPrecondition,
-                    Rejection::NotOwner(_) => Code::PermissionDenied,
+                    Rejection::NotOwner(_) | Rejection::AboveCeiling { .. } => {
+                        Code::PermissionDenied
+                    }
                 };
                 Status::new(code, message)
             }

@@ -64,11 +64,11 @@ pub fn check_priority_ceiling(
     if exempt || options.priority <= ceiling {
         return Ok(());
     }
-    Err(ApiError::PermissionDenied(format!(
-        "priority {} is above tenant '{}''s highest priority {ceiling}; submit at {ceiling} or \
-         below, or ask an admin to raise it (`dispatcher quota set {} --max-priority {}`)",
-        options.priority, options.tenant, options.tenant, options.priority
-    )))
+    Err(ApiError::Rejected(Rejection::AboveCeiling {
+        tenant: options.tenant.clone(),
+        priority: options.priority,
+        ceiling,
+    }))
 }
 
 /// The tenant a submission counts against.

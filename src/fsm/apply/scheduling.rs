@@ -32,6 +32,7 @@ pub(super) fn submit_with_options(
         if let Some(missing) = options.after.iter().find(|d| !state.jobs.contains_key(d)) {
             return Err(Rejection::UnknownDependency(*missing));
         }
+        check_ceiling(state, &submission.owner, &options)?;
     }
     let response = submit_job(state, log_index, submission, now_ms)?;
     let Response::JobSubmitted {
@@ -61,6 +62,33 @@ pub(super) fn submit_with_options(
         fail_for_dependency(state, job_id, dependency, now_ms);
     }
     Ok(response)
+}
+
+/// The tenant's priority ceiling, checked again where it counts: the leader checked it when
+/// the submission came in, but an admin may have lowered it since. A submission by a token
+/// that is not an admin's (looked up in the state, so every replica decides alike) may not
+/// go above it; submissions without a token (`--insecure`) are not capped.
+fn check_ceiling(
+    state: &ClusterState,
+    owner: &str,
+    options: &JobScheduling,
+) -> Result<(), Rejection> {
+    let Some(token) = owner.strip_prefix("token:") else {
+        return Ok(());
+    };
+    let admin = state
+        .tokens
+        .get(token)
+        .is_some_and(|t| t.role == crate::domain::Role::Admin);
+    let ceiling = state.max_priority(&options.tenant);
+    if admin || options.priority <= ceiling {
+        return Ok(());
+    }
+    Err(Rejection::AboveCeiling {
+        tenant: options.tenant.clone(),
+        priority: options.priority,
+        ceiling,
+    })
 }
 
 /// A job ended: the jobs waiting for it may now run (it finished), or end `failed` without

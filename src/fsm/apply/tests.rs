@@ -1195,3 +1195,74 @@ fn a_submitter_cancels_only_its_own_jobs() {
         }
     ));
 }
+
+#[test]
+fn a_tenants_priority_ceiling_holds_in_apply_for_every_token_but_an_admins() {
+    let mut state = ClusterState::default();
+    use crate::domain::Role;
+    for (name, role) in [("ci", Role::Submit), ("root", Role::Admin)] {
+        state.tokens.insert(
+            name.to_string(),
+            crate::domain::Token {
+                role,
+                hash: crate::domain::TokenHash::of(name),
+                created_ms: 0,
+            },
+        );
+    }
+    let with = |owner: &str, priority: u32| {
+        let Command::SubmitJob {
+            name,
+            spec,
+            idempotency_key,
+            admission,
+            now_ms,
+            ..
+        } = submit_cmd(spec(1, 1), None)
+        else {
+            unreachable!("submit_cmd makes a SubmitJob")
+        };
+        Command::SubmitJobWithOptions {
+            name,
+            spec,
+            idempotency_key,
+            owner: owner.to_string(),
+            admission,
+            options: crate::domain::JobScheduling {
+                priority,
+                tenant: "team-a".into(),
+                ..Default::default()
+            },
+            now_ms,
+        }
+    };
+    // Checked when the submission came in, lowered since: apply refuses it, unchanged.
+    let before = state.digest();
+    let refused = apply(&mut state, 10, with("token:ci", 600));
+    assert!(
+        matches!(
+            refused,
+            Response::Rejected(Rejection::AboveCeiling { ceiling: 500, .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(state.digest(), before);
+    assert!(matches!(
+        apply(&mut state, 11, with("token:ci", 500)),
+        Response::JobSubmitted { created: true, .. }
+    ));
+    assert!(matches!(
+        apply(&mut state, 12, with("token:root", 1000)),
+        Response::JobSubmitted { created: true, .. }
+    ));
+    // Without a token (--insecure), nobody is capped.
+    assert!(matches!(
+        apply(&mut state, 13, with("127.0.0.1", 1000)),
+        Response::JobSubmitted { created: true, .. }
+    ));
+    state.max_priorities.insert("team-a".into(), 700);
+    assert!(matches!(
+        apply(&mut state, 14, with("token:ci", 700)),
+        Response::JobSubmitted { created: true, .. }
+    ));
+}
