@@ -14,16 +14,6 @@ use dispatcher::security::{Credentials, TlsConfig, TlsFiles};
 use std::time::Duration;
 use tonic::Code;
 
-/// The leader's applied index and digest.
-async fn leader_view(cluster: &TestCluster) -> anyhow::Result<(u64, String)> {
-    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
-    let status = cluster
-        .local_status(leader)
-        .await
-        .ok_or_else(|| anyhow::anyhow!("leader does not answer"))?;
-    Ok((status.last_applied, status.state_digest))
-}
-
 fn forged(job_id: &str, epoch: u64, incarnation: u64) -> ShardReport {
     ShardReport {
         taskmanager_id: "a".into(),

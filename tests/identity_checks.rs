@@ -201,21 +201,9 @@ async fn a_replica_speaks_raft_only_for_itself() -> anyhow::Result<()> {
     let leader = cluster
         .wait_for_leader(&cluster.ids(), common::DEADLINE)
         .await?;
-    let target = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
-    let speaker = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != target)
-        .ok_or_else(|| anyhow::anyhow!("no other replica"))?;
-    let impersonated = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != target && *id != speaker)
-        .ok_or_else(|| anyhow::anyhow!("no third replica"))?;
+    let target = common::replica_other_than(&cluster, &[leader])?;
+    let speaker = common::replica_other_than(&cluster, &[target])?;
+    let impersonated = common::replica_other_than(&cluster, &[target, speaker])?;
     let before = cluster
         .local_status(target)
         .await
@@ -278,11 +266,7 @@ async fn a_replica_says_why_it_cannot_reach_a_peer() -> anyhow::Result<()> {
     let leader = cluster
         .wait_for_leader(&cluster.ids(), common::DEADLINE)
         .await?;
-    let victim = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    let victim = common::replica_other_than(&cluster, &[leader])?;
 
     common::log_phase("a peer that is down: nothing listens");
     cluster.kill(victim)?;
@@ -381,13 +365,8 @@ async fn a_revoked_certificate_is_refused_everywhere_within_a_second() -> anyhow
     }
 
     common::log_phase("certs revoke --cert: that certificate is refused by every replica");
-    let out = Command::new(BINARY)
-        .args(["certs", "revoke", "client-x", "--cert"])
-        .arg(dir.join("client-x.pem"))
-        .arg("--endpoints")
-        .arg(cluster.endpoints().join(","))
-        .args(cluster.client_flags())
-        .output()?;
+    let cert = dir.join("client-x.pem").display().to_string();
+    let out = common::cli(&cluster, &["certs", "revoke", "client-x", "--cert", &cert])?;
     assert!(
         out.status.success(),
         "{}",
@@ -500,13 +479,8 @@ async fn a_certificate_is_rotated_without_a_restart_and_the_old_one_revoked() ->
     assert_eq!(cluster.replica(id)?.pid(), Some(pid), "it restarted");
 
     common::log_phase("the old certificate is revoked; the replica goes on with the new one");
-    let out = Command::new(BINARY)
-        .args(["certs", "revoke", &party, "--cert"])
-        .arg(&kept_old)
-        .arg("--endpoints")
-        .arg(cluster.endpoints().join(","))
-        .args(cluster.client_flags())
-        .output()?;
+    let old_cert = kept_old.display().to_string();
+    let out = common::cli(&cluster, &["certs", "revoke", &party, "--cert", &old_cert])?;
     assert!(
         out.status.success(),
         "{}",

@@ -101,11 +101,7 @@ async fn job_logs_follows_a_running_shard_and_answers_after_its_agent_is_gone() 
         .await?
         .job_id;
     wait_job_state(&client, &hostile, &["failed"], DEADLINE).await?;
-    let status = Command::new(BINARY)
-        .args(["job", "status", &hostile, "--endpoints"])
-        .arg(cluster.endpoints().join(","))
-        .args(cluster.client_flags())
-        .output()?;
+    let status = cli(&cluster, &["job", "status", &hostile])?;
     assert!(status.status.success());
     assert!(
         !status.stdout.contains(&0x1b) && !status.stdout.contains(&0x07),

@@ -75,11 +75,7 @@ async fn data_dirs_and_work_dirs_are_private_whatever_the_umask() -> anyhow::Res
     }
 
     log_phase("a data dir an older version left readable is tightened at start");
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    let follower = replica_other_than(&cluster, &[leader])?;
     cluster.kill(follower)?;
     let data_dir = cluster.replica(follower)?.data_dir.clone();
     let mut loosened = 0;

@@ -37,22 +37,6 @@ fn quick_client(endpoints: Vec<String>, credentials: Credentials) -> anyhow::Res
     )?)
 }
 
-fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Option<Code> {
-    match result {
-        Ok(value) => panic!("expected a refusal, got {value:?}"),
-        Err(e) => e.code(),
-    }
-}
-
-async fn leader_digest(cluster: &TestCluster) -> anyhow::Result<String> {
-    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
-    let status = cluster
-        .local_status(leader)
-        .await
-        .ok_or_else(|| anyhow::anyhow!("leader does not answer"))?;
-    Ok(status.state_digest)
-}
-
 /// A TLS 1.3 connection with the cluster's CA but no client certificate: the server must
 /// refuse it before any gRPC, so nothing of HTTP/2 ever comes back.
 async fn handshake_without_certificate(ca_dir: &Path, addr: &str) -> anyhow::Result<bool> {

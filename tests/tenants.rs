@@ -16,22 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Option<Code> {
-    match result {
-        Ok(value) => panic!("expected a refusal, got {value:?}"),
-        Err(e) => e.code(),
-    }
-}
-
-async fn leader_digest(cluster: &TestCluster) -> anyhow::Result<String> {
-    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
-    let status = cluster
-        .local_status(leader)
-        .await
-        .ok_or_else(|| anyhow::anyhow!("leader does not answer"))?;
-    Ok(status.state_digest)
-}
-
 /// The error of a job's first shard (with its stderr tail).
 async fn shard_error(client: &Client, job: &str) -> anyhow::Result<String> {
     let status = client.job_status(job).await?;
@@ -52,18 +36,20 @@ fn shell(name: &str, script: &str, attempts: u32) -> SubmitRequest {
     )
 }
 
-/// How long a stream opened with `client` takes to end once `revoke` has run, and how.
+/// How long a stream takes to end once `revoke` has run, and how. `follow` runs the stream
+/// and calls its argument on each item, so that the revocation waits until it is open.
 async fn stream_end_after_revocation<F, Fut>(
     follow: F,
     revoke: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<(Duration, Option<Code>)>
 where
-    F: FnOnce(tokio::sync::oneshot::Sender<()>) -> Fut,
+    F: FnOnce(Box<dyn Fn() + Send>) -> Fut,
     Fut: std::future::Future<Output = Result<(), ClientError>> + Send + 'static,
 {
-    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
-    let stream = tokio::spawn(follow(opened_tx));
-    tokio::time::timeout(DEADLINE, opened_rx).await??;
+    let opened = Arc::new(tokio::sync::Notify::new());
+    let signal = opened.clone();
+    let stream = tokio::spawn(follow(Box::new(move || signal.notify_one())));
+    tokio::time::timeout(DEADLINE, opened.notified()).await?;
     revoke.await?;
     let revoked_at = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(10), stream).await??;
@@ -160,6 +146,11 @@ async fn a_tenant_sees_and_touches_only_its_own_jobs() -> anyhow::Result<()> {
         }
         let listed = client.list_jobs().await?;
         assert!(listed.is_empty(), "{who} lists {listed:?}");
+        let quotas = client.list_quotas().await?;
+        assert!(
+            quotas.iter().all(|q| q.tenant != "team-a"),
+            "{who} sees team-a's quota and load: {quotas:?}"
+        );
     }
     let mut waits = shell("b-waits", "true", 1);
     waits.after = vec![running.job_id.clone()];
@@ -257,12 +248,9 @@ async fn a_tenant_sees_and_touches_only_its_own_jobs() -> anyhow::Result<()> {
     let events_reader = b_reader.clone();
     let (took, ended) = stream_end_after_revocation(
         move |opened| async move {
-            let mut opened = Some(opened);
             events_reader
                 .follow_events(first, 0, None, move |_| {
-                    if let Some(tx) = opened.take() {
-                        let _ = tx.send(());
-                    }
+                    opened();
                     true
                 })
                 .await
@@ -278,12 +266,9 @@ async fn a_tenant_sees_and_touches_only_its_own_jobs() -> anyhow::Result<()> {
     let job = running.job_id.clone();
     let (took, ended) = stream_end_after_revocation(
         move |opened| async move {
-            let mut opened = Some(opened);
             follower
                 .follow_shard_output(&job, 0, move |_| {
-                    if let Some(tx) = opened.take() {
-                        let _ = tx.send(());
-                    }
+                    opened();
                     true
                 })
                 .await
@@ -383,11 +368,7 @@ async fn a_replica_cut_off_from_the_cluster_stops_serving_streams() -> anyhow::R
     use dispatcher::pb::api::WatchEventsRequest;
     let cluster = start_cluster(3, test_config()).await?;
     let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    let follower = replica_other_than(&cluster, &[leader])?;
     let addr = cluster.replica(follower)?.addr.clone();
     let client = Client::new(vec![addr.clone()], Credentials::insecure())?;
     let from = cluster

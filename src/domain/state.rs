@@ -79,8 +79,8 @@ pub struct ClusterState {
     pub tenant_slots: BTreeMap<String, u64>,
 }
 
-/// The sections encoded after the main one (format 7); format 6 had the first three, with a
-/// priority alone per job, and format 5 had `outputs` alone.
+/// The sections encoded after the main one (format 8); format 7 had the first six, format 6
+/// the first three (with a priority alone per job), and format 5 `outputs` alone.
 #[derive(Serialize)]
 struct ExtensionsRef<'a> {
     outputs: &'a OutputStore,
@@ -94,20 +94,17 @@ struct ExtensionsRef<'a> {
     revocations: &'a super::Revocations,
 }
 
+/// The extra section as format 8 writes it: format 7's, then what format 8 added. bincode
+/// lays a nested struct's fields out in line, so this reads what `ExtensionsRef` wrote.
 #[derive(Deserialize)]
 struct Extensions {
-    outputs: OutputStore,
-    scheduling: BTreeMap<JobId, JobScheduling>,
-    preemptions: BTreeMap<(JobId, u32), u32>,
-    quotas: BTreeMap<String, Quota>,
-    token_tenants: BTreeMap<String, String>,
-    dependency_failures: BTreeMap<JobId, JobId>,
+    since_v7: ExtensionsV7,
     max_priorities: BTreeMap<String, u32>,
     pins: BTreeMap<String, TaskManagerPin>,
     revocations: super::Revocations,
 }
 
-/// The extra section as format 7 wrote it: no highest priorities.
+/// The extra section as format 7 wrote it: no highest priorities, pins or revocations.
 #[derive(Deserialize)]
 struct ExtensionsV7 {
     outputs: OutputStore,
@@ -201,12 +198,7 @@ impl ClusterState {
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
         let extensions: Extensions = crate::decode::decode_untrusted(rest)?;
-        state.outputs = extensions.outputs;
-        state.scheduling = extensions.scheduling;
-        state.preemptions = extensions.preemptions;
-        state.quotas = extensions.quotas;
-        state.token_tenants = extensions.token_tenants;
-        state.dependency_failures = extensions.dependency_failures;
+        state.install_v7(extensions.since_v7);
         state.max_priorities = extensions.max_priorities;
         state.pins = extensions.pins;
         state.revocations = extensions.revocations;
@@ -214,18 +206,22 @@ impl ClusterState {
         Ok(state)
     }
 
-    /// Decode the state as snapshot format 7 wrote it: no highest priorities per tenant.
+    /// Decode the state as snapshot format 7 wrote it: no highest priorities, pins or
+    /// revocations.
     pub fn decode_v7(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
-        let extensions: ExtensionsV7 = crate::decode::decode_untrusted(rest)?;
-        state.outputs = extensions.outputs;
-        state.scheduling = extensions.scheduling;
-        state.preemptions = extensions.preemptions;
-        state.quotas = extensions.quotas;
-        state.token_tenants = extensions.token_tenants;
-        state.dependency_failures = extensions.dependency_failures;
+        state.install_v7(crate::decode::decode_untrusted(rest)?);
         state.rebuild_derived();
         Ok(state)
+    }
+
+    fn install_v7(&mut self, extensions: ExtensionsV7) {
+        self.outputs = extensions.outputs;
+        self.scheduling = extensions.scheduling;
+        self.preemptions = extensions.preemptions;
+        self.quotas = extensions.quotas;
+        self.token_tenants = extensions.token_tenants;
+        self.dependency_failures = extensions.dependency_failures;
     }
 
     /// Decode the state as snapshot format 6 wrote it: output, a priority per job and the

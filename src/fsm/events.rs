@@ -435,6 +435,12 @@ pub fn leader_changed(index: u64, term: u64, leader: u64) -> Event {
     }
 }
 
+/// Whether an event is about access or quotas (token names, tenants' quotas): operators'
+/// business, not shown to a tenant's own tokens.
+pub fn is_administrative(kind: &str) -> bool {
+    matches!(kind, "token_created" | "token_revoked" | "quota_set")
+}
+
 /// Whether an event ends its job's stream.
 pub fn ends_job(kind: &str) -> bool {
     matches!(kind, "job_finished" | "job_failed" | "job_cancelled")

@@ -344,6 +344,16 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, ApiError> {
 }
 
 impl Caller {
+    /// A token caller whose secret is its name, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn test_token(name: &str, role: Role) -> Caller {
+        Caller::Token {
+            name: name.into(),
+            role,
+            hash: crate::domain::TokenHash::of(name),
+        }
+    }
+
     /// A TaskManager may act only as the name in its certificate.
     pub fn require_taskmanager(&self, id: &str) -> Result<(), ApiError> {
         match self {
@@ -520,16 +530,8 @@ mod tests {
         assert!(Caller::Anyone.require_taskmanager("b").is_ok());
         assert!(Caller::Replica(1).require_taskmanager("a").is_err());
 
-        let alice = Caller::Token {
-            name: "alice".into(),
-            role: Role::Submit,
-            hash: crate::domain::TokenHash::of("a"),
-        };
-        let ops = Caller::Token {
-            name: "ops".into(),
-            role: Role::Operator,
-            hash: crate::domain::TokenHash::of("o"),
-        };
+        let alice = Caller::test_token("alice", Role::Submit);
+        let ops = Caller::test_token("ops", Role::Operator);
         assert_eq!(alice.cancels_only_own(None).as_deref(), Some("token:alice"));
         assert_eq!(ops.cancels_only_own(None), None);
         assert_eq!(Caller::Anyone.cancels_only_own(None), None);

@@ -297,13 +297,16 @@ impl Dispatcher for DispatcherService {
 
     async fn list_quotas(
         &self,
-        _request: Request<ListQuotasRequest>,
+        request: Request<ListQuotasRequest>,
     ) -> Result<Response<ListQuotasReply>, Status> {
+        let who = caller(&request)?;
         linearizable(&self.ctx).await?;
         let applied = self.ctx.shared.read();
-        Ok(Response::new(ListQuotasReply {
-            quotas: scheduling::quotas(&applied.state),
-        }))
+        let scope = Scope::of(&who, &applied.state);
+        let mut quotas = scheduling::quotas(&applied.state);
+        // Another tenant's quota and load are not a tenant's business.
+        quotas.retain(|q| scope.sees_tenant(&q.tenant));
+        Ok(Response::new(ListQuotasReply { quotas }))
     }
 
     async fn list_jobs(

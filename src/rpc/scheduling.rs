@@ -158,11 +158,7 @@ mod tests {
     use super::*;
 
     fn token(name: &str, role: Role) -> Caller {
-        Caller::Token {
-            name: name.into(),
-            role,
-            hash: crate::domain::TokenHash::of(name),
-        }
+        Caller::test_token(name, role)
     }
 
     #[test]

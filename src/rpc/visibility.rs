@@ -45,12 +45,22 @@ impl Scope {
         }
     }
 
-    /// Whether a stream shows this event: events of no job (TaskManagers, leadership) go to
-    /// everyone, a job's only to those who may see the job.
+    /// Whether a stream shows this event: a job's only to those who may see the job; of
+    /// the rest, the cluster's (TaskManagers, leadership) to everyone, tokens' and quotas'
+    /// only to operators and admins.
     pub fn sees_event(&self, event: &Event) -> bool {
         match (self, &event.job_id) {
-            (Scope::All, _) | (_, None) => true,
+            (Scope::All, _) => true,
+            (Scope::Tenant(_), None) => !crate::fsm::events::is_administrative(event.kind),
             (Scope::Tenant(tenant), Some(_)) => event.tenant.as_deref() == Some(tenant.as_str()),
+        }
+    }
+
+    /// Whether this caller may see tenant `tenant`'s quota and load.
+    pub fn sees_tenant(&self, tenant: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Tenant(own) => own == tenant,
         }
     }
 }
@@ -58,14 +68,10 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Role, TokenHash};
+    use crate::domain::Role;
 
     fn token(name: &str, role: Role) -> Caller {
-        Caller::Token {
-            name: name.into(),
-            role,
-            hash: TokenHash::of(name),
-        }
+        Caller::test_token(name, role)
     }
 
     #[test]
@@ -108,5 +114,9 @@ mod tests {
             !a.sees_event(&event),
             "a gone job's events are shown to operators only"
         );
+        let mut quota = crate::fsm::events::leader_changed(4, 1, 1);
+        quota.kind = "quota_set";
+        assert!(!a.sees_event(&quota) && Scope::All.sees_event(&quota));
+        assert!(a.sees_tenant("a") && !a.sees_tenant("b") && Scope::All.sees_tenant("b"));
     }
 }

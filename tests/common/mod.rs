@@ -231,3 +231,47 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// The code of a refusal; panics if the call was accepted.
+pub fn code<T: std::fmt::Debug>(
+    result: Result<T, dispatcher::client::ClientError>,
+) -> Option<tonic::Code> {
+    match result {
+        Ok(value) => panic!("expected a refusal, got {value:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+/// The leader's applied index and state digest: a refused call must move neither.
+pub async fn leader_view(cluster: &TestCluster) -> anyhow::Result<(u64, String)> {
+    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+    let status = cluster
+        .local_status(leader)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("leader does not answer"))?;
+    Ok((status.last_applied, status.state_digest))
+}
+
+/// The leader's state digest.
+pub async fn leader_digest(cluster: &TestCluster) -> anyhow::Result<String> {
+    Ok(leader_view(cluster).await?.1)
+}
+
+/// A replica of the cluster other than those in `excluded`.
+pub fn replica_other_than(cluster: &TestCluster, excluded: &[u64]) -> anyhow::Result<u64> {
+    cluster
+        .ids()
+        .into_iter()
+        .find(|id| !excluded.contains(id))
+        .ok_or_else(|| anyhow::anyhow!("no replica other than {excluded:?}"))
+}
+
+/// Run the CLI against the cluster (its endpoints and the harness's credentials appended).
+pub fn cli(cluster: &TestCluster, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(std::process::Command::new(BINARY)
+        .args(args)
+        .arg("--endpoints")
+        .arg(cluster.endpoints().join(","))
+        .args(cluster.client_flags())
+        .output()?)
+}
