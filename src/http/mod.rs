@@ -5,8 +5,8 @@
 //!
 //! This module serves what the rest of the process already knows; it never writes to the
 //! log and never blocks the gRPC side. Connections are bounded per client address and in all
-//! (`connections`), and in how long a handshake, a request's headers and an idle keep-alive
-//! may take; answers that cost something are reused for a moment (`recent`).
+//! (`connections`), and in how long a handshake and a request's headers may take; answers
+//! that cost something are reused for a moment (`recent`).
 
 pub mod access;
 mod agent;
