@@ -294,6 +294,13 @@ pub struct ChaosArgs {
     /// Seconds within which every job must end after healing.
     #[arg(long, default_value_t = 120)]
     pub liveness_bound: u64,
+    /// Mutual TLS and tokens on every replica, agent and client (default: --insecure).
+    #[arg(long)]
+    pub tls: bool,
+    /// A hostile tenant with its own `submit` token and a rogue agent certificate attacks
+    /// the other tenants throughout; the `walls` checker judges it (implies --tls).
+    #[arg(long)]
+    pub hostile: bool,
 }
 
 /// `dispatcher taskmanager`. Every flag may also come from its DISPATCHER_* variable or from

@@ -524,19 +524,29 @@ impl Client {
         tenant: Option<&str>,
     ) -> Result<(CreateTokenReply, crate::security::Secret), ClientError> {
         let secret = crate::security::Secret::generate()?;
+        let reply = self.create_token_with(name, role, tenant, &secret).await?;
+        Ok((reply, secret))
+    }
+
+    /// Create a token whose secret the caller made (so that a retry sends the same one).
+    pub async fn create_token_with(
+        &self,
+        name: &str,
+        role: crate::domain::Role,
+        tenant: Option<&str>,
+        secret: &crate::security::Secret,
+    ) -> Result<CreateTokenReply, ClientError> {
         let req = CreateTokenRequest {
             name: name.to_string(),
             role: role.to_string(),
             secret_hash: secret.hash().0.to_vec(),
             tenant: tenant.unwrap_or_default().to_string(),
         };
-        let reply = self
-            .call(|ch| {
-                let req = req.clone();
-                async move { Self::access(ch).create_token(req).await }
-            })
-            .await?;
-        Ok((reply, secret))
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::access(ch).create_token(req).await }
+        })
+        .await
     }
 
     /// Set a tenant's quota: `slots` (None: keep; `unlimited` removes it) and `weight`.

@@ -46,12 +46,43 @@ pub enum HarnessSecurity {
     Tls { dir: PathBuf, admin: Secret },
 }
 
-/// Issue `party`'s certificate under the harness's CA unless it exists.
-fn ensure_certificate(dir: &Path, party: &str) -> Result<()> {
+impl HarnessSecurity {
+    /// A cluster CA under `root/certs`, the harness's client certificate and a bootstrap
+    /// admin token.
+    pub fn tls_under(root: &Path) -> Result<HarnessSecurity> {
+        let dir = root.join("certs");
+        crate::security::certs::init(
+            &dir,
+            &crate::security::certs::CertsPlan {
+                clients: vec![ADMIN_CLIENT.to_string()],
+                ..Default::default()
+            },
+        )?;
+        let admin = Secret::generate()?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join("admin.token"))?;
+            file.write_all(admin.expose().as_bytes())?;
+        }
+        Ok(HarnessSecurity::Tls { dir, admin })
+    }
+}
+
+/// Issue `party`'s certificate under the harness's CA unless it exists; a replica's also
+/// names `hosts` (the address it listens on, when that is not 127.0.0.1).
+fn ensure_certificate(dir: &Path, party: &str, hosts: &[String]) -> Result<()> {
     if dir.join(format!("{party}.pem")).exists() {
         return Ok(());
     }
-    let mut plan = crate::security::certs::CertsPlan::default();
+    let mut plan = crate::security::certs::CertsPlan {
+        hosts: hosts.to_vec(),
+        ..Default::default()
+    };
     match crate::security::Party::parse(party) {
         crate::security::Party::Replica(id) => plan.replicas.push(id),
         crate::security::Party::TaskManager(name) => plan.taskmanagers.push(name),
@@ -213,35 +244,11 @@ impl LocalCluster {
             replicas.push((id, addr.clone(), addr));
         }
         let security = if secure {
-            Self::make_certificates(root.as_ref())?
+            HarnessSecurity::tls_under(root.as_ref())?
         } else {
             HarnessSecurity::Insecure
         };
         Self::start_proxied_with(binary, root, &replicas, config, security)
-    }
-
-    /// A cluster CA, the harness's client certificate and a bootstrap admin token.
-    fn make_certificates(root: &Path) -> Result<HarnessSecurity> {
-        let dir = root.join("certs");
-        crate::security::certs::init(
-            &dir,
-            &crate::security::certs::CertsPlan {
-                clients: vec![ADMIN_CLIENT.to_string()],
-                ..Default::default()
-            },
-        )?;
-        let admin = Secret::generate()?;
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dir.join("admin.token"))?;
-            file.write_all(admin.expose().as_bytes())?;
-        }
-        Ok(HarnessSecurity::Tls { dir, admin })
     }
 
     /// Start replicas that listen on one address and are known to the cluster by another
@@ -332,8 +339,19 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&replica.log_file)?;
-        let security_args =
-            Self::process_security_args(&self.security, &format!("replica-{id}"), true)?;
+        let listen_host = replica
+            .listen
+            .rsplit_once(':')
+            .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
+            .filter(|host| host != "127.0.0.1")
+            .into_iter()
+            .collect::<Vec<_>>();
+        let security_args = Self::process_security_args(
+            &self.security,
+            &format!("replica-{id}"),
+            true,
+            &listen_host,
+        )?;
         let child = Command::new(&self.binary)
             .arg("serve")
             .args(security_args)
@@ -364,11 +382,12 @@ impl LocalCluster {
         security: &HarnessSecurity,
         party: &str,
         replica: bool,
+        hosts: &[String],
     ) -> Result<Vec<String>> {
         let HarnessSecurity::Tls { dir, .. } = security else {
             return Ok(vec!["--insecure".to_string()]);
         };
-        ensure_certificate(dir, party)?;
+        ensure_certificate(dir, party, hosts)?;
         let mut args = vec![
             "--tls-dir".to_string(),
             dir.display().to_string(),
@@ -388,7 +407,7 @@ impl LocalCluster {
         Ok(match &self.security {
             HarnessSecurity::Insecure => Credentials::insecure(),
             HarnessSecurity::Tls { dir, .. } => {
-                ensure_certificate(dir, party)?;
+                ensure_certificate(dir, party, &[])?;
                 Credentials::tls(TlsConfig::load(&TlsFiles::new(dir, party))?, None)
             }
         })
@@ -598,7 +617,12 @@ impl LocalCluster {
         let mut command = Command::new(&self.binary);
         command
             .arg("taskmanager")
-            .args(Self::process_security_args(&self.security, &party, false)?)
+            .args(Self::process_security_args(
+                &self.security,
+                &party,
+                false,
+                &[],
+            )?)
             .arg("--id")
             .arg(&agent.id)
             .arg("--slots")

@@ -1,5 +1,6 @@
 //! The bounded chaos run of CI: every fault kind at least once against three replicas,
-//! three TaskManagers and four clients, then every checker over the history. A violation
+//! three TaskManagers and four clients over mutual TLS, while a hostile tenant attacks the
+//! others (`--hostile`), then every checker over the history. A violation
 //! fails the test; the seed is printed so the run can be replayed with
 //! `scripts/chaos.sh --seed <seed>`.
 
@@ -53,7 +54,13 @@ fn bounded_chaos_run_finds_no_violation() {
         });
     let report = run_chaos(
         "dispatcher-chaos-",
-        &["--duration", "100", "--seed", &seed.to_string()],
+        &[
+            "--duration",
+            "100",
+            "--hostile",
+            "--seed",
+            &seed.to_string(),
+        ],
     );
     // The run covered every fault kind.
     for fault in [
@@ -83,6 +90,7 @@ fn bounded_chaos_run_finds_no_violation() {
         "dependencies",
         "gangs",
         "quotas",
+        "walls",
     ] {
         assert!(
             report.contains(&format!("ok   {checker}")),

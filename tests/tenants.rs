@@ -344,6 +344,24 @@ async fn priorities_have_owners() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("team-a not listed: {listed:?}"))?;
     assert_eq!(team_a.max_priority, 900);
 
+    log_phase("under a ceiling below 500, a job that asks for no priority runs at the ceiling");
+    admin
+        .set_quota_limits(dispatcher::pb::api::SetQuotaRequest {
+            tenant: "team-a".into(),
+            max_priority: Some(100),
+            ..Default::default()
+        })
+        .await?;
+    let plain = alice.submit(shell("plain", "true", 1)).await?;
+    assert_eq!(admin.job_status(&plain.job_id).await?.priority, 100);
+    admin
+        .set_quota_limits(dispatcher::pb::api::SetQuotaRequest {
+            tenant: "team-a".into(),
+            max_priority: Some(900),
+            ..Default::default()
+        })
+        .await?;
+
     log_phase("an admin's own submissions are not capped; a ceiling above 1000 is refused");
     admin
         .submit(SubmitRequest {

@@ -20,6 +20,19 @@ pub enum Outcome {
     Unknown,
 }
 
+/// What the cluster did with one attempt of the hostile tenant (`chaos::hostile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// The wall held: refused with a code the attack expects, or answered with only what is
+    /// the attacker's own.
+    Held,
+    /// Not answered (no leader, a cut link): says nothing either way.
+    Unanswered,
+    /// Let through, or answered with something the attacker must not see.
+    Breach,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -34,6 +47,14 @@ pub enum Event {
         job_id: Option<String>,
         created: Option<bool>,
         error: Option<String>,
+    },
+    /// One attempt of the hostile tenant: which attack, on which job, and the answer.
+    Attack {
+        at_ns: u64,
+        attack: String,
+        answer: Answer,
+        target: Option<String>,
+        detail: String,
     },
     Fault {
         at_ns: u64,

@@ -5,12 +5,14 @@
 //! Pieces: `proxy` (per-link network cuts), `nemesis` (the faults), `workload` (clients
 //! submitting and reading), `sampler` (each replica's own status over time), `history` and
 //! `executions` (the record), `checker` and `scheduling_checker` (the verdicts), `suspicion` (TaskManagers declared
-//! lost, shards interrupted), `load` (busy threads for a loaded machine), and `runner` (the
-//! whole run).
+//! lost, shards interrupted), `load` (busy threads for a loaded machine), `hostile` (a tenant
+//! that attacks the others, with `--hostile`) and `walls_checker` (its verdict), and `runner`
+//! (the whole run).
 
 pub mod checker;
 pub mod executions;
 pub mod history;
+pub mod hostile;
 pub mod load;
 pub mod nemesis;
 pub mod proxy;
@@ -19,6 +21,7 @@ pub mod runner;
 pub mod sampler;
 pub mod scheduling_checker;
 pub mod suspicion;
+pub mod walls_checker;
 pub mod workload;
 
 pub use runner::{run, ChaosError, ChaosOptions, ChaosReport};

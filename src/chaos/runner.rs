@@ -3,18 +3,19 @@
 use super::checker::{self, Verdict};
 use super::executions::{self, Recorder};
 use super::history::{self, Event, History};
+use super::hostile::{HostileTask, HOSTILE_CEILING, HOSTILE_SLOTS, HOSTILE_TENANT, ROGUE_AGENT};
 use super::nemesis::{self, Addresses, FaultKind};
 use super::proxy::{Cuts, Proxy};
 use super::rng::Rng;
 use super::sampler::{self, Incarnations};
 use super::scheduling_checker;
+use super::walls_checker;
 use super::workload::{Acknowledged, ClientTask, HEAVY_TENANT, QUOTA_SLOTS, QUOTA_TENANT};
 use crate::bench::Summary;
 use crate::client::Client;
 use crate::config::ServeConfig;
-use crate::local_cluster::{free_port, wait_for, LocalCluster, LocalClusterError};
-use crate::pb::api::JobStatus;
-use crate::security::Credentials;
+use crate::local_cluster::{free_port, wait_for, HarnessSecurity, LocalCluster, LocalClusterError};
+use crate::pb::api::{JobStatus, SetQuotaRequest};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -31,6 +32,8 @@ pub enum ChaosError {
     Client(#[from] crate::client::ClientError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +51,10 @@ pub struct ChaosOptions {
     /// After healing, every job must end within this.
     pub liveness_bound: Duration,
     pub config: ServeConfig,
+    /// Mutual TLS and tokens on every process (else `--insecure`).
+    pub tls: bool,
+    /// A hostile tenant attacks the others throughout (implies `tls`).
+    pub hostile: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,12 +104,19 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         topology.push((id, listen.to_string(), proxy.listen.to_string()));
         proxies.push(proxy);
     }
-    let mut cluster = LocalCluster::start_proxied(
+    let security = if opts.tls || opts.hostile {
+        HarnessSecurity::tls_under(&opts.dir.join("cluster"))?
+    } else {
+        HarnessSecurity::Insecure
+    };
+    let mut cluster = LocalCluster::start_proxied_with(
         &opts.binary,
         opts.dir.join("cluster"),
         &topology,
         &opts.config,
+        security,
     )?;
+    let credentials = cluster.credentials()?;
     let ids = cluster.ids();
     let incarnations: Incarnations = Arc::new(Mutex::new(ids.iter().map(|i| (*i, 1)).collect()));
     cluster
@@ -126,7 +140,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     );
 
     // The tenants' quotas the workload's checkers hold the cluster to.
-    let admin = Client::new(endpoints.clone(), Credentials::insecure())?;
+    let admin = Client::new(endpoints.clone(), credentials.clone())?;
     wait_for(Duration::from_secs(30), "quotas to be set", || async {
         admin
             .set_quota(QUOTA_TENANT, Some(QUOTA_SLOTS), false, None)
@@ -142,8 +156,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     // Observers and workload.
     let load = super::load::Load::start(opts.load);
     let suspicions = super::suspicion::Suspicions::default();
-    let suspicion_watch =
-        suspicions.watch(Client::new(endpoints.clone(), Credentials::insecure())?);
+    let suspicion_watch = suspicions.watch(Client::new(endpoints.clone(), credentials.clone())?);
     let stop_sampler = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sampler::run(
         topology
@@ -153,6 +166,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         incarnations.clone(),
         history.clone(),
         stop_sampler.clone(),
+        credentials.clone(),
     ));
     let stop_clients = Arc::new(AtomicBool::new(false));
     let acknowledged: Acknowledged = Arc::default();
@@ -166,9 +180,18 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
             acknowledged: acknowledged.clone(),
             stop: stop_clients.clone(),
             seed: opts.seed.wrapping_add(1 + c as u64),
+            credentials: credentials.clone(),
         };
         clients.push(tokio::spawn(task.run()));
     }
+    let hostile = if opts.hostile {
+        let task =
+            hostile_task(&cluster, &admin, &opts, &history, &recorder, &acknowledged).await?;
+        let stop = task.stop.clone();
+        Some((tokio::spawn(task.run()), stop))
+    } else {
+        None
+    };
 
     // The nemesis: every enabled fault in a shuffled order, again and again.
     let mut fault_counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -232,10 +255,15 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     for c in clients {
         let _ = c.await;
     }
+    let hostile_ran = hostile.is_some();
+    if let Some((task, stop)) = hostile {
+        stop.store(true, Ordering::Relaxed);
+        let _ = task.await;
+    }
     cluster
         .wait_for_leader(&ids, Duration::from_secs(60))
         .await?;
-    let client = Client::new(endpoints.clone(), Credentials::insecure())?;
+    let client = Client::new(endpoints.clone(), credentials.clone())?;
     let mut verdicts = Vec::new();
     let liveness = wait_for(opts.liveness_bound, "every job to end", || async {
         let jobs = client.list_jobs().await.ok()?;
@@ -303,12 +331,34 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         &final_jobs,
         &[(QUOTA_TENANT, QUOTA_SLOTS)],
     ));
+    if hostile_ran {
+        let quotas = client.list_quotas().await?;
+        let tokens = client.list_tokens().await?;
+        verdicts.push(walls_checker::walls(
+            &events,
+            &walls_checker::FinalState {
+                jobs: &final_jobs,
+                quotas: &quotas,
+                tokens: &tokens,
+            },
+        ));
+    }
     suspicion_watch.abort();
     // Every fault may leave an agent without a leader for longer than its lease.
     verdicts.push(suspicions.verdict(!opts.faults.is_empty()));
 
     let mut operations: BTreeMap<String, usize> = BTreeMap::new();
     for e in &events {
+        if let Event::Attack { answer, .. } = e {
+            *operations
+                .entry(format!(
+                    "attack:{}",
+                    serde_json::to_string(answer)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                ))
+                .or_default() += 1;
+        }
         if let Event::Op { op, outcome, .. } = e {
             *operations
                 .entry(format!(
@@ -333,5 +383,70 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         operations,
         failover: Summary::of(&failover),
         verdicts,
+    })
+}
+
+/// The hostile tenant's token (`submit`, its own tenant), quota and ceiling, and its task.
+async fn hostile_task(
+    cluster: &LocalCluster,
+    admin: &Client,
+    opts: &ChaosOptions,
+    history: &Arc<History>,
+    recorder: &Arc<Recorder>,
+    acknowledged: &Acknowledged,
+) -> Result<HostileTask, ChaosError> {
+    // The token's secret is made on the caller's side: one secret, retried until it lands
+    // (a retry after an unknown outcome finds the token there and refuses it).
+    let secret = crate::security::Secret::generate()?;
+    wait_for(
+        Duration::from_secs(30),
+        "the hostile tenant's token",
+        || async {
+            match admin
+                .create_token_with(
+                    HOSTILE_TENANT,
+                    crate::domain::Role::Submit,
+                    Some(HOSTILE_TENANT),
+                    &secret,
+                )
+                .await
+            {
+                Ok(_) => Some(()),
+                Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => Some(()),
+                Err(_) => None,
+            }
+        },
+    )
+    .await?;
+    wait_for(
+        Duration::from_secs(30),
+        "the hostile tenant's quota",
+        || async {
+            admin
+                .set_quota_limits(SetQuotaRequest {
+                    tenant: HOSTILE_TENANT.into(),
+                    slots: Some(HOSTILE_SLOTS),
+                    unlimited: false,
+                    weight: Some(1),
+                    max_priority: Some(HOSTILE_CEILING),
+                })
+                .await
+                .ok()
+        },
+    )
+    .await?;
+    let token = secret;
+    Ok(HostileTask {
+        endpoints: cluster.endpoints(),
+        tenant: cluster
+            .credentials_as(&format!("client-{HOSTILE_TENANT}"))?
+            .with_token(Some(token)),
+        agent: cluster.credentials_as(&format!("tm-{ROGUE_AGENT}"))?,
+        clients: opts.clients,
+        history: history.clone(),
+        recorder: recorder.clone(),
+        acknowledged: acknowledged.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        seed: opts.seed.wrapping_add(1_000),
     })
 }

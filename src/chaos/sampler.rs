@@ -19,6 +19,7 @@ pub async fn run(
     incarnations: Incarnations,
     history: Arc<History>,
     stop: Arc<AtomicBool>,
+    credentials: Credentials,
 ) {
     let clients: Vec<(u64, String, Option<Client>)> = replicas
         .into_iter()
@@ -29,8 +30,7 @@ pub async fn run(
                     rpc_timeout: Duration::from_millis(300),
                     call_timeout: Duration::from_millis(300),
                     source_ip: None,
-                    // The chaos cluster runs with --insecure (see `chaos::runner`).
-                    credentials: Credentials::insecure(),
+                    credentials: credentials.clone(),
                 },
             )
             .ok();

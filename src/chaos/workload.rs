@@ -51,6 +51,7 @@ pub struct ClientTask {
     pub acknowledged: Acknowledged,
     pub stop: Arc<AtomicBool>,
     pub seed: u64,
+    pub credentials: Credentials,
 }
 
 impl ClientTask {
@@ -61,7 +62,7 @@ impl ClientTask {
                 rpc_timeout: Duration::from_secs(2),
                 call_timeout: Duration::from_secs(8),
                 source_ip: None,
-                credentials: Credentials::insecure(),
+                credentials: self.credentials.clone(),
             },
         )?;
         let mut rng = Rng::new(self.seed);

@@ -58,6 +58,8 @@ pub async fn chaos(args: ChaosArgs) -> Result<super::ExitCode, CliError> {
         load: args.load,
         liveness_bound: Duration::from_secs(args.liveness_bound),
         config: ServeConfig::default(),
+        tls: args.tls,
+        hostile: args.hostile,
     })
     .await
     .map_err(|e| CliError::Usage(format!("chaos run failed: {e}")))?;

@@ -37,11 +37,17 @@ pub fn submit_options(
     }
     after.sort_unstable();
     after.dedup();
+    let tenant = tenant_of(&request.tenant, caller, state)?;
+    // A submission that asks for no priority runs at the default, or at its tenant's
+    // ceiling when an admin set that lower: asking for nothing is never refused.
+    let priority = request
+        .priority
+        .unwrap_or_else(|| DEFAULT_PRIORITY.min(state.max_priority(&tenant)));
     let options = JobScheduling {
-        priority: request.priority.unwrap_or(DEFAULT_PRIORITY),
+        priority,
         after,
         gang: request.gang,
-        tenant: tenant_of(&request.tenant, caller, state)?,
+        tenant,
     };
     validate_options(&options).map_err(ApiError::from)?;
     Ok(options)
