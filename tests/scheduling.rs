@@ -152,3 +152,52 @@ async fn a_higher_priority_job_preempts_and_the_preempted_job_still_finishes() -
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_higher_priority_never_takes_a_tenant_below_its_share(
+) -> anyhow::Result<()> {
+    let mut cluster = start_cluster(3, test_config()).await?;
+    cluster.start_taskmanager("shared", 4, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+
+    log_phase("tenant steady fills all four slots at priority 100");
+    let mut steady = job_request(
+        "steady",
+        4,
+        1,
+        1,
+        ("/bin/sleep".to_string(), vec!["60".to_string()]),
+    );
+    steady.priority = Some(100);
+    steady.tenant = "steady".into();
+    let steady = client.submit(steady).await?.job_id;
+    wait_all_running(&client, &steady).await?;
+
+    log_phase("tenant urgent asks for four slots at priority 1000: it gets two, steady keeps two");
+    let mut urgent = job_request(
+        "urgent",
+        4,
+        1,
+        1,
+        ("/bin/sleep".to_string(), vec!["1".to_string()]),
+    );
+    urgent.priority = Some(1000);
+    urgent.tenant = "urgent".into();
+    let urgent = client.submit(urgent).await?.job_id;
+    // Two waves of two: the urgent job ends once it ran all four in the two slots above
+    // steady's share.
+    wait_job_state(&client, &urgent, &["finished"], DEADLINE).await?;
+    let status = client.job_status(&steady).await?;
+    let preemptions: u32 = status.shards.iter().map(|s| s.preemptions).sum();
+    assert_eq!(
+        preemptions, 2,
+        "steady lost exactly the two slots above its share of two: {status:?}"
+    );
+    assert!(
+        status.shards.iter().all(|s| s.failures == 0),
+        "{status:?}"
+    );
+    client.cancel_job(&steady).await?;
+    Ok(())
+}

@@ -27,7 +27,8 @@
 //! jobs go by priority, then age. Otherwise tenants take turns by weighted share within
 //! their quotas (`fairness`), and inside a tenant by priority, then age. A gang's shards are
 //! all placed in one plan or none is. `preemption` chooses shards to stop for a waiting
-//! higher priority; `explain` says in one line why a job waits.
+//! higher priority, never taking another tenant below its guaranteed share (`guarantee`);
+//! `explain` says in one line why a job waits.
 //!
 //! # Cost
 //! Each job's eligible TaskManagers go into a max-heap keyed by score; placing a shard pops
@@ -37,6 +38,7 @@
 
 mod explain;
 pub mod fairness;
+pub mod guarantee;
 mod plan;
 pub mod preemption;
 mod recovery;

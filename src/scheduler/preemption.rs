@@ -9,11 +9,25 @@
 //! stops the fewest shards wins, then the one whose stopped shards have the lowest priorities
 //! in sum, then the smaller id.
 //!
+//! **Guaranteed shares.** A shard of another tenant than the waiting shard's is a candidate
+//! only while its tenant keeps at least its guaranteed share (`guarantee`) with every shard
+//! of it taken so far stopped: a high priority buys a tenant the others' slots above their
+//! shares, never the shares themselves.
+//!
 //! **No thrashing.** A stopped shard goes back to pending with its priority unchanged. Since
 //! `A` can stop `B` only if `priority(A) > priority(B)`, `B` can never stop `A`, and no two
 //! jobs stop each other in a loop; shards of equal priority never stop each other at all.
+//!
+//! **Which shard asks.** The waiting shards of the highest priority go first, then older
+//! jobs; one that no TaskManager can make room for (a selector no agent matches, tenants at
+//! their shares) lets the next try, up to `MAX_ASKERS` per call.
 
-use crate::domain::JobId;
+use super::guarantee::{guaranteed_shares, Claim};
+use crate::domain::{ClusterState, JobId};
+use std::collections::BTreeMap;
+
+/// How many waiting jobs one call tries before it gives up until the next.
+const MAX_ASKERS: usize = 16;
 
 /// A running shard that might be stopped; `K` identifies it to the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +36,32 @@ pub struct RunningShard<K> {
     pub priority: u32,
     pub slots: u32,
     pub started_at_ms: u64,
+    pub tenant: String,
+}
+
+/// What the waiting shard needs, and what the other tenants may lose to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub slots: u32,
+    pub priority: u32,
+    /// The waiting shard's tenant: its own shards are not protected.
+    pub tenant: String,
+    /// Slots each other tenant holds above its guaranteed share; a tenant not named here
+    /// may lose nothing.
+    pub spare: BTreeMap<String, u64>,
+}
+
+impl Want {
+    /// A want that no guarantee limits (every running shard is the waiting shard's tenant's).
+    #[cfg(test)]
+    fn any(slots: u32, priority: u32) -> Self {
+        Want {
+            slots,
+            priority,
+            tenant: String::new(),
+            spare: BTreeMap::new(),
+        }
+    }
 }
 
 /// One TaskManager: its free slots and what runs on it.
@@ -39,12 +79,9 @@ pub struct Preemption<K> {
     pub victims: Vec<K>,
 }
 
-/// The shards to stop on one TaskManager for `slots` at `priority`, if it can be done there.
-fn victims_on<K: Clone + Ord>(
-    host: &Candidate<K>,
-    slots: u32,
-    priority: u32,
-) -> Option<Vec<RunningShard<K>>> {
+/// The shards to stop on one TaskManager for `want`, if it can be done there.
+fn victims_on<K: Clone + Ord>(host: &Candidate<K>, want: &Want) -> Option<Vec<RunningShard<K>>> {
+    let (slots, priority) = (want.slots, want.priority);
     if host.free >= slots {
         return Some(Vec::new());
     }
@@ -61,9 +98,19 @@ fn victims_on<K: Clone + Ord>(
     });
     let mut free = u64::from(host.free);
     let mut taken: Vec<RunningShard<K>> = Vec::new();
+    let mut spare = want.spare.clone();
     for candidate in candidates {
         if free >= u64::from(slots) {
             break;
+        }
+        if candidate.tenant != want.tenant {
+            // Another tenant's shard: only out of what it holds above its share.
+            match spare.get_mut(&candidate.tenant) {
+                Some(left) if *left >= u64::from(candidate.slots) => {
+                    *left -= u64::from(candidate.slots)
+                }
+                _ => continue,
+            }
         }
         free += u64::from(candidate.slots);
         taken.push(candidate.clone());
@@ -83,19 +130,18 @@ fn victims_on<K: Clone + Ord>(
     Some(taken)
 }
 
-/// Where and what to stop so that a shard of `slots` at `priority` runs, by the rule above;
+/// Where and what to stop so that the shard `want` describes runs, by the rule above;
 /// `None` if no TaskManager can make room, or one already has it (place normally then).
 pub fn choose_preemption<K: Clone + Ord>(
     hosts: &[Candidate<K>],
-    slots: u32,
-    priority: u32,
+    want: &Want,
 ) -> Option<Preemption<K>> {
-    if hosts.iter().any(|h| h.free >= slots) {
+    if hosts.iter().any(|h| h.free >= want.slots) {
         return None;
     }
     hosts
         .iter()
-        .filter_map(|h| victims_on(h, slots, priority).map(|v| (h, v)))
+        .filter_map(|h| victims_on(h, want).map(|v| (h, v)))
         .min_by(|(ha, va), (hb, vb)| {
             let sum = |v: &[RunningShard<K>]| v.iter().map(|r| u64::from(r.priority)).sum::<u64>();
             va.len()
@@ -111,14 +157,14 @@ pub fn choose_preemption<K: Clone + Ord>(
 
 /// A shard as it is held: its job, its index, and the epoch it runs in.
 pub type HeldShard = (JobId, u32, u64);
-/// Shards to stop so that the highest-priority shard that waits for room can run: its job,
-/// the TaskManager, and the shards with the epochs they run in. `None` when that shard has room
-/// somewhere, or no TaskManager can make room by stopping lower-priority shards only.
+/// Shards to stop so that a waiting shard can run: its job, the TaskManager, and the shards
+/// with the epochs they run in. `None` when no waiting shard needs it or none can get room
+/// by stopping lower-priority shards (within the other tenants' guaranteed shares).
 ///
-/// Only the first waiting shard (highest priority, then oldest job, then lowest index) is
-/// considered per call: one preemption at a time, each through the log.
+/// One preemption per call, each through the log: the first waiting job (highest priority,
+/// then oldest) that can get room, of at most `MAX_ASKERS` tried.
 pub fn plan_preemption(
-    state: &crate::domain::ClusterState,
+    state: &ClusterState,
     now_ms: u64,
 ) -> Option<(JobId, String, Vec<HeldShard>)> {
     // Every job at the default priority: nobody may stop anybody.
@@ -132,8 +178,10 @@ pub fn plan_preemption(
     let mut jobs: Vec<JobId> = state.jobs_with_pending_shards.iter().copied().collect();
     jobs.sort_by_key(|job| std::cmp::Reverse(state.priority(*job)));
     let held = state.slots_held_by_tenant();
-    let (job, priority) = jobs.into_iter().find_map(|id| {
-        let job = state.job(id)?;
+    let askers = jobs.into_iter().filter(|&id| {
+        let Some(job) = state.job(id) else {
+            return false;
+        };
         let ready =
             !job.state.is_terminal() && job.pending_shards().any(|s| s.not_before_ms <= now_ms);
         // Gangs, jobs that wait for others and tenants at their quota do not preempt: the
@@ -143,29 +191,91 @@ pub fn plan_preemption(
             held.get(tenant).copied().unwrap_or(0) + u64::from(job.spec.slots_per_shard) <= limit
         });
         let eligible = !state.is_gang(id) && state.unfinished_dependency(id).is_none();
-        (ready && eligible && within_quota).then_some((job, state.priority(id)))
-    })?;
-    let slots = job.spec.slots_per_shard;
-    let hosts: Vec<Candidate<HeldShard>> = state
+        ready && eligible && within_quota
+    });
+    let mut spare: Option<BTreeMap<String, u64>> = None;
+    for id in askers.take(MAX_ASKERS) {
+        let job = state.job(id)?;
+        let spare = spare.get_or_insert_with(|| spare_above_shares(state, now_ms));
+        let want = Want {
+            slots: job.spec.slots_per_shard,
+            priority: state.priority(id),
+            tenant: state.tenant(id).to_string(),
+            spare: spare.clone(),
+        };
+        let hosts: Vec<Candidate<HeldShard>> = state
+            .taskmanagers
+            .values()
+            .filter(|tm| tm.accepts_placements(now_ms) && tm.matches(&job.spec.selector))
+            .filter(|tm| tm.slots >= want.slots)
+            .map(|tm| Candidate {
+                taskmanager: tm.id.clone(),
+                free: tm.free_slots(),
+                running: state
+                    .assignments(&tm.id)
+                    .map(|(held_job, shard)| RunningShard {
+                        key: (held_job.id, shard.index, shard.epoch),
+                        priority: state.priority(held_job.id),
+                        slots: held_job.spec.slots_per_shard,
+                        started_at_ms: shard.started_at_ms.unwrap_or(u64::MAX),
+                        tenant: state.tenant(held_job.id).to_string(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        if hosts.iter().any(|h| h.free >= want.slots) {
+            // Room exists for this one: placement, not preemption, runs it.
+            return None;
+        }
+        if let Some(p) = choose_preemption(&hosts, &want) {
+            return Some((job.id, p.taskmanager, p.victims));
+        }
+    }
+    None
+}
+
+/// Slots each tenant holds above its guaranteed share: the live capacity shared by weight
+/// among the tenants with work, each capped by its quota and by what its work can use.
+pub fn spare_above_shares(state: &ClusterState, now_ms: u64) -> BTreeMap<String, u64> {
+    let capacity: u64 = state
         .taskmanagers
         .values()
-        .filter(|tm| tm.accepts_placements(now_ms) && tm.matches(&job.spec.selector))
-        .filter(|tm| tm.slots >= slots)
-        .map(|tm| Candidate {
-            taskmanager: tm.id.clone(),
-            free: tm.free_slots(),
-            running: state
-                .assignments(&tm.id)
-                .map(|(held_job, shard)| RunningShard {
-                    key: (held_job.id, shard.index, shard.epoch),
-                    priority: state.priority(held_job.id),
-                    slots: held_job.spec.slots_per_shard,
-                    started_at_ms: shard.started_at_ms.unwrap_or(u64::MAX),
-                })
-                .collect(),
+        .filter(|tm| tm.accepts_placements(now_ms))
+        .map(|tm| u64::from(tm.slots))
+        .sum();
+    let mut demand: BTreeMap<&str, u64> = state
+        .slots_held_by_tenant()
+        .iter()
+        .map(|(t, held)| (t.as_str(), *held))
+        .collect();
+    for &id in &state.jobs_with_pending_shards {
+        if let Some(job) = state.job(id) {
+            let waiting = job.pending_shards().count() as u64;
+            *demand.entry(state.tenant(id)).or_default() +=
+                waiting.saturating_mul(u64::from(job.spec.slots_per_shard));
+        }
+    }
+    let tenants: Vec<&str> = demand.keys().copied().collect();
+    let claims: Vec<Claim> = tenants
+        .iter()
+        .map(|t| {
+            let quota = state.quota(t);
+            Claim {
+                weight: quota.weight,
+                cap: quota.slots.map_or(demand[t], |q| q.min(demand[t])),
+            }
         })
         .collect();
-    choose_preemption(&hosts, slots, priority).map(|p| (job.id, p.taskmanager, p.victims))
+    let shares = guaranteed_shares(capacity, &claims);
+    let held = state.slots_held_by_tenant();
+    tenants
+        .iter()
+        .zip(shares)
+        .filter_map(|(t, share)| {
+            let above = held.get(*t).copied().unwrap_or(0).saturating_sub(share);
+            (above > 0).then(|| (t.to_string(), above))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -179,6 +289,7 @@ mod tests {
             priority,
             slots,
             started_at_ms,
+            tenant: String::new(),
         }
     }
 
@@ -201,16 +312,16 @@ mod tests {
                 shard(3, 200, 1, 60),
             ],
         )];
-        let chosen = choose_preemption(&hosts, 1, 500).expect("room can be made");
+        let chosen = choose_preemption(&hosts, &Want::any(1, 500)).expect("room can be made");
         assert_eq!(chosen.victims, vec![2]);
     }
 
     #[test]
     fn equal_or_higher_priority_is_never_stopped() {
         let hosts = [host("a", 0, vec![shard(1, 500, 4, 1), shard(2, 900, 4, 2)])];
-        assert_eq!(choose_preemption(&hosts, 1, 500), None);
+        assert_eq!(choose_preemption(&hosts, &Want::any(1, 500)), None);
         assert_eq!(
-            choose_preemption(&hosts, 1, 501).map(|p| p.victims),
+            choose_preemption(&hosts, &Want::any(1, 501)).map(|p| p.victims),
             Some(vec![1])
         );
     }
@@ -226,7 +337,7 @@ mod tests {
             host("b", 1, vec![shard(4, 20, 1, 1), shard(5, 30, 2, 9)]),
         ];
         // Three slots: a stops three; b stops 4 then 5 (taking 4 first), then gives 4 back.
-        let chosen = choose_preemption(&hosts, 3, 100).expect("room");
+        let chosen = choose_preemption(&hosts, &Want::any(3, 100)).expect("room");
         assert_eq!(chosen.taskmanager, "b");
         assert_eq!(chosen.victims, vec![5]);
     }
@@ -234,7 +345,7 @@ mod tests {
     #[test]
     fn nothing_is_stopped_when_a_slot_is_free_somewhere() {
         let hosts = [host("a", 0, vec![shard(1, 1, 1, 1)]), host("b", 2, vec![])];
-        assert_eq!(choose_preemption(&hosts, 2, 1000), None);
+        assert_eq!(choose_preemption(&hosts, &Want::any(2, 1000)), None);
     }
 
     fn hosts() -> impl Strategy<Value = Vec<Candidate<u32>>> {
@@ -269,7 +380,7 @@ mod tests {
         fn a_preemption_frees_enough_stops_only_lower_priority_and_nothing_spare(
             hosts in hosts(), slots in 1u32..6, priority in 0u32..1000,
         ) {
-            if let Some(p) = choose_preemption(&hosts, slots, priority) {
+            if let Some(p) = choose_preemption(&hosts, &Want::any(slots, priority)) {
                 let host = hosts.iter().find(|h| h.taskmanager == p.taskmanager).unwrap();
                 let victims: Vec<&RunningShard<u32>> =
                     host.running.iter().filter(|r| p.victims.contains(&r.key)).collect();
@@ -292,8 +403,8 @@ mod tests {
         #[test]
         fn two_shards_never_stop_each_other(a in 0u32..1000, b in 0u32..1000) {
             let host_with = |key, p| [host("x", 0, vec![shard(key, p, 1, 0)])];
-            let a_stops_b = choose_preemption(&host_with(2, b), 1, a).is_some();
-            let b_stops_a = choose_preemption(&host_with(1, a), 1, b).is_some();
+            let a_stops_b = choose_preemption(&host_with(2, b), &Want::any(1, a)).is_some();
+            let b_stops_a = choose_preemption(&host_with(1, a), &Want::any(1, b)).is_some();
             prop_assert!(!(a_stops_b && b_stops_a));
         }
     }
