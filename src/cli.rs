@@ -232,6 +232,9 @@ pub enum Command {
         /// Where finished run directories wait to be used again.
         #[arg(long)]
         run_dir_pool: Option<std::path::PathBuf>,
+        /// What to enforce on every run (JSON, as the agent resolved it).
+        #[arg(long)]
+        sandbox: Option<String>,
     },
     /// See it work: a local cluster runs a real job while its leader and a TaskManager are killed.
     Demo(DemoArgs),
@@ -335,6 +338,25 @@ pub struct TaskManagerArgs {
     /// Serve HTTP here (host:port): /metrics, /healthz and /readyz (HTTPS when TLS is on).
     #[arg(long, env = "DISPATCHER_TM_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+    /// The shard sandbox: `auto` gives each run its own user, PID namespace, /proc and
+    /// cgroup as far as this host allows (all of it as root); `off` runs shards as the
+    /// agent's user, seeing what it sees.
+    #[arg(long, value_enum, env = "DISPATCHER_SANDBOX")]
+    pub sandbox: Option<SandboxMode>,
+    /// Each run gets a uid of its own from this range (default 1900000000-1900065535).
+    #[arg(long, env = "DISPATCHER_RUN_AS_UIDS", conflicts_with = "run_as")]
+    pub run_as_uids: Option<String>,
+    /// Every run as this one user (name or uid; never root): runs then share it.
+    #[arg(long, env = "DISPATCHER_RUN_AS")]
+    pub run_as: Option<String>,
+}
+
+/// `taskmanager --sandbox`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    Auto,
+    Off,
 }
 
 #[derive(Debug, Args)]

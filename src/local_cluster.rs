@@ -192,6 +192,9 @@ pub struct LocalCluster {
     replicas: BTreeMap<u64, ReplicaProcess>,
     agents: BTreeMap<String, AgentProcess>,
     security: HarnessSecurity,
+    /// Agents started from now on sandbox their shards (`--sandbox auto`); off by default,
+    /// since most tests' shards write into the test's own (root-only) directories.
+    sandbox: bool,
 }
 
 fn signal(pid: u32, sig: i32) -> io::Result<()> {
@@ -284,6 +287,7 @@ impl LocalCluster {
             replicas: BTreeMap::new(),
             agents: BTreeMap::new(),
             security,
+            sandbox: false,
         };
         for (id, listen, advertised) in replicas {
             cluster.add_process_at(*id, listen.clone(), advertised.clone())?;
@@ -595,6 +599,11 @@ impl LocalCluster {
         self.restart_taskmanager(id)
     }
 
+    /// Whether agents (re)started from now on sandbox their shards.
+    pub fn set_sandbox(&mut self, on: bool) {
+        self.sandbox = on;
+    }
+
     /// (Re)start an agent with the same id and work dir.
     pub fn restart_taskmanager(&mut self, id: &str) -> Result<()> {
         let endpoints = self.endpoints().join(",");
@@ -636,6 +645,9 @@ impl LocalCluster {
         if let Some(ip) = agent.source_ip {
             command.arg("--source-ip").arg(ip.to_string());
         }
+        command
+            .arg("--sandbox")
+            .arg(if self.sandbox { "auto" } else { "off" });
         if !agent.labels.is_empty() {
             let labels: Vec<String> = agent
                 .labels

@@ -110,11 +110,20 @@ fn main() {
     if let Command::ShardHost {
         keepalive_timeout_ms,
         run_dir_pool,
+        sandbox,
     } = &cli.command
     {
+        let sandbox = match sandbox.as_deref().map(serde_json::from_str).transpose() {
+            Ok(sandbox) => sandbox.unwrap_or_default(),
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "error: --sandbox: {e}");
+                std::process::exit(2);
+            }
+        };
         let code = dispatcher::taskmanager::shard_host::shard_host(
             std::time::Duration::from_millis(*keepalive_timeout_ms),
             run_dir_pool.clone(),
+            sandbox,
         );
         std::process::exit(code);
     }

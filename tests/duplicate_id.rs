@@ -48,6 +48,9 @@ impl Agent {
             .args([
                 "taskmanager",
                 "--insecure",
+                // The recording shards append to the test's own (root-only) files.
+                "--sandbox",
+                "off",
                 "--id",
                 id,
                 "--slots",

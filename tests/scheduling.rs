@@ -154,8 +154,8 @@ async fn a_higher_priority_job_preempts_and_the_preempted_job_still_finishes() -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_tenants_higher_priority_never_takes_a_tenant_below_its_share(
-) -> anyhow::Result<()> {
+async fn another_tenants_higher_priority_never_takes_a_tenant_below_its_share() -> anyhow::Result<()>
+{
     let mut cluster = start_cluster(3, test_config()).await?;
     cluster.start_taskmanager("shared", 4, &[])?;
     let client = cluster.client()?;
@@ -194,10 +194,7 @@ async fn another_tenants_higher_priority_never_takes_a_tenant_below_its_share(
         preemptions, 2,
         "steady lost exactly the two slots above its share of two: {status:?}"
     );
-    assert!(
-        status.shards.iter().all(|s| s.failures == 0),
-        "{status:?}"
-    );
+    assert!(status.shards.iter().all(|s| s.failures == 0), "{status:?}");
     client.cancel_job(&steady).await?;
     Ok(())
 }

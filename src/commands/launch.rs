@@ -118,5 +118,33 @@ pub fn agent_options(agent: TaskManagerArgs, client: ClientArgs) -> Result<Agent
             token: None,
         },
         http_listen: agent.http_listen.or(file.http_listen),
+        sandbox: sandbox_request(
+            agent.sandbox.or(file.sandbox),
+            agent.run_as_uids.or(file.run_as_uids),
+            agent.run_as.or(file.run_as),
+        )?,
+    })
+}
+
+/// What the agent asks of its sandbox, checked.
+fn sandbox_request(
+    mode: Option<crate::cli::SandboxMode>,
+    uids: Option<String>,
+    user: Option<String>,
+) -> Result<crate::taskmanager::sandbox::SandboxRequest, CliError> {
+    use crate::taskmanager::sandbox::uids::RunAs;
+    let run_as = match (uids, user) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::Usage(
+                "give --run-as-uids or --run-as, not both".into(),
+            ))
+        }
+        (Some(range), None) => Some(RunAs::parse_range(&range).map_err(CliError::Usage)?),
+        (None, Some(user)) => Some(RunAs::user(&user).map_err(CliError::Usage)?),
+        (None, None) => None,
+    };
+    Ok(crate::taskmanager::sandbox::SandboxRequest {
+        enabled: mode != Some(crate::cli::SandboxMode::Off),
+        run_as,
     })
 }

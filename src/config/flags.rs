@@ -57,6 +57,9 @@ pub struct AgentFlags {
     pub insecure: Option<bool>,
     pub log_format: Option<LogFormat>,
     pub http_listen: Option<SocketAddr>,
+    pub sandbox: Option<crate::cli::SandboxMode>,
+    pub run_as_uids: Option<String>,
+    pub run_as: Option<String>,
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {

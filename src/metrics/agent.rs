@@ -21,6 +21,13 @@ pub struct AgentMetrics {
     heartbeat_seconds: Histogram,
     runs_started: Counter,
     runs_ended: Counter,
+    isolation: Family<IsolationLabel, Gauge>,
+}
+
+/// `level`: `full`, `partial` or `none`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct IsolationLabel {
+    pub level: &'static str,
 }
 
 impl std::fmt::Debug for AgentMetrics {
@@ -30,6 +37,15 @@ impl std::fmt::Debug for AgentMetrics {
 }
 
 impl AgentMetrics {
+    /// The sandbox level the agent found at start.
+    pub fn set_isolation(&self, level: &'static str) {
+        for other in ["full", "partial", "none"] {
+            self.isolation
+                .get_or_create(&IsolationLabel { level: other })
+                .set(i64::from(other == level));
+        }
+    }
+
     pub fn new(slots: u32) -> Self {
         let mut registry = Registry::with_prefix("dispatcher_agent");
         let m = AgentMetrics {
@@ -42,6 +58,7 @@ impl AgentMetrics {
             heartbeat_seconds: latency_histogram(),
             runs_started: Counter::default(),
             runs_ended: Counter::default(),
+            isolation: Family::default(),
         };
         m.slots.set(i64::from(slots));
         let r = &mut registry;
@@ -73,6 +90,11 @@ impl AgentMetrics {
             m.heartbeat_seconds.clone(),
         );
         r.register("runs_started", "Shard runs started", m.runs_started.clone());
+        r.register(
+            "isolation",
+            "1 for the shard sandbox level this agent gives its runs (full, partial, none)",
+            m.isolation.clone(),
+        );
         r.register(
             "runs_ended",
             "Shard runs that ended (or were stopped)",

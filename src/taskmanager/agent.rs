@@ -56,6 +56,8 @@ pub struct AgentOptions {
     pub credentials: crate::security::Credentials,
     /// `--http-listen`: metrics, health and readiness.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// `--sandbox`, `--run-as-uids`, `--run-as`.
+    pub sandbox: super::sandbox::SandboxRequest,
 }
 
 /// Until the first heartbeat reply says otherwise.
@@ -142,6 +144,24 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         None => None,
     };
     let metrics = Arc::new(AgentMetrics::new(opts.slots));
+    let (sandbox, isolation) = super::sandbox::probe(
+        &super::sandbox::cgroup_name(&opts.id, workdir.root()),
+        &opts.sandbox,
+    );
+    match &isolation {
+        super::sandbox::Isolation::Full => {
+            tracing::info!("shard sandbox {}", isolation.describe())
+        }
+        _ => tracing::warn!("shard sandbox {}", isolation.describe()),
+    }
+    metrics.set_isolation(isolation.level());
+    let work_path = std::fs::canonicalize(workdir.root()).unwrap_or_default();
+    if sandbox.namespaces && work_path.starts_with("/tmp") {
+        tracing::warn!(
+            "the work dir is under /tmp: runs share this host's /tmp (a private one would hide \
+             their directories); put the work dir elsewhere, e.g. /var/lib/dispatcher"
+        );
+    }
     // Registration and reports may wait out a leader change; heartbeats must not block
     // the loop for long.
     let client = Arc::new(Client::with_options(
@@ -175,6 +195,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             workdir.root().to_path_buf(),
             KEEPALIVE_TIMEOUT,
             lease.clone(),
+            sandbox,
         )),
         workdir,
         lease: lease.clone(),

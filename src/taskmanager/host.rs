@@ -39,6 +39,7 @@ pub struct Launch {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub dir: PathBuf,
+    pub limits: super::sandbox::cgroup::RunLimits,
 }
 
 type Listeners = HashMap<RunId, tokio_mpsc::UnboundedSender<RunEvent>>;
@@ -87,6 +88,8 @@ pub struct ShardHost {
     lease: Arc<Lease>,
     next_run: AtomicU64,
     current: Mutex<Option<Arc<Connection>>>,
+    /// What the host enforces on every run.
+    sandbox: super::sandbox::SandboxConfig,
 }
 
 impl ShardHost {
@@ -95,6 +98,7 @@ impl ShardHost {
         work_dir: PathBuf,
         keepalive_timeout: Duration,
         lease: Arc<Lease>,
+        sandbox: super::sandbox::SandboxConfig,
     ) -> Self {
         ShardHost {
             executable,
@@ -103,6 +107,7 @@ impl ShardHost {
             lease,
             next_run: AtomicU64::new(1),
             current: Mutex::new(None),
+            sandbox,
         }
     }
 
@@ -135,6 +140,7 @@ impl ShardHost {
                 args: launch.args,
                 env: launch.env,
                 dir: launch.dir,
+                limits: launch.limits,
             }));
             return Ok((RunTicket { connection, run }, rx));
         }
@@ -185,6 +191,10 @@ impl ShardHost {
             .arg(self.keepalive_timeout.as_millis().to_string())
             .arg("--run-dir-pool")
             .arg(self.work_dir.join(super::run_dir_pool::POOL_DIR_NAME))
+            .arg("--sandbox")
+            .arg(serde_json::to_string(&self.sandbox).map_err(io::Error::other)?)
+            // Nothing of the agent's environment reaches the host (and so no run).
+            .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,6 +1,7 @@
 //! Messages between a TaskManager agent and its shard host (`dispatcher shard-host`): requests
 //! on the host's stdin, events on its stdout, each one frame (`crate::framing`).
 
+use super::sandbox::cgroup::RunLimits;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -21,6 +22,8 @@ pub struct SpawnRequest {
     /// The run's directory: made if missing (from the pool when it can); the command runs there, its stdout and stderr
     /// go to files of those names in it.
     pub dir: PathBuf,
+    /// Its cgroup's limits (when the host makes cgroups).
+    pub limits: RunLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,5 +67,8 @@ pub enum Event {
         signal: Option<i32>,
         run_ms: u64,
         stopped: Option<Stopped>,
+        /// Why, when the sandbox knows better than the exit status ("out of memory (limit
+        /// 512 MiB)").
+        reason: Option<String>,
     },
 }

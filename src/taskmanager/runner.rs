@@ -5,6 +5,7 @@ use super::host::{Launch, RunEvent, ShardHost};
 use super::host_protocol::{Event, Stopped};
 use super::lease::Lease;
 use super::reporter::ReportSender;
+use super::sandbox::cgroup::RunLimits;
 use super::specs::SpecCache;
 use super::workdir::{tail, tail_bytes, RunResult, WorkDir};
 use crate::pb::api::{Assignment, ReportKind, ShardReport};
@@ -168,6 +169,10 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
         args: spec.args.clone(),
         env,
         dir: dir.clone(),
+        limits: RunLimits {
+            pids: Some(super::sandbox::DEFAULT_PIDS_MAX),
+            ..Default::default()
+        },
     });
     let (ticket, mut events) = match launched {
         Ok(launched) => launched,
@@ -214,6 +219,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                 signal,
                 run_ms,
                 stopped,
+                reason,
                 ..
             })) => {
                 match stopped {
@@ -237,6 +243,11 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                     None => {}
                 }
                 let error = match (code, signal) {
+                    (_, _) if reason.is_some() => format!(
+                        "{}: {}",
+                        reason.unwrap_or_default(),
+                        tail(&dir.join("stderr"), ERROR_TAIL_BYTES)
+                    ),
                     (Some(0), _) => String::new(),
                     (Some(code), _) => {
                         format!(

@@ -20,7 +20,10 @@ use super::host_pipes::{Arrived, Inbox, Outbox};
 use super::host_protocol::{Event, Request, RunId, SpawnRequest, Stopped, MAX_MESSAGE_BYTES};
 use super::poller::{set_nonblocking, Poller, CLOSED, READABLE, WRITABLE};
 use super::run_dir_pool::RunDirPool;
-use super::spawn::{self, Ended, Launch, Reaper, Spawner};
+use super::sandbox::cgroup::{Cgroups, RunCgroup};
+use super::sandbox::uids::{Identity, UidLeases};
+use super::sandbox::SandboxConfig;
+use super::spawn::{self, Confinement, Ended, Launch, Reaper, Spawner};
 use crate::clock::boottime;
 use crate::domain::STOP_GRACE_MS;
 use std::collections::BTreeMap;
@@ -55,6 +58,9 @@ struct Running {
     dir: PathBuf,
     /// The agent is done with the directory: recycle it when the run has exited.
     recycle_on_exit: bool,
+    /// Its user, when it has one of its own (given back when the run is over).
+    user: Option<Identity>,
+    cgroup: Option<RunCgroup>,
 }
 
 fn kill_group(pgid: u32) {
@@ -97,14 +103,18 @@ const MAX_UNREAD_EVENTS_BYTES: usize = 64 * 1024 * 1024;
 /// Run the host until the agent goes away; returns the exit code.
 /// `run_dir_pool`: where finished run directories wait to be used again (`None`: made and
 /// removed each time).
-pub fn shard_host(keepalive_timeout: Duration, run_dir_pool: Option<PathBuf>) -> i32 {
+pub fn shard_host(
+    keepalive_timeout: Duration,
+    run_dir_pool: Option<PathBuf>,
+    sandbox: SandboxConfig,
+) -> i32 {
     // SAFETY: setting signal dispositions to SIG_IGN before any other thread exists.
     unsafe {
         for sig in IGNORED_SIGNALS {
             libc::signal(sig, libc::SIG_IGN);
         }
     }
-    let mut host = match Host::open(run_dir_pool) {
+    let mut host = match Host::open(run_dir_pool, sandbox) {
         Ok(host) => host,
         Err(e) => {
             eprintln!("shard host cannot start: {e}");
@@ -117,7 +127,7 @@ pub fn shard_host(keepalive_timeout: Duration, run_dir_pool: Option<PathBuf>) ->
         let timeout = host.next_kill_in().map_or(POLL, |due| due.min(POLL));
         if let Err(e) = host.poller.wait(timeout, &mut ready) {
             eprintln!("shard host cannot wait: {e}");
-            host.stop_all(Stopped::Requested);
+            host.shut_down();
             return EXIT_AGENT_GONE;
         }
         let mut agent_gone = false;
@@ -154,7 +164,7 @@ pub fn shard_host(keepalive_timeout: Duration, run_dir_pool: Option<PathBuf>) ->
             agent_gone = true;
         }
         if agent_gone {
-            host.stop_all(Stopped::Requested);
+            host.shut_down();
             return EXIT_AGENT_GONE;
         }
         host.kill_overdue();
@@ -185,10 +195,42 @@ struct Host {
     last_keepalive: Duration,
     /// Keep-alives stopped and none came back since: every run was stopped.
     silent: bool,
+    sandbox: Sandbox,
+}
+
+/// The sandbox's state in the host.
+struct Sandbox {
+    namespaces: bool,
+    users: Option<UidLeases>,
+    cgroups: Option<Cgroups>,
 }
 
 impl Host {
-    fn open(run_dir_pool: Option<PathBuf>) -> std::io::Result<Self> {
+    fn open(run_dir_pool: Option<PathBuf>, sandbox: SandboxConfig) -> std::io::Result<Self> {
+        let cgroups = match sandbox.cgroup_name.as_deref().map(Cgroups::open) {
+            Some(Ok(cgroups)) => {
+                // Runs of a host before this one are over: take their cgroups away.
+                cgroups.sweep();
+                Some(cgroups)
+            }
+            Some(Err(e)) => {
+                eprintln!("shard host: runs get no cgroups: {e}");
+                None
+            }
+            None => None,
+        };
+        if sandbox.run_as.is_some() {
+            // Runs of other users must reach their own directories (and nothing else in
+            // it: every file here is 0600, every other run's directory 0700 and theirs).
+            if let Some(work_dir) = run_dir_pool.as_deref().and_then(Path::parent) {
+                traversable(work_dir)?;
+            }
+        }
+        let sandbox = Sandbox {
+            namespaces: sandbox.namespaces,
+            users: sandbox.run_as.map(UidLeases::new),
+            cgroups,
+        };
         let poller = Poller::new()?;
         for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO] {
             set_nonblocking(fd)?;
@@ -209,6 +251,7 @@ impl Host {
             dirs: RunDirPool::open(run_dir_pool),
             last_keepalive: boottime(),
             silent: false,
+            sandbox,
         })
     }
 
@@ -228,6 +271,7 @@ impl Host {
                         signal: None,
                         run_ms: 0,
                         stopped: Some(Stopped::Silence),
+                        reason: None,
                     });
                 } else {
                     self.spawn(request);
@@ -263,14 +307,21 @@ impl Host {
             // Already running: the agent asked twice, and one process is what it wants.
             return;
         }
-        match start(&mut self.spawner, &mut self.dirs, &self.null, &request) {
-            Ok(child) => {
+        match start(
+            &mut self.spawner,
+            &mut self.dirs,
+            &mut self.sandbox,
+            &self.null,
+            &request,
+        ) {
+            Ok((child, user, cgroup)) => {
                 let pgid = child.pid;
                 let token = self.next_token;
                 self.next_token += 1;
                 if let Err(e) = self.reaper.watch(&self.poller, token, child.pidfd) {
                     // Without a watch its end would never be seen: stop it now.
                     kill_group(pgid);
+                    self.sandbox.release(user, cgroup);
                     self.send(Event::CannotStart {
                         run,
                         error: format!("cannot watch the shard's process: {e}"),
@@ -288,6 +339,8 @@ impl Host {
                         kill_at: None,
                         dir: request.dir.clone(),
                         recycle_on_exit: false,
+                        user,
+                        cgroup,
                     },
                 );
                 self.send(Event::Started { run, pgid });
@@ -361,6 +414,18 @@ impl Host {
         }
     }
 
+    /// The agent is gone: kill every run, and take the sandbox's cgroups with them.
+    fn shut_down(&mut self) {
+        self.stop_all(Stopped::Requested);
+        let runs = std::mem::take(&mut self.runs);
+        for (_, running) in runs {
+            self.sandbox.release(running.user, running.cgroup);
+        }
+        if let Some(cgroups) = &self.sandbox.cgroups {
+            cgroups.remove_base();
+        }
+    }
+
     fn stop_all(&mut self, why: Stopped) {
         let runs: Vec<RunId> = self.runs.keys().copied().collect();
         for run in runs {
@@ -374,6 +439,8 @@ impl Host {
         };
         // Take any background processes the shard left behind with it.
         kill_group(running.pgid);
+        let reason = running.cgroup.as_ref().and_then(out_of_memory);
+        self.sandbox.release(running.user, running.cgroup);
         if running.recycle_on_exit {
             self.dirs.recycle(&running.dir);
         }
@@ -387,17 +454,61 @@ impl Host {
             signal,
             run_ms: running.started.elapsed().as_millis() as u64,
             stopped: running.stopped,
+            reason,
         });
     }
 }
 
-/// Make the run directory and its output files, and start the command in it.
+impl Sandbox {
+    /// The run is over: its cgroup goes (with anything left in it), then its user.
+    fn release(&mut self, user: Option<Identity>, cgroup: Option<RunCgroup>) {
+        if let Some(cgroup) = cgroup {
+            cgroup.remove();
+        }
+        if let (Some(users), Some(user)) = (self.users.as_mut(), user) {
+            users.release(user.uid);
+        }
+    }
+}
+
+/// "out of memory (limit 512 MiB)" when the run's memory limit killed something in it.
+fn out_of_memory(cgroup: &RunCgroup) -> Option<String> {
+    if cgroup.oom_kills() == 0 {
+        return None;
+    }
+    Some(match cgroup.memory_limit() {
+        Some(bytes) => format!("out of memory (limit {} MiB)", bytes.div_ceil(1 << 20)),
+        None => "out of memory".to_string(),
+    })
+}
+
+/// Let other users pass through `dir` to what is theirs below it, without listing it.
+fn traversable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+}
+
+/// Give the run its user's directory: owned by it, 0700, reachable through its job's.
+fn hand_over(dir: &Path, user: Identity) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(job_dir) = dir.parent() {
+        traversable(job_dir)?;
+    }
+    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+type Started = (spawn::Child, Option<Identity>, Option<RunCgroup>);
+
+/// Make the run directory and its output files, confine the run as the sandbox says, and
+/// start the command in it.
 fn start(
     spawner: &mut Spawner,
     dirs: &mut RunDirPool,
+    sandbox: &mut Sandbox,
     null: &File,
     request: &SpawnRequest,
-) -> Result<spawn::Child, (String, bool)> {
+) -> Result<Started, (String, bool)> {
     let files = dirs.prepare(&request.dir);
     let files = files.map_err(|e| {
         (
@@ -408,6 +519,31 @@ fn start(
             false,
         )
     })?;
+    let host_fault = |what: &str, e: std::io::Error| (format!("{what}: {e}"), false);
+    let user = match sandbox.users.as_mut() {
+        Some(users) => {
+            let user = users
+                .lease()
+                .map_err(|e| host_fault("no user for the run", e))?;
+            if let Err(e) = hand_over(&request.dir, user) {
+                users.release(user.uid);
+                return Err(host_fault("cannot give the run its directory", e));
+            }
+            Some(user)
+        }
+        None => None,
+    };
+    let cgroup = match sandbox.cgroups.as_ref() {
+        Some(cgroups) => match cgroups.prepare(&format!("run-{}", request.run), &request.limits) {
+            Ok(prepared) => Some(prepared),
+            Err(e) => {
+                sandbox.release(user, None);
+                return Err(host_fault("cannot make the run's cgroup", e));
+            }
+        },
+        None => None,
+    };
+    let procs = cgroup.as_ref().map(|c| c.procs()).unwrap_or_default();
     let launch = Launch {
         program: &request.program,
         args: &request.args,
@@ -418,12 +554,24 @@ fn start(
         stderr: &files.stderr,
         default_signals: &IGNORED_SIGNALS,
         orphan_exit_code: EXIT_AGENT_GONE,
+        confinement: Confinement {
+            user: user.map(|u| (u.uid, u.gid)),
+            namespaces: sandbox.namespaces,
+            cgroup_procs: &procs,
+        },
     };
-    spawner.spawn(&launch).map_err(|e| {
-        let job_fault = is_job_fault(&e);
-        (
-            format!("cannot start '{}': {e}", request.program),
-            job_fault,
-        )
-    })
+    let spawned = spawner.spawn(&launch);
+    // The child has joined by now: the descriptors may close.
+    let cgroup = cgroup.map(|c| c.into_run());
+    match spawned {
+        Ok(child) => Ok((child, user, cgroup)),
+        Err(e) => {
+            sandbox.release(user, cgroup);
+            let job_fault = is_job_fault(&e);
+            Err((
+                format!("cannot start '{}': {e}", request.program),
+                job_fault,
+            ))
+        }
+    }
 }

@@ -33,11 +33,29 @@ const CHILD_STACK_BYTES: usize = 128 * 1024;
 /// Exit code of a child that could not exec (the parent reports the errno instead).
 const EXIT_EXEC_FAILED: libc::c_int = 127;
 
+/// The `PATH` a run gets unless its job sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How a run is confined (the sandbox's steps inside the new process).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Confinement<'a> {
+    /// Switch to this uid and gid (no supplementary groups, no new privileges) just before
+    /// exec.
+    pub user: Option<(u32, u32)>,
+    /// New PID, mount and IPC namespaces; a fresh `/proc` and private `/tmp`, `/var/tmp`
+    /// and `/dev/shm`. The command is PID 1 of its namespace, as in a container: when it
+    /// ends, everything it left behind is killed.
+    pub namespaces: bool,
+    /// `cgroup.procs` descriptors the process writes `0` to (joins) before anything else.
+    pub cgroup_procs: &'a [RawFd],
+}
+
 /// What a shard's process is started with, prepared before the clone.
 pub struct Launch<'a> {
     pub program: &'a str,
     pub args: &'a [String],
-    /// Set on top of the host's environment.
+    /// The run's variables: its environment is these, `PATH` (`DEFAULT_PATH` unless set)
+    /// and `HOME` (its directory unless set); nothing is inherited from the host.
     pub env: &'a [(String, String)],
     pub dir: &'a Path,
     pub stdin: &'a File,
@@ -48,6 +66,7 @@ pub struct Launch<'a> {
     pub default_signals: &'a [libc::c_int],
     /// The child exits with this code at once if its parent is no longer `parent_pid`.
     pub orphan_exit_code: libc::c_int,
+    pub confinement: Confinement<'a>,
 }
 
 /// A started child: its pid (also its process group) and a pidfd for it.
@@ -66,22 +85,95 @@ struct ChildPlan {
     default_signals: Vec<libc::c_int>,
     parent: libc::pid_t,
     orphan_exit_code: libc::c_int,
+    user: Option<(libc::uid_t, libc::gid_t)>,
+    namespaces: bool,
+    cgroup_procs: Vec<RawFd>,
+    mounts: *const MountNames,
+    /// Which of `MountNames::temp_dirs` get a private tmpfs (not one that holds the run's
+    /// own directory, which it would hide).
+    private_temp: [bool; 3],
     /// The errno of the step that failed, written by the child before it exits.
     error: AtomicI32,
+    /// Which step failed (`Step`).
+    step: AtomicI32,
+}
+
+/// The strings the namespace steps pass to mount(2), made once.
+struct MountNames {
+    root: CString,
+    proc_type: CString,
+    proc_dir: CString,
+    tmpfs: CString,
+    temp_dirs: [CString; 3],
+    temp_paths: [&'static str; 3],
+    temp_options: CString,
+}
+
+impl Default for MountNames {
+    fn default() -> Self {
+        let c = |s: &str| CString::new(s).unwrap_or_default();
+        MountNames {
+            root: c("/"),
+            proc_type: c("proc"),
+            proc_dir: c("/proc"),
+            tmpfs: c("tmpfs"),
+            temp_dirs: [c("/tmp"), c("/var/tmp"), c("/dev/shm")],
+            temp_paths: ["/tmp", "/var/tmp", "/dev/shm"],
+            temp_options: c("mode=1777"),
+        }
+    }
+}
+
+/// The step of the child that failed, for the error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+enum Step {
+    Exec = 0,
+    Group = 1,
+    Cgroup = 2,
+    Mounts = 3,
+    Files = 4,
+    Dir = 5,
+    User = 6,
+}
+
+impl Step {
+    fn from_code(code: i32) -> Step {
+        match code {
+            1 => Step::Group,
+            2 => Step::Cgroup,
+            3 => Step::Mounts,
+            4 => Step::Files,
+            5 => Step::Dir,
+            6 => Step::User,
+            _ => Step::Exec,
+        }
+    }
+
+    fn doing(self) -> &'static str {
+        match self {
+            Step::Exec => "",
+            Step::Group => "making its process group",
+            Step::Cgroup => "joining its cgroup",
+            Step::Mounts => "mounting its /proc and temp dirs",
+            Step::Files => "setting up its output files",
+            Step::Dir => "entering its run directory",
+            Step::User => "switching to its user",
+        }
+    }
 }
 
 /// Reused across spawns: the calling thread is suspended while a child runs on it.
 pub struct Spawner {
     stack: Vec<u8>,
-    /// The host's own environment, read once: each run's variables go on top of it.
-    base_env: BTreeMap<OsString, OsString>,
+    mounts: Box<MountNames>,
 }
 
 impl Default for Spawner {
     fn default() -> Self {
         Spawner {
             stack: vec![0; CHILD_STACK_BYTES],
-            base_env: std::env::vars_os().collect(),
+            mounts: Box::default(),
         }
     }
 }
@@ -93,7 +185,7 @@ impl Spawner {
         let cstr = |bytes: &[u8]| {
             CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
         };
-        let env = environment(&self.base_env, launch.env);
+        let env = environment(launch.env, launch.dir);
         let path = resolve_program(launch.program, &env)?;
         let args: Vec<CString> = std::iter::once(launch.program.as_bytes())
             .chain(launch.args.iter().map(|a| a.as_bytes()))
@@ -127,7 +219,18 @@ impl Spawner {
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
             orphan_exit_code: launch.orphan_exit_code,
+            user: launch.confinement.user,
+            namespaces: launch.confinement.namespaces,
+            cgroup_procs: launch.confinement.cgroup_procs.to_vec(),
+            mounts: &*self.mounts,
+            private_temp: self.mounts.temp_paths.map(|t| !launch.dir.starts_with(t)),
             error: AtomicI32::new(0),
+            step: AtomicI32::new(0),
+        };
+        let namespaces = if plan.namespaces {
+            libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC
+        } else {
+            0
         };
         let mut pidfd: libc::c_int = -1;
         // SAFETY: the stack is ours and unused while the child runs (CLONE_VFORK suspends
@@ -144,7 +247,7 @@ impl Spawner {
             let pid = libc::clone(
                 child_main,
                 stack_top.cast(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | namespaces | libc::SIGCHLD,
                 (&plan as *const ChildPlan).cast_mut().cast(),
                 &mut pidfd as *mut libc::c_int,
             );
@@ -161,7 +264,15 @@ impl Spawner {
         if error != 0 {
             // The child has already exited; reap it here (it never reaches the reaper).
             let _ = wait_pidfd(pidfd.as_raw_fd());
-            return Err(io::Error::from_raw_os_error(error));
+            let step = Step::from_code(plan.step.load(Ordering::Acquire));
+            let cause = io::Error::from_raw_os_error(error);
+            if step == Step::Exec {
+                return Err(cause);
+            }
+            return Err(io::Error::new(
+                cause.kind(),
+                format!("the sandbox failed {}: {cause}", step.doing()),
+            ));
         }
         Ok(Child {
             pid: pid as u32,
@@ -178,13 +289,13 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// The host's environment with the run's variables set on top, in a stable order.
-fn environment(
-    base: &BTreeMap<OsString, OsString>,
-    overrides: &[(String, String)],
-) -> Vec<(OsString, OsString)> {
-    let mut env = base.clone();
-    for (key, value) in overrides {
+/// The run's environment, in a stable order: `PATH` and `HOME` (unless the run sets them)
+/// and its own variables; nothing of the host's (the agent's secrets stay there).
+fn environment(vars: &[(String, String)], dir: &Path) -> Vec<(OsString, OsString)> {
+    let mut env: BTreeMap<OsString, OsString> = BTreeMap::new();
+    env.insert("PATH".into(), DEFAULT_PATH.into());
+    env.insert("HOME".into(), dir.as_os_str().to_owned());
+    for (key, value) in vars {
         env.insert(key.into(), value.into());
     }
     env.into_iter().collect()
@@ -233,20 +344,73 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // uses only memory prepared by the parent.
     unsafe {
         let plan = &*(arg as *const ChildPlan);
-        let fail = |plan: &ChildPlan| -> ! {
+        let fail = |plan: &ChildPlan, step: Step| -> ! {
+            plan.step.store(step as i32, Ordering::Release);
             plan.error
                 .store(*libc::__errno_location(), Ordering::Release);
             libc::_exit(EXIT_EXEC_FAILED)
         };
-        // The shard dies if the host dies, however it dies.
+        // The shard dies if the host dies, however it dies. (Set again after a change of
+        // user, which clears it.)
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() != plan.parent {
+        // In a PID namespace the parent is outside it and getppid says 0.
+        if !plan.namespaces && libc::getppid() != plan.parent {
             libc::_exit(plan.orphan_exit_code);
         }
         // Its own process group: signals for the agent's terminal do not reach it, and the
         // whole group can be killed at once.
         if libc::setpgid(0, 0) != 0 {
-            fail(plan);
+            fail(plan, Step::Group);
+        }
+        // Into its cgroups before anything it runs can fork.
+        for &fd in &plan.cgroup_procs {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(plan, Step::Cgroup);
+            }
+        }
+        if plan.namespaces {
+            let m = &*plan.mounts;
+            let none: *const libc::c_char = std::ptr::null();
+            // Nothing mounted here reaches the host's mount table.
+            if libc::mount(
+                none,
+                m.root.as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                fail(plan, Step::Mounts);
+            }
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            if libc::mount(
+                m.proc_type.as_ptr(),
+                m.proc_dir.as_ptr(),
+                m.proc_type.as_ptr(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
+                fail(plan, Step::Mounts);
+            }
+            for (dir, _) in m
+                .temp_dirs
+                .iter()
+                .zip(plan.private_temp)
+                .filter(|(_, p)| *p)
+            {
+                // A host without one of these just has one place less to share.
+                let rc = libc::mount(
+                    m.tmpfs.as_ptr(),
+                    dir.as_ptr(),
+                    m.tmpfs.as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    m.temp_options.as_ptr().cast(),
+                );
+                if rc != 0 && *libc::__errno_location() != libc::ENOENT {
+                    fail(plan, Step::Mounts);
+                }
+            }
         }
         for &signal in &plan.default_signals {
             libc::signal(signal, libc::SIG_DFL);
@@ -255,20 +419,58 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             if from == to {
                 // dup2 onto itself keeps close-on-exec; clear it instead.
                 if libc::fcntl(from, libc::F_SETFD, 0) != 0 {
-                    fail(plan);
+                    fail(plan, Step::Files);
                 }
             } else if libc::dup2(from, to) < 0 {
-                fail(plan);
+                fail(plan, Step::Files);
             }
         }
         if libc::chdir(plan.dir.as_ptr()) != 0 {
-            fail(plan);
+            fail(plan, Step::Dir);
+        }
+        if let Some((uid, gid)) = plan.user {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            {
+                fail(plan, Step::User);
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
-        fail(plan)
+        fail(plan, Step::Exec)
+    }
+}
+
+/// Start `/bin/true` in new namespaces, as a sandboxed run starts, and wait for it: whether
+/// this host lets the agent make them.
+pub fn try_namespaces() -> io::Result<()> {
+    let null = File::open("/dev/null")?;
+    let out = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    let dir = Path::new("/");
+    let mut spawner = Spawner::default();
+    let child = spawner.spawn(&Launch {
+        program: "true",
+        args: &[],
+        env: &[],
+        dir,
+        stdin: &null,
+        stdout: &out,
+        stderr: &out,
+        default_signals: &[],
+        orphan_exit_code: EXIT_EXEC_FAILED,
+        confinement: Confinement {
+            namespaces: true,
+            ..Default::default()
+        },
+    })?;
+    match wait_pidfd(child.pidfd.as_raw_fd())? {
+        Ended { code: Some(0), .. } => Ok(()),
+        ended => Err(io::Error::other(format!("a test run ended with {ended:?}"))),
     }
 }
 
@@ -277,6 +479,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 pub struct Ended {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+}
+
+/// Wait for the child behind a pidfd to end, and reap it.
+pub fn wait_for_exit(pidfd: RawFd) -> io::Result<Ended> {
+    wait_pidfd(pidfd)
 }
 
 /// Reap the (exited) child behind a pidfd.
@@ -367,6 +574,7 @@ mod tests {
             stderr: &files.2,
             default_signals: &[libc::SIGTERM],
             orphan_exit_code: 75,
+            confinement: Confinement::default(),
         }
     }
 

@@ -1,0 +1,201 @@
+//! The shard sandbox, tried from inside a shard as a hostile tenant would, with a real agent
+//! running as root (as CI does): each run has a user of its own, its own PID namespace and
+//! /proc, a clean environment, a cgroup whose end takes every process with it, and no way to
+//! the agent's key, journal or incarnation or to another run's directory or environment.
+
+mod common;
+
+use common::*;
+use dispatcher::local_cluster::wait_for;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What the probe script printed, as `key=value` lines.
+fn findings(stdout: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn sh(name: &str, script: &str) -> dispatcher::pb::api::SubmitRequest {
+    job_request(
+        name,
+        1,
+        1,
+        1,
+        (
+            "/bin/sh".to_string(),
+            vec!["-c".to_string(), script.to_string()],
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_sees_only_itself() -> anyhow::Result<()> {
+    if !is_root() {
+        eprintln!("skipped: the sandbox needs root (CI runs as root)");
+        return Ok(());
+    }
+    let mut cluster = start_secure_cluster(3, test_config()).await?;
+    // A real deployment's work dir sits under traversable parents (/var/lib); the test's
+    // temp dir is 0700.
+    std::fs::set_permissions(cluster.dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    cluster.set_sandbox(true);
+    cluster.start_taskmanager("box", 2, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+    let work = cluster.dir.path().join("tm-box");
+    let key = cluster.dir.path().join("certs").join("tm-box-key.pem");
+    assert!(key.exists(), "the agent's key is at {}", key.display());
+
+    log_phase("another tenant's run holds a secret in its environment");
+    let mut victim = sh("victim", "sleep 60");
+    victim
+        .spec
+        .as_mut()
+        .map(|s| s.env.insert("SECRET".into(), "alpha-secret".into()));
+    let victim = client.submit(victim).await?.job_id;
+    wait_all_running(&client, &victim).await?;
+    let victim_dir = std::fs::read_dir(work.join(&victim))?
+        .flatten()
+        .next()
+        .map(|e| e.path())
+        .ok_or_else(|| anyhow::anyhow!("no run dir for {victim}"))?;
+
+    log_phase("a shard looks for everything it must not see");
+    let script = format!(
+        r#"
+        echo uid=$(id -u)
+        echo pid=$$
+        echo procs=$(ls /proc | grep -c '^[0-9]')
+        cat /proc/*/environ 2>/dev/null | tr '\0' '\n' | grep -q alpha-secret && echo environ=leaked || echo environ=hidden
+        cat /proc/*/cmdline 2>/dev/null | tr '\0' ' ' | grep -q 'slee[p] 60' && echo cmdline=leaked || echo cmdline=hidden
+        cat {key} >/dev/null 2>&1 && echo key=read || echo key=refused
+        cat {journal} >/dev/null 2>&1 && echo journal=read || echo journal=refused
+        cat {incarnation} >/dev/null 2>&1 && echo incarnation=read || echo incarnation=refused
+        ls {victim_dir} >/dev/null 2>&1 && echo victim_dir=listed || echo victim_dir=refused
+        ls {work} >/dev/null 2>&1 && echo work_dir=listed || echo work_dir=refused
+        echo own_dir=$(ls -ld "$PWD" | cut -d' ' -f1)
+        env | grep -v -E '^(DISPATCHER_|PWD=|SHLVL=|_=)' | cut -d= -f1 | sort | tr '\n' ',' | sed 's/^/env=/'; echo
+        f=$(mktemp) && echo tmp=writable && rm -f "$f"
+        "#,
+        key = key.display(),
+        journal = work.join("runs.journal").display(),
+        incarnation = work.join("incarnation").display(),
+        victim_dir = victim_dir.display(),
+        work = work.display(),
+    );
+    let probe = client.submit(sh("probe", &script)).await?.job_id;
+    let ended = wait_job_state(&client, &probe, &["finished", "failed"], DEADLINE).await?;
+    let output = client.shard_output(&probe, 0).await?;
+    assert_eq!(ended.state, "finished", "{ended:?} {output:?}");
+    let found = findings(&output.stdout);
+    eprintln!(
+        "{found:#?}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let uid: u32 = found.get("uid").and_then(|u| u.parse().ok()).unwrap_or(0);
+    assert_ne!(uid, 0, "a shard never runs as root: {found:?}");
+    assert_eq!(
+        found.get("pid").map(String::as_str),
+        Some("1"),
+        "own PID namespace"
+    );
+    let procs: usize = found
+        .get("procs")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(99);
+    assert!(
+        procs <= 4,
+        "its /proc shows only its own processes: {procs}"
+    );
+    for (what, expected) in [
+        ("environ", "hidden"),
+        ("cmdline", "hidden"),
+        ("key", "refused"),
+        ("journal", "refused"),
+        ("incarnation", "refused"),
+        ("victim_dir", "refused"),
+        ("work_dir", "refused"),
+        ("own_dir", "drwx------"),
+        ("env", "HOME,PATH,"),
+        ("tmp", "writable"),
+    ] {
+        assert_eq!(
+            found.get(what).map(String::as_str),
+            Some(expected),
+            "{what}: {found:?}"
+        );
+    }
+
+    log_phase("two live runs never share a uid");
+    let second = client
+        .submit(sh("second", "echo uid=$(id -u)"))
+        .await?
+        .job_id;
+    wait_job_state(&client, &second, &["finished"], DEADLINE).await?;
+    let other_uid = findings(&client.shard_output(&second, 0).await?.stdout)
+        .get("uid")
+        .cloned()
+        .unwrap_or_default();
+    let victim_uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&victim_dir)?.uid()
+    };
+    assert_ne!(
+        other_uid,
+        victim_uid.to_string(),
+        "the victim still runs as {victim_uid}"
+    );
+    assert_ne!(victim_uid, 0);
+    client.cancel_job(&victim).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_shard_starts_outlives_its_cancel() -> anyhow::Result<()> {
+    if !is_root() {
+        eprintln!("skipped: the sandbox needs root (CI runs as root)");
+        return Ok(());
+    }
+    let mut cluster = start_cluster(3, test_config()).await?;
+    std::fs::set_permissions(cluster.dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    cluster.set_sandbox(true);
+    cluster.start_taskmanager("box", 1, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+
+    log_phase("a shard starts a grandchild in a session of its own, then waits");
+    let marker = format!("escape-{}", std::process::id());
+    let script = format!("setsid sh -c 'exec -a {marker} sleep 300' & sleep 300");
+    let job = client.submit(sh("escaper", &script)).await?.job_id;
+    wait_all_running(&client, &job).await?;
+    let escaped = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .any(|c| String::from_utf8_lossy(&c).contains(&marker))
+    };
+    wait_for(DEADLINE, "the grandchild to start", || async {
+        escaped().then_some(())
+    })
+    .await?;
+
+    log_phase("cancel: the grandchild dies with the run");
+    client.cancel_job(&job).await?;
+    wait_job_state(&client, &job, &["cancelled"], DEADLINE).await?;
+    wait_for(DEADLINE, "the setsid grandchild to be gone", || async {
+        (!escaped()).then_some(())
+    })
+    .await?;
+    Ok(())
+}
