@@ -151,6 +151,8 @@ impl Recorder {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
         let file = dir.join("executions.log");
         std::fs::write(&file, "")?;
+        // Sandboxed shards run as users of their own: every one of them appends here.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))?;
         Ok(Recorder { script, file })
     }
 

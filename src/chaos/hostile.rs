@@ -55,9 +55,18 @@ enum Attack {
     ReportAsOtherAgent,
     ReportUnheldShard,
     ReadUnheldSpec,
+    /// From inside a shard: the agents' keys, the CA's key, their journals and
+    /// incarnations, other processes (`SPY_EXIT` says it got one).
+    ShardReadsSecrets,
 }
 
-const ATTACKS: [Attack; 15] = [
+/// The exit code of a spying shard that read something it must not.
+pub const SPY_EXIT: i32 = 42;
+/// Prefix of the spying jobs' names.
+pub const SPY_PREFIX: &str = "h-spy-";
+
+const ATTACKS: [Attack; 16] = [
+    Attack::ShardReadsSecrets,
     Attack::ReadOther,
     Attack::CancelOther,
     Attack::OutputOther,
@@ -93,6 +102,7 @@ impl Attack {
             Attack::ReportAsOtherAgent => "report-as-other-agent",
             Attack::ReportUnheldShard => "report-unheld-shard",
             Attack::ReadUnheldSpec => "read-unheld-spec",
+            Attack::ShardReadsSecrets => "shard-reads-secrets",
         }
     }
 
@@ -118,8 +128,11 @@ impl Attack {
                 Code::PermissionDenied,
                 Code::ResourceExhausted,
             ],
-            // Allowed calls: only what they answer can breach.
-            Attack::ListAll | Attack::EventsAll | Attack::StealKey => &[],
+            // Allowed calls: only what they answer (or, for a spy, how its shard ends) can
+            // breach.
+            Attack::ListAll | Attack::EventsAll | Attack::StealKey | Attack::ShardReadsSecrets => {
+                &[]
+            }
         }
     }
 }
@@ -138,6 +151,9 @@ pub struct HostileTask {
     pub acknowledged: Acknowledged,
     pub stop: Arc<AtomicBool>,
     pub seed: u64,
+    /// Files a shard must never read (agents' keys, journals, incarnations); empty when the
+    /// agents cannot sandbox their shards (not root), and then no spy is sent.
+    pub secrets: Vec<std::path::PathBuf>,
 }
 
 /// The hostile client's id in the history (far from the ordinary clients').
@@ -182,6 +198,35 @@ impl HostileTask {
         let (command, args) = self.recorder.command(rng.range(50, 300), "");
         JobSpec {
             command,
+            args,
+            env: Default::default(),
+            shard_count: 1,
+            slots_per_shard: 1,
+            max_attempts: 5,
+            selector: Default::default(),
+        }
+    }
+
+    /// A shard that tries every secret, prints what it got and exits `SPY_EXIT` if it got
+    /// any; otherwise it goes on as an ordinary recorded run.
+    fn spy_spec(&self, rng: &mut Rng) -> JobSpec {
+        let (record, record_args) = self.recorder.command(rng.range(50, 200), "");
+        let mut script = String::from("got=''\n");
+        for secret in &self.secrets {
+            let path = secret.display().to_string().replace('\'', "");
+            script.push_str(&format!(
+                "head -c1 '{path}' >/dev/null 2>&1 && got=\"$got {path}\"\n"
+            ));
+        }
+        script.push_str(
+            "others=$(ls /proc | grep -c '^[0-9]'); [ \"$others\" -gt 6 ] && got=\"$got $others-processes\"\n\
+             if [ -n \"$got\" ]; then echo \"read:$got\" >&2; exit 42; fi\n\
+             exec \"$0\" \"$@\"\n",
+        );
+        let mut args = vec!["-c".to_string(), script, record];
+        args.extend(record_args);
+        JobSpec {
+            command: "/bin/sh".into(),
             args,
             env: Default::default(),
             shard_count: 1,
@@ -307,6 +352,28 @@ impl HostileTask {
             }
             Attack::EventsAll => {
                 self.events_all(tenant, own).await;
+                return;
+            }
+            Attack::ShardReadsSecrets => {
+                if self.secrets.is_empty() {
+                    return;
+                }
+                let name = format!("{SPY_PREFIX}{seq}");
+                let request = SubmitRequest {
+                    name: name.clone(),
+                    spec: Some(self.spy_spec(rng)),
+                    idempotency_key: name.clone(),
+                    priority: Some(HOSTILE_CEILING),
+                    ..Default::default()
+                };
+                let job = self.submit_recorded(tenant, name, request, own).await;
+                let answer = if job.is_some() {
+                    Answer::Held
+                } else {
+                    Answer::Unanswered
+                };
+                // Judged by how its shard ends (`walls_checker`).
+                self.record(attack, answer, job, "submitted".into());
                 return;
             }
             Attack::StealKey => {
@@ -463,7 +530,7 @@ impl HostileTask {
                     .await;
                 self.judge(attack, target, result);
             }
-            Attack::ListAll | Attack::EventsAll | Attack::StealKey => {}
+            Attack::ListAll | Attack::EventsAll | Attack::StealKey | Attack::ShardReadsSecrets => {}
         }
     }
 

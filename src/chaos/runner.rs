@@ -83,6 +83,12 @@ fn taskmanager_ip(index: usize) -> IpAddr {
 
 pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     std::fs::create_dir_all(&opts.dir)?;
+    {
+        // The shards run sandboxed (as root), as users of their own: they reach the recording
+        // script and file through this directory, and nothing else in it is theirs to read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&opts.dir, std::fs::Permissions::from_mode(0o711))?;
+    }
     let began = Instant::now();
     let history = Arc::new(History::create(&opts.dir.join("history.jsonl"))?);
     let recorder = Arc::new(Recorder::new(&opts.dir)?);
@@ -117,6 +123,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         security,
     )?;
     let credentials = cluster.credentials()?;
+    cluster.set_sandbox(true);
     let ids = cluster.ids();
     let incarnations: Incarnations = Arc::new(Mutex::new(ids.iter().map(|i| (*i, 1)).collect()));
     cluster
@@ -386,6 +393,29 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     })
 }
 
+/// What a shard of the hostile tenant must never read: the CA's and the agents' keys, the
+/// bootstrap token, the agents' journals and incarnations. Nothing when the agents cannot
+/// sandbox their shards (not root): they then run as the agent's user, as the README says.
+fn secrets(cluster: &std::path::Path, taskmanagers: usize) -> Vec<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Vec::new();
+    }
+    let certs = cluster.join("certs");
+    let mut files = vec![
+        certs.join("ca-key.pem"),
+        certs.join("admin.token"),
+        certs.join("replica-1-key.pem"),
+    ];
+    for k in 0..taskmanagers {
+        files.push(certs.join(format!("tm-tm-{k}-key.pem")));
+        let work = cluster.join(format!("tm-tm-{k}"));
+        files.push(work.join("incarnation"));
+        files.push(work.join("runs.journal"));
+    }
+    files
+}
+
 /// The hostile tenant's token (`submit`, its own tenant), quota and ceiling, and its task.
 async fn hostile_task(
     cluster: &LocalCluster,
@@ -448,5 +478,6 @@ async fn hostile_task(
         acknowledged: acknowledged.clone(),
         stop: Arc::new(AtomicBool::new(false)),
         seed: opts.seed.wrapping_add(1_000),
+        secrets: secrets(&opts.dir.join("cluster"), opts.taskmanagers),
     })
 }

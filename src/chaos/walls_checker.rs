@@ -3,7 +3,9 @@
 
 use super::checker::{capped, Verdict};
 use super::history::{Answer, Event};
-use super::hostile::{HOSTILE_CEILING, HOSTILE_PREFIX, HOSTILE_SLOTS, HOSTILE_TENANT};
+use super::hostile::{
+    HOSTILE_CEILING, HOSTILE_PREFIX, HOSTILE_SLOTS, HOSTILE_TENANT, SPY_EXIT, SPY_PREFIX,
+};
 use crate::pb::api::{JobStatus, QuotaInfo, TokenInfo};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -70,6 +72,16 @@ pub fn walls(events: &[Event], last: &FinalState) -> Verdict {
                 "another client's job {} ('{}') belongs to the hostile tenant",
                 job.job_id, job.name
             ));
+        }
+        if job.name.starts_with(SPY_PREFIX) {
+            for shard in job.shards.iter().filter(|s| s.exit_code == Some(SPY_EXIT)) {
+                violations.push(format!(
+                    "a shard of {} ('{}') read what it must not: {}",
+                    job.job_id,
+                    job.name,
+                    shard.error.as_deref().unwrap_or("")
+                ));
+            }
         }
         if cancel_targets.contains(job.job_id.as_str()) && job.state == "cancelled" {
             violations.push(format!(

@@ -215,6 +215,10 @@ impl TaskManagers for TaskManagerService {
                     .collect(),
             })),
             None if is_leader => {
+                drop(view);
+                // A new leader that has not applied its own term's first entry may not know
+                // a job that exists: the agent asks again rather than fail its run.
+                super::leader_lease::ensure_leader_lease(&self.ctx)?;
                 Err(ApiError::NotFound(format!("job '{job_id}' not found")).into())
             }
             None => Err(not_leader_here(&self.ctx).into()),
