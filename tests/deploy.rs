@@ -219,9 +219,18 @@ fn systemd_units_and_config_files_are_what_the_binary_reads() {
     }
 }
 
-/// The metric families a replica exports, as `# TYPE` lines name them (a labelled family
-/// shows only once it has a series, so each is given one).
+/// The metric families a replica or an agent exports, as `# TYPE` lines name them (a
+/// labelled family shows only once it has a series, so each is given one).
 fn exported_families() -> BTreeSet<String> {
+    let agent = dispatcher::metrics::AgentMetrics::new(1);
+    agent.set_isolation("full");
+    let agent_families: Vec<String> = agent
+        .encode()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
     use dispatcher::metrics::{latency_histogram, Metrics, ProposalError, RaftView};
     let metrics = Metrics::new(latency_histogram());
     metrics.refresh(
@@ -238,6 +247,7 @@ fn exported_families() -> BTreeSet<String> {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
+        .chain(agent_families)
         .collect()
 }
 
@@ -261,7 +271,7 @@ fn alert_rules_name_metrics_that_replicas_export() {
                 .unwrap_or(token);
             assert!(
                 families.contains(base) || families.contains(token),
-                "alert {name} uses {token}, which replicas do not export"
+                "alert {name} uses {token}, which neither replicas nor agents export"
             );
             named += 1;
         }
@@ -387,4 +397,49 @@ fn every_pod_gets_only_its_own_key_and_never_the_ca_key() {
             );
         }
     }
+}
+
+#[test]
+fn the_shipped_agent_files_give_the_sandbox_what_it_needs_and_no_more() {
+    let needed = [
+        "SETUID",
+        "SETGID",
+        "SYS_ADMIN",
+        "CHOWN",
+        "FOWNER",
+        "DAC_OVERRIDE",
+        "KILL",
+    ];
+    let unit = std::fs::read_to_string(deploy().join("systemd/dispatcher-taskmanager.service"))
+        .expect("unit");
+    assert!(unit.lines().any(|l| l == "User=root"), "{unit}");
+    assert!(unit.lines().any(|l| l == "Delegate=yes"), "{unit}");
+    let bounding: Vec<&str> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("a capability bounding set")
+        .split_whitespace()
+        .collect();
+    let wanted: Vec<String> = needed.iter().map(|c| format!("CAP_{c}")).collect();
+    assert_eq!(bounding, wanted, "exactly the sandbox's capabilities");
+
+    let agents = load(&deploy().join("kubernetes/taskmanager.yaml"));
+    let set = by_kind(&agents, "StatefulSet");
+    let context = &set["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    assert_eq!(context["runAsUser"].as_i64(), Some(0));
+    assert_eq!(context["allowPrivilegeEscalation"].as_bool(), Some(false));
+    let dropped: Vec<&str> = context["capabilities"]["drop"]
+        .as_vec()
+        .expect("dropped capabilities")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert_eq!(dropped, ["ALL"]);
+    let added: Vec<&str> = context["capabilities"]["add"]
+        .as_vec()
+        .expect("added capabilities")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert_eq!(added, needed);
 }
