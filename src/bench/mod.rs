@@ -30,7 +30,9 @@ pub use dispatch::{
 pub use failover::measure_failover;
 pub use flood::{measure_flood, FloodResult};
 pub use limits::{measure_fsync, measure_ping, FsyncResult, PingResult};
-pub use recovery::{measure_progress_pause, measure_taskmanager_loss, start_agents};
+pub use recovery::{
+    measure_progress_pause, measure_taskmanager_loss, replace_with_sandboxed_agents, start_agents,
+};
 pub use scale::{measure_scale, ScaleOptions, ScaleResult};
 pub use stats::Summary;
 pub use throughput::measure_submissions;

@@ -53,6 +53,26 @@ pub async fn start_agents(
     wait_alive(&cluster.client()?, count).await
 }
 
+/// Replace the agents `start_agents` started with as many that sandbox their shards
+/// (`sandboxed-0..`): the old ones are drained first, so nothing is placed on them meanwhile.
+pub async fn replace_with_sandboxed_agents(
+    cluster: &mut LocalCluster,
+    count: usize,
+    slots: u32,
+) -> Result<(), BenchError> {
+    let client = cluster.client()?;
+    for i in 0..count {
+        let id = format!("agent-{i}");
+        client.drain_taskmanager(&id, Some(0)).await?;
+        cluster.kill_taskmanager(&id)?;
+    }
+    cluster.set_sandbox(true);
+    for i in 0..count {
+        cluster.start_taskmanager(&format!("sandboxed-{i}"), slots, &[])?;
+    }
+    wait_alive(&client, count).await
+}
+
 /// Kill a TaskManager holding long-running shards `rounds` times.
 pub async fn measure_taskmanager_loss(
     cluster: &mut LocalCluster,

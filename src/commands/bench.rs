@@ -127,6 +127,10 @@ fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// The dispatch measurements' agents, and their slots each.
+const AGENTS: usize = 3;
+const SLOTS: u32 = 8;
+
 /// Submit → process start and end-to-end shard rates, on a secure cluster with three real
 /// agents of eight slots each.
 async fn dispatch(
@@ -136,8 +140,6 @@ async fn dispatch(
     dir: &Path,
     config: &ServeConfig,
 ) -> Result<(), BenchError> {
-    const AGENTS: usize = 3;
-    const SLOTS: u32 = 8;
     let mut cluster =
         bench::start_cluster_with(&dir.join("dispatch"), args.replicas, config, true).await?;
     bench::start_agents(&mut cluster, AGENTS, SLOTS).await?;
@@ -182,41 +184,63 @@ async fn dispatch(
             args.end_to_end_runs,
         )
         .await?;
-        // Every run's rate when there are a few; the range when there are many (all are
-        // in the JSON).
-        let rates: Vec<f64> = r.runs.iter().map(|run| run.per_second).collect();
-        let shown = if rates.len() <= 5 {
-            rates
-                .iter()
-                .map(|rate| format!("{rate:.0}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        } else {
-            let low = rates.iter().copied().fold(f64::INFINITY, f64::min);
-            let high = rates.iter().copied().fold(0.0, f64::max);
-            format!("{low:.0}–{high:.0}")
-        };
-        row(
-            table,
-            format!(
-                "{} `true` shards on {AGENTS}×{SLOTS} slots, submit → job wait",
-                r.shards
-            ),
-            format!(
-                "{:.0}/s = {:.0}% of the spawn floor ({:.0}/s), {:.2} log entries per shard; \
-                 medians of {} runs ({}/s)",
-                r.per_second,
-                r.share_of_floor * 100.0,
-                r.floor_per_second,
-                r.log_entries_per_shard,
-                r.runs.len(),
-                shown
-            ),
-            [format!("{:.2} s", r.seconds), String::new(), String::new()],
-        );
+        end_to_end_row(table, &r, "");
         report["end_to_end"] = json!(r);
+        // The same flow with every shard sandboxed (own uid, namespaces, cgroup), when this
+        // machine lets the agents do it.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            bench::replace_with_sandboxed_agents(&mut cluster, AGENTS, SLOTS).await?;
+            let sandboxed = bench::measure_end_to_end(
+                &cluster,
+                &binary,
+                args.end_to_end_shards,
+                AGENTS as u32 * SLOTS,
+                args.end_to_end_runs,
+            )
+            .await?;
+            end_to_end_row(table, &sandboxed, ", sandboxed");
+            report["end_to_end_sandboxed"] = json!(sandboxed);
+            report["sandbox_rate_ratio"] = json!(sandboxed.per_second / r.per_second);
+        }
     }
     Ok(())
+}
+
+/// One row for an end-to-end measurement.
+fn end_to_end_row(table: &mut Table, r: &bench::EndToEnd, how: &str) {
+    // Every run's rate when there are a few; the range when there are many (all are
+    // in the JSON).
+    let rates: Vec<f64> = r.runs.iter().map(|run| run.per_second).collect();
+    let shown = if rates.len() <= 5 {
+        rates
+            .iter()
+            .map(|rate| format!("{rate:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        let low = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = rates.iter().copied().fold(0.0, f64::max);
+        format!("{low:.0}–{high:.0}")
+    };
+    row(
+        table,
+        format!(
+            "{} `true` shards on {AGENTS}×{SLOTS} slots, submit → job wait{how}",
+            r.shards
+        ),
+        format!(
+            "{:.0}/s = {:.0}% of the spawn floor ({:.0}/s), {:.2} log entries per shard; \
+             medians of {} runs ({}/s)",
+            r.per_second,
+            r.share_of_floor * 100.0,
+            r.floor_per_second,
+            r.log_entries_per_shard,
+            r.runs.len(),
+            shown
+        ),
+        [format!("{:.2} s", r.seconds), String::new(), String::new()],
+    );
 }
 
 /// Submissions per second at each client count (one row each), with enough TaskManager
