@@ -421,7 +421,7 @@ impl Host {
         for (_, running) in runs {
             self.sandbox.release(running.user, running.cgroup);
         }
-        if let Some(cgroups) = &self.sandbox.cgroups {
+        if let Some(cgroups) = self.sandbox.cgroups.as_mut() {
             cgroups.remove_base();
         }
     }
@@ -463,7 +463,10 @@ impl Sandbox {
     /// The run is over: its cgroup goes (with anything left in it), then its user.
     fn release(&mut self, user: Option<Identity>, cgroup: Option<RunCgroup>) {
         if let Some(cgroup) = cgroup {
-            cgroup.remove();
+            match self.cgroups.as_mut() {
+                Some(cgroups) => cgroups.release(cgroup),
+                None => cgroup.remove(),
+            }
         }
         if let (Some(users), Some(user)) = (self.users.as_mut(), user) {
             users.release(user.uid);
@@ -533,8 +536,8 @@ fn start(
         }
         None => None,
     };
-    let cgroup = match sandbox.cgroups.as_ref() {
-        Some(cgroups) => match cgroups.prepare(&format!("run-{}", request.run), &request.limits) {
+    let cgroup = match sandbox.cgroups.as_mut() {
+        Some(cgroups) => match cgroups.prepare(&request.limits) {
             Ok(prepared) => Some(prepared),
             Err(e) => {
                 sandbox.release(user, None);
@@ -561,8 +564,6 @@ fn start(
         },
     };
     let spawned = spawner.spawn(&launch);
-    // The child has joined by now: the descriptors may close.
-    let cgroup = cgroup.map(|c| c.into_run());
     match spawned {
         Ok(child) => Ok((child, user, cgroup)),
         Err(e) => {

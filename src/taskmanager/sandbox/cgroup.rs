@@ -1,15 +1,21 @@
 //! A cgroup per run, with the run's limits, under the agent's own cgroup.
 //!
-//! Layout: `<the agent's cgroup>/dispatcher-<tm-id>/run-<n>` in every hierarchy used: on
+//! Layout: `<the agent's cgroup>/dispatcher-<name>/run-<n>` in every hierarchy used: on
 //! cgroup v2 (one unified tree, `/sys/fs/cgroup/cgroup.controllers` present) the `memory`,
 //! `cpu` and `pids` controllers are enabled down to the runs; on cgroup v1 the `memory`, `cpu`
 //! and `pids` hierarchies each get the same path. Creating below its own cgroup is what a
 //! delegating service manager (systemd's `Delegate=yes`, a pod's cgroup) allows.
 //!
 //! The run's first process joins its cgroups itself, between clone and exec, by writing `0`
-//! to descriptors of their `cgroup.procs` files opened here (`Prepared::procs`): so nothing the
-//! command forks can start outside them. After the run, `oom_kills` says whether the memory
-//! limit killed something, `kill_all` ends whatever is left, and `remove` takes the cgroup away.
+//! to descriptors of their `cgroup.procs` files opened here (`RunCgroup::procs`): so nothing
+//! the command forks can start outside them. After the run, `oom_kills` says whether the
+//! memory limit killed something, and `Cgroups::release` ends whatever is left.
+//!
+//! Making and removing a cgroup in three hierarchies was most of what the sandbox cost a run
+//! (0.6 ms of 1.6 ms, `sandbox_costs`), so an emptied cgroup goes back to a pool with its
+//! descriptors open and the next run takes it, its limits written again where they differ. A
+//! cgroup that had a memory limit is not reused: the page cache its run left stays charged to
+//! it.
 //!
 //! Plain file writes: the few files involved are simpler to write than to wrap (the cgroups
 //! crates do not offer the join-by-descriptor a vfork-style child needs).
@@ -23,6 +29,8 @@ use std::path::{Path, PathBuf};
 const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 /// CFS period for CPU limits, in microseconds.
 const CPU_PERIOD_US: u64 = 100_000;
+/// Emptied run cgroups kept for reuse; more than an agent runs at once is of no use.
+const MAX_POOLED: usize = 256;
 
 /// The limits a run gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,43 +47,29 @@ enum Version {
     V2,
 }
 
-/// Where this agent's run cgroups go.
-#[derive(Debug, Clone)]
+/// Where this agent's run cgroups go, and the emptied ones kept for reuse.
+#[derive(Debug)]
 pub struct Cgroups {
     version: Version,
     /// The agent's directory in each hierarchy used (one on v2).
     bases: Vec<(String, PathBuf)>,
+    pool: Vec<RunCgroup>,
+    /// Run cgroups made so far (they are named by this count).
+    made: u64,
 }
 
-/// A run's cgroup, made and limited; the descriptors its first process writes `0` to.
-pub struct Prepared {
-    dirs: Vec<(String, PathBuf)>,
-    procs: Vec<File>,
-}
-
-impl Prepared {
-    pub fn procs(&self) -> Vec<RawFd> {
-        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
-    }
-
-    pub fn into_run(self) -> RunCgroup {
-        RunCgroup {
-            version: if self.dirs.iter().any(|(c, _)| c.is_empty()) {
-                Version::V2
-            } else {
-                Version::V1
-            },
-            dirs: self.dirs,
-        }
-    }
-}
-
-/// A run's cgroup after its start.
-#[derive(Debug, Clone)]
+/// A run's cgroup, made (or taken from the pool) and limited.
+#[derive(Debug)]
 pub struct RunCgroup {
     version: Version,
     /// (controller, dir); the controller is empty on v2.
     dirs: Vec<(String, PathBuf)>,
+    /// Each dir's `cgroup.procs`, open for writing: the run's first process joins through them.
+    procs: Vec<File>,
+    /// The limits written now.
+    limits: RunLimits,
+    /// Out-of-memory kills counted before this run (the counter lives as long as the cgroup).
+    oom_before: u64,
 }
 
 /// This process's cgroup path in a hierarchy (`/proc/self/cgroup`): the controller list
@@ -109,21 +103,24 @@ impl Cgroups {
     pub fn open(agent: &str) -> io::Result<Self> {
         let name = format!("dispatcher-{agent}");
         let root = Path::new("/sys/fs/cgroup");
+        let mut cgroups = Cgroups {
+            version: Version::V1,
+            bases: Vec::new(),
+            pool: Vec::new(),
+            made: 0,
+        };
         if root.join("cgroup.controllers").exists() {
-            let own = own_path("")?;
-            let parent = root.join(&own);
+            let parent = root.join(own_path("")?);
             let base = parent.join(&name);
             let enable =
                 |dir: &Path| write(&dir.join("cgroup.subtree_control"), "+memory +cpu +pids");
             enable(&parent)?;
             fs::create_dir_all(&base)?;
             enable(&base)?;
-            return Ok(Cgroups {
-                version: Version::V2,
-                bases: vec![(String::new(), base)],
-            });
+            cgroups.version = Version::V2;
+            cgroups.bases.push((String::new(), base));
+            return Ok(cgroups);
         }
-        let mut bases = Vec::new();
         for controller in V1_CONTROLLERS {
             let mount = root.join(controller);
             if !mount.join("cgroup.procs").exists() {
@@ -137,86 +134,143 @@ impl Cgroups {
             }
             let base = mount.join(own_path(controller)?).join(&name);
             fs::create_dir_all(&base)?;
-            bases.push((controller.to_string(), base));
+            cgroups.bases.push((controller.to_string(), base));
         }
-        Ok(Cgroups {
-            version: Version::V1,
-            bases,
-        })
+        Ok(cgroups)
     }
 
-    /// Make run `run`'s cgroup with `limits` (any left from before is emptied first).
-    pub fn prepare(&self, run: &str, limits: &RunLimits) -> io::Result<Prepared> {
-        let mut dirs = Vec::with_capacity(self.bases.len());
-        for (controller, base) in &self.bases {
-            let dir = base.join(run);
-            if dir.exists() {
-                RunCgroup {
-                    version: self.version,
-                    dirs: vec![(controller.clone(), dir.clone())],
+    /// A cgroup for a run with `limits`: a pooled one when it can, else a new one.
+    pub fn prepare(&mut self, limits: &RunLimits) -> io::Result<RunCgroup> {
+        if limits.memory_bytes.is_none() {
+            if let Some(mut cgroup) = self.pool.pop() {
+                match self.relimit(&mut cgroup, limits) {
+                    Ok(()) => return Ok(cgroup),
+                    Err(_) => cgroup.remove(),
                 }
-                .remove();
             }
-            fs::create_dir(&dir)?;
-            dirs.push((controller.clone(), dir));
         }
-        let prepared_dirs = dirs.clone();
-        let cleanup = |e: io::Error| {
-            RunCgroup {
-                version: self.version,
-                dirs: prepared_dirs.clone(),
+        self.made += 1;
+        let name = format!("run-{}", self.made);
+        let mut cgroup = self.handle(Vec::new());
+        for (controller, base) in &self.bases {
+            let dir = base.join(&name);
+            if dir.exists() {
+                self.handle(vec![(controller.clone(), dir.clone())])
+                    .remove();
             }
-            .remove();
-            e
-        };
-        for (controller, dir) in &dirs {
-            self.limit(controller, dir, limits).map_err(cleanup)?;
+            if let Err(e) = fs::create_dir(&dir) {
+                cgroup.remove();
+                return Err(e);
+            }
+            cgroup.dirs.push((controller.clone(), dir));
         }
-        let procs = dirs
+        let opened = cgroup
+            .dirs
             .iter()
             .map(|(_, dir)| {
                 OpenOptions::new()
                     .write(true)
                     .open(dir.join("cgroup.procs"))
             })
-            .collect::<io::Result<Vec<File>>>()
-            .map_err(cleanup)?;
-        Ok(Prepared { dirs, procs })
+            .collect::<io::Result<Vec<File>>>();
+        let limited = opened.and_then(|procs| {
+            cgroup.procs = procs;
+            self.relimit(&mut cgroup, limits)
+        });
+        match limited {
+            Ok(()) => Ok(cgroup),
+            Err(e) => {
+                cgroup.remove();
+                Err(e)
+            }
+        }
     }
 
-    fn limit(&self, controller: &str, dir: &Path, limits: &RunLimits) -> io::Result<()> {
+    /// The run is over: kill what is left, and pool the cgroup (or remove it).
+    pub fn release(&mut self, cgroup: RunCgroup) {
+        cgroup.kill_all();
+        let reusable = cgroup.limits.memory_bytes.is_none()
+            && self.pool.len() < MAX_POOLED
+            && cgroup.is_empty();
+        if reusable {
+            self.pool.push(cgroup);
+        } else {
+            cgroup.remove();
+        }
+    }
+
+    /// A handle on cgroup dirs without limits written or descriptors open.
+    fn handle(&self, dirs: Vec<(String, PathBuf)>) -> RunCgroup {
+        RunCgroup {
+            version: self.version,
+            dirs,
+            procs: Vec::new(),
+            limits: RunLimits::default(),
+            oom_before: 0,
+        }
+    }
+
+    /// Write `limits` where they differ from what `cgroup` has, and note its OOM count.
+    fn relimit(&self, cgroup: &mut RunCgroup, limits: &RunLimits) -> io::Result<()> {
+        for (controller, dir) in &cgroup.dirs {
+            self.limit(controller, dir, &cgroup.limits, limits)?;
+        }
+        cgroup.limits = *limits;
+        cgroup.oom_before = cgroup.oom_total();
+        Ok(())
+    }
+
+    fn limit(
+        &self,
+        controller: &str,
+        dir: &Path,
+        old: &RunLimits,
+        new: &RunLimits,
+    ) -> io::Result<()> {
         let v2 = self.version == Version::V2;
-        if (v2 || controller == "memory") && limits.memory_bytes.is_some() {
-            let bytes = limits.memory_bytes.unwrap_or_default().to_string();
+        if (v2 || controller == "memory") && new.memory_bytes != old.memory_bytes {
+            let bytes = new
+                .memory_bytes
+                .map_or_else(|| "max".to_string(), |b| b.to_string());
             if v2 {
                 write(&dir.join("memory.max"), &bytes)?;
                 // No swap beyond the limit: the limit is what the run gets.
                 let _ = write(&dir.join("memory.swap.max"), "0");
             } else {
+                let bytes = if new.memory_bytes.is_some() {
+                    bytes
+                } else {
+                    "-1".into()
+                };
+                // memsw may not go below the limit, nor the limit above memsw: order them.
+                let _ = write(&dir.join("memory.memsw.limit_in_bytes"), "-1");
                 write(&dir.join("memory.limit_in_bytes"), &bytes)?;
                 let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &bytes);
             }
         }
-        if let Some(millis) = limits.cpu_millis.filter(|_| v2 || controller == "cpu") {
-            let quota = (u64::from(millis) * CPU_PERIOD_US / 1000).max(1000);
-            if v2 {
-                write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
-            } else {
-                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        if (v2 || controller == "cpu") && new.cpu_millis != old.cpu_millis {
+            let quota = new
+                .cpu_millis
+                .map(|millis| (u64::from(millis) * CPU_PERIOD_US / 1000).max(1000));
+            match (v2, quota) {
+                (true, Some(quota)) => {
+                    write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?
+                }
+                (true, None) => write(&dir.join("cpu.max"), "max")?,
+                (false, Some(quota)) => {
+                    write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                }
+                (false, None) => write(&dir.join("cpu.cfs_quota_us"), "-1")?,
             }
         }
-        if let Some(pids) = limits.pids.filter(|_| v2 || controller == "pids") {
-            write(&dir.join("pids.max"), &pids.to_string())?;
+        if (v2 || controller == "pids") && new.pids != old.pids {
+            let max = new
+                .pids
+                .map_or_else(|| "max".to_string(), |p| p.to_string());
+            write(&dir.join("pids.max"), &max)?;
         }
         Ok(())
-    }
-
-    /// Remove the agent's own cgroup directories (when its runs' are gone).
-    pub fn remove_base(&self) {
-        for (_, base) in &self.bases {
-            let _ = fs::remove_dir(base);
-        }
     }
 
     /// Remove the run cgroups a previous host left (killing what is in them).
@@ -227,23 +281,57 @@ impl Cgroups {
             };
             for entry in entries.flatten() {
                 if entry.path().is_dir() {
-                    RunCgroup {
-                        version: self.version,
-                        dirs: vec![(controller.clone(), entry.path())],
-                    }
-                    .remove();
+                    self.handle(vec![(controller.clone(), entry.path())])
+                        .remove();
                 }
             }
+        }
+    }
+
+    /// Remove the pooled cgroups and the agent's own directories (once its runs' are gone).
+    pub fn remove_base(&mut self) {
+        for cgroup in self.pool.drain(..) {
+            cgroup.remove();
+        }
+        for (_, base) in &self.bases {
+            let _ = fs::remove_dir(base);
         }
     }
 }
 
 impl RunCgroup {
-    /// How many processes the memory limit killed.
+    /// The `cgroup.procs` descriptors the run's first process writes `0` to: on v1 only
+    /// the hierarchies its limits need (`pids` always; `memory` and `cpu` when limited),
+    /// since each move of a process between cgroups costs the kernel an RCU grace period,
+    /// and on a busy host three of them per run cost a fifth of the shard rate.
+    pub fn procs(&self) -> Vec<RawFd> {
+        self.dirs
+            .iter()
+            .zip(&self.procs)
+            .filter(|((controller, _), _)| match controller.as_str() {
+                "memory" => self.limits.memory_bytes.is_some(),
+                "cpu" => self.limits.cpu_millis.is_some(),
+                _ => true,
+            })
+            .map(|(_, file)| file.as_raw_fd())
+            .collect()
+    }
+
+    /// How many processes the memory limit killed during this run.
     pub fn oom_kills(&self) -> u64 {
-        let (file, key) = match self.version {
-            Version::V2 => ("memory.events", "oom_kill"),
-            Version::V1 => ("memory.oom_control", "oom_kill"),
+        self.oom_total().saturating_sub(self.oom_before)
+    }
+
+    /// The memory limit, if one is set (for the out-of-memory reason).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.limits.memory_bytes
+    }
+
+    /// Out-of-memory kills over the cgroup's life.
+    fn oom_total(&self) -> u64 {
+        let file = match self.version {
+            Version::V2 => "memory.events",
+            Version::V1 => "memory.oom_control",
         };
         self.dirs
             .iter()
@@ -251,10 +339,17 @@ impl RunCgroup {
             .filter_map(|(_, dir)| fs::read_to_string(dir.join(file)).ok())
             .flat_map(|text| {
                 text.lines()
-                    .filter_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+                    .filter_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
                     .collect::<Vec<_>>()
             })
             .sum()
+    }
+
+    /// Whether no process is left in it.
+    fn is_empty(&self) -> bool {
+        self.dirs.iter().all(|(_, dir)| {
+            fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|t| t.trim().is_empty())
+        })
     }
 
     /// SIGKILL every process in the cgroup (a stray that left the run's process group).
@@ -285,7 +380,7 @@ impl RunCgroup {
 
     /// Kill what is left and remove the cgroup (a cgroup with a process cannot go; it is
     /// tried again by the next host's `sweep`).
-    pub fn remove(&self) {
+    pub fn remove(self) {
         self.kill_all();
         for (_, dir) in &self.dirs {
             for _ in 0..50 {
@@ -297,19 +392,5 @@ impl RunCgroup {
                 }
             }
         }
-    }
-
-    /// The memory limit, if one is set (for the out-of-memory reason).
-    pub fn memory_limit(&self) -> Option<u64> {
-        let (file, _) = match self.version {
-            Version::V2 => ("memory.max", ()),
-            Version::V1 => ("memory.limit_in_bytes", ()),
-        };
-        self.dirs
-            .iter()
-            .filter(|(c, _)| c.is_empty() || c == "memory")
-            .filter_map(|(_, dir)| fs::read_to_string(dir.join(file)).ok())
-            .filter_map(|t| t.trim().parse::<u64>().ok())
-            .find(|&b| b < (1 << 62))
     }
 }

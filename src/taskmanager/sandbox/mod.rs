@@ -110,7 +110,11 @@ pub fn probe(agent: &str, request: &SandboxRequest) -> (SandboxConfig, Isolation
         to: uids::DEFAULT_POOL.1,
     });
     let cgroup_name = match cgroup::Cgroups::open(agent) {
-        Ok(_) => Some(agent.to_string()),
+        Ok(mut cgroups) => {
+            // The shard host makes them again when it starts.
+            cgroups.remove_base();
+            Some(agent.to_string())
+        }
         Err(e) => {
             missing.push(format!("cgroups ({e})"));
             None

@@ -17,13 +17,13 @@ fn run(
     dir: &Path,
     script: &str,
     user: Option<(u32, u32)>,
-    limits: Option<(&Cgroups, &str, RunLimits)>,
+    limits: Option<(&mut Cgroups, RunLimits)>,
 ) -> (Ended, String, Option<super::cgroup::RunCgroup>) {
     let null = File::open("/dev/null").unwrap();
     let out = File::create(dir.join("out")).unwrap();
     let err = File::create(dir.join("err")).unwrap();
-    let prepared = limits.map(|(c, name, l)| c.prepare(name, &l).unwrap());
-    let procs = prepared.as_ref().map(|p| p.procs()).unwrap_or_default();
+    let cgroup = limits.map(|(c, l)| c.prepare(&l).unwrap());
+    let procs = cgroup.as_ref().map(|p| p.procs()).unwrap_or_default();
     let args = vec!["-c".to_string(), script.to_string()];
     let mut spawner = Spawner::default();
     let child = spawner
@@ -44,7 +44,6 @@ fn run(
             },
         })
         .unwrap();
-    let cgroup = prepared.map(|p| p.into_run());
     let ended = crate::taskmanager::spawn::wait_for_exit(child.pidfd.as_raw_fd()).unwrap();
     let stdout = std::fs::read_to_string(dir.join("out")).unwrap();
     (ended, stdout, cgroup)
@@ -56,12 +55,12 @@ fn a_confined_run_is_pid_1_of_its_own_namespace_as_its_own_user() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cgroups = Cgroups::open("unit-test").unwrap();
+    let mut cgroups = Cgroups::open("unit-identity").unwrap();
     let (ended, out, cgroup) = run(
         dir.path(),
         "echo $$ $(id -u) $(ls /proc | grep -c '^[0-9]')",
         Some((1_900_065_000, 1_900_065_000)),
-        Some((&cgroups, "run-identity", RunLimits::default())),
+        Some((&mut cgroups, RunLimits::default())),
     );
     assert_eq!(ended.code, Some(0), "{out}");
     let fields: Vec<&str> = out.split_whitespace().collect();
@@ -69,7 +68,8 @@ fn a_confined_run_is_pid_1_of_its_own_namespace_as_its_own_user() {
     // sh, its subshells, ls and grep: nothing of the host's.
     let seen: usize = fields[2].parse().unwrap();
     assert!(seen <= 5, "{out}");
-    cgroup.unwrap().remove();
+    cgroups.release(cgroup.unwrap());
+    cgroups.remove_base();
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn a_run_over_its_memory_limit_is_killed_and_counted() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cgroups = Cgroups::open("unit-test").unwrap();
+    let mut cgroups = Cgroups::open("unit-oom").unwrap();
     let limits = RunLimits {
         memory_bytes: Some(32 << 20),
         ..Default::default()
@@ -88,11 +88,104 @@ fn a_run_over_its_memory_limit_is_killed_and_counted() {
         dir.path(),
         "x=$(head -c 134217728 /dev/zero | tr '\\0' a); echo ${#x}",
         None,
-        Some((&cgroups, "run-oom", limits)),
+        Some((&mut cgroups, limits)),
     );
     let cgroup = cgroup.unwrap();
     assert_ne!(ended.code, Some(0), "{ended:?}");
     assert!(cgroup.oom_kills() > 0, "{ended:?}");
     assert_eq!(cgroup.memory_limit(), Some(32 << 20));
-    cgroup.remove();
+    cgroups.release(cgroup);
+    cgroups.remove_base();
+}
+
+#[test]
+fn a_busy_loop_limited_to_half_a_cpu_uses_at_most_six_tenths_of_one() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cgroups = Cgroups::open("unit-cpu").unwrap();
+    let limits = RunLimits {
+        cpu_millis: Some(500),
+        ..Default::default()
+    };
+    // Busy for 5 s of wall time; then the CPU time of everything it reaped, in clock ticks.
+    let (ended, out, cgroup) = run(
+        dir.path(),
+        "timeout 5 sh -c 'while :; do :; done'; awk '{print $16 + $17}' /proc/$$/stat",
+        None,
+        Some((&mut cgroups, limits)),
+    );
+    cgroups.release(cgroup.unwrap());
+    cgroups.remove_base();
+    assert_eq!(ended.code, Some(0), "{out}");
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let used = out.trim().parse::<f64>().unwrap() / ticks_per_second;
+    assert!(used <= 0.6 * 5.0, "{used:.2} s of CPU in 5 s");
+    assert!(used > 0.5, "the loop barely ran: {used:.2} s");
+}
+
+/// Where a sandboxed start's time goes (by hand: `cargo test --lib sandbox_costs -- --ignored
+/// --nocapture`, as root).
+#[test]
+#[ignore]
+fn sandbox_costs() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cgroups = Cgroups::open("unit-cost").unwrap();
+    let null = File::open("/dev/null").unwrap();
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let mut spawner = Spawner::default();
+    let n = 300;
+    for (name, ns, user, cg) in [
+        ("bare", false, false, false),
+        ("namespaces", true, false, false),
+        ("user", false, true, false),
+        ("cgroup", false, false, true),
+        ("all", true, true, true),
+    ] {
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let prepared = cg.then(|| {
+                cgroups
+                    .prepare(&RunLimits {
+                        pids: Some(4096),
+                        ..Default::default()
+                    })
+                    .unwrap()
+            });
+            let procs = prepared.as_ref().map(|p| p.procs()).unwrap_or_default();
+            let child = spawner
+                .spawn(&Launch {
+                    program: "/bin/true",
+                    args: &[],
+                    env: &[],
+                    dir: dir.path(),
+                    stdin: &null,
+                    stdout: &out,
+                    stderr: &out,
+                    default_signals: &[],
+                    orphan_exit_code: 75,
+                    confinement: Confinement {
+                        user: user.then_some((1_900_065_001, 1_900_065_001)),
+                        namespaces: ns,
+                        cgroup_procs: &procs,
+                    },
+                })
+                .unwrap();
+            crate::taskmanager::spawn::wait_for_exit(child.pidfd.as_raw_fd()).unwrap();
+            if let Some(p) = prepared {
+                cgroups.release(p);
+            }
+        }
+        let each = started.elapsed() / n;
+        eprintln!("{name}: {each:?} per run");
+    }
+    cgroups.remove_base();
 }
