@@ -156,6 +156,17 @@ pub struct HostileTask {
     pub secrets: Vec<std::path::PathBuf>,
 }
 
+/// A submission of the hostile tenant's own, at its ceiling.
+fn own_request(name: &str, key: &str, spec: JobSpec) -> SubmitRequest {
+    SubmitRequest {
+        name: name.to_string(),
+        spec: Some(spec),
+        idempotency_key: key.to_string(),
+        priority: Some(HOSTILE_CEILING),
+        ..Default::default()
+    }
+}
+
 /// The hostile client's id in the history (far from the ordinary clients').
 const HOSTILE_CLIENT: usize = 1_000;
 
@@ -246,13 +257,7 @@ impl HostileTask {
         own: &mut BTreeSet<String>,
     ) {
         let name = format!("{HOSTILE_PREFIX}own-{seq}");
-        let request = SubmitRequest {
-            name: name.clone(),
-            spec: Some(self.spec(rng)),
-            idempotency_key: name.clone(),
-            priority: Some(HOSTILE_CEILING),
-            ..Default::default()
-        };
+        let request = own_request(&name, &name, self.spec(rng));
         self.submit_recorded(client, name, request, own).await;
     }
 
@@ -359,13 +364,7 @@ impl HostileTask {
                     return;
                 }
                 let name = format!("{SPY_PREFIX}{seq}");
-                let request = SubmitRequest {
-                    name: name.clone(),
-                    spec: Some(self.spy_spec(rng)),
-                    idempotency_key: name.clone(),
-                    priority: Some(HOSTILE_CEILING),
-                    ..Default::default()
-                };
+                let request = own_request(&name, &name, self.spy_spec(rng));
                 let job = self.submit_recorded(tenant, name, request, own).await;
                 let answer = if job.is_some() {
                     Answer::Held
@@ -380,13 +379,7 @@ impl HostileTask {
                 // An ordinary client's key (client k's seq-th submission, likely made by now).
                 let key = format!("c{}-{}", rng.range(0, self.clients.max(1) as u64), seq);
                 let name = format!("{HOSTILE_PREFIX}steal-{seq}");
-                let request = SubmitRequest {
-                    name: name.clone(),
-                    spec: Some(self.spec(rng)),
-                    idempotency_key: key.clone(),
-                    priority: Some(HOSTILE_CEILING),
-                    ..Default::default()
-                };
+                let request = own_request(&name, &key, self.spec(rng));
                 let job = self.submit_recorded(tenant, name, request, own).await;
                 let others = self.acknowledged.lock().unwrap_or_else(|p| p.into_inner());
                 let (answer, detail) = match &job {
@@ -440,23 +433,15 @@ impl HostileTask {
             Attack::AfterOther => {
                 let name = format!("{HOSTILE_PREFIX}after-{seq}");
                 let request = SubmitRequest {
-                    name: name.clone(),
-                    spec: Some(self.spec(rng)),
-                    idempotency_key: name,
                     after: vec![victim],
-                    ..Default::default()
+                    ..own_request(&name, &name, self.spec(rng))
                 };
                 let result = tenant.submit(request).await;
                 self.judge(attack, target, result);
             }
             Attack::AboveCeiling | Attack::AsOtherTenant => {
                 let name = format!("{HOSTILE_PREFIX}{}-{seq}", attack.name());
-                let mut request = SubmitRequest {
-                    name: name.clone(),
-                    spec: Some(self.spec(rng)),
-                    idempotency_key: name,
-                    ..Default::default()
-                };
+                let mut request = own_request(&name, &name, self.spec(rng));
                 if attack == Attack::AboveCeiling {
                     request.priority = Some(900);
                 } else {

@@ -176,14 +176,7 @@ async fn dispatch(
         report["wait_latency"] = json!(wait);
     }
     if args.end_to_end_shards > 0 {
-        let r = bench::measure_end_to_end(
-            &cluster,
-            &binary,
-            args.end_to_end_shards,
-            AGENTS as u32 * SLOTS,
-            args.end_to_end_runs,
-        )
-        .await?;
+        let r = end_to_end(&cluster, &binary, args).await?;
         end_to_end_row(table, &r, "");
         report["end_to_end"] = json!(r);
         // The same flow with every shard sandboxed (own uid, namespaces, cgroup), when this
@@ -191,20 +184,29 @@ async fn dispatch(
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             bench::replace_with_sandboxed_agents(&mut cluster, AGENTS, SLOTS).await?;
-            let sandboxed = bench::measure_end_to_end(
-                &cluster,
-                &binary,
-                args.end_to_end_shards,
-                AGENTS as u32 * SLOTS,
-                args.end_to_end_runs,
-            )
-            .await?;
+            let sandboxed = end_to_end(&cluster, &binary, args).await?;
             end_to_end_row(table, &sandboxed, ", sandboxed");
             report["end_to_end_sandboxed"] = json!(sandboxed);
             report["sandbox_rate_ratio"] = json!(sandboxed.per_second / r.per_second);
         }
     }
     Ok(())
+}
+
+/// `end_to_end_runs` jobs of `end_to_end_shards` `true` shards through the CLI.
+async fn end_to_end(
+    cluster: &LocalCluster,
+    binary: &Path,
+    args: &BenchArgs,
+) -> Result<bench::EndToEnd, BenchError> {
+    bench::measure_end_to_end(
+        cluster,
+        binary,
+        args.end_to_end_shards,
+        AGENTS as u32 * SLOTS,
+        args.end_to_end_runs,
+    )
+    .await
 }
 
 /// One row for an end-to-end measurement.
