@@ -199,3 +199,68 @@ async fn nothing_a_shard_starts_outlives_its_cancel() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_is_not_root_says_its_shards_are_not_sandboxed() -> anyhow::Result<()> {
+    const NOBODY: u32 = 65534;
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !is_root() || !setpriv.exists() {
+        eprintln!("skipped: needs root and setpriv to start an agent as another user");
+        return Ok(());
+    }
+    let cluster = start_cluster(3, test_config()).await?;
+    std::fs::set_permissions(cluster.dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    let work = cluster.dir.path().join("nobody-work");
+    std::fs::create_dir(&work)?;
+    std::os::unix::fs::chown(&work, Some(NOBODY), Some(NOBODY))?;
+    let log = cluster.dir.path().join("nobody.log");
+    let mut agent = std::process::Command::new(setpriv)
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".to_string(),
+        ])
+        .arg(BINARY)
+        .args([
+            "taskmanager",
+            "--insecure",
+            "--id",
+            "nobody",
+            "--slots",
+            "1",
+        ])
+        .arg("--work-dir")
+        .arg(&work)
+        .arg("--endpoints")
+        .arg(cluster.endpoints().join(","))
+        .env("DISPATCHER_LOG", "info")
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(
+            cluster.dir.path().join("nobody.err"),
+        )?)
+        .spawn()?;
+    let client = cluster.client()?;
+    let outcome = async {
+        wait_taskmanagers_alive(&client, 1).await?;
+        log_phase("the agent says at start that its shards are not sandboxed, and why");
+        let said = std::fs::read_to_string(&log)?
+            + &std::fs::read_to_string(cluster.dir.path().join("nobody.err"))?;
+        anyhow::ensure!(
+            said.contains("shard sandbox none: the agent is not root"),
+            "the agent's log: {said}"
+        );
+        log_phase("and they run as its own user");
+        let job = client.submit(sh("who", "echo uid=$(id -u)")).await?.job_id;
+        wait_job_state(&client, &job, &["finished"], DEADLINE).await?;
+        let found = findings(&client.shard_output(&job, 0).await?.stdout);
+        anyhow::ensure!(
+            found.get("uid").map(String::as_str) == Some("65534"),
+            "{found:?}"
+        );
+        Ok(())
+    }
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    outcome
+}
