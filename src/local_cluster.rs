@@ -666,6 +666,13 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// An agent this harness started.
+    pub fn agent(&self, id: &str) -> Result<&AgentProcess> {
+        self.agents
+            .get(id)
+            .ok_or_else(|| LocalClusterError::UnknownTaskManager(id.to_string()))
+    }
+
     fn agent_pid(&self, id: &str) -> Result<u32> {
         self.agents
             .get(id)

@@ -83,6 +83,8 @@ async fn a_shard_sees_only_itself() -> anyhow::Result<()> {
         ls {victim_dir} >/dev/null 2>&1 && echo victim_dir=listed || echo victim_dir=refused
         ls {work} >/dev/null 2>&1 && echo work_dir=listed || echo work_dir=refused
         echo own_dir=$(ls -ld "$PWD" | cut -d' ' -f1)
+        touch mine && echo own_files=writable
+        ln -sf {key} stderr 2>/dev/null || mv stderr stderr.moved 2>/dev/null && echo output_files=replaced || echo output_files=kept
         env | grep -v -E '^(DISPATCHER_|PWD=|SHLVL=|_=)' | cut -d= -f1 | sort | tr '\n' ',' | sed 's/^/env=/'; echo
         f=$(mktemp) && echo tmp=writable && rm -f "$f"
         "#,
@@ -124,7 +126,11 @@ async fn a_shard_sees_only_itself() -> anyhow::Result<()> {
         ("incarnation", "refused"),
         ("victim_dir", "refused"),
         ("work_dir", "refused"),
-        ("own_dir", "drwx------"),
+        // Its group may write, nobody else may enter, and the sticky bit keeps its output
+        // files (root's) where the agent reads them.
+        ("own_dir", "drwxrwx--T"),
+        ("own_files", "writable"),
+        ("output_files", "kept"),
         ("env", "HOME,PATH,"),
         ("tmp", "writable"),
     ] {
@@ -145,9 +151,11 @@ async fn a_shard_sees_only_itself() -> anyhow::Result<()> {
         .get("uid")
         .cloned()
         .unwrap_or_default();
+    // The run's directory belongs to root and to the run's group, which in the uid pool
+    // has the run's uid as its number.
     let victim_uid = {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&victim_dir)?.uid()
+        std::fs::metadata(&victim_dir)?.gid()
     };
     assert_ne!(
         other_uid,

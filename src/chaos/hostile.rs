@@ -156,6 +156,19 @@ pub struct HostileTask {
     pub secrets: Vec<std::path::PathBuf>,
 }
 
+/// One shard of `command`, retried like the other clients' jobs.
+fn one_shard(command: String, args: Vec<String>) -> JobSpec {
+    JobSpec {
+        command,
+        args,
+        env: Default::default(),
+        shard_count: 1,
+        slots_per_shard: 1,
+        max_attempts: 5,
+        selector: Default::default(),
+    }
+}
+
 /// A submission of the hostile tenant's own, at its ceiling.
 fn own_request(name: &str, key: &str, spec: JobSpec) -> SubmitRequest {
     SubmitRequest {
@@ -207,44 +220,32 @@ impl HostileTask {
 
     fn spec(&self, rng: &mut Rng) -> JobSpec {
         let (command, args) = self.recorder.command(rng.range(50, 300), "");
-        JobSpec {
-            command,
-            args,
-            env: Default::default(),
-            shard_count: 1,
-            slots_per_shard: 1,
-            max_attempts: 5,
-            selector: Default::default(),
-        }
+        one_shard(command, args)
     }
 
     /// A shard that tries every secret, prints what it got and exits `SPY_EXIT` if it got
     /// any; otherwise it goes on as an ordinary recorded run.
     fn spy_spec(&self, rng: &mut Rng) -> JobSpec {
         let (record, record_args) = self.recorder.command(rng.range(50, 200), "");
-        let mut script = String::from("got=''\n");
+        // Its own output files, whose place a link to a secret could take: the agent (root)
+        // reads them back as the run's output.
+        let mut script = String::from(
+            "got=''\nmv stderr stderr.moved 2>/dev/null && got=\"$got own-output-files\"\n",
+        );
         for secret in &self.secrets {
             let path = secret.display().to_string().replace('\'', "");
             script.push_str(&format!(
                 "head -c1 '{path}' >/dev/null 2>&1 && got=\"$got {path}\"\n"
             ));
         }
-        script.push_str(
+        script.push_str(&format!(
             "others=$(ls /proc | grep -c '^[0-9]'); [ \"$others\" -gt 6 ] && got=\"$got $others-processes\"\n\
-             if [ -n \"$got\" ]; then echo \"read:$got\" >&2; exit 42; fi\n\
+             if [ -n \"$got\" ]; then echo \"read:$got\" >&2; exit {SPY_EXIT}; fi\n\
              exec \"$0\" \"$@\"\n",
-        );
+        ));
         let mut args = vec!["-c".to_string(), script, record];
         args.extend(record_args);
-        JobSpec {
-            command: "/bin/sh".into(),
-            args,
-            env: Default::default(),
-            shard_count: 1,
-            slots_per_shard: 1,
-            max_attempts: 5,
-            selector: Default::default(),
-        }
+        one_shard("/bin/sh".into(), args)
     }
 
     /// A job of its own, within its ceiling, recorded as an ordinary submission so the

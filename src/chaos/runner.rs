@@ -396,22 +396,25 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
 /// What a shard of the hostile tenant must never read: the CA's and the agents' keys, the
 /// bootstrap token, the agents' journals and incarnations. Nothing when the agents cannot
 /// sandbox their shards (not root): they then run as the agent's user, as the README says.
-fn secrets(cluster: &std::path::Path, taskmanagers: usize) -> Vec<PathBuf> {
+fn secrets(cluster: &LocalCluster) -> Vec<PathBuf> {
+    let HarnessSecurity::Tls { dir: certs, .. } = cluster.security() else {
+        return Vec::new();
+    };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Vec::new();
     }
-    let certs = cluster.join("certs");
     let mut files = vec![
         certs.join("ca-key.pem"),
         certs.join("admin.token"),
         certs.join("replica-1-key.pem"),
     ];
-    for k in 0..taskmanagers {
-        files.push(certs.join(format!("tm-tm-{k}-key.pem")));
-        let work = cluster.join(format!("tm-tm-{k}"));
-        files.push(work.join("incarnation"));
-        files.push(work.join("runs.journal"));
+    for id in cluster.taskmanager_ids() {
+        files.push(crate::security::TlsFiles::new(certs, format!("tm-{id}")).key());
+        if let Ok(agent) = cluster.agent(&id) {
+            files.push(agent.work_dir.join("incarnation"));
+            files.push(agent.work_dir.join(crate::taskmanager::journal::FILE_NAME));
+        }
     }
     files
 }
@@ -478,6 +481,6 @@ async fn hostile_task(
         acknowledged: acknowledged.clone(),
         stop: Arc::new(AtomicBool::new(false)),
         seed: opts.seed.wrapping_add(1_000),
-        secrets: secrets(&opts.dir.join("cluster"), opts.taskmanagers),
+        secrets: secrets(cluster),
     })
 }

@@ -31,45 +31,46 @@ const MAX_ASKERS: usize = 16;
 
 /// A running shard that might be stopped; `K` identifies it to the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningShard<K> {
+pub struct RunningShard<'a, K> {
     pub key: K,
     pub priority: u32,
     pub slots: u32,
     pub started_at_ms: u64,
-    pub tenant: String,
+    pub tenant: &'a str,
 }
 
 /// What the waiting shard needs, and what the other tenants may lose to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Want {
+pub struct Want<'a> {
     pub slots: u32,
     pub priority: u32,
     /// The waiting shard's tenant: its own shards are not protected.
-    pub tenant: String,
+    pub tenant: &'a str,
     /// Slots each other tenant holds above its guaranteed share; a tenant not named here
     /// may lose nothing.
-    pub spare: BTreeMap<String, u64>,
+    pub spare: &'a BTreeMap<String, u64>,
 }
 
-impl Want {
+impl Want<'static> {
     /// A want that no guarantee limits (every running shard is the waiting shard's tenant's).
     #[cfg(test)]
     fn any(slots: u32, priority: u32) -> Self {
+        static NONE_SPARE: BTreeMap<String, u64> = BTreeMap::new();
         Want {
             slots,
             priority,
-            tenant: String::new(),
-            spare: BTreeMap::new(),
+            tenant: "",
+            spare: &NONE_SPARE,
         }
     }
 }
 
 /// One TaskManager: its free slots and what runs on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate<K> {
+pub struct Candidate<'a, K> {
     pub taskmanager: String,
     pub free: u32,
-    pub running: Vec<RunningShard<K>>,
+    pub running: Vec<RunningShard<'a, K>>,
 }
 
 /// Stop `victims` on `taskmanager`, then the shard fits there.
@@ -80,12 +81,15 @@ pub struct Preemption<K> {
 }
 
 /// The shards to stop on one TaskManager for `want`, if it can be done there.
-fn victims_on<K: Clone + Ord>(host: &Candidate<K>, want: &Want) -> Option<Vec<RunningShard<K>>> {
+fn victims_on<'a, K: Clone + Ord>(
+    host: &Candidate<'a, K>,
+    want: &Want,
+) -> Option<Vec<RunningShard<'a, K>>> {
     let (slots, priority) = (want.slots, want.priority);
     if host.free >= slots {
         return Some(Vec::new());
     }
-    let mut candidates: Vec<&RunningShard<K>> = host
+    let mut candidates: Vec<&RunningShard<'a, K>> = host
         .running
         .iter()
         .filter(|r| r.priority < priority)
@@ -97,20 +101,21 @@ fn victims_on<K: Clone + Ord>(host: &Candidate<K>, want: &Want) -> Option<Vec<Ru
             .then(a.key.cmp(&b.key))
     });
     let mut free = u64::from(host.free);
-    let mut taken: Vec<RunningShard<K>> = Vec::new();
-    let mut spare = want.spare.clone();
+    let mut taken: Vec<RunningShard<'a, K>> = Vec::new();
+    // What each other tenant has lost to the shards taken so far.
+    let mut lost: BTreeMap<&str, u64> = BTreeMap::new();
     for candidate in candidates {
         if free >= u64::from(slots) {
             break;
         }
         if candidate.tenant != want.tenant {
             // Another tenant's shard: only out of what it holds above its share.
-            match spare.get_mut(&candidate.tenant) {
-                Some(left) if *left >= u64::from(candidate.slots) => {
-                    *left -= u64::from(candidate.slots)
-                }
-                _ => continue,
+            let spare = want.spare.get(candidate.tenant).copied().unwrap_or(0);
+            let so_far = lost.entry(candidate.tenant).or_default();
+            if *so_far + u64::from(candidate.slots) > spare {
+                continue;
             }
+            *so_far += u64::from(candidate.slots);
         }
         free += u64::from(candidate.slots);
         taken.push(candidate.clone());
@@ -196,12 +201,12 @@ pub fn plan_preemption(
     let mut spare: Option<BTreeMap<String, u64>> = None;
     for id in askers.take(MAX_ASKERS) {
         let job = state.job(id)?;
-        let spare = spare.get_or_insert_with(|| spare_above_shares(state, now_ms));
+        let spare = &*spare.get_or_insert_with(|| spare_above_shares(state, now_ms));
         let want = Want {
             slots: job.spec.slots_per_shard,
             priority: state.priority(id),
-            tenant: state.tenant(id).to_string(),
-            spare: spare.clone(),
+            tenant: state.tenant(id),
+            spare,
         };
         let hosts: Vec<Candidate<HeldShard>> = state
             .taskmanagers
@@ -218,7 +223,7 @@ pub fn plan_preemption(
                         priority: state.priority(held_job.id),
                         slots: held_job.spec.slots_per_shard,
                         started_at_ms: shard.started_at_ms.unwrap_or(u64::MAX),
-                        tenant: state.tenant(held_job.id).to_string(),
+                        tenant: state.tenant(held_job.id),
                     })
                     .collect(),
             })
@@ -283,17 +288,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn shard(key: u32, priority: u32, slots: u32, started_at_ms: u64) -> RunningShard<u32> {
+    fn shard(
+        key: u32,
+        priority: u32,
+        slots: u32,
+        started_at_ms: u64,
+    ) -> RunningShard<'static, u32> {
         RunningShard {
             key,
             priority,
             slots,
             started_at_ms,
-            tenant: String::new(),
+            tenant: "",
         }
     }
 
-    fn host(name: &str, free: u32, running: Vec<RunningShard<u32>>) -> Candidate<u32> {
+    fn host(
+        name: &str,
+        free: u32,
+        running: Vec<RunningShard<'static, u32>>,
+    ) -> Candidate<'static, u32> {
         Candidate {
             taskmanager: name.into(),
             free,
@@ -348,7 +362,7 @@ mod tests {
         assert_eq!(choose_preemption(&hosts, &Want::any(2, 1000)), None);
     }
 
-    fn hosts() -> impl Strategy<Value = Vec<Candidate<u32>>> {
+    fn hosts() -> impl Strategy<Value = Vec<Candidate<'static, u32>>> {
         proptest::collection::vec(
             (
                 0u32..3,

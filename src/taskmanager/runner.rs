@@ -242,20 +242,19 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                     }
                     None => {}
                 }
-                let error = match (code, signal) {
-                    (_, _) if reason.is_some() => format!(
-                        "{}: {}",
-                        reason.unwrap_or_default(),
-                        tail(&dir.join("stderr"), ERROR_TAIL_BYTES)
-                    ),
-                    (Some(0), _) => String::new(),
-                    (Some(code), _) => {
+                let error = match (code, signal, reason) {
+                    // The sandbox knows better than the exit status (its memory limit).
+                    (_, _, Some(reason)) => {
+                        format!("{reason}: {}", tail(&dir.join("stderr"), ERROR_TAIL_BYTES))
+                    }
+                    (Some(0), _, _) => String::new(),
+                    (Some(code), _, None) => {
                         format!(
                             "exit code {code}: {}",
                             tail(&dir.join("stderr"), ERROR_TAIL_BYTES)
                         )
                     }
-                    (None, signal) => format!(
+                    (None, signal, None) => format!(
                         "killed by signal {}: {}",
                         signal.unwrap_or(0),
                         tail(&dir.join("stderr"), ERROR_TAIL_BYTES)

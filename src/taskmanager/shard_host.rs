@@ -491,14 +491,18 @@ fn traversable(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
 }
 
-/// Give the run its user's directory: owned by it, 0700, reachable through its job's.
+/// Give the run its directory, reachable through its job's: it may make files there (group
+/// write for its gid), no other user may enter, and the sticky bit with root as the owner
+/// keeps it from renaming or removing `stdout` and `stderr`. Were the directory its own, it
+/// could put a link to the agent's key in their place, and the agent (root) would read that
+/// back as the run's output tail or truncate it when it recycles the directory.
 fn hand_over(dir: &Path, user: Identity) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(job_dir) = dir.parent() {
         traversable(job_dir)?;
     }
-    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    std::os::unix::fs::chown(dir, Some(0), Some(user.gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1770))
 }
 
 type Started = (spawn::Child, Option<Identity>, Option<RunCgroup>);

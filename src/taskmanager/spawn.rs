@@ -89,7 +89,7 @@ struct ChildPlan {
     namespaces: bool,
     cgroup_procs: Vec<RawFd>,
     mounts: *const MountNames,
-    /// Which of `MountNames::temp_dirs` get a private tmpfs (not one that holds the run's
+    /// Which of `TEMP_DIRS` get a private tmpfs (not one that holds the run's
     /// own directory, which it would hide).
     private_temp: [bool; 3],
     /// The errno of the step that failed, written by the child before it exits.
@@ -98,14 +98,17 @@ struct ChildPlan {
     step: AtomicI32,
 }
 
+/// The directories a sandboxed run gets a private tmpfs on.
+const TEMP_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+
 /// The strings the namespace steps pass to mount(2), made once.
 struct MountNames {
     root: CString,
     proc_type: CString,
     proc_dir: CString,
     tmpfs: CString,
+    /// `TEMP_DIRS`.
     temp_dirs: [CString; 3],
-    temp_paths: [&'static str; 3],
     temp_options: CString,
 }
 
@@ -117,8 +120,7 @@ impl Default for MountNames {
             proc_type: c("proc"),
             proc_dir: c("/proc"),
             tmpfs: c("tmpfs"),
-            temp_dirs: [c("/tmp"), c("/var/tmp"), c("/dev/shm")],
-            temp_paths: ["/tmp", "/var/tmp", "/dev/shm"],
+            temp_dirs: TEMP_DIRS.map(c),
             temp_options: c("mode=1777"),
         }
     }
@@ -223,7 +225,7 @@ impl Spawner {
             namespaces: launch.confinement.namespaces,
             cgroup_procs: launch.confinement.cgroup_procs.to_vec(),
             mounts: &*self.mounts,
-            private_temp: self.mounts.temp_paths.map(|t| !launch.dir.starts_with(t)),
+            private_temp: TEMP_DIRS.map(|t| !launch.dir.starts_with(t)),
             error: AtomicI32::new(0),
             step: AtomicI32::new(0),
         };
@@ -481,13 +483,8 @@ pub struct Ended {
     pub signal: Option<i32>,
 }
 
-/// Wait for the child behind a pidfd to end, and reap it.
-pub fn wait_for_exit(pidfd: RawFd) -> io::Result<Ended> {
-    wait_pidfd(pidfd)
-}
-
-/// Reap the (exited) child behind a pidfd.
-fn wait_pidfd(pidfd: RawFd) -> io::Result<Ended> {
+/// Reap the child behind a pidfd (waiting for it to end, if it has not).
+pub fn wait_pidfd(pidfd: RawFd) -> io::Result<Ended> {
     // SAFETY: waitid fills the zeroed siginfo for a pidfd we own.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();

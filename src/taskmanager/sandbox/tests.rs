@@ -44,7 +44,7 @@ fn run(
             },
         })
         .unwrap();
-    let ended = crate::taskmanager::spawn::wait_for_exit(child.pidfd.as_raw_fd()).unwrap();
+    let ended = crate::taskmanager::spawn::wait_pidfd(child.pidfd.as_raw_fd()).unwrap();
     let stdout = std::fs::read_to_string(dir.join("out")).unwrap();
     (ended, stdout, cgroup)
 }
@@ -179,7 +179,7 @@ fn sandbox_costs() {
                     },
                 })
                 .unwrap();
-            crate::taskmanager::spawn::wait_for_exit(child.pidfd.as_raw_fd()).unwrap();
+            crate::taskmanager::spawn::wait_pidfd(child.pidfd.as_raw_fd()).unwrap();
             if let Some(p) = prepared {
                 cgroups.release(p);
             }

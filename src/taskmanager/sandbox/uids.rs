@@ -128,7 +128,6 @@ impl UidLeases {
             RunAs::Fixed { uid, gid } => return Ok(Identity { uid, gid }),
             RunAs::Pool { from, to } => (from, to),
         };
-        crate::private_files::create_dir(&self.dir)?;
         let span = u64::from(to - from) + 1;
         for _ in 0..span.min(1 << 20) {
             let uid = self.next;
@@ -136,11 +135,7 @@ impl UidLeases {
             if self.held.contains_key(&uid) {
                 continue;
             }
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(self.dir.join(uid.to_string()))?;
+            let file = self.lock_file(uid)?;
             // SAFETY: flock(2) on a descriptor we own.
             let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if locked == 0 {
@@ -151,6 +146,24 @@ impl UidLeases {
         Err(io::Error::other(format!(
             "every uid of {from}-{to} belongs to a live run on this host: widen --run-as-uids"
         )))
+    }
+
+    /// `uid`'s lock file, made (with its directory, on first use) if missing.
+    fn lock_file(&self, uid: u32) -> io::Result<File> {
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.dir.join(uid.to_string()))
+        };
+        match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                crate::private_files::create_dir(&self.dir)?;
+                open()
+            }
+            opened => opened,
+        }
     }
 
     /// The run that had `uid` is over (every process of it gone).
