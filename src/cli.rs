@@ -349,6 +349,22 @@ pub struct TaskManagerArgs {
     /// Every run as this one user (name or uid; never root): runs then share it.
     #[arg(long, env = "DISPATCHER_RUN_AS")]
     pub run_as: Option<String>,
+    /// CPU it offers, in cores (fractions allowed; default: the CPUs this process may use).
+    #[arg(long, env = "DISPATCHER_CPUS", value_parser = crate::domain::parse_cpu)]
+    pub cpus: Option<u64>,
+    /// Memory it offers: 16GiB, 512MiB, bytes (default: the host's memory).
+    #[arg(long, env = "DISPATCHER_MEMORY", value_parser = crate::domain::parse_size)]
+    pub memory: Option<u64>,
+    /// Named countable resources it offers: gpu=2,fpga=1. Runs are told which indices they
+    /// got in DISPATCHER_RESOURCE_<NAME>.
+    #[arg(long, env = "DISPATCHER_RESOURCES", value_parser = crate::domain::parse_named)]
+    pub resources: Option<std::collections::BTreeMap<String, u64>>,
+}
+
+/// `submit --isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    Full,
 }
 
 /// `taskmanager --sandbox`.
@@ -544,6 +560,15 @@ pub enum QuotaCommand {
         /// tenant); only an admin's own submissions may go above it.
         #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
         max_priority: Option<u32>,
+        /// The most CPU its running shards may ask for in all, in cores.
+        #[arg(long, value_parser = crate::domain::parse_cpu)]
+        cpu: Option<u64>,
+        /// The most memory its running shards may ask for in all (64GiB).
+        #[arg(long, value_parser = crate::domain::parse_size)]
+        memory: Option<u64>,
+        /// The most of each named resource its running shards may hold: gpu=4,...
+        #[arg(long, value_parser = crate::domain::parse_named)]
+        resources: Option<std::collections::BTreeMap<String, u64>>,
     },
     /// Every tenant with a quota or with unfinished jobs: quota, weight, slots held, shards waiting.
     List,
@@ -611,6 +636,21 @@ pub struct SubmitArgs {
     /// token's tenant).
     #[arg(long)]
     pub tenant: Option<String>,
+    /// CPU per shard, in cores (fractions allowed): placed only where that much is free,
+    /// and held to it by the sandbox.
+    #[arg(long, value_parser = crate::domain::parse_cpu)]
+    pub cpu: Option<u64>,
+    /// Memory per shard (512MiB, 2GiB): placed where that much is free; a shard over it is
+    /// killed and fails "out of memory".
+    #[arg(long, value_parser = crate::domain::parse_size)]
+    pub memory: Option<u64>,
+    /// Named resources per shard: gpu=1,... (refused at once if no TaskManager has them).
+    #[arg(long, value_parser = crate::domain::parse_named)]
+    pub resources: Option<std::collections::BTreeMap<String, u64>>,
+    /// `full`: run only on TaskManagers whose sandbox is complete (own user, PID namespace,
+    /// cgroup).
+    #[arg(long, value_enum)]
+    pub isolation: Option<IsolationArg>,
     /// The command each shard runs, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,

@@ -563,6 +563,7 @@ impl Client {
             unlimited,
             weight,
             max_priority: None,
+            resources: None,
         })
         .await
     }

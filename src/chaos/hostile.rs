@@ -459,6 +459,7 @@ impl HostileTask {
                         unlimited: true,
                         weight: Some(100),
                         max_priority: Some(1_000),
+                        resources: None,
                     })
                     .await;
                 self.judge(attack, None, result);

@@ -462,6 +462,7 @@ async fn hostile_task(
                     unlimited: false,
                     weight: Some(1),
                     max_priority: Some(HOSTILE_CEILING),
+                    resources: None,
                 })
                 .await
                 .ok()

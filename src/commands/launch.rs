@@ -72,6 +72,7 @@ pub fn agent_options(agent: TaskManagerArgs, client: ClientArgs) -> Result<Agent
         Some(path) => read_agent_file(path)?,
         None => AgentFlags::default(),
     };
+    let capacity = agent_capacity(agent.cpus, agent.memory, agent.resources, &file)?;
     let id = agent
         .id
         .or(file.id)
@@ -118,11 +119,49 @@ pub fn agent_options(agent: TaskManagerArgs, client: ClientArgs) -> Result<Agent
             token: None,
         },
         http_listen: agent.http_listen.or(file.http_listen),
+        capacity,
         sandbox: sandbox_request(
             agent.sandbox.or(file.sandbox),
             agent.run_as_uids.or(file.run_as_uids),
             agent.run_as.or(file.run_as),
         )?,
+    })
+}
+
+/// What the agent offers: flags over the file, CPU and memory defaulting to the host's.
+fn agent_capacity(
+    cpus: Option<u64>,
+    memory: Option<u64>,
+    resources: Option<std::collections::BTreeMap<String, u64>>,
+    file: &AgentFlags,
+) -> Result<crate::domain::Resources, CliError> {
+    use crate::taskmanager::capacity::{host_cpu_millis, host_memory_bytes};
+    let cpu_millis = match (cpus, file.cpus) {
+        (Some(millis), _) => millis,
+        (None, Some(cores)) => {
+            crate::domain::parse_cpu(&cores.to_string()).map_err(CliError::Usage)?
+        }
+        (None, None) => host_cpu_millis(),
+    };
+    let memory_bytes = match (memory, &file.memory) {
+        (Some(bytes), _) => bytes,
+        (None, Some(size)) => crate::domain::parse_size(size).map_err(CliError::Usage)?,
+        (None, None) => host_memory_bytes()
+            .unwrap_or(crate::domain::MAX_MEMORY_BYTES)
+            .min(crate::domain::MAX_MEMORY_BYTES),
+    };
+    let named = match resources {
+        Some(named) => named,
+        None => {
+            let named = file.resources.clone().unwrap_or_default();
+            crate::domain::validate_named(&named).map_err(CliError::Usage)?;
+            named
+        }
+    };
+    Ok(crate::domain::Resources {
+        cpu_millis,
+        memory_bytes,
+        named,
     })
 }
 

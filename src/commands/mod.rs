@@ -17,6 +17,7 @@ pub use demo::demo;
 pub use launch::{agent_options, serve_options};
 pub use watch::events;
 mod plot;
+mod resources_output;
 mod table;
 pub mod terminal;
 
@@ -297,7 +298,15 @@ pub async fn quota(command: QuotaCommand, args: ClientArgs) -> Result<ExitCode, 
             unlimited,
             weight,
             max_priority,
+            cpu,
+            memory,
+            resources,
         } => {
+            let limits = crate::pb::api::ResourceAmounts {
+                cpu_millis: cpu.unwrap_or(0),
+                memory_bytes: memory.unwrap_or(0),
+                named: resources.unwrap_or_default().into_iter().collect(),
+            };
             let quota = client
                 .set_quota_limits(crate::pb::api::SetQuotaRequest {
                     tenant,
@@ -305,6 +314,7 @@ pub async fn quota(command: QuotaCommand, args: ClientArgs) -> Result<ExitCode, 
                     unlimited,
                     weight,
                     max_priority,
+                    resources: Some(limits),
                 })
                 .await?;
             output::quotas(args.output, std::slice::from_ref(&quota));
@@ -339,6 +349,15 @@ pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, Cl
         after: submit.after,
         gang: submit.gang,
         tenant: submit.tenant.unwrap_or_default(),
+        resources: Some(crate::pb::api::ResourceAmounts {
+            cpu_millis: submit.cpu.unwrap_or(0),
+            memory_bytes: submit.memory.unwrap_or(0),
+            named: submit.resources.unwrap_or_default().into_iter().collect(),
+        }),
+        isolation: match submit.isolation {
+            Some(crate::cli::IsolationArg::Full) => "full".into(),
+            None => String::new(),
+        },
     };
     let reply = client.submit(request).await?;
     // Warnings go to stderr, so stdout stays one JSON document with --output json.

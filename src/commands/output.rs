@@ -1,6 +1,7 @@
 //! Rendering of command results: `--output json` prints one JSON document with the
 //! contract's fields; text prints aligned tables.
 
+use super::resources_output;
 use super::table::Table;
 use super::terminal;
 use crate::cli::OutputFormat;
@@ -130,13 +131,30 @@ pub fn taskmanagers(format: OutputFormat, tms: &[TaskManagerInfo]) {
                            "shard_runs": t.shard_runs, "shard_failures": t.shard_failures,
                            "excluded_until_ms": t.excluded_until_ms,
                            "drain_deadline_ms": t.drain_deadline_ms,
-                           "pinned_labels": t.pinned_labels, "pinned_slots": t.pinned_slots})
+                           "pinned_labels": t.pinned_labels, "pinned_slots": t.pinned_slots,
+                           "isolation": t.isolation,
+                           "isolation_missing": (!t.isolation_missing.is_empty())
+                               .then_some(&t.isolation_missing),
+                           "capacity": resources_output::json_map(t.capacity.as_ref(), Some(t.slots)),
+                           "used": resources_output::json_map(t.used.as_ref(), Some(t.used_slots))})
                 })
                 .collect(),
         )),
         OutputFormat::Text => {
             let mut t = Table::new(&[
-                "ID", "ADDRESS", "STATE", "SLOTS", "USED", "RUNS", "FAILED", "EXCLUDED", "LABELS",
+                "ID",
+                "ADDRESS",
+                "STATE",
+                "ISOLATION",
+                "SLOTS",
+                "USED",
+                "CPU",
+                "MEMORY",
+                "RESOURCES",
+                "RUNS",
+                "FAILED",
+                "EXCLUDED",
+                "LABELS",
             ]);
             let now = crate::clock::now_ms();
             for tm in tms {
@@ -148,12 +166,18 @@ pub fn taskmanagers(format: OutputFormat, tms: &[TaskManagerInfo]) {
                     .filter(|until| *until > now)
                     .map(|until| format!("{}s more", (until - now).div_ceil(1000)))
                     .unwrap_or_else(|| "-".into());
+                let [cpu, memory, named] =
+                    resources_output::used_of(tm.used.as_ref(), tm.capacity.as_ref());
                 t.row(vec![
                     tm.id.clone(),
                     tm.addr.clone(),
                     tm.state.clone(),
+                    tm.isolation.clone(),
                     tm.slots.to_string(),
                     tm.used_slots.to_string(),
+                    cpu,
+                    memory,
+                    named,
                     tm.shard_runs.to_string(),
                     tm.shard_failures.to_string(),
                     excluded,
@@ -176,6 +200,8 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             "tenant": job.tenant,
             "gang": job.gang,
             "reason": (!job.reason.is_empty()).then_some(&job.reason),
+            "resources": job.resources.as_ref().map(|r| resources_output::json_map(Some(r), None)),
+            "isolation": job.isolation_full.then_some("full"),
             "created_at_ms": job.created_at_ms,
             "shards": job.shards.iter().map(|s| json!({
                 "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
@@ -191,6 +217,15 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             }
             if !job.after.is_empty() {
                 options.push_str(&format!(", after {}", job.after.join(",")));
+            }
+            if let Some(asked) = &job.resources {
+                let asked = resources_output::to_domain(asked);
+                if !asked.is_empty() {
+                    options.push_str(&format!(", {asked} per shard"));
+                }
+            }
+            if job.isolation_full {
+                options.push_str(", isolation full");
             }
             println!(
                 "{}  {}  {}  ({} shards, {})",
@@ -295,7 +330,9 @@ pub fn quotas(format: OutputFormat, quotas: &[QuotaInfo]) {
                 .map(|q| {
                     json!({"tenant": q.tenant, "slots": q.slots, "weight": q.weight,
                            "max_priority": q.max_priority,
-                           "running_slots": q.running_slots, "pending_shards": q.pending_shards})
+                           "running_slots": q.running_slots, "pending_shards": q.pending_shards,
+                           "resource_limits": resources_output::json_map(q.resource_limits.as_ref(), None),
+                           "resources_used": resources_output::json_map(q.resources_used.as_ref(), None)})
                 })
                 .collect(),
         )),

@@ -60,6 +60,11 @@ pub struct AgentFlags {
     pub sandbox: Option<crate::cli::SandboxMode>,
     pub run_as_uids: Option<String>,
     pub run_as: Option<String>,
+    /// Cores (fractions allowed).
+    pub cpus: Option<f64>,
+    /// A size: "16GiB".
+    pub memory: Option<String>,
+    pub resources: Option<BTreeMap<String, u64>>,
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {

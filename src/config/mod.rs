@@ -285,6 +285,17 @@ pub struct ServeConfig {
     pub taskmanagers: TaskManagerSettings,
     pub jobs: JobSettings,
     pub limits: LimitSettings,
+    pub security: SecuritySettings,
+}
+
+/// Cluster-wide rules on what shards may run where (`[security]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Every job runs only on TaskManagers whose isolation is `full` (as if submitted with
+    /// `--isolation full`). Set it on every replica: the replica that takes a submission
+    /// decides.
+    pub require_isolation: bool,
 }
 
 impl ServeConfig {

@@ -9,6 +9,7 @@ mod ids;
 mod job;
 mod limits;
 mod output;
+mod resources;
 mod revocation;
 mod scheduling;
 mod state;
@@ -19,6 +20,7 @@ pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardCounts, ShardMut, ShardState};
 pub use limits::*;
 pub use output::{OutputStore, PrintedTail, ShardOutput};
+pub use resources::*;
 pub use revocation::{
     fingerprint, is_revoked, Fingerprint, Revocations, Revoked, MAX_REVOKED_PARTIES,
     MAX_REVOKED_PER_PARTY,

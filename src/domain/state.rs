@@ -3,6 +3,7 @@
 use super::ids::JobId;
 use super::job::{Job, Shard};
 use super::output::OutputStore;
+use super::resources::{Isolation, ResourceRequest, Resources, TaskManagerResources};
 use super::scheduling::{JobScheduling, PriorityOnly, Quota, DEFAULT_TENANT};
 use super::taskmanager::{TaskManager, TaskManagerPin};
 use super::token::Token;
@@ -68,6 +69,25 @@ pub struct ClusterState {
     /// was cancelled: the job → that job. Same section.
     #[serde(skip)]
     pub dependency_failures: BTreeMap<JobId, JobId>,
+    /// What each TaskManager that declared resources has (capacity, isolation). Same section,
+    /// from format 9.
+    #[serde(skip)]
+    pub tm_resources: BTreeMap<String, TaskManagerResources>,
+    /// What a shard of each job asks beyond slots (only jobs that ask). Same section, from
+    /// format 9.
+    #[serde(skip)]
+    pub requests: BTreeMap<JobId, ResourceRequest>,
+    /// Tenants' limits on CPU, memory and named resources (a zero or absent dimension: no
+    /// limit). Same section, from format 9.
+    #[serde(skip)]
+    pub resource_quotas: BTreeMap<String, Resources>,
+    /// Resources held now on each TaskManager by shards that asked for some. Derived, like
+    /// `tenant_slots`.
+    #[serde(skip)]
+    pub tm_used: BTreeMap<String, Resources>,
+    /// Resources held now by each tenant's shards. Derived.
+    #[serde(skip)]
+    pub tenant_resources: BTreeMap<String, Resources>,
     /// Job → the jobs that wait for it (`--after`). Derived from `scheduling`, never encoded:
     /// rebuilt on decode.
     #[serde(skip)]
@@ -79,8 +99,9 @@ pub struct ClusterState {
     pub tenant_slots: BTreeMap<String, u64>,
 }
 
-/// The sections encoded after the main one (format 8); format 7 had the first six, format 6
-/// the first three (with a priority alone per job), and format 5 `outputs` alone.
+/// The sections encoded after the main one (format 9); format 8 had all but the last three,
+/// format 7 the first six, format 6 the first three (with a priority alone per job), and
+/// format 5 `outputs` alone.
 #[derive(Serialize)]
 struct ExtensionsRef<'a> {
     outputs: &'a OutputStore,
@@ -92,12 +113,24 @@ struct ExtensionsRef<'a> {
     max_priorities: &'a BTreeMap<String, u32>,
     pins: &'a BTreeMap<String, TaskManagerPin>,
     revocations: &'a super::Revocations,
+    tm_resources: &'a BTreeMap<String, TaskManagerResources>,
+    requests: &'a BTreeMap<JobId, ResourceRequest>,
+    resource_quotas: &'a BTreeMap<String, Resources>,
 }
 
-/// The extra section as format 8 writes it: format 7's, then what format 8 added. bincode
-/// lays a nested struct's fields out in line, so this reads what `ExtensionsRef` wrote.
+/// The extra section as format 9 writes it: format 8's, then the resources.
 #[derive(Deserialize)]
 struct Extensions {
+    since_v8: ExtensionsV8,
+    tm_resources: BTreeMap<String, TaskManagerResources>,
+    requests: BTreeMap<JobId, ResourceRequest>,
+    resource_quotas: BTreeMap<String, Resources>,
+}
+
+/// The extra section as format 8 wrote it: format 7's, then what format 8 added. bincode
+/// lays a nested struct's fields out in line, so this reads what `ExtensionsRef` wrote.
+#[derive(Deserialize)]
+struct ExtensionsV8 {
     since_v7: ExtensionsV7,
     max_priorities: BTreeMap<String, u32>,
     pins: BTreeMap<String, TaskManagerPin>,
@@ -175,6 +208,9 @@ impl ClusterState {
             max_priorities: &self.max_priorities,
             pins: &self.pins,
             revocations: &self.revocations,
+            tm_resources: &self.tm_resources,
+            requests: &self.requests,
+            resource_quotas: &self.resource_quotas,
         };
         let outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
             .unwrap_or_default();
@@ -198,12 +234,27 @@ impl ClusterState {
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
         let extensions: Extensions = crate::decode::decode_untrusted(rest)?;
-        state.install_v7(extensions.since_v7);
-        state.max_priorities = extensions.max_priorities;
-        state.pins = extensions.pins;
-        state.revocations = extensions.revocations;
+        state.install_v8(extensions.since_v8);
+        state.tm_resources = extensions.tm_resources;
+        state.requests = extensions.requests;
+        state.resource_quotas = extensions.resource_quotas;
         state.rebuild_derived();
         Ok(state)
+    }
+
+    /// Decode the state as snapshot format 8 wrote it: no resources.
+    pub fn decode_v8(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let (mut state, rest) = Self::split_sections(bytes)?;
+        state.install_v8(crate::decode::decode_untrusted(rest)?);
+        state.rebuild_derived();
+        Ok(state)
+    }
+
+    fn install_v8(&mut self, extensions: ExtensionsV8) {
+        self.install_v7(extensions.since_v7);
+        self.max_priorities = extensions.max_priorities;
+        self.pins = extensions.pins;
+        self.revocations = extensions.revocations;
     }
 
     /// Decode the state as snapshot format 7 wrote it: no highest priorities, pins or
@@ -253,15 +304,95 @@ impl ClusterState {
             }
         }
         let mut held: BTreeMap<String, u64> = BTreeMap::new();
-        for shards in self.shards_by_taskmanager.values() {
+        let mut tm_used: BTreeMap<String, Resources> = BTreeMap::new();
+        let mut tenant_resources: BTreeMap<String, Resources> = BTreeMap::new();
+        for (tm, shards) in &self.shards_by_taskmanager {
             for (job_id, _) in shards.iter() {
                 if let Some(job) = self.jobs.get(job_id) {
-                    *held.entry(self.tenant(*job_id).to_string()).or_default() +=
+                    let tenant = self.tenant(*job_id);
+                    *held.entry(tenant.to_string()).or_default() +=
                         u64::from(job.spec.slots_per_shard);
+                    if let Some(asked) = self.asked_resources(*job_id) {
+                        tm_used.entry(tm.clone()).or_default().add_times(asked, 1);
+                        tenant_resources
+                            .entry(tenant.to_string())
+                            .or_default()
+                            .add_times(asked, 1);
+                    }
                 }
             }
         }
         self.tenant_slots = held;
+        self.tm_used = tm_used;
+        self.tenant_resources = tenant_resources;
+    }
+
+    /// What one shard of `job` asks beyond slots, if anything.
+    pub fn asked_resources(&self, job: JobId) -> Option<&Resources> {
+        self.requests
+            .get(&job)
+            .map(|r| &r.per_shard)
+            .filter(|r| !r.is_empty())
+    }
+
+    /// Whether `job`'s shards run only where isolation is `full`.
+    pub fn needs_full_isolation(&self, job: JobId) -> bool {
+        self.requests.get(&job).is_some_and(|r| r.isolation_full)
+    }
+
+    /// A TaskManager's isolation level (`none` when it never said).
+    pub fn isolation(&self, taskmanager: &str) -> Isolation {
+        self.tm_resources
+            .get(taskmanager)
+            .map_or(Isolation::None, |r| r.isolation)
+    }
+
+    /// What a TaskManager has: as declared, or (it declared nothing) CPU and memory without
+    /// limit and no named resources.
+    pub fn capacity(&self, taskmanager: &str) -> Resources {
+        match self.tm_resources.get(taskmanager) {
+            Some(declared) => declared.capacity.clone(),
+            None => Resources {
+                cpu_millis: u64::MAX,
+                memory_bytes: u64::MAX,
+                named: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// Whether one more shard of `job` may go to `taskmanager` as far as resources and
+    /// isolation go (slots, state and labels are checked apart).
+    pub fn resources_allow(&self, job: JobId, taskmanager: &str) -> bool {
+        if self.needs_full_isolation(job) && self.isolation(taskmanager) != Isolation::Full {
+            return false;
+        }
+        let Some(asked) = self.asked_resources(job) else {
+            return true;
+        };
+        let empty = Resources::default();
+        let used = self.tm_used.get(taskmanager).unwrap_or(&empty);
+        asked.fits(used, &self.capacity(taskmanager))
+    }
+
+    /// Count one shard of `job` on `taskmanager` as taking (or giving back) what it asked.
+    pub fn count_resources(&mut self, job: JobId, taskmanager: &str, taken: bool) {
+        let Some(asked) = self.asked_resources(job).cloned() else {
+            return;
+        };
+        let tenant = self.tenant(job).to_string();
+        for (map, key) in [
+            (&mut self.tm_used, taskmanager.to_string()),
+            (&mut self.tenant_resources, tenant),
+        ] {
+            if taken {
+                map.entry(key).or_default().add_times(&asked, 1);
+            } else if let Some(held) = map.get_mut(&key) {
+                held.subtract(&asked);
+                if held.is_empty() {
+                    map.remove(&key);
+                }
+            }
+        }
     }
 
     /// Count `slots` more (taken) or fewer (given back) for the tenant of `job`.

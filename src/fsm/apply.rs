@@ -7,9 +7,7 @@ use scheduling::{restart_gang, set_quota, submit_with_options};
 #[cfg(test)]
 use shards::interruption_backoff_ms;
 use shards::{place_shards, preempt_shards, report_ended, report_started, requeue_shards};
-use taskmanagers::{
-    drain_taskmanager, forget_taskmanagers, mark_lost, register_taskmanager, Registration,
-};
+use taskmanagers::{drain_taskmanager, forget_taskmanagers, mark_lost, Registration};
 use tokens::{create_tenant_token, create_token, revoke_token, seed_bootstrap_token};
 
 /// Apply `command`, committed at `log_index`, to `state`.
@@ -27,7 +25,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             slots,
             labels,
             now_ms,
-        } => register_taskmanager(
+        } => resources::register_without_resources(
             state,
             Registration {
                 id,
@@ -39,6 +37,69 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
                 replaces,
             },
             now_ms,
+        ),
+        Command::RegisterTaskManagerWithResources {
+            incarnation,
+            successor_of,
+            replaces,
+            id,
+            addr,
+            slots,
+            labels,
+            resources,
+            now_ms,
+        } => resources::register_with_resources(
+            state,
+            Registration {
+                id,
+                addr,
+                slots,
+                labels,
+                incarnation,
+                successor_of,
+                replaces,
+            },
+            resources,
+            now_ms,
+        ),
+        Command::SubmitJobWithResources {
+            name,
+            spec,
+            idempotency_key,
+            owner,
+            admission,
+            options,
+            request,
+            now_ms,
+        } => resources::submit_with_resources(
+            state,
+            log_index,
+            Submission {
+                name,
+                spec,
+                idempotency_key,
+                owner,
+                admission,
+                tenant: options.tenant.clone(),
+            },
+            options,
+            request,
+            now_ms,
+        ),
+        Command::SetQuotaWithResources {
+            tenant,
+            slots,
+            weight,
+            max_priority,
+            resources,
+            ..
+        } => resources::set_quota_with_resources(
+            state,
+            tenant,
+            slots,
+            weight,
+            max_priority,
+            resources,
         ),
         Command::SubmitJob {
             name,
@@ -231,6 +292,7 @@ mod admission;
 mod certificates;
 mod jobs;
 mod output;
+mod resources;
 mod scheduling;
 mod shards;
 mod taskmanagers;

@@ -3,7 +3,8 @@
 //! Variants are only ever appended: an old log must keep decoding after an upgrade.
 
 use crate::domain::{
-    Admission, JobId, JobScheduling, JobSpec, Labels, PrintedTail, PriorityOnly, Role, TokenHash,
+    Admission, JobId, JobScheduling, JobSpec, Labels, PrintedTail, PriorityOnly, ResourceRequest,
+    Resources, Role, TaskManagerResources, TokenHash,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -200,6 +201,47 @@ pub enum Command {
         fingerprint: Option<crate::domain::Fingerprint>,
         now_ms: u64,
     },
+    /// `RegisterTaskManager` with the TaskManager's resources and isolation level.
+    RegisterTaskManagerWithResources {
+        incarnation: u64,
+        successor_of: Option<u64>,
+        replaces: Option<u64>,
+        id: String,
+        addr: String,
+        slots: u32,
+        labels: Labels,
+        resources: TaskManagerResources,
+        now_ms: u64,
+    },
+    /// `SubmitJobWithOptions` for a job whose shards ask for CPU, memory, named resources or
+    /// full isolation; jobs that ask none are submitted as before.
+    SubmitJobWithResources {
+        name: String,
+        spec: JobSpec,
+        idempotency_key: Option<String>,
+        owner: String,
+        admission: Admission,
+        options: JobScheduling,
+        request: ResourceRequest,
+        now_ms: u64,
+    },
+    /// `SetQuotaLimits` that also sets limits on CPU, memory and named resources.
+    SetQuotaWithResources {
+        tenant: String,
+        slots: SlotLimit,
+        weight: Option<u32>,
+        max_priority: Option<u32>,
+        resources: ResourceLimits,
+        now_ms: u64,
+    },
+}
+
+/// What `SetQuotaWithResources` does to a tenant's resource limits: `clear` drops them all
+/// first, then each dimension given (non-zero) is set; the rest keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceLimits {
+    pub clear: bool,
+    pub set: Resources,
 }
 
 /// What `SetQuota` does to a tenant's slot limit.
@@ -378,6 +420,20 @@ impl fmt::Display for Command {
             Command::SetQuotaLimits { tenant, .. } => write!(f, "SetQuotaLimits({tenant})"),
             Command::PinTaskManager { id, .. } => write!(f, "PinTaskManager({id})"),
             Command::RevokeCertificate { party, .. } => write!(f, "RevokeCertificate({party})"),
+            Command::RegisterTaskManagerWithResources { id, resources, .. } => write!(
+                f,
+                "RegisterTaskManagerWithResources({id}, {}, isolation {})",
+                resources.capacity,
+                resources.isolation.as_str()
+            ),
+            Command::SubmitJobWithResources { name, request, .. } => write!(
+                f,
+                "SubmitJobWithResources({name}, {} per shard)",
+                request.per_shard
+            ),
+            Command::SetQuotaWithResources { tenant, .. } => {
+                write!(f, "SetQuotaWithResources({tenant})")
+            }
         }
     }
 }
@@ -495,6 +551,7 @@ pub enum Response {
         quota: crate::domain::Quota,
         max_priority: u32,
     },
+
     TaskManagerPinned {
         id: String,
     },

@@ -61,7 +61,8 @@ impl Before {
         let (kind, job_state) = match command {
             Command::SubmitJob { name, spec, .. }
             | Command::SubmitScheduledJob { name, spec, .. }
-            | Command::SubmitJobWithOptions { name, spec, .. } => (
+            | Command::SubmitJobWithOptions { name, spec, .. }
+            | Command::SubmitJobWithResources { name, spec, .. } => (
                 BeforeKind::Submit {
                     name: name.clone(),
                     shards: spec.shard_count,
@@ -119,7 +120,10 @@ impl Before {
             Command::CancelJob { job_id, .. } | Command::CancelOwnJob { job_id, .. } => {
                 (BeforeKind::Cancel(*job_id), job_of(job_id))
             }
-            Command::RegisterTaskManager { id, .. } => (BeforeKind::Register(id.clone()), None),
+            Command::RegisterTaskManager { id, .. }
+            | Command::RegisterTaskManagerWithResources { id, .. } => {
+                (BeforeKind::Register(id.clone()), None)
+            }
             Command::MarkTaskManagerLost { id, .. } => (BeforeKind::Lost(id.clone()), None),
             Command::DrainTaskManager { id, .. } => (BeforeKind::Drain(id.clone()), None),
             Command::PreemptShards {
@@ -134,7 +138,9 @@ impl Before {
                 (BeforeKind::Token("token_created", name.clone()), None)
             }
             Command::RestartGang { job_id, .. } => (BeforeKind::GangRestart(*job_id), None),
-            Command::SetQuota { tenant, .. } | Command::SetQuotaLimits { tenant, .. } => {
+            Command::SetQuota { tenant, .. }
+            | Command::SetQuotaLimits { tenant, .. }
+            | Command::SetQuotaWithResources { tenant, .. } => {
                 (BeforeKind::Quota(tenant.clone()), None)
             }
             Command::RevokeToken { name, .. } => {

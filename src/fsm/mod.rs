@@ -14,8 +14,8 @@ mod validate;
 
 pub use apply::{apply, check_admission, check_report, gang_is_split, validate_token_name};
 pub use command::{
-    Command, OutputReport, Placement, PlacementOutcome, Rejection, Report, Response, ShardOutcome,
-    SlotLimit,
+    Command, OutputReport, Placement, PlacementOutcome, Rejection, Report, ResourceLimits,
+    Response, ShardOutcome, SlotLimit,
 };
 pub use validate::{
     validate_address, validate_labels, validate_max_priority, validate_name, validate_name_within,

@@ -194,6 +194,7 @@ pub async fn serve(
         leader_lease: Duration::from_millis(opts.config.raft.election_timeout_min_ms),
         gate: gate.clone(),
         limits: opts.config.limits.clone(),
+        require_isolation: opts.config.security.require_isolation,
         transport: opts.security.transport.clone(),
         taps: Arc::default(),
         report_budget: Arc::default(),

@@ -48,6 +48,9 @@ pub fn job_status(job: &Job) -> api::JobStatus {
         tenant: crate::domain::DEFAULT_TENANT.to_string(),
         gang: false,
         reason: String::new(),
+        // Set by the caller, which has the state.
+        resources: None,
+        isolation_full: false,
         spec: Some((&job.spec).into()),
         shards: job
             .shards
@@ -113,5 +116,9 @@ pub fn taskmanager_info(tm: &TaskManager) -> api::TaskManagerInfo {
         // Filled by the caller, which sees the pins.
         pinned_labels: Default::default(),
         pinned_slots: None,
+        isolation: String::new(),
+        isolation_missing: String::new(),
+        capacity: None,
+        used: None,
     }
 }

@@ -95,9 +95,11 @@ impl Dispatcher for DispatcherService {
                 .map_err(ApiError::from)?;
         }
         let admission = limits.admission();
-        let (options, warnings) = {
+        let (options, request, warnings) = {
             let view = self.ctx.shared.read();
             let options = scheduling::submit_options(&req, &who, &view.state)?;
+            let request =
+                super::resources::submit_request(&req, self.ctx.require_isolation, &view.state)?;
             scheduling::check_priority_ceiling(&options, &who, &view.state)?;
             let scope = Scope::of(&who, &view.state);
             if let Some(hidden) = options.after.iter().find(|j| !scope.sees(&view.state, **j)) {
@@ -123,10 +125,21 @@ impl Dispatcher for DispatcherService {
                     ApiError::from(refusal)
                 })?;
             }
-            (options, placement_warnings(&view.state, &spec))
+            (options, request, placement_warnings(&view.state, &spec))
         };
         // Jobs with the default options go as `SubmitJob`, which every version reads.
-        let command = if options.is_default() {
+        let command = if !request.is_empty() {
+            Command::SubmitJobWithResources {
+                name: req.name,
+                spec,
+                idempotency_key,
+                owner,
+                admission,
+                options,
+                request,
+                now_ms: now_ms(),
+            }
+        } else if options.is_default() {
             Command::SubmitJob {
                 name: req.name,
                 spec,
@@ -170,6 +183,7 @@ impl Dispatcher for DispatcherService {
         let job = Scope::of(&who, &applied.state).job(&applied.state, job_id)?;
         let mut status = job_status(job);
         scheduling::fill_status(&mut status, &applied.state, job_id);
+        super::resources::fill_status(&mut status, &applied.state, job_id);
         status.applied_index = applied
             .last_applied
             .as_ref()
@@ -254,8 +268,23 @@ impl Dispatcher for DispatcherService {
             crate::fsm::validate_max_priority(max).map_err(ApiError::from)?;
         }
         let slots = scheduling::slot_limit(&req)?;
-        // Without a highest priority, the command every version reads.
+        let resources = match &req.resources {
+            Some(amounts) => super::resources::to_domain(amounts)?,
+            None => Default::default(),
+        };
+        // Without a highest priority or resources, the command every version reads.
         let command = match req.max_priority {
+            _ if !resources.is_empty() || req.unlimited => Command::SetQuotaWithResources {
+                slots,
+                tenant: req.tenant,
+                weight: req.weight,
+                max_priority: req.max_priority,
+                resources: crate::fsm::ResourceLimits {
+                    clear: req.unlimited,
+                    set: resources,
+                },
+                now_ms: now_ms(),
+            },
             None => Command::SetQuota {
                 slots,
                 tenant: req.tenant,
@@ -285,9 +314,8 @@ impl Dispatcher for DispatcherService {
                         tenant,
                         slots: quota.slots,
                         weight: quota.weight,
-                        running_slots: 0,
-                        pending_shards: 0,
                         max_priority,
+                        ..Default::default()
                     });
                 Ok(Response::new(info))
             }
@@ -386,6 +414,7 @@ impl Dispatcher for DispatcherService {
             .values()
             .map(|tm| {
                 let mut info = taskmanager_info(tm);
+                super::resources::fill_taskmanager(&mut info, &applied.state);
                 if !shows_incarnations {
                     info.incarnation = 0;
                 }

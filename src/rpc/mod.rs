@@ -24,6 +24,7 @@ mod registration;
 mod rejoin;
 mod report_budget;
 mod reports;
+mod resources;
 mod scheduling;
 mod shard_output;
 pub mod stream_right;
@@ -63,6 +64,8 @@ pub struct ServiceContext {
     pub leader_lease: std::time::Duration,
     /// Input limits and admission control (`[limits]`).
     pub limits: crate::config::LimitSettings,
+    /// `[security] require_isolation`: every submission asks for full isolation.
+    pub require_isolation: bool,
     /// What this replica's Raft service lets through (reported by `cluster status --local`).
     pub gate: Arc<RaftGate>,
     /// How this replica dials others (plaintext only with `--insecure`).

@@ -102,16 +102,31 @@ pub async fn register(
             )));
         }
     }
+    let declared = super::resources::declared(&req)?;
     let replaces = check_takeover(ctx, &req)?;
-    let command = Command::RegisterTaskManager {
-        incarnation: req.incarnation,
-        successor_of: req.successor_of,
-        replaces,
-        id: req.id,
-        addr: req.addr,
-        slots: req.slots,
-        labels,
-        now_ms: now_ms(),
+    let command = match declared {
+        Some(resources) => Command::RegisterTaskManagerWithResources {
+            incarnation: req.incarnation,
+            successor_of: req.successor_of,
+            replaces,
+            id: req.id,
+            addr: req.addr,
+            slots: req.slots,
+            labels,
+            resources,
+            now_ms: now_ms(),
+        },
+        // An agent from before resources, in the command every version reads.
+        None => Command::RegisterTaskManager {
+            incarnation: req.incarnation,
+            successor_of: req.successor_of,
+            replaces,
+            id: req.id,
+            addr: req.addr,
+            slots: req.slots,
+            labels,
+            now_ms: now_ms(),
+        },
     };
     // Contact now, before the entry applies: between its apply and the reply below, the
     // failure detector would otherwise see a TaskManager in the state that it has never

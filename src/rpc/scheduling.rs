@@ -141,20 +141,25 @@ pub fn quotas(state: &ClusterState) -> Vec<QuotaInfo> {
     tenants.extend(state.max_priorities.keys().map(String::as_str));
     tenants.extend(pending.keys().copied());
     tenants.extend(held.keys().map(String::as_str));
+    tenants.extend(state.resource_quotas.keys().map(String::as_str));
+    tenants.extend(state.tenant_resources.keys().map(String::as_str));
     tenants.sort_unstable();
     tenants.dedup();
     tenants
         .into_iter()
         .map(|tenant| {
             let quota = state.quota(tenant);
-            QuotaInfo {
+            let mut info = QuotaInfo {
                 tenant: tenant.to_string(),
                 slots: quota.slots,
                 weight: quota.weight,
                 running_slots: held.get(tenant).copied().unwrap_or(0),
                 pending_shards: pending.get(tenant).copied().unwrap_or(0),
                 max_priority: state.max_priority(tenant),
-            }
+                ..Default::default()
+            };
+            super::resources::fill_quota(&mut info, state);
+            info
         })
         .collect()
 }

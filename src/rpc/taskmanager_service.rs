@@ -213,6 +213,10 @@ impl TaskManagers for TaskManagerService {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
+                resources: view
+                    .state
+                    .asked_resources(job.id)
+                    .map(super::resources::to_wire),
             })),
             None if is_leader => {
                 drop(view);

@@ -1,7 +1,7 @@
 //! Why a job's shards wait, in one line for `job status`: computed from the state when
 //! asked, never stored.
 
-use crate::domain::{ClusterState, Job, JobState, ShardState};
+use crate::domain::{ClusterState, Isolation, Job, JobState, ShardState, TaskManagerState};
 
 /// The reason a job that has not ended still has shards waiting, or why it ended without
 /// running; `None` when there is nothing to say (it runs, or it ended normally).
@@ -47,6 +47,9 @@ pub fn waiting_reason(state: &ClusterState, job: &Job) -> Option<String> {
             ));
         }
     }
+    if let Some(reason) = resource_reason(state, job) {
+        return Some(reason);
+    }
     if state.is_gang(job.id) && job.state == JobState::Pending {
         return Some(format!(
             "gang of {} shards: waiting until {} slots are free at once",
@@ -55,4 +58,84 @@ pub fn waiting_reason(state: &ClusterState, job: &Job) -> Option<String> {
         ));
     }
     Some("waiting for free slots".to_string())
+}
+
+/// Why a job that asks for resources or full isolation waits, if that is why.
+fn resource_reason(state: &ClusterState, job: &Job) -> Option<String> {
+    let live: Vec<&str> = state
+        .taskmanagers
+        .values()
+        .filter(|tm| tm.state == TaskManagerState::Alive)
+        .map(|tm| tm.id.as_str())
+        .collect();
+    if state.needs_full_isolation(job.id)
+        && !live.iter().any(|tm| state.isolation(tm) == Isolation::Full)
+    {
+        let levels: Vec<String> = live
+            .iter()
+            .take(5)
+            .map(|tm| format!("{tm}: {}", state.isolation(tm).as_str()))
+            .collect();
+        return Some(format!(
+            "needs full isolation (--isolation full); no live TaskManager gives it ({}); run \
+             an agent as root with --sandbox auto",
+            if levels.is_empty() {
+                "none is live".to_string()
+            } else {
+                levels.join(", ")
+            }
+        ));
+    }
+    let asked = state.asked_resources(job.id)?;
+    let tenant = state.tenant(job.id);
+    if let Some(limits) = state.resource_quotas.get(tenant) {
+        let held = state
+            .tenant_resources
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default();
+        let over = asked.over(&held, limits);
+        let limited: Vec<String> = over
+            .into_iter()
+            .filter(|dimension| match dimension.as_str() {
+                "cpu" => limits.cpu_millis > 0,
+                "memory" => limits.memory_bytes > 0,
+                name => limits.named.contains_key(name),
+            })
+            .collect();
+        if !limited.is_empty() {
+            return Some(format!(
+                "tenant '{tenant}' holds {held} of its limits {limits}; one more shard would \
+                 pass its {} limit (raise it: `quota set {tenant} --{} ...`)",
+                limited.join(", "),
+                if limited[0] == "cpu" || limited[0] == "memory" {
+                    limited[0].as_str()
+                } else {
+                    "resources"
+                }
+            ));
+        }
+    }
+    let missing: Vec<&str> = asked
+        .named
+        .keys()
+        .filter(|name| {
+            !live.iter().any(|tm| {
+                state
+                    .tm_resources
+                    .get(*tm)
+                    .is_some_and(|r| r.capacity.named.contains_key(*name))
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "needs {asked} per shard; no live TaskManager has {}",
+            missing.join(", ")
+        ));
+    }
+    Some(format!(
+        "needs {asked} per shard; waiting for a TaskManager with that much free"
+    ))
 }

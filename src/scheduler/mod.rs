@@ -43,6 +43,7 @@ mod plan;
 pub mod preemption;
 mod recovery;
 mod score;
+mod shares;
 
 pub use explain::waiting_reason;
 pub use plan::{plan, PlanLimits};

@@ -3,8 +3,9 @@
 //! tenant by priority then age; gangs all at once or not at all.
 
 use super::fairness::{FairQueue, Turn};
-use super::score::{ScoreWeights, TaskManagerScorer};
-use crate::domain::{ClusterState, JobId, ShardState};
+use super::score::{room_after, ScoreWeights, TaskManagerScorer};
+use super::shares::ShareMeter;
+use crate::domain::{ClusterState, Isolation, JobId, Resources, ShardState};
 use crate::fsm::Placement;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -33,6 +34,28 @@ struct Candidate<'a> {
     slots: u32,
     free: u32,
     static_penalty: f64,
+    /// What it has and what shards (placed before and in this plan) hold of it.
+    capacity: Resources,
+    used: Resources,
+    full_isolation: bool,
+}
+
+impl Candidate<'_> {
+    /// Whether one more shard needing `slots` slots and `asked` fits here now.
+    fn fits(&self, slots: u32, asked: Option<&Resources>) -> bool {
+        self.free >= slots && asked.is_none_or(|a| a.fits(&self.used, &self.capacity))
+    }
+
+    fn room_after(&self, slots: u32, asked: Option<&Resources>) -> f64 {
+        room_after(
+            self.slots,
+            self.free,
+            slots,
+            asked,
+            &self.used,
+            &self.capacity,
+        )
+    }
 }
 
 /// Heap entry: highest score first, then smallest TaskManager id (lower candidate index,
@@ -82,6 +105,9 @@ pub fn plan(
             slots: tm.slots,
             free: tm.free_slots(),
             static_penalty: scorer.static_penalty(tm),
+            capacity: state.capacity(&tm.id),
+            used: state.tm_used.get(&tm.id).cloned().unwrap_or_default(),
+            full_isolation: state.isolation(&tm.id) == Isolation::Full,
         })
         .collect();
     let mut round = Round {
@@ -101,7 +127,7 @@ pub fn plan(
         jobs.iter()
             .all(|j| state.tenant(*j) == state.tenant(*first))
     });
-    if one_tenant && state.quotas.is_empty() {
+    if one_tenant && state.quotas.is_empty() && state.resource_quotas.is_empty() {
         for job_id in jobs {
             if round.placements.len() >= limits.max_placements {
                 break;
@@ -159,11 +185,11 @@ impl<'a> Round<'a> {
         for job in jobs {
             queues.entry(state.tenant(job)).or_default().push_back(job);
         }
-        let held = state.slots_held_by_tenant();
+        let mut meter = ShareMeter::new(state, queues.keys().copied());
         let mut turns = FairQueue::default();
         for tenant in queues.keys() {
             turns.push(Turn {
-                held: held.get(*tenant).copied().unwrap_or(0),
+                held: meter.share(tenant),
                 weight: u64::from(state.quota(tenant).weight.max(1)),
                 name: tenant,
                 index: 0,
@@ -179,35 +205,36 @@ impl<'a> Round<'a> {
             let Some(job) = queue.front().and_then(|id| state.job(*id)) else {
                 continue;
             };
-            let slots = u64::from(job.spec.slots_per_shard);
-            let gang = state.is_gang(job.id);
-            let need = if gang {
-                slots * u64::from(job.counts.get(ShardState::Pending))
+            let shards = if state.is_gang(job.id) {
+                u64::from(job.counts.get(ShardState::Pending))
             } else {
-                slots
+                1
             };
-            let quota = state.quota(turn.name).slots;
-            if quota.is_some_and(|limit| turn.held + need > limit) {
+            let Some(room) = meter.room_within_quota(turn.name, job.id) else {
+                continue;
+            };
+            if room < shards {
                 // At its quota: the tenant waits whole, so that its later, smaller jobs do
                 // not overtake this one.
                 continue;
             }
             let budget = max_placements - self.placements.len();
-            let mut run = if gang {
+            let mut run = if state.is_gang(job.id) {
                 budget as u64
             } else {
-                turns.run_length(&turn, slots).min(budget as u64)
+                turns
+                    .run_length(&turn, meter.cost_of_one(job.id))
+                    .min(budget as u64)
             };
-            if let Some(limit) = quota {
-                run = run.min((limit - turn.held) / slots.max(1));
-            }
+            run = run.min(room);
             let asked = usize::try_from(run).unwrap_or(usize::MAX);
             let placed = self.plan_job(job.id, asked);
             if placed < asked || placed == 0 {
                 // Out of ready shards, or no room for it now: the tenant's next job.
                 queue.pop_front();
             }
-            turn.held += placed as u64 * slots;
+            meter.grant(turn.name, job.id, placed as u64);
+            turn.held = meter.share(turn.name);
             if !queue.is_empty() {
                 turns.push(turn);
             }
@@ -236,7 +263,10 @@ impl<'a> Round<'a> {
         }
         let saved = gang.then(|| {
             (
-                self.candidates.iter().map(|c| c.free).collect::<Vec<_>>(),
+                self.candidates
+                    .iter()
+                    .map(|c| (c.free, c.used.clone()))
+                    .collect::<Vec<_>>(),
                 self.replacements_left,
                 self.placements.len(),
             )
@@ -245,8 +275,9 @@ impl<'a> Round<'a> {
         if let Some((free, replacements_left, placements)) = saved {
             if planned < job.shards.len() {
                 // Not all of the gang fits: give back what was taken.
-                for (candidate, free) in self.candidates.iter_mut().zip(free) {
+                for (candidate, (free, used)) in self.candidates.iter_mut().zip(free) {
                     candidate.free = free;
+                    candidate.used = used;
                 }
                 self.replacements_left = replacements_left;
                 self.placements.truncate(placements);
@@ -265,6 +296,8 @@ impl<'a> Round<'a> {
     fn new_cursor(&self, job: &'a crate::domain::Job) -> JobCursor<'a> {
         let state = self.state;
         let need = job.spec.slots_per_shard;
+        let asked = state.asked_resources(job.id);
+        let full_only = state.needs_full_isolation(job.id);
         let mut same_job: HashMap<&'a str, u32> = HashMap::new();
         for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
             if let Some(tm) = &shard.taskmanager {
@@ -275,7 +308,7 @@ impl<'a> Round<'a> {
             .candidates
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.free >= need)
+            .filter(|(_, c)| c.fits(need, asked) && (c.full_isolation || !full_only))
             .filter(|(_, c)| {
                 state
                     .taskmanager(c.id)
@@ -284,9 +317,7 @@ impl<'a> Round<'a> {
             .map(|(i, c)| Ranked {
                 score: self.scorer.score(
                     c.static_penalty,
-                    c.slots,
-                    c.free,
-                    need,
+                    c.room_after(need, asked),
                     same_job.get(c.id).copied().unwrap_or(0),
                 ),
                 candidate: i,
@@ -317,6 +348,7 @@ impl<'a> Round<'a> {
             return 0;
         };
         let need = job.spec.slots_per_shard;
+        let asked = state.asked_resources(job_id);
         let mut cursor = match self.cursors.remove(&job_id) {
             Some(cursor) => cursor,
             None => self.new_cursor(job),
@@ -342,14 +374,12 @@ impl<'a> Round<'a> {
                     break None;
                 };
                 let c = &self.candidates[top.candidate];
-                if c.free < need {
+                if !c.fits(need, asked) {
                     continue;
                 }
                 let score = scorer.score(
                     c.static_penalty,
-                    c.slots,
-                    c.free,
-                    need,
+                    c.room_after(need, asked),
                     cursor.same_job.get(c.id).copied().unwrap_or(0),
                 );
                 if score.total_cmp(&top.score).is_lt() {
@@ -368,6 +398,9 @@ impl<'a> Round<'a> {
             cursor.next += 1;
             let c = &mut self.candidates[best];
             c.free -= need;
+            if let Some(asked) = asked {
+                c.used.add_times(asked, 1);
+            }
             let count = cursor.same_job.entry(c.id).or_default();
             *count += 1;
             self.placements.push(Placement {
@@ -376,9 +409,9 @@ impl<'a> Round<'a> {
                 taskmanager: c.id.to_string(),
             });
             planned += 1;
-            if c.free >= need {
+            if c.fits(need, asked) {
                 cursor.heap.push(Ranked {
-                    score: scorer.score(c.static_penalty, c.slots, c.free, need, *count),
+                    score: scorer.score(c.static_penalty, c.room_after(need, asked), *count),
                     candidate: best,
                 });
             }

@@ -195,7 +195,11 @@ pub fn plan_preemption(
         let within_quota = state.quota(tenant).slots.is_none_or(|limit| {
             held.get(tenant).copied().unwrap_or(0) + u64::from(job.spec.slots_per_shard) <= limit
         });
-        let eligible = !state.is_gang(id) && state.unfinished_dependency(id).is_none();
+        // Jobs that ask for resources beyond slots do not preempt either (yet): stopping
+        // shards frees slots, and the search does not weigh CPU, memory or devices.
+        let eligible = !state.is_gang(id)
+            && state.unfinished_dependency(id).is_none()
+            && !state.requests.contains_key(&id);
         ready && eligible && within_quota
     });
     let mut spare: Option<BTreeMap<String, u64>> = None;

@@ -1,6 +1,6 @@
 //! The scoring formula (see the module docs of `scheduler`).
 
-use crate::domain::{ClusterState, TaskManager};
+use crate::domain::{ClusterState, Resources, TaskManager};
 
 /// Weights of the score terms.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,23 +66,61 @@ impl TaskManagerScorer {
         w.run_time * run_time + w.failure_rate * failure
     }
 
-    /// Full score of placing one more shard of `slots_needed` on a TaskManager with `slots`
-    /// slots, `free` of them free, already holding `same_job` shards of this job.
-    pub fn score(
-        &self,
-        static_penalty: f64,
-        slots: u32,
-        free: u32,
-        slots_needed: u32,
-        same_job: u32,
-    ) -> f64 {
+    /// Full score of placing one more shard on a TaskManager that keeps `room_after` (R,
+    /// 0..1: the share of its capacity left free in the tightest dimension, see
+    /// `room_after`) and already holds `same_job` shards of this job.
+    pub fn score(&self, static_penalty: f64, room_after: f64, same_job: u32) -> f64 {
         let w = &self.weights;
-        let free_after = free.saturating_sub(slots_needed) as f64;
-        let capacity = if slots == 0 {
-            0.0
-        } else {
-            free_after / slots as f64
-        };
-        w.capacity * capacity - static_penalty - w.spread * same_job as f64
+        w.capacity * room_after - static_penalty - w.spread * same_job as f64
     }
+}
+
+/// R: what a TaskManager keeps free after one more shard, as a share of its capacity, in the
+/// dimension the shard leaves tightest: slots, and each resource the shard asks for (its
+/// dominant dimension there). A TaskManager without a declared limit in a dimension does
+/// not count that one.
+pub fn room_after(
+    slots: u32,
+    free: u32,
+    slots_needed: u32,
+    asked: Option<&Resources>,
+    used: &Resources,
+    capacity: &Resources,
+) -> f64 {
+    let share = |left: u64, total: u64| {
+        if total == 0 || total == u64::MAX {
+            1.0
+        } else {
+            left as f64 / total as f64
+        }
+    };
+    let mut room = share(
+        u64::from(free.saturating_sub(slots_needed)),
+        u64::from(slots),
+    );
+    if slots == 0 {
+        room = 0.0;
+    }
+    let Some(asked) = asked else {
+        return room;
+    };
+    let left = |asked: u64, used: u64, total: u64| total.saturating_sub(used).saturating_sub(asked);
+    if asked.cpu_millis > 0 {
+        room = room.min(share(
+            left(asked.cpu_millis, used.cpu_millis, capacity.cpu_millis),
+            capacity.cpu_millis,
+        ));
+    }
+    if asked.memory_bytes > 0 {
+        room = room.min(share(
+            left(asked.memory_bytes, used.memory_bytes, capacity.memory_bytes),
+            capacity.memory_bytes,
+        ));
+    }
+    for (name, count) in &asked.named {
+        let total = capacity.named.get(name).copied().unwrap_or(0);
+        let used = used.named.get(name).copied().unwrap_or(0);
+        room = room.min(share(left(*count, used, total), total));
+    }
+    room
 }

@@ -56,6 +56,9 @@ pub struct AgentOptions {
     pub credentials: crate::security::Credentials,
     /// `--http-listen`: metrics, health and readiness.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// `--cpus`, `--memory`, `--resources`: what it offers (CPU and memory default to the
+    /// host's).
+    pub capacity: crate::domain::Resources,
     /// `--sandbox`, `--run-as-uids`, `--run-as`.
     pub sandbox: super::sandbox::SandboxRequest,
 }
@@ -91,6 +94,7 @@ async fn register(
     client: &Client,
     opts: &AgentOptions,
     identity: &AgentIdentity,
+    isolation: &super::sandbox::Isolation,
 ) -> Result<u64, ClientError> {
     let request = RegisterTaskManagerRequest {
         id: opts.id.clone(),
@@ -104,6 +108,16 @@ async fn register(
         labels: opts.labels.clone().into_iter().collect(),
         incarnation: identity.incarnation,
         successor_of: identity.successor_of,
+        capacity: Some(crate::pb::api::ResourceAmounts {
+            cpu_millis: opts.capacity.cpu_millis,
+            memory_bytes: opts.capacity.memory_bytes,
+            named: opts.capacity.named.clone().into_iter().collect(),
+        }),
+        isolation: isolation.level().to_string(),
+        isolation_missing: match isolation {
+            super::sandbox::Isolation::Full => String::new(),
+            other => other.describe(),
+        },
     };
     loop {
         match client.register_taskmanager(request.clone()).await {
@@ -216,6 +230,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             })
         },
         metrics: metrics.clone(),
+        devices: super::devices::DevicePool::new(&opts.capacity.named),
         output_tail_bytes: Arc::new(std::sync::atomic::AtomicU64::new(
             crate::config::DEFAULT_OUTPUT_TAIL_BYTES as u64,
         )),
@@ -255,7 +270,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     ));
 
     let main = async {
-        let mut registration_epoch = register(&client, &opts, &identity).await?;
+        let mut registration_epoch = register(&client, &opts, &identity, &isolation).await?;
         metrics.registered(registration_epoch);
         let _ = registration_tx.send(registration_epoch);
         // The assignment list last acted on: its version and the log index it comes from.
@@ -301,7 +316,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     tracing::warn!("the leader does not know this registration (declared lost?): stopping every run and registering again");
                     lock(&runs).clear();
                     held = Held::default();
-                    registration_epoch = register(&client, &opts, &identity).await?;
+                    registration_epoch = register(&client, &opts, &identity, &isolation).await?;
                     metrics.registered(registration_epoch);
                     let _ = registration_tx.send(registration_epoch);
                     continue;

@@ -12,6 +12,8 @@
 //! runs started and how they ended, so a restarted agent runs nothing twice.
 
 mod agent;
+pub mod capacity;
+pub mod devices;
 mod host;
 mod host_pipes;
 pub mod host_protocol;

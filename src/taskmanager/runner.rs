@@ -44,6 +44,8 @@ pub struct RunContext {
     /// outcome was reported.
     pub on_exit: OnExit,
     pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// The named resources' device indices.
+    pub devices: Arc<super::devices::DevicePool>,
     /// How much of each output stream a final report carries (the leader says, in every
     /// heartbeat reply).
     pub output_tail_bytes: Arc<std::sync::atomic::AtomicU64>,
@@ -127,6 +129,25 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
         },
         _ = &mut stop_rx => return false,
     };
+    let asked = spec.resources.clone().unwrap_or_default();
+    let named: std::collections::BTreeMap<String, u64> = asked.named.into_iter().collect();
+    // Held until the run is over (this function returns once its process is gone).
+    let devices = tokio::select! {
+        lease = ctx.devices.take(&named) => lease,
+        _ = &mut stop_rx => return false,
+    };
+    let devices = match devices {
+        Ok(devices) => devices,
+        Err(error) => {
+            let result = RunResult {
+                exit_code: None,
+                run_ms: 0,
+                error,
+                cannot_start: true,
+            };
+            return end(ctx, a, result).await;
+        }
+    };
     // Lost the lease, or told to stop, between the heartbeat reply and now: the assignment
     // may be stale, so do not start it.
     let stop_requested = matches!(
@@ -149,6 +170,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
         return true;
     }
     let mut env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
+    env.extend(devices.env());
     env.extend([
         ("DISPATCHER_JOB_ID".to_string(), a.job_id.clone()),
         ("DISPATCHER_SHARD_INDEX".to_string(), a.index.to_string()),
@@ -171,7 +193,8 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
         dir: dir.clone(),
         limits: RunLimits {
             pids: Some(super::sandbox::DEFAULT_PIDS_MAX),
-            ..Default::default()
+            memory_bytes: (asked.memory_bytes > 0).then_some(asked.memory_bytes),
+            cpu_millis: u32::try_from(asked.cpu_millis).ok().filter(|m| *m > 0),
         },
     });
     let (ticket, mut events) = match launched {

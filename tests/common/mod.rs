@@ -36,6 +36,7 @@ pub fn test_config() -> ServeConfig {
         },
         jobs: Default::default(),
         limits: Default::default(),
+        security: Default::default(),
     }
 }
 

@@ -52,6 +52,7 @@ fn gangs_that_would_split(
         return split;
     }
     let mut free: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut used: BTreeMap<&str, crate::domain::Resources> = BTreeMap::new();
     let mut placed: BTreeMap<JobId, BTreeSet<u32>> = BTreeMap::new();
     for p in placements {
         let Some(job) = state.job(p.job_id) else {
@@ -65,16 +66,27 @@ fn gangs_that_would_split(
             .entry(tm.id.as_str())
             .or_insert_with(|| tm.free_slots());
         let slots = job.spec.slots_per_shard;
+        let asked = state.asked_resources(p.job_id);
+        let used_here = used
+            .entry(tm.id.as_str())
+            .or_insert_with(|| state.tm_used.get(&tm.id).cloned().unwrap_or_default());
+        let resources_fit = asked.is_none_or(|a| a.fits(used_here, &state.capacity(&tm.id)))
+            && (!state.needs_full_isolation(p.job_id)
+                || state.isolation(&tm.id) == crate::domain::Isolation::Full);
         let fits = !job.state.is_terminal()
             && tm.accepts_placements(now_ms)
             && tm.matches(&job.spec.selector)
             && *left >= slots
+            && resources_fit
             && job
                 .shards
                 .get(p.shard as usize)
                 .is_some_and(|s| s.state == ShardState::Pending && s.not_before_ms <= now_ms);
         if fits && placed.entry(p.job_id).or_default().insert(p.shard) {
             *left -= slots;
+            if let Some(asked) = asked {
+                used_here.add_times(asked, 1);
+            }
         } else {
             split.insert(p.job_id);
         }
@@ -92,6 +104,9 @@ fn gangs_that_would_split(
 }
 
 fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u64) -> bool {
+    if !state.resources_allow(p.job_id, &p.taskmanager) {
+        return false;
+    }
     let Some(job) = state.jobs.get_mut(&p.job_id).map(Arc::make_mut) else {
         return false;
     };
@@ -128,6 +143,7 @@ fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u6
     )
     .insert((p.job_id, p.shard));
     state.count_tenant_slots(p.job_id, slots, true);
+    state.count_resources(p.job_id, &p.taskmanager, true);
     true
 }
 
@@ -152,6 +168,7 @@ pub(super) fn release_slots(
     }
     if released {
         state.count_tenant_slots(job_id, slots, false);
+        state.count_resources(job_id, taskmanager, false);
     }
 }
 

@@ -218,6 +218,7 @@ pub(super) fn forget_taskmanagers(state: &mut ClusterState, ids: Vec<String>) ->
             .is_some_and(|tm| tm.state == TaskManagerState::Lost);
         if lost && !state.shards_by_taskmanager.contains_key(&id) {
             state.taskmanagers.remove(&id);
+            state.tm_resources.remove(&id);
             count += 1;
         }
     }
