@@ -8,7 +8,7 @@ use super::shares::ShareMeter;
 use crate::domain::{ClusterState, Isolation, JobId, Resources, ShardState};
 use crate::fsm::Placement;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 /// Bounds on one plan, so that one Raft entry stays small and one round stays short.
 #[derive(Debug, Clone, Copy)]
@@ -186,6 +186,7 @@ impl<'a> Round<'a> {
             queues.entry(state.tenant(job)).or_default().push_back(job);
         }
         let mut meter = ShareMeter::new(state, queues.keys().copied());
+        let mut blocked: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         let mut turns = FairQueue::default();
         for tenant in queues.keys() {
             turns.push(Turn {
@@ -213,9 +214,23 @@ impl<'a> Round<'a> {
             let Some(room) = meter.room_within_quota(turn.name, job.id) else {
                 continue;
             };
-            if room < shards {
-                // At its quota: the tenant waits whole, so that its later, smaller jobs do
-                // not overtake this one.
+            let held_back = blocked
+                .get(turn.name)
+                .is_some_and(|dims| meter.asks_any(job.id, dims));
+            if room < shards || held_back {
+                let full = meter.exhausted(turn.name, job.id, shards);
+                if full.contains("slots") {
+                    // At its slot quota: the tenant waits whole, so that its later,
+                    // smaller jobs do not overtake this one.
+                    continue;
+                }
+                // At a resource limit: the tenant's later jobs that ask none of the full
+                // resources may go; those that ask one wait behind this job.
+                blocked.entry(turn.name).or_default().extend(full);
+                queue.pop_front();
+                if !queue.is_empty() {
+                    turns.push(turn);
+                }
                 continue;
             }
             let budget = max_placements - self.placements.len();

@@ -9,7 +9,7 @@
 //! GPU-heavy shards and one of CPU-heavy shards each get their part of what they need most.
 
 use crate::domain::{ClusterState, JobId, Resources, TaskManagerState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Shares are in billionths of the cluster.
 const SCALE: u128 = 1_000_000_000;
@@ -143,6 +143,66 @@ impl<'a> ShareMeter<'a> {
             }
         }
         Some(room)
+    }
+
+    /// The dimensions (`slots`, `cpu`, `memory`, a resource name) in which `shards` more
+    /// shards of `job` would take `tenant` past its limits.
+    pub fn exhausted(&self, tenant: &str, job: JobId, shards: u64) -> BTreeSet<String> {
+        let state = self.state;
+        let mut full = BTreeSet::new();
+        let Some(slots_per_shard) = state.job(job).map(|j| u64::from(j.spec.slots_per_shard))
+        else {
+            return full;
+        };
+        let empty = (0, Resources::default());
+        let (held_slots, held) = self.usage.get(tenant).unwrap_or(&empty);
+        let over = |limit: u64, held: u64, per_shard: u64| {
+            limit > 0
+                && per_shard > 0
+                && held.saturating_add(per_shard.saturating_mul(shards)) > limit
+        };
+        if let Some(limit) = state.quota(tenant).slots {
+            if limit == 0 || over(limit, *held_slots, slots_per_shard) {
+                full.insert("slots".to_string());
+            }
+        }
+        if let (Some(limits), Some(asked)) = (
+            state.resource_quotas.get(tenant),
+            state.asked_resources(job),
+        ) {
+            if over(limits.cpu_millis, held.cpu_millis, asked.cpu_millis) {
+                full.insert("cpu".to_string());
+            }
+            if over(limits.memory_bytes, held.memory_bytes, asked.memory_bytes) {
+                full.insert("memory".to_string());
+            }
+            for (name, limit) in &limits.named {
+                let per_shard = asked.named.get(name).copied().unwrap_or(0);
+                if over(
+                    *limit,
+                    held.named.get(name).copied().unwrap_or(0),
+                    per_shard,
+                ) {
+                    full.insert(name.clone());
+                }
+            }
+        }
+        full
+    }
+
+    /// Whether a shard of `job` asks for any of `dimensions` (every shard takes slots).
+    pub fn asks_any(&self, job: JobId, dimensions: &BTreeSet<String>) -> bool {
+        if dimensions.contains("slots") {
+            return true;
+        }
+        let Some(asked) = self.state.asked_resources(job) else {
+            return false;
+        };
+        dimensions.iter().any(|dimension| match dimension.as_str() {
+            "cpu" => asked.cpu_millis > 0,
+            "memory" => asked.memory_bytes > 0,
+            name => asked.named.get(name).is_some_and(|n| *n > 0),
+        })
     }
 
     /// Count `shards` more shards of `job` as held by `tenant`.

@@ -540,6 +540,7 @@ fn replacements_are_capped_but_first_placements_are_not() {
 // ---------------------------------------------------------------------------------------
 
 mod guarantees;
+mod resources;
 mod rules;
 
 /// Submit like `submit_with`, with scheduling options.
