@@ -174,6 +174,8 @@ pub struct AgentProcess {
     pub log_file: PathBuf,
     /// Its HTTP side (`--http-listen`): metrics, health, readiness.
     pub http: String,
+    /// More flags for its command line (`--cpus 4`, `--resources gpu=2`).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -582,7 +584,20 @@ impl LocalCluster {
         labels: &[(&str, &str)],
         source_ip: Option<std::net::IpAddr>,
     ) -> Result<()> {
+        self.start_taskmanager_with(id, slots, labels, source_ip, &[])
+    }
+
+    /// Start an agent with more flags on its command line.
+    pub fn start_taskmanager_with(
+        &mut self,
+        id: &str,
+        slots: u32,
+        labels: &[(&str, &str)],
+        source_ip: Option<std::net::IpAddr>,
+        extra_args: &[&str],
+    ) -> Result<()> {
         let agent = AgentProcess {
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             id: id.to_string(),
             source_ip,
             slots,
@@ -647,7 +662,8 @@ impl LocalCluster {
         }
         command
             .arg("--sandbox")
-            .arg(if self.sandbox { "auto" } else { "off" });
+            .arg(if self.sandbox { "auto" } else { "off" })
+            .args(&agent.extra_args);
         if !agent.labels.is_empty() {
             let labels: Vec<String> = agent
                 .labels

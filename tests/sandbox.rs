@@ -265,6 +265,22 @@ async fn an_agent_that_is_not_root_says_its_shards_are_not_sandboxed() -> anyhow
             found.get("uid").map(String::as_str) == Some("65534"),
             "{found:?}"
         );
+        log_phase("tm list says none, and a job that asks for full isolation waits, saying why");
+        let tms = client.list_taskmanagers().await?;
+        anyhow::ensure!(
+            tms[0].isolation == "none" && tms[0].isolation_missing.contains("not root"),
+            "{tms:?}"
+        );
+        let mut strict = sh("strict", "true");
+        strict.isolation = "full".into();
+        let job = client.submit(strict).await?.job_id;
+        let reason = wait_for(DEADLINE, "a reason for the wait", || async {
+            let status = client.job_status(&job).await.ok()?;
+            (status.state == "pending" && status.reason.contains("needs full isolation"))
+                .then_some(status.reason)
+        })
+        .await?;
+        anyhow::ensure!(reason.contains("nobody: none"), "{reason}");
         Ok(())
     }
     .await;

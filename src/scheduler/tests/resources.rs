@@ -319,7 +319,11 @@ fn a_tenants_resource_limit_holds() {
         },
     );
     assert!(state.resource_quotas.is_empty());
-    assert_eq!(plan_default(&state).len(), 7 + 6, "7 CPU shards, 6 more GPUs");
+    assert_eq!(
+        plan_default(&state).len(),
+        7 + 6,
+        "7 CPU shards, 6 more GPUs"
+    );
 }
 
 #[test]
