@@ -10,7 +10,9 @@
 //! ```text
 //! score(t) = W_R · R(t) − W_T · T(t) / (T(t) + T̄) − W_F · min(1, ρ(t) / ρ_max) − W_S · n(t)
 //!
-//! R(t) = (free(t) − s) / slots(t)                 free capacity left after the placement, 0..1
+//! R(t) = min_d (free_d(t) − r_d) / capacity_d(t)   free capacity left after the placement in
+//!                                                  its tightest dimension d: slots and each
+//!                                                  resource the shard asks for, 0..1
 //! T(t) = observed mean shard run time on t         (term is 0 until t or the cluster ran shards)
 //! T̄    = mean shard run time over the cluster
 //! ρ(t) = failures(t) / (run hours(t) + 0.1 h)      failures per hour of shard run time
@@ -25,7 +27,8 @@
 //! # Which shards go first
 //! `plan` places only jobs whose `--after` jobs have finished. With one tenant and no quotas,
 //! jobs go by priority, then age. Otherwise tenants take turns by weighted share within
-//! their quotas (`fairness`), and inside a tenant by priority, then age. A gang's shards are
+//! their quotas (`fairness`; by dominant share once resources are in play, `shares`), and
+//! inside a tenant by priority, then age. A gang's shards are
 //! all placed in one plan or none is. `preemption` chooses shards to stop for a waiting
 //! higher priority, never taking another tenant below its guaranteed share (`guarantee`);
 //! `explain` says in one line why a job waits.
