@@ -161,9 +161,13 @@ bootstrap_token_file = "/etc/dispatcher/admin.token"
 heartbeat_ms = 50
 election_timeout_min_ms = 150
 election_timeout_max_ms = 300
+
+[security]
+require_isolation = true
 "#,
         );
         let (flags, config) = read_serve_file(f.path()).unwrap();
+        assert!(config.security.require_isolation);
         assert_eq!(flags.id, Some(2));
         assert_eq!(flags.peers.as_ref().map(Vec::len), Some(2));
         assert_eq!(flags.tls_name, None);
@@ -185,10 +189,15 @@ slots = 8
 labels = { zone = "a", gpu = "true" }
 endpoints = ["10.0.0.1:7001", "10.0.0.2:7002"]
 tls_dir = "/etc/dispatcher/tls"
+cpus = 7.5
+memory = "30GiB"
+resources = { gpu = 2 }
 "#,
         );
         let flags = read_agent_file(f.path()).unwrap();
         assert_eq!(flags.slots, Some(8));
+        assert_eq!(flags.cpus, Some(7.5));
+        assert_eq!(flags.resources.unwrap()["gpu"], 2);
         assert_eq!(flags.labels.unwrap()["zone"], "a");
         let stray = file("[taskmanager]\nid = \"a\"\n[raft]\nheartbeat_ms = 1\n");
         assert!(read_agent_file(stray.path()).is_err());

@@ -160,6 +160,7 @@ fn taskmanagers_json(state: &ClusterState) -> Vec<Value> {
                 "state": tm.state.as_str(),
                 "slots": tm.slots,
                 "used_slots": tm.used_slots,
+                "isolation": state.isolation(&tm.id).as_str(),
             })
         })
         .collect()
