@@ -338,7 +338,7 @@ pub fn quotas(format: OutputFormat, quotas: &[QuotaInfo]) {
         )),
         OutputFormat::Text => {
             let mut table = Table::new(&[
-                "TENANT", "QUOTA", "WEIGHT", "MAX PRIO", "RUNNING", "PENDING",
+                "TENANT", "QUOTA", "WEIGHT", "MAX PRIO", "RUNNING", "PENDING", "LIMITS", "HOLDS",
             ]);
             for q in quotas {
                 table.row(vec![
@@ -348,6 +348,12 @@ pub fn quotas(format: OutputFormat, quotas: &[QuotaInfo]) {
                     q.max_priority.to_string(),
                     q.running_slots.to_string(),
                     q.pending_shards.to_string(),
+                    q.resource_limits
+                        .as_ref()
+                        .map_or_else(|| "-".to_string(), |l| resources_output::to_domain(l).to_string()),
+                    q.resources_used
+                        .as_ref()
+                        .map_or_else(|| "-".to_string(), |u| resources_output::to_domain(u).to_string()),
                 ]);
             }
             println!("{}", table.render());

@@ -374,6 +374,62 @@ impl ClusterState {
         asked.fits(used, &self.capacity(taskmanager))
     }
 
+    /// Whether `shards` more shards of `job` keep its tenant within its quota (slots) and
+    /// its resource limits, given that it holds `held_slots` slots and `held` resources.
+    pub fn quota_allows(
+        &self,
+        job: JobId,
+        shards: u64,
+        held_slots: u64,
+        held: Option<&Resources>,
+    ) -> bool {
+        let Some(slots) = self
+            .jobs
+            .get(&job)
+            .map(|j| u64::from(j.spec.slots_per_shard))
+        else {
+            return false;
+        };
+        let tenant = self.tenant(job);
+        if let Some(limit) = self.quota(tenant).slots {
+            if held_slots.saturating_add(slots.saturating_mul(shards)) > limit {
+                return false;
+            }
+        }
+        let (Some(limits), Some(asked)) =
+            (self.resource_quotas.get(tenant), self.asked_resources(job))
+        else {
+            return true;
+        };
+        let empty = Resources::default();
+        let held = held.unwrap_or(&empty);
+        let within = |limit: u64, held: u64, per_shard: u64| {
+            limit == 0
+                || per_shard == 0
+                || held.saturating_add(per_shard.saturating_mul(shards)) <= limit
+        };
+        within(limits.cpu_millis, held.cpu_millis, asked.cpu_millis)
+            && within(limits.memory_bytes, held.memory_bytes, asked.memory_bytes)
+            && limits.named.iter().all(|(name, limit)| {
+                within(
+                    *limit,
+                    held.named.get(name).copied().unwrap_or(0),
+                    asked.named.get(name).copied().unwrap_or(0),
+                )
+            })
+    }
+
+    /// Whether one more shard of `job` keeps its tenant within its quota and limits now.
+    pub fn quota_allows_one_more(&self, job: JobId) -> bool {
+        let tenant = self.tenant(job);
+        self.quota_allows(
+            job,
+            1,
+            self.tenant_slots.get(tenant).copied().unwrap_or(0),
+            self.tenant_resources.get(tenant),
+        )
+    }
+
     /// Count one shard of `job` on `taskmanager` as taking (or giving back) what it asked.
     pub fn count_resources(&mut self, job: JobId, taskmanager: &str, taken: bool) {
         let Some(asked) = self.asked_resources(job).cloned() else {

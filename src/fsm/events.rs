@@ -8,6 +8,7 @@
 use super::command::{Command, Response, ShardOutcome};
 use crate::domain::{ClusterState, JobId, JobState, ShardState};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
@@ -28,9 +29,6 @@ pub struct Event {
 pub struct Before {
     kind: BeforeKind,
     job_state: Option<(JobId, JobState)>,
-    /// Jobs that wait (`--after`), directly or down a chain, for the job this command may
-    /// end, and have not ended: they end `failed` with it if it fails.
-    waiting: Vec<JobId>,
 }
 
 enum BeforeKind {
@@ -148,14 +146,7 @@ impl Before {
             }
             _ => (BeforeKind::Other, None),
         };
-        let waiting = job_state
-            .map(|(job_id, _)| waiting_for(state, job_id))
-            .unwrap_or_default();
-        Before {
-            kind,
-            job_state,
-            waiting,
-        }
+        Before { kind, job_state }
     }
 
     /// The events of the entry at `index`, given what apply answered and the state after.
@@ -339,15 +330,23 @@ impl Before {
             }
             BeforeKind::Other => {}
         }
-        for job_id in self.waiting {
-            let ended = state.job(job_id).is_some_and(|j| j.state.is_terminal());
-            if let Some(dependency) = state.dependency_failures.get(&job_id).filter(|_| ended) {
+        // The job ended failed or cancelled in this entry: the jobs waiting for it (`--after`),
+        // down the chain, ended `failed` with it. Looked up only when a job ends, never per
+        // report: a job that 20,000 others wait for has reports as cheap as any.
+        let ended_now = self.job_state.filter(|(job_id, before)| {
+            !before.is_terminal()
+                && state
+                    .job(*job_id)
+                    .is_some_and(|j| matches!(j.state, JobState::Failed | JobState::Cancelled))
+        });
+        if let Some((job_id, _)) = ended_now {
+            for (dependent, dependency) in failed_with(state, job_id) {
                 push(
                     "job_failed",
-                    Some(job_id),
+                    Some(dependent),
                     None,
                     None,
-                    dependency_detail(*dependency),
+                    dependency_detail(dependency),
                 );
             }
         }
@@ -361,18 +360,25 @@ pub fn dependency_detail(dependency: JobId) -> String {
 }
 
 /// The jobs that wait for `job_id`, directly or down a chain, and have not ended.
-fn waiting_for(state: &ClusterState, job_id: JobId) -> Vec<JobId> {
+/// The jobs that ended `failed` because `job_id` did not finish, directly or down a chain of
+/// `--after`, each with the job it waited for, in the order the chain is walked.
+fn failed_with(state: &ClusterState, job_id: JobId) -> Vec<(JobId, JobId)> {
+    if state.dependency_failures.is_empty() {
+        return Vec::new();
+    }
+    let mut by_dependency: BTreeMap<JobId, Vec<JobId>> = BTreeMap::new();
+    for (dependent, dependency) in &state.dependency_failures {
+        by_dependency
+            .entry(*dependency)
+            .or_default()
+            .push(*dependent);
+    }
     let mut out = Vec::new();
     let mut work = vec![job_id];
     while let Some(next) = work.pop() {
-        for dependent in state.dependents.get(&next).into_iter().flatten() {
-            let open = state
-                .job(*dependent)
-                .is_some_and(|j| !j.state.is_terminal());
-            if open && !out.contains(dependent) {
-                out.push(*dependent);
-                work.push(*dependent);
-            }
+        for dependent in by_dependency.get(&next).into_iter().flatten() {
+            out.push((*dependent, next));
+            work.push(*dependent);
         }
     }
     out
@@ -560,6 +566,76 @@ mod tests {
             },
             now_ms,
         }
+    }
+
+    #[test]
+    fn reports_of_a_job_that_thousands_wait_for_cost_no_more_than_any() {
+        // Each report once walked every job waiting for this one, with a quadratic check:
+        // with 20,000 dependents that is about 10^8 steps per report. Now dependents are
+        // looked up only when the job ends.
+        let mut state = ClusterState::default();
+        step(&mut state, 1, register(2));
+        step(&mut state, 2, submit());
+        for index in 3..20_003 {
+            step(&mut state, index, submit_after(JobId(2)));
+        }
+        // The job (two shards) runs again and again: placed, interrupted, placed...
+        let started = std::time::Instant::now();
+        let mut index = 20_003;
+        let mut reports = 0;
+        while reports < 100 {
+            let now = 1_000_000_000 + index * 1_000_000;
+            let Command::PlaceShards { placements, .. } = place(JobId(2), 0..2, now) else {
+                unreachable!("place() is a PlaceShards")
+            };
+            step(
+                &mut state,
+                index,
+                Command::PlaceShards {
+                    placements,
+                    now_ms: now,
+                },
+            );
+            index += 1;
+            for shard in 0..2u32 {
+                let epoch = state.job(JobId(2)).expect("job").shards[shard as usize].epoch;
+                let report = Command::ReportShardEnded {
+                    taskmanager: "tm".into(),
+                    job_id: JobId(2),
+                    shard,
+                    epoch,
+                    outcome: ShardOutcome::Interrupted {
+                        reason: "test".into(),
+                    },
+                    run_ms: 1,
+                    retry_at_ms: 0,
+                    now_ms: now,
+                };
+                step(&mut state, index, report);
+                index += 1;
+                reports += 1;
+            }
+        }
+        assert!(
+            state.job(JobId(2)).expect("job").shards[0].interruptions >= 40,
+            "the runs were placed and interrupted"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?} for 100 reports of a job 20,000 others wait for",
+            started.elapsed()
+        );
+        // When it fails, the whole chain fails with it, one event each.
+        let events = step(
+            &mut state,
+            index,
+            Command::CancelJob {
+                job_id: JobId(2),
+                now_ms: 5,
+            },
+        );
+        assert_eq!(events.len(), 1 + 20_000);
+        assert!(events[1..].iter().all(|e| e.kind == "job_failed"));
     }
 
     #[test]

@@ -539,6 +539,7 @@ fn replacements_are_capped_but_first_placements_are_not() {
 // Priorities (dependencies, gangs and tenants are in `rules`)
 // ---------------------------------------------------------------------------------------
 
+mod contention;
 mod guarantees;
 mod resources;
 mod rules;

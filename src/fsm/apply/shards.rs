@@ -53,6 +53,8 @@ fn gangs_that_would_split(
     }
     let mut free: BTreeMap<&str, u32> = BTreeMap::new();
     let mut used: BTreeMap<&str, crate::domain::Resources> = BTreeMap::new();
+    // Per tenant: slots and resources held, counting the plan's placements so far.
+    let mut tenants: BTreeMap<&str, (u64, crate::domain::Resources)> = BTreeMap::new();
     let mut placed: BTreeMap<JobId, BTreeSet<u32>> = BTreeMap::new();
     for p in placements {
         let Some(job) = state.job(p.job_id) else {
@@ -73,19 +75,37 @@ fn gangs_that_would_split(
         let resources_fit = asked.is_none_or(|a| a.fits(used_here, &state.capacity(&tm.id)))
             && (!state.needs_full_isolation(p.job_id)
                 || state.isolation(&tm.id) == crate::domain::Isolation::Full);
+        let tenant = state.tenant(p.job_id);
+        let held = tenants.entry(tenant).or_insert_with(|| {
+            (
+                state
+                    .slots_held_by_tenant()
+                    .get(tenant)
+                    .copied()
+                    .unwrap_or(0),
+                state
+                    .tenant_resources
+                    .get(tenant)
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        });
         let fits = !job.state.is_terminal()
             && tm.accepts_placements(now_ms)
             && tm.matches(&job.spec.selector)
             && *left >= slots
             && resources_fit
+            && state.quota_allows(p.job_id, 1, held.0, Some(&held.1))
             && job
                 .shards
                 .get(p.shard as usize)
                 .is_some_and(|s| s.state == ShardState::Pending && s.not_before_ms <= now_ms);
         if fits && placed.entry(p.job_id).or_default().insert(p.shard) {
             *left -= slots;
+            held.0 += u64::from(slots);
             if let Some(asked) = asked {
                 used_here.add_times(asked, 1);
+                held.1.add_times(asked, 1);
             }
         } else {
             split.insert(p.job_id);
@@ -104,7 +124,9 @@ fn gangs_that_would_split(
 }
 
 fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u64) -> bool {
-    if !state.resources_allow(p.job_id, &p.taskmanager) {
+    // Resources and the tenant's quota, checked here as well as in the plan: a plan made
+    // from an older state (a new leader's, or one raced by `quota set`) cannot pass them.
+    if !state.resources_allow(p.job_id, &p.taskmanager) || !state.quota_allows_one_more(p.job_id) {
         return false;
     }
     let Some(job) = state.jobs.get_mut(&p.job_id).map(Arc::make_mut) else {
