@@ -135,10 +135,11 @@ pub fn shard_host(
             match event.token {
                 STDIN => {
                     let arrived = inbox.fill();
+                    let arrived_at = boottime();
                     // Whatever whole requests came before a close or bad bytes still count.
                     loop {
                         match inbox.next::<Request>() {
-                            Ok(Some(request)) => host.handle(request),
+                            Ok(Some(request)) => host.handle(request, arrived_at),
                             Ok(None) => break,
                             // Bytes that are not ours: the agent is not itself.
                             Err(_) => {
@@ -168,11 +169,28 @@ pub fn shard_host(
             return EXIT_AGENT_GONE;
         }
         host.kill_overdue();
-        if !host.silent && boottime().saturating_sub(host.last_keepalive) > keepalive_timeout {
+        // Silence is nothing arriving, not a host too busy to read: after a long batch (a
+        // burst of spawns), what the agent wrote meanwhile is read before judging.
+        if !host.silent
+            && boottime().saturating_sub(host.last_keepalive) > keepalive_timeout
+            && !readable(libc::STDIN_FILENO)
+        {
             host.silent = true;
             host.stop_all(Stopped::Silence);
         }
     }
+}
+
+/// Whether `fd` has bytes (or its end) waiting to be read, without waiting.
+fn readable(fd: libc::c_int) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents != 0
 }
 
 struct Host {
@@ -255,10 +273,11 @@ impl Host {
         })
     }
 
-    fn handle(&mut self, request: Request) {
+    /// Handle one request whose bytes arrived at `arrived_at` (CLOCK_BOOTTIME).
+    fn handle(&mut self, request: Request, arrived_at: Duration) {
         match request {
             Request::Keepalive => {
-                self.last_keepalive = boottime();
+                self.last_keepalive = self.last_keepalive.max(arrived_at);
                 self.silent = false;
             }
             Request::Spawn(request) => {
@@ -274,6 +293,10 @@ impl Host {
                         reason: None,
                     });
                 } else {
+                    // The agent asks for a run only while it holds its lease: a spawn is as
+                    // good a sign of life as a keep-alive, and in a burst the keep-alives
+                    // wait behind the spawns.
+                    self.last_keepalive = self.last_keepalive.max(arrived_at);
                     self.spawn(request);
                 }
             }
