@@ -39,3 +39,44 @@ async fn an_agent_starting_a_burst_of_a_thousand_shards_keeps_them_all() -> anyh
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_that_could_never_start_are_refused_at_submit() -> anyhow::Result<()> {
+    let mut cluster = start_cluster(3, test_config()).await?;
+    cluster.start_taskmanager("a", 4, &[])?;
+    cluster.start_taskmanager("b", 4, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 2).await?;
+    client.set_quota("team", Some(6), false, None).await?;
+    let refused = |mut request: dispatcher::pb::api::SubmitRequest, gang: bool| {
+        request.gang = gang;
+        request.tenant = "team".into();
+        let client = &client;
+        async move {
+            let err = client.submit(request).await.expect_err("refused");
+            assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+            err.to_string()
+        }
+    };
+    let sleep = || ("/bin/sleep".to_string(), vec!["1".to_string()]);
+    log_phase("a gang above its tenant's quota");
+    let said = refused(job_request("big-gang", 7, 1, 1, sleep()), true).await;
+    assert!(said.contains("quota of 6"), "{said}");
+    log_phase("a shard wider than every agent");
+    let said = refused(job_request("wide", 1, 5, 1, sleep()), false).await;
+    assert!(
+        said.contains("largest TaskManager that may run it has 4"),
+        "{said}"
+    );
+    log_phase("a gang wider than all agents together (under an ample quota)");
+    client.set_quota("team", Some(100), false, None).await?;
+    let said = refused(job_request("huge-gang", 9, 1, 1, sleep()), true).await;
+    assert!(said.contains("have 8 in all"), "{said}");
+    log_phase("what fits is let in");
+    let mut fits = job_request("fits", 8, 1, 1, sleep());
+    fits.gang = true;
+    fits.tenant = "team".into();
+    let job = client.submit(fits).await?.job_id;
+    wait_job_state(&client, &job, &["finished"], DEADLINE).await?;
+    Ok(())
+}

@@ -27,7 +27,7 @@ pub use revocation::{
 };
 pub use scheduling::{
     idempotency_slot, JobScheduling, PriorityOnly, Quota, DEFAULT_PRIORITY, DEFAULT_TENANT,
-    MAX_AFTER, MAX_PRIORITY, MAX_QUOTAS, MAX_TENANT_BYTES, MAX_WEIGHT,
+    MAX_AFTER, MAX_GANG_SHARDS, MAX_PRIORITY, MAX_QUOTAS, MAX_TENANT_BYTES, MAX_WEIGHT,
 };
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
 pub use taskmanager::{

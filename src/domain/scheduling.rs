@@ -17,6 +17,8 @@ pub const MAX_AFTER: usize = 32;
 pub const MAX_TENANT_BYTES: usize = 64;
 /// Most tenants with a quota.
 pub const MAX_QUOTAS: usize = 1000;
+/// The most shards of one gang: a gang is placed in one plan (one log entry), whole.
+pub const MAX_GANG_SHARDS: u32 = 20_000;
 /// The largest fair-share weight.
 pub const MAX_WEIGHT: u32 = 1000;
 

@@ -298,7 +298,7 @@ mod shards;
 mod taskmanagers;
 mod tokens;
 pub use admission::check_admission;
-pub use scheduling::gang_is_split;
+pub use scheduling::{gang_is_split, gang_too_large};
 pub use shards::check_report;
 pub use tokens::validate_token_name;
 #[cfg(test)]

@@ -12,7 +12,9 @@ pub mod dispatch;
 pub mod events;
 mod validate;
 
-pub use apply::{apply, check_admission, check_report, gang_is_split, validate_token_name};
+pub use apply::{
+    apply, check_admission, check_report, gang_is_split, gang_too_large, validate_token_name,
+};
 pub use command::{
     Command, OutputReport, Placement, PlacementOutcome, Rejection, Report, ResourceLimits,
     Response, ShardOutcome, SlotLimit,

@@ -49,7 +49,9 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
                             .is_some_and(|s| s.attempt > 0)
                     })
                     .count();
-                tokens -= replacements as f64;
+                // A gang's restart may take more than a second's tokens at once (it goes
+                // whole); the others wait until the bucket refills from zero.
+                tokens = (tokens - replacements as f64).max(0.0);
                 placements
             }
         };

@@ -111,6 +111,7 @@ impl Dispatcher for DispatcherService {
                 view.state.idempotency_keys.contains_key(&slot)
             });
             if !known {
+                scheduling::check_could_ever_fit(&spec, &options, &view.state)?;
                 // Refused here, a flood never even reaches the log.
                 let spec_bytes = spec.encoded_len_estimate() as u64;
                 check_admission(

@@ -53,6 +53,70 @@ pub fn submit_options(
     Ok(options)
 }
 
+/// Refuse (`FAILED_PRECONDITION`) a job that could never start as asked: a gang larger than
+/// its tenant's slot quota, or (when some TaskManager carrying its labels is known) a shard
+/// wider than each of them or a gang wider than all of them together. Waiting would be for
+/// ever; a job whose labels no TaskManager carries is let in with a warning instead (one may
+/// register).
+pub fn check_could_ever_fit(
+    spec: &crate::domain::JobSpec,
+    options: &JobScheduling,
+    state: &ClusterState,
+) -> Result<(), ApiError> {
+    let slots = u64::from(spec.slots_per_shard);
+    let need = if options.gang {
+        if spec.shard_count > crate::domain::MAX_GANG_SHARDS {
+            return Err(ApiError::InvalidArgument(crate::fsm::gang_too_large(
+                spec.shard_count,
+            )));
+        }
+        slots * u64::from(spec.shard_count)
+    } else {
+        slots
+    };
+    let tenant = &options.tenant;
+    if let Some(limit) = state.quota(tenant).slots {
+        if need > limit {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{} needs {need} slots at once, above tenant '{tenant}''s quota of {limit}; it \
+                 could never start: ask an admin to raise it (`quota set {tenant} --slots \
+                 {need}`), or submit less at once",
+                if options.gang {
+                    "the gang"
+                } else {
+                    "each shard"
+                }
+            )));
+        }
+    }
+    let matching: Vec<u64> = state
+        .taskmanagers
+        .values()
+        .filter(|tm| {
+            tm.state != crate::domain::TaskManagerState::Lost && tm.matches(&spec.selector)
+        })
+        .map(|tm| u64::from(tm.slots))
+        .collect();
+    if matching.is_empty() {
+        return Ok(());
+    }
+    let widest = matching.iter().copied().max().unwrap_or(0);
+    if slots > widest {
+        return Err(ApiError::FailedPrecondition(format!(
+            "each shard needs {slots} slots; the largest TaskManager that may run it has \
+             {widest}: ask for fewer --slots-per-shard, or start an agent with more --slots"
+        )));
+    }
+    let total: u64 = matching.iter().sum();
+    if options.gang && need > total {
+        return Err(ApiError::FailedPrecondition(format!(
+            "the gang needs {need} slots at once; the TaskManagers that may run it have {total} \
+             in all: submit a smaller gang, or add agents first"
+        )));
+    }
+    Ok(())
+}
+
 /// A tenant's jobs may ask for at most the highest priority an admin gave the tenant
 /// (`quota set --max-priority`, default 500), so that no tenant preempts every other by
 /// asking for 1000. An admin's own submissions, and everything under `--insecure`, are not

@@ -40,6 +40,13 @@ pub fn waiting_reason(state: &ClusterState, job: &Job) -> Option<String> {
         } else {
             slots
         };
+        if need > limit {
+            return Some(format!(
+                "needs {need} slots at once, above tenant '{tenant}''s quota of {limit}: it \
+                 cannot start under that quota (raise it: `quota set {tenant} --slots {need}`, \
+                 or cancel the job)"
+            ));
+        }
         if held + need > limit {
             return Some(format!(
                 "tenant '{tenant}' holds {held} of its quota of {limit} slots; the shards wait \

@@ -22,7 +22,8 @@ pub struct PlanLimits {
 impl Default for PlanLimits {
     fn default() -> Self {
         PlanLimits {
-            max_placements: 20_000,
+            // Every gang fits one plan: it is placed whole or not at all.
+            max_placements: crate::domain::MAX_GANG_SHARDS as usize,
             max_replacements: usize::MAX,
         }
     }
@@ -219,6 +220,15 @@ impl<'a> Round<'a> {
                 .is_some_and(|dims| meter.asks_any(job.id, dims));
             if room < shards || held_back {
                 let full = meter.exhausted(turn.name, job.id, shards);
+                if full.contains("slots") && !meter.could_ever_fit(turn.name, job.id, shards) {
+                    // Larger than the quota itself (a gang): it can never start under this
+                    // quota, so it holds nobody back; `job status` says why it waits.
+                    queue.pop_front();
+                    if !queue.is_empty() {
+                        turns.push(turn);
+                    }
+                    continue;
+                }
                 if full.contains("slots") {
                     // At its slot quota: the tenant waits whole, so that its later,
                     // smaller jobs do not overtake this one.
@@ -286,7 +296,16 @@ impl<'a> Round<'a> {
                 self.placements.len(),
             )
         });
-        let planned = self.plan_shards(job_id, budget);
+        // A gang restarts whole: the recovery throttle, which spreads the re-placement of
+        // many independent shards over time, would split it (and so roll it back) for ever.
+        let planned = if gang {
+            let throttle = std::mem::replace(&mut self.replacements_left, usize::MAX);
+            let planned = self.plan_shards(job_id, budget);
+            self.replacements_left = throttle;
+            planned
+        } else {
+            self.plan_shards(job_id, budget)
+        };
         if let Some((free, replacements_left, placements)) = saved {
             if planned < job.shards.len() {
                 // Not all of the gang fits: give back what was taken.

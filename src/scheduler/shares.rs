@@ -190,6 +190,22 @@ impl<'a> ShareMeter<'a> {
         full
     }
 
+    /// Whether `shards` shards of `job` fit within its tenant's slot quota at all, whatever
+    /// the tenant holds now.
+    pub fn could_ever_fit(&self, tenant: &str, job: JobId, shards: u64) -> bool {
+        let Some(slots) = self
+            .state
+            .job(job)
+            .map(|j| u64::from(j.spec.slots_per_shard))
+        else {
+            return false;
+        };
+        self.state
+            .quota(tenant)
+            .slots
+            .is_none_or(|limit| slots.saturating_mul(shards) <= limit)
+    }
+
     /// Whether a shard of `job` asks for any of `dimensions` (every shard takes slots).
     pub fn asks_any(&self, job: JobId, dimensions: &BTreeSet<String>) -> bool {
         if dimensions.contains("slots") {

@@ -24,6 +24,11 @@ pub(super) fn submit_with_options(
     now_ms: u64,
 ) -> Result<Response, Rejection> {
     validate_options(&options)?;
+    if options.gang && submission.spec.shard_count > crate::domain::MAX_GANG_SHARDS {
+        return Err(Rejection::Invalid(gang_too_large(
+            submission.spec.shard_count,
+        )));
+    }
     let known = submission.idempotency_key.as_ref().is_some_and(|key| {
         let slot = crate::domain::idempotency_slot(&submission.tenant, key);
         state.idempotency_keys.contains_key(&slot)
@@ -62,6 +67,15 @@ pub(super) fn submit_with_options(
         fail_for_dependency(state, job_id, dependency, now_ms);
     }
     Ok(response)
+}
+
+/// Why a gang of `shards` shards is refused.
+pub fn gang_too_large(shards: u32) -> String {
+    format!(
+        "a gang has at most {} shards (it is placed whole, in one decision), not {shards}; \
+         split the work into several gangs",
+        crate::domain::MAX_GANG_SHARDS
+    )
 }
 
 /// The tenant's priority ceiling, checked again where it counts: the leader checked it when
