@@ -651,6 +651,10 @@ pub struct SubmitArgs {
     /// cgroup).
     #[arg(long, value_enum)]
     pub isolation: Option<IsolationArg>,
+    /// Each run's wall-clock limit (90s, 10m, 2h): a run past it is stopped and fails
+    /// "timed out after ..." (counted as an attempt). Default: the cluster's, if any.
+    #[arg(long, value_parser = crate::domain::parse_duration)]
+    pub timeout: Option<u64>,
     /// The command each shard runs, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,

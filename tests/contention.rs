@@ -80,3 +80,40 @@ async fn jobs_that_could_never_start_are_refused_at_submit() -> anyhow::Result<(
     wait_job_state(&client, &job, &["finished"], DEADLINE).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_time_limit_is_stopped_and_fails_timed_out() -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.jobs.default_timeout_secs = Some(2);
+    let mut cluster = start_cluster(3, config).await?;
+    cluster.start_taskmanager("tm", 4, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+    let started = std::time::Instant::now();
+    let sleeper = || ("/bin/sleep".to_string(), vec!["60".to_string()]);
+    log_phase("a job with --timeout 1s, and one with the cluster's default (2s)");
+    let mut own = job_request("own", 1, 1, 2, sleeper());
+    own.timeout_ms = Some(1_000);
+    let own = client.submit(own).await?.job_id;
+    let default = client
+        .submit(job_request("default", 1, 1, 1, sleeper()))
+        .await?
+        .job_id;
+    for (job, limit, attempts) in [(&own, "1s", 2), (&default, "2s", 1)] {
+        let failed = wait_job_state(&client, job, &["failed"], DEADLINE).await?;
+        let shard = &failed.shards[0];
+        let error = shard.error.clone().unwrap_or_default();
+        anyhow::ensure!(
+            error.starts_with(&format!("timed out after {limit}")),
+            "{job}: {error}"
+        );
+        anyhow::ensure!(shard.attempt == attempts, "{job}: {failed:?}");
+    }
+    anyhow::ensure!(
+        started.elapsed() < std::time::Duration::from_secs(40),
+        "the sleeps were cut short"
+    );
+    let status = client.job_status(&own).await?;
+    assert_eq!(status.timeout_ms, Some(1_000));
+    Ok(())
+}

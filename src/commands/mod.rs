@@ -354,6 +354,7 @@ pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, Cl
             memory_bytes: submit.memory.unwrap_or(0),
             named: submit.resources.unwrap_or_default().into_iter().collect(),
         }),
+        timeout_ms: submit.timeout,
         isolation: match submit.isolation {
             Some(crate::cli::IsolationArg::Full) => "full".into(),
             None => String::new(),

@@ -202,6 +202,7 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             "reason": (!job.reason.is_empty()).then_some(&job.reason),
             "resources": job.resources.as_ref().map(|r| resources_output::json_map(Some(r), None)),
             "isolation": job.isolation_full.then_some("full"),
+            "timeout_ms": job.timeout_ms,
             "created_at_ms": job.created_at_ms,
             "shards": job.shards.iter().map(|s| json!({
                 "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
@@ -226,6 +227,9 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             }
             if job.isolation_full {
                 options.push_str(", isolation full");
+            }
+            if let Some(ms) = job.timeout_ms {
+                options.push_str(&format!(", timeout {}", crate::domain::format_duration(ms)));
             }
             println!(
                 "{}  {}  {}  ({} shards, {})",

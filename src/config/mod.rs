@@ -152,12 +152,16 @@ pub struct JobSettings {
     /// Jobs that ended (finished, failed, cancelled) this long ago are forgotten, with their
     /// idempotency keys, so the state and its snapshots stay bounded while jobs come and go.
     pub retention_secs: u64,
+    /// Each run's wall-clock limit for jobs submitted without `--timeout` (none: no limit).
+    /// The replica that takes a submission stamps it in.
+    pub default_timeout_secs: Option<u64>,
 }
 
 impl Default for JobSettings {
     fn default() -> Self {
         JobSettings {
             retention_secs: 24 * 3600,
+            default_timeout_secs: None,
         }
     }
 }

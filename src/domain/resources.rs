@@ -137,20 +137,96 @@ impl fmt::Display for Resources {
     }
 }
 
-/// What a shard of a job asks for beyond its slots, and the isolation it needs. Kept in the
-/// state only for jobs that ask anything.
+/// What a shard of a job asks for beyond its slots, the isolation it needs and how long each
+/// run may take. Kept in the state only for jobs that ask anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceRequest {
     pub per_shard: Resources,
     /// Runs only on TaskManagers that report `full` isolation (`submit --isolation full`, or
     /// the cluster's `[security] require_isolation`).
     pub isolation_full: bool,
+    /// Each run's wall-clock limit (`submit --timeout`, or the cluster's default): a run past
+    /// it is stopped and fails "timed out after ...", counted as an attempt.
+    pub timeout_ms: Option<u64>,
 }
 
 impl ResourceRequest {
     pub fn is_empty(&self) -> bool {
-        self.per_shard.is_empty() && !self.isolation_full
+        self.per_shard.is_empty() && !self.isolation_full && self.timeout_ms.is_none()
     }
+}
+
+/// The longest `--timeout`: 30 days.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3_600_000;
+
+/// Parse a duration: `90s`, `10m`, `2h`, `1h30m`, `500ms`, `1d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let bad = || format!("'{text}' is not a duration; give e.g. 90s, 10m, 2h or 1h30m");
+    if let Ok(secs) = trimmed.parse::<u64>() {
+        return checked_duration(secs.saturating_mul(1000), text);
+    }
+    if trimmed.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut rest = trimmed;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = total.saturating_add(number.saturating_mul(scale));
+    }
+    checked_duration(total, text)
+}
+
+fn checked_duration(ms: u64, text: &str) -> Result<u64, String> {
+    if ms == 0 {
+        return Err(format!("duration '{text}' must be above zero"));
+    }
+    if ms > MAX_TIMEOUT_MS {
+        return Err(format!("duration '{text}' is above the most, 30 days"));
+    }
+    Ok(ms)
+}
+
+/// `600000` → `10m`, `5400000` → `1h30m`, `1500` → `1.5s`.
+pub fn format_duration(ms: u64) -> String {
+    if ms % 1000 != 0 {
+        return if ms < 1000 {
+            format!("{ms}ms")
+        } else {
+            format!("{}s", format_cpu(ms))
+        };
+    }
+    let secs = ms / 1000;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
 }
 
 /// What a TaskManager can enforce around its shards.
@@ -394,6 +470,23 @@ mod tests {
         assert_eq!(format_size(512 << 20), "512MiB");
         assert_eq!(format_size(3 << 29), "1.5GiB");
         assert_eq!(format_size(1000), "1000B");
+    }
+
+    #[test]
+    fn durations_parse_and_print_back() {
+        assert_eq!(parse_duration("90s"), Ok(90_000));
+        assert_eq!(parse_duration("10m"), Ok(600_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("45"), Ok(45_000));
+        for bad in ["", "m", "10x", "0s", "31d", "1.5h", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_duration(600_000), "10m");
+        assert_eq!(format_duration(5_400_000), "1h30m");
+        assert_eq!(format_duration(1_500), "1.5s");
+        assert_eq!(format_duration(250), "250ms");
+        assert_eq!(format_duration(3_600_000), "1h");
     }
 
     #[test]

@@ -195,6 +195,11 @@ pub async fn serve(
         gate: gate.clone(),
         limits: opts.config.limits.clone(),
         require_isolation: opts.config.security.require_isolation,
+        default_timeout_ms: opts
+            .config
+            .jobs
+            .default_timeout_secs
+            .map(|secs| secs.saturating_mul(1000)),
         transport: opts.security.transport.clone(),
         taps: Arc::default(),
         report_budget: Arc::default(),

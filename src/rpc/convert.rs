@@ -51,6 +51,7 @@ pub fn job_status(job: &Job) -> api::JobStatus {
         // Set by the caller, which has the state.
         resources: None,
         isolation_full: false,
+        timeout_ms: None,
         spec: Some((&job.spec).into()),
         shards: job
             .shards

@@ -98,8 +98,12 @@ impl Dispatcher for DispatcherService {
         let (options, request, warnings) = {
             let view = self.ctx.shared.read();
             let options = scheduling::submit_options(&req, &who, &view.state)?;
-            let request =
-                super::resources::submit_request(&req, self.ctx.require_isolation, &view.state)?;
+            let request = super::resources::submit_request(
+                &req,
+                self.ctx.require_isolation,
+                self.ctx.default_timeout_ms,
+                &view.state,
+            )?;
             scheduling::check_priority_ceiling(&options, &who, &view.state)?;
             let scope = Scope::of(&who, &view.state);
             if let Some(hidden) = options.after.iter().find(|j| !scope.sees(&view.state, **j)) {

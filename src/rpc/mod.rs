@@ -66,6 +66,8 @@ pub struct ServiceContext {
     pub limits: crate::config::LimitSettings,
     /// `[security] require_isolation`: every submission asks for full isolation.
     pub require_isolation: bool,
+    /// `[jobs] default_timeout_secs`, in milliseconds.
+    pub default_timeout_ms: Option<u64>,
     /// What this replica's Raft service lets through (reported by `cluster status --local`).
     pub gate: Arc<RaftGate>,
     /// How this replica dials others (plaintext only with `--insecure`).

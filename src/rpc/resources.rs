@@ -46,8 +46,17 @@ pub fn to_wire(resources: &Resources) -> ResourceAmounts {
 pub fn submit_request(
     request: &SubmitRequest,
     require_isolation: bool,
+    default_timeout_ms: Option<u64>,
     state: &ClusterState,
 ) -> Result<ResourceRequest, ApiError> {
+    let timeout_ms = request.timeout_ms.or(default_timeout_ms);
+    if let Some(ms) = timeout_ms {
+        if ms == 0 || ms > crate::domain::MAX_TIMEOUT_MS {
+            return Err(ApiError::InvalidArgument(format!(
+                "--timeout must be above zero and at most 30 days, not {ms} ms"
+            )));
+        }
+    }
     let isolation_full = match request.isolation.as_str() {
         "" => require_isolation,
         "full" => true,
@@ -68,6 +77,7 @@ pub fn submit_request(
     Ok(ResourceRequest {
         per_shard,
         isolation_full,
+        timeout_ms,
     })
 }
 
@@ -163,6 +173,7 @@ pub fn fill_status(status: &mut JobStatus, state: &ClusterState, job_id: JobId) 
     if let Some(request) = state.requests.get(&job_id) {
         status.resources = Some(to_wire(&request.per_shard));
         status.isolation_full = request.isolation_full;
+        status.timeout_ms = request.timeout_ms;
     }
 }
 
@@ -224,6 +235,14 @@ mod tests {
         state
     }
 
+    fn submit_request_test(
+        request: &SubmitRequest,
+        require_isolation: bool,
+        state: &ClusterState,
+    ) -> Result<ResourceRequest, ApiError> {
+        submit_request(request, require_isolation, None, state)
+    }
+
     fn asking(cpu_millis: u64, named: &[(&str, u64)]) -> SubmitRequest {
         SubmitRequest {
             resources: Some(ResourceAmounts {
@@ -242,8 +261,8 @@ mod tests {
             memory_bytes: 1 << 30,
             named: [("gpu".to_string(), 2)].into(),
         }));
-        assert!(submit_request(&asking(1000, &[("gpu", 1)]), false, &state).is_ok());
-        match submit_request(&asking(0, &[("fpga", 1)]), false, &state) {
+        assert!(submit_request_test(&asking(1000, &[("gpu", 1)]), false, &state).is_ok());
+        match submit_request_test(&asking(0, &[("fpga", 1)]), false, &state) {
             Err(ApiError::FailedPrecondition(why)) => {
                 assert!(
                     why.contains("needs fpga=1") && why.contains("no TaskManager has fpga"),
@@ -253,16 +272,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            submit_request(&asking(8000, &[]), false, &state),
+            submit_request_test(&asking(8000, &[]), false, &state),
             Err(ApiError::FailedPrecondition(_))
         ));
         // An agent from before resources: CPU and memory without limit, no devices.
         let old = with_taskmanager(None);
-        assert!(submit_request(&asking(64_000, &[]), false, &old).is_ok());
-        assert!(submit_request(&asking(0, &[("gpu", 1)]), false, &old).is_err());
+        assert!(submit_request_test(&asking(64_000, &[]), false, &old).is_ok());
+        assert!(submit_request_test(&asking(0, &[("gpu", 1)]), false, &old).is_err());
         // No agent yet: CPU and memory wait, a device nobody declared is refused.
         let empty = ClusterState::default();
-        assert!(submit_request(&asking(64_000, &[]), false, &empty).is_ok());
+        assert!(submit_request_test(&asking(64_000, &[]), false, &empty).is_ok());
     }
 
     #[test]
@@ -270,24 +289,24 @@ mod tests {
         let state = ClusterState::default();
         let mut request = SubmitRequest::default();
         assert!(
-            !submit_request(&request, false, &state)
+            !submit_request_test(&request, false, &state)
                 .expect("plain")
                 .isolation_full
         );
         assert!(
-            submit_request(&request, true, &state)
+            submit_request_test(&request, true, &state)
                 .expect("required")
                 .isolation_full
         );
         request.isolation = "full".into();
         assert!(
-            submit_request(&request, false, &state)
+            submit_request_test(&request, false, &state)
                 .expect("asked")
                 .isolation_full
         );
         request.isolation = "partial".into();
         assert!(matches!(
-            submit_request(&request, false, &state),
+            submit_request_test(&request, false, &state),
             Err(ApiError::InvalidArgument(_))
         ));
     }

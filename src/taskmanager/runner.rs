@@ -104,6 +104,14 @@ fn classify(result: &RunResult) -> ReportKind {
     }
 }
 
+/// Sleep until `at`, or for ever when there is no `at`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Start a run; the returned handle stops it when dropped.
 pub fn start(ctx: RunContext, a: Assignment) -> RunHandle {
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -211,6 +219,10 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
     };
     let mut stop_sent = false;
     let mut group: Option<u32> = None;
+    // The job's wall-clock limit, counted from the process's start.
+    let timeout = spec.timeout_ms.map(Duration::from_millis);
+    let mut timeout_at: Option<tokio::time::Instant> = None;
+    let mut timed_out = false;
     loop {
         let event = tokio::select! {
             _ = &mut stop_rx, if !stop_sent => {
@@ -219,11 +231,19 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                 stop_sent = true;
                 continue;
             }
+            _ = sleep_until(timeout_at), if timeout_at.is_some() && !stop_sent => {
+                // Past its time limit: stopped like a cancel, then reported failed.
+                ticket.stop();
+                stop_sent = true;
+                timed_out = true;
+                continue;
+            }
             event = events.recv() => event,
         };
         match event {
             Some(RunEvent::Host(Event::Started { pgid, .. })) => {
                 group = Some(pgid);
+                timeout_at = timeout.map(|limit| tokio::time::Instant::now() + limit);
                 ctx.report(a, ReportKind::Started, None);
             }
             Some(RunEvent::Host(Event::CannotStart {
@@ -246,6 +266,20 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                 ..
             })) => {
                 match stopped {
+                    Some(Stopped::Requested) if timed_out => {
+                        let limit = timeout.map_or(0, |t| t.as_millis() as u64);
+                        let result = RunResult {
+                            exit_code: None,
+                            run_ms,
+                            error: format!(
+                                "timed out after {}: {}",
+                                crate::domain::format_duration(limit),
+                                tail(&dir.join("stderr"), ERROR_TAIL_BYTES)
+                            ),
+                            cannot_start: false,
+                        };
+                        return end(ctx, a, result).await;
+                    }
                     Some(Stopped::Requested) => {
                         tracing::info!(job = %a.job_id, shard = a.index, epoch = a.epoch, "run stopped");
                         return false;

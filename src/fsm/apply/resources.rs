@@ -57,6 +57,14 @@ pub(super) fn submit_with_resources(
     now_ms: u64,
 ) -> Result<Response, Rejection> {
     validate_resources(&request.per_shard).map_err(invalid)?;
+    if request
+        .timeout_ms
+        .is_some_and(|ms| ms == 0 || ms > crate::domain::MAX_TIMEOUT_MS)
+    {
+        return Err(invalid(
+            "a timeout must be above zero and at most 30 days".to_string(),
+        ));
+    }
     let response = submit_with_options(state, log_index, submission, options, now_ms)?;
     if let Response::JobSubmitted {
         job_id,

@@ -83,6 +83,7 @@ fn submit_asking(
             request: ResourceRequest {
                 per_shard,
                 isolation_full,
+                timeout_ms: None,
             },
             now_ms: idx,
         },
