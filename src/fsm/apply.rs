@@ -86,6 +86,25 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             request,
             now_ms,
         ),
+        Command::PreemptForShard {
+            taskmanager,
+            victims,
+            for_job,
+            shard,
+            not_before_ms,
+            now_ms,
+        } => preemption::preempt_for_shard(
+            state,
+            log_index,
+            preemption::PreemptFor {
+                taskmanager,
+                victims,
+                for_job,
+                shard,
+                not_before_ms,
+            },
+            now_ms,
+        ),
         Command::SetQuotaWithResources {
             tenant,
             slots,
@@ -292,6 +311,7 @@ mod admission;
 mod certificates;
 mod jobs;
 mod output;
+mod preemption;
 mod resources;
 mod scheduling;
 mod shards;

@@ -225,6 +225,17 @@ pub enum Command {
         request: ResourceRequest,
         now_ms: u64,
     },
+    /// Stop `victims` on `taskmanager` (as `PreemptShards`) and place shard `shard` of
+    /// `for_job` there in the same step, so the room goes to it and nobody else. Re-checked
+    /// whole at apply; a stale one changes nothing.
+    PreemptForShard {
+        taskmanager: String,
+        victims: Vec<(JobId, u32, u64)>,
+        for_job: JobId,
+        shard: u32,
+        not_before_ms: u64,
+        now_ms: u64,
+    },
     /// `SetQuotaLimits` that also sets limits on CPU, memory and named resources.
     SetQuotaWithResources {
         tenant: String,
@@ -434,6 +445,17 @@ impl fmt::Display for Command {
             Command::SetQuotaWithResources { tenant, .. } => {
                 write!(f, "SetQuotaWithResources({tenant})")
             }
+            Command::PreemptForShard {
+                taskmanager,
+                victims,
+                for_job,
+                shard,
+                ..
+            } => write!(
+                f,
+                "PreemptForShard({taskmanager}, {} for {for_job}/{shard})",
+                victims.len()
+            ),
         }
     }
 }

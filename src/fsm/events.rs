@@ -47,6 +47,8 @@ enum BeforeKind {
     Drain(String),
     Requeue(String),
     Preempt(String, JobId),
+    /// A preemption that also placed shard `.2` of the preemptor.
+    PreemptFor(String, JobId, u32),
     Token(&'static str, String),
     GangRestart(JobId),
     Quota(String),
@@ -129,6 +131,15 @@ impl Before {
                 for_job,
                 ..
             } => (BeforeKind::Preempt(taskmanager.clone(), *for_job), None),
+            Command::PreemptForShard {
+                taskmanager,
+                for_job,
+                shard,
+                ..
+            } => (
+                BeforeKind::PreemptFor(taskmanager.clone(), *for_job, *shard),
+                None,
+            ),
             Command::RequeueShards { taskmanager, .. } => {
                 (BeforeKind::Requeue(taskmanager.clone()), None)
             }
@@ -295,6 +306,24 @@ impl Before {
                             format!("{count}"),
                         );
                     }
+                }
+            }
+            BeforeKind::PreemptFor(id, for_job, shard) => {
+                if let Response::ShardsRequeued { count } = response {
+                    push(
+                        "shards_preempted",
+                        Some(for_job),
+                        None,
+                        Some(id.clone()),
+                        format!("{count}"),
+                    );
+                    push(
+                        "shard_placed",
+                        Some(for_job),
+                        Some(shard),
+                        Some(id),
+                        String::new(),
+                    );
                 }
             }
             BeforeKind::Token(kind, name) => push(kind, None, None, None, name),

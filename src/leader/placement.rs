@@ -158,19 +158,30 @@ async fn propose_requeue(
 }
 
 /// When nothing could be placed, make room for the highest-priority waiting shard by putting
-/// strictly lower-priority shards back to pending (`PreemptShards`: not a failure, no attempt
-/// used). They are not placed again before their agent has surely stopped them (its next
-/// heartbeat, or its lease running out). Whether something was preempted.
+/// strictly lower-priority shards back to pending and placing it in their room, in one entry
+/// (`PreemptForShard`: not a failure, no attempt used). The victims are not placed again
+/// before their agent has surely stopped them (its next heartbeat, or its lease running
+/// out), and the agent starts the preemptor only once their processes are gone. Whether
+/// something was preempted.
 async fn preempt(raft: &Raft, shared: &SharedState, lease_ms: u64) -> bool {
     let now = now_ms();
     let Some((for_job, taskmanager, shards)) = plan_preemption(&shared.read().state, now) else {
         return false;
     };
     let count = shards.len();
-    let command = Command::PreemptShards {
+    // The shard the room goes to, in the same entry: nobody else can take it in between.
+    let Some(shard) = shared.read().state.job(for_job).and_then(|job| {
+        job.pending_shards()
+            .find(|s| s.not_before_ms <= now)
+            .map(|s| s.index)
+    }) else {
+        return false;
+    };
+    let command = Command::PreemptForShard {
         taskmanager: taskmanager.clone(),
-        shards,
+        victims: shards,
         for_job,
+        shard,
         not_before_ms: stopped_by_ms(now, lease_ms),
         now_ms: now,
     };

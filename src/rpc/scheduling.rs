@@ -170,7 +170,7 @@ pub fn fill_status(status: &mut JobStatus, state: &ClusterState, job_id: JobId) 
     status.gang = state.is_gang(job_id);
     status.reason = state
         .job(job_id)
-        .and_then(|job| crate::scheduler::waiting_reason(state, job))
+        .and_then(|job| crate::scheduler::waiting_reason(state, job, crate::clock::now_ms()))
         .unwrap_or_default();
     for shard in &mut status.shards {
         shard.preemptions = state

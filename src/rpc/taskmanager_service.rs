@@ -217,6 +217,7 @@ impl TaskManagers for TaskManagerService {
                     .state
                     .asked_resources(job.id)
                     .map(super::resources::to_wire),
+                slots_per_shard: job.spec.slots_per_shard,
                 timeout_ms: view.state.requests.get(&job.id).and_then(|r| r.timeout_ms),
             })),
             None if is_leader => {

@@ -5,7 +5,7 @@ use crate::domain::{ClusterState, Isolation, Job, JobState, ShardState, TaskMana
 
 /// The reason a job that has not ended still has shards waiting, or why it ended without
 /// running; `None` when there is nothing to say (it runs, or it ended normally).
-pub fn waiting_reason(state: &ClusterState, job: &Job) -> Option<String> {
+pub fn waiting_reason(state: &ClusterState, job: &Job, now_ms: u64) -> Option<String> {
     if let Some(dependency) = state.dependency_failures.get(&job.id) {
         return Some(crate::fsm::events::dependency_detail(*dependency));
     }
@@ -56,6 +56,32 @@ pub fn waiting_reason(state: &ClusterState, job: &Job) -> Option<String> {
     }
     if let Some(reason) = resource_reason(state, job) {
         return Some(reason);
+    }
+    let may_run = |tm: &&crate::domain::TaskManager| {
+        tm.state == TaskManagerState::Alive
+            && tm.matches(&job.spec.selector)
+            && tm.slots >= job.spec.slots_per_shard
+    };
+    if !state.taskmanagers.values().any(|tm| may_run(&tm)) {
+        return Some(format!(
+            "no live TaskManager that may run it takes shards now (none registered with its \
+             labels and {} slots, or all are draining or lost)",
+            job.spec.slots_per_shard
+        ));
+    }
+    if let Some(until) = state
+        .taskmanagers
+        .values()
+        .filter(may_run)
+        .map(|tm| tm.excluded_until_ms)
+        .min()
+        .filter(|until| *until > now_ms)
+    {
+        return Some(format!(
+            "every TaskManager that may run it is excluded for failing too often, the first \
+             until {} s from now",
+            (until - now_ms).div_ceil(1000)
+        ));
     }
     if state.is_gang(job.id) && job.state == JobState::Pending {
         return Some(format!(

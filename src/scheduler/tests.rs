@@ -543,6 +543,7 @@ mod contention;
 mod guarantees;
 mod resources;
 mod rules;
+mod simulation;
 
 /// Submit like `submit_with`, with scheduling options.
 fn submit_options(

@@ -230,7 +230,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             })
         },
         metrics: metrics.clone(),
-        devices: super::devices::DevicePool::new(&opts.capacity.named),
+        capacity: super::local_capacity::LocalCapacity::new(opts.slots, &opts.capacity),
         output_tail_bytes: Arc::new(std::sync::atomic::AtomicU64::new(
             crate::config::DEFAULT_OUTPUT_TAIL_BYTES as u64,
         )),

@@ -13,13 +13,13 @@
 
 mod agent;
 pub mod capacity;
-pub mod devices;
 mod host;
 mod host_pipes;
 pub mod host_protocol;
 mod identity;
 pub mod journal;
 mod lease;
+pub mod local_capacity;
 mod output_tap;
 mod poller;
 mod reporter;

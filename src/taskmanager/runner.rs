@@ -44,8 +44,8 @@ pub struct RunContext {
     /// outcome was reported.
     pub on_exit: OnExit,
     pub metrics: Arc<crate::metrics::AgentMetrics>,
-    /// The named resources' device indices.
-    pub devices: Arc<super::devices::DevicePool>,
+    /// What may run at once here (slots, resources, device indices).
+    pub capacity: Arc<super::local_capacity::LocalCapacity>,
     /// How much of each output stream a final report carries (the leader says, in every
     /// heartbeat reply).
     pub output_tail_bytes: Arc<std::sync::atomic::AtomicU64>,
@@ -138,10 +138,15 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
         _ = &mut stop_rx => return false,
     };
     let asked = spec.resources.clone().unwrap_or_default();
-    let named: std::collections::BTreeMap<String, u64> = asked.named.into_iter().collect();
-    // Held until the run is over (this function returns once its process is gone).
+    let asked_here = crate::domain::Resources {
+        cpu_millis: asked.cpu_millis,
+        memory_bytes: asked.memory_bytes,
+        named: asked.named.clone().into_iter().collect(),
+    };
+    // Held until the run is over (this function returns once its process is gone): a run
+    // placed into the room of one still stopping waits for it here.
     let devices = tokio::select! {
-        lease = ctx.devices.take(&named) => lease,
+        holding = ctx.capacity.take(u64::from(spec.slots_per_shard), &asked_here) => holding,
         _ = &mut stop_rx => return false,
     };
     let devices = match devices {

@@ -123,7 +123,12 @@ fn gangs_that_would_split(
     split
 }
 
-fn place_one(state: &mut ClusterState, log_index: u64, p: &Placement, now_ms: u64) -> bool {
+pub(super) fn place_one(
+    state: &mut ClusterState,
+    log_index: u64,
+    p: &Placement,
+    now_ms: u64,
+) -> bool {
     // Resources and the tenant's quota, checked here as well as in the plan: a plan made
     // from an older state (a new leader's, or one raced by `quota set`) cannot pass them.
     if !state.resources_allow(p.job_id, &p.taskmanager) || !state.quota_allows_one_more(p.job_id) {

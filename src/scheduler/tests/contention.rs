@@ -96,8 +96,8 @@ fn a_gang_larger_than_its_tenants_quota_holds_nobody_back() {
     let placements = plan_default(&state);
     assert_eq!(tms(&placements).len(), 2, "{placements:?}");
     assert!(placements.iter().all(|p| p.job_id == small));
-    let reason =
-        crate::scheduler::waiting_reason(&state, state.job(gang).expect("gang")).expect("a reason");
+    let reason = crate::scheduler::waiting_reason(&state, state.job(gang).expect("gang"), NOW_MS)
+        .expect("a reason");
     assert!(
         reason.contains("needs 6 slots at once, above tenant 'team''s quota of 4"),
         "{reason}"
@@ -154,4 +154,151 @@ fn a_restarted_gang_is_not_split_by_the_recovery_throttle() {
         },
     );
     assert_eq!(throttled.len(), 50, "the whole gang, whatever the throttle");
+}
+
+fn at_priority(
+    state: &mut ClusterState,
+    idx: u64,
+    shards: u32,
+    tenant: &str,
+    priority: u32,
+) -> JobId {
+    let resp = submit_options(
+        state,
+        idx,
+        shards,
+        1,
+        JobScheduling {
+            tenant: tenant.into(),
+            priority,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(resp, Response::JobSubmitted { .. }), "{resp:?}");
+    JobId(idx)
+}
+
+/// What the leader does when a plan places nothing: one `PreemptForShard`. Whether it did.
+fn preempt_for(state: &mut ClusterState, idx: u64) -> Option<Response> {
+    let (for_job, taskmanager, victims) =
+        crate::scheduler::preemption::plan_preemption(state, NOW_MS)?;
+    let shard = state
+        .job(for_job)?
+        .pending_shards()
+        .find(|s| s.not_before_ms <= NOW_MS)?
+        .index;
+    Some(apply(
+        state,
+        idx,
+        Command::PreemptForShard {
+            taskmanager,
+            victims,
+            for_job,
+            shard,
+            not_before_ms: NOW_MS + 10_000,
+            now_ms: NOW_MS,
+        },
+    ))
+}
+
+#[test]
+fn a_preemption_places_its_preemptor_at_once_and_nothing_preempts_in_circles() {
+    // Two tenants of equal weight on 4 slots: "low" fills them at priority 100, then "high"
+    // asks for 4 at priority 900. Its guaranteed share is 2: two preemptions, each placing
+    // one of its shards in the room it made, then nothing more however long the leader goes on.
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "a", 2, &[]);
+    register(&mut state, 2, "b", 2, &[]);
+    let low = at_priority(&mut state, 3, 10, "low", 100);
+    let first = plan_default(&state);
+    apply_plan(&mut state, 4, &first);
+    let high = at_priority(&mut state, 5, 4, "high", 900);
+    let mut idx = 6;
+    let mut preemptions = 0;
+    for _round in 0..50 {
+        let placements = plan_default(&state);
+        if !placements.is_empty() {
+            apply_plan(&mut state, idx, &placements);
+            idx += 1;
+            continue;
+        }
+        match preempt_for(&mut state, idx) {
+            Some(Response::ShardsRequeued { count }) => {
+                assert_eq!(count, 1);
+                preemptions += 1;
+            }
+            Some(other) => panic!("{other:?}"),
+            None => {}
+        }
+        idx += 1;
+    }
+    assert_eq!(
+        preemptions, 2,
+        "each preemption placed one shard, and no more came"
+    );
+    let held = state.slots_held_by_tenant();
+    assert_eq!((held.get("high"), held.get("low")), (Some(&2), Some(&2)));
+    let placed_high = state
+        .job(high)
+        .expect("high")
+        .shards
+        .iter()
+        .filter(|s| s.state.holds_slots())
+        .count();
+    assert_eq!(placed_high, 2);
+    let preempted_low: u32 = state
+        .preemptions
+        .iter()
+        .filter(|((job, _), _)| *job == low)
+        .map(|(_, n)| *n)
+        .sum();
+    assert_eq!(preempted_low, 2, "one victim per preemptor placed");
+}
+
+#[test]
+fn a_stale_preemption_changes_nothing() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "a", 1, &[]);
+    let low = at_priority(&mut state, 2, 1, "default", 100);
+    let first = plan_default(&state);
+    apply_plan(&mut state, 3, &first);
+    let high = at_priority(&mut state, 4, 1, "default", 900);
+    let epoch = state.job(low).expect("low").shards[0].epoch;
+    let before = state.digest();
+    let try_with = |state: &mut ClusterState, victims: Vec<(JobId, u32, u64)>, for_job: JobId| {
+        apply(
+            state,
+            5,
+            Command::PreemptForShard {
+                taskmanager: "a".into(),
+                victims,
+                for_job,
+                shard: 0,
+                not_before_ms: NOW_MS,
+                now_ms: NOW_MS,
+            },
+        )
+    };
+    // The victim's run is no longer the one named; a victim at the preemptor's priority; no
+    // victim at all.
+    for (victims, for_job) in [
+        (vec![(low, 0, epoch + 1)], high),
+        (vec![(low, 0, epoch)], low),
+        (vec![], high),
+    ] {
+        let resp = try_with(&mut state, victims, for_job);
+        assert!(
+            matches!(resp, Response::Rejected(crate::fsm::Rejection::Invalid(ref why)) if why.starts_with("stale preemption")),
+            "{resp:?}"
+        );
+        assert_eq!(state.digest(), before);
+    }
+    let resp = try_with(&mut state, vec![(low, 0, epoch)], high);
+    assert_eq!(resp, Response::ShardsRequeued { count: 1 });
+    assert_eq!(
+        state.job(high).expect("high").shards[0]
+            .taskmanager
+            .as_deref(),
+        Some("a")
+    );
 }

@@ -154,7 +154,7 @@ fn shards_fit_every_dimension_and_wait_when_one_is_full() {
     apply_plan(&mut state, 10, &placements);
     assert_within_capacity(&state);
     assert!(plan_default(&state).is_empty(), "nothing more fits");
-    let reason = crate::scheduler::waiting_reason(&state, state.job(gpu_job).expect("job"))
+    let reason = crate::scheduler::waiting_reason(&state, state.job(gpu_job).expect("job"), NOW_MS)
         .expect("a reason");
     assert!(reason.contains("needs cpu=1,gpu=1 per shard"), "{reason}");
     // Apply refuses a stale plan that would go over: a third GPU shard.
@@ -202,8 +202,8 @@ fn a_job_that_asks_full_isolation_goes_only_where_it_is_full() {
     );
     let job = submit_asking(&mut state, 3, 2, "default", Resources::default(), true);
     assert!(plan_default(&state).is_empty());
-    let reason =
-        crate::scheduler::waiting_reason(&state, state.job(job).expect("job")).expect("a reason");
+    let reason = crate::scheduler::waiting_reason(&state, state.job(job).expect("job"), NOW_MS)
+        .expect("a reason");
     assert!(
         reason.contains("needs full isolation") && reason.contains("a-open: none"),
         "{reason}"
@@ -297,8 +297,8 @@ fn a_tenants_resource_limit_holds() {
     assert_eq!(count(gpu), 2, "2 GPUs of limit");
     apply_plan(&mut state, 5, &placements);
     assert!(plan_default(&state).is_empty());
-    let reason =
-        crate::scheduler::waiting_reason(&state, state.job(job).expect("job")).expect("reason");
+    let reason = crate::scheduler::waiting_reason(&state, state.job(job).expect("job"), NOW_MS)
+        .expect("reason");
     assert!(
         reason.contains("tenant 'team'") && reason.contains("cpu"),
         "{reason}"

@@ -111,7 +111,7 @@ fn a_dependent_job_waits_until_its_dependency_finished() {
     let placements = plan_default(&state);
     assert_eq!(placed_jobs(&placements), vec![first], "the dependent waits");
     apply_plan(&mut state, 4, &placements);
-    let reason = waiting_reason(&state, state.job(second).expect("job")).expect("a reason");
+    let reason = waiting_reason(&state, state.job(second).expect("job"), NOW_MS).expect("a reason");
     assert!(reason.contains("waiting for job"), "{reason}");
     end(&mut state, 5, first, 0, ShardOutcome::Finished);
     assert_eq!(placed_jobs(&plan_default(&state)), vec![second]);
@@ -329,7 +329,7 @@ fn a_tenant_never_holds_more_than_its_quota() {
     assert_eq!(placements.len(), 3);
     apply_plan(&mut state, 4, &placements);
     assert!(plan_default(&state).is_empty(), "at its quota");
-    let reason = waiting_reason(&state, state.job(job).expect("job")).expect("a reason");
+    let reason = waiting_reason(&state, state.job(job).expect("job"), NOW_MS).expect("a reason");
     assert!(reason.contains("quota of 3"), "{reason}");
     assert_eq!(state.tenant_slots.get("alice"), Some(&3));
     end(&mut state, 5, job, 0, ShardOutcome::Finished);
