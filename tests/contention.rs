@@ -117,3 +117,55 @@ async fn a_run_past_its_time_limit_is_stopped_and_fails_timed_out() -> anyhow::R
     assert_eq!(status.timeout_ms, Some(1_000));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preemptor_starts_only_once_its_victims_process_is_gone() -> anyhow::Result<()> {
+    // The victim ignores SIGTERM, so it lives through its 2 s stop grace. Once, the room it
+    // held was given away at once and the preemptor ran beside it on a one-slot agent.
+    let mut cluster = start_cluster(3, test_config()).await?;
+    cluster.start_taskmanager("one", 1, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+    let pid_file = cluster.dir.path().join("victim.pid");
+    let pid = pid_file.display();
+    let sh = |name: &str, priority: u32, script: String| {
+        let mut request = job_request(
+            name,
+            1,
+            1,
+            1,
+            ("/bin/sh".to_string(), vec!["-c".to_string(), script]),
+        );
+        request.priority = Some(priority);
+        request
+    };
+    let low = client
+        .submit(sh(
+            "victim",
+            100,
+            format!("trap '' TERM; echo $$ > {pid}.tmp; mv {pid}.tmp {pid}; sleep 30"),
+        ))
+        .await?
+        .job_id;
+    wait_all_running(&client, &low).await?;
+    dispatcher::local_cluster::wait_for(DEADLINE, "the victim's pid", || async {
+        pid_file.exists().then_some(())
+    })
+    .await?;
+    log_phase("a higher priority preempts it; the preemptor looks for the victim's process");
+    let high = client
+        .submit(sh(
+            "preemptor",
+            900,
+            format!("if kill -0 $(cat {pid}) 2>/dev/null; then echo beside; else echo alone; fi"),
+        ))
+        .await?
+        .job_id;
+    wait_job_state(&client, &high, &["finished"], DEADLINE).await?;
+    let out = client.shard_output(&high, 0).await?;
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(said, "alone", "the preemptor ran beside its victim");
+    let victim = client.job_status(&low).await?;
+    assert_eq!(victim.shards[0].preemptions, 1, "{victim:?}");
+    Ok(())
+}
