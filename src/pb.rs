@@ -10,3 +10,31 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("desc
 pub mod api {
     tonic::include_proto!("dispatcher.v1");
 }
+
+impl From<&api::ResourceAmounts> for crate::domain::Resources {
+    fn from(amounts: &api::ResourceAmounts) -> Self {
+        crate::domain::Resources {
+            cpu_millis: amounts.cpu_millis,
+            memory_bytes: amounts.memory_bytes,
+            named: amounts
+                .named
+                .iter()
+                .map(|(name, count)| (name.clone(), *count))
+                .collect(),
+        }
+    }
+}
+
+impl From<&crate::domain::Resources> for api::ResourceAmounts {
+    fn from(resources: &crate::domain::Resources) -> Self {
+        api::ResourceAmounts {
+            cpu_millis: resources.cpu_millis,
+            memory_bytes: resources.memory_bytes,
+            named: resources
+                .named
+                .iter()
+                .map(|(name, count)| (name.clone(), *count))
+                .collect(),
+        }
+    }
+}

@@ -135,7 +135,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     };
     for k in 0..opts.taskmanagers {
         let id = format!("tm-{k}");
-        cluster.start_taskmanager_from(&id, 8, &[], Some(taskmanager_ip(k)))?;
+        cluster.start_taskmanager_from(&id, AGENT_SLOTS, &[], Some(taskmanager_ip(k)))?;
         addrs.taskmanager_ip.insert(id, taskmanager_ip(k));
     }
     let endpoints = cluster.endpoints();
@@ -333,6 +333,10 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     verdicts.push(checker::leaders_and_commits(&events));
     verdicts.push(scheduling_checker::dependencies(&runs, &final_jobs));
     verdicts.push(scheduling_checker::gangs(&runs, &final_jobs));
+    let slots_of: BTreeMap<String, u32> = (0..opts.taskmanagers)
+        .map(|k| (format!("tm-{k}"), AGENT_SLOTS))
+        .collect();
+    verdicts.push(scheduling_checker::capacity(&runs, &slots_of));
     verdicts.push(scheduling_checker::quotas(
         &runs,
         &final_jobs,
@@ -485,3 +489,5 @@ async fn hostile_task(
         secrets: secrets(cluster),
     })
 }
+/// Slots of each chaos agent.
+const AGENT_SLOTS: u32 = 8;

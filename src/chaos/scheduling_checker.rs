@@ -135,3 +135,38 @@ pub fn quotas(runs: &[Execution], final_jobs: &[JobStatus], quotas: &[(&str, u64
         violations,
     }
 }
+
+/// No TaskManager ran more shards at once than it has slots (every chaos job takes one slot
+/// a shard), counting a stopped run until its last record: a run placed into the room of one
+/// still stopping must wait for it. A run's last record comes before its process is killed,
+/// so a newcomer may start at that same millisecond without any overlap.
+pub fn capacity(runs: &[Execution], slots_of: &BTreeMap<String, u32>) -> Verdict {
+    let mut violations = Vec::new();
+    for (tm, slots) in slots_of {
+        let mut edges: Vec<(u64, i64)> = Vec::new();
+        for run in runs.iter().filter(|r| &r.taskmanager == tm) {
+            edges.push((run.start_ms, 1));
+            edges.push((run.last_ms, -1));
+        }
+        // Ends sort before starts at the same instant.
+        edges.sort();
+        let (mut now, mut most, mut at) = (0i64, 0i64, 0u64);
+        for (time, step) in edges {
+            now += step;
+            if now > most {
+                most = now;
+                at = time;
+            }
+        }
+        if most > i64::from(*slots) {
+            violations.push(format!(
+                "{tm} ran {most} shards at once (at {at} ms); it has {slots} slots"
+            ));
+        }
+    }
+    Verdict {
+        name: "capacity".into(),
+        checked: format!("{} TaskManagers' slots at every moment", slots_of.len()),
+        violations: capped(violations),
+    }
+}

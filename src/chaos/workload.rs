@@ -1,7 +1,7 @@
 //! Clients that submit jobs with idempotency keys (and a few invalid ones, which must never
 //! appear) and read job status, recording every operation in the history. Jobs carry
-//! scheduling options now and then: priorities, `--after` an acknowledged job, gangs, and
-//! tenants, one of which has a quota.
+//! scheduling options now and then: priorities, `--after` an acknowledged job, gangs,
+//! tenants (one of which has a quota and preempts the others), and time limits.
 
 use super::executions::Recorder;
 use super::history::{Event, History, Outcome};
@@ -109,6 +109,8 @@ impl ClientTask {
                 request.priority = Some(900);
             }
             5 => request.tenant = HEAVY_TENANT.into(),
+            // A time limit, shorter than some runs: those are stopped and fail "timed out".
+            6 => request.timeout_ms = Some(rng.range(300, 3_000)),
             _ => {}
         }
     }

@@ -203,6 +203,10 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             "resources": job.resources.as_ref().map(|r| resources_output::json_map(Some(r), None)),
             "isolation": job.isolation_full.then_some("full"),
             "timeout_ms": job.timeout_ms,
+            "reservation": job.reservation.as_ref().map(|r| json!({
+                "taskmanagers": r.taskmanagers,
+                "expected_start_ms": r.expected_start_ms,
+            })),
             "created_at_ms": job.created_at_ms,
             "shards": job.shards.iter().map(|s| json!({
                 "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
@@ -241,6 +245,23 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             );
             if !job.reason.is_empty() {
                 println!("{}", terminal::line(&job.reason));
+            }
+            if let Some(r) = &job.reservation {
+                let when = r.expected_start_ms.map_or_else(
+                    || "when the runs it waits for end (they have no time limit)".to_string(),
+                    |at| {
+                        format!(
+                            "in about {}",
+                            crate::domain::format_duration(
+                                at.saturating_sub(crate::clock::now_ms()).max(1000) / 1000 * 1000
+                            )
+                        )
+                    },
+                );
+                println!(
+                    "room held on {}; expected to start {when}",
+                    terminal::line(&r.taskmanagers.join(", "))
+                );
             }
             let mut t = Table::new(&[
                 "SHARD",

@@ -7,15 +7,7 @@ use crate::pb::api::ResourceAmounts;
 use serde_json::{json, Map, Value};
 
 pub fn to_domain(amounts: &ResourceAmounts) -> Resources {
-    Resources {
-        cpu_millis: amounts.cpu_millis,
-        memory_bytes: amounts.memory_bytes,
-        named: amounts
-            .named
-            .iter()
-            .map(|(name, count)| (name.clone(), *count))
-            .collect(),
-    }
+    Resources::from(amounts)
 }
 
 /// The JSON map of an amount, with `slots` when given. CPU and memory appear when set.

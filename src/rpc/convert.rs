@@ -52,6 +52,7 @@ pub fn job_status(job: &Job) -> api::JobStatus {
         resources: None,
         isolation_full: false,
         timeout_ms: None,
+        reservation: None,
         spec: Some((&job.spec).into()),
         shards: job
             .shards

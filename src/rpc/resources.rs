@@ -15,29 +15,13 @@ use crate::pb::api::{
 
 /// The wire's amounts as the domain's, checked against the ceilings.
 pub fn to_domain(amounts: &ResourceAmounts) -> Result<Resources, ApiError> {
-    let resources = Resources {
-        cpu_millis: amounts.cpu_millis,
-        memory_bytes: amounts.memory_bytes,
-        named: amounts
-            .named
-            .iter()
-            .map(|(name, count)| (name.clone(), *count))
-            .collect(),
-    };
+    let resources = Resources::from(amounts);
     validate_resources(&resources).map_err(ApiError::InvalidArgument)?;
     Ok(resources)
 }
 
 pub fn to_wire(resources: &Resources) -> ResourceAmounts {
-    ResourceAmounts {
-        cpu_millis: resources.cpu_millis,
-        memory_bytes: resources.memory_bytes,
-        named: resources
-            .named
-            .iter()
-            .map(|(name, count)| (name.clone(), *count))
-            .collect(),
-    }
+    ResourceAmounts::from(resources)
 }
 
 /// What a submission's shards ask for. Refused (`FAILED_PRECONDITION`) when no TaskManager

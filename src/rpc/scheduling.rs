@@ -168,6 +168,14 @@ pub fn fill_status(status: &mut JobStatus, state: &ClusterState, job_id: JobId) 
     status.after = state.after(job_id).iter().map(JobId::to_string).collect();
     status.tenant = state.tenant(job_id).to_string();
     status.gang = state.is_gang(job_id);
+    if status.gang && status.state == "pending" {
+        status.reservation = crate::scheduler::current_reservation(state, crate::clock::now_ms())
+            .filter(|r| r.job == job_id)
+            .map(|r| crate::pb::api::Reservation {
+                taskmanagers: r.slots.into_keys().collect(),
+                expected_start_ms: r.expected_start_ms,
+            });
+    }
     status.reason = state
         .job(job_id)
         .and_then(|job| crate::scheduler::waiting_reason(state, job, crate::clock::now_ms()))

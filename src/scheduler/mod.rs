@@ -31,7 +31,9 @@
 //! inside a tenant by priority, then age. A gang's shards are
 //! all placed in one plan or none is. `preemption` chooses shards to stop for a waiting
 //! higher priority, never taking another tenant below its guaranteed share (`guarantee`);
-//! `explain` says in one line why a job waits.
+//! `explain` says in one line why a job waits. The first ready gang that cannot start
+//! gets a `reservation`: the slots that free first are held for it, and jobs behind it may
+//! use them only if they surely end before it is due (backfill).
 //!
 //! # Cost
 //! Each job's eligible TaskManagers go into a max-heap keyed by score; placing a shard pops
@@ -45,11 +47,12 @@ pub mod guarantee;
 mod plan;
 pub mod preemption;
 mod recovery;
+pub mod reservation;
 mod score;
 mod shares;
 
 pub use explain::waiting_reason;
-pub use plan::{plan, PlanLimits};
+pub use plan::{current_reservation, plan, PlanLimits};
 pub use recovery::retry_delay_ms;
 pub use score::{ScoreWeights, TaskManagerScorer};
 

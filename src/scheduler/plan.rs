@@ -3,6 +3,7 @@
 //! tenant by priority then age; gangs all at once or not at all.
 
 use super::fairness::{FairQueue, Turn};
+use super::reservation::{reserve, Reservation};
 use super::score::{room_after, ScoreWeights, TaskManagerScorer};
 use super::shares::ShareMeter;
 use crate::domain::{ClusterState, Isolation, JobId, Resources, ShardState};
@@ -39,12 +40,20 @@ struct Candidate<'a> {
     capacity: Resources,
     used: Resources,
     full_isolation: bool,
+    /// Slots held for this round's reservation (a gang that cannot start yet).
+    reserved: u32,
 }
 
 impl Candidate<'_> {
-    /// Whether one more shard needing `slots` slots and `asked` fits here now.
-    fn fits(&self, slots: u32, asked: Option<&Resources>) -> bool {
-        self.free >= slots && asked.is_none_or(|a| a.fits(&self.used, &self.capacity))
+    /// Whether one more shard needing `slots` slots and `asked` fits here now; a job behind
+    /// the reserved gang (`held_back`) may not use the reserved slots.
+    fn fits(&self, slots: u32, asked: Option<&Resources>, held_back: bool) -> bool {
+        let free = if held_back {
+            self.free.saturating_sub(self.reserved)
+        } else {
+            self.free
+        };
+        free >= slots && asked.is_none_or(|a| a.fits(&self.used, &self.capacity))
     }
 
     fn room_after(&self, slots: u32, asked: Option<&Resources>) -> f64 {
@@ -109,6 +118,7 @@ pub fn plan(
             capacity: state.capacity(&tm.id),
             used: state.tm_used.get(&tm.id).cloned().unwrap_or_default(),
             full_isolation: state.isolation(&tm.id) == Isolation::Full,
+            reserved: 0,
         })
         .collect();
     let mut round = Round {
@@ -119,11 +129,18 @@ pub fn plan(
         replacements_left: limits.max_replacements,
         placements: Vec::new(),
         cursors: HashMap::new(),
+        reservation: None,
     };
     if round.candidates.is_empty() {
         return round.placements;
     }
     let jobs = ready_jobs_in_priority_order(state);
+    round.reservation = reserve(state, &jobs, now_ms);
+    if let Some(reservation) = &round.reservation {
+        for candidate in &mut round.candidates {
+            candidate.reserved = reservation.slots.get(candidate.id).copied().unwrap_or(0);
+        }
+    }
     let one_tenant = jobs.first().is_none_or(|first| {
         jobs.iter()
             .all(|j| state.tenant(*j) == state.tenant(*first))
@@ -140,6 +157,11 @@ pub fn plan(
         round.plan_fair_share(jobs, limits.max_placements);
     }
     round.placements
+}
+
+/// The reservation a planning round at `now_ms` makes, if any (for `job status`).
+pub fn current_reservation(state: &ClusterState, now_ms: u64) -> Option<Reservation> {
+    reserve(state, &ready_jobs_in_priority_order(state), now_ms)
 }
 
 /// The jobs with pending shards whose `--after` jobs have all finished, highest priority
@@ -164,6 +186,8 @@ struct Round<'a> {
     placements: Vec<Placement>,
     /// Each visited job's placement so far (see `new_cursor`).
     cursors: HashMap<JobId, JobCursor<'a>>,
+    /// Room held for a gang that cannot start yet (see `reservation`).
+    reservation: Option<Reservation>,
 }
 
 /// A job's placement state within one round.
@@ -173,6 +197,8 @@ struct JobCursor<'a> {
     /// Its pending shards that may be placed now, in index order, and how many were taken.
     ready: Vec<u32>,
     next: usize,
+    /// Behind the reserved gang, and not sure to end before it is due.
+    held_back: bool,
 }
 
 impl<'a> Round<'a> {
@@ -332,6 +358,9 @@ impl<'a> Round<'a> {
         let need = job.spec.slots_per_shard;
         let asked = state.asked_resources(job.id);
         let full_only = state.needs_full_isolation(job.id);
+        let held_back = self.reservation.as_ref().is_some_and(|r| {
+            r.holds_back(state, job.id) && !r.lets_backfill(state, job.id, self.now_ms)
+        });
         let mut same_job: HashMap<&'a str, u32> = HashMap::new();
         for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
             if let Some(tm) = &shard.taskmanager {
@@ -342,7 +371,7 @@ impl<'a> Round<'a> {
             .candidates
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.fits(need, asked) && (c.full_isolation || !full_only))
+            .filter(|(_, c)| c.fits(need, asked, held_back) && (c.full_isolation || !full_only))
             .filter(|(_, c)| {
                 state
                     .taskmanager(c.id)
@@ -372,6 +401,7 @@ impl<'a> Round<'a> {
             same_job,
             ready,
             next: 0,
+            held_back,
         }
     }
 
@@ -408,7 +438,7 @@ impl<'a> Round<'a> {
                     break None;
                 };
                 let c = &self.candidates[top.candidate];
-                if !c.fits(need, asked) {
+                if !c.fits(need, asked, cursor.held_back) {
                     continue;
                 }
                 let score = scorer.score(
@@ -443,7 +473,7 @@ impl<'a> Round<'a> {
                 taskmanager: c.id.to_string(),
             });
             planned += 1;
-            if c.fits(need, asked) {
+            if c.fits(need, asked, cursor.held_back) {
                 cursor.heap.push(Ranked {
                     score: scorer.score(c.static_penalty, c.room_after(need, asked), *count),
                     candidate: best,

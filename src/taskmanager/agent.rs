@@ -108,11 +108,7 @@ async fn register(
         labels: opts.labels.clone().into_iter().collect(),
         incarnation: identity.incarnation,
         successor_of: identity.successor_of,
-        capacity: Some(crate::pb::api::ResourceAmounts {
-            cpu_millis: opts.capacity.cpu_millis,
-            memory_bytes: opts.capacity.memory_bytes,
-            named: opts.capacity.named.clone().into_iter().collect(),
-        }),
+        capacity: Some((&opts.capacity).into()),
         isolation: isolation.level().to_string(),
         isolation_missing: match isolation {
             super::sandbox::Isolation::Full => String::new(),

@@ -138,11 +138,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
         _ = &mut stop_rx => return false,
     };
     let asked = spec.resources.clone().unwrap_or_default();
-    let asked_here = crate::domain::Resources {
-        cpu_millis: asked.cpu_millis,
-        memory_bytes: asked.memory_bytes,
-        named: asked.named.clone().into_iter().collect(),
-    };
+    let asked_here = crate::domain::Resources::from(&asked);
     // Held until the run is over (this function returns once its process is gone): a run
     // placed into the room of one still stopping waits for it here.
     let devices = tokio::select! {

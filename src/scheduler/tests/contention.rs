@@ -2,23 +2,26 @@
 //! several rules meet. States are built from real commands.
 
 use super::*;
-use crate::domain::JobScheduling;
+use crate::domain::{JobScheduling, ShardState};
 use crate::fsm::SlotLimit;
 
+fn submitted(state: &mut ClusterState, idx: u64, shards: u32, options: JobScheduling) -> JobId {
+    let resp = submit_options(state, idx, shards, 1, options);
+    assert!(matches!(resp, Response::JobSubmitted { .. }), "{resp:?}");
+    JobId(idx)
+}
+
 fn tenant_job(state: &mut ClusterState, idx: u64, shards: u32, tenant: &str, gang: bool) -> JobId {
-    let resp = submit_options(
+    submitted(
         state,
         idx,
         shards,
-        1,
         JobScheduling {
             tenant: tenant.into(),
             gang,
             ..Default::default()
         },
-    );
-    assert!(matches!(resp, Response::JobSubmitted { .. }), "{resp:?}");
-    JobId(idx)
+    )
 }
 
 fn set_slots(state: &mut ClusterState, idx: u64, tenant: &str, slots: u64) {
@@ -163,19 +166,16 @@ fn at_priority(
     tenant: &str,
     priority: u32,
 ) -> JobId {
-    let resp = submit_options(
+    submitted(
         state,
         idx,
         shards,
-        1,
         JobScheduling {
             tenant: tenant.into(),
             priority,
             ..Default::default()
         },
-    );
-    assert!(matches!(resp, Response::JobSubmitted { .. }), "{resp:?}");
-    JobId(idx)
+    )
 }
 
 /// What the leader does when a plan places nothing: one `PreemptForShard`. Whether it did.
@@ -301,4 +301,143 @@ fn a_stale_preemption_changes_nothing() {
             .as_deref(),
         Some("a")
     );
+}
+
+/// A one-slot-a-shard job whose runs have a time limit.
+fn timed(state: &mut ClusterState, idx: u64, shards: u32, timeout_ms: u64) -> JobId {
+    let resp = apply(
+        state,
+        idx,
+        Command::SubmitJobWithResources {
+            name: format!("timed-{idx}"),
+            spec: JobSpec {
+                command: "/bin/true".into(),
+                args: Vec::new(),
+                env: Default::default(),
+                shard_count: shards,
+                slots_per_shard: 1,
+                max_attempts: 3,
+                selector: Labels::new(),
+            },
+            idempotency_key: None,
+            owner: "test".into(),
+            admission: crate::domain::Admission::DEFAULT,
+            options: JobScheduling::default(),
+            request: crate::domain::ResourceRequest {
+                timeout_ms: Some(timeout_ms),
+                ..Default::default()
+            },
+            now_ms: idx,
+        },
+    );
+    assert!(matches!(resp, Response::JobSubmitted { .. }), "{resp:?}");
+    JobId(idx)
+}
+
+/// Report every placed shard of `job` started at `NOW_MS`.
+fn start_all(state: &mut ClusterState, idx: &mut u64, job: JobId) {
+    let held: Vec<(u32, u64, String)> = state
+        .job(job)
+        .expect("job")
+        .shards
+        .iter()
+        .filter(|s| s.state == ShardState::Assigned)
+        .map(|s| (s.index, s.epoch, s.taskmanager.clone().unwrap_or_default()))
+        .collect();
+    for (shard, epoch, taskmanager) in held {
+        *idx += 1;
+        apply(
+            state,
+            *idx,
+            Command::ReportShardStarted {
+                taskmanager,
+                job_id: job,
+                shard,
+                epoch,
+                now_ms: NOW_MS,
+            },
+        );
+    }
+}
+
+/// End shard `shard` of `job` (finished).
+fn finish(state: &mut ClusterState, idx: &mut u64, job: JobId, shard: u32) {
+    let s = &state.job(job).expect("job").shards[shard as usize];
+    let (epoch, taskmanager) = (s.epoch, s.taskmanager.clone().unwrap_or_default());
+    *idx += 1;
+    let resp = apply(
+        state,
+        *idx,
+        Command::ReportShardEnded {
+            taskmanager,
+            job_id: job,
+            shard,
+            epoch,
+            outcome: crate::fsm::ShardOutcome::Finished,
+            run_ms: 1,
+            retry_at_ms: 0,
+            now_ms: NOW_MS,
+        },
+    );
+    assert_eq!(resp, Response::ShardReported);
+}
+
+#[test]
+fn a_gang_holds_the_room_that_frees_against_younger_small_jobs() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm", 4, &[]);
+    let busy = submit(&mut state, 2, 4, 1);
+    let first = plan_default(&state);
+    apply_plan(&mut state, 3, &first);
+    let gang = tenant_job(&mut state, 4, 4, "default", true);
+    let stream = submit(&mut state, 5, 8, 1);
+    let mut idx = 10;
+    start_all(&mut state, &mut idx, busy);
+    let reservation = crate::scheduler::current_reservation(&state, NOW_MS).expect("reserved");
+    assert_eq!(reservation.job, gang);
+    assert_eq!(reservation.slots.get("tm"), Some(&4));
+    assert_eq!(
+        reservation.expected_start_ms, None,
+        "the busy runs have no time limit"
+    );
+    for shard in 0..4 {
+        finish(&mut state, &mut idx, busy, shard);
+        let placements = plan_default(&state);
+        if shard < 3 {
+            assert!(
+                placements.is_empty(),
+                "the younger job took the gang's room: {placements:?}"
+            );
+        } else {
+            assert_eq!(placements.len(), 4, "{placements:?}");
+            assert!(placements.iter().all(|p| p.job_id == gang));
+        }
+    }
+    let _ = stream;
+}
+
+#[test]
+fn a_job_sure_to_end_before_the_gang_is_due_may_backfill() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm", 4, &[]);
+    // Runs of ten minutes at most: the gang is due at NOW + 10 min.
+    let busy = timed(&mut state, 2, 4, 600_000);
+    let first = plan_default(&state);
+    apply_plan(&mut state, 3, &first);
+    let gang = tenant_job(&mut state, 4, 4, "default", true);
+    let quick = timed(&mut state, 5, 1, 60_000);
+    let open_ended = submit(&mut state, 6, 1, 1);
+    let mut idx = 10;
+    start_all(&mut state, &mut idx, busy);
+    let reservation = crate::scheduler::current_reservation(&state, NOW_MS).expect("reserved");
+    assert_eq!(reservation.job, gang);
+    assert_eq!(reservation.expected_start_ms, Some(NOW_MS + 600_000));
+    finish(&mut state, &mut idx, busy, 0);
+    let placements = plan_default(&state);
+    assert_eq!(placements.len(), 1, "{placements:?}");
+    assert_eq!(
+        placements[0].job_id, quick,
+        "a one-minute job fits before the gang is due"
+    );
+    let _ = open_ended;
 }

@@ -1,0 +1,147 @@
+//! Reservations and backfill: a gang that cannot start now is not starved by a stream of
+//! smaller jobs that take every slot as it frees.
+//!
+//! # Rule
+//! Each planning round, the first ready gang (by priority, then age) that does not fit the
+//! free slots now gets a *reservation*: on the TaskManagers that may run it, the slots that
+//! will free first, enough for all its shards. A running shard frees its slots at
+//! `started + timeout` when its job has a time limit (`submit --timeout`), at an unknown time
+//! otherwise; the reservation's expected start is the moment the last slot it needs frees
+//! (unknown if any of them has no time limit).
+//!
+//! While it holds, a job behind the gang (lower priority, or equal and younger) may use the
+//! reserved slots of a TaskManager only if it surely ends before the expected start:
+//! `now + its timeout ≤ expected start` (backfill). Jobs ahead of the gang are not held
+//! back. Free slots beyond the reserved ones stay free for anybody. The reservation is
+//! computed from the state each round, never stored: a new leader computes the same one.
+//!
+//! Pure: no clock, no I/O; `now_ms` comes from the caller.
+
+use crate::domain::{ClusterState, Job, JobId, ShardState, TaskManager, TaskManagerState};
+use std::collections::BTreeMap;
+
+/// The room held for one gang.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub job: JobId,
+    pub priority: u32,
+    /// TaskManager → the slots held there for the gang.
+    pub slots: BTreeMap<String, u32>,
+    /// When the last slot it needs frees, if every one of them has a known end.
+    pub expected_start_ms: Option<u64>,
+}
+
+impl Reservation {
+    /// Whether `job` is behind the gang: a lower priority, or the same and submitted later.
+    pub fn holds_back(&self, state: &ClusterState, job: JobId) -> bool {
+        if job == self.job {
+            return false;
+        }
+        let priority = state.priority(job);
+        priority < self.priority || (priority == self.priority && job > self.job)
+    }
+
+    /// Whether `job` (behind the gang) may still use reserved slots: it surely ends before
+    /// the gang is due.
+    pub fn lets_backfill(&self, state: &ClusterState, job: JobId, now_ms: u64) -> bool {
+        let timeout = state.requests.get(&job).and_then(|r| r.timeout_ms);
+        match (timeout, self.expected_start_ms) {
+            (Some(timeout), Some(start)) => now_ms.saturating_add(timeout) <= start,
+            _ => false,
+        }
+    }
+}
+
+/// Whether TaskManager `tm` may ever run a shard of `job` (alive, labels, width).
+fn may_run(tm: &TaskManager, job: &Job, now_ms: u64) -> bool {
+    tm.state == TaskManagerState::Alive
+        && !tm.is_excluded(now_ms)
+        && tm.matches(&job.spec.selector)
+        && tm.slots >= job.spec.slots_per_shard
+}
+
+/// The reservation of this round, if some ready gang cannot start now. `ready` is the jobs
+/// the planner considers, highest priority first, then oldest.
+pub fn reserve(state: &ClusterState, ready: &[JobId], now_ms: u64) -> Option<Reservation> {
+    let gang = ready.iter().copied().find_map(|id| {
+        let job = state.job(id)?;
+        let waiting = state.is_gang(id)
+            && job.state == crate::domain::JobState::Pending
+            && job
+                .shards
+                .iter()
+                .all(|s| s.state == ShardState::Pending && s.not_before_ms <= now_ms);
+        // A gang its tenant's quota can never hold would hold the room for ever.
+        let need = u64::from(job.spec.slots_per_shard) * job.shards.len() as u64;
+        let within_quota = state
+            .quota(state.tenant(id))
+            .slots
+            .is_none_or(|limit| need <= limit);
+        (waiting && within_quota).then_some(job)
+    })?;
+    let per_shard = gang.spec.slots_per_shard.max(1);
+    let needed = gang.shards.len() as u64;
+    // What each TaskManager that may run it has free now, and when more frees.
+    let mut free: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut frees: Vec<(u64, &str, u32)> = Vec::new();
+    for tm in state
+        .taskmanagers
+        .values()
+        .filter(|tm| may_run(tm, gang, now_ms))
+    {
+        free.insert(&tm.id, tm.free_slots());
+        for (job, shard) in state.assignments(&tm.id) {
+            let timeout = state.requests.get(&job.id).and_then(|r| r.timeout_ms);
+            let ends = match (shard.started_at_ms, timeout) {
+                (Some(started), Some(timeout)) => started.saturating_add(timeout).max(now_ms),
+                _ => u64::MAX,
+            };
+            frees.push((ends, &tm.id, job.spec.slots_per_shard));
+        }
+    }
+    let fits = |free: &BTreeMap<&str, u32>| -> u64 {
+        free.values()
+            .map(|slots| u64::from(*slots / per_shard))
+            .sum()
+    };
+    if fits(&free) >= needed {
+        // It fits now: the plan places it (or something else stops it, not room).
+        return None;
+    }
+    frees.sort();
+    let mut expected = now_ms;
+    for (ends, tm, slots) in frees {
+        if let Some(room) = free.get_mut(tm) {
+            *room = room.saturating_add(slots);
+        }
+        expected = ends;
+        if fits(&free) >= needed {
+            break;
+        }
+    }
+    if fits(&free) < needed {
+        // Not even once everything running ends: no reservation helps (the reason says why).
+        return None;
+    }
+    // Hold room where it frees first: shards go to the TaskManagers in order of most room.
+    let mut by_room: Vec<(&str, u32)> = free.into_iter().collect();
+    by_room.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let mut left = needed;
+    let mut slots = BTreeMap::new();
+    for (tm, room) in by_room {
+        if left == 0 {
+            break;
+        }
+        let shards = u64::from(room / per_shard).min(left);
+        if shards > 0 {
+            slots.insert(tm.to_string(), (shards as u32) * per_shard);
+            left -= shards;
+        }
+    }
+    Some(Reservation {
+        job: gang.id,
+        priority: state.priority(gang.id),
+        slots,
+        expected_start_ms: (expected != u64::MAX).then_some(expected),
+    })
+}
