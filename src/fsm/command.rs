@@ -353,6 +353,11 @@ pub enum ShardOutcome {
     /// The command could not be started (not found, not executable): the job's fault. The
     /// shard fails at once, without retries, and the TaskManager's record is untouched.
     CannotStart { error: String },
+    /// The run passed a limit its job set (its `--timeout`, or its memory): a failure that
+    /// counts against the job's attempts like `Failed`, but not against the TaskManager,
+    /// which did nothing wrong (a job that always times out must not get every agent
+    /// excluded for failing too often).
+    OverLimit { error: String },
 }
 
 impl fmt::Display for Command {

@@ -90,7 +90,7 @@ fn of_report(state: &ClusterState, report: &Report) -> Option<u64> {
 fn ran(outcome: &ShardOutcome) -> bool {
     matches!(
         outcome,
-        ShardOutcome::Finished | ShardOutcome::Failed { .. }
+        ShardOutcome::Finished | ShardOutcome::Failed { .. } | ShardOutcome::OverLimit { .. }
     )
 }
 

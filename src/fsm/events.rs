@@ -99,7 +99,9 @@ impl Before {
                 // the run as assigned: its start was folded into this end.
                 let ran = matches!(
                     outcome,
-                    ShardOutcome::Finished | ShardOutcome::Failed { .. }
+                    ShardOutcome::Finished
+                        | ShardOutcome::Failed { .. }
+                        | ShardOutcome::OverLimit { .. }
                 );
                 let start_unreported = ran
                     && state
@@ -256,6 +258,9 @@ impl Before {
                     ),
                     ShardOutcome::Interrupted { .. } => ("shard_interrupted", String::new()),
                     ShardOutcome::CannotStart { .. } => ("shard_cannot_start", String::new()),
+                    ShardOutcome::OverLimit { .. } => {
+                        ("shard_failed", "over its job's limit".to_string())
+                    }
                 };
                 push(kind, Some(job_id), Some(shard), Some(tm), detail);
                 if let Some(kind) = job_end(self.job_state, job_id, state) {

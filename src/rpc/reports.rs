@@ -120,7 +120,9 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<ReportCo
     let kind = ReportKind::try_from(req.kind)
         .map_err(|_| ApiError::InvalidArgument(format!("unknown report kind {}", req.kind)))?;
     let output = match kind {
-        ReportKind::Finished | ReportKind::Failed => output_of(ctx, &mut req, job_id),
+        ReportKind::Finished | ReportKind::Failed | ReportKind::OverLimit => {
+            output_of(ctx, &mut req, job_id)
+        }
         _ => None,
     };
     let outcome = match kind {
@@ -132,6 +134,7 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<ReportCo
         }),
         ReportKind::Interrupted => Some(ShardOutcome::Interrupted { reason: req.error }),
         ReportKind::CannotStart => Some(ShardOutcome::CannotStart { error: req.error }),
+        ReportKind::OverLimit => Some(ShardOutcome::OverLimit { error: req.error }),
     };
     let command = match outcome {
         None => Report::Started {

@@ -484,6 +484,7 @@ fn reconcile(ctx: &RunContext, runs: &Runs, reported: &Reported, assignments: Ve
                     run_ms: 0,
                     error: "the TaskManager agent restarted while the shard ran".into(),
                     cannot_start: false,
+                    over_limit: false,
                 };
                 ctx.report(&a, ReportKind::Interrupted, Some(&result));
             }

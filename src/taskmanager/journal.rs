@@ -47,9 +47,36 @@ pub enum JournalRecord {
         epoch: u64,
         result: RunResult,
     },
+    /// `Ended` for a run that passed a limit its job set (appended: journals written before
+    /// it existed read the same).
+    EndedOverLimit {
+        job_id: String,
+        index: u32,
+        epoch: u64,
+        result: RunResult,
+    },
 }
 
 impl JournalRecord {
+    /// The record of a run's end, of the kind its result needs.
+    pub fn ended(job_id: String, index: u32, epoch: u64, result: RunResult) -> Self {
+        if result.over_limit {
+            JournalRecord::EndedOverLimit {
+                job_id,
+                index,
+                epoch,
+                result,
+            }
+        } else {
+            JournalRecord::Ended {
+                job_id,
+                index,
+                epoch,
+                result,
+            }
+        }
+    }
+
     fn key(&self) -> RunKey {
         match self {
             JournalRecord::Started {
@@ -58,6 +85,12 @@ impl JournalRecord {
                 epoch,
             }
             | JournalRecord::Ended {
+                job_id,
+                index,
+                epoch,
+                ..
+            }
+            | JournalRecord::EndedOverLimit {
                 job_id,
                 index,
                 epoch,
@@ -74,6 +107,10 @@ impl JournalRecord {
                 index.entry(key).or_insert(RunRecord::Interrupted);
             }
             JournalRecord::Ended { result, .. } => {
+                index.insert(key, RunRecord::Ended(result));
+            }
+            JournalRecord::EndedOverLimit { mut result, .. } => {
+                result.over_limit = true;
                 index.insert(key, RunRecord::Ended(result));
             }
         }
@@ -106,12 +143,9 @@ fn record_of(key: &RunKey, run: &RunRecord) -> Option<JournalRecord> {
             index,
             epoch,
         }),
-        RunRecord::Ended(result) => Some(JournalRecord::Ended {
-            job_id,
-            index,
-            epoch,
-            result: result.clone(),
-        }),
+        RunRecord::Ended(result) => {
+            Some(JournalRecord::ended(job_id, index, epoch, result.clone()))
+        }
     }
 }
 
@@ -391,8 +425,41 @@ mod tests {
                 run_ms: 3,
                 error: String::new(),
                 cannot_start: false,
+                over_limit: false,
             },
         }
+    }
+
+    #[test]
+    fn a_run_over_its_limit_reads_back_as_such_and_old_records_read_the_same() {
+        let mut over = RunResult {
+            exit_code: None,
+            run_ms: 9,
+            error: "timed out after 1s".into(),
+            cannot_start: false,
+            over_limit: true,
+        };
+        let mut bytes = Vec::new();
+        let record = JournalRecord::ended("j-1".into(), 0, 7, over.clone());
+        encode_frame(&record, MAX_RECORD_BYTES, &mut bytes).expect("encode");
+        encode_frame(&ended(1, 2), MAX_RECORD_BYTES, &mut bytes).expect("encode");
+        let (index, used) = replay(&bytes);
+        assert_eq!(used, bytes.len());
+        assert_eq!(
+            index.get(&("j-1".into(), 0, 7)),
+            Some(&RunRecord::Ended(over.clone()))
+        );
+        // The plain record's encoding did not change: no flag in it, and it reads back
+        // without one.
+        over.over_limit = false;
+        let plain =
+            bincode::serde::encode_to_vec(&over, bincode::config::standard()).expect("encode");
+        let back: RunResult = crate::decode::decode_untrusted(&plain).expect("decode");
+        assert!(!back.over_limit);
+        assert!(matches!(
+            index.get(&("j-1".into(), 1, 7)),
+            Some(RunRecord::Ended(r)) if !r.over_limit && r.exit_code == Some(2)
+        ));
     }
 
     #[tokio::test]

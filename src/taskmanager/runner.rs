@@ -53,19 +53,21 @@ pub struct RunContext {
 
 impl RunContext {
     pub fn report(&self, a: &Assignment, kind: ReportKind, result: Option<&RunResult>) {
-        let ((stdout_tail, stdout_len), (stderr_tail, stderr_len)) =
-            if matches!(kind, ReportKind::Finished | ReportKind::Failed) {
-                let most = self
-                    .output_tail_bytes
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                let dir = self.workdir.run_dir(&a.job_id, a.index, a.epoch);
-                (
-                    tail_bytes(&dir.join("stdout"), most),
-                    tail_bytes(&dir.join("stderr"), most),
-                )
-            } else {
-                Default::default()
-            };
+        let ((stdout_tail, stdout_len), (stderr_tail, stderr_len)) = if matches!(
+            kind,
+            ReportKind::Finished | ReportKind::Failed | ReportKind::OverLimit
+        ) {
+            let most = self
+                .output_tail_bytes
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let dir = self.workdir.run_dir(&a.job_id, a.index, a.epoch);
+            (
+                tail_bytes(&dir.join("stdout"), most),
+                tail_bytes(&dir.join("stderr"), most),
+            )
+        } else {
+            Default::default()
+        };
         let _ = self.reports.send(ShardReport {
             taskmanager_id: self.taskmanager_id.clone(),
             job_id: a.job_id.clone(),
@@ -97,6 +99,8 @@ impl RunContext {
 fn classify(result: &RunResult) -> ReportKind {
     if result.cannot_start {
         ReportKind::CannotStart
+    } else if result.over_limit {
+        ReportKind::OverLimit
     } else if result.exit_code == Some(0) {
         ReportKind::Finished
     } else {
@@ -153,6 +157,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                 run_ms: 0,
                 error,
                 cannot_start: true,
+                over_limit: false,
             };
             return end(ctx, a, result).await;
         }
@@ -174,6 +179,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
             run_ms: 0,
             error: format!("cannot record the run's start in the work dir's journal: {e}"),
             cannot_start: false,
+            over_limit: false,
         };
         ctx.report(a, ReportKind::Failed, Some(&result));
         return true;
@@ -214,6 +220,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                 run_ms: 0,
                 error: format!("cannot start the shard host: {e}"),
                 cannot_start: false,
+                over_limit: false,
             };
             return end(ctx, a, result).await;
         }
@@ -255,6 +262,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                     run_ms: 0,
                     error,
                     cannot_start: job_fault,
+                    over_limit: false,
                 };
                 return end(ctx, a, result).await;
             }
@@ -278,6 +286,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                                 tail(&dir.join("stderr"), ERROR_TAIL_BYTES)
                             ),
                             cannot_start: false,
+                            over_limit: true,
                         };
                         return end(ctx, a, result).await;
                     }
@@ -294,12 +303,15 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                                     went silent (paused, stuck or without a lease)"
                                 .into(),
                             cannot_start: false,
+                            over_limit: false,
                         };
                         ctx.report(a, ReportKind::Interrupted, Some(&result));
                         return true;
                     }
                     None => {}
                 }
+                // The sandbox's reason is its memory limit: the job's own limit, passed.
+                let over_limit = reason.is_some();
                 let error = match (code, signal, reason) {
                     // The sandbox knows better than the exit status (its memory limit).
                     (_, _, Some(reason)) => {
@@ -323,6 +335,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                     run_ms,
                     error,
                     cannot_start: false,
+                    over_limit,
                 };
                 return end(ctx, a, result).await;
             }
@@ -341,6 +354,7 @@ async fn run(ctx: &RunContext, a: &Assignment, mut stop_rx: oneshot::Receiver<()
                     run_ms: 0,
                     error: "the shard host exited while the shard ran".into(),
                     cannot_start: false,
+                    over_limit: false,
                 };
                 ctx.report(a, ReportKind::Interrupted, Some(&result));
                 return true;

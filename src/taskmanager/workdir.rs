@@ -27,6 +27,11 @@ pub struct RunResult {
     /// large): the job's mistake, not a failure of the shard or the TaskManager.
     #[serde(default)]
     pub cannot_start: bool,
+    /// It passed a limit its job set (time, memory): the job's failure, not the agent's.
+    /// Not in this struct's encoding (the journal's records keep the shape earlier agents
+    /// wrote): the journal says it with a record kind of its own.
+    #[serde(skip)]
+    pub over_limit: bool,
 }
 
 /// What the directory says about a run.
@@ -123,12 +128,12 @@ impl WorkDir {
         result: &RunResult,
     ) -> io::Result<()> {
         self.journal
-            .append(JournalRecord::Ended {
-                job_id: job_id.to_string(),
+            .append(JournalRecord::ended(
+                job_id.to_string(),
                 index,
                 epoch,
-                result: result.clone(),
-            })
+                result.clone(),
+            ))
             .await
     }
 
@@ -199,6 +204,7 @@ mod tests {
             run_ms: 12,
             error: "boom".into(),
             cannot_start: false,
+            over_limit: false,
         };
         wd.save_result("j-1", 0, 7, &result).await.expect("save");
         assert_eq!(wd.record("j-1", 0, 7), RunRecord::Ended(result));
@@ -227,6 +233,7 @@ mod tests {
             RunRecord::Ended(RunResult {
                 exit_code: Some(0),
                 cannot_start: false,
+                over_limit: false,
                 ..
             })
         ));

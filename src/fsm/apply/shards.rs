@@ -307,7 +307,12 @@ pub(super) fn report_ended(
                 shard.state = ShardState::Finished;
                 shard.exit_code = Some(0);
             }
-            ShardOutcome::Failed { exit_code, error } => {
+            ShardOutcome::Failed { .. } | ShardOutcome::OverLimit { .. } => {
+                let (exit_code, error) = match outcome {
+                    ShardOutcome::Failed { exit_code, error } => (exit_code, error),
+                    ShardOutcome::OverLimit { error } => (None, error),
+                    _ => (None, String::new()),
+                };
                 shard.failures += 1;
                 shard.exit_code = exit_code;
                 shard.error = Some(truncate(error));

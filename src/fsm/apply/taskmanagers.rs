@@ -175,6 +175,12 @@ pub(super) fn record_run(tm: &mut TaskManager, outcome: &ShardOutcome, run_ms: u
                 tm.recent_failures_ms.clear();
             }
         }
+        // The run took its time, but passing its job's own limit is not the TaskManager's
+        // failure.
+        ShardOutcome::OverLimit { .. } => {
+            tm.stats.runs = tm.stats.runs.saturating_add(1);
+            tm.stats.run_time_ms = tm.stats.run_time_ms.saturating_add(run_ms);
+        }
         // Neither is the TaskManager's doing.
         ShardOutcome::Interrupted { .. } | ShardOutcome::CannotStart { .. } => {}
     }

@@ -904,6 +904,52 @@ fn assignments_version_changes_with_the_list_and_only_then() {
 }
 
 #[test]
+fn runs_over_their_jobs_limit_use_attempts_but_never_get_the_taskmanager_excluded() {
+    // Three failures within a minute exclude a TaskManager; three runs that passed their
+    // own time limit must not (a job that always times out would take every agent out).
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm-a", 4, &[]);
+    let job = submit(&mut state, 2, 3, 1);
+    place(
+        &mut state,
+        3,
+        vec![
+            placement(job, 0, "tm-a"),
+            placement(job, 1, "tm-a"),
+            placement(job, 2, "tm-a"),
+        ],
+    );
+    for shard in 0..3 {
+        let report = Command::ReportShardEnded {
+            taskmanager: "tm-a".into(),
+            job_id: job,
+            shard,
+            epoch: 3,
+            outcome: ShardOutcome::OverLimit {
+                error: "timed out after 1s".into(),
+            },
+            run_ms: 1_000,
+            retry_at_ms: 0,
+            now_ms: 4_000 + u64::from(shard),
+        };
+        assert_eq!(
+            apply(&mut state, 4 + u64::from(shard), report),
+            Response::ShardReported
+        );
+    }
+    let tm = &state.taskmanagers["tm-a"];
+    assert_eq!((tm.stats.runs, tm.stats.failures), (3, 0));
+    assert_eq!(tm.excluded_until_ms, 0);
+    let s = shard(&state, job, 0);
+    assert_eq!(
+        (s.state, s.failures),
+        (ShardState::Pending, 1),
+        "retried, an attempt used"
+    );
+    assert_eq!(s.error.as_deref(), Some("timed out after 1s"));
+}
+
+#[test]
 fn a_command_that_cannot_start_fails_its_job_at_once_and_blames_no_taskmanager() {
     let mut state = ClusterState::default();
     register(&mut state, 1, "tm-a", 4, &[]);
