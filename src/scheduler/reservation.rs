@@ -52,12 +52,24 @@ impl Reservation {
     }
 }
 
-/// Whether TaskManager `tm` may ever run a shard of `job` (alive, labels, width).
-fn may_run(tm: &TaskManager, job: &Job, now_ms: u64) -> bool {
+/// Whether TaskManager `tm` may ever run a shard of `job`: alive, its labels, wide enough,
+/// the isolation it needs, and every resource it asks for in what `tm` has at all.
+fn may_run(state: &ClusterState, tm: &TaskManager, job: &Job, now_ms: u64) -> bool {
+    let holds_what_it_asks = state.asked_resources(job.id).is_none_or(|asked| {
+        asked
+            .over(
+                &crate::domain::Resources::default(),
+                &state.capacity(&tm.id),
+            )
+            .is_empty()
+    });
     tm.state == TaskManagerState::Alive
         && !tm.is_excluded(now_ms)
         && tm.matches(&job.spec.selector)
         && tm.slots >= job.spec.slots_per_shard
+        && (!state.needs_full_isolation(job.id)
+            || state.isolation(&tm.id) == crate::domain::Isolation::Full)
+        && holds_what_it_asks
 }
 
 /// The reservation of this round, if some ready gang cannot start now. `ready` is the jobs
@@ -87,7 +99,7 @@ pub fn reserve(state: &ClusterState, ready: &[JobId], now_ms: u64) -> Option<Res
     for tm in state
         .taskmanagers
         .values()
-        .filter(|tm| may_run(tm, gang, now_ms))
+        .filter(|tm| may_run(state, tm, gang, now_ms))
     {
         free.insert(&tm.id, tm.free_slots());
         for (job, shard) in state.assignments(&tm.id) {
