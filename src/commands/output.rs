@@ -224,7 +224,7 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
                 options.push_str(&format!(", after {}", job.after.join(",")));
             }
             if let Some(asked) = &job.resources {
-                let asked = resources_output::to_domain(asked);
+                let asked = crate::domain::Resources::from(asked);
                 if !asked.is_empty() {
                     options.push_str(&format!(", {asked} per shard"));
                 }
@@ -375,10 +375,10 @@ pub fn quotas(format: OutputFormat, quotas: &[QuotaInfo]) {
                     q.pending_shards.to_string(),
                     q.resource_limits
                         .as_ref()
-                        .map_or_else(|| "-".to_string(), |l| resources_output::to_domain(l).to_string()),
+                        .map_or_else(|| "-".to_string(), |l| crate::domain::Resources::from(l).to_string()),
                     q.resources_used
                         .as_ref()
-                        .map_or_else(|| "-".to_string(), |u| resources_output::to_domain(u).to_string()),
+                        .map_or_else(|| "-".to_string(), |u| crate::domain::Resources::from(u).to_string()),
                 ]);
             }
             println!("{}", table.render());

@@ -6,10 +6,6 @@ use crate::domain::{format_cpu, format_size, Resources};
 use crate::pb::api::ResourceAmounts;
 use serde_json::{json, Map, Value};
 
-pub fn to_domain(amounts: &ResourceAmounts) -> Resources {
-    Resources::from(amounts)
-}
-
 /// The JSON map of an amount, with `slots` when given. CPU and memory appear when set.
 pub fn json_map(amounts: Option<&ResourceAmounts>, slots: Option<u32>) -> Value {
     let mut map = Map::new();
@@ -37,8 +33,8 @@ pub fn used_of(used: Option<&ResourceAmounts>, capacity: Option<&ResourceAmounts
     let Some(capacity) = capacity else {
         return ["-".into(), "-".into(), "-".into()];
     };
-    let used = used.map(to_domain).unwrap_or_default();
-    let capacity = to_domain(capacity);
+    let used = used.map(Resources::from).unwrap_or_default();
+    let capacity = Resources::from(capacity);
     let named: Vec<String> = capacity
         .named
         .iter()

@@ -64,15 +64,6 @@ impl Resources {
         }
     }
 
-    /// The named resources of `self` that `capacity` lacks entirely (`gpu` on a TaskManager
-    /// without any).
-    pub fn missing_names<'a>(&'a self, capacity: &'a Resources) -> impl Iterator<Item = &'a str> {
-        self.named
-            .iter()
-            .filter(|(name, count)| **count > 0 && !capacity.named.contains_key(*name))
-            .map(|(name, _)| name.as_str())
-    }
-
     /// The dimensions that `used + self` would take past `capacity`, as `"cpu"`, `"memory"`
     /// or a resource name; empty when it fits.
     pub fn over(&self, used: &Resources, capacity: &Resources) -> Vec<String> {
@@ -525,7 +516,7 @@ mod tests {
             named: [("fpga".to_string(), 1)].into(),
             ..Resources::default()
         };
-        assert_eq!(fpga.missing_names(&capacity).collect::<Vec<_>>(), ["fpga"]);
+        assert_eq!(fpga.over(&used, &capacity), vec!["fpga"]);
         assert!(!fpga.fits(&used, &capacity));
         assert!(Resources::default().fits(&used, &capacity));
         assert_eq!(shard.to_string(), "cpu=1.5,memory=1GiB,gpu=1");

@@ -20,10 +20,6 @@ pub fn to_domain(amounts: &ResourceAmounts) -> Result<Resources, ApiError> {
     Ok(resources)
 }
 
-pub fn to_wire(resources: &Resources) -> ResourceAmounts {
-    ResourceAmounts::from(resources)
-}
-
 /// What a submission's shards ask for. Refused (`FAILED_PRECONDITION`) when no TaskManager
 /// of the cluster could ever hold one shard: a named resource none has, or more CPU or
 /// memory than the largest has, so the job does not wait for ever.
@@ -155,7 +151,7 @@ pub fn declared(
 /// `job status`: what each shard asks.
 pub fn fill_status(status: &mut JobStatus, state: &ClusterState, job_id: JobId) {
     if let Some(request) = state.requests.get(&job_id) {
-        status.resources = Some(to_wire(&request.per_shard));
+        status.resources = Some(ResourceAmounts::from(&request.per_shard));
         status.isolation_full = request.isolation_full;
         status.timeout_ms = request.timeout_ms;
     }
@@ -168,16 +164,22 @@ pub fn fill_taskmanager(info: &mut TaskManagerInfo, state: &ClusterState) {
     info.isolation_missing = declared
         .map(|d| d.isolation_missing.clone())
         .unwrap_or_default();
-    info.capacity = declared.map(|d| to_wire(&d.capacity));
-    info.used = Some(to_wire(
+    info.capacity = declared.map(|d| ResourceAmounts::from(&d.capacity));
+    info.used = Some(ResourceAmounts::from(
         &state.tm_used.get(&info.id).cloned().unwrap_or_default(),
     ));
 }
 
 /// `quota list`: a tenant's resource limits and what it holds.
 pub fn fill_quota(info: &mut QuotaInfo, state: &ClusterState) {
-    info.resource_limits = state.resource_quotas.get(&info.tenant).map(to_wire);
-    info.resources_used = state.tenant_resources.get(&info.tenant).map(to_wire);
+    info.resource_limits = state
+        .resource_quotas
+        .get(&info.tenant)
+        .map(ResourceAmounts::from);
+    info.resources_used = state
+        .tenant_resources
+        .get(&info.tenant)
+        .map(ResourceAmounts::from);
 }
 
 #[cfg(test)]

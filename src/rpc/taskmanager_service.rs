@@ -216,7 +216,7 @@ impl TaskManagers for TaskManagerService {
                 resources: view
                     .state
                     .asked_resources(job.id)
-                    .map(super::resources::to_wire),
+                    .map(crate::pb::api::ResourceAmounts::from),
                 slots_per_shard: job.spec.slots_per_shard,
                 timeout_ms: view.state.requests.get(&job.id).and_then(|r| r.timeout_ms),
             })),

@@ -576,6 +576,47 @@ fn submit_options(
     )
 }
 
+/// Submit `shards` one-slot shards with scheduling options and a request (resources,
+/// isolation, time limit), asserting it was accepted.
+fn submit_with_request(
+    state: &mut ClusterState,
+    idx: u64,
+    shards: u32,
+    options: crate::domain::JobScheduling,
+    request: crate::domain::ResourceRequest,
+) -> JobId {
+    let resp = apply(
+        state,
+        idx,
+        Command::SubmitJobWithResources {
+            name: format!("job-{idx}"),
+            spec: JobSpec {
+                command: "/bin/true".to_string(),
+                args: Vec::new(),
+                env: Default::default(),
+                shard_count: shards,
+                slots_per_shard: 1,
+                max_attempts: 3,
+                selector: Labels::new(),
+            },
+            idempotency_key: None,
+            owner: "test".to_string(),
+            admission: crate::domain::Admission::DEFAULT,
+            options,
+            request,
+            now_ms: idx,
+        },
+    );
+    assert_eq!(
+        resp,
+        Response::JobSubmitted {
+            job_id: JobId(idx),
+            created: true
+        }
+    );
+    JobId(idx)
+}
+
 /// Submit like `submit`, at `priority`.
 fn submit_at_priority(state: &mut ClusterState, idx: u64, shards: u32, priority: u32) -> JobId {
     let options = crate::domain::JobScheduling {

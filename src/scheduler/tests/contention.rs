@@ -305,33 +305,16 @@ fn a_stale_preemption_changes_nothing() {
 
 /// A one-slot-a-shard job whose runs have a time limit.
 fn timed(state: &mut ClusterState, idx: u64, shards: u32, timeout_ms: u64) -> JobId {
-    let resp = apply(
+    submit_with_request(
         state,
         idx,
-        Command::SubmitJobWithResources {
-            name: format!("timed-{idx}"),
-            spec: JobSpec {
-                command: "/bin/true".into(),
-                args: Vec::new(),
-                env: Default::default(),
-                shard_count: shards,
-                slots_per_shard: 1,
-                max_attempts: 3,
-                selector: Labels::new(),
-            },
-            idempotency_key: None,
-            owner: "test".into(),
-            admission: crate::domain::Admission::DEFAULT,
-            options: JobScheduling::default(),
-            request: crate::domain::ResourceRequest {
-                timeout_ms: Some(timeout_ms),
-                ..Default::default()
-            },
-            now_ms: idx,
+        shards,
+        JobScheduling::default(),
+        crate::domain::ResourceRequest {
+            timeout_ms: Some(timeout_ms),
+            ..Default::default()
         },
-    );
-    assert!(matches!(resp, Response::JobSubmitted { .. }), "{resp:?}");
-    JobId(idx)
+    )
 }
 
 /// Report every placed shard of `job` started at `NOW_MS`.

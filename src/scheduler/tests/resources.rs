@@ -59,43 +59,20 @@ fn submit_asking(
     per_shard: Resources,
     isolation_full: bool,
 ) -> JobId {
-    let resp = apply(
+    submit_with_request(
         state,
         idx,
-        Command::SubmitJobWithResources {
-            name: format!("job-{idx}"),
-            spec: JobSpec {
-                command: "/bin/true".to_string(),
-                args: Vec::new(),
-                env: Default::default(),
-                shard_count: shards,
-                slots_per_shard: 1,
-                max_attempts: 3,
-                selector: Labels::new(),
-            },
-            idempotency_key: None,
-            owner: "test".to_string(),
-            admission: crate::domain::Admission::DEFAULT,
-            options: JobScheduling {
-                tenant: tenant.to_string(),
-                ..Default::default()
-            },
-            request: ResourceRequest {
-                per_shard,
-                isolation_full,
-                timeout_ms: None,
-            },
-            now_ms: idx,
+        shards,
+        JobScheduling {
+            tenant: tenant.to_string(),
+            ..Default::default()
         },
-    );
-    assert_eq!(
-        resp,
-        Response::JobSubmitted {
-            job_id: JobId(idx),
-            created: true
-        }
-    );
-    JobId(idx)
+        ResourceRequest {
+            per_shard,
+            isolation_full,
+            timeout_ms: None,
+        },
+    )
 }
 
 /// Every TaskManager's held resources within its capacity, and equal to what its shards ask.
