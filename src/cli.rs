@@ -432,6 +432,16 @@ pub struct BenchArgs {
     /// --insecure one (`--tls false` skips it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub tls: bool,
+    /// Shards held in the state for the planning-turn figure (a tenth of them running; 0
+    /// skips it). The turn runs the scheduler in this process, not on a replica.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub planning_shards: u64,
+    /// Shards per job in that state (1: a million one-shard jobs).
+    #[arg(long, default_value_t = 100)]
+    pub planning_job_shards: u32,
+    /// Measure only the planning turn, with no cluster.
+    #[arg(long)]
+    pub planning_only: bool,
     /// Where the replicas keep their data (default: a fresh directory under the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,

@@ -9,15 +9,18 @@
 //! - `limits`: the floors, fdatasync and a bare gRPC round trip;
 //! - `flood`: admission control under a flood of shards that can never run, with the
 //!   replicas' memory;
-//! - `process`: CPU and memory of a process, from /proc.
+//! - `process`: CPU and memory of a process, from /proc;
+//! - `planning`: one planning turn of the pure scheduler on a large state, in this process.
 //!
-//! It must not reach into a replica: everything goes through the public API and signals.
+//! It must not reach into a replica: everything goes through the public API and signals
+//! (`planning` starts none).
 
 mod dispatch;
 mod failover;
 mod fleet;
 mod flood;
 mod limits;
+mod planning;
 pub mod process;
 mod recovery;
 mod scale;
@@ -30,6 +33,7 @@ pub use dispatch::{
 pub use failover::measure_failover;
 pub use flood::{measure_flood, FloodResult};
 pub use limits::{measure_fsync, measure_ping, FsyncResult, PingResult};
+pub use planning::{measure_planning, PlanningOptions, PlanningResult};
 pub use recovery::{
     measure_progress_pause, measure_taskmanager_loss, replace_with_sandboxed_agents, start_agents,
 };

@@ -127,6 +127,39 @@ fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// One planning turn on a state of `shards` shards, a tenth of them running.
+fn planning(table: &mut Table, args: &BenchArgs) -> Result<bench::PlanningResult, BenchError> {
+    let shards = args.planning_shards;
+    let options = bench::PlanningOptions {
+        shards,
+        running: (shards / 10).max(1),
+        shards_per_job: args.planning_job_shards.max(1),
+        ..Default::default()
+    };
+    let r = bench::measure_planning(&options).map_err(BenchError::Failed)?;
+    let held = format!(
+        "{} shards held on {} TaskManagers",
+        r.shards, r.taskmanagers
+    );
+    row(
+        table,
+        format!("planning turn with room, {held}"),
+        format!("{} placed", r.placements),
+        summary_cells(&Some(r.plan.clone()), |s| s.p95_ms),
+    );
+    row(
+        table,
+        format!("planning turn when full, {} running", r.running),
+        format!(
+            "{}preemption search {} ms (median)",
+            if r.preempts { "1 preemption; " } else { "" },
+            ms(r.preemption.median_ms)
+        ),
+        summary_cells(&Some(r.full_turn.clone()), |s| s.p95_ms),
+    );
+    Ok(r)
+}
+
 /// The dispatch measurements' agents, and their slots each.
 const AGENTS: usize = 3;
 const SLOTS: u32 = 8;
@@ -317,6 +350,13 @@ async fn run(
                         "timeout_ms": config.taskmanagers.timeout_ms},
     });
 
+    if args.planning_shards > 0 {
+        // First, on an idle machine: it is CPU alone.
+        report["planning"] = json!(planning(&mut table, args)?);
+    }
+    if args.planning_only {
+        return Ok((table.render(), report));
+    }
     // The floors first, on an idle machine.
     let fsync = bench::measure_fsync(dir, 200, 4096)?;
     row(

@@ -9,6 +9,7 @@ mod ids;
 mod job;
 mod limits;
 mod output;
+mod pending;
 mod resources;
 mod revocation;
 mod scheduling;
@@ -20,6 +21,7 @@ pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardCounts, ShardMut, ShardState};
 pub use limits::*;
 pub use output::{OutputStore, PrintedTail, ShardOutput};
+pub use pending::{PendingIndex, QueueKey};
 pub use resources::*;
 pub use revocation::{
     fingerprint, is_revoked, Fingerprint, Revocations, Revoked, MAX_REVOKED_PARTIES,

@@ -23,7 +23,7 @@ pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
 /// An amount of each resource. A zero means none (for a request: not asked; for a capacity:
 /// none there, except CPU and memory of a TaskManager that declared none, see
 /// `TaskManagerResources`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Resources {
     pub cpu_millis: u64,
     pub memory_bytes: u64,

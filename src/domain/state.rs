@@ -92,6 +92,13 @@ pub struct ClusterState {
     /// rebuilt on decode.
     #[serde(skip)]
     pub dependents: BTreeMap<JobId, BTreeSet<JobId>>,
+    /// Slots held now by shards of each priority, priorities holding none left out: whether
+    /// any running shard is below a waiting one, without a scan. Derived.
+    #[serde(skip)]
+    pub held_by_priority: BTreeMap<u32, u64>,
+    /// The pending work list filed for the scheduler (`pending`). Derived.
+    #[serde(skip)]
+    pub pending: super::pending::PendingIndex,
     /// Slots held now (assigned or running) by each tenant's shards, tenants holding none
     /// left out. Derived (kept by apply as slots are taken and given back, rebuilt on
     /// decode), so that the planner never counts every running shard.
@@ -291,8 +298,8 @@ impl ClusterState {
         Ok(state)
     }
 
-    /// Rebuild the fields derived from the rest: `dependents`, `tenant_slots` and each job's
-    /// shard counts.
+    /// Rebuild the fields derived from the rest: `dependents`, `tenant_slots`, the resources
+    /// held, the pending index and each job's shard counts.
     fn rebuild_derived(&mut self) {
         for job in self.jobs.values_mut() {
             Arc::make_mut(job).recount();
@@ -304,6 +311,7 @@ impl ClusterState {
             }
         }
         let mut held: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_priority: BTreeMap<u32, u64> = BTreeMap::new();
         let mut tm_used: BTreeMap<String, Resources> = BTreeMap::new();
         let mut tenant_resources: BTreeMap<String, Resources> = BTreeMap::new();
         for (tm, shards) in &self.shards_by_taskmanager {
@@ -311,6 +319,8 @@ impl ClusterState {
                 if let Some(job) = self.jobs.get(job_id) {
                     let tenant = self.tenant(*job_id);
                     *held.entry(tenant.to_string()).or_default() +=
+                        u64::from(job.spec.slots_per_shard);
+                    *by_priority.entry(self.priority(*job_id)).or_default() +=
                         u64::from(job.spec.slots_per_shard);
                     if let Some(asked) = self.asked_resources(*job_id) {
                         tm_used.entry(tm.clone()).or_default().add_times(asked, 1);
@@ -323,8 +333,10 @@ impl ClusterState {
             }
         }
         self.tenant_slots = held;
+        self.held_by_priority = by_priority;
         self.tm_used = tm_used;
         self.tenant_resources = tenant_resources;
+        self.rebuild_pending_index();
     }
 
     /// What one shard of `job` asks beyond slots, if anything.
@@ -451,8 +463,19 @@ impl ClusterState {
         }
     }
 
-    /// Count `slots` more (taken) or fewer (given back) for the tenant of `job`.
+    /// Count `slots` more (taken) or fewer (given back) for the tenant and the priority of
+    /// `job`.
     pub fn count_tenant_slots(&mut self, job: JobId, slots: u32, taken: bool) {
+        let priority = self.priority(job);
+        let at_priority = self.held_by_priority.entry(priority).or_default();
+        if taken {
+            *at_priority += u64::from(slots);
+        } else {
+            *at_priority = at_priority.saturating_sub(u64::from(slots));
+        }
+        if *at_priority == 0 {
+            self.held_by_priority.remove(&priority);
+        }
         // The options' map and the counts are separate fields: both may be borrowed at once.
         let tenant = self
             .scheduling

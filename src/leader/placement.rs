@@ -101,15 +101,14 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
 /// its other shards go back to pending, and are not placed again before their agents have
 /// surely stopped them. Whether a restart was applied.
 async fn restart_split_gangs(raft: &Raft, shared: &SharedState, lease_ms: u64) -> bool {
-    // A split gang has pending shards: only those jobs are looked at, not every job that
-    // has options (with tokens on, every retained job has a tenant).
+    // A split gang has pending shards: only the gangs with pending shards are looked at (an
+    // index), not every waiting job.
     let split: Vec<JobId> = {
         let view = shared.read();
         let state = &view.state;
         state
-            .jobs_with_pending_shards
-            .iter()
-            .copied()
+            .pending
+            .gangs()
             .filter(|job| gang_is_split(state, *job))
             .collect()
     };

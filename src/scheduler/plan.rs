@@ -6,10 +6,10 @@ use super::fairness::{FairQueue, Turn};
 use super::reservation::{reserve, Reservation};
 use super::score::{room_after, ScoreWeights, TaskManagerScorer};
 use super::shares::ShareMeter;
-use crate::domain::{ClusterState, Isolation, JobId, Resources, ShardState};
+use crate::domain::{ClusterState, Isolation, JobId, Labels, Resources, ShardState};
 use crate::fsm::Placement;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 /// Bounds on one plan, so that one Raft entry stays small and one round stays short.
 #[derive(Debug, Clone, Copy)]
@@ -121,59 +121,58 @@ pub fn plan(
             reserved: 0,
         })
         .collect();
+    let free_slots = candidates.iter().map(|c| u64::from(c.free)).sum();
     let mut round = Round {
         state,
         now_ms,
         scorer,
         candidates,
+        free_slots,
         replacements_left: limits.max_replacements,
         placements: Vec::new(),
         cursors: HashMap::new(),
+        roomless: HashSet::new(),
         reservation: None,
     };
-    if round.candidates.is_empty() {
+    if round.candidates.is_empty() || !state.pending.any_ready() {
         return round.placements;
     }
-    let jobs = ready_jobs_in_priority_order(state);
-    round.reservation = reserve(state, &jobs, now_ms);
+    round.reservation = reserve(state, now_ms);
     if let Some(reservation) = &round.reservation {
         for candidate in &mut round.candidates {
             candidate.reserved = reservation.slots.get(candidate.id).copied().unwrap_or(0);
         }
     }
-    let one_tenant = jobs.first().is_none_or(|first| {
-        jobs.iter()
-            .all(|j| state.tenant(*j) == state.tenant(*first))
-    });
+    let one_tenant = state.pending.ready_tenants().nth(1).is_none();
     if one_tenant && state.quotas.is_empty() && state.resource_quotas.is_empty() {
-        for job_id in jobs {
-            if round.placements.len() >= limits.max_placements {
+        // The queue is walked only as far as room and the budget go.
+        for job_id in state.pending.ready_in_priority_order() {
+            if round.placements.len() >= limits.max_placements || round.free_slots == 0 {
                 break;
             }
             let budget = limits.max_placements - round.placements.len();
             round.plan_job(job_id, budget);
         }
     } else {
-        round.plan_fair_share(jobs, limits.max_placements);
+        round.plan_fair_share(limits.max_placements);
     }
     round.placements
 }
 
 /// The reservation a planning round at `now_ms` makes, if any (for `job status`).
 pub fn current_reservation(state: &ClusterState, now_ms: u64) -> Option<Reservation> {
-    reserve(state, &ready_jobs_in_priority_order(state), now_ms)
+    reserve(state, now_ms)
 }
 
-/// The jobs with pending shards whose `--after` jobs have all finished, highest priority
-/// first, then oldest (smallest id) first.
-fn ready_jobs_in_priority_order(state: &ClusterState) -> Vec<JobId> {
-    let mut jobs: Vec<JobId> = state.jobs_with_pending_shards.iter().copied().collect();
-    if !state.scheduling.is_empty() {
-        jobs.retain(|job| state.unfinished_dependency(*job).is_none());
-        // Stable: equal priorities keep their id order.
-        jobs.sort_by_key(|job| std::cmp::Reverse(state.priority(*job)));
-    }
-    jobs
+/// What decides whether a job's shard fits a TaskManager: jobs of one shape that found no
+/// room in a round find none later in it either (room only shrinks as the plan goes).
+#[derive(PartialEq, Eq, Hash)]
+struct Shape<'a> {
+    selector: &'a Labels,
+    slots: u32,
+    asked: Option<&'a Resources>,
+    full_only: bool,
+    held_back: bool,
 }
 
 /// One planning round: the TaskManagers' capacity as the plan uses it up, and the plan.
@@ -182,10 +181,14 @@ struct Round<'a> {
     now_ms: u64,
     scorer: TaskManagerScorer,
     candidates: Vec<Candidate<'a>>,
+    /// Free slots left over all candidates: none, and the round is over.
+    free_slots: u64,
     replacements_left: usize,
     placements: Vec<Placement>,
     /// Each visited job's placement so far (see `new_cursor`).
     cursors: HashMap<JobId, JobCursor<'a>>,
+    /// Shapes of jobs that found no TaskManager with room this round.
+    roomless: HashSet<Shape<'a>>,
     /// Room held for a gang that cannot start yet (see `reservation`).
     reservation: Option<Reservation>,
 }
@@ -206,12 +209,14 @@ impl<'a> Round<'a> {
     /// of the tenant's first job (a gang whole) within its quota. A tenant whose next job
     /// would pass its quota waits whole; a job that finds no room is passed over for the
     /// tenant's next one.
-    fn plan_fair_share(&mut self, jobs: Vec<JobId>, max_placements: usize) {
+    fn plan_fair_share(&mut self, max_placements: usize) {
         let state = self.state;
-        let mut queues: BTreeMap<&str, VecDeque<JobId>> = BTreeMap::new();
-        for job in jobs {
-            queues.entry(state.tenant(job)).or_default().push_back(job);
-        }
+        // Each tenant's ready jobs, taken from the index only as far as the round goes.
+        let mut queues: BTreeMap<&str, _> = state
+            .pending
+            .ready_tenants()
+            .map(|tenant| (tenant, state.pending.ready_of(tenant).peekable()))
+            .collect();
         let mut meter = ShareMeter::new(state, queues.keys().copied());
         let mut blocked: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         let mut turns = FairQueue::default();
@@ -224,13 +229,13 @@ impl<'a> Round<'a> {
             });
         }
         while let Some(mut turn) = turns.pop() {
-            if self.placements.len() >= max_placements {
+            if self.placements.len() >= max_placements || self.free_slots == 0 {
                 break;
             }
             let Some(queue) = queues.get_mut(turn.name) else {
                 continue;
             };
-            let Some(job) = queue.front().and_then(|id| state.job(*id)) else {
+            let Some(job) = queue.peek().and_then(|id| state.job(*id)) else {
                 continue;
             };
             let shards = if state.is_gang(job.id) {
@@ -249,8 +254,8 @@ impl<'a> Round<'a> {
                 if full.contains("slots") && !meter.could_ever_fit(turn.name, job.id, shards) {
                     // Larger than the quota itself (a gang): it can never start under this
                     // quota, so it holds nobody back; `job status` says why it waits.
-                    queue.pop_front();
-                    if !queue.is_empty() {
+                    queue.next();
+                    if queue.peek().is_some() {
                         turns.push(turn);
                     }
                     continue;
@@ -263,8 +268,8 @@ impl<'a> Round<'a> {
                 // At a resource limit: the tenant's later jobs that ask none of the full
                 // resources may go; those that ask one wait behind this job.
                 blocked.entry(turn.name).or_default().extend(full);
-                queue.pop_front();
-                if !queue.is_empty() {
+                queue.next();
+                if queue.peek().is_some() {
                     turns.push(turn);
                 }
                 continue;
@@ -282,11 +287,11 @@ impl<'a> Round<'a> {
             let placed = self.plan_job(job.id, asked);
             if placed < asked || placed == 0 {
                 // Out of ready shards, or no room for it now: the tenant's next job.
-                queue.pop_front();
+                queue.next();
             }
             meter.grant(turn.name, job.id, placed as u64);
             turn.held = meter.share(turn.name);
-            if !queue.is_empty() {
+            if queue.peek().is_some() {
                 turns.push(turn);
             }
         }
@@ -320,6 +325,7 @@ impl<'a> Round<'a> {
                     .collect::<Vec<_>>(),
                 self.replacements_left,
                 self.placements.len(),
+                self.free_slots,
             )
         });
         // A gang restarts whole: the recovery throttle, which spreads the re-placement of
@@ -332,13 +338,14 @@ impl<'a> Round<'a> {
         } else {
             self.plan_shards(job_id, budget)
         };
-        if let Some((free, replacements_left, placements)) = saved {
+        if let Some((free, replacements_left, placements, free_slots)) = saved {
             if planned < job.shards.len() {
                 // Not all of the gang fits: give back what was taken.
                 for (candidate, (free, used)) in self.candidates.iter_mut().zip(free) {
                     candidate.free = free;
                     candidate.used = used;
                 }
+                self.free_slots = free_slots;
                 self.replacements_left = replacements_left;
                 self.placements.truncate(placements);
                 // Its cursor took what was given back: it is made again if needed.
@@ -353,14 +360,10 @@ impl<'a> Round<'a> {
     /// shards per TaskManager (the spread term), and its ready shards with how many were
     /// taken. Made on a job's first visit and kept for the next (fair-share turns come back
     /// to a job many times), so a visit costs O(placed · log N), not O(N + S).
-    fn new_cursor(&self, job: &'a crate::domain::Job) -> JobCursor<'a> {
+    fn new_cursor(&self, job: &'a crate::domain::Job, shape: &Shape<'a>) -> JobCursor<'a> {
         let state = self.state;
-        let need = job.spec.slots_per_shard;
-        let asked = state.asked_resources(job.id);
-        let full_only = state.needs_full_isolation(job.id);
-        let held_back = self.reservation.as_ref().is_some_and(|r| {
-            r.holds_back(state, job.id) && !r.lets_backfill(state, job.id, self.now_ms)
-        });
+        let (need, asked, full_only, held_back) =
+            (shape.slots, shape.asked, shape.full_only, shape.held_back);
         let mut same_job: HashMap<&'a str, u32> = HashMap::new();
         for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
             if let Some(tm) = &shard.taskmanager {
@@ -405,6 +408,20 @@ impl<'a> Round<'a> {
         }
     }
 
+    /// What decides where `job`'s shards fit this round.
+    fn shape(&self, job: &'a crate::domain::Job) -> Shape<'a> {
+        let state = self.state;
+        Shape {
+            selector: &job.spec.selector,
+            slots: job.spec.slots_per_shard,
+            asked: state.asked_resources(job.id),
+            full_only: state.needs_full_isolation(job.id),
+            held_back: self.reservation.as_ref().is_some_and(|r| {
+                r.holds_back(state, job.id) && !r.lets_backfill(state, job.id, self.now_ms)
+            }),
+        }
+    }
+
     /// Place up to `budget` ready shards of one job, each on the best-scoring TaskManager.
     fn plan_shards(&mut self, job_id: JobId, budget: usize) -> usize {
         let state = self.state;
@@ -415,7 +432,17 @@ impl<'a> Round<'a> {
         let asked = state.asked_resources(job_id);
         let mut cursor = match self.cursors.remove(&job_id) {
             Some(cursor) => cursor,
-            None => self.new_cursor(job),
+            None => {
+                let shape = self.shape(job);
+                if self.roomless.contains(&shape) {
+                    return 0;
+                }
+                let cursor = self.new_cursor(job, &shape);
+                if cursor.heap.is_empty() {
+                    self.roomless.insert(shape);
+                }
+                cursor
+            }
         };
         let scorer = &self.scorer;
         let mut planned = 0;
@@ -462,6 +489,7 @@ impl<'a> Round<'a> {
             cursor.next += 1;
             let c = &mut self.candidates[best];
             c.free -= need;
+            self.free_slots -= u64::from(need);
             if let Some(asked) = asked {
                 c.used.add_times(asked, 1);
             }

@@ -23,7 +23,7 @@
 //! their shares) lets the next try, up to `MAX_ASKERS` per call.
 
 use super::guarantee::{guaranteed_shares, Claim};
-use crate::domain::{ClusterState, JobId};
+use crate::domain::{ClusterState, JobId, TaskManager};
 use std::collections::BTreeMap;
 
 /// How many waiting jobs one call tries before it gives up until the next.
@@ -137,15 +137,19 @@ fn victims_on<'a, K: Clone + Ord>(
 
 /// Where and what to stop so that the shard `want` describes runs, by the rule above;
 /// `None` if no TaskManager can make room, or one already has it (place normally then).
-pub fn choose_preemption<K: Clone + Ord>(
-    hosts: &[Candidate<K>],
+pub fn choose_preemption<'h, 'a: 'h, K: Clone + Ord + 'h, I>(
+    hosts: I,
     want: &Want,
-) -> Option<Preemption<K>> {
-    if hosts.iter().any(|h| h.free >= want.slots) {
+) -> Option<Preemption<K>>
+where
+    I: IntoIterator<Item = &'h Candidate<'a, K>>,
+    I::IntoIter: Clone,
+{
+    let hosts = hosts.into_iter();
+    if hosts.clone().any(|h| h.free >= want.slots) {
         return None;
     }
     hosts
-        .iter()
         .filter_map(|h| victims_on(h, want).map(|v| (h, v)))
         .min_by(|(ha, va), (hb, vb)| {
             let sum = |v: &[RunningShard<K>]| v.iter().map(|r| u64::from(r.priority)).sum::<u64>();
@@ -172,37 +176,38 @@ pub fn plan_preemption(
     state: &ClusterState,
     now_ms: u64,
 ) -> Option<(JobId, String, Vec<HeldShard>)> {
-    // Every job at the default priority: nobody may stop anybody.
-    if !state
-        .scheduling
-        .values()
-        .any(|options| options.priority != crate::domain::DEFAULT_PRIORITY)
-    {
+    // Only a shard of strictly lower priority than the highest waiting one may be stopped:
+    // none runs, and there is nothing to search (both from indexes, no scan).
+    let lowest_running = state.held_by_priority.keys().next()?;
+    let highest_waiting = state
+        .pending
+        .ready_in_priority_order()
+        .next()
+        .map(|job| state.priority(job))?;
+    if highest_waiting <= *lowest_running {
         return None;
     }
-    let mut jobs: Vec<JobId> = state.jobs_with_pending_shards.iter().copied().collect();
-    jobs.sort_by_key(|job| std::cmp::Reverse(state.priority(*job)));
     let held = state.slots_held_by_tenant();
-    let askers = jobs.into_iter().filter(|&id| {
+    let askers = state.pending.ready_in_priority_order().filter(|&id| {
         let Some(job) = state.job(id) else {
             return false;
         };
         let ready =
             !job.state.is_terminal() && job.pending_shards().any(|s| s.not_before_ms <= now_ms);
-        // Gangs, jobs that wait for others and tenants at their quota do not preempt: the
-        // room made would not let them run.
+        // Gangs and tenants at their quota do not preempt: the room made would not let them
+        // run. (Jobs that wait for others are not in the ready queues.)
         let tenant = state.tenant(id);
         let within_quota = state.quota(tenant).slots.is_none_or(|limit| {
             held.get(tenant).copied().unwrap_or(0) + u64::from(job.spec.slots_per_shard) <= limit
         });
         // Jobs that ask for resources beyond slots do not preempt either (yet): stopping
         // shards frees slots, and the search does not weigh CPU, memory or devices.
-        let eligible = !state.is_gang(id)
-            && state.unfinished_dependency(id).is_none()
-            && !state.requests.contains_key(&id);
+        let eligible = !state.is_gang(id) && !state.requests.contains_key(&id);
         ready && eligible && within_quota
     });
     let mut spare: Option<BTreeMap<String, u64>> = None;
+    // Every live TaskManager with what runs there, made once for all the askers.
+    let mut all_hosts: Option<Vec<(&TaskManager, Candidate<HeldShard>)>> = None;
     for id in askers.take(MAX_ASKERS) {
         let job = state.job(id)?;
         let spare = &*spare.get_or_insert_with(|| spare_above_shares(state, now_ms));
@@ -212,12 +217,30 @@ pub fn plan_preemption(
             tenant: state.tenant(id),
             spare,
         };
-        let hosts: Vec<Candidate<HeldShard>> = state
-            .taskmanagers
-            .values()
-            .filter(|tm| tm.accepts_placements(now_ms) && tm.matches(&job.spec.selector))
-            .filter(|tm| tm.slots >= want.slots)
-            .map(|tm| Candidate {
+        let all_hosts = all_hosts.get_or_insert_with(|| live_hosts(state, now_ms));
+        let hosts = all_hosts
+            .iter()
+            .filter(|(tm, _)| tm.matches(&job.spec.selector) && tm.slots >= want.slots)
+            .map(|(_, host)| host);
+        if hosts.clone().any(|h| h.free >= want.slots) {
+            // Room exists for this one: placement, not preemption, runs it.
+            return None;
+        }
+        if let Some(p) = choose_preemption(hosts, &want) {
+            return Some((job.id, p.taskmanager, p.victims));
+        }
+    }
+    None
+}
+
+/// The TaskManagers that take placements, each with its free slots and what runs there.
+fn live_hosts(state: &ClusterState, now_ms: u64) -> Vec<(&TaskManager, Candidate<'_, HeldShard>)> {
+    state
+        .taskmanagers
+        .values()
+        .filter(|tm| tm.accepts_placements(now_ms))
+        .map(|tm| {
+            let host = Candidate {
                 taskmanager: tm.id.clone(),
                 free: tm.free_slots(),
                 running: state
@@ -230,17 +253,10 @@ pub fn plan_preemption(
                         tenant: state.tenant(held_job.id),
                     })
                     .collect(),
-            })
-            .collect();
-        if hosts.iter().any(|h| h.free >= want.slots) {
-            // Room exists for this one: placement, not preemption, runs it.
-            return None;
-        }
-        if let Some(p) = choose_preemption(&hosts, &want) {
-            return Some((job.id, p.taskmanager, p.victims));
-        }
-    }
-    None
+            };
+            (tm, host)
+        })
+        .collect()
 }
 
 /// Slots each tenant holds above its guaranteed share: the live capacity shared by weight
@@ -257,12 +273,8 @@ pub fn spare_above_shares(state: &ClusterState, now_ms: u64) -> BTreeMap<String,
         .iter()
         .map(|(t, held)| (t.as_str(), *held))
         .collect();
-    for &id in &state.jobs_with_pending_shards {
-        if let Some(job) = state.job(id) {
-            let waiting = job.pending_shards().count() as u64;
-            *demand.entry(state.tenant(id)).or_default() +=
-                waiting.saturating_mul(u64::from(job.spec.slots_per_shard));
-        }
+    for (tenant, waiting) in state.pending.slots_by_tenant() {
+        *demand.entry(tenant.as_str()).or_default() += waiting;
     }
     let tenants: Vec<&str> = demand.keys().copied().collect();
     let claims: Vec<Claim> = tenants

@@ -72,12 +72,12 @@ fn may_run(state: &ClusterState, tm: &TaskManager, job: &Job, now_ms: u64) -> bo
         && holds_what_it_asks
 }
 
-/// The reservation of this round, if some ready gang cannot start now. `ready` is the jobs
-/// the planner considers, highest priority first, then oldest.
-pub fn reserve(state: &ClusterState, ready: &[JobId], now_ms: u64) -> Option<Reservation> {
-    let gang = ready.iter().copied().find_map(|id| {
+/// The reservation of this round, if some ready gang cannot start now: the first of the
+/// gangs with pending shards (highest priority, then oldest) that waits for no other job.
+pub fn reserve(state: &ClusterState, now_ms: u64) -> Option<Reservation> {
+    let gang = state.pending.gangs().find_map(|id| {
         let job = state.job(id)?;
-        let waiting = state.is_gang(id)
+        let waiting = state.unfinished_dependency(id).is_none()
             && job.state == crate::domain::JobState::Pending
             && job
                 .shards
@@ -111,12 +111,13 @@ pub fn reserve(state: &ClusterState, ready: &[JobId], now_ms: u64) -> Option<Res
             frees.push((ends, &tm.id, job.spec.slots_per_shard));
         }
     }
-    let fits = |free: &BTreeMap<&str, u32>| -> u64 {
-        free.values()
-            .map(|slots| u64::from(*slots / per_shard))
-            .sum()
-    };
-    if fits(&free) >= needed {
+    // How many of its shards fit, kept as slots free up (not recounted over every
+    // TaskManager each time: that is quadratic in a large cluster).
+    let mut fitting: u64 = free
+        .values()
+        .map(|slots| u64::from(*slots / per_shard))
+        .sum();
+    if fitting >= needed {
         // It fits now: the plan places it (or something else stops it, not room).
         return None;
     }
@@ -124,14 +125,16 @@ pub fn reserve(state: &ClusterState, ready: &[JobId], now_ms: u64) -> Option<Res
     let mut expected = now_ms;
     for (ends, tm, slots) in frees {
         if let Some(room) = free.get_mut(tm) {
+            let before = u64::from(*room / per_shard);
             *room = room.saturating_add(slots);
+            fitting += u64::from(*room / per_shard) - before;
         }
         expected = ends;
-        if fits(&free) >= needed {
+        if fitting >= needed {
             break;
         }
     }
-    if fits(&free) < needed {
+    if fitting < needed {
         // Not even once everything running ends: no reservation helps (the reason says why).
         return None;
     }

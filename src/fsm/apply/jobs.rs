@@ -78,7 +78,7 @@ pub(super) fn submit_job(
             shards,
         }),
     );
-    state.jobs_with_pending_shards.insert(job_id);
+    state.set_pending(job_id, true);
     Ok(Response::JobSubmitted {
         job_id,
         created: true,
@@ -100,11 +100,7 @@ pub(super) fn refresh_job(state: &mut ClusterState, job_id: JobId, now_ms: u64) 
             ended = Some((job.owner.clone(), job.spec.shard_count));
         }
         let waiting = !job.state.is_terminal() && job.has_pending_shards();
-        if waiting {
-            state.jobs_with_pending_shards.insert(job_id);
-        } else {
-            state.jobs_with_pending_shards.remove(&job_id);
-        }
+        state.set_pending(job_id, waiting);
     }
     if let Some((owner, shards)) = ended {
         admission::release(state, &owner, shards.into());
@@ -175,7 +171,7 @@ pub(super) fn cancel_job(
     let (owner, shards) = (job.owner.clone(), job.spec.shard_count);
     admission::release(state, &owner, shards.into());
     let cancelled = cancel_remaining_shards(state, job_id);
-    state.jobs_with_pending_shards.remove(&job_id);
+    state.set_pending(job_id, false);
     settle_dependents(state, job_id, now_ms);
     Ok(Response::JobCancelled {
         job_id,
@@ -200,7 +196,7 @@ pub(super) fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Resp
                 state.idempotency_keys.remove(&slot);
             }
             admission::forget(state, job.spec.encoded_len_estimate() as u64);
-            state.jobs_with_pending_shards.remove(&job_id);
+            state.set_pending(job_id, false);
             state.outputs.remove_job(job_id);
             if let Some(options) = state.scheduling.remove(&job_id) {
                 for dependency in &options.after {

@@ -63,6 +63,7 @@ pub(super) fn submit_with_options(
             .insert(job_id);
     }
     state.scheduling.insert(job_id, options);
+    state.reindex_pending(job_id);
     if let Some(dependency) = failed_dependency {
         fail_for_dependency(state, job_id, dependency, now_ms);
     }
@@ -117,7 +118,11 @@ pub(super) fn settle_dependents(state: &mut ClusterState, ended: JobId, now_ms: 
             .job(job_id)
             .is_some_and(|job| job.state == JobState::Finished);
         if finished {
-            // They are on the pending list already; the planner sees the dependency done.
+            // They are on the pending list already; those that wait for nothing else now
+            // join their tenant's queue.
+            for dependent in dependents {
+                state.reindex_pending(dependent);
+            }
             continue;
         }
         for dependent in dependents {
@@ -147,7 +152,7 @@ fn fail_for_dependency(
     let (owner, shards) = (job.owner.clone(), job.spec.shard_count);
     admission::release(state, &owner, shards.into());
     cancel_remaining_shards(state, job_id);
-    state.jobs_with_pending_shards.remove(&job_id);
+    state.set_pending(job_id, false);
     state.dependency_failures.insert(job_id, dependency);
     true
 }

@@ -48,7 +48,9 @@ fn gangs_that_would_split(
     now_ms: u64,
 ) -> BTreeSet<JobId> {
     let mut split = BTreeSet::new();
-    if !state.scheduling.values().any(|options| options.gang) {
+    // Only a gang with pending shards can be placed (an index, not a scan of every job's
+    // options: this runs on every placement entry, on every replica).
+    if state.pending.gangs().next().is_none() {
         return split;
     }
     let mut free: BTreeMap<&str, u32> = BTreeMap::new();

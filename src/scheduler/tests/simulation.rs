@@ -321,6 +321,16 @@ impl Sim {
     }
 }
 
+/// The indexes apply keeps are what a replica rebuilds from a snapshot of the same state.
+fn check_indexes(state: &ClusterState) {
+    let rebuilt = ClusterState::decode(&state.encode()).expect("the state decodes");
+    assert_eq!(state.pending, rebuilt.pending, "the pending index drifted");
+    assert_eq!(state.held_by_priority, rebuilt.held_by_priority);
+    assert_eq!(state.tenant_slots, rebuilt.tenant_slots);
+    assert_eq!(state.tm_used, rebuilt.tm_used);
+    assert_eq!(state.tenant_resources, rebuilt.tenant_resources);
+}
+
 /// What every placement step must keep, checked on the state before and after it.
 fn check_placement(before: &ClusterState, after: &ClusterState) {
     // Agents: never over any dimension.
@@ -424,6 +434,9 @@ fn run(seed: u64, steps: usize) {
         if step % 7 == 0 {
             sim.stale = sim.state.clone();
         }
+        if step % 50 == 0 {
+            check_indexes(&sim.state);
+        }
         match sim.rng.below(100) {
             0..=9 => sim.submit(),
             10..=34 => sim.place(false),
@@ -438,6 +451,7 @@ fn run(seed: u64, steps: usize) {
             }
         }
     }
+    check_indexes(&sim.state);
     assert_eq!(sim.preemptions, sim.placed_by_preemption);
     let finished = sim
         .state
