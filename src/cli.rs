@@ -428,6 +428,13 @@ pub struct BenchArgs {
     /// How many such jobs, one after another; the figures are their medians.
     #[arg(long, default_value_t = 5)]
     pub end_to_end_runs: usize,
+    /// Jobs that name one `--end-to-end-shards` job in `--after`, for its rate against the
+    /// same job alone (0 skips).
+    #[arg(long, default_value_t = 20_000)]
+    pub dependents: u32,
+    /// Pairs of runs (alone, named) for that ratio; the figures are their medians.
+    #[arg(long, default_value_t = 3)]
+    pub dependents_runs: usize,
     /// Also measure submissions on a cluster with mutual TLS and tokens, beside the
     /// --insecure one (`--tls false` skips it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

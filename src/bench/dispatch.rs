@@ -103,7 +103,7 @@ pub fn measure_spawn_floor(count: usize, threads: usize) -> Result<f64, BenchErr
 }
 
 /// `dispatcher <args>` with this cluster's connection flags (after the subcommand's own).
-fn cli(binary: &Path, cluster: &LocalCluster, args: &[&str]) -> Command {
+pub(super) fn cli(binary: &Path, cluster: &LocalCluster, args: &[&str]) -> Command {
     let mut command = Command::new(binary);
     command
         .args(args)

@@ -10,11 +10,13 @@
 //! - `flood`: admission control under a flood of shards that can never run, with the
 //!   replicas' memory;
 //! - `process`: CPU and memory of a process, from /proc;
+//! - `dependents`: a job's shard rate when many jobs wait for it, against alone;
 //! - `planning`: one planning turn of the pure scheduler on a large state, in this process.
 //!
 //! It must not reach into a replica: everything goes through the public API and signals
 //! (`planning` starts none).
 
+mod dependents;
 mod dispatch;
 mod failover;
 mod fleet;
@@ -27,6 +29,7 @@ mod scale;
 mod stats;
 mod throughput;
 
+pub use dependents::{measure_dependents, DependentsResult};
 pub use dispatch::{
     measure_dispatch_latency, measure_end_to_end, measure_wait_latency, DispatchLatency, EndToEnd,
 };

@@ -212,6 +212,33 @@ async fn dispatch(
         let r = end_to_end(&cluster, &binary, args).await?;
         end_to_end_row(table, &r, "");
         report["end_to_end"] = json!(r);
+        if args.dependents > 0 {
+            let d = bench::measure_dependents(
+                &cluster,
+                &binary,
+                dir,
+                args.end_to_end_shards,
+                args.dependents,
+                args.dependents_runs,
+            )
+            .await?;
+            row(
+                table,
+                format!(
+                    "{} `true` shards named in `--after` by {} jobs, against alone",
+                    d.shards, d.dependents
+                ),
+                format!(
+                    "{:.0}/s against {:.0}/s: {:.2}× (medians of {})",
+                    d.named_median,
+                    d.alone_median,
+                    d.ratio,
+                    d.named_per_second.len()
+                ),
+                Default::default(),
+            );
+            report["dependents"] = json!(d);
+        }
         // The same flow with every shard sandboxed (own uid, namespaces, cgroup), when this
         // machine lets the agents do it.
         // SAFETY: geteuid has no preconditions.
