@@ -85,10 +85,7 @@ async fn gated_run(
 ) -> Result<f64, BenchError> {
     let client = cluster.client().map_err(|e| failed("client", e))?;
     let gate = dir.join(format!("dependents-gate-{run}"));
-    let wait_for_gate = format!(
-        "while [ ! -e '{}' ]; do sleep 0.005; done",
-        gate.display()
-    );
+    let wait_for_gate = format!("while [ ! -e '{}' ]; do sleep 0.005; done", gate.display());
     let gate_job = client
         .submit(job_request("gate", 1, "/bin/sh", &["-c", &wait_for_gate]))
         .await?

@@ -14,6 +14,7 @@ mod resources;
 mod revocation;
 mod scheduling;
 mod state;
+mod stopping;
 mod taskmanager;
 mod token;
 
@@ -32,6 +33,7 @@ pub use scheduling::{
     MAX_AFTER, MAX_GANG_SHARDS, MAX_PRIORITY, MAX_QUOTAS, MAX_TENANT_BYTES, MAX_WEIGHT,
 };
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
+pub use stopping::{Held, StoppingHolds};
 pub use taskmanager::{
     pin_refusal, Labels, RunStats, TaskManager, TaskManagerPin, TaskManagerState,
 };

@@ -81,6 +81,10 @@ pub struct ClusterState {
     /// limit). Same section, from format 9.
     #[serde(skip)]
     pub resource_quotas: BTreeMap<String, Resources>,
+    /// Slots and resources that stopped shards still hold in their tenants' counts, until
+    /// they are surely stopped (`stopping`). Same section, from format 10.
+    #[serde(skip)]
+    pub stopping: super::stopping::StoppingHolds,
     /// Resources held now on each TaskManager by shards that asked for some. Derived, like
     /// `tenant_slots`.
     #[serde(skip)]
@@ -106,7 +110,8 @@ pub struct ClusterState {
     pub tenant_slots: BTreeMap<String, u64>,
 }
 
-/// The sections encoded after the main one (format 9); format 8 had all but the last three,
+/// The sections encoded after the main one (format 10); format 9 had all but the last,
+/// format 8 all but the last four,
 /// format 7 the first six, format 6 the first three (with a priority alone per job), and
 /// format 5 `outputs` alone.
 #[derive(Serialize)]
@@ -123,11 +128,19 @@ struct ExtensionsRef<'a> {
     tm_resources: &'a BTreeMap<String, TaskManagerResources>,
     requests: &'a BTreeMap<JobId, ResourceRequest>,
     resource_quotas: &'a BTreeMap<String, Resources>,
+    stopping: &'a super::stopping::StoppingHolds,
 }
 
-/// The extra section as format 9 writes it: format 8's, then the resources.
+/// The extra section as format 10 writes it: format 9's, then the stopping holds.
 #[derive(Deserialize)]
 struct Extensions {
+    since_v9: ExtensionsV9,
+    stopping: super::stopping::StoppingHolds,
+}
+
+/// The extra section as format 9 wrote it: format 8's, then the resources.
+#[derive(Deserialize)]
+struct ExtensionsV9 {
     since_v8: ExtensionsV8,
     tm_resources: BTreeMap<String, TaskManagerResources>,
     requests: BTreeMap<JobId, ResourceRequest>,
@@ -218,6 +231,7 @@ impl ClusterState {
             tm_resources: &self.tm_resources,
             requests: &self.requests,
             resource_quotas: &self.resource_quotas,
+            stopping: &self.stopping,
         };
         let outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
             .unwrap_or_default();
@@ -241,12 +255,25 @@ impl ClusterState {
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
         let extensions: Extensions = crate::decode::decode_untrusted(rest)?;
-        state.install_v8(extensions.since_v8);
-        state.tm_resources = extensions.tm_resources;
-        state.requests = extensions.requests;
-        state.resource_quotas = extensions.resource_quotas;
+        state.install_v9(extensions.since_v9);
+        state.stopping = extensions.stopping;
         state.rebuild_derived();
         Ok(state)
+    }
+
+    /// Decode the state as snapshot format 9 wrote it: no stopping holds.
+    pub fn decode_v9(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let (mut state, rest) = Self::split_sections(bytes)?;
+        state.install_v9(crate::decode::decode_untrusted(rest)?);
+        state.rebuild_derived();
+        Ok(state)
+    }
+
+    fn install_v9(&mut self, extensions: ExtensionsV9) {
+        self.install_v8(extensions.since_v8);
+        self.tm_resources = extensions.tm_resources;
+        self.requests = extensions.requests;
+        self.resource_quotas = extensions.resource_quotas;
     }
 
     /// Decode the state as snapshot format 8 wrote it: no resources.
@@ -431,15 +458,11 @@ impl ClusterState {
             })
     }
 
-    /// Whether one more shard of `job` keeps its tenant within its quota and limits now.
-    pub fn quota_allows_one_more(&self, job: JobId) -> bool {
-        let tenant = self.tenant(job);
-        self.quota_allows(
-            job,
-            1,
-            self.tenant_slots.get(tenant).copied().unwrap_or(0),
-            self.tenant_resources.get(tenant),
-        )
+    /// Whether one more shard of `job` keeps its tenant within its quota and limits at
+    /// `now_ms`, counting what its stopped shards still hold (`stopping`).
+    pub fn quota_allows_one_more(&self, job: JobId, now_ms: u64) -> bool {
+        let (slots, resources) = self.tenant_held(self.tenant(job), now_ms);
+        self.quota_allows(job, 1, slots, Some(&resources))
     }
 
     /// Count one shard of `job` on `taskmanager` as taking (or giving back) what it asked.

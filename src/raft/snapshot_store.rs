@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 4] = b"DSNP";
 /// Bump when the encoding of `ClusterState` changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 9;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 10;
 /// Format 4 had no extra section, format 5 the shards' output alone in it, format 6 a
 /// priority alone per job, format 7 no highest priority per tenant and no TaskManager pins,
-/// format 8 no resources; all are still read.
+/// format 8 no resources, format 9 no stopping holds; all are still read.
 const OLDEST_READABLE_FORMAT: u32 = 4;
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
@@ -49,6 +49,7 @@ pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
     let version = u32::from_be_bytes(version);
     let state = match version {
         SNAPSHOT_FORMAT_VERSION => ClusterState::decode(&data[8..]),
+        9 => ClusterState::decode_v9(&data[8..]),
         8 => ClusterState::decode_v8(&data[8..]),
         7 => ClusterState::decode_v7(&data[8..]),
         6 => ClusterState::decode_v6(&data[8..]),

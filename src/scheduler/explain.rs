@@ -30,11 +30,7 @@ pub fn waiting_reason(state: &ClusterState, job: &Job, now_ms: u64) -> Option<St
     let quota = state.quota(tenant);
     let slots = u64::from(job.spec.slots_per_shard);
     if let Some(limit) = quota.slots {
-        let held = state
-            .slots_held_by_tenant()
-            .get(tenant)
-            .copied()
-            .unwrap_or(0);
+        let (held, _) = state.tenant_held(tenant, now_ms);
         let need = if state.is_gang(job.id) {
             slots * pending as u64
         } else {
@@ -54,7 +50,7 @@ pub fn waiting_reason(state: &ClusterState, job: &Job, now_ms: u64) -> Option<St
             ));
         }
     }
-    if let Some(reason) = resource_reason(state, job) {
+    if let Some(reason) = resource_reason(state, job, now_ms) {
         return Some(reason);
     }
     let may_run = |tm: &&crate::domain::TaskManager| {
@@ -94,7 +90,7 @@ pub fn waiting_reason(state: &ClusterState, job: &Job, now_ms: u64) -> Option<St
 }
 
 /// Why a job that asks for resources or full isolation waits, if that is why.
-fn resource_reason(state: &ClusterState, job: &Job) -> Option<String> {
+fn resource_reason(state: &ClusterState, job: &Job, now_ms: u64) -> Option<String> {
     let live: Vec<&str> = state
         .taskmanagers
         .values()
@@ -122,11 +118,7 @@ fn resource_reason(state: &ClusterState, job: &Job) -> Option<String> {
     let asked = state.asked_resources(job.id)?;
     let tenant = state.tenant(job.id);
     if let Some(limits) = state.resource_quotas.get(tenant) {
-        let held = state
-            .tenant_resources
-            .get(tenant)
-            .cloned()
-            .unwrap_or_default();
+        let (_, held) = state.tenant_held(tenant, now_ms);
         let over = asked.over(&held, limits);
         let limited: Vec<String> = over
             .into_iter()

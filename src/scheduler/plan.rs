@@ -217,7 +217,7 @@ impl<'a> Round<'a> {
             .ready_tenants()
             .map(|tenant| (tenant, state.pending.ready_of(tenant).peekable()))
             .collect();
-        let mut meter = ShareMeter::new(state, queues.keys().copied());
+        let mut meter = ShareMeter::new(state, queues.keys().copied(), self.now_ms);
         let mut blocked: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         let mut turns = FairQueue::default();
         for tenant in queues.keys() {

@@ -187,7 +187,7 @@ pub fn plan_preemption(
     if highest_waiting <= *lowest_running {
         return None;
     }
-    let held = state.slots_held_by_tenant();
+    let held = state.held_slots_by_tenant(now_ms);
     let askers = state.pending.ready_in_priority_order().filter(|&id| {
         let Some(job) = state.job(id) else {
             return false;
@@ -268,11 +268,11 @@ pub fn spare_above_shares(state: &ClusterState, now_ms: u64) -> BTreeMap<String,
         .filter(|tm| tm.accepts_placements(now_ms))
         .map(|tm| u64::from(tm.slots))
         .sum();
-    let mut demand: BTreeMap<&str, u64> = state
-        .slots_held_by_tenant()
-        .iter()
-        .map(|(t, held)| (t.as_str(), *held))
-        .collect();
+    // Placed shards only: a shard already stopped (its tenant's count keeps it while its
+    // process may run, for the quota) is not there to be taken again.
+    let held = state.slots_held_by_tenant();
+    let mut demand: BTreeMap<&str, u64> =
+        held.iter().map(|(t, held)| (t.as_str(), *held)).collect();
     for (tenant, waiting) in state.pending.slots_by_tenant() {
         *demand.entry(tenant.as_str()).or_default() += waiting;
     }
@@ -288,7 +288,6 @@ pub fn spare_above_shares(state: &ClusterState, now_ms: u64) -> BTreeMap<String,
         })
         .collect();
     let shares = guaranteed_shares(capacity, &claims);
-    let held = state.slots_held_by_tenant();
     tenants
         .iter()
         .zip(shares)

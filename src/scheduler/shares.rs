@@ -30,7 +30,12 @@ pub struct ShareMeter<'a> {
 }
 
 impl<'a> ShareMeter<'a> {
-    pub fn new(state: &'a ClusterState, tenants: impl Iterator<Item = &'a str>) -> Self {
+    /// `now_ms`: stopped shards count for their tenants while their holds run.
+    pub fn new(
+        state: &'a ClusterState,
+        tenants: impl Iterator<Item = &'a str>,
+        now_ms: u64,
+    ) -> Self {
         let dominant = !state.requests.is_empty() || !state.resource_quotas.is_empty();
         let mut totals = Totals::default();
         for tm in state.taskmanagers.values() {
@@ -43,19 +48,7 @@ impl<'a> ShareMeter<'a> {
             }
         }
         let usage = tenants
-            .map(|tenant| {
-                let slots = state
-                    .slots_held_by_tenant()
-                    .get(tenant)
-                    .copied()
-                    .unwrap_or(0);
-                let resources = state
-                    .tenant_resources
-                    .get(tenant)
-                    .cloned()
-                    .unwrap_or_default();
-                (tenant, (slots, resources))
-            })
+            .map(|tenant| (tenant, state.tenant_held(tenant, now_ms)))
             .collect();
         ShareMeter {
             state,

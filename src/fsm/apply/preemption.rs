@@ -60,7 +60,7 @@ pub(super) fn preempt_for_shard(
     if !tm.accepts_placements(now_ms) || !tm.matches(&job.spec.selector) {
         return Err(stale("the TaskManager takes no placements for it"));
     }
-    if !state.quota_allows_one_more(for_job) {
+    if !state.quota_allows_one_more(for_job, now_ms) {
         return Err(stale("its tenant is at its quota"));
     }
     let priority = state.priority(for_job);

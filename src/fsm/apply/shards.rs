@@ -15,6 +15,7 @@ pub(super) fn place_shards(
     placements: Vec<Placement>,
     now_ms: u64,
 ) -> Response {
+    state.expire_holds(now_ms);
     let mut outcome = PlacementOutcome::default();
     let mut touched = BTreeSet::new();
     let split_gangs = gangs_that_would_split(state, &placements, now_ms);
@@ -78,20 +79,9 @@ fn gangs_that_would_split(
             && (!state.needs_full_isolation(p.job_id)
                 || state.isolation(&tm.id) == crate::domain::Isolation::Full);
         let tenant = state.tenant(p.job_id);
-        let held = tenants.entry(tenant).or_insert_with(|| {
-            (
-                state
-                    .slots_held_by_tenant()
-                    .get(tenant)
-                    .copied()
-                    .unwrap_or(0),
-                state
-                    .tenant_resources
-                    .get(tenant)
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        });
+        let held = tenants
+            .entry(tenant)
+            .or_insert_with(|| state.tenant_held(tenant, now_ms));
         let fits = !job.state.is_terminal()
             && tm.accepts_placements(now_ms)
             && tm.matches(&job.spec.selector)
@@ -133,7 +123,9 @@ pub(super) fn place_one(
 ) -> bool {
     // Resources and the tenant's quota, checked here as well as in the plan: a plan made
     // from an older state (a new leader's, or one raced by `quota set`) cannot pass them.
-    if !state.resources_allow(p.job_id, &p.taskmanager) || !state.quota_allows_one_more(p.job_id) {
+    if !state.resources_allow(p.job_id, &p.taskmanager)
+        || !state.quota_allows_one_more(p.job_id, now_ms)
+    {
         return false;
     }
     let Some(job) = state.jobs.get_mut(&p.job_id).map(Arc::make_mut) else {
@@ -184,7 +176,7 @@ pub(super) fn release_slots(
     index: u32,
     taskmanager: &str,
     slots: u32,
-) {
+) -> bool {
     if let Some(tm) = state.taskmanagers.get_mut(taskmanager) {
         tm.used_slots = tm.used_slots.saturating_sub(slots);
     }
@@ -199,6 +191,7 @@ pub(super) fn release_slots(
         state.count_tenant_slots(job_id, slots, false);
         state.count_resources(job_id, taskmanager, false);
     }
+    released
 }
 
 /// The shard a report is about, if the report is the current assignment's.
@@ -398,6 +391,7 @@ pub(super) fn requeue_held(
     not_before_ms: u64,
     now_ms: u64,
 ) -> u32 {
+    state.expire_holds(now_ms);
     let mut moved = 0;
     let mut jobs = BTreeSet::new();
     for (job_id, index, expected_epoch) in shards {
@@ -416,7 +410,12 @@ pub(super) fn requeue_held(
         }
         interrupt(&mut shard, not_before_ms, now_ms);
         drop(shard);
-        release_slots(state, *job_id, *index, taskmanager, slots);
+        if release_slots(state, *job_id, *index, taskmanager, slots) && not_before_ms > now_ms {
+            // Its process may run until then: its tenant's count keeps it (`stopping`).
+            let tenant = state.tenant(*job_id).to_string();
+            let asked = state.asked_resources(*job_id).cloned();
+            state.hold_until(&tenant, not_before_ms, u64::from(slots), asked.as_ref());
+        }
         jobs.insert(*job_id);
         moved += 1;
     }

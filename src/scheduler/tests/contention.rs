@@ -424,3 +424,95 @@ fn a_job_sure_to_end_before_the_gang_is_due_may_backfill() {
     );
     let _ = open_ended;
 }
+
+#[test]
+fn a_preempted_shard_stays_in_its_tenants_count_until_surely_stopped() {
+    // "low" may hold one slot and runs one shard on "a"; "high" takes that room by a
+    // preemption. Until the victim's agent has surely stopped it, "low" still counts it:
+    // its other shard may not start on the free "b" meanwhile, by plan or by stale plan.
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "a", 1, &[]);
+    register(&mut state, 2, "b", 1, &[]);
+    set_slots(&mut state, 3, "low", 1);
+    let low = at_priority(&mut state, 4, 2, "low", 100);
+    let outcome = place(
+        &mut state,
+        5,
+        vec![Placement {
+            job_id: low,
+            shard: 0,
+            taskmanager: "a".into(),
+        }],
+    );
+    assert_eq!(outcome.placed, 1);
+    let high = at_priority(&mut state, 6, 1, "high", 900);
+    let epoch = state.job(low).expect("low").shards[0].epoch;
+    let stopped_by = NOW_MS + 10_000;
+    let resp = apply(
+        &mut state,
+        7,
+        Command::PreemptForShard {
+            taskmanager: "a".into(),
+            victims: vec![(low, 0, epoch)],
+            for_job: high,
+            shard: 0,
+            not_before_ms: stopped_by,
+            now_ms: NOW_MS,
+        },
+    );
+    assert_eq!(resp, Response::ShardsRequeued { count: 1 });
+    assert_eq!(state.tenant_held("low", NOW_MS).0, 1, "the victim still counts");
+    let during = plan(
+        &state,
+        NOW_MS + 1,
+        ScoreWeights::default(),
+        PlanLimits::default(),
+    );
+    assert!(during.is_empty(), "low is at its quota: {during:?}");
+    let on_b = vec![Placement {
+        job_id: low,
+        shard: 1,
+        taskmanager: "b".into(),
+    }];
+    let stale = apply(
+        &mut state,
+        8,
+        Command::PlaceShards {
+            placements: on_b.clone(),
+            now_ms: NOW_MS + 1,
+        },
+    );
+    assert_eq!(
+        stale,
+        Response::ShardsPlaced(PlacementOutcome {
+            placed: 0,
+            stale: 1
+        })
+    );
+    // Once it is surely stopped, the count gives it back and one shard of low goes (the
+    // victim itself first: it is ready again too, and older by index).
+    let after = plan(
+        &state,
+        stopped_by,
+        ScoreWeights::default(),
+        PlanLimits::default(),
+    );
+    assert_eq!(after.len(), 1);
+    assert_eq!((after[0].job_id, after[0].taskmanager.as_str()), (low, "b"));
+    let placed = apply(
+        &mut state,
+        9,
+        Command::PlaceShards {
+            placements: after,
+            now_ms: stopped_by,
+        },
+    );
+    assert_eq!(
+        placed,
+        Response::ShardsPlaced(PlacementOutcome {
+            placed: 1,
+            stale: 0
+        })
+    );
+    assert!(state.stopping.is_empty(), "the expired hold was pruned");
+}

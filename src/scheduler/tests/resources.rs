@@ -362,15 +362,18 @@ fn resources_survive_a_snapshot_and_a_format_8_state_still_reads() {
     assert_eq!(back.tm_used, state.tm_used);
     assert_eq!(back.tenant_resources, state.tenant_resources);
     assert!(!back.tm_used.is_empty());
-    // Format 8 wrote the same sections without the three resource maps at the end (each
-    // empty map is one zero byte): a state without resources reads back from it.
+    // Format 8 wrote the same sections without the three resource maps and the stopping
+    // holds at the end, format 9 without the holds (each empty map is one zero byte): a
+    // state without resources or holds reads back from both.
     let mut plain = ClusterState::default();
     register(&mut plain, 1, "tm", 4, &[]);
     submit(&mut plain, 2, 2, 1);
     let bytes = plain.encode();
-    assert_eq!(&bytes[bytes.len() - 3..], &[0, 0, 0]);
-    let v8 = ClusterState::decode_v8(&bytes[..bytes.len() - 3]).expect("format 8 reads");
+    assert_eq!(&bytes[bytes.len() - 4..], &[0, 0, 0, 0]);
+    let v8 = ClusterState::decode_v8(&bytes[..bytes.len() - 4]).expect("format 8 reads");
     assert_eq!(v8, plain);
+    let v9 = ClusterState::decode_v9(&bytes[..bytes.len() - 1]).expect("format 9 reads");
+    assert_eq!(v9, plain);
 }
 
 proptest! {

@@ -255,7 +255,7 @@ impl Sim {
                 now_ms: now,
             },
         );
-        check_placement(&before, &self.state);
+        check_placement(&before, &self.state, self.now);
     }
 
     fn preempt(&mut self) {
@@ -289,7 +289,7 @@ impl Sim {
                 .holds_slots();
             assert!(placed, "the preemptor was not placed");
             self.placed_by_preemption += 1;
-            check_placement(&before, &self.state);
+            check_placement(&before, &self.state, self.now);
         }
     }
 
@@ -332,7 +332,7 @@ fn check_indexes(state: &ClusterState) {
 }
 
 /// What every placement step must keep, checked on the state before and after it.
-fn check_placement(before: &ClusterState, after: &ClusterState) {
+fn check_placement(before: &ClusterState, after: &ClusterState, now_ms: u64) {
     // Agents: never over any dimension.
     for tm in after.taskmanagers.values() {
         assert!(tm.used_slots <= tm.slots, "{} over its slots", tm.id);
@@ -345,18 +345,11 @@ fn check_placement(before: &ClusterState, after: &ClusterState) {
             after.capacity(&tm.id)
         );
     }
-    // Tenants: a step that adds to what a tenant holds keeps it within its quota and limits.
+    // Tenants: a step that adds to what a tenant holds, counting its stopped shards that may
+    // still run (`stopping`), keeps it within its quota and limits.
     for tenant in TENANTS {
-        let held_before = before
-            .slots_held_by_tenant()
-            .get(tenant)
-            .copied()
-            .unwrap_or(0);
-        let held_after = after
-            .slots_held_by_tenant()
-            .get(tenant)
-            .copied()
-            .unwrap_or(0);
+        let (held_before, resources_before) = before.tenant_held(tenant, now_ms);
+        let (held_after, held) = after.tenant_held(tenant, now_ms);
         if held_after > held_before {
             if let Some(limit) = after.quota(tenant).slots {
                 assert!(
@@ -365,16 +358,8 @@ fn check_placement(before: &ClusterState, after: &ClusterState) {
                 );
             }
             if let Some(limits) = after.resource_quotas.get(tenant) {
-                let held = after
-                    .tenant_resources
-                    .get(tenant)
-                    .cloned()
-                    .unwrap_or_default();
                 if limits.cpu_millis > 0 {
-                    let was = before
-                        .tenant_resources
-                        .get(tenant)
-                        .map_or(0, |r| r.cpu_millis);
+                    let was = resources_before.cpu_millis;
                     assert!(
                         held.cpu_millis <= limits.cpu_millis || held.cpu_millis <= was,
                         "{tenant} holds {held} past {limits}"
