@@ -169,3 +169,118 @@ async fn a_preemptor_starts_only_once_its_victims_process_is_gone() -> anyhow::R
     assert_eq!(victim.shards[0].preemptions, 1, "{victim:?}");
     Ok(())
 }
+
+/// The shards of `job` that hold slots (assigned or running).
+async fn holding(client: &dispatcher::client::Client, job: &str) -> anyhow::Result<usize> {
+    let status = client.job_status(job).await?;
+    Ok(status
+        .shards
+        .iter()
+        .filter(|s| s.state == "assigned" || s.state == "running")
+        .count())
+}
+
+fn sleeper(
+    name: &str,
+    shards: u32,
+    tenant: &str,
+    priority: u32,
+) -> dispatcher::pb::api::SubmitRequest {
+    let mut request = job_request(
+        name,
+        shards,
+        1,
+        1,
+        ("/bin/sleep".to_string(), vec!["60".to_string()]),
+    );
+    request.tenant = tenant.into();
+    request.priority = Some(priority);
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_across_tenants_takes_a_guaranteed_share_once_and_then_holds_still(
+) -> anyhow::Result<()> {
+    // Two tenants of equal weight on 4 slots. "high" at priority 900 may take back its
+    // guaranteed share (2) from "low" at 100, and no more. Once, the slot a preemption freed
+    // went by fair share to low's next shard, which was preempted in turn, and again: every
+    // turn wrote a placement and a preemption while high's shard never started.
+    let config = test_config();
+    // The victims may be placed again once they are surely stopped: watch past that.
+    let watch = std::time::Duration::from_millis(
+        config.taskmanagers.lease_ms
+            + dispatcher::config::LEASE_MARGIN_MS
+            + dispatcher::domain::STOP_GRACE_MS
+            + 1_000,
+    );
+    let mut cluster = start_cluster(3, config).await?;
+    cluster.start_taskmanager("a", 2, &[])?;
+    cluster.start_taskmanager("b", 2, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 2).await?;
+    let low = client.submit(sleeper("low", 10, "low", 100)).await?.job_id;
+    dispatcher::local_cluster::wait_for(DEADLINE, "low on every slot", || async {
+        (holding(&client, &low).await.ok()? == 4).then_some(())
+    })
+    .await?;
+    log_phase("high asks for 4 at priority 900: it gets its share of 2");
+    let high = client.submit(sleeper("high", 4, "high", 900)).await?.job_id;
+    dispatcher::local_cluster::wait_for(DEADLINE, "high's share", || async {
+        (holding(&client, &high).await.ok()? == 2).then_some(())
+    })
+    .await?;
+    log_phase("past the victims' stop grace, nothing moves");
+    let preempted = |status: &dispatcher::pb::api::JobStatus| -> u32 {
+        status.shards.iter().map(|s| s.preemptions).sum()
+    };
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < watch {
+        let (low_status, high_held) = (
+            client.job_status(&low).await?,
+            holding(&client, &high).await?,
+        );
+        anyhow::ensure!(
+            preempted(&low_status) == 2 && high_held == 2,
+            "preemptions went on: low preempted {} times, high holds {high_held}",
+            preempted(&low_status)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(holding(&client, &low).await?, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preemptor_that_can_get_room_nowhere_does_not_stop_the_next() -> anyhow::Result<()> {
+    // The first waiting job by priority asks for labels no agent has: no preemption can help
+    // it. Once, the search then gave up for every job behind it too.
+    let mut cluster = start_cluster(3, test_config()).await?;
+    cluster.start_taskmanager("a", 2, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+    let low = client
+        .submit(sleeper("low", 2, "default", 100))
+        .await?
+        .job_id;
+    dispatcher::local_cluster::wait_for(DEADLINE, "low on both slots", || async {
+        (holding(&client, &low).await.ok()? == 2).then_some(())
+    })
+    .await?;
+    let mut nowhere = sleeper("nowhere", 1, "default", 1000);
+    if let Some(spec) = nowhere.spec.as_mut() {
+        spec.selector.insert("zone".into(), "nowhere".into());
+    }
+    let nowhere = client.submit(nowhere).await?.job_id;
+    let next = client
+        .submit(sleeper("next", 1, "default", 900))
+        .await?
+        .job_id;
+    log_phase("the next job by priority preempts and runs");
+    dispatcher::local_cluster::wait_for(DEADLINE, "the next job to run", || async {
+        (holding(&client, &next).await.ok()? == 1).then_some(())
+    })
+    .await?;
+    let waiting = client.job_status(&nowhere).await?;
+    assert_eq!(waiting.state, "pending", "{waiting:?}");
+    Ok(())
+}

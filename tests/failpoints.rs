@@ -258,3 +258,64 @@ async fn a_taskmanager_is_never_declared_lost_as_it_registers() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_plan_cannot_take_a_tenant_past_a_quota_lowered_meanwhile() -> anyhow::Result<()> {
+    // The leader plans four shards of "team" under a quota of 4 and proposes the plan only
+    // 2 s later; meanwhile the quota drops to 2. Once, apply checked slots but not quotas,
+    // and all four started.
+    let mut cluster = start_cluster(3, test_config()).await?;
+    let ids = cluster.ids();
+    for id in &ids {
+        cluster.kill(*id)?;
+        cluster.set_env(*id, armed("placement-planned", "1*return"))?;
+        cluster.restart(*id)?;
+        cluster.wait_for_leader(&ids, DEADLINE).await?;
+    }
+    cluster.start_taskmanager("tm", 8, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+    client.set_quota("team", Some(4), false, None).await?;
+    let mut request = job_request(
+        "team-job",
+        4,
+        1,
+        1,
+        ("/bin/sleep".to_string(), vec!["30".to_string()]),
+    );
+    request.tenant = "team".into();
+    let job = client.submit(request).await?.job_id;
+    log_phase("the plan is made; lower the quota before it reaches the log");
+    let logs: Vec<std::path::PathBuf> = ids
+        .iter()
+        .map(|id| cluster.replica(*id).map(|r| r.log_file.clone()))
+        .collect::<Result<_, _>>()?;
+    dispatcher::local_cluster::wait_for(DEADLINE, "the plan to be held back", || async {
+        logs.iter()
+            .any(|log| {
+                std::fs::read_to_string(log)
+                    .is_ok_and(|text| text.contains("failpoint placement-planned fired"))
+            })
+            .then_some(())
+    })
+    .await?;
+    client.set_quota("team", Some(2), false, None).await?;
+    log_phase("the late plan is applied: no more than the new quota holds slots");
+    let holding = |status: &dispatcher::pb::api::JobStatus| {
+        status
+            .shards
+            .iter()
+            .filter(|s| s.state == "assigned" || s.state == "running")
+            .count()
+    };
+    let placed = dispatcher::local_cluster::wait_for(DEADLINE, "the plan to land", || async {
+        let status = client.job_status(&job).await.ok()?;
+        (holding(&status) > 0).then_some(status)
+    })
+    .await?;
+    assert_eq!(holding(&placed), 2, "{placed:?}");
+    let quotas = client.list_quotas().await?;
+    let team = quotas.iter().find(|q| q.tenant == "team").expect("team");
+    assert_eq!(team.running_slots, 2, "{team:?}");
+    Ok(())
+}

@@ -55,6 +55,16 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
                 placements
             }
         };
+        #[cfg(feature = "failpoints")]
+        if !placements.is_empty() && fail::eval("placement-planned", |_| ()).is_some() {
+            // A plan that reaches the log late, as a new leader's or one raced by `quota set`
+            // may: apply must check it again (tests/failpoints.rs).
+            eprintln!(
+                "failpoint placement-planned fired: proposing {} placements in 2 s",
+                placements.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
         let mut progressed = false;
         let placements_were_empty = placements.is_empty();
         if !placements.is_empty() {

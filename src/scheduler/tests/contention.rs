@@ -461,7 +461,11 @@ fn a_preempted_shard_stays_in_its_tenants_count_until_surely_stopped() {
         },
     );
     assert_eq!(resp, Response::ShardsRequeued { count: 1 });
-    assert_eq!(state.tenant_held("low", NOW_MS).0, 1, "the victim still counts");
+    assert_eq!(
+        state.tenant_held("low", NOW_MS).0,
+        1,
+        "the victim still counts"
+    );
     let during = plan(
         &state,
         NOW_MS + 1,
