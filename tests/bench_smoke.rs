@@ -41,6 +41,14 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
             "20",
             "--end-to-end-runs",
             "2",
+            "--dependents",
+            "50",
+            "--dependents-runs",
+            "1",
+            "--planning-shards",
+            "2000",
+            "--planning-job-shards",
+            "20",
         ])
         .arg("--dir")
         .arg(dir.path().join("run"))
@@ -74,6 +82,11 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     }
     assert!(report["wait_latency"]["median_ms"].as_f64() > Some(0.0));
     assert!(report["end_to_end"]["per_second"].as_f64() > Some(0.0));
+    assert!(report["dependents"]["ratio"].as_f64() > Some(0.0));
+    let planning = &report["planning"];
+    assert_eq!(planning["shards"], 2000, "{planning}");
+    assert!(planning["placements"].as_u64() > Some(0), "{planning}");
+    assert!(planning["full_turn"]["median_ms"].as_f64() > Some(0.0));
     assert!(report["end_to_end"]["floor_per_second"].as_f64() > Some(0.0));
     assert_eq!(
         report["end_to_end"]["runs"].as_array().map(Vec::len),
