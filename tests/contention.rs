@@ -284,3 +284,52 @@ async fn a_preemptor_that_can_get_room_nowhere_does_not_stop_the_next() -> anyho
     assert_eq!(waiting.state, "pending", "{waiting:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_gets_the_room_that_frees_before_younger_small_jobs() -> anyhow::Result<()> {
+    // A gang of 4 waits on a full 4-slot agent with small jobs submitted after it. Once,
+    // each slot that freed went to a small job (it fits, the gang does not), and the gang
+    // waited until every small job was done.
+    let mut cluster = start_cluster(3, test_config()).await?;
+    cluster.start_taskmanager("tm", 4, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+    let sleep = |secs: &str| ("/bin/sleep".to_string(), vec![secs.to_string()]);
+    // Its shards end 0.5 s apart, so the slots free one at a time.
+    let staggered = (
+        "/bin/sh".to_string(),
+        vec![
+            "-c".to_string(),
+            "sleep $(( DISPATCHER_SHARD_INDEX + 1 )).$(( DISPATCHER_SHARD_INDEX * 5 % 10 ))"
+                .to_string(),
+        ],
+    );
+    let first = client
+        .submit(job_request("first", 4, 1, 1, staggered))
+        .await?
+        .job_id;
+    wait_all_running(&client, &first).await?;
+    let mut gang = job_request("gang", 4, 1, 1, sleep("2"));
+    gang.gang = true;
+    let gang = client.submit(gang).await?.job_id;
+    let stream = client
+        .submit(job_request("stream", 24, 1, 1, sleep("0.2")))
+        .await?
+        .job_id;
+    log_phase("the gang runs before any younger small shard");
+    let status = wait_job_state(&client, &gang, &["running", "finished"], DEADLINE).await?;
+    let stream_status = client.job_status(&stream).await?;
+    let ran: Vec<u32> = stream_status
+        .shards
+        .iter()
+        .filter(|s| s.attempt > 0)
+        .map(|s| s.index)
+        .collect();
+    anyhow::ensure!(
+        ran.is_empty(),
+        "small shards {ran:?} ran before the gang ({})",
+        status.state
+    );
+    wait_job_state(&client, &stream, &["finished"], DEADLINE).await?;
+    Ok(())
+}

@@ -4,7 +4,9 @@
 //! # Rule
 //! Each planning round, the first ready gang (by priority, then age) that does not fit the
 //! free slots now gets a *reservation*: on the TaskManagers that may run it, the slots that
-//! will free first, enough for all its shards. A running shard frees its slots at
+//! will free first, enough for all its shards. The job at the head of the queue gets one
+//! before any gang when its shards are wider than one slot and none fits now: room for one
+//! shard, so that narrower jobs behind it do not take each slot as it frees. A running shard frees its slots at
 //! `started + timeout` when its job has a time limit (`submit --timeout`), at an unknown time
 //! otherwise; the reservation's expected start is the moment the last slot it needs frees
 //! (unknown if any of them has no time limit).
@@ -20,7 +22,7 @@
 use crate::domain::{ClusterState, Job, JobId, ShardState, TaskManager, TaskManagerState};
 use std::collections::BTreeMap;
 
-/// The room held for one gang.
+/// The room held for one gang (or one shard of a wide job at the head of the queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub job: JobId,
@@ -72,9 +74,36 @@ fn may_run(state: &ClusterState, tm: &TaskManager, job: &Job, now_ms: u64) -> bo
         && holds_what_it_asks
 }
 
-/// The reservation of this round, if some ready gang cannot start now: the first of the
-/// gangs with pending shards (highest priority, then oldest) that waits for no other job.
+/// The job at the head of the ready queue, if its shards are wider than one slot, it asks
+/// for nothing but slots, and no TaskManager that may run it has room for one now: room for
+/// one of its shards is held for it, or narrower jobs behind it would take every slot as it
+/// frees (a shard of 4 slots never finds 4 free on one agent while 1-slot jobs stream in).
+fn wide_head(state: &ClusterState, now_ms: u64) -> Option<&Job> {
+    let id = state.pending.ready_in_priority_order().next()?;
+    let job = state.job(id)?;
+    let wide =
+        job.spec.slots_per_shard > 1 && !state.is_gang(id) && state.asked_resources(id).is_none();
+    if !wide
+        || !job.pending_shards().any(|s| s.not_before_ms <= now_ms)
+        || !state.quota_allows_one_more(id, now_ms)
+    {
+        return None;
+    }
+    let fits_now = state
+        .taskmanagers
+        .values()
+        .any(|tm| tm.free_slots() >= job.spec.slots_per_shard && may_run(state, tm, job, now_ms));
+    (!fits_now).then_some(job)
+}
+
+/// The reservation of this round, if the job at the head of the queue has shards too wide
+/// for any room now (`wide_head`: room for one shard), or else some ready gang cannot start
+/// now: the first of the gangs with pending shards (highest priority, then oldest) that
+/// waits for no other job (room for all its shards).
 pub fn reserve(state: &ClusterState, now_ms: u64) -> Option<Reservation> {
+    if let Some(head) = wide_head(state, now_ms) {
+        return reserve_for(state, head, 1, now_ms);
+    }
     let gang = state.pending.gangs().find_map(|id| {
         let job = state.job(id)?;
         let waiting = state.unfinished_dependency(id).is_none()
@@ -91,15 +120,19 @@ pub fn reserve(state: &ClusterState, now_ms: u64) -> Option<Reservation> {
             .is_none_or(|limit| need <= limit);
         (waiting && within_quota).then_some(job)
     })?;
-    let per_shard = gang.spec.slots_per_shard.max(1);
-    let needed = gang.shards.len() as u64;
+    reserve_for(state, gang, gang.shards.len() as u64, now_ms)
+}
+
+/// Room for `needed` shards of `job` where it frees first, unless it fits now or never.
+fn reserve_for(state: &ClusterState, job: &Job, needed: u64, now_ms: u64) -> Option<Reservation> {
+    let per_shard = job.spec.slots_per_shard.max(1);
     // What each TaskManager that may run it has free now, and when more frees.
     let mut free: BTreeMap<&str, u32> = BTreeMap::new();
     let mut frees: Vec<(u64, &str, u32)> = Vec::new();
     for tm in state
         .taskmanagers
         .values()
-        .filter(|tm| may_run(state, tm, gang, now_ms))
+        .filter(|tm| may_run(state, tm, job, now_ms))
     {
         free.insert(&tm.id, tm.free_slots());
         for (job, shard) in state.assignments(&tm.id) {
@@ -154,8 +187,8 @@ pub fn reserve(state: &ClusterState, now_ms: u64) -> Option<Reservation> {
         }
     }
     Some(Reservation {
-        job: gang.id,
-        priority: state.priority(gang.id),
+        job: job.id,
+        priority: state.priority(job.id),
         slots,
         expected_start_ms: (expected != u64::MAX).then_some(expected),
     })

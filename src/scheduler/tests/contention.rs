@@ -400,6 +400,35 @@ fn a_gang_holds_the_room_that_frees_against_younger_small_jobs() {
 }
 
 #[test]
+fn a_wide_shard_at_the_head_holds_the_room_that_frees_against_narrower_jobs() {
+    // A shard of 2 slots waits first in line on a full 4-slot agent; 1-slot jobs behind it
+    // would take each slot as it frees, and it would never find 2 free at once.
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm", 4, &[]);
+    let busy = submit(&mut state, 2, 4, 1);
+    let first = plan_default(&state);
+    apply_plan(&mut state, 3, &first);
+    let wide = submit(&mut state, 4, 1, 2);
+    let narrow = submit(&mut state, 5, 8, 1);
+    let mut idx = 10;
+    start_all(&mut state, &mut idx, busy);
+    let reservation = crate::scheduler::current_reservation(&state, NOW_MS).expect("reserved");
+    assert_eq!(reservation.job, wide);
+    assert_eq!(reservation.slots.get("tm"), Some(&2));
+    finish(&mut state, &mut idx, busy, 0);
+    let placements = plan_default(&state);
+    assert!(
+        placements.is_empty(),
+        "the narrow job took the wide one's room: {placements:?}"
+    );
+    finish(&mut state, &mut idx, busy, 1);
+    let placements = plan_default(&state);
+    assert_eq!(placements.len(), 1, "{placements:?}");
+    assert_eq!(placements[0].job_id, wide);
+    let _ = narrow;
+}
+
+#[test]
 fn a_job_sure_to_end_before_the_gang_is_due_may_backfill() {
     let mut state = ClusterState::default();
     register(&mut state, 1, "tm", 4, &[]);
