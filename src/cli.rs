@@ -8,6 +8,7 @@ use std::path::PathBuf;
 #[command(
     name = "dispatcher",
     version,
+    long_version = crate::formats::long_version(),
     about = "A highly available job dispatcher"
 )]
 pub struct Cli {

@@ -43,6 +43,7 @@ pub mod domain;
 pub mod durable;
 pub mod entropy;
 pub mod failpoint;
+pub mod formats;
 pub mod framing;
 pub mod fsm;
 pub mod http;
@@ -51,6 +52,8 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod node;
 pub mod pb;
+#[cfg(test)]
+mod persisted_formats;
 pub mod private_files;
 pub mod raft;
 pub mod rpc;

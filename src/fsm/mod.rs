@@ -10,6 +10,7 @@ mod apply;
 mod command;
 pub mod dispatch;
 pub mod events;
+mod kinds;
 mod validate;
 
 pub use apply::{
@@ -19,6 +20,7 @@ pub use command::{
     Command, OutputReport, Placement, PlacementOutcome, Rejection, Report, ResourceLimits,
     Response, ShardOutcome, SlotLimit,
 };
+pub use kinds::{COMMAND_KINDS, KIND_NAMES};
 pub use validate::{
     validate_address, validate_labels, validate_max_priority, validate_name, validate_name_within,
     validate_options, validate_registration, validate_spec, validate_tenant, validate_weight,

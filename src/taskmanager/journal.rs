@@ -26,8 +26,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
 pub const FILE_NAME: &str = "runs.journal";
+/// The version of the journal's records (`JournalRecord` as bincode lays it out). Bump it
+/// with any change; tests/golden keeps each version's records (`persisted_formats`).
+pub const JOURNAL_FORMAT_VERSION: u32 = 1;
 /// A record holds ids and a bounded error text; anything larger is corruption.
-const MAX_RECORD_BYTES: usize = 64 * 1024;
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// Forgotten records tolerated before a rewrite, at the least.
 const COMPACT_AFTER: usize = 4096;
 

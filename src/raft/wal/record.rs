@@ -6,6 +6,12 @@ use crate::raft::types::{Entry, LogId, Vote};
 use serde::{Deserialize, Serialize};
 use std::io;
 
+/// The version of what the log's records hold: `Record`, openraft's `Entry` and every
+/// `Command` kind (an appended kind included), as bincode lays them out. Bump it with any
+/// change; the golden files under tests/golden keep each version's records, and today's
+/// build must read them all (`persisted_formats`).
+pub const LOG_FORMAT_VERSION: u32 = 1;
+
 /// No single record may claim more than this (a torn length field could claim anything).
 pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 

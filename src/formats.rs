@@ -1,0 +1,21 @@
+//! The versions of what this build persists and reads back: the snapshot, the write-ahead
+//! log's records (with every command kind) and the agent's run journal. `dispatcher
+//! --version` prints them; the golden files under tests/golden hold each version
+//! (`persisted_formats`).
+
+use crate::fsm::COMMAND_KINDS;
+use crate::raft::snapshot_store::SNAPSHOT_FORMAT_VERSION;
+use crate::raft::wal::record::LOG_FORMAT_VERSION;
+use crate::taskmanager::journal::JOURNAL_FORMAT_VERSION;
+
+/// `dispatcher --version`: the release and the format versions it writes.
+pub fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} (snapshot format {SNAPSHOT_FORMAT_VERSION}, log format {LOG_FORMAT_VERSION} \
+             with {COMMAND_KINDS} command kinds, journal format {JOURNAL_FORMAT_VERSION})",
+            env!("CARGO_PKG_VERSION")
+        )
+    })
+}
