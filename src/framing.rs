@@ -41,6 +41,10 @@ pub enum Frame<T> {
     End,
     /// A frame cut short or failing its checksum: a torn write.
     Torn(String),
+    /// A whole frame whose checksum holds but whose value this build cannot decode: written
+    /// by a newer release (a record kind added since), never a torn write. Readers refuse
+    /// to go on rather than cut it off as if it were torn.
+    Unreadable(String),
 }
 
 /// The payload length a frame header claims, if the header is all there.
@@ -73,7 +77,7 @@ pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Frame<T> {
     }
     match crate::decode::decode_untrusted::<T>(payload) {
         Ok(value) => Frame::Record(Box::new(value), HEADER_BYTES + len),
-        Err(e) => Frame::Torn(format!("an intact record does not decode: {e}")),
+        Err(e) => Frame::Unreadable(e.to_string()),
     }
 }
 
@@ -99,7 +103,9 @@ pub fn decode_message<T: DeserializeOwned>(frame: &[u8], max: usize) -> io::Resu
     match decode_frame(frame, max) {
         Frame::Record(value, _) => Ok(Some(*value)),
         Frame::End => Ok(None),
-        Frame::Torn(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
+        Frame::Torn(why) | Frame::Unreadable(why) => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, why))
+        }
     }
 }
 

@@ -84,7 +84,15 @@ impl RaftService {
 }
 
 fn decode_request<T: DeserializeOwned>(payload: &RaftPayload, what: &str) -> Result<T, Status> {
-    decode(&payload.data).map_err(|e| Status::invalid_argument(format!("undecodable {what}: {e}")))
+    decode(&payload.data).map_err(|e| {
+        // Intact bytes (gRPC checked them) this build cannot read: most likely a newer
+        // release's, e.g. an entry of a command kind added since.
+        Status::invalid_argument(format!(
+            "undecodable {what}: {e}; if the sender runs a newer release, upgrade this replica \
+             (it runs {})",
+            crate::formats::long_version()
+        ))
+    })
 }
 
 fn reply<T: Serialize, E: Display>(result: Result<T, E>) -> Result<Response<RaftPayload>, Status> {

@@ -121,8 +121,10 @@ impl JournalRecord {
 }
 
 /// What a journal's bytes say, and how many of them hold whole records (a torn tail after
-/// a crash is cut off: it was never acknowledged).
-pub fn replay(bytes: &[u8]) -> (BTreeMap<RunKey, RunRecord>, usize) {
+/// a crash is cut off: it was never acknowledged). An intact record this build cannot read
+/// (a newer agent wrote it) is refused: cutting it off would forget runs, and a forgotten
+/// run that ended could run again.
+pub fn replay(bytes: &[u8]) -> io::Result<(BTreeMap<RunKey, RunRecord>, usize)> {
     let mut index = BTreeMap::new();
     let mut at = 0;
     while at < bytes.len() {
@@ -132,9 +134,21 @@ pub fn replay(bytes: &[u8]) -> (BTreeMap<RunKey, RunRecord>, usize) {
                 at += used;
             }
             Frame::End | Frame::Torn(_) => break,
+            Frame::Unreadable(why) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the run journal holds at byte {at} an intact record that this build \
+                         cannot read ({why}); a newer release of the agent wrote it. This \
+                         build ({}) will not forget the runs it records: run the release that \
+                         wrote it, or a newer one, on this work dir",
+                        crate::formats::long_version()
+                    ),
+                ))
+            }
         }
     }
-    (index, at)
+    Ok((index, at))
 }
 
 fn record_of(key: &RunKey, run: &RunRecord) -> Option<JournalRecord> {
@@ -184,7 +198,7 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let (index, whole) = replay(&bytes);
+        let (index, whole) = replay(&bytes)?;
         let file = crate::private_files::options()
             .create(true)
             .truncate(false)
@@ -433,6 +447,32 @@ mod tests {
         }
     }
 
+    /// A whole frame of `payload`, as `encode_frame` lays one out.
+    fn raw_frame(payload: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+
+    #[test]
+    fn a_record_of_a_kind_from_a_newer_agent_is_refused_not_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = Vec::new();
+        encode_frame(&started(0), MAX_RECORD_BYTES, &mut bytes).expect("encode");
+        // Kind 9: none this build knows, its checksum whole.
+        raw_frame(&[9, 3, b'j', b'-', b'1', 0, 7], &mut bytes);
+        encode_frame(&ended(0, 0), MAX_RECORD_BYTES, &mut bytes).expect("encode");
+        fs::write(&path, &bytes).expect("write");
+        let refused = replay(&bytes).expect_err("refused");
+        assert!(refused.to_string().contains("newer release"), "{refused}");
+        let opened = Journal::open(dir.path())
+            .err()
+            .expect("the agent does not start");
+        assert!(opened.to_string().contains("at byte"), "{opened}");
+        assert_eq!(fs::read(&path).expect("read"), bytes, "nothing was cut off");
+    }
+
     #[test]
     fn a_run_over_its_limit_reads_back_as_such_and_old_records_read_the_same() {
         let mut over = RunResult {
@@ -446,7 +486,7 @@ mod tests {
         let record = JournalRecord::ended("j-1".into(), 0, 7, over.clone());
         encode_frame(&record, MAX_RECORD_BYTES, &mut bytes).expect("encode");
         encode_frame(&ended(1, 2), MAX_RECORD_BYTES, &mut bytes).expect("encode");
-        let (index, used) = replay(&bytes);
+        let (index, used) = replay(&bytes).expect("reads");
         assert_eq!(used, bytes.len());
         assert_eq!(
             index.get(&("j-1".into(), 0, 7)),
@@ -484,7 +524,7 @@ mod tests {
         encode_frame(&ended(1, 3), MAX_RECORD_BYTES, &mut half).expect("encode");
         // Where the records end, the zeros written ahead of them begin: the torn half lands
         // there.
-        let (_, end) = replay(&fs::read(&path).expect("read"));
+        let (_, end) = replay(&fs::read(&path).expect("read")).expect("reads");
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -506,7 +546,7 @@ mod tests {
         // Appends go after the cut, not after the torn bytes.
         journal.append(ended(1, 3)).await.expect("append");
         let bytes = fs::read(&path).expect("read");
-        let (index, whole) = replay(&bytes);
+        let (index, whole) = replay(&bytes).expect("reads");
         assert!(
             crate::zeroed_tail::is_zeroed(&bytes[whole..]),
             "only zeros after the records"
@@ -532,7 +572,7 @@ mod tests {
         // The rewrite happens on the writer thread, ordered before this append.
         journal.append(started(runs)).await.expect("append");
         let path = dir.path().join(FILE_NAME);
-        let (index, records_bytes) = replay(&fs::read(&path).expect("read"));
+        let (index, records_bytes) = replay(&fs::read(&path).expect("read")).expect("reads");
         assert_eq!(index.len(), 2, "only the kept run and the new one remain");
         assert!(records_bytes < 1024);
         drop(journal);

@@ -370,6 +370,15 @@ fn replay(
             }
             Frame::End => return Ok(at),
             Frame::Torn(_) if newest => return Ok(at),
+            Frame::Unreadable(why) => {
+                return Err(damaged(format!(
+                    "the Raft log segment {shown} holds at byte {at} an intact record that this \
+                     build cannot read ({why}); a newer release wrote it. This build ({}) will \
+                     not cut it off as if it were torn: start this replica with the release \
+                     that wrote it, or a newer one",
+                    crate::formats::long_version()
+                )))
+            }
             Frame::Torn(why) => {
                 return Err(damaged(format!(
                     "the Raft log segment {shown} is damaged at byte {at}: {why}; this replica \

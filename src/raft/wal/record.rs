@@ -56,7 +56,9 @@ pub fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
             io::ErrorKind::InvalidData,
             "the log index points past the written log",
         )),
-        Frame::Torn(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
+        Frame::Torn(why) | Frame::Unreadable(why) => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, why))
+        }
     }
 }
 
