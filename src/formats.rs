@@ -8,6 +8,15 @@ use crate::raft::snapshot_store::SNAPSHOT_FORMAT_VERSION;
 use crate::raft::wal::record::LOG_FORMAT_VERSION;
 use crate::taskmanager::journal::JOURNAL_FORMAT_VERSION;
 
+/// The newest cluster version this build can run in: the set of command kinds and formats
+/// every replica of a cluster must read. Every release so far runs in version 1.
+pub const MAX_CLUSTER_VERSION: u32 = 1;
+
+/// This build's release, as `dispatcher --version` and `cluster status` show it.
+pub fn release() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
 /// `dispatcher --version`: the release and the format versions it writes.
 pub fn long_version() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();

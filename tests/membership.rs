@@ -118,3 +118,51 @@ async fn grow_to_five_and_shrink_to_three_while_submitting() -> anyhow::Result<(
     cluster.wait_converged(&remaining, DEADLINE).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_shows_every_replicas_release_and_an_unreachable_one_without(
+) -> anyhow::Result<()> {
+    let mut cluster = start_cluster(3, test_config()).await?;
+    let release = env!("CARGO_PKG_VERSION");
+    let status = |cluster: &TestCluster| -> anyhow::Result<serde_json::Value> {
+        let out = cli(cluster, &["cluster", "status", "--output", "json"])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let json = status(&cluster)?;
+    let members = json["members"].as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), 3, "{json}");
+    for member in &members {
+        assert_eq!(member["version"], release, "{member}");
+        assert_eq!(member["max_cluster_version"], 1, "{member}");
+    }
+    log_phase("a follower stops: it has no version, the others still do");
+    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    cluster.kill(follower)?;
+    let json = status(&cluster)?;
+    for member in json["members"].as_array().cloned().unwrap_or_default() {
+        if member["id"] == follower {
+            assert!(member["version"].is_null(), "{member}");
+        } else {
+            assert_eq!(member["version"], release, "{member}");
+        }
+    }
+    let out = std::process::Command::new(BINARY)
+        .arg("--version")
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(release) && said.contains("snapshot format"),
+        "{said}"
+    );
+    Ok(())
+}

@@ -28,13 +28,16 @@ fn members_json(members: &[Member]) -> Value {
     Value::Array(
         members
             .iter()
-            .map(|m| json!({"id": m.id, "addr": m.addr, "role": m.role, "matched_index": m.matched_index}))
+            .map(|m| {
+                json!({"id": m.id, "addr": m.addr, "role": m.role, "matched_index": m.matched_index,
+                       "version": m.version, "max_cluster_version": m.max_cluster_version})
+            })
             .collect(),
     )
 }
 
 fn members_table(members: &[Member]) -> String {
-    let mut t = Table::new(&["ID", "ADDRESS", "ROLE", "MATCHED"]);
+    let mut t = Table::new(&["ID", "ADDRESS", "ROLE", "MATCHED", "VERSION"]);
     for m in members {
         t.row(vec![
             m.id.to_string(),
@@ -43,6 +46,9 @@ fn members_table(members: &[Member]) -> String {
             m.matched_index
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| "-".into()),
+            m.version
+                .as_deref()
+                .map_or_else(|| "-".to_string(), |v| terminal::line(v).into_owned()),
         ]);
     }
     t.render()

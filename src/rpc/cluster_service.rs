@@ -89,6 +89,8 @@ pub fn members(metrics: &RaftMetrics) -> Vec<Member> {
                 addr: node.addr.clone(),
                 role: role.to_string(),
                 matched_index,
+                version: None,
+                max_cluster_version: None,
             }
         })
         .collect()
@@ -150,7 +152,60 @@ const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
 pub type BackupStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<BackupChunk, Status>> + Send>>;
 
+/// How long `cluster status` waits for a member's ping (its version) before leaving it out.
+const VERSION_PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A replica's release and newest cluster version, straight from `addr`; `None` if it does
+/// not answer within `timeout`.
+async fn version_of(transport: &Transport, addr: &str, timeout: Duration) -> Option<PingReply> {
+    let channel = transport
+        .connect(
+            addr,
+            |endpoint| endpoint.connect_timeout(timeout).timeout(timeout),
+            None,
+        )
+        .await
+        .ok()?;
+    let reply = ClusterClient::new(channel)
+        .ping(PingRequest {})
+        .await
+        .ok()?;
+    Some(reply.into_inner())
+}
+
 impl ClusterService {
+    /// Each member's release and newest cluster version, asked of it now (all at once, each
+    /// within `VERSION_PING_TIMEOUT`; this replica answers for itself).
+    async fn fill_versions(&self, members: &mut [Member]) {
+        let asked = members.iter().map(|m| {
+            let transport = &self.ctx.transport;
+            let (id, addr) = (m.id, m.addr.clone());
+            async move {
+                if id == self.ctx.node_id {
+                    return Some((
+                        crate::formats::release().to_string(),
+                        crate::formats::MAX_CLUSTER_VERSION,
+                    ));
+                }
+                version_of(transport, &addr, VERSION_PING_TIMEOUT)
+                    .await
+                    .map(|p| (p.version, p.max_cluster_version))
+            }
+        });
+        let answers = futures::future::join_all(asked).await;
+        for (member, answer) in members.iter_mut().zip(answers) {
+            if let Some((version, max)) = answer {
+                // A release before versions were reported answers a ping without them.
+                member.version = Some(if version.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    version
+                });
+                member.max_cluster_version = Some(max.max(1));
+            }
+        }
+    }
+
     /// Build a snapshot now, wait until it covers what was applied when asked, and return it.
     async fn build_snapshot(&self) -> Result<crate::raft::Snapshot, ApiError> {
         let applied = self.metrics().last_applied.map(|l| l.index()).unwrap_or(0);
@@ -207,11 +262,15 @@ impl Cluster for ClusterService {
             .nodes()
             .next()
             .is_some();
+        let mut members = members(&metrics);
+        if !local {
+            self.fill_versions(&mut members).await;
+        }
         Ok(Response::new(ClusterStatusReply {
             leader_id: metrics.current_leader,
             term: metrics.current_term,
             last_applied,
-            members: members(&metrics),
+            members,
             node_id: self.ctx.node_id,
             state_digest: digest.unwrap_or_default(),
             committed: metrics.local_committed.map(|l| l.index()).unwrap_or(0),
@@ -243,6 +302,8 @@ impl Cluster for ClusterService {
     async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
         Ok(Response::new(PingReply {
             node_id: self.ctx.node_id,
+            version: crate::formats::release().to_string(),
+            max_cluster_version: crate::formats::MAX_CLUSTER_VERSION,
         }))
     }
 
