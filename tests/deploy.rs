@@ -265,7 +265,7 @@ fn alert_rules_name_metrics_that_replicas_export() {
             if !token.starts_with("dispatcher_") {
                 continue;
             }
-            let base = ["_total", "_count", "_sum", "_bucket"]
+            let base = ["_total", "_count", "_sum", "_bucket", "_info"]
                 .iter()
                 .find_map(|s| token.strip_suffix(s))
                 .unwrap_or(token);

@@ -141,6 +141,18 @@ async fn metrics_health_and_readiness_of_replicas_and_agents() -> anyhow::Result
     }
     assert!(value(&samples, "dispatcher_raft_term", &[]).unwrap_or(0.0) >= 1.0);
     assert_eq!(value(&samples, "dispatcher_raft_is_leader", &[]), Some(1.0));
+    assert_eq!(
+        value(
+            &samples,
+            "dispatcher_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("max_cluster_version", "1")
+            ]
+        ),
+        Some(1.0),
+        "the release in dispatcher_build_info"
+    );
     assert!(value(&samples, "dispatcher_raft_applied_index", &[]).unwrap_or(0.0) > 0.0);
     assert!(value(&samples, "dispatcher_placements_total", &[]).unwrap_or(0.0) >= 6.0);
     assert!(

@@ -122,6 +122,19 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
+        // `dispatcher_build_info`: one series per replica, so that replicas on different
+        // releases show (the `DispatcherMixedVersions` alert).
+        r.register(
+            "build",
+            "This replica's release and the newest cluster version it can run in",
+            prometheus_client::metrics::info::Info::new(vec![
+                ("version", crate::formats::release().to_string()),
+                (
+                    "max_cluster_version",
+                    crate::formats::MAX_CLUSTER_VERSION.to_string(),
+                ),
+            ]),
+        );
         r.register("raft_term", "Current Raft term", m.term.clone());
         r.register(
             "raft_commit_index",
