@@ -135,6 +135,12 @@ fn victims_on<'a, K: Clone + Ord>(
     Some(taken)
 }
 
+/// How a set of victims ranks: fewer first, then the lowest priorities in sum.
+fn rank<K>(victims: &[RunningShard<K>]) -> (usize, u64) {
+    let sum = victims.iter().map(|r| u64::from(r.priority)).sum();
+    (victims.len(), sum)
+}
+
 /// Where and what to stop so that the shard `want` describes runs, by the rule above;
 /// `None` if no TaskManager can make room, or one already has it (place normally then).
 pub fn choose_preemption<'h, 'a: 'h, K: Clone + Ord + 'h, I>(
@@ -152,10 +158,8 @@ where
     hosts
         .filter_map(|h| victims_on(h, want).map(|v| (h, v)))
         .min_by(|(ha, va), (hb, vb)| {
-            let sum = |v: &[RunningShard<K>]| v.iter().map(|r| u64::from(r.priority)).sum::<u64>();
-            va.len()
-                .cmp(&vb.len())
-                .then(sum(va).cmp(&sum(vb)))
+            rank(va)
+                .cmp(&rank(vb))
                 .then(ha.taskmanager.cmp(&hb.taskmanager))
         })
         .map(|(h, victims)| Preemption {
@@ -206,8 +210,9 @@ pub fn plan_preemption(
         ready && eligible && within_quota
     });
     let mut spare: Option<BTreeMap<String, u64>> = None;
-    // Every live TaskManager with what runs there, made once for all the askers.
-    let mut all_hosts: Option<Vec<(&TaskManager, Candidate<HeldShard>)>> = None;
+    // TaskManagers with what runs there, each made when first looked at and kept for the
+    // other askers.
+    let mut hosts: BTreeMap<&str, Candidate<HeldShard>> = BTreeMap::new();
     for id in askers.take(MAX_ASKERS) {
         let job = state.job(id)?;
         let spare = &*spare.get_or_insert_with(|| spare_above_shares(state, now_ms));
@@ -217,46 +222,66 @@ pub fn plan_preemption(
             tenant: state.tenant(id),
             spare,
         };
-        let all_hosts = all_hosts.get_or_insert_with(|| live_hosts(state, now_ms));
-        let hosts = all_hosts
-            .iter()
-            .filter(|(tm, _)| tm.matches(&job.spec.selector) && tm.slots >= want.slots)
-            .map(|(_, host)| host);
-        if hosts.clone().any(|h| h.free >= want.slots) {
+        let eligible: Vec<&TaskManager> = state
+            .taskmanagers
+            .values()
+            .filter(|tm| {
+                tm.accepts_placements(now_ms)
+                    && tm.matches(&job.spec.selector)
+                    && tm.slots >= want.slots
+            })
+            .collect();
+        if eligible.iter().any(|tm| tm.free_slots() >= want.slots) {
             // Room exists for this one: placement, not preemption, runs it.
             return None;
         }
-        if let Some(p) = choose_preemption(hosts, &want) {
-            return Some((job.id, p.taskmanager, p.victims));
+        // `choose_preemption`'s rule, walking the TaskManagers in id order and stopping at
+        // the first that needs one victim of the lowest priority running anywhere: nothing
+        // ranks better, and ties go to the smaller id. So a turn rarely looks at every
+        // running shard.
+        let mut best: Option<Choice> = None;
+        for tm in eligible {
+            let host = hosts
+                .entry(tm.id.as_str())
+                .or_insert_with(|| host_of(state, tm));
+            let Some(victims) = victims_on(host, &want) else {
+                continue;
+            };
+            let ranked = rank(&victims);
+            if best.as_ref().is_none_or(|(b, _, _)| ranked < *b) {
+                best = Some((ranked, tm.id.as_str(), victims));
+            }
+            if ranked == (1, u64::from(*lowest_running)) {
+                break;
+            }
+        }
+        if let Some((_, taskmanager, victims)) = best {
+            let victims = victims.into_iter().map(|r| r.key).collect();
+            return Some((job.id, taskmanager.to_string(), victims));
         }
     }
     None
 }
 
-/// The TaskManagers that take placements, each with its free slots and what runs there.
-fn live_hosts(state: &ClusterState, now_ms: u64) -> Vec<(&TaskManager, Candidate<'_, HeldShard>)> {
-    state
-        .taskmanagers
-        .values()
-        .filter(|tm| tm.accepts_placements(now_ms))
-        .map(|tm| {
-            let host = Candidate {
-                taskmanager: tm.id.clone(),
-                free: tm.free_slots(),
-                running: state
-                    .assignments(&tm.id)
-                    .map(|(held_job, shard)| RunningShard {
-                        key: (held_job.id, shard.index, shard.epoch),
-                        priority: state.priority(held_job.id),
-                        slots: held_job.spec.slots_per_shard,
-                        started_at_ms: shard.started_at_ms.unwrap_or(u64::MAX),
-                        tenant: state.tenant(held_job.id),
-                    })
-                    .collect(),
-            };
-            (tm, host)
-        })
-        .collect()
+/// The best preemption found so far: its rank, the TaskManager and the victims.
+type Choice<'a> = ((usize, u64), &'a str, Vec<RunningShard<'a, HeldShard>>);
+
+/// A TaskManager with its free slots and what runs there.
+fn host_of<'a>(state: &'a ClusterState, tm: &TaskManager) -> Candidate<'a, HeldShard> {
+    Candidate {
+        taskmanager: tm.id.clone(),
+        free: tm.free_slots(),
+        running: state
+            .assignments(&tm.id)
+            .map(|(held_job, shard)| RunningShard {
+                key: (held_job.id, shard.index, shard.epoch),
+                priority: state.priority(held_job.id),
+                slots: held_job.spec.slots_per_shard,
+                started_at_ms: shard.started_at_ms.unwrap_or(u64::MAX),
+                tenant: state.tenant(held_job.id),
+            })
+            .collect(),
+    }
 }
 
 /// Slots each tenant holds above its guaranteed share: the live capacity shared by weight

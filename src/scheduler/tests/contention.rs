@@ -549,3 +549,27 @@ fn a_preempted_shard_stays_in_its_tenants_count_until_surely_stopped() {
     );
     assert!(state.stopping.is_empty(), "the expired hold was pruned");
 }
+
+#[test]
+fn the_search_takes_the_lowest_priority_victim_even_on_a_later_taskmanager() {
+    // "a" comes first by id but runs a priority-200 shard; "b" runs one at 100, the lowest
+    // running anywhere. The search may stop early only at a victim of that lowest priority.
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "a", 1, &[]);
+    register(&mut state, 2, "b", 1, &[]);
+    let middle = at_priority(&mut state, 3, 1, "default", 200);
+    let low = at_priority(&mut state, 4, 1, "default", 100);
+    let on = |job: JobId, tm: &str| Placement {
+        job_id: job,
+        shard: 0,
+        taskmanager: tm.into(),
+    };
+    let outcome = place(&mut state, 5, vec![on(middle, "a"), on(low, "b")]);
+    assert_eq!(outcome.placed, 2);
+    let high = at_priority(&mut state, 6, 1, "default", 900);
+    let (for_job, taskmanager, victims) =
+        crate::scheduler::preemption::plan_preemption(&state, NOW_MS).expect("a preemption");
+    assert_eq!((for_job, taskmanager.as_str()), (high, "b"));
+    assert_eq!(victims.len(), 1);
+    assert_eq!(victims[0].0, low);
+}
