@@ -96,13 +96,12 @@ pub fn members(metrics: &RaftMetrics) -> Vec<Member> {
         .collect()
 }
 
-/// One replica's own view (`Cluster.Status`, local), straight from `addr`, on a fresh
-/// connection; `None` if it does not answer within `timeout`.
-pub async fn local_status_of(
+/// A client of the replica at `addr` on a fresh connection, every call bounded by `timeout`.
+async fn cluster_client(
     transport: &Transport,
     addr: &str,
     timeout: Duration,
-) -> Option<ClusterStatusReply> {
+) -> Option<ClusterClient<tonic::transport::Channel>> {
     let channel = transport
         .connect(
             addr,
@@ -111,7 +110,18 @@ pub async fn local_status_of(
         )
         .await
         .ok()?;
-    let reply = ClusterClient::new(channel)
+    Some(ClusterClient::new(channel))
+}
+
+/// One replica's own view (`Cluster.Status`, local), straight from `addr`, on a fresh
+/// connection; `None` if it does not answer within `timeout`.
+pub async fn local_status_of(
+    transport: &Transport,
+    addr: &str,
+    timeout: Duration,
+) -> Option<ClusterStatusReply> {
+    let reply = cluster_client(transport, addr, timeout)
+        .await?
         .status(ClusterStatusRequest { local: true })
         .await
         .ok()?;
@@ -158,15 +168,8 @@ const VERSION_PING_TIMEOUT: Duration = Duration::from_millis(500);
 /// A replica's release and newest cluster version, straight from `addr`; `None` if it does
 /// not answer within `timeout`.
 async fn version_of(transport: &Transport, addr: &str, timeout: Duration) -> Option<PingReply> {
-    let channel = transport
-        .connect(
-            addr,
-            |endpoint| endpoint.connect_timeout(timeout).timeout(timeout),
-            None,
-        )
-        .await
-        .ok()?;
-    let reply = ClusterClient::new(channel)
+    let reply = cluster_client(transport, addr, timeout)
+        .await?
         .ping(PingRequest {})
         .await
         .ok()?;

@@ -19,6 +19,19 @@ async fn append_durably(store: &mut WalLogStore, batch: Vec<Entry>) {
     rx.await.expect("callback fired").expect("durable");
 }
 
+/// The newest segment file, and where its records end: the zeros written ahead of them
+/// begin there.
+fn newest_segment_and_end(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    let (_, path) = segment::list(dir).expect("list").pop().expect("a segment");
+    let bytes = std::fs::read(&path).expect("read");
+    let mut end = 0;
+    while let record::Frame::Record(_, used) = record::decode_frame(&bytes[end..]) {
+        end += used;
+    }
+    assert!(end < bytes.len() && crate::zeroed_tail::is_zeroed(&bytes[end..]));
+    (path, end)
+}
+
 async fn indexes(store: &mut WalLogStore) -> Vec<u64> {
     store
         .try_get_log_entries(..)
@@ -69,17 +82,7 @@ async fn a_torn_write_at_the_end_is_cut_off_and_the_log_goes_on() {
         let mut store = WalLogStore::open(dir.path()).expect("open");
         append_durably(&mut store, entries(1..=5)).await;
     }
-    let (_, path) = segment::list(dir.path())
-        .expect("list")
-        .pop()
-        .expect("a segment");
-    // The records end where the zeros written ahead of them begin.
-    let bytes = std::fs::read(&path).expect("read");
-    let mut end = 0;
-    while let record::Frame::Record(_, used) = record::decode_frame(&bytes[end..]) {
-        end += used;
-    }
-    assert!(end < bytes.len() && crate::zeroed_tail::is_zeroed(&bytes[end..]));
+    let (path, end) = newest_segment_and_end(dir.path());
     // The crash cut the last record short: its last bytes never reached the disk.
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -105,15 +108,7 @@ async fn an_intact_record_from_a_newer_release_refuses_to_open_and_is_kept() {
         let mut store = WalLogStore::open(dir.path()).expect("open");
         append_durably(&mut store, entries(1..=5)).await;
     }
-    let (_, path) = segment::list(dir.path())
-        .expect("list")
-        .pop()
-        .expect("a segment");
-    let bytes = std::fs::read(&path).expect("read");
-    let mut end = 0;
-    while let record::Frame::Record(_, used) = record::decode_frame(&bytes[end..]) {
-        end += used;
-    }
+    let (path, end) = newest_segment_and_end(dir.path());
     // A record kind this build does not know (its checksum whole).
     let payload = [9u8, 1, 2, 3];
     let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
