@@ -10,6 +10,7 @@
 //! that they never run.
 
 use super::dispatch::cli;
+use super::stats::median;
 use super::{job_request, BenchError};
 use crate::client::Client;
 use crate::local_cluster::LocalCluster;
@@ -62,12 +63,6 @@ pub async fn measure_dependents(
         named_median,
         ratio: named_median / alone_median,
     })
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> BenchError {

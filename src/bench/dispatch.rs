@@ -49,13 +49,8 @@ pub struct EndToEnd {
 }
 
 fn median_of(runs: &[EndToEndRun], figure: impl Fn(&EndToEndRun) -> f64) -> f64 {
-    let mut values: Vec<f64> = runs.iter().map(figure).collect();
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
+    let values: Vec<f64> = runs.iter().map(figure).collect();
+    super::stats::median(&values)
 }
 
 /// The number a finished one-shard job's run printed (a time in ns), from the output the
