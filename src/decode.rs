@@ -8,15 +8,24 @@ use bincode::config::{self, Configuration};
 use bincode::error::DecodeError;
 use serde::de::DeserializeOwned;
 
-fn with_limit<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, DecodeError> {
+fn with_limit<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), DecodeError> {
     let cfg: Configuration<config::LittleEndian, config::Varint, config::Limit<LIMIT>> =
         config::standard().with_limit::<LIMIT>();
-    bincode::serde::decode_from_slice(bytes, cfg).map(|(value, _)| value)
+    bincode::serde::decode_from_slice(bytes, cfg)
 }
 
 /// Decode `bytes` (bincode, standard config) without letting them claim more memory than
-/// about 64 times their length (at least 4 MiB).
+/// about 64 times their length (at least 4 MiB). Bytes after the value are ignored.
 pub fn decode_untrusted<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_untrusted_prefix(bytes).map(|(value, _)| value)
+}
+
+/// `decode_untrusted`, also answering how many bytes the value took.
+pub fn decode_untrusted_prefix<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), DecodeError> {
     const KIB: usize = 1024;
     const MIB: usize = 1024 * KIB;
     match bytes.len() {

@@ -9,8 +9,8 @@ use crate::raft::wal::record::LOG_FORMAT_VERSION;
 use crate::taskmanager::journal::JOURNAL_FORMAT_VERSION;
 
 /// The newest cluster version this build can run in: the set of command kinds and formats
-/// every replica of a cluster must read. Every release so far runs in version 1.
-pub const MAX_CLUSTER_VERSION: u32 = 1;
+/// every replica of a cluster must read (`domain::ClusterVersion`). v0.1.0 runs in 1.
+pub const MAX_CLUSTER_VERSION: u32 = 2;
 
 /// This build's release, as `dispatcher --version` and `cluster status` show it.
 pub fn release() -> &'static str {

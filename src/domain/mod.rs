@@ -5,6 +5,7 @@
 //! the state digest) is a `BTreeMap`/`BTreeSet`, so two replicas that applied the same
 //! commands hold byte-identical encodings.
 
+mod cluster_version;
 mod ids;
 mod job;
 mod limits;
@@ -18,6 +19,7 @@ mod stopping;
 mod taskmanager;
 mod token;
 
+pub use cluster_version::ClusterVersion;
 pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardCounts, ShardMut, ShardState};
 pub use limits::*;

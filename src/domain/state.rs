@@ -85,6 +85,11 @@ pub struct ClusterState {
     /// they are surely stopped (`stopping`). Same section, from format 10.
     #[serde(skip)]
     pub stopping: super::stopping::StoppingHolds,
+    /// Which command kinds and formats every replica must read (`cluster_version`). After
+    /// the rest, from format 11; snapshots of a cluster at version 1 are written in format
+    /// 10, without it, so that a release that knows no cluster version reads them.
+    #[serde(skip)]
+    pub cluster_version: super::ClusterVersion,
     /// Resources held now on each TaskManager by shards that asked for some. Derived, like
     /// `tenant_slots`.
     #[serde(skip)]
@@ -211,9 +216,20 @@ impl ClusterState {
         StateDigest(*blake3::hash(&bytes).as_bytes())
     }
 
+    /// The snapshot format `encode` writes: 10 while the cluster version is 1 (what a
+    /// release without cluster versions reads), 11 after.
+    pub fn format_version(&self) -> u32 {
+        if self.cluster_version > super::ClusterVersion::FIRST {
+            11
+        } else {
+            10
+        }
+    }
+
     /// Canonical bytes of the state (bincode, standard config): the length of the main
     /// section (8 bytes, big-endian), the main section, then the extensions (the shards'
-    /// output and the jobs' scheduling options).
+    /// output and the jobs' scheduling options), then from format 11 the cluster version
+    /// (see `format_version`).
     pub fn encode(&self) -> Vec<u8> {
         // Encoding plain owned data into a Vec cannot fail.
         let main =
@@ -233,8 +249,14 @@ impl ClusterState {
             resource_quotas: &self.resource_quotas,
             stopping: &self.stopping,
         };
-        let outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
+        let mut outputs = bincode::serde::encode_to_vec(&extensions, bincode::config::standard())
             .unwrap_or_default();
+        if self.format_version() >= 11 {
+            outputs.extend(
+                bincode::serde::encode_to_vec(self.cluster_version, bincode::config::standard())
+                    .unwrap_or_default(),
+            );
+        }
         let mut out = Vec::with_capacity(8 + main.len() + outputs.len());
         out.extend_from_slice(&(main.len() as u64).to_be_bytes());
         out.extend_from_slice(&main);
@@ -251,14 +273,31 @@ impl ClusterState {
         Ok((crate::decode::decode_untrusted(main)?, &rest[len..]))
     }
 
-    /// Decode what `encode` wrote.
+    /// Decode what `encode` wrote, in format 10 or 11 (the cluster version after the
+    /// extensions, or nothing there: version 1).
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
-        let extensions: Extensions = crate::decode::decode_untrusted(rest)?;
-        state.install_v9(extensions.since_v9);
-        state.stopping = extensions.stopping;
+        let (extensions, used): (Extensions, usize) = crate::decode::decode_untrusted_prefix(rest)?;
+        state.install_v10(extensions);
+        if let Some(after) = rest.get(used..).filter(|after| !after.is_empty()) {
+            state.cluster_version = crate::decode::decode_untrusted(after)?;
+        }
         state.rebuild_derived();
         Ok(state)
+    }
+
+    /// Decode the state as snapshot format 10 writes it: cluster version 1, whatever
+    /// follows.
+    pub fn decode_v10(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let (mut state, rest) = Self::split_sections(bytes)?;
+        state.install_v10(crate::decode::decode_untrusted(rest)?);
+        state.rebuild_derived();
+        Ok(state)
+    }
+
+    fn install_v10(&mut self, extensions: Extensions) {
+        self.install_v9(extensions.since_v9);
+        self.stopping = extensions.stopping;
     }
 
     /// Decode the state as snapshot format 9 wrote it: no stopping holds.

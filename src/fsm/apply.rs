@@ -1,6 +1,6 @@
 //! Deterministic apply of one command to the cluster state.
 
-use super::command::{Command, Response};
+use super::command::{Command, Rejection, Response};
 use crate::domain::ClusterState;
 use jobs::{cancel_job, forget_jobs, submit_job, Submission};
 use scheduling::{restart_gang, set_quota, submit_with_options};
@@ -15,6 +15,15 @@ use tokens::{create_tenant_token, create_token, revoke_token, seed_bootstrap_tok
 /// Every rejection is checked before the first mutation, so a refused command changes
 /// nothing.
 pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Response {
+    // A kind newer than the cluster version is refused where it is proposed; one that got
+    // into the log anyway (proposed as a downgrade committed) changes nothing.
+    let needed = command.needs_cluster_version();
+    if needed > state.cluster_version && !matches!(command, Command::SetClusterVersion { .. }) {
+        return Response::Rejected(Rejection::NeedsClusterVersion {
+            needed: needed.0,
+            current: state.cluster_version.0,
+        });
+    }
     let result = match command {
         Command::RegisterTaskManager {
             incarnation,
@@ -296,6 +305,8 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::SeedBootstrapToken { hash, now_ms } => {
             Ok(seed_bootstrap_token(state, hash, now_ms))
         }
+        Command::SetClusterVersion { version, .. } => versions::set_cluster_version(state, version),
+        Command::UndrainTaskManager { id, .. } => versions::undrain_taskmanager(state, id),
         Command::RecordShardOutput(output) => output::record_output(state, log_index, output),
         Command::Batch(reports) => Ok(Response::Batch(
             reports
@@ -317,9 +328,11 @@ mod scheduling;
 mod shards;
 mod taskmanagers;
 mod tokens;
+mod versions;
 pub use admission::check_admission;
 pub use scheduling::{gang_is_split, gang_too_large};
 pub use shards::check_report;
 pub use tokens::validate_token_name;
+pub use versions::needs_above;
 #[cfg(test)]
 mod tests;

@@ -245,6 +245,13 @@ pub enum Command {
         resources: ResourceLimits,
         now_ms: u64,
     },
+    /// Raise the cluster version (the leader, once every member reads `version`) or lower
+    /// it (`cluster downgrade`, refused while the state holds something the lower version
+    /// cannot express). Cluster version 2.
+    SetClusterVersion { version: u32, now_ms: u64 },
+    /// `tm undrain`: a draining TaskManager takes new shards again (a lost one comes back
+    /// alive, not draining, when it registers again). Cluster version 2.
+    UndrainTaskManager { id: String, now_ms: u64 },
 }
 
 /// What `SetQuotaWithResources` does to a tenant's resource limits: `clear` drops them all
@@ -450,6 +457,10 @@ impl fmt::Display for Command {
             Command::SetQuotaWithResources { tenant, .. } => {
                 write!(f, "SetQuotaWithResources({tenant})")
             }
+            Command::SetClusterVersion { version, .. } => {
+                write!(f, "SetClusterVersion({version})")
+            }
+            Command::UndrainTaskManager { id, .. } => write!(f, "UndrainTaskManager({id})"),
             Command::PreemptForShard {
                 taskmanager,
                 victims,
@@ -525,6 +536,8 @@ pub enum Rejection {
         priority: u32,
         ceiling: u32,
     },
+    #[error("this needs cluster version {needed}, and the cluster runs at {current}: every replica must run a release that reads it first (see `dispatcher cluster status`)")]
+    NeedsClusterVersion { needed: u32, current: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -545,6 +558,12 @@ pub enum Response {
     },
     TaskManagerDraining {
         id: String,
+    },
+    TaskManagerUndrained {
+        id: String,
+    },
+    ClusterVersionSet {
+        version: u32,
     },
     ShardReported,
     TaskManagerLost {

@@ -5,9 +5,10 @@
 //! (`persisted_formats`).
 
 use super::command::Command;
+use crate::domain::ClusterVersion;
 
 /// How many command kinds this build knows; ids are `0..COMMAND_KINDS`.
-pub const COMMAND_KINDS: u32 = 30;
+pub const COMMAND_KINDS: u32 = 32;
 
 /// The kinds' names, by id.
 pub const KIND_NAMES: [&str; COMMAND_KINDS as usize] = [
@@ -41,6 +42,17 @@ pub const KIND_NAMES: [&str; COMMAND_KINDS as usize] = [
     "SubmitJobWithResources",
     "PreemptForShard",
     "SetQuotaWithResources",
+    "SetClusterVersion",
+    "UndrainTaskManager",
+];
+
+/// The cluster version each kind came with, by id: a kind is written to the log only once
+/// the cluster runs at its version, so every replica can read it.
+pub const KIND_CLUSTER_VERSIONS: [u32; COMMAND_KINDS as usize] = [
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 0-9
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 10-19
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 20-29
+    2, 2, // SetClusterVersion, UndrainTaskManager
 ];
 
 impl Command {
@@ -77,7 +89,15 @@ impl Command {
             Command::SubmitJobWithResources { .. } => 27,
             Command::PreemptForShard { .. } => 28,
             Command::SetQuotaWithResources { .. } => 29,
+            Command::SetClusterVersion { .. } => 30,
+            Command::UndrainTaskManager { .. } => 31,
         }
+    }
+
+    /// The cluster version this command needs every replica to read: the version its kind
+    /// came with (a batch holds only reports, all of version 1).
+    pub fn needs_cluster_version(&self) -> ClusterVersion {
+        ClusterVersion(KIND_CLUSTER_VERSIONS[self.kind_id() as usize])
     }
 
     /// This command's kind name.

@@ -14,13 +14,14 @@ mod kinds;
 mod validate;
 
 pub use apply::{
-    apply, check_admission, check_report, gang_is_split, gang_too_large, validate_token_name,
+    apply, check_admission, check_report, gang_is_split, gang_too_large, needs_above,
+    validate_token_name,
 };
 pub use command::{
     Command, OutputReport, Placement, PlacementOutcome, Rejection, Report, ResourceLimits,
     Response, ShardOutcome, SlotLimit,
 };
-pub use kinds::{COMMAND_KINDS, KIND_NAMES};
+pub use kinds::{COMMAND_KINDS, KIND_CLUSTER_VERSIONS, KIND_NAMES};
 pub use validate::{
     validate_address, validate_labels, validate_max_priority, validate_name, validate_name_within,
     validate_options, validate_registration, validate_spec, validate_tenant, validate_weight,

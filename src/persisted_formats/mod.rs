@@ -6,7 +6,7 @@
 //!
 //! | format | what | version constant | golden file |
 //! |---|---|---|---|
-//! | snapshot | `ClusterState` as `encode_state` writes it | `SNAPSHOT_FORMAT_VERSION` | `snapshot-v<N>.bin` |
+//! | snapshot | `ClusterState` as `encode_state` writes it (format 10 at cluster version 1) | `SNAPSHOT_FORMAT_VERSION` | `snapshot-v<N>.bin` |
 //! | log | write-ahead log records: votes, purges, entries of every command kind | `LOG_FORMAT_VERSION` | `log-v<N>.bin` |
 //! | journal | the agent's run journal | `JOURNAL_FORMAT_VERSION` | `journal-v<N>.bin` |
 //!
@@ -17,6 +17,7 @@
 
 mod samples;
 
+use crate::domain::ClusterVersion;
 use crate::fsm::COMMAND_KINDS;
 use crate::raft::snapshot_store::{decode_state, encode_state, SNAPSHOT_FORMAT_VERSION};
 use crate::raft::wal::record::{decode_frame, encode_frame, Frame, LOG_FORMAT_VERSION};
@@ -116,11 +117,22 @@ fn every_command_kind_has_a_sample_and_its_id_is_the_tag_it_is_written_with() {
 fn snapshots_of_every_version_read_and_todays_is_unchanged() {
     let state = samples::state();
     assert!(state.jobs.len() >= 3 && !state.tokens.is_empty() && !state.quotas.is_empty());
+    assert_eq!(state.format_version(), SNAPSHOT_FORMAT_VERSION);
     check_current(
         "snapshot",
         SNAPSHOT_FORMAT_VERSION,
         "SNAPSHOT_FORMAT_VERSION",
         &encode_state(&state),
+    );
+    // At cluster version 1 a replica writes format 10, byte for byte as v0.1.0 did: an
+    // older replica reads what a newer one sends it and what a downgrade leaves.
+    let first = samples::state_at(ClusterVersion::FIRST);
+    assert_eq!(first.format_version(), 10);
+    check_current(
+        "snapshot",
+        10,
+        "the encoding at cluster version 1",
+        &encode_state(&first),
     );
     for (version, bytes) in every_version("snapshot") {
         let read = decode_state(&bytes)
@@ -128,7 +140,30 @@ fn snapshots_of_every_version_read_and_todays_is_unchanged() {
         if version == SNAPSHOT_FORMAT_VERSION {
             assert_eq!(read, state);
         }
+        if version == 10 {
+            assert_eq!(read, first);
+        }
     }
+}
+
+#[test]
+fn a_downgraded_state_is_written_in_the_older_format() {
+    let mut state = samples::state();
+    let back = crate::fsm::apply(
+        &mut state,
+        1_000,
+        crate::fsm::Command::SetClusterVersion {
+            version: 1,
+            now_ms: 2_000,
+        },
+    );
+    assert!(matches!(
+        back,
+        crate::fsm::Response::ClusterVersionSet { version: 1 }
+    ));
+    assert_eq!(state.format_version(), 10);
+    let read = decode_state(&encode_state(&state)).expect("reads");
+    assert_eq!(read, state);
 }
 
 #[test]
@@ -144,16 +179,16 @@ fn logs_of_every_version_read_and_todays_is_unchanged() {
             records.len() > COMMAND_KINDS as usize,
             "log format {version}"
         );
-        if version == LOG_FORMAT_VERSION {
-            let mut again = Vec::new();
-            for record in &records {
-                encode_frame(record, &mut again).expect("encodes");
-            }
-            assert!(
-                again == golden,
-                "log format {version} does not read back whole"
-            );
+        // Every version's records are written today exactly as that version wrote them:
+        // a cluster version's kinds travel to, and are left on disk for, older replicas.
+        let mut again = Vec::new();
+        for record in &records {
+            encode_frame(record, &mut again).expect("encodes");
         }
+        assert!(
+            again == golden,
+            "log format {version} is not written today as it was"
+        );
     }
 }
 

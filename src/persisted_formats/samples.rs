@@ -3,8 +3,8 @@
 //! format version: the golden files are these values encoded.
 
 use crate::domain::{
-    Admission, ClusterState, Isolation, JobId, JobScheduling, JobSpec, Labels, PrintedTail,
-    PriorityOnly, ResourceRequest, Resources, Role, TaskManagerResources, TokenHash,
+    Admission, ClusterState, ClusterVersion, Isolation, JobId, JobScheduling, JobSpec, Labels,
+    PrintedTail, PriorityOnly, ResourceRequest, Resources, Role, TaskManagerResources, TokenHash,
 };
 use crate::fsm::{
     apply, Command, OutputReport, Placement, Report, ResourceLimits, ShardOutcome, SlotLimit,
@@ -352,14 +352,31 @@ pub fn every_command() -> Vec<Command> {
             },
             now_ms: 1_028,
         },
+        // Cluster version 2 from here on.
+        Command::SetClusterVersion {
+            version: 2,
+            now_ms: 1_029,
+        },
+        Command::UndrainTaskManager {
+            id: "tm-b".into(),
+            now_ms: 1_030,
+        },
     ]
 }
 
 /// The state every replica holds after applying `every_command` to an empty one.
 pub fn state() -> ClusterState {
+    state_at(ClusterVersion(u32::MAX))
+}
+
+/// The state every replica holds after applying the commands of `every_command` that a
+/// cluster at `version` writes: what a release of that version persisted.
+pub fn state_at(version: ClusterVersion) -> ClusterState {
     let mut state = ClusterState::default();
     for (i, command) in every_command().into_iter().enumerate() {
-        apply(&mut state, i as u64 + 1, command);
+        if command.needs_cluster_version() <= version {
+            apply(&mut state, i as u64 + 1, command);
+        }
     }
     state
 }

@@ -14,11 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 4] = b"DSNP";
-/// Bump when the encoding of `ClusterState` changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 10;
+/// The newest format this build writes; bump when the encoding of `ClusterState` changes
+/// incompatibly. Which one a snapshot is written in follows the cluster version
+/// (`ClusterState::format_version`): 10 at cluster version 1, 11 after.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 11;
 /// Format 4 had no extra section, format 5 the shards' output alone in it, format 6 a
 /// priority alone per job, format 7 no highest priority per tenant and no TaskManager pins,
-/// format 8 no resources, format 9 no stopping holds; all are still read.
+/// format 8 no resources, format 9 no stopping holds, format 10 no cluster version; all are
+/// still read.
 const OLDEST_READABLE_FORMAT: u32 = 4;
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
@@ -32,7 +35,7 @@ pub fn encode_state(state: &ClusterState) -> Vec<u8> {
     let body = state.encode();
     let mut out = Vec::with_capacity(body.len() + 8);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
+    out.extend_from_slice(&state.format_version().to_be_bytes());
     out.extend_from_slice(&body);
     out
 }
@@ -49,6 +52,7 @@ pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
     let version = u32::from_be_bytes(version);
     let state = match version {
         SNAPSHOT_FORMAT_VERSION => ClusterState::decode(&data[8..]),
+        10 => ClusterState::decode_v10(&data[8..]),
         9 => ClusterState::decode_v9(&data[8..]),
         8 => ClusterState::decode_v8(&data[8..]),
         7 => ClusterState::decode_v7(&data[8..]),
@@ -62,7 +66,18 @@ pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
             )))
         }
     };
-    state.map_err(|e| invalid(format!("snapshot state does not decode: {e}")))
+    let state = state.map_err(|e| invalid(format!("snapshot state does not decode: {e}")))?;
+    let max = crate::formats::MAX_CLUSTER_VERSION;
+    if state.cluster_version.0 > max {
+        return Err(invalid(format!(
+            "the snapshot is of a cluster at version {}, and this release ({}) runs in \
+             versions up to {max}: start this replica on the release the rest of the cluster \
+             runs, or downgrade the cluster first (`dispatcher cluster downgrade {max}`)",
+            state.cluster_version,
+            crate::formats::release()
+        )));
+    }
+    Ok(state)
 }
 
 #[derive(Serialize, Deserialize)]

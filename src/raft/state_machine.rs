@@ -11,7 +11,7 @@ use super::snapshot_store::{decode_state, encode_state, SnapshotStore};
 use super::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::domain::ClusterState;
 use crate::fsm::events::Event;
-use crate::fsm::{self, Response};
+use crate::fsm::{self, Command, Response};
 use crate::metrics::Metrics;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -192,6 +192,26 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+/// A cluster version this build cannot run in stops the replica (before applying anything
+/// of it) with what to do: every member said it reads the version when the leader raised
+/// it, so this replica was started since on an older release.
+fn refuse_unknown_cluster_version(version: u32, index: u64) -> Result<(), io::Error> {
+    let max = crate::formats::MAX_CLUSTER_VERSION;
+    if version <= max {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "log entry {index} raises the cluster to version {version}, and this release \
+             ({}) runs in versions up to {max}: start this replica on the release the rest \
+             of the cluster runs (see `dispatcher cluster status`), or downgrade the cluster \
+             first (`dispatcher cluster downgrade {max}`)",
+            crate::formats::release()
+        ),
+    ))
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotData = Vec<u8>;
     type SnapshotBuilder = SnapshotBuilder;
@@ -208,6 +228,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut last_index = None;
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
+            if let EntryPayload::Normal(Command::SetClusterVersion { version, .. }) = &entry.payload
+            {
+                refuse_unknown_cluster_version(*version, log_id.index())?;
+            }
             let started = std::time::Instant::now();
             let mut dispatch_ms = Vec::new();
             let (response, events) = self.shared.write(|applied| {

@@ -92,7 +92,9 @@ impl From<ApiError> for Status {
                     Rejection::Overloaded(_) => Code::ResourceExhausted,
                     Rejection::IdInUse { .. } | Rejection::TokenExists(_) => Code::AlreadyExists,
                     Rejection::UnknownToken(_) => Code::NotFound,
-                    Rejection::LastAdminToken(_) => Code::FailedPrecondition,
+                    Rejection::LastAdminToken(_) | Rejection::NeedsClusterVersion { .. } => {
+                        Code::FailedPrecondition
+                    }
                     Rejection::NotOwner(_) | Rejection::AboveCeiling { .. } => {
                         Code::PermissionDenied
                     }

@@ -1312,3 +1312,5 @@ fn a_tenants_priority_ceiling_holds_in_apply_for_every_token_but_an_admins() {
         Response::JobSubmitted { created: true, .. }
     ));
 }
+
+mod versions;

@@ -10,7 +10,9 @@ use std::io;
 /// `Command` kind (an appended kind included), as bincode lays them out. Bump it with any
 /// change; the golden files under tests/golden keep each version's records, and today's
 /// build must read them all (`persisted_formats`).
-pub const LOG_FORMAT_VERSION: u32 = 1;
+/// Version 2 added the kinds of cluster version 2 (`SetClusterVersion`,
+/// `UndrainTaskManager`); version 1's records are written exactly as before.
+pub const LOG_FORMAT_VERSION: u32 = 2;
 
 /// No single record may claim more than this (a torn length field could claim anything).
 pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;

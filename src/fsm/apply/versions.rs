@@ -1,0 +1,55 @@
+//! The cluster version's commands: raising and lowering it, and the commands of version 2
+//! that need no room of their own (`UndrainTaskManager`).
+
+use crate::domain::{ClusterState, ClusterVersion, TaskManagerState};
+use crate::fsm::command::{Rejection, Response};
+
+/// `SetClusterVersion`. Raising needs nothing of the state (the leader proposes it once
+/// every member reads the version); lowering is refused while the state holds something
+/// the lower version cannot express, so that a snapshot in its format loses nothing.
+pub(super) fn set_cluster_version(
+    state: &mut ClusterState,
+    version: u32,
+) -> Result<Response, Rejection> {
+    if version == 0 {
+        return Err(Rejection::Invalid(
+            "cluster version 0 does not exist; the first is 1".into(),
+        ));
+    }
+    let version = ClusterVersion(version);
+    if version < state.cluster_version {
+        if let Some(what) = needs_above(state, version) {
+            return Err(Rejection::Invalid(format!(
+                "cannot go down to cluster version {version}: {what}"
+            )));
+        }
+    }
+    state.cluster_version = version;
+    Ok(Response::ClusterVersionSet { version: version.0 })
+}
+
+/// What in `state` a cluster at `version` could not hold, said so an operator can remove
+/// it; `None` when nothing. Version 2 added commands whose effects version 1 expresses
+/// (an undrained TaskManager is an alive one), so today nothing holds a downgrade back; a
+/// kind whose effects outlive it (a new kind of state) lists them here.
+pub fn needs_above(state: &ClusterState, version: ClusterVersion) -> Option<String> {
+    let _ = (state, version);
+    None
+}
+
+/// `UndrainTaskManager`: a draining TaskManager takes new shards again; one lost while
+/// draining comes back alive, not draining, when it registers again.
+pub(super) fn undrain_taskmanager(
+    state: &mut ClusterState,
+    id: String,
+) -> Result<Response, Rejection> {
+    let tm = state
+        .taskmanagers
+        .get_mut(&id)
+        .ok_or_else(|| Rejection::UnknownTaskManager(id.clone()))?;
+    if tm.state == TaskManagerState::Draining {
+        tm.state = TaskManagerState::Alive;
+    }
+    tm.drain_deadline_ms = None;
+    Ok(Response::TaskManagerUndrained { id })
+}
