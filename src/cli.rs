@@ -526,6 +526,17 @@ pub enum ClusterCommand {
     Remove { id: u64 },
     /// Hand leadership to another voter.
     TransferLeader { id: u64 },
+    /// Lower the cluster version so that replicas of an older release can run the cluster
+    /// (admin): refused while the state needs the newer version; every replica then writes
+    /// a snapshot in the older format and drops the log before it. Replace the binaries
+    /// after. `--cancel` lets the leader raise the version again.
+    Downgrade {
+        /// The cluster version to go down to (an older release's newest: 1 for v0.1.0).
+        #[arg(required_unless_present = "cancel")]
+        version: Option<u32>,
+        #[arg(long, conflicts_with = "version")]
+        cancel: bool,
+    },
     /// Build a snapshot now on the first endpoint's replica (its log is then compacted);
     /// `save` writes it to a backup file, `restore` makes a new replica's data dir from one.
     #[command(args_conflicts_with_subcommands = true)]
@@ -619,6 +630,8 @@ pub enum TmCommand {
     },
     /// Remove a TaskManager's pin (admin): it may then register with no labels.
     Unpin { id: String },
+    /// Let a draining TaskManager take new shards again (needs cluster version 2).
+    Undrain { id: String },
 }
 
 #[derive(Debug, Args)]

@@ -408,6 +408,34 @@ impl Client {
         .await
     }
 
+    /// A draining TaskManager takes new shards again (needs cluster version 2).
+    pub async fn undrain_taskmanager(
+        &self,
+        id: &str,
+    ) -> Result<UndrainTaskManagerReply, ClientError> {
+        let req = UndrainTaskManagerRequest { id: id.to_string() };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::dispatcher(ch).undrain_task_manager(req).await }
+        })
+        .await
+    }
+
+    /// Lower the cluster version (or with `cancel`, let it rise again). Each member compacts
+    /// its data dir, which may take a while: give the client deadlines of a minute or two.
+    pub async fn downgrade(
+        &self,
+        version: u32,
+        cancel: bool,
+    ) -> Result<DowngradeReply, ClientError> {
+        self.call(|ch| async move {
+            Self::cluster(ch)
+                .downgrade(DowngradeRequest { version, cancel })
+                .await
+        })
+        .await
+    }
+
     /// Revoke every certificate naming `party`, or only the one with `fingerprint` (admin).
     pub async fn revoke_certificate(
         &self,

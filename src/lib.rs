@@ -60,4 +60,5 @@ pub mod rpc;
 pub mod scheduler;
 pub mod security;
 pub mod taskmanager;
+pub mod upgrade;
 pub mod zeroed_tail;

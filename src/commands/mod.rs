@@ -228,6 +228,17 @@ pub async fn cluster(command: ClusterCommand, args: ClientArgs) -> Result<ExitCo
             let reply = client.transfer_leader(id).await?;
             output::members(args.output, &reply.members);
         }
+        ClusterCommand::Downgrade { version, cancel } => {
+            // Every replica compacts its data dir before the leader answers.
+            let patient = crate::client::ClientOptions {
+                rpc_timeout: std::time::Duration::from_secs(120),
+                call_timeout: std::time::Duration::from_secs(150),
+                ..crate::client::ClientOptions::new(client_credentials(&args)?)
+            };
+            let client = Client::with_options(args.endpoints.clone(), patient)?;
+            let reply = client.downgrade(version.unwrap_or(0), cancel).await?;
+            return Ok(output::downgrade(args.output, &reply, cancel));
+        }
     }
     Ok(0)
 }
@@ -271,6 +282,14 @@ pub async fn tm(command: TmCommand, args: ClientArgs) -> Result<ExitCode, CliErr
                     "TaskManager {} has no pin: it may register with no labels",
                     reply.id
                 ),
+            );
+        }
+        TmCommand::Undrain { id } => {
+            let reply = client.undrain_taskmanager(&id).await?;
+            output::message(
+                args.output,
+                json!({"id": reply.id, "state": "alive"}),
+                &format!("TaskManager {} takes new shards again", reply.id),
             );
         }
         TmCommand::Drain { id, deadline } => {

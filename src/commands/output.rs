@@ -70,6 +70,7 @@ pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool)
                 "last_applied": s.last_applied,
                 "committed": s.committed,
                 "members": members_json(&s.members),
+                "cluster_version": s.cluster_version.unwrap_or(1),
             });
             if local {
                 v["node_id"] = json!(s.node_id);
@@ -80,6 +81,8 @@ pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool)
                 v["purged_index"] = json!(s.purged_index);
                 v["initialized"] = json!(s.initialized);
                 v["raft_gate"] = json!(s.raft_gate);
+                v["max_cluster_version"] = json!(s.max_cluster_version.max(1));
+                v["held_at_version"] = json!(s.held_at_version);
                 v["peer_troubles"] = Value::Array(
                     s.peer_troubles
                         .iter()
@@ -95,9 +98,18 @@ pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool)
                 .map(|l| l.to_string())
                 .unwrap_or_else(|| "none".into());
             println!(
-                "leader {leader}  term {}  last applied {}  committed {}",
-                s.term, s.last_applied, s.committed
+                "leader {leader}  term {}  last applied {}  committed {}  cluster version {}",
+                s.term,
+                s.last_applied,
+                s.committed,
+                s.cluster_version.unwrap_or(1)
             );
+            if let Some(held) = s.held_at_version.filter(|_| local) {
+                println!(
+                    "held at cluster version {held} by a downgrade (until it restarts, or \
+                     `dispatcher cluster downgrade --cancel`)"
+                );
+            }
             if local {
                 println!(
                     "replica {} ({}, raft gate {})  state digest {}  last log {}  snapshot {}",
@@ -122,6 +134,64 @@ pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool)
             }
             println!("{}", members_table(&s.members));
         }
+    }
+}
+
+/// `cluster downgrade`: the version now and whether each replica's data dir is ready for
+/// the older release; exit code 1 when one is not.
+pub fn downgrade(
+    format: OutputFormat,
+    reply: &crate::pb::api::DowngradeReply,
+    cancel: bool,
+) -> i32 {
+    let all_ready = reply.replicas.iter().all(|r| r.ready);
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "cluster_version": reply.cluster_version,
+            "index": reply.index,
+            "cancelled": cancel,
+            "replicas": reply.replicas.iter().map(|r| json!({
+                "id": r.id, "addr": r.addr, "ready": r.ready,
+                "error": (!r.error.is_empty()).then_some(&r.error),
+                "snapshot_index": r.snapshot_index,
+            })).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Text => {
+            if cancel {
+                println!(
+                    "downgrade cancelled: the leader raises the cluster version (now {}) once \
+                     every replica reads a newer one",
+                    reply.cluster_version
+                );
+            } else {
+                println!("cluster version {}", reply.cluster_version);
+            }
+            for r in &reply.replicas {
+                if r.ready && !cancel {
+                    println!(
+                        "replica {} at {}: ready for the older release (snapshot at {})",
+                        r.id,
+                        terminal::line(&r.addr),
+                        r.snapshot_index
+                    );
+                } else if !r.ready {
+                    println!(
+                        "replica {} at {}: NOT ready: {}",
+                        r.id,
+                        terminal::line(&r.addr),
+                        terminal::line(&r.error)
+                    );
+                }
+            }
+            if !all_ready {
+                println!("run the same command again once those replicas are up");
+            }
+        }
+    }
+    if all_ready {
+        0
+    } else {
+        1
     }
 }
 

@@ -168,6 +168,8 @@ pub async fn serve(
     let peer_troubles = Arc::new(crate::raft::peer_troubles::PeerTroubles::default());
     // Dial peers from the address we listen on, unless that is a wildcard.
     let source_ip = Some(opts.listen.ip()).filter(|ip| !ip.is_unspecified());
+    let wal = log_store.clone();
+    let versions = Arc::new(crate::upgrade::VersionSurvey::default());
     let raft: Raft = Raft::new(
         opts.id,
         raft_config,
@@ -206,7 +208,19 @@ pub async fn serve(
         peer_troubles,
         leader_contact: leader_contact.clone(),
         contact_bound: Duration::from_millis(opts.config.raft.election_timeout_max_ms),
+        versions: versions.clone(),
+        wal,
     };
+    let raiser = tokio::spawn(
+        crate::upgrade::raise::Raiser {
+            raft: raft.clone(),
+            shared: shared.clone(),
+            survey: versions,
+            transport: opts.security.transport.clone(),
+            node_id: opts.id,
+        }
+        .run(),
+    );
     let bootstrap = tokio::spawn(bootstrap::form_or_join(Bootstrap {
         raft: raft.clone(),
         gate: gate.clone(),
@@ -327,6 +341,7 @@ pub async fn serve(
 
     tracing::info!(id = opts.id, "replica shutting down");
     bootstrap.abort();
+    raiser.abort();
     if let Some(task) = http_task {
         task.abort();
     }

@@ -74,7 +74,9 @@ fn need(path: &str) -> Option<Need> {
         ("dispatcher.v1.Dispatcher", "RegisterTaskManager") => Need::TaskManager,
         ("dispatcher.v1.Dispatcher", "Submit") => Need::Token(Submit),
         ("dispatcher.v1.Dispatcher", "CancelJob") => Need::Token(Cancel),
-        ("dispatcher.v1.Dispatcher", "DrainTaskManager") => Need::Token(Operate),
+        ("dispatcher.v1.Dispatcher", "DrainTaskManager" | "UndrainTaskManager") => {
+            Need::Token(Operate)
+        }
         ("dispatcher.v1.Dispatcher", "SetQuota" | "PinTaskManager") => Need::Token(Admin),
         (
             "dispatcher.v1.Dispatcher",
@@ -82,7 +84,8 @@ fn need(path: &str) -> Option<Need> {
             | "FollowShardOutput" | "ListQuotas",
         ) => Need::Token(Read),
         ("dispatcher.v1.Cluster", "Status" | "Ping") => Need::ReplicaOrToken(Read),
-        ("dispatcher.v1.Cluster", "Rejoin") => Need::Replica,
+        ("dispatcher.v1.Cluster", "Rejoin" | "PrepareDowngrade") => Need::Replica,
+        ("dispatcher.v1.Cluster", "Downgrade") => Need::Token(Admin),
         ("dispatcher.v1.Cluster", "Snapshot") => Need::Token(Operate),
         // A backup holds every job's environment and every token's hash.
         ("dispatcher.v1.Cluster", "Backup") => Need::Token(Admin),

@@ -14,6 +14,7 @@ use crate::pb::api::cluster_server::Cluster;
 use crate::pb::api::*;
 use crate::raft::{GateState, Node, RaftMetrics, TypeConfig};
 use crate::security::Transport;
+use crate::upgrade::survey::ask_members;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{ChangeMembers, Instant as _, ServerState};
 use std::collections::BTreeSet;
@@ -162,12 +163,9 @@ const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
 pub type BackupStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<BackupChunk, Status>> + Send>>;
 
-/// How long `cluster status` waits for a member's ping (its version) before leaving it out.
-const VERSION_PING_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// A replica's release and newest cluster version, straight from `addr`; `None` if it does
 /// not answer within `timeout`.
-async fn version_of(transport: &Transport, addr: &str, timeout: Duration) -> Option<PingReply> {
+pub async fn version_of(transport: &Transport, addr: &str, timeout: Duration) -> Option<PingReply> {
     let reply = cluster_client(transport, addr, timeout)
         .await?
         .ping(PingRequest {})
@@ -178,35 +176,58 @@ async fn version_of(transport: &Transport, addr: &str, timeout: Duration) -> Opt
 
 impl ClusterService {
     /// Each member's release and newest cluster version, asked of it now (all at once, each
-    /// within `VERSION_PING_TIMEOUT`; this replica answers for itself).
+    /// within `upgrade::survey::PING_TIMEOUT`; this replica answers for itself).
     async fn fill_versions(&self, members: &mut [Member]) {
-        let asked = members.iter().map(|m| {
-            let transport = &self.ctx.transport;
-            let (id, addr) = (m.id, m.addr.clone());
-            async move {
-                if id == self.ctx.node_id {
-                    return Some((
-                        crate::formats::release().to_string(),
-                        crate::formats::MAX_CLUSTER_VERSION,
-                    ));
-                }
-                version_of(transport, &addr, VERSION_PING_TIMEOUT)
-                    .await
-                    .map(|p| (p.version, p.max_cluster_version))
-            }
-        });
-        let answers = futures::future::join_all(asked).await;
-        for (member, answer) in members.iter_mut().zip(answers) {
-            if let Some((version, max)) = answer {
-                // A release before versions were reported answers a ping without them.
-                member.version = Some(if version.is_empty() {
-                    "unknown".to_string()
-                } else {
-                    version
-                });
-                member.max_cluster_version = Some(max.max(1));
+        let asked = members.iter().map(|m| (m.id, m.addr.clone())).collect();
+        let round = ask_members(
+            &self.ctx.transport,
+            self.ctx.node_id,
+            &self.ctx.versions,
+            asked,
+        )
+        .await;
+        for member in members.iter_mut() {
+            if let Some((release, max)) =
+                round.members.get(&member.id).and_then(|m| m.answer.clone())
+            {
+                member.version = Some(release);
+                member.max_cluster_version = Some(max);
             }
         }
+    }
+
+    /// A replica whose release does not run in the cluster version could not read the log:
+    /// refused before it becomes a member. One that does not answer yet is let in (it may be
+    /// started after it is added); it stops with what to do if it is too old.
+    async fn refuse_an_older_release(&self, req: &AddMemberRequest) -> Result<(), ApiError> {
+        let current = self.ctx.shared.read().state.cluster_version.0;
+        if current <= 1 {
+            return Ok(());
+        }
+        let Some(ping) = version_of(
+            &self.ctx.transport,
+            &req.addr,
+            crate::upgrade::survey::PING_TIMEOUT,
+        )
+        .await
+        else {
+            return Ok(());
+        };
+        if ping.max_cluster_version.max(1) >= current {
+            return Ok(());
+        }
+        Err(ApiError::FailedPrecondition(format!(
+            "replica {} at {} runs release {}, which runs in cluster versions up to {}, and the \
+             cluster runs at {current}: start it on the release the other replicas run",
+            req.id,
+            req.addr,
+            if ping.version.is_empty() {
+                "unknown"
+            } else {
+                &ping.version
+            },
+            ping.max_cluster_version.max(1)
+        )))
     }
 
     /// Build a snapshot now, wait until it covers what was applied when asked, and return it.
@@ -299,14 +320,34 @@ impl Cluster for ClusterService {
             } else {
                 Vec::new()
             },
+            cluster_version: Some(self.ctx.shared.read().state.cluster_version.0),
+            max_cluster_version: self.ctx.versions.max_cluster_version(),
+            held_at_version: self.ctx.versions.held_at(),
         }))
+    }
+
+    async fn downgrade(
+        &self,
+        request: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeReply>, Status> {
+        let reply = super::downgrade::downgrade(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn prepare_downgrade(
+        &self,
+        request: Request<PrepareDowngradeRequest>,
+    ) -> Result<Response<PrepareDowngradeReply>, Status> {
+        let reply = super::downgrade::prepare(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
         Ok(Response::new(PingReply {
             node_id: self.ctx.node_id,
             version: crate::formats::release().to_string(),
-            max_cluster_version: crate::formats::MAX_CLUSTER_VERSION,
+            max_cluster_version: self.ctx.versions.max_cluster_version(),
+            held_at_version: self.ctx.versions.held_at(),
         }))
     }
 
@@ -357,6 +398,7 @@ impl Cluster for ClusterService {
                 .into());
             }
         }
+        self.refuse_an_older_release(&req).await?;
         let node = Node {
             addr: req.addr.clone(),
         };

@@ -483,4 +483,22 @@ impl Dispatcher for DispatcherService {
             other => Err(unexpected(other).into()),
         }
     }
+
+    async fn undrain_task_manager(
+        &self,
+        request: Request<UndrainTaskManagerRequest>,
+    ) -> Result<Response<UndrainTaskManagerReply>, Status> {
+        let id = request.into_inner().id;
+        crate::fsm::validate_name("TaskManager id", &id).map_err(ApiError::from)?;
+        let command = Command::UndrainTaskManager {
+            id,
+            now_ms: now_ms(),
+        };
+        match write(&self.ctx, command).await? {
+            FsmResponse::TaskManagerUndrained { id } => {
+                Ok(Response::new(UndrainTaskManagerReply { id }))
+            }
+            other => Err(unexpected(other).into()),
+        }
+    }
 }

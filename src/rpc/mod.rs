@@ -9,6 +9,8 @@ mod access_service;
 mod assignment_stream;
 mod call_metrics;
 mod cluster_service;
+mod downgrade;
+pub use cluster_service::version_of;
 pub mod codec;
 mod convert;
 mod dispatcher_service;
@@ -82,6 +84,11 @@ pub struct ServiceContext {
     pub leader_contact: Arc<leader_contact::LeaderContact>,
     /// Out of touch longer than this (an election timeout) ends its streams.
     pub contact_bound: std::time::Duration,
+    /// What every member runs (the leader's last round of pings) and this replica's hold
+    /// during a downgrade.
+    pub versions: Arc<crate::upgrade::VersionSurvey>,
+    /// This replica's log, for a downgrade's compaction.
+    pub wal: crate::raft::wal::WalLogStore,
 }
 
 impl ServiceContext {

@@ -4,6 +4,7 @@ use super::error::ApiError;
 use super::ServiceContext;
 use crate::fsm::{Command, Response};
 use crate::raft::{Node, NodeId, TypeConfig};
+use crate::upgrade::proposal_gate::{judge, Verdict};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
@@ -48,8 +49,25 @@ pub fn write_error(err: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> 
     }
 }
 
-/// Propose a command and wait until it is applied; business rejections become errors.
+/// Propose a command and wait until it is applied; business rejections become errors. A
+/// kind newer than the cluster version is refused here, before the log (`upgrade`).
 pub async fn write(ctx: &ServiceContext, command: Command) -> Result<Response, ApiError> {
+    if command.needs_cluster_version() == crate::domain::ClusterVersion::FIRST {
+        return propose(ctx, command).await;
+    }
+    // Held from the check until the entry is applied, so a downgrade waits for it.
+    let _checked = ctx.versions.proposals.read().await;
+    let current = ctx.shared.read().state.cluster_version;
+    let leads = ctx.raft.metrics().borrow_watched().state == openraft::ServerState::Leader;
+    let round = ctx.versions.last_round();
+    match judge(&command, current, leads, round.as_ref()) {
+        Verdict::Pass => propose(ctx, command).await,
+        Verdict::AskLeader => Err(not_leader_here(ctx)),
+        Verdict::Refuse(why) => Err(ApiError::FailedPrecondition(why)),
+    }
+}
+
+async fn propose(ctx: &ServiceContext, command: Command) -> Result<Response, ApiError> {
     let reply = ctx
         .shared
         .metrics()

@@ -317,6 +317,28 @@ impl WalLogStore {
         Ok(())
     }
 
+    /// Start a new segment (unless the current one holds no entry yet) and answer the index
+    /// of the last entry before it: once the log is purged up to there, no segment holds a
+    /// record written before this call (a downgrade leaves nothing an older release cannot
+    /// read).
+    pub fn start_new_segment(&self) -> io::Result<Option<u64>> {
+        let mut state = self.lock();
+        let current_has_entries = state
+            .segments
+            .get(&state.current)
+            .is_some_and(|s| s.last_index.is_some());
+        if current_has_entries {
+            self.rotate(&mut state)?;
+        }
+        Ok(state.last_log_id().map(|l| l.index()))
+    }
+
+    /// How many segments precede the current one (still on disk).
+    pub fn older_segments(&self) -> usize {
+        let state = self.lock();
+        state.segments.range(..state.current).count()
+    }
+
     /// Write `records` and return once they are durable.
     async fn write_durable(&self, records: &[Record]) -> io::Result<()> {
         let file = self.write(records)?;

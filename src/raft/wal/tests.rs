@@ -215,3 +215,28 @@ async fn every_acknowledged_append_is_synced_first() {
     assert!((1..=200).contains(&syncs), "{syncs} syncs for 200 appends");
     eprintln!("200 pipelined appends took {syncs} syncs");
 }
+
+#[tokio::test]
+async fn a_new_segment_then_a_purge_leaves_no_record_written_before() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = WalLogStore::open(dir.path()).expect("open");
+    append_durably(&mut store, entries(1..=10)).await;
+    store.save_vote(&Vote::new(4, 2)).await.expect("vote");
+    let upto = store.start_new_segment().expect("new segment");
+    assert_eq!(upto, Some(10));
+    assert_eq!(store.older_segments(), 1);
+    // Nothing in the new segment yet: a second call starts none.
+    assert_eq!(store.start_new_segment().expect("again"), Some(10));
+    assert_eq!(store.older_segments(), 1);
+    append_durably(&mut store, entries(11..=12)).await;
+    store.purge(log_id::<C>(1, 1, 10)).await.expect("purge");
+    assert_eq!(store.older_segments(), 0);
+    assert_eq!(segment::list(dir.path()).expect("list").len(), 1);
+    drop(store);
+    let mut store = WalLogStore::open(dir.path()).expect("reopen");
+    assert_eq!(indexes(&mut store).await, vec![11, 12]);
+    assert_eq!(
+        store.read_vote().await.expect("vote"),
+        Some(Vote::new(4, 2))
+    );
+}

@@ -1,0 +1,89 @@
+//! The leader raises the cluster version once every member runs a release that reads a
+//! newer one. It never lowers it (that is `cluster downgrade`), and a member that does not
+//! answer holds the raise back: it may run an older release.
+
+use super::survey::{ask_members, Round, VersionSurvey};
+use crate::fsm::Command;
+use crate::raft::{Raft, SharedState};
+use crate::security::Transport;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::ServerState;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the leader asks every member what it runs.
+pub const SURVEY_EVERY: Duration = Duration::from_secs(1);
+
+/// What the raise loop needs.
+pub struct Raiser {
+    pub raft: Raft,
+    pub shared: Arc<SharedState>,
+    pub survey: Arc<VersionSurvey>,
+    pub transport: Transport,
+    pub node_id: u64,
+}
+
+impl Raiser {
+    /// Every `SURVEY_EVERY` while this replica leads: ask every member, keep the answers
+    /// for the proposal gate, and raise the version when all read a newer one.
+    pub async fn run(self) {
+        let mut tick = tokio::time::interval(SURVEY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !self.leads() {
+                continue;
+            }
+            let round = self.ask().await;
+            self.survey.record(round.clone());
+            if self.raise_to(&round).is_none() {
+                continue;
+            }
+            // Alone against proposals and downgrades, and asked again: a downgrade that
+            // finished since the round above has put holds on the members.
+            let _alone = self.survey.proposals.write().await;
+            let round = self.ask().await;
+            self.survey.record(round.clone());
+            if let Some(version) = self.raise_to(&round) {
+                self.propose(version).await;
+            }
+        }
+    }
+
+    fn leads(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// Every voter and learner, by id and address.
+    fn members(&self) -> Vec<(u64, String)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
+    }
+
+    async fn ask(&self) -> Round {
+        ask_members(&self.transport, self.node_id, &self.survey, self.members()).await
+    }
+
+    /// The version to raise the cluster to, if every member reads one above the state's.
+    fn raise_to(&self, round: &Round) -> Option<u32> {
+        let common = round.common_version()?;
+        let current = self.shared.read().state.cluster_version.0;
+        (common > current).then_some(common)
+    }
+
+    async fn propose(&self, version: u32) {
+        let command = Command::SetClusterVersion {
+            version,
+            now_ms: crate::clock::now_ms(),
+        };
+        match self.raft.client_write(command).await {
+            Ok(_) => tracing::info!(version, "every member reads it: cluster version raised"),
+            Err(e) => tracing::warn!(version, "raising the cluster version failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! What each member of the cluster runs, as the leader's last round of pings found it, and
+//! this replica's hold during a downgrade.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::security::Transport;
+
+/// One member's answer to a version ping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberVersion {
+    pub addr: String,
+    /// Its release and the newest cluster version it runs in; `None` when it did not answer.
+    pub answer: Option<(String, u32)>,
+    /// A downgrade holds it at `answer`'s version.
+    pub held: bool,
+}
+
+/// The leader's last round of version pings.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub at: Instant,
+    pub members: BTreeMap<u64, MemberVersion>,
+}
+
+impl Round {
+    /// The newest cluster version every member runs in; `None` while one did not answer.
+    pub fn common_version(&self) -> Option<u32> {
+        self.members
+            .values()
+            .map(|m| m.answer.as_ref().map(|(_, max)| *max))
+            .collect::<Option<Vec<u32>>>()?
+            .into_iter()
+            .min()
+    }
+
+    /// The members that do not (or may not) read `version`, said for an operator:
+    /// "2 at 127.0.0.1:7002 (0.1.0, up to version 1)".
+    pub fn behind(&self, version: u32) -> Vec<String> {
+        self.members
+            .iter()
+            .filter_map(|(id, m)| match &m.answer {
+                Some((release, max)) if *max < version && m.held => Some(format!(
+                    "{id} at {} ({release}, held at version {max} by a downgrade: \
+                     `dispatcher cluster downgrade --cancel` lifts it)",
+                    m.addr
+                )),
+                Some((release, max)) if *max < version => Some(format!(
+                    "{id} at {} ({release}, up to version {max})",
+                    m.addr
+                )),
+                Some(_) => None,
+                None => Some(format!("{id} at {} (did not answer)", m.addr)),
+            })
+            .collect()
+    }
+}
+
+/// Shared by the ping handler, the raise loop, the proposal gate and the downgrade.
+#[derive(Debug, Default)]
+pub struct VersionSurvey {
+    /// A downgrade holds this replica at a version (0: no hold) until it restarts or the
+    /// downgrade is cancelled: it reports no newer version, so the leader does not raise the
+    /// cluster straight back up before the binaries are replaced.
+    hold: AtomicU32,
+    last: Mutex<Option<Round>>,
+    /// Proposals of a kind newer than version 1 hold it shared from their check to their
+    /// commit; raising and lowering the version hold it alone, so that no proposal checked
+    /// against the version before slips into the log after a downgrade.
+    pub proposals: tokio::sync::RwLock<()>,
+}
+
+impl VersionSurvey {
+    /// The newest cluster version this replica runs in now: its release's, or the hold.
+    pub fn max_cluster_version(&self) -> u32 {
+        let release = crate::formats::MAX_CLUSTER_VERSION;
+        match self.hold.load(Ordering::SeqCst) {
+            0 => release,
+            held => held.min(release),
+        }
+    }
+
+    /// The version a downgrade holds this replica at, if any.
+    pub fn held_at(&self) -> Option<u32> {
+        Some(self.hold.load(Ordering::SeqCst)).filter(|v| *v != 0)
+    }
+
+    /// Hold at `version` (0: no hold).
+    pub fn hold_at(&self, version: u32) {
+        self.hold.store(version, Ordering::SeqCst);
+    }
+
+    pub fn record(&self, round: Round) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(round);
+    }
+
+    /// Forget the last round (its answers no longer hold: a downgrade changed them).
+    pub fn forget_round(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn last_round(&self) -> Option<Round> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// How long a member has to answer a version ping.
+pub const PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Ask every member in `members` (id, address) at once what it runs; this replica answers
+/// for itself.
+pub async fn ask_members(
+    transport: &Transport,
+    own_id: u64,
+    own: &VersionSurvey,
+    members: Vec<(u64, String)>,
+) -> Round {
+    let asked = members.into_iter().map(|(id, addr)| async move {
+        let (answer, held) = if id == own_id {
+            let release = crate::formats::release().to_string();
+            (
+                Some((release, own.max_cluster_version())),
+                own.held_at().is_some(),
+            )
+        } else {
+            match crate::rpc::version_of(transport, &addr, PING_TIMEOUT).await {
+                // A release before versions were reported answers without them.
+                Some(p) => {
+                    let release = if p.version.is_empty() {
+                        "unknown".to_string()
+                    } else {
+                        p.version
+                    };
+                    let held = p.held_at_version.is_some();
+                    (Some((release, p.max_cluster_version.max(1))), held)
+                }
+                None => (None, false),
+            }
+        };
+        (id, MemberVersion { addr, answer, held })
+    });
+    Round {
+        at: Instant::now(),
+        members: futures::future::join_all(asked).await.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(addr: &str, answer: Option<(&str, u32)>) -> MemberVersion {
+        MemberVersion {
+            addr: addr.into(),
+            answer: answer.map(|(r, v)| (r.to_string(), v)),
+            held: false,
+        }
+    }
+
+    #[test]
+    fn the_common_version_is_the_lowest_and_needs_every_answer() {
+        let mut round = Round {
+            at: Instant::now(),
+            members: BTreeMap::from([
+                (1, member("a:1", Some(("0.2.0", 2)))),
+                (2, member("a:2", Some(("0.1.0", 1)))),
+                (3, member("a:3", Some(("0.2.0", 2)))),
+            ]),
+        };
+        assert_eq!(round.common_version(), Some(1));
+        assert_eq!(round.behind(2), vec!["2 at a:2 (0.1.0, up to version 1)"]);
+        round.members.insert(2, member("a:2", None));
+        assert_eq!(round.common_version(), None);
+        assert_eq!(round.behind(2), vec!["2 at a:2 (did not answer)"]);
+        round.members.insert(2, member("a:2", Some(("0.2.0", 2))));
+        assert_eq!(round.common_version(), Some(2));
+        assert!(round.behind(2).is_empty());
+    }
+
+    #[test]
+    fn a_hold_caps_what_this_replica_reports_until_cleared() {
+        let survey = VersionSurvey::default();
+        assert_eq!(
+            survey.max_cluster_version(),
+            crate::formats::MAX_CLUSTER_VERSION
+        );
+        survey.hold_at(1);
+        assert_eq!(survey.max_cluster_version(), 1);
+        assert_eq!(survey.held_at(), Some(1));
+        survey.hold_at(0);
+        assert_eq!(survey.held_at(), None);
+        assert_eq!(
+            survey.max_cluster_version(),
+            crate::formats::MAX_CLUSTER_VERSION
+        );
+    }
+}
