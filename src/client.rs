@@ -51,7 +51,7 @@ pub enum ClientError {
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
     /// The cluster answered and refused the request.
-    #[error("{}", .0.message())]
+    #[error("{}", refusal_text(.0))]
     Rejected(Status),
     /// No leader answered within the deadline.
     #[error("no leader reachable within {waited:?} (tried {endpoints}): {last}")]
@@ -60,6 +60,18 @@ pub enum ClientError {
         endpoints: String,
         last: String,
     },
+}
+
+/// A refusal's message; a replica of an older release does not know a newer request at all
+/// and says nothing, so say what that means.
+fn refusal_text(status: &Status) -> String {
+    if status.code() == Code::Unimplemented && status.message().is_empty() {
+        return "the replica that answered does not know this request: it runs an older \
+                release (see `dispatcher cluster status`); every replica must be upgraded \
+                before it can be used"
+            .to_string();
+    }
+    status.message().to_string()
 }
 
 impl ClientError {

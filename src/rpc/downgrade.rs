@@ -37,7 +37,7 @@ pub async fn downgrade(
     if ctx.raft.metrics().borrow_watched().state != openraft::ServerState::Leader {
         return Err(not_leader_here(ctx));
     }
-    let members = members(ctx);
+    let members = crate::upgrade::survey::member_addresses(&ctx.raft);
     // The holds below change what members answer: the gate waits for the next round.
     ctx.versions.forget_round();
     if req.cancel {
@@ -130,16 +130,6 @@ pub async fn prepare(
         "downgrade: the data dir holds only what the version reads"
     );
     Ok(PrepareDowngradeReply { snapshot_index })
-}
-
-fn members(ctx: &ServiceContext) -> Vec<(u64, String)> {
-    let metrics = ctx.raft.metrics().borrow_watched().clone();
-    metrics
-        .membership_config
-        .membership()
-        .nodes()
-        .map(|(id, node)| (*id, node.addr.clone()))
-        .collect()
 }
 
 /// `PrepareDowngrade` on every member at once (this replica directly), within `timeout`.

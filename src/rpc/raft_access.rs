@@ -59,7 +59,19 @@ pub async fn write(ctx: &ServiceContext, command: Command) -> Result<Response, A
     let _checked = ctx.versions.proposals.read().await;
     let current = ctx.shared.read().state.cluster_version;
     let leads = ctx.raft.metrics().borrow_watched().state == openraft::ServerState::Leader;
-    let round = ctx.versions.last_round();
+    let round = if leads {
+        ctx.versions.last_round()
+    } else {
+        Some(
+            crate::upgrade::survey::ask_members(
+                &ctx.transport,
+                ctx.node_id,
+                &ctx.versions,
+                crate::upgrade::survey::member_addresses(&ctx.raft),
+            )
+            .await,
+        )
+    };
     match judge(&command, current, leads, round.as_ref()) {
         Verdict::Pass => propose(ctx, command).await,
         Verdict::AskLeader => Err(not_leader_here(ctx)),

@@ -18,7 +18,9 @@ pub enum Verdict {
 }
 
 /// Judge `command` against the cluster version `current`, on a replica that `leads` or not,
-/// with the leader's last round of version pings.
+/// with a round of version pings: the leader's last, or on another replica one asked now.
+/// A replica that does not lead refuses only when a member is surely behind (the version
+/// cannot have been raised past it); otherwise the leader decides.
 pub fn judge(
     command: &Command,
     current: ClusterVersion,
@@ -29,20 +31,23 @@ pub fn judge(
     if needed <= current {
         return Verdict::Pass;
     }
-    if !leads {
-        return Verdict::AskLeader;
-    }
     let head = format!(
         "{} needs cluster version {needed}, and the cluster runs at {current}",
         command.kind_name()
     );
     let Some(round) = round else {
+        if !leads {
+            return Verdict::AskLeader;
+        }
         return Verdict::Refuse(format!(
             "{head}: the leader has not yet asked every replica what it runs; try again in a \
              few seconds"
         ));
     };
     let behind = round.behind(needed.0);
+    if !leads && (behind.is_empty() || round.common_version().is_none()) {
+        return Verdict::AskLeader;
+    }
     if behind.is_empty() {
         return Verdict::Refuse(format!(
             "{head}: every replica reads it now and the leader raises the version within a \
@@ -104,6 +109,18 @@ mod tests {
             Verdict::Pass
         );
         assert_eq!(judge(&undrain(), v1, false, None), Verdict::AskLeader);
+        // Away from the leader: a member surely behind refuses; one that did not answer
+        // or none behind leaves it to the leader.
+        let old_member = round(&[(1, Some(2)), (2, Some(1))]);
+        assert!(matches!(
+            judge(&undrain(), v1, false, Some(&old_member)),
+            Verdict::Refuse(_)
+        ));
+        let silent = round(&[(1, Some(2)), (2, None)]);
+        assert_eq!(
+            judge(&undrain(), v1, false, Some(&silent)),
+            Verdict::AskLeader
+        );
         let mixed = round(&[(1, Some(2)), (2, Some(1)), (3, None)]);
         let Verdict::Refuse(why) = judge(&undrain(), v1, true, Some(&mixed)) else {
             panic!("not refused")

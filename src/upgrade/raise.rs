@@ -2,7 +2,7 @@
 //! newer one. It never lowers it (that is `cluster downgrade`), and a member that does not
 //! answer holds the raise back: it may run an older release.
 
-use super::survey::{ask_members, Round, VersionSurvey};
+use super::survey::{ask_members, member_addresses, Round, VersionSurvey};
 use crate::fsm::Command;
 use crate::raft::{Raft, SharedState};
 use crate::security::Transport;
@@ -54,19 +54,14 @@ impl Raiser {
         self.raft.metrics().borrow_watched().state == ServerState::Leader
     }
 
-    /// Every voter and learner, by id and address.
-    fn members(&self) -> Vec<(u64, String)> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, node)| (*id, node.addr.clone()))
-            .collect()
-    }
-
     async fn ask(&self) -> Round {
-        ask_members(&self.transport, self.node_id, &self.survey, self.members()).await
+        ask_members(
+            &self.transport,
+            self.node_id,
+            &self.survey,
+            member_addresses(&self.raft),
+        )
+        .await
     }
 
     /// The version to raise the cluster to, if every member reads one above the state's.

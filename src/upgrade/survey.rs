@@ -109,6 +109,18 @@ impl VersionSurvey {
 /// How long a member has to answer a version ping.
 pub const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Every voter and learner of `raft`'s membership, by id and address.
+pub fn member_addresses(raft: &crate::raft::Raft) -> Vec<(u64, String)> {
+    use openraft::async_runtime::watch::WatchReceiver;
+    let metrics = raft.metrics().borrow_watched().clone();
+    metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, node)| (*id, node.addr.clone()))
+        .collect()
+}
+
 /// Ask every member in `members` (id, address) at once what it runs; this replica answers
 /// for itself.
 pub async fn ask_members(
