@@ -320,6 +320,12 @@ impl LocalCluster {
         self.restart(id)
     }
 
+    /// The binary that replicas and agents (re)started from now on run (a rolling upgrade
+    /// or downgrade swaps it between restarts).
+    pub fn set_binary(&mut self, binary: impl AsRef<Path>) {
+        self.binary = binary.as_ref().to_path_buf();
+    }
+
     /// Start a replica that is not an initial member (for `cluster add`); returns its address.
     pub fn start_extra_replica(&mut self, id: u64) -> Result<String> {
         let addr = format!("127.0.0.1:{}", free_port()?);

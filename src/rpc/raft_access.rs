@@ -59,19 +59,20 @@ pub async fn write(ctx: &ServiceContext, command: Command) -> Result<Response, A
     let _checked = ctx.versions.proposals.read().await;
     let current = ctx.shared.read().state.cluster_version;
     let leads = ctx.raft.metrics().borrow_watched().state == openraft::ServerState::Leader;
-    let round = if leads {
-        ctx.versions.last_round()
-    } else {
-        Some(
+    // The leader's last round; away from it (or before its first), a round asked now.
+    let round = match ctx.versions.last_round().filter(|_| leads) {
+        Some(round) => round,
+        None => {
             crate::upgrade::survey::ask_members(
                 &ctx.transport,
                 ctx.node_id,
                 &ctx.versions,
                 crate::upgrade::survey::member_addresses(&ctx.raft),
             )
-            .await,
-        )
+            .await
+        }
     };
+    let round = Some(round);
     match judge(&command, current, leads, round.as_ref()) {
         Verdict::Pass => propose(ctx, command).await,
         Verdict::AskLeader => Err(not_leader_here(ctx)),

@@ -141,7 +141,25 @@ pub async fn start_secure_cluster(
     start_cluster_with(replicas, config, true).await
 }
 
+/// A cluster of replicas of another build of the dispatcher (an older release).
+pub async fn start_cluster_on(
+    binary: &std::path::Path,
+    replicas: u64,
+    config: ServeConfig,
+) -> anyhow::Result<TestCluster> {
+    start_cluster_of(binary, replicas, config, false).await
+}
+
 async fn start_cluster_with(
+    replicas: u64,
+    config: ServeConfig,
+    secure: bool,
+) -> anyhow::Result<TestCluster> {
+    start_cluster_of(std::path::Path::new(BINARY), replicas, config, secure).await
+}
+
+async fn start_cluster_of(
+    binary: &std::path::Path,
     replicas: u64,
     config: ServeConfig,
     secure: bool,
@@ -155,7 +173,7 @@ async fn start_cluster_with(
     if keep {
         eprintln!("replica data and logs kept in {}", dir.path().display());
     }
-    let cluster = LocalCluster::start_with(BINARY, dir.path(), replicas, &config, secure)?;
+    let cluster = LocalCluster::start_with(binary, dir.path(), replicas, &config, secure)?;
     let ids = cluster.ids();
     cluster.wait_for_leader(&ids, DEADLINE).await?;
     Ok(TestCluster { cluster, dir })

@@ -1,0 +1,314 @@
+//! A real mixed-version cluster. Three replicas and two agents of the previous release
+//! (v0.1.0, built from its tag by scripts/build-release.sh) are replaced one at a time by
+//! this build while a steady workload submits jobs that use every scheduling feature
+//! (priorities, tenants, `--after`, gangs, resources, time limits); then the cluster is
+//! downgraded and runs on the old binaries again.
+//!
+//! Checked: nothing acknowledged is lost, no shard runs to its end twice, no replica stops
+//! over what another wrote; a kind of cluster version 2 (`tm undrain`) is refused with
+//! FAILED_PRECONDITION naming the replicas still on the old release until the last one runs
+//! this build, and accepted after; the downgrade leaves every data dir readable by v0.1.0.
+
+mod common;
+
+use common::*;
+use dispatcher::client::Client;
+use dispatcher::pb::api::{ResourceAmounts, SubmitRequest};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const OLD_RELEASE: &str = "v0.1.0";
+
+/// The previous release's binary: built by `.ci/run` before the tests, or here (slowly, in a
+/// target dir of its own: this `cargo test` holds the lock on the usual one).
+fn old_binary() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binary = root
+        .join("target/releases")
+        .join(OLD_RELEASE)
+        .join("dispatcher");
+    if !binary.exists() {
+        log_phase(&format!("building {OLD_RELEASE} from its tag"));
+        let status = std::process::Command::new(root.join("scripts/build-release.sh"))
+            .arg(OLD_RELEASE)
+            .env("CARGO_TARGET_DIR", root.join("target/releases/build"))
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "scripts/build-release.sh {OLD_RELEASE} failed"
+        );
+    }
+    Ok(binary)
+}
+
+/// Each shard leaves a mark named after its job and index once it has run to its end; one
+/// that finds its mark already there ran to its end before, and says so.
+fn marking_command(marks: &Path) -> (String, Vec<String>) {
+    let script = r#"m="$0/$DISPATCHER_JOB_ID.$DISPATCHER_SHARD_INDEX"; [ -e "$m" ] && echo "$DISPATCHER_JOB_ID.$DISPATCHER_SHARD_INDEX attempt $DISPATCHER_ATTEMPT" >> "$0/DUPLICATES"; : > "$m""#;
+    (
+        "/bin/sh".to_string(),
+        vec![
+            "-c".to_string(),
+            script.to_string(),
+            marks.display().to_string(),
+        ],
+    )
+}
+
+/// The n-th job of the workload: the scheduling features in turn.
+fn workload_job(n: u64, marks: &Path, previous: Option<&str>) -> SubmitRequest {
+    let kind = n % 6;
+    let shards = if kind == 3 { 2 } else { 1 + (n % 2) as u32 };
+    let mut request = job_request(&format!("w{n}"), shards, 1, 3, marking_command(marks));
+    request.idempotency_key = format!("upgrade-workload-{n}");
+    match kind {
+        1 => request.priority = Some(800),
+        2 => request.after = previous.map(|p| vec![p.to_string()]).unwrap_or_default(),
+        3 => request.gang = true,
+        4 => request.tenant = "team-a".to_string(),
+        5 => {
+            request.resources = Some(ResourceAmounts {
+                cpu_millis: 100,
+                memory_bytes: 16 << 20,
+                named: Default::default(),
+            });
+            request.timeout_ms = Some(60_000);
+        }
+        _ => {}
+    }
+    request
+}
+
+/// Submits the workload until stopped; answers the ids of the acknowledged jobs.
+async fn run_workload(
+    client: Client,
+    marks: PathBuf,
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+) {
+    let mut n = 0u64;
+    let mut previous: Option<String> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let request = workload_job(n, &marks, previous.as_deref());
+        // A submit that fails (an election under way) is not acknowledged: it is tried
+        // again with the same idempotency key, so it is created at most once.
+        if let Ok(reply) = client.submit(request).await {
+            acknowledged
+                .lock()
+                .expect("acknowledged")
+                .push(reply.job_id.clone());
+            previous = Some(reply.job_id);
+            n += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait until the workload has had `more` jobs acknowledged since now.
+async fn more_acknowledged(acknowledged: &Mutex<Vec<String>>, more: usize) -> anyhow::Result<()> {
+    let target = acknowledged.lock().expect("acknowledged").len() + more;
+    dispatcher::local_cluster::wait_for(DEADLINE, "more jobs acknowledged", || async {
+        (acknowledged.lock().expect("acknowledged").len() >= target).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// The cluster version a replica's applied state holds.
+async fn cluster_version(cluster: &TestCluster, id: u64) -> Option<u32> {
+    let status = cluster.local_status(id).await?;
+    Some(status.cluster_version.unwrap_or(1))
+}
+
+/// Replace replica `id`'s binary: kill -9, restart on `binary`, wait until a leader leads a
+/// quorum again and this replica has caught up with it.
+async fn replace_replica(cluster: &mut TestCluster, id: u64, binary: &Path) -> anyhow::Result<()> {
+    cluster.kill(id)?;
+    cluster.set_binary(binary);
+    cluster.restart(id)?;
+    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+    let target = cluster
+        .local_status(leader)
+        .await
+        .map_or(0, |s| s.last_applied);
+    let cluster_ref = &*cluster;
+    dispatcher::local_cluster::wait_for(DEADLINE, "the replica caught up", || async move {
+        let status = cluster_ref.local_status(id).await?;
+        (status.last_applied >= target).then_some(())
+    })
+    .await?;
+    for other in cluster.ids() {
+        anyhow::ensure!(
+            cluster.is_running(other),
+            "replica {other} stopped after replica {id} restarted on {}",
+            binary.display()
+        );
+    }
+    Ok(())
+}
+
+/// `tm undrain` sent to replica `via`: refused while `old` run the previous release, naming
+/// each of them.
+async fn undrain_refused_naming(
+    cluster: &TestCluster,
+    via: u64,
+    old: &[u64],
+) -> anyhow::Result<()> {
+    let refusal = cluster
+        .client_via(via)?
+        .undrain_taskmanager("tm-a")
+        .await
+        .expect_err("tm undrain is refused while replicas run v0.1.0");
+    assert_eq!(
+        refusal.code(),
+        Some(tonic::Code::FailedPrecondition),
+        "{refusal}"
+    );
+    let text = refusal.to_string();
+    assert!(text.contains("needs cluster version 2"), "{text}");
+    for id in old {
+        let addr = cluster.addr(*id)?;
+        assert!(
+            text.contains(&format!("{id} at {addr} (0.1.0")),
+            "replica {id} not named: {text}"
+        );
+    }
+    Ok(())
+}
+
+/// Drain an agent until it runs nothing, restart it on `binary`, and let it take shards
+/// again (the drain outlives the restart; undrain is a kind of cluster version 2).
+async fn replace_agent(
+    cluster: &mut TestCluster,
+    client: &Client,
+    id: &str,
+    binary: &Path,
+) -> anyhow::Result<()> {
+    client.drain_taskmanager(id, Some(120)).await?;
+    dispatcher::local_cluster::wait_for(DEADLINE, "the agent runs nothing", || async {
+        let tms = client.list_taskmanagers().await.ok()?;
+        tms.iter()
+            .find(|t| t.id == id)
+            .filter(|t| t.used_slots == 0)
+            .map(|_| ())
+    })
+    .await?;
+    cluster.kill_taskmanager(id)?;
+    cluster.set_binary(binary);
+    cluster.restart_taskmanager(id)?;
+    dispatcher::local_cluster::wait_for(DEADLINE, "the agent registered again", || async {
+        let tms = client.list_taskmanagers().await.ok()?;
+        tms.iter()
+            .find(|t| t.id == id && t.state == "draining")
+            .map(|_| ())
+    })
+    .await?;
+    client.undrain_taskmanager(id).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Result<()> {
+    let old = old_binary()?;
+    let new = PathBuf::from(BINARY);
+
+    log_phase("a cluster of v0.1.0: three replicas, two agents");
+    let mut cluster = start_cluster_on(&old, 3, test_config()).await?;
+    cluster.start_taskmanager("tm-a", 4, &[])?;
+    cluster.start_taskmanager("tm-b", 4, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 2).await?;
+    let marks = cluster.dir.path().join("marks");
+    std::fs::create_dir_all(&marks)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let workload = tokio::spawn(run_workload(
+        cluster.client()?,
+        marks.clone(),
+        stop.clone(),
+        acknowledged.clone(),
+    ));
+    dispatcher::local_cluster::wait_for(DEADLINE, "the workload under way", || async {
+        (acknowledged.lock().expect("acknowledged").len() >= 10).then_some(())
+    })
+    .await?;
+
+    log_phase("replicas replaced one at a time; tm undrain refused until the last");
+    let mut still_old: Vec<u64> = cluster.ids();
+    for id in cluster.ids() {
+        replace_replica(&mut cluster, id, &new).await?;
+        more_acknowledged(&acknowledged, 5).await?;
+        still_old.retain(|o| *o != id);
+        if !still_old.is_empty() {
+            assert_eq!(cluster_version(&cluster, id).await, Some(1));
+            undrain_refused_naming(&cluster, id, &still_old).await?;
+        }
+    }
+    let ids = cluster.ids();
+    dispatcher::local_cluster::wait_for(DEADLINE, "cluster version 2 everywhere", || async {
+        for id in &ids {
+            if cluster_version(&cluster, *id).await != Some(2) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
+
+    log_phase("agents replaced: drained, restarted on this build, undrained");
+    replace_agent(&mut cluster, &client, "tm-a", &new).await?;
+    more_acknowledged(&acknowledged, 5).await?;
+    replace_agent(&mut cluster, &client, "tm-b", &new).await?;
+    more_acknowledged(&acknowledged, 5).await?;
+
+    log_phase("the workload stops; every acknowledged job finishes, none ran twice");
+    stop.store(true, Ordering::SeqCst);
+    workload.await?;
+    let jobs = acknowledged.lock().expect("acknowledged").clone();
+    for job in &jobs {
+        wait_job_state(&client, job, &["finished"], DEADLINE).await?;
+    }
+    let duplicates = std::fs::read_to_string(marks.join("DUPLICATES")).unwrap_or_default();
+    assert!(
+        duplicates.is_empty(),
+        "shards ran to their end twice:\n{duplicates}"
+    );
+
+    let ids = cluster.ids();
+    cluster.wait_converged(&ids, DEADLINE).await?;
+
+    log_phase("downgrade to version 1, then every replica back on v0.1.0");
+    let output = cli(&cluster, &["cluster", "downgrade", "1", "--output", "json"])?;
+    assert!(
+        output.status.success(),
+        "downgrade failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(reply["cluster_version"], 1, "{reply}");
+    for replica in reply["replicas"].as_array().expect("replicas") {
+        assert_eq!(replica["ready"], true, "{reply}");
+    }
+    for id in cluster.ids() {
+        replace_replica(&mut cluster, id, &old).await?;
+    }
+    for job in &jobs {
+        wait_job_state(&client, job, &["finished"], DEADLINE).await?;
+    }
+    let mut after = job_request("after-downgrade", 2, 1, 3, marking_command(&marks));
+    after.after = vec![jobs.last().expect("a job").clone()];
+    let job = client.submit(after).await?.job_id;
+    wait_job_state(&client, &job, &["finished"], DEADLINE).await?;
+    let duplicates = std::fs::read_to_string(marks.join("DUPLICATES")).unwrap_or_default();
+    assert!(
+        duplicates.is_empty(),
+        "shards ran to their end twice:\n{duplicates}"
+    );
+    let ids = cluster.ids();
+    cluster.wait_converged(&ids, DEADLINE).await?;
+    Ok(())
+}
