@@ -284,7 +284,8 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
     /// Faults to use (default all): kill-leader, kill-replica, pause-leader, isolate-leader,
-    /// split, one-way, kill-all, kill-tm, pause-tm, isolate-tm; or `none` for a soak, where
+    /// split, one-way, kill-all, kill-tm, pause-tm, isolate-tm, restart-upgrade (with
+    /// --other-binary, and then in the default set); or `none` for a soak, where
     /// any TaskManager declared lost or shard interrupted is a false suspicion.
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<String>,
@@ -305,6 +306,11 @@ pub struct ChaosArgs {
     /// the other tenants throughout; the `walls` checker judges it (implies --tls).
     #[arg(long)]
     pub hostile: bool,
+    /// An older release of the dispatcher (e.g. target/releases/v0.1.0/dispatcher, from
+    /// `scripts/build-release.sh v0.1.0`): enables the `restart-upgrade` fault, which restarts
+    /// a replica on the other binary (downgrading the cluster first when it must).
+    #[arg(long)]
+    pub other_binary: Option<PathBuf>,
 }
 
 /// `dispatcher taskmanager`. Every flag may also come from its DISPATCHER_* variable or from

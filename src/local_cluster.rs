@@ -147,6 +147,9 @@ pub struct ReplicaProcess {
     pub log_file: PathBuf,
     /// Extra environment for its next start (failpoints in tests).
     pub env: Vec<(String, String)>,
+    /// The binary it runs from its next start, when not the cluster's (a mixed-version
+    /// cluster).
+    pub binary: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -314,6 +317,7 @@ impl LocalCluster {
                 data_dir,
                 log_file,
                 env: Vec::new(),
+                binary: None,
                 child: None,
             },
         );
@@ -324,6 +328,21 @@ impl LocalCluster {
     /// or downgrade swaps it between restarts).
     pub fn set_binary(&mut self, binary: impl AsRef<Path>) {
         self.binary = binary.as_ref().to_path_buf();
+    }
+
+    /// The binary replica `id` runs from its next start (`None`: the cluster's).
+    pub fn set_replica_binary(&mut self, id: u64, binary: Option<PathBuf>) -> Result<()> {
+        self.replicas
+            .get_mut(&id)
+            .ok_or(LocalClusterError::UnknownReplica(id))?
+            .binary = binary;
+        Ok(())
+    }
+
+    /// The binary replica `id` runs (from its last start).
+    pub fn replica_binary(&self, id: u64) -> Result<&Path> {
+        let replica = self.replica(id)?;
+        Ok(replica.binary.as_deref().unwrap_or(&self.binary))
     }
 
     /// Start a replica that is not an initial member (for `cluster add`); returns its address.
@@ -364,7 +383,8 @@ impl LocalCluster {
             true,
             &listen_host,
         )?;
-        let child = Command::new(&self.binary)
+        let binary = replica.binary.as_ref().unwrap_or(&self.binary);
+        let child = Command::new(binary)
             .arg("serve")
             .args(security_args)
             .arg("--id")

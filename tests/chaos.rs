@@ -1,8 +1,11 @@
-//! The bounded chaos run of CI: every fault kind at least once against three replicas,
+//! The bounded chaos run of CI: every fault kind at least once (restart-upgrade with the
+//! previous release, v0.1.0) against three replicas,
 //! three TaskManagers and four clients over mutual TLS, while a hostile tenant attacks the
 //! others (`--hostile`), then every checker over the history. A violation
 //! fails the test; the seed is printed so the run can be replayed with
 //! `scripts/chaos.sh --seed <seed>`.
+
+mod common;
 
 use std::process::Command;
 
@@ -52,12 +55,15 @@ fn bounded_chaos_run_finds_no_violation() {
                 .map(|d| d.as_secs())
                 .unwrap_or(1)
         });
+    let old = common::old_release_binary().expect("the previous release");
     let report = run_chaos(
         "dispatcher-chaos-",
         &[
             "--duration",
-            "100",
+            "115",
             "--hostile",
+            "--other-binary",
+            &old.display().to_string(),
             "--seed",
             &seed.to_string(),
         ],
@@ -74,6 +80,7 @@ fn bounded_chaos_run_finds_no_violation() {
         "kill-tm",
         "pause-tm",
         "isolate-tm",
+        "restart-upgrade",
     ] {
         assert!(
             report.contains(fault),

@@ -25,6 +25,7 @@ const REPLICA_FAMILIES: &[&str] = &[
     "dispatcher_taskmanagers",
     "dispatcher_slots_used",
     "dispatcher_slots_free",
+    "dispatcher_cluster_version",
     "dispatcher_shards",
     "dispatcher_placements_total",
     "dispatcher_recoveries_total",
@@ -147,7 +148,7 @@ async fn metrics_health_and_readiness_of_replicas_and_agents() -> anyhow::Result
             "dispatcher_build_info",
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
-                ("max_cluster_version", "1")
+                ("max_cluster_version", "2")
             ]
         ),
         Some(1.0),

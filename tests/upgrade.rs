@@ -15,33 +15,10 @@ use common::*;
 use dispatcher::client::Client;
 use dispatcher::pb::api::{ResourceAmounts, SubmitRequest};
 use std::path::{Path, PathBuf};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const OLD_RELEASE: &str = "v0.1.0";
-
-/// The previous release's binary: built by `.ci/run` before the tests, or here (slowly, in a
-/// target dir of its own: this `cargo test` holds the lock on the usual one).
-fn old_binary() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let binary = root
-        .join("target/releases")
-        .join(OLD_RELEASE)
-        .join("dispatcher");
-    if !binary.exists() {
-        log_phase(&format!("building {OLD_RELEASE} from its tag"));
-        let status = std::process::Command::new(root.join("scripts/build-release.sh"))
-            .arg(OLD_RELEASE)
-            .env("CARGO_TARGET_DIR", root.join("target/releases/build"))
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "scripts/build-release.sh {OLD_RELEASE} failed"
-        );
-    }
-    Ok(binary)
-}
 
 /// Each shard leaves a mark named after its job and index once it has run to its end; one
 /// that finds its mark already there ran to its end before, and says so.
@@ -211,7 +188,7 @@ async fn replace_agent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Result<()> {
-    let old = old_binary()?;
+    let old = old_release_binary()?;
     let new = PathBuf::from(BINARY);
 
     log_phase("a cluster of v0.1.0: three replicas, two agents");

@@ -32,6 +32,10 @@ pub enum FaultKind {
     PauseTaskManager,
     /// Cut a TaskManager off from every replica.
     IsolateTaskManager,
+    /// kill -9 a replica and restart it on the other binary (`--other-binary`, an older
+    /// release): a rolling upgrade or downgrade caught half done. Before a replica goes to
+    /// the older release, a cluster above version 1 is downgraded (`cluster downgrade 1`).
+    RestartUpgrade,
 }
 
 pub const ALL_FAULTS: [FaultKind; 10] = [
@@ -60,6 +64,7 @@ impl FaultKind {
             FaultKind::KillTaskManager => "kill-tm",
             FaultKind::PauseTaskManager => "pause-tm",
             FaultKind::IsolateTaskManager => "isolate-tm",
+            FaultKind::RestartUpgrade => "restart-upgrade",
         }
     }
 
@@ -81,11 +86,15 @@ impl FromStr for FaultKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ALL_FAULTS
             .iter()
+            .chain([FaultKind::RestartUpgrade].iter())
             .copied()
             .find(|f| f.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = ALL_FAULTS.iter().map(|f| f.name()).collect();
-                format!("unknown fault '{s}'; choose from {}", names.join(", "))
+                format!(
+                    "unknown fault '{s}'; choose from {}, restart-upgrade (with --other-binary)",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -101,19 +110,23 @@ pub struct Addresses {
 #[derive(Debug)]
 pub enum Heal {
     Restart(Vec<u64>),
+    /// Restart a replica on this binary (`None`: the cluster's).
+    RestartOn(u64, Option<std::path::PathBuf>),
     Resume(u64),
     RestartTaskManager(String),
     ResumeTaskManager(String),
     Links,
 }
 
-/// Apply `kind`; returns a description and how to heal it.
+/// Apply `kind`; returns a description and how to heal it. `other_binary` is the older
+/// release `restart-upgrade` switches replicas to.
 pub async fn apply(
     kind: FaultKind,
     cluster: &mut LocalCluster,
     cuts: &Arc<Cuts>,
     addrs: &Addresses,
     rng: &mut Rng,
+    other_binary: Option<&std::path::Path>,
 ) -> Result<(String, Heal), LocalClusterError> {
     let ids = cluster.ids();
     let leader = cluster
@@ -202,6 +215,10 @@ pub async fn apply(
                 Heal::ResumeTaskManager(tm),
             )
         }
+        FaultKind::RestartUpgrade => {
+            let victim = *rng.pick(&ids).unwrap_or(&leader);
+            restart_on_the_other_binary(cluster, victim, other_binary).await?
+        }
         FaultKind::IsolateTaskManager => {
             let tm = rng.pick(&tms).cloned().unwrap_or_default();
             if let Some(ip) = addrs.taskmanager_ip.get(&tm) {
@@ -217,6 +234,72 @@ pub async fn apply(
     })
 }
 
+/// `restart-upgrade`: kill -9 `victim`, to be restarted on the other binary. A replica
+/// going to the older release needs the cluster at version 1: above it, the cluster is
+/// downgraded first, and when that is refused (a member down) the replica restarts on the
+/// binary it ran.
+async fn restart_on_the_other_binary(
+    cluster: &mut LocalCluster,
+    victim: u64,
+    other_binary: Option<&std::path::Path>,
+) -> Result<(String, Heal), LocalClusterError> {
+    let other = other_binary.ok_or_else(|| {
+        LocalClusterError::Io(std::io::Error::other(
+            "restart-upgrade needs --other-binary",
+        ))
+    })?;
+    let to_older = cluster.replica_binary(victim)? != other;
+    let mut target = to_older.then(|| other.to_path_buf());
+    let mut detail = format!(
+        "restarted replica {victim} on {}",
+        if to_older {
+            "the older release"
+        } else {
+            "this build"
+        }
+    );
+    if to_older {
+        if let Err(why) = downgrade_to_first(cluster).await {
+            target = cluster.replica(victim)?.binary.clone();
+            detail = format!("restarted replica {victim} on the binary it ran ({why})");
+        }
+    }
+    cluster.kill(victim)?;
+    Ok((detail, Heal::RestartOn(victim, target)))
+}
+
+/// Bring the cluster to version 1 (what the older release runs in), if it is above.
+async fn downgrade_to_first(cluster: &LocalCluster) -> Result<(), String> {
+    let ids = cluster.ids();
+    let leader = cluster
+        .wait_for_leader(&ids, Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let version = cluster
+        .local_status(leader)
+        .await
+        .and_then(|s| s.cluster_version)
+        .unwrap_or(1);
+    if version <= 1 {
+        return Ok(());
+    }
+    let options = crate::client::ClientOptions {
+        rpc_timeout: Duration::from_secs(60),
+        call_timeout: Duration::from_secs(60),
+        ..crate::client::ClientOptions::new(cluster.credentials().map_err(|e| e.to_string())?)
+    };
+    let client = crate::client::Client::with_options(cluster.endpoints(), options)
+        .map_err(|e| e.to_string())?;
+    let reply = client
+        .downgrade(1, false)
+        .await
+        .map_err(|e| format!("downgrade refused: {e}"))?;
+    match reply.replicas.iter().find(|r| !r.ready) {
+        Some(r) => Err(format!("replica {} not ready for it: {}", r.id, r.error)),
+        None => Ok(()),
+    }
+}
+
 pub fn heal(
     heal: Heal,
     cluster: &mut LocalCluster,
@@ -227,6 +310,10 @@ pub fn heal(
             for id in ids {
                 cluster.restart(id)?;
             }
+        }
+        Heal::RestartOn(id, binary) => {
+            cluster.set_replica_binary(id, binary)?;
+            cluster.restart(id)?;
         }
         Heal::Resume(id) => cluster.resume(id)?,
         Heal::RestartTaskManager(tm) => cluster.restart_taskmanager(&tm)?,

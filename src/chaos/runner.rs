@@ -55,6 +55,8 @@ pub struct ChaosOptions {
     pub tls: bool,
     /// A hostile tenant attacks the others throughout (implies `tls`).
     pub hostile: bool,
+    /// An older release, for the `restart-upgrade` fault.
+    pub other_binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,18 +213,31 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         }
         let kind = order.remove(0);
         tokio::time::sleep(Duration::from_millis(rng.range(1_000, 3_000))).await;
-        let (detail, heal) = match nemesis::apply(kind, &mut cluster, &cuts, &addrs, &mut rng).await
-        {
+        let applied = nemesis::apply(
+            kind,
+            &mut cluster,
+            &cuts,
+            &addrs,
+            &mut rng,
+            opts.other_binary.as_deref(),
+        )
+        .await;
+        let (detail, heal) = match applied {
             Ok(applied) => applied,
             Err(e) => {
                 tracing::warn!(fault = kind.name(), "could not apply: {e}");
                 continue;
             }
         };
-        if let nemesis::Heal::Restart(ids) = &heal {
+        let restarted: &[u64] = match &heal {
+            nemesis::Heal::Restart(ids) => ids,
+            nemesis::Heal::RestartOn(id, _) => std::slice::from_ref(id),
+            _ => &[],
+        };
+        {
             // Count the next incarnation before the process comes back.
             let mut inc = incarnations.lock().unwrap_or_else(|p| p.into_inner());
-            for id in ids {
+            for id in restarted {
                 *inc.entry(*id).or_default() += 1;
             }
         }

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 pub async fn chaos(args: ChaosArgs) -> Result<super::ExitCode, CliError> {
     let faults: Vec<FaultKind> = if args.faults.is_empty() {
-        ALL_FAULTS.to_vec()
+        let mut all = ALL_FAULTS.to_vec();
+        if args.other_binary.is_some() {
+            all.push(FaultKind::RestartUpgrade);
+        }
+        all
     } else if args.faults == ["none"] {
         Vec::new()
     } else {
@@ -20,6 +24,11 @@ pub async fn chaos(args: ChaosArgs) -> Result<super::ExitCode, CliError> {
             .collect::<Result<_, _>>()
             .map_err(CliError::Usage)?
     };
+    if faults.contains(&FaultKind::RestartUpgrade) && args.other_binary.is_none() {
+        return Err(CliError::Usage(
+            "restart-upgrade needs --other-binary <an older release's dispatcher>".into(),
+        ));
+    }
     if !(3..=9).contains(&args.replicas)
         || args.taskmanagers == 0
         || args.taskmanagers > 100
@@ -60,6 +69,7 @@ pub async fn chaos(args: ChaosArgs) -> Result<super::ExitCode, CliError> {
         config: ServeConfig::default(),
         tls: args.tls,
         hostile: args.hostile,
+        other_binary: args.other_binary,
     })
     .await
     .map_err(|e| CliError::Usage(format!("chaos run failed: {e}")))?;

@@ -67,6 +67,7 @@ pub struct Metrics {
     taskmanagers: Family<StaticLabel, Gauge>,
     slots_used: Gauge,
     slots_free: Gauge,
+    cluster_version: Gauge,
     shards: Family<StaticLabel, Gauge>,
     jobs: Family<StaticLabel, Gauge>,
     // Scheduling, counted from the applied events.
@@ -110,6 +111,7 @@ impl Metrics {
             taskmanagers: Family::default(),
             slots_used: Gauge::default(),
             slots_free: Gauge::default(),
+            cluster_version: Gauge::default(),
             shards: Family::default(),
             jobs: Family::default(),
             events: Family::default(),
@@ -134,6 +136,11 @@ impl Metrics {
                     crate::formats::MAX_CLUSTER_VERSION.to_string(),
                 ),
             ]),
+        );
+        r.register(
+            "cluster_version",
+            "The cluster version in this replica's applied state (what every replica must read)",
+            m.cluster_version.clone(),
         );
         r.register("raft_term", "Current Raft term", m.term.clone());
         r.register(

@@ -52,6 +52,7 @@ impl Metrics {
         self.last_log_index.set(gauge(raft.last_log_index));
         self.is_leader.set(i64::from(raft.is_leader));
         self.leader_id.set(gauge(raft.leader_id.unwrap_or(0)));
+        self.cluster_version.set(i64::from(state.cluster_version.0));
 
         let mut taskmanagers = tally(&TASKMANAGER_STATES, TaskManagerState::as_str);
         let (mut used, mut free) = (0i64, 0i64);

@@ -176,6 +176,23 @@ async fn start_cluster_of(
     let cluster = LocalCluster::start_with(binary, dir.path(), replicas, &config, secure)?;
     let ids = cluster.ids();
     cluster.wait_for_leader(&ids, DEADLINE).await?;
+    if binary == std::path::Path::new(BINARY) {
+        // The leader raises the cluster version a second after it forms: settled before
+        // the test looks, so no test sees that entry arrive.
+        wait_for(
+            DEADLINE,
+            "the cluster version raised on every replica",
+            || async {
+                for id in &ids {
+                    let status = cluster.local_status(*id).await?;
+                    (status.cluster_version == Some(dispatcher::formats::MAX_CLUSTER_VERSION))
+                        .then_some(())?;
+                }
+                Some(())
+            },
+        )
+        .await?;
+    }
     Ok(TestCluster { cluster, dir })
 }
 
@@ -293,4 +310,28 @@ pub fn cli(cluster: &TestCluster, args: &[&str]) -> anyhow::Result<std::process:
         .arg(cluster.endpoints().join(","))
         .args(cluster.client_flags())
         .output()?)
+}
+
+/// The previous release (v0.1.0), for mixed-version tests: built by `.ci/run` before the
+/// tests, or here (slowly, in a target dir of its own: this `cargo test` holds the lock on
+/// the usual one) by scripts/build-release.sh.
+pub fn old_release_binary() -> anyhow::Result<std::path::PathBuf> {
+    const OLD_RELEASE: &str = "v0.1.0";
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binary = root
+        .join("target/releases")
+        .join(OLD_RELEASE)
+        .join("dispatcher");
+    if !binary.exists() {
+        log_phase(&format!("building {OLD_RELEASE} from its tag"));
+        let status = std::process::Command::new(root.join("scripts/build-release.sh"))
+            .arg(OLD_RELEASE)
+            .env("CARGO_TARGET_DIR", root.join("target/releases/build"))
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "scripts/build-release.sh {OLD_RELEASE} failed"
+        );
+    }
+    Ok(binary)
 }
