@@ -7,6 +7,7 @@ use crate::fsm::COMMAND_KINDS;
 use crate::raft::snapshot_store::SNAPSHOT_FORMAT_VERSION;
 use crate::raft::wal::record::LOG_FORMAT_VERSION;
 use crate::taskmanager::journal::JOURNAL_FORMAT_VERSION;
+use crate::taskmanager::workdir::WORKDIR_LAYOUT_VERSION;
 
 /// The newest cluster version this build can run in: the set of command kinds and formats
 /// every replica of a cluster must read (`domain::ClusterVersion`). v0.1.0 runs in 1.
@@ -23,7 +24,9 @@ pub fn long_version() -> &'static str {
     TEXT.get_or_init(|| {
         format!(
             "{} (snapshot format {SNAPSHOT_FORMAT_VERSION}, log format {LOG_FORMAT_VERSION} \
-             with {COMMAND_KINDS} command kinds, journal format {JOURNAL_FORMAT_VERSION})",
+             with {COMMAND_KINDS} command kinds, journal format {JOURNAL_FORMAT_VERSION}, \
+             work dir layout {WORKDIR_LAYOUT_VERSION}; cluster versions 1 to \
+             {MAX_CLUSTER_VERSION})",
             env!("CARGO_PKG_VERSION")
         )
     })

@@ -9,6 +9,7 @@
 //! | snapshot | `ClusterState` as `encode_state` writes it (format 10 at cluster version 1) | `SNAPSHOT_FORMAT_VERSION` | `snapshot-v<N>.bin` |
 //! | log | write-ahead log records: votes, purges, entries of every command kind | `LOG_FORMAT_VERSION` | `log-v<N>.bin` |
 //! | journal | the agent's run journal | `JOURNAL_FORMAT_VERSION` | `journal-v<N>.bin` |
+//! | work dir | the agent's work dir: journal, incarnation, run directories, legacy markers | `WORKDIR_LAYOUT_VERSION` | `workdir-v<N>/` |
 //!
 //! The files live in `tests/golden/`. A new version: bump the constant, make the older
 //! version readable, and write the new file with
@@ -16,6 +17,7 @@
 //! a committed file is never rewritten).
 
 mod samples;
+mod workdir;
 
 use crate::domain::ClusterVersion;
 use crate::fsm::COMMAND_KINDS;

@@ -16,7 +16,7 @@ pub mod capacity;
 mod host;
 mod host_pipes;
 pub mod host_protocol;
-mod identity;
+pub(crate) mod identity;
 pub mod journal;
 mod lease;
 pub mod local_capacity;

@@ -11,6 +11,12 @@
 //! each run directory; a run the journal does not know is looked up there.
 
 use super::journal::{Journal, JournalRecord};
+
+/// The version of the work dir's layout: where run directories, the run journal
+/// (`journal::FILE_NAME`, in `JOURNAL_FORMAT_VERSION`) and the incarnation record are, and
+/// the marker files of agents from before the journal. Bump it with any change; the golden
+/// `tests/golden/workdir-v<N>/` of each version must still open (`persisted_formats`).
+pub const WORKDIR_LAYOUT_VERSION: u32 = 1;
 use super::sweeper::run_dirs;
 use serde::{Deserialize, Serialize};
 use std::fs;
