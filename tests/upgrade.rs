@@ -289,3 +289,28 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Resul
     cluster.wait_converged(&ids, DEADLINE).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_of_an_older_release_is_not_added_to_a_cluster_it_cannot_read(
+) -> anyhow::Result<()> {
+    let old = old_release_binary()?;
+    // Every replica runs this build: the cluster is at version 2.
+    let mut cluster = start_cluster(3, test_config()).await?;
+    cluster.set_binary(&old);
+    let addr = cluster.start_extra_replica(4)?;
+    let cluster_ref = &cluster;
+    dispatcher::local_cluster::wait_for(DEADLINE, "replica 4 answers", || async move {
+        cluster_ref.local_status(4).await.map(|_| ())
+    })
+    .await?;
+    let output = cli(&cluster, &["cluster", "add", "4", &addr])?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "replica 4 was added");
+    assert!(
+        said.contains("runs release 0.1.0") && said.contains("the cluster runs at 2"),
+        "{said}"
+    );
+    let status = cluster.client()?.cluster_status().await?;
+    assert_eq!(status.members.len(), 3, "{status:?}");
+    Ok(())
+}

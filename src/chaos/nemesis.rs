@@ -259,17 +259,22 @@ async fn restart_on_the_other_binary(
         }
     );
     if to_older {
-        if let Err(why) = downgrade_to_first(cluster).await {
-            target = cluster.replica(victim)?.binary.clone();
-            detail = format!("restarted replica {victim} on the binary it ran ({why})");
+        match downgrade_to_first(cluster).await {
+            Ok(true) => detail = format!("downgraded the cluster to version 1, {detail}"),
+            Ok(false) => {}
+            Err(why) => {
+                target = cluster.replica(victim)?.binary.clone();
+                detail = format!("restarted replica {victim} on the binary it ran ({why})");
+            }
         }
     }
     cluster.kill(victim)?;
     Ok((detail, Heal::RestartOn(victim, target)))
 }
 
-/// Bring the cluster to version 1 (what the older release runs in), if it is above.
-async fn downgrade_to_first(cluster: &LocalCluster) -> Result<(), String> {
+/// Bring the cluster to version 1 (what the older release runs in), if it is above; answers
+/// whether it was.
+async fn downgrade_to_first(cluster: &LocalCluster) -> Result<bool, String> {
     let ids = cluster.ids();
     let leader = cluster
         .wait_for_leader(&ids, Duration::from_secs(30))
@@ -281,7 +286,7 @@ async fn downgrade_to_first(cluster: &LocalCluster) -> Result<(), String> {
         .and_then(|s| s.cluster_version)
         .unwrap_or(1);
     if version <= 1 {
-        return Ok(());
+        return Ok(false);
     }
     let options = crate::client::ClientOptions {
         rpc_timeout: Duration::from_secs(60),
@@ -296,7 +301,7 @@ async fn downgrade_to_first(cluster: &LocalCluster) -> Result<(), String> {
         .map_err(|e| format!("downgrade refused: {e}"))?;
     match reply.replicas.iter().find(|r| !r.ready) {
         Some(r) => Err(format!("replica {} not ready for it: {}", r.id, r.error)),
-        None => Ok(()),
+        None => Ok(true),
     }
 }
 

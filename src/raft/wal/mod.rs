@@ -392,6 +392,22 @@ fn replay(
             }
             Frame::End => return Ok(at),
             Frame::Torn(_) if newest => return Ok(at),
+            Frame::Unreadable(_)
+                if record::entry_command_kind(&bytes[at..])
+                    .is_some_and(|kind| kind >= crate::fsm::COMMAND_KINDS) =>
+            {
+                let kind = record::entry_command_kind(&bytes[at..]).unwrap_or_default();
+                return Err(damaged(format!(
+                    "the Raft log segment {shown} holds at byte {at} an entry of command kind \
+                     {kind}, which this release ({}) does not know: it knows kinds 0 to {} and \
+                     runs in cluster versions up to {}, and the cluster has been raised past \
+                     that. Start this replica on the release the rest of the cluster runs (see \
+                     `dispatcher cluster status`); the entry is kept, not cut off as if torn",
+                    crate::formats::release(),
+                    crate::fsm::COMMAND_KINDS - 1,
+                    crate::formats::MAX_CLUSTER_VERSION
+                )));
+            }
             Frame::Unreadable(why) => {
                 return Err(damaged(format!(
                     "the Raft log segment {shown} holds at byte {at} an intact record that this \

@@ -44,6 +44,18 @@ pub fn decode_frame(bytes: &[u8]) -> Frame {
     crate::framing::decode_frame(bytes, MAX_RECORD_BYTES)
 }
 
+/// The command kind of the entry in the frame at the start of `bytes`, read without
+/// decoding the command itself: for an entry this build cannot decode, which kind a newer
+/// release wrote. `None` when the frame is not an entry holding a command.
+pub fn entry_command_kind(bytes: &[u8]) -> Option<u32> {
+    let payload = bytes.get(crate::framing::HEADER_BYTES..)?;
+    // bincode lays out `Record::Entry` (tag 0), the entry's log id, `EntryPayload::Normal`
+    // (tag 1), then the command, whose first field is its tag: the kind id.
+    let (record, _log_id, payload_kind, kind): (u32, LogId, u32, u32) =
+        crate::decode::decode_untrusted(payload).ok()?;
+    (record == 0 && payload_kind == 1).then_some(kind)
+}
+
 /// Decode a frame read back from a known position (an entry the index points at).
 pub fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
     match decode_frame(bytes) {
@@ -67,6 +79,35 @@ pub fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entrys_command_kind_reads_without_its_command() {
+        let entry = |command: crate::fsm::Command| {
+            let mut bytes = Vec::new();
+            encode_frame(
+                &Record::Entry(Entry {
+                    log_id: log_id::<crate::raft::types::TypeConfig>(3, 1, 9),
+                    payload: openraft::entry::EntryPayload::Normal(command),
+                }),
+                &mut bytes,
+            )
+            .expect("encodes");
+            bytes
+        };
+        let undrain = crate::fsm::Command::UndrainTaskManager {
+            id: "tm-a".into(),
+            now_ms: 1,
+        };
+        let cancel = crate::fsm::Command::CancelJob {
+            job_id: crate::domain::JobId(4),
+            now_ms: 1,
+        };
+        assert_eq!(entry_command_kind(&entry(undrain)), Some(31));
+        assert_eq!(entry_command_kind(&entry(cancel)), Some(3));
+        let mut vote = Vec::new();
+        encode_frame(&Record::Vote(Vote::new(3, 1)), &mut vote).expect("encodes");
+        assert_eq!(entry_command_kind(&vote), None);
+    }
     use openraft::testing::log_id;
 
     fn frame(record: &Record) -> Vec<u8> {

@@ -240,3 +240,36 @@ async fn a_new_segment_then_a_purge_leaves_no_record_written_before() {
         Some(Vote::new(4, 2))
     );
 }
+
+#[tokio::test]
+async fn an_entry_of_a_command_kind_this_release_does_not_know_is_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let mut store = WalLogStore::open(dir.path()).expect("open");
+        append_durably(&mut store, entries(1..=5)).await;
+    }
+    let (path, end) = newest_segment_and_end(dir.path());
+    // What a release with more kinds writes: Record::Entry, a log id, EntryPayload::Normal,
+    // then command kind 40 and its fields.
+    let newer = (
+        0u32,
+        log_id::<C>(1, 1, 6),
+        1u32,
+        40u32,
+        "fields".to_string(),
+    );
+    let mut frame = Vec::new();
+    crate::framing::encode_frame(&newer, record::MAX_RECORD_BYTES, &mut frame).expect("frame");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&file, &frame, end as u64).expect("write");
+    drop(file);
+    let refused = WalLogStore::open(dir.path()).err().expect("refused");
+    let said = refused.to_string();
+    assert!(
+        said.contains("command kind 40") && said.contains("cluster versions up to"),
+        "{said}"
+    );
+}
