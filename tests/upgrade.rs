@@ -34,6 +34,15 @@ fn marking_command(marks: &Path) -> (String, Vec<String>) {
     )
 }
 
+/// No shard found its mark already there.
+fn assert_no_shard_ran_twice(marks: &Path) {
+    let duplicates = std::fs::read_to_string(marks.join("DUPLICATES")).unwrap_or_default();
+    assert!(
+        duplicates.is_empty(),
+        "shards ran to their end twice:\n{duplicates}"
+    );
+}
+
 /// The n-th job of the workload: the scheduling features in turn.
 fn workload_job(n: u64, marks: &Path, previous: Option<&str>) -> SubmitRequest {
     let kind = n % 6;
@@ -248,11 +257,7 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Resul
     for job in &jobs {
         wait_job_state(&client, job, &["finished"], DEADLINE).await?;
     }
-    let duplicates = std::fs::read_to_string(marks.join("DUPLICATES")).unwrap_or_default();
-    assert!(
-        duplicates.is_empty(),
-        "shards ran to their end twice:\n{duplicates}"
-    );
+    assert_no_shard_ran_twice(&marks);
 
     let ids = cluster.ids();
     cluster.wait_converged(&ids, DEADLINE).await?;
@@ -280,11 +285,7 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Resul
     after.after = vec![jobs.last().expect("a job").clone()];
     let job = client.submit(after).await?.job_id;
     wait_job_state(&client, &job, &["finished"], DEADLINE).await?;
-    let duplicates = std::fs::read_to_string(marks.join("DUPLICATES")).unwrap_or_default();
-    assert!(
-        duplicates.is_empty(),
-        "shards ran to their end twice:\n{duplicates}"
-    );
+    assert_no_shard_ran_twice(&marks);
     let ids = cluster.ids();
     cluster.wait_converged(&ids, DEADLINE).await?;
     Ok(())

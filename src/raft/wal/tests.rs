@@ -32,6 +32,15 @@ fn newest_segment_and_end(dir: &std::path::Path) -> (std::path::PathBuf, usize) 
     (path, end)
 }
 
+/// Write `bytes` into the segment file at `path` from `offset` on.
+fn write_at(path: &std::path::Path, offset: usize, bytes: &[u8]) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&file, bytes, offset as u64).expect("write");
+}
+
 async fn indexes(store: &mut WalLogStore) -> Vec<u64> {
     store
         .try_get_log_entries(..)
@@ -84,12 +93,7 @@ async fn a_torn_write_at_the_end_is_cut_off_and_the_log_goes_on() {
     }
     let (path, end) = newest_segment_and_end(dir.path());
     // The crash cut the last record short: its last bytes never reached the disk.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
-    std::os::unix::fs::FileExt::write_all_at(&file, &[0, 0, 0], end as u64 - 3).expect("tear");
-    drop(file);
+    write_at(&path, end - 3, &[0, 0, 0]);
     let mut store = WalLogStore::open(dir.path()).expect("reopen");
     assert_eq!(indexes(&mut store).await, vec![1, 2, 3, 4]);
     append_durably(&mut store, entries(5..=6)).await;
@@ -114,12 +118,7 @@ async fn an_intact_record_from_a_newer_release_refuses_to_open_and_is_kept() {
     let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     frame.extend_from_slice(&payload);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
-    std::os::unix::fs::FileExt::write_all_at(&file, &frame, end as u64).expect("write");
-    drop(file);
+    write_at(&path, end, &frame);
     let written = std::fs::read(&path).expect("read");
     let refused = WalLogStore::open(dir.path()).err().expect("refused");
     assert!(refused.to_string().contains("newer release"), "{refused}");
@@ -260,12 +259,7 @@ async fn an_entry_of_a_command_kind_this_release_does_not_know_is_named() {
     );
     let mut frame = Vec::new();
     crate::framing::encode_frame(&newer, record::MAX_RECORD_BYTES, &mut frame).expect("frame");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
-    std::os::unix::fs::FileExt::write_all_at(&file, &frame, end as u64).expect("write");
-    drop(file);
+    write_at(&path, end, &frame);
     let refused = WalLogStore::open(dir.path()).err().expect("refused");
     let said = refused.to_string();
     assert!(
