@@ -259,7 +259,7 @@ async fn restart_on_the_other_binary(
         }
     );
     if to_older {
-        match downgrade_to_first(cluster).await {
+        match downgrade_for(cluster, victim).await {
             Ok(true) => detail = format!("downgraded the cluster to version 1, {detail}"),
             Ok(false) => {}
             Err(why) => {
@@ -272,9 +272,10 @@ async fn restart_on_the_other_binary(
     Ok((detail, Heal::RestartOn(victim, target)))
 }
 
-/// Bring the cluster to version 1 (what the older release runs in), if it is above; answers
-/// whether it was.
-async fn downgrade_to_first(cluster: &LocalCluster) -> Result<bool, String> {
+/// Bring the cluster to version 1 (what the older release runs in) and `victim`'s data dir
+/// to what that release reads; answers whether the version was above 1. Run every time a
+/// replica goes to the older release (a replica a downgrade left not ready must not).
+async fn downgrade_for(cluster: &LocalCluster, victim: u64) -> Result<bool, String> {
     let ids = cluster.ids();
     let leader = cluster
         .wait_for_leader(&ids, Duration::from_secs(30))
@@ -283,11 +284,9 @@ async fn downgrade_to_first(cluster: &LocalCluster) -> Result<bool, String> {
     let version = cluster
         .local_status(leader)
         .await
-        .and_then(|s| s.cluster_version)
+        .ok_or("the leader did not say its cluster version")?
+        .cluster_version
         .unwrap_or(1);
-    if version <= 1 {
-        return Ok(false);
-    }
     let options = crate::client::ClientOptions {
         rpc_timeout: Duration::from_secs(60),
         call_timeout: Duration::from_secs(60),
@@ -299,9 +298,10 @@ async fn downgrade_to_first(cluster: &LocalCluster) -> Result<bool, String> {
         .downgrade(1, false)
         .await
         .map_err(|e| format!("downgrade refused: {e}"))?;
-    match reply.replicas.iter().find(|r| !r.ready) {
-        Some(r) => Err(format!("replica {} not ready for it: {}", r.id, r.error)),
-        None => Ok(true),
+    match reply.replicas.iter().find(|r| r.id == victim) {
+        Some(r) if r.ready => Ok(version > 1),
+        Some(r) => Err(format!("replica {victim} not ready for it: {}", r.error)),
+        None => Err(format!("replica {victim} not in the downgrade's reply")),
     }
 }
 

@@ -154,6 +154,7 @@ pub fn downgrade(
                 "id": r.id, "addr": r.addr, "ready": r.ready,
                 "error": (!r.error.is_empty()).then_some(&r.error),
                 "snapshot_index": r.snapshot_index,
+                "note": (!r.note.is_empty()).then_some(&r.note),
             })).collect::<Vec<_>>(),
         })),
         OutputFormat::Text => {
@@ -167,7 +168,14 @@ pub fn downgrade(
                 println!("cluster version {}", reply.cluster_version);
             }
             for r in &reply.replicas {
-                if r.ready && !cancel {
+                if r.ready && !cancel && !r.note.is_empty() {
+                    println!(
+                        "replica {} at {}: ready ({})",
+                        r.id,
+                        terminal::line(&r.addr),
+                        terminal::line(&r.note)
+                    );
+                } else if r.ready && !cancel {
                     println!(
                         "replica {} at {}: ready for the older release (snapshot at {})",
                         r.id,

@@ -84,6 +84,9 @@ fn need(path: &str) -> Option<Need> {
             | "FollowShardOutput" | "ListQuotas",
         ) => Need::Token(Read),
         ("dispatcher.v1.Cluster", "Status" | "Ping") => Need::ReplicaOrToken(Read),
+        // Where the leader is: no state, and every agent needs it before it has a token-less
+        // registration through.
+        ("dispatcher.v1.Cluster", "Leader") => Need::Certificate,
         ("dispatcher.v1.Cluster", "Rejoin" | "PrepareDowngrade") => Need::Replica,
         ("dispatcher.v1.Cluster", "Downgrade") => Need::Token(Admin),
         ("dispatcher.v1.Cluster", "Snapshot") => Need::Token(Operate),

@@ -342,6 +342,25 @@ impl Cluster for ClusterService {
         Ok(Response::new(reply))
     }
 
+    async fn leader(
+        &self,
+        _request: Request<LeaderRequest>,
+    ) -> Result<Response<LeaderReply>, Status> {
+        let here = not_leader_here(&self.ctx);
+        let (leader_id, leader_addr) = match here {
+            ApiError::NotLeader {
+                leader_id,
+                leader_addr,
+            } => (leader_id, leader_addr),
+            _ => (None, None),
+        };
+        Ok(Response::new(LeaderReply {
+            node_id: self.ctx.node_id,
+            leader_id,
+            leader_addr,
+        }))
+    }
+
     async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
         Ok(Response::new(PingReply {
             node_id: self.ctx.node_id,
@@ -398,6 +417,14 @@ impl Cluster for ClusterService {
                 .into());
             }
         }
+        // No raise between the check of the new member's release and its joining: the raise
+        // loop's round of pings, taken alone, sees the member.
+        let _no_raise = self
+            .ctx
+            .versions
+            .shared()
+            .await
+            .map_err(|_| super::raft_access::busy())?;
         self.refuse_an_older_release(&req).await?;
         let node = Node {
             addr: req.addr.clone(),

@@ -13,7 +13,7 @@
 //!    reply says, per member, whether its data dir is ready for the older release.
 
 use super::error::ApiError;
-use super::raft_access::{not_leader_here, write_error};
+use super::raft_access::{busy, linearizable, not_leader_here, write_error};
 use super::ServiceContext;
 use crate::pb::api::cluster_client::ClusterClient;
 use crate::pb::api::{
@@ -38,10 +38,12 @@ pub async fn downgrade(
         return Err(not_leader_here(ctx));
     }
     let members = crate::upgrade::survey::member_addresses(&ctx.raft);
+    let alone = ctx.versions.alone().await.map_err(|_| busy())?;
     // The holds below change what members answer: the gate waits for the next round.
     ctx.versions.forget_round();
     if req.cancel {
         let holds = on_every_member(ctx, &members, 0, 0, HOLD_TIMEOUT).await;
+        drop(alone);
         return Ok(DowngradeReply {
             cluster_version: ctx.shared.read().state.cluster_version.0,
             index: 0,
@@ -56,7 +58,8 @@ pub async fn downgrade(
         )));
     }
     let version = crate::domain::ClusterVersion(req.version);
-    let alone = ctx.versions.proposals.write().await;
+    // Everything earlier terms committed is applied here (a raise among it).
+    linearizable(ctx).await?;
     let current = ctx.shared.read().state.cluster_version;
     if version > current {
         return Err(ApiError::FailedPrecondition(format!(
@@ -119,9 +122,9 @@ pub async fn prepare(
     }
     ctx.versions.hold_at(req.version);
     if req.after_index == 0 {
-        return Ok(PrepareDowngradeReply { snapshot_index: 0 });
+        return Ok(PrepareDowngradeReply::default());
     }
-    let snapshot_index = compact_after(&ctx.raft, &ctx.wal, req.after_index)
+    let snapshot_index = compact_after(&ctx.raft, &ctx.shared, &ctx.wal, req)
         .await
         .map_err(|e| ApiError::Unavailable(format!("not ready for the older release: {e}")))?;
     tracing::info!(
@@ -129,7 +132,10 @@ pub async fn prepare(
         snapshot_index,
         "downgrade: the data dir holds only what the version reads"
     );
-    Ok(PrepareDowngradeReply { snapshot_index })
+    Ok(PrepareDowngradeReply {
+        snapshot_index,
+        note: String::new(),
+    })
 }
 
 /// `PrepareDowngrade` on every member at once (this replica directly), within `timeout`.
@@ -150,16 +156,17 @@ async fn on_every_member(
         } else {
             ask(ctx, addr, req, timeout).await
         };
-        let (ready, error, snapshot_index) = match answer {
-            Ok(reply) => (true, String::new(), reply.snapshot_index),
-            Err(error) => (false, error, 0),
+        let (ready, error, reply) = match answer {
+            Ok(reply) => (true, String::new(), reply),
+            Err(error) => (false, error, PrepareDowngradeReply::default()),
         };
         DowngradedReplica {
             id: *id,
             addr: addr.clone(),
             ready,
             error,
-            snapshot_index,
+            snapshot_index: reply.snapshot_index,
+            note: reply.note,
         }
     });
     futures::future::join_all(asked).await
@@ -183,6 +190,13 @@ async fn ask(
     let mut client = ClusterClient::new(channel);
     match tokio::time::timeout(timeout, client.prepare_downgrade(req)).await {
         Ok(Ok(reply)) => Ok(reply.into_inner()),
+        // A replica of a release before downgrades: it runs on its data dir already.
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+            Ok(PrepareDowngradeReply {
+                snapshot_index: 0,
+                note: "runs an older release already".into(),
+            })
+        }
         Ok(Err(status)) => Err(status.message().to_string()),
         Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
     }

@@ -56,9 +56,14 @@ pub async fn write(ctx: &ServiceContext, command: Command) -> Result<Response, A
         return propose(ctx, command).await;
     }
     // Held from the check until the entry is applied, so a downgrade waits for it.
-    let _checked = ctx.versions.proposals.read().await;
-    let current = ctx.shared.read().state.cluster_version;
+    let _checked = ctx.versions.shared().await.map_err(|_| busy())?;
     let leads = ctx.raft.metrics().borrow_watched().state == openraft::ServerState::Leader;
+    if leads {
+        // A new leader may not have applied what earlier terms committed (a downgrade among
+        // them): read the version only once it has.
+        linearizable(ctx).await?;
+    }
+    let current = ctx.shared.read().state.cluster_version;
     // The leader's last round; away from it (or before its first), a round asked now.
     let round = match ctx.versions.last_round().filter(|_| leads) {
         Some(round) => round,
@@ -78,6 +83,15 @@ pub async fn write(ctx: &ServiceContext, command: Command) -> Result<Response, A
         Verdict::AskLeader => Err(not_leader_here(ctx)),
         Verdict::Refuse(why) => Err(ApiError::FailedPrecondition(why)),
     }
+}
+
+/// A change of the cluster version held the way too long.
+pub fn busy() -> ApiError {
+    ApiError::Unavailable(
+        "a change of the cluster version (a raise, a downgrade, a member joining) is under \
+         way; try again in a few seconds"
+            .into(),
+    )
 }
 
 async fn propose(ctx: &ServiceContext, command: Command) -> Result<Response, ApiError> {

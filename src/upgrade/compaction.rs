@@ -4,8 +4,9 @@
 //! format_version`), and the log is purged up to the last entry before the new segment, so
 //! every segment that held an entry of a newer kind is deleted.
 
+use crate::pb::api::PrepareDowngradeRequest;
 use crate::raft::wal::WalLogStore;
-use crate::raft::Raft;
+use crate::raft::{Raft, SharedState};
 use std::time::Duration;
 
 /// How long each step may take before the replica answers that it is not ready.
@@ -21,13 +22,16 @@ pub enum CompactionError {
     Stopped(String),
 }
 
-/// Wait until `after_index` is applied, then compact as the module doc says; answer the
-/// index of the snapshot the data dir now starts from.
+/// Wait until `req.after_index` is applied, then compact as the module doc says; answer the
+/// index of the snapshot the data dir now starts from. Not ready if the cluster version was
+/// raised past `req.version` meanwhile (the snapshot would be in the newer format).
 pub async fn compact_after(
     raft: &Raft,
+    shared: &SharedState,
     wal: &WalLogStore,
-    after_index: u64,
+    req: PrepareDowngradeRequest,
 ) -> Result<u64, CompactionError> {
+    let after_index = req.after_index;
     let late = |what: &str, e: &dyn std::fmt::Display| {
         CompactionError::NotInTime(format!("{what} within {} s: {e}", STEP_TIMEOUT.as_secs()))
     };
@@ -56,6 +60,12 @@ pub async fn compact_after(
         .map_err(|e| late("no snapshot built", &e))?
         .snapshot
         .map_or(upto, |s| s.index());
+    let now = shared.read().state.cluster_version.0;
+    if now > req.version {
+        return Err(CompactionError::NotInTime(format!(
+            "the cluster version was raised to {now} meanwhile; run the downgrade again"
+        )));
+    }
     raft.trigger()
         .purge_log(snapshot)
         .await

@@ -41,7 +41,9 @@ impl Raiser {
             }
             // Alone against proposals and downgrades, and asked again: a downgrade that
             // finished since the round above has put holds on the members.
-            let _alone = self.survey.proposals.write().await;
+            let Ok(_alone) = self.survey.alone().await else {
+                continue;
+            };
             let round = self.ask().await;
             self.survey.record(round.clone());
             if let Some(version) = self.raise_to(&round) {

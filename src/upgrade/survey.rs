@@ -67,10 +67,19 @@ pub struct VersionSurvey {
     hold: AtomicU32,
     last: Mutex<Option<Round>>,
     /// Proposals of a kind newer than version 1 hold it shared from their check to their
-    /// commit; raising and lowering the version hold it alone, so that no proposal checked
-    /// against the version before slips into the log after a downgrade.
-    pub proposals: tokio::sync::RwLock<()>,
+    /// commit (and `cluster add` from its check of the new member's release to the member
+    /// change); raising and lowering the version hold it alone, so that no proposal checked
+    /// against the version before slips into the log after a downgrade, and no member joins
+    /// between a raise's round of pings and the raise.
+    proposals: tokio::sync::RwLock<()>,
 }
+
+/// How long a proposal, a member change, a raise or a downgrade waits for the others.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Another change of the cluster version held the lock past `LOCK_WAIT`.
+#[derive(Debug)]
+pub struct Busy;
 
 impl VersionSurvey {
     /// The newest cluster version this replica runs in now: its release's, or the hold.
@@ -90,6 +99,20 @@ impl VersionSurvey {
     /// Hold at `version` (0: no hold).
     pub fn hold_at(&self, version: u32) {
         self.hold.store(version, Ordering::SeqCst);
+    }
+
+    /// Shared with other proposals and member changes (see `proposals`).
+    pub async fn shared(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, Busy> {
+        tokio::time::timeout(LOCK_WAIT, self.proposals.read())
+            .await
+            .map_err(|_| Busy)
+    }
+
+    /// Alone: a raise, a downgrade or its cancel.
+    pub async fn alone(&self) -> Result<tokio::sync::RwLockWriteGuard<'_, ()>, Busy> {
+        tokio::time::timeout(LOCK_WAIT, self.proposals.write())
+            .await
+            .map_err(|_| Busy)
     }
 
     pub fn record(&self, round: Round) {

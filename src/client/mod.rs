@@ -23,6 +23,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// A channel to one replica that adds the caller's token to every request.
+mod discovery;
+
 pub type ClientChannel = InterceptedService<Channel, TokenHeader>;
 
 /// Puts `authorization: Bearer <token>` on every request (nothing without a token).
@@ -97,6 +99,13 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
+    /// How long a client without a known leader waits for the first replica to say where
+    /// the leader is (all are asked at once; `discovery`): a second, or one attempt's
+    /// deadline if shorter.
+    pub fn discovery_timeout(&self) -> Duration {
+        Duration::from_secs(1).min(self.rpc_timeout)
+    }
+
     /// The usual deadlines (5 s per attempt, 30 s per call) with these credentials.
     pub fn new(credentials: Credentials) -> Self {
         ClientOptions {
@@ -282,6 +291,9 @@ impl Client {
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
         loop {
+            if target.is_none() && self.lock().preferred.is_none() {
+                self.discover().await;
+            }
             let addr = target.map(str::to_string).unwrap_or_else(|| self.pick());
             let channel = self.channel_for(&addr)?;
             // tonic's deadline covers the wait for response headers only; this one covers the
