@@ -291,7 +291,8 @@ impl Client {
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
         loop {
-            if target.is_none() && self.lock().preferred.is_none() {
+            // With one endpoint there is nothing to choose: it is asked, and its hint followed.
+            if target.is_none() && self.endpoints.len() > 1 && self.lock().preferred.is_none() {
                 self.discover().await;
             }
             let addr = target.map(str::to_string).unwrap_or_else(|| self.pick());
