@@ -77,3 +77,36 @@ async fn fresh_clients_go_past_a_replica_that_does_not_answer() -> anyhow::Resul
     cluster.resume(leader)?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_leader_that_stops_answering_goes_to_the_next_one() -> anyhow::Result<()> {
+    let cluster = start_cluster(3, test_config()).await?;
+    let client = cluster.client()?;
+    let first = client
+        .submit(submit_request("before", 1, "hedge-0"))
+        .await?;
+    assert!(first.created);
+    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+    let mut took = Vec::new();
+    for round in 1..=3u32 {
+        log_phase(&format!("round {round}: the leader paused, then a write"));
+        let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+        cluster.pause(leader)?;
+        let started = Instant::now();
+        let reply = client
+            .submit(submit_request(
+                &format!("after-{round}"),
+                1,
+                &format!("hedge-{round}"),
+            ))
+            .await?;
+        took.push(started.elapsed());
+        assert!(reply.created);
+        cluster.resume(leader)?;
+    }
+    eprintln!("writes acknowledged after the leader was paused: {took:?} (first leader {leader})");
+    took.sort();
+    // Without moving on, each waited out the 5 s attempt deadline; a generous bound.
+    assert!(took[1] < Duration::from_secs(3), "{took:?}");
+    Ok(())
+}

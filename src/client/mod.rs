@@ -123,6 +123,8 @@ struct Routing {
     /// Next endpoint to try when there is no preferred one.
     next: usize,
     channels: HashMap<String, Channel>,
+    /// Replica ids by address, as replicas said (`discovery`).
+    ids: HashMap<String, u64>,
     /// The certificate generation the channels were opened with.
     generation: u64,
 }
@@ -217,6 +219,7 @@ impl Client {
                 preferred: None,
                 next: 0,
                 channels: HashMap::new(),
+                ids: HashMap::new(),
                 generation: 0,
             }),
         })
@@ -300,14 +303,35 @@ impl Client {
             // tonic's deadline covers the wait for response headers only; this one covers the
             // whole attempt (connecting, queueing in the channel, reading the body), so a link
             // cut mid-call cannot hold a caller past its deadline.
-            let attempt = tokio::time::timeout(self.options.rpc_timeout, op(channel))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Status::deadline_exceeded(format!(
-                        "no answer within {:?}",
-                        self.options.rpc_timeout
-                    )))
-                });
+            let attempt = tokio::time::timeout(self.options.rpc_timeout, op(channel));
+            let attempt = if target.is_none() && self.endpoints.len() > 1 {
+                // A leader that stops answering (paused, cut off) is not waited out: once the
+                // others name another leader, the call goes there.
+                tokio::pin!(attempt);
+                tokio::select! {
+                    done = &mut attempt => done,
+                    leader = self.leader_moved_from(&addr) => {
+                        tracing::debug!(%addr, %leader, "the leader moved during the call");
+                        self.remember(Some(leader));
+                        if started.elapsed() >= self.options.call_timeout {
+                            return Err(ClientError::Unavailable {
+                                waited: started.elapsed(),
+                                endpoints: self.endpoints.join(","),
+                                last: format!("{addr}: no answer; the leader moved"),
+                            });
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                attempt.await
+            };
+            let attempt = attempt.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "no answer within {:?}",
+                    self.options.rpc_timeout
+                )))
+            });
             match attempt {
                 Ok(reply) => {
                     if target.is_none() {
