@@ -6,14 +6,16 @@
 //!   fresh client nothing: before, it dialled the endpoints in order and waited out its
 //!   deadline on a dead first one (5 s per CLI call).
 //! - A call to a leader that stops answering is not waited out: after `HEDGE_AFTER` the other
-//!   endpoints are asked, and once they name another leader (by id: an address may be
-//!   spelled two ways) the call goes there. A healthy leader is named by everyone and never
-//!   left.
+//!   endpoints are asked, and once a majority of all endpoints name another leader (by id: an
+//!   address may be spelled two ways) the call goes there. A healthy leader is named by a
+//!   majority and never left; a write left behind that still lands is found again by its
+//!   idempotency key when retried.
 
 use super::{Client, ClientChannel};
 use crate::pb::api::cluster_client::ClusterClient;
 use crate::pb::api::{LeaderReply, LeaderRequest};
 use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::HashMap;
 use std::time::Duration;
 use tonic::Code;
 
@@ -70,6 +72,11 @@ impl Client {
                 // Which replica this is was never said: nothing to compare with.
                 continue;
             };
+            // A majority of the endpoints must name the same other leader: one replica just
+            // back from a pause may still name itself, and a slow but healthy call must not
+            // be left for it.
+            let majority = self.endpoints.len() / 2 + 1;
+            let mut named: HashMap<u64, usize> = HashMap::new();
             let mut asks = self.ask_all(Some(addr));
             let deadline = tokio::time::sleep(self.options.discovery_timeout());
             tokio::pin!(deadline);
@@ -77,7 +84,11 @@ impl Client {
                 tokio::select! {
                     next = asks.next() => match next {
                         Some((_, Some(Answer::Leader(leader, id)))) if id != here => {
-                            return leader;
+                            let count = named.entry(id).or_default();
+                            *count += 1;
+                            if *count >= majority {
+                                return leader;
+                            }
                         }
                         Some(_) => {}
                         None => break,
