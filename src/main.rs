@@ -104,9 +104,34 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
     }
 }
 
+/// A client command whose output is cut short (`dispatcher job list | head`) ends quietly, as
+/// Unix tools do, instead of panicking on the broken pipe. Servers and agents keep Rust's
+/// default (SIGPIPE ignored, the write fails): they write to sockets, never to a reader that
+/// may go away. (Socket writes use MSG_NOSIGNAL in any case.)
+fn quiet_on_a_closed_stdout(command: &Command) {
+    let prints = matches!(
+        command,
+        Command::Cluster { .. }
+            | Command::Tm { .. }
+            | Command::Submit { .. }
+            | Command::Job { .. }
+            | Command::Token { .. }
+            | Command::Quota { .. }
+            | Command::Events { .. }
+            | Command::Completions { .. }
+    );
+    if prints {
+        // SAFETY: setting a signal's disposition to its default before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() {
     dispatcher::failpoint::setup();
     let cli = Cli::parse();
+    quiet_on_a_closed_stdout(&cli.command);
     if let Command::ShardHost {
         keepalive_timeout_ms,
         run_dir_pool,
