@@ -6,7 +6,7 @@
 
 use super::access::{caller, Caller};
 use super::error::ApiError;
-use super::raft_access::{linearizable, not_leader_here, write_error};
+use super::raft_access::{known_leader, linearizable, not_leader_here, write_error};
 use super::ServiceContext;
 use crate::fsm::validate_address;
 use crate::pb::api::cluster_client::ClusterClient;
@@ -98,20 +98,32 @@ pub fn members(metrics: &RaftMetrics) -> Vec<Member> {
 }
 
 /// A client of the replica at `addr` on a fresh connection, every call bounded by `timeout`.
-async fn cluster_client(
+pub(super) async fn cluster_client(
     transport: &Transport,
     addr: &str,
     timeout: Duration,
 ) -> Option<ClusterClient<tonic::transport::Channel>> {
+    cluster_client_within(transport, addr, timeout, timeout)
+        .await
+        .ok()
+}
+
+/// `cluster_client` with a connect deadline of its own (a call that may take long must
+/// still find out soon that nobody is there).
+pub(super) async fn cluster_client_within(
+    transport: &Transport,
+    addr: &str,
+    connect: Duration,
+    call: Duration,
+) -> Result<ClusterClient<tonic::transport::Channel>, crate::security::SecurityError> {
     let channel = transport
         .connect(
             addr,
-            |endpoint| endpoint.connect_timeout(timeout).timeout(timeout),
+            |endpoint| endpoint.connect_timeout(connect).timeout(call),
             None,
         )
-        .await
-        .ok()?;
-    Some(ClusterClient::new(channel))
+        .await?;
+    Ok(ClusterClient::new(channel))
 }
 
 /// One replica's own view (`Cluster.Status`, local), straight from `addr`, on a fresh
@@ -270,7 +282,7 @@ impl Cluster for ClusterService {
             linearizable(&self.ctx).await?;
         }
         let metrics = self.metrics();
-        let (last_applied, digest) = {
+        let (last_applied, digest, cluster_version) = {
             let applied = self.ctx.shared.read();
             let index = applied
                 .last_applied
@@ -278,7 +290,7 @@ impl Cluster for ClusterService {
                 .map(|l| l.index())
                 .unwrap_or(0);
             let digest = local.then(|| applied.state.digest().to_string());
-            (index, digest)
+            (index, digest, applied.state.cluster_version.0)
         };
         let initialized = metrics
             .membership_config
@@ -320,7 +332,7 @@ impl Cluster for ClusterService {
             } else {
                 Vec::new()
             },
-            cluster_version: Some(self.ctx.shared.read().state.cluster_version.0),
+            cluster_version: Some(cluster_version),
             max_cluster_version: self.ctx.versions.max_cluster_version(),
             held_at_version: self.ctx.versions.held_at(),
         }))
@@ -346,14 +358,7 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderReply>, Status> {
-        let here = not_leader_here(&self.ctx);
-        let (leader_id, leader_addr) = match here {
-            ApiError::NotLeader {
-                leader_id,
-                leader_addr,
-            } => (leader_id, leader_addr),
-            _ => (None, None),
-        };
+        let (leader_id, leader_addr) = known_leader(&self.ctx);
         Ok(Response::new(LeaderReply {
             node_id: self.ctx.node_id,
             leader_id,

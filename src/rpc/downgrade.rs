@@ -12,10 +12,10 @@
 //!    version's format, the log purged up to the new segment (`upgrade::compaction`). The
 //!    reply says, per member, whether its data dir is ready for the older release.
 
+use super::cluster_service::cluster_client_within;
 use super::error::ApiError;
 use super::raft_access::{busy, linearizable, not_leader_here, write_error};
 use super::ServiceContext;
-use crate::pb::api::cluster_client::ClusterClient;
 use crate::pb::api::{
     DowngradeReply, DowngradeRequest, DowngradedReplica, PrepareDowngradeReply,
     PrepareDowngradeRequest,
@@ -178,16 +178,9 @@ async fn ask(
     req: PrepareDowngradeRequest,
     timeout: Duration,
 ) -> Result<PrepareDowngradeReply, String> {
-    let channel = ctx
-        .transport
-        .connect(
-            addr,
-            |endpoint| endpoint.connect_timeout(HOLD_TIMEOUT).timeout(timeout),
-            None,
-        )
+    let mut client = cluster_client_within(&ctx.transport, addr, HOLD_TIMEOUT, timeout)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let mut client = ClusterClient::new(channel);
     match tokio::time::timeout(timeout, client.prepare_downgrade(req)).await {
         Ok(Ok(reply)) => Ok(reply.into_inner()),
         // A replica of a release before downgrades: it runs on its data dir already.

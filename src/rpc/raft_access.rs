@@ -16,8 +16,8 @@ pub fn not_leader(f: &ForwardToLeader<TypeConfig>) -> ApiError {
     }
 }
 
-/// `NotLeader` for this replica, pointing at the leader it currently knows of.
-pub fn not_leader_here(ctx: &ServiceContext) -> ApiError {
+/// The leader this replica currently knows of: its id and address.
+pub fn known_leader(ctx: &ServiceContext) -> (Option<NodeId>, Option<String>) {
     let metrics = ctx.raft.metrics().borrow_watched().clone();
     let leader_id: Option<NodeId> = metrics.current_leader;
     let leader_addr = leader_id.and_then(|id| {
@@ -27,6 +27,12 @@ pub fn not_leader_here(ctx: &ServiceContext) -> ApiError {
             .get_node(&id)
             .map(|n| n.addr.clone())
     });
+    (leader_id, leader_addr)
+}
+
+/// `NotLeader` for this replica, pointing at the leader it currently knows of.
+pub fn not_leader_here(ctx: &ServiceContext) -> ApiError {
+    let (leader_id, leader_addr) = known_leader(ctx);
     ApiError::NotLeader {
         leader_id,
         leader_addr,

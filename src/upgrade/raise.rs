@@ -24,14 +24,18 @@ pub struct Raiser {
 }
 
 impl Raiser {
-    /// Every `SURVEY_EVERY` while this replica leads: ask every member, keep the answers
-    /// for the proposal gate, and raise the version when all read a newer one.
+    /// Every `SURVEY_EVERY` while this replica leads a cluster below this build's newest
+    /// version: ask every member, keep the answers for the proposal gate, and raise the
+    /// version when all read a newer one.
     pub async fn run(self) {
         let mut tick = tokio::time::interval(SURVEY_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if !self.leads() {
+            // At this build's newest version there is nothing to raise to, and the gate never
+            // asks for a round: no pings (each is a fresh connection to every member).
+            let current = self.shared.read().state.cluster_version.0;
+            if !self.leads() || current >= crate::formats::MAX_CLUSTER_VERSION {
                 continue;
             }
             let round = self.ask().await;
