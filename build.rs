@@ -13,6 +13,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &["proto/raft.proto", "proto/dispatcher.proto"],
             &["proto"],
         )?;
+    // etcd's Put, for the bench's side-by-side figure: a client only, with tonic's own codec
+    // (etcd's replies carry fields this subset leaves out).
+    let mut etcd = prost_build::Config::new();
+    etcd.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_with_config(etcd, &["proto/etcd/kv.proto"], &["proto/etcd"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

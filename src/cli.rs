@@ -456,6 +456,17 @@ pub struct BenchArgs {
     /// Measure only the planning turn, with no cluster.
     #[arg(long)]
     pub planning_only: bool,
+    /// Also measure etcd's puts at the same client counts, when `etcd` is on PATH
+    /// (`--etcd false` skips it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub etcd: bool,
+    /// Seconds an idle cluster is watched for elections nobody provoked, before the
+    /// failovers (0 skips).
+    #[arg(long, default_value_t = 0)]
+    pub idle_seconds: u64,
+    /// Measure only leader failover (`--failover-rounds` kills, then as many pauses).
+    #[arg(long)]
+    pub failover_only: bool,
     /// Where the replicas keep their data (default: a fresh directory under the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,

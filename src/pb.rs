@@ -11,6 +11,11 @@ pub mod api {
     tonic::include_proto!("dispatcher.v1");
 }
 
+/// etcd's KV.Put, for `dispatcher bench` only.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
+
 impl From<&api::ResourceAmounts> for crate::domain::Resources {
     fn from(amounts: &api::ResourceAmounts) -> Self {
         crate::domain::Resources {

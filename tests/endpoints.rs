@@ -137,3 +137,61 @@ async fn a_call_to_a_leader_that_stops_answering_goes_to_the_next_one() -> anyho
     assert!(took[1] < Duration::from_secs(3), "{took:?}");
     Ok(())
 }
+
+/// A replica asked where the leader is, by a client that could not reach the old one, answers
+/// as soon as it knows a new leader: without the wait it names the dead one (its lease has
+/// not run out), and the client polls through the election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_says_when_it_knows_a_leader_past_a_dead_one() -> anyhow::Result<()> {
+    use dispatcher::pb::api::cluster_client::ClusterClient;
+    use dispatcher::pb::api::LeaderRequest;
+    let mut cluster = start_cluster(3, test_config()).await?;
+    let leader = agreed_leader(&cluster).await?;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap_or(0);
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.addr(follower)?))?
+            .connect()
+            .await?;
+    let mut asked = ClusterClient::new(channel);
+    let now = asked.leader(LeaderRequest::default()).await?.into_inner();
+    assert_eq!(
+        now.leader_id,
+        Some(leader),
+        "the follower names the live leader"
+    );
+
+    cluster.kill(leader)?;
+    let killed = Instant::now();
+    let new_leader = loop {
+        anyhow::ensure!(killed.elapsed() < DEADLINE, "no new leader named");
+        let started = Instant::now();
+        let reply = asked
+            .leader(LeaderRequest {
+                not_leader: Some(leader),
+                wait_ms: 2_000,
+            })
+            .await?
+            .into_inner();
+        let took = started.elapsed();
+        if reply.leader_id.is_some() && reply.leader_id != Some(leader) {
+            assert!(reply.leader_addr.is_some());
+            // It answered when the election ended, not at the end of its wait.
+            assert!(took < Duration::from_millis(1_900), "{took:?}");
+            break reply.leader_id;
+        }
+        // Still no other leader: it waited the whole while before saying so.
+        assert!(
+            took >= Duration::from_millis(1_900),
+            "answered {reply:?} after {took:?}"
+        );
+    };
+    let elected = cluster
+        .wait_for_leader(&[new_leader.unwrap_or(0)], DEADLINE)
+        .await?;
+    assert_eq!(Some(elected), new_leader);
+    Ok(())
+}

@@ -315,3 +315,52 @@ async fn a_replica_of_an_older_release_is_not_added_to_a_cluster_it_cannot_read(
     assert_eq!(status.members.len(), 3, "{status:?}");
     Ok(())
 }
+
+/// A leader of this release replicates to a follower still on the previous one, which has no
+/// append stream: it is sent unary appends instead, and keeps up. With TLS too, where v0.1.0
+/// refuses the unknown method before gRPC sees it (PERMISSION_DENIED, not UNIMPLEMENTED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_of_this_release_keeps_a_follower_of_the_previous_one_up_to_date(
+) -> anyhow::Result<()> {
+    for secure in [false, true] {
+        log_phase(if secure { "with TLS" } else { "insecure" });
+        follower_of_the_previous_release_kept_up(secure).await?;
+    }
+    Ok(())
+}
+
+async fn follower_of_the_previous_release_kept_up(secure: bool) -> anyhow::Result<()> {
+    let old = old_release_binary()?;
+    let new = PathBuf::from(BINARY);
+    let mut cluster = start_cluster_of(&old, 3, test_config(), secure).await?;
+    replace_replica(&mut cluster, 1, &new).await?;
+    replace_replica(&mut cluster, 2, &new).await?;
+    let client = cluster.client()?;
+    let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+    if leader == 3 {
+        client.transfer_leader(1).await?;
+    }
+    let leader = cluster.wait_for_leader(&[1, 2], DEADLINE).await?;
+    for n in 0..10 {
+        client
+            .submit(job_request(
+                &format!("mixed-{n}"),
+                1,
+                1,
+                1,
+                ("/bin/true".into(), vec![]),
+            ))
+            .await?;
+    }
+    let target = cluster
+        .local_status(leader)
+        .await
+        .map_or(u64::MAX, |s| s.last_applied);
+    let cluster_ref = &cluster;
+    dispatcher::local_cluster::wait_for(DEADLINE, "replica 3 (v0.1.0) caught up", || async move {
+        let status = cluster_ref.local_status(3).await?;
+        (status.last_applied >= target).then_some(())
+    })
+    .await?;
+    Ok(())
+}

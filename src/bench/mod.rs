@@ -1,7 +1,8 @@
 //! `dispatcher bench`: starts local clusters of this very binary on loopback (durable
 //! replicas, default timings) and measures what users feel and what the machine allows:
 //! - `throughput`: submissions per second and their latency at several client counts;
-//! - `failover`: SIGKILL of the leader → first acknowledged submission sent after it;
+//! - `failover`: SIGKILL or SIGSTOP of the leader → first acknowledged submission sent after
+//!   it, with where the time went;
 //! - `recovery`: TaskManager loss and the pause in shard progress, with real agents;
 //! - `dispatch`: submit → process start, and shards end to end against the machine's floor;
 //! - `scale` (with `fleet`'s simulated TaskManagers): placements, heartbeats, memory,
@@ -11,13 +12,15 @@
 //!   replicas' memory;
 //! - `process`: CPU and memory of a process, from /proc;
 //! - `dependents`: a job's shard rate when many jobs wait for it, against alone;
-//! - `planning`: one planning turn of the pure scheduler on a large state, in this process.
+//! - `planning`: one planning turn of the pure scheduler on a large state, in this process;
+//! - `etcd`: etcd's write rate at the same client counts, when it is installed.
 //!
 //! It must not reach into a replica: everything goes through the public API and signals
 //! (`planning` starts none).
 
 mod dependents;
 mod dispatch;
+pub mod etcd;
 mod failover;
 mod fleet;
 mod flood;
@@ -33,7 +36,7 @@ pub use dependents::{measure_dependents, DependentsResult};
 pub use dispatch::{
     measure_dispatch_latency, measure_end_to_end, measure_wait_latency, DispatchLatency, EndToEnd,
 };
-pub use failover::measure_failover;
+pub use failover::{measure_failover, measure_idle_elections, Fault};
 pub use flood::{measure_flood, FloodResult};
 pub use limits::{measure_fsync, measure_ping, FsyncResult, PingResult};
 pub use planning::{measure_planning, PlanningOptions, PlanningResult};

@@ -162,6 +162,9 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     })
     .await?;
 
+    // Elections from here on are the faults' doing; in a soak there must be none.
+    let term_at_start = highest_term(&cluster, &ids).await;
+
     // Observers and workload.
     let load = super::load::Load::start(opts.load);
     let suspicions = super::suspicion::Suspicions::default();
@@ -333,6 +336,12 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
             digests
         },
     });
+    if opts.faults.is_empty() {
+        verdicts.push(steady_leadership(
+            term_at_start,
+            highest_term(&cluster, &ids).await,
+        ));
+    }
     stop_sampler.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     history.flush();
@@ -410,6 +419,33 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         failover: Summary::of(&failover),
         verdicts,
     })
+}
+
+/// The highest term any replica reports (0 if none answers).
+async fn highest_term(cluster: &LocalCluster, ids: &[u64]) -> u64 {
+    let mut highest = 0;
+    for id in ids {
+        if let Some(status) = cluster.local_status(*id).await {
+            highest = highest.max(status.term);
+        }
+    }
+    highest
+}
+
+/// A soak provokes no election: one there means timeouts too tight for the load (a false
+/// election costs more than a slow real one).
+fn steady_leadership(term_at_start: u64, term_at_end: u64) -> Verdict {
+    Verdict {
+        name: "steady leadership".into(),
+        checked: format!("the term stayed at {term_at_start} with no fault"),
+        violations: if term_at_end > term_at_start {
+            vec![format!(
+                "the term rose from {term_at_start} to {term_at_end}: elections nobody provoked"
+            )]
+        } else {
+            Vec::new()
+        },
+    }
 }
 
 /// What a shard of the hostile tenant must never read: the CA's and the agents' keys, the

@@ -1,15 +1,19 @@
-//! Finding the leader: before the first call, and while a call waits on a replica that
-//! stopped answering. Every endpoint is asked at once where the leader is (`Cluster.Leader`,
-//! answered without a Raft round); the first answer that names one decides.
+//! Finding the leader: before the first call, after a call found none, and while a call waits
+//! on a replica that stopped answering. Every endpoint is asked at once where the leader is
+//! (`Cluster.Leader`, answered without a Raft round); the first answer that names one decides.
 //!
 //! - A listed replica that is paused, powered off or cut off (its packets dropped) costs a
 //!   fresh client nothing: before, it dialled the endpoints in order and waited out its
 //!   deadline on a dead first one (5 s per CLI call).
+//! - When the leader is gone (its connection refused or reset) or a replica says it knows no
+//!   leader, the others are asked to answer once they know one (a long poll, `LEADER_WAIT` at
+//!   most), so the call goes to the new leader as soon as one of them learns of it, instead
+//!   of polling through the election.
 //! - A call to a leader that stops answering is not waited out: after `HEDGE_AFTER` the other
-//!   endpoints are asked, and once a majority of all endpoints name another leader (by id: an
-//!   address may be spelled two ways) the call goes there. A healthy leader is named by a
-//!   majority and never left; a write left behind that still lands is found again by its
-//!   idempotency key when retried.
+//!   endpoints are asked the same way, and once a majority of all endpoints name another
+//!   leader (by id: an address may be spelled two ways) the call goes there. A healthy leader
+//!   is named by a majority and never left; a write left behind that still lands is found
+//!   again by its idempotency key when retried.
 
 use super::{Client, ClientChannel};
 use crate::pb::api::cluster_client::ClusterClient;
@@ -19,9 +23,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tonic::Code;
 
-/// How long a call waits on a replica before asking the others whether the leader moved, and
-/// then between askings. A healthy write takes milliseconds; an election about 0.2 s.
-pub const HEDGE_AFTER: Duration = Duration::from_millis(300);
+/// How long a call waits on a replica before asking the others whether the leader moved. A
+/// healthy write takes milliseconds; the others answer only once they know another leader,
+/// so asking early costs two waiting calls.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(150);
+
+/// How long a replica is asked to wait for a new leader after the old one stopped answering:
+/// the longest an election takes with the default timeouts, with room to spare.
+pub const LEADER_WAIT: Duration = Duration::from_millis(1000);
 
 /// What one endpoint said.
 enum Answer {
@@ -38,7 +47,7 @@ impl Client {
     /// answered at all. Nothing is remembered when none answers in time.
     pub(super) async fn discover(&self) {
         let mut alive: Option<String> = None;
-        let mut asks = self.ask_all(None);
+        let mut asks = self.ask_all();
         let deadline = tokio::time::sleep(self.options.discovery_timeout());
         tokio::pin!(deadline);
         loop {
@@ -62,14 +71,54 @@ impl Client {
         }
     }
 
-    /// Resolves (never, while `addr` stays the leader) with the address of a leader other
-    /// than the replica at `addr`, as the other endpoints name it: asked after `HEDGE_AFTER`,
-    /// and again every `HEDGE_AFTER`.
-    pub(super) async fn leader_moved_from(&self, addr: &str) -> String {
+    /// After a call to `failed` went unanswered (or was refused with no leader named): ask the
+    /// other endpoints, each of which answers as soon as it knows a leader other than `failed`
+    /// (`LEADER_WAIT` at most), and remember the first one named. True if one was: the call
+    /// can go there at once instead of pausing and polling through the election.
+    /// `failed_silent`: `failed` did not answer at all (connection refused or reset, no answer
+    /// in time). Otherwise it answered that it knows no leader, and may yet become it.
+    pub(super) async fn discover_past(&self, failed: &str, failed_silent: bool) -> bool {
+        let gone = if failed_silent {
+            self.lock().ids.get(failed).copied()
+        } else {
+            None
+        };
+        let mut asks: FuturesUnordered<_> = self
+            .endpoints
+            .iter()
+            .filter(|addr| !failed_silent || addr.as_str() != failed)
+            .map(|addr| self.ask_leader_past(addr, gone))
+            .collect();
+        let deadline = tokio::time::sleep(LEADER_WAIT + self.options.discovery_timeout());
+        tokio::pin!(deadline);
         loop {
-            tokio::time::sleep(HEDGE_AFTER).await;
+            tokio::select! {
+                next = asks.next() => match next {
+                    Some((_, Some(Answer::Leader(leader, id))))
+                        if Some(id) != gone && !(failed_silent && leader == failed) =>
+                    {
+                        self.remember(Some(leader));
+                        return true;
+                    }
+                    Some(_) => {}
+                    None => return false,
+                },
+                _ = &mut deadline => return false,
+            }
+        }
+    }
+
+    /// Resolves (never, while `addr` stays the leader) with the address of a leader other
+    /// than the replica at `addr`, as the other endpoints name it. They are asked after
+    /// `HEDGE_AFTER`, and each answers as soon as it knows a leader other than `addr`
+    /// (`LEADER_WAIT` at most; then they are asked again).
+    pub(super) async fn leader_moved_from(&self, addr: &str) -> String {
+        tokio::time::sleep(HEDGE_AFTER).await;
+        loop {
+            let round = tokio::time::Instant::now();
             let Some(here) = self.lock().ids.get(addr).copied() else {
                 // Which replica this is was never said: nothing to compare with.
+                tokio::time::sleep(HEDGE_AFTER).await;
                 continue;
             };
             // A majority of the endpoints must name the same other leader: one replica just
@@ -77,8 +126,13 @@ impl Client {
             // be left for it.
             let majority = self.endpoints.len() / 2 + 1;
             let mut named: HashMap<u64, usize> = HashMap::new();
-            let mut asks = self.ask_all(Some(addr));
-            let deadline = tokio::time::sleep(self.options.discovery_timeout());
+            let mut asks: FuturesUnordered<_> = self
+                .endpoints
+                .iter()
+                .filter(|other| other.as_str() != addr)
+                .map(|other| self.ask_leader_past(other, Some(here)))
+                .collect();
+            let deadline = tokio::time::sleep(LEADER_WAIT + self.options.discovery_timeout());
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
@@ -96,27 +150,47 @@ impl Client {
                     _ = &mut deadline => break,
                 }
             }
+            // Answers that did not wait (replicas down, or of a release that does not wait):
+            // pause before asking again.
+            if round.elapsed() < HEDGE_AFTER {
+                tokio::time::sleep(HEDGE_AFTER).await;
+            }
         }
     }
 
-    /// Ask every endpoint but `except` at once.
+    /// Ask every endpoint at once.
     fn ask_all(
         &self,
-        except: Option<&str>,
     ) -> FuturesUnordered<impl std::future::Future<Output = (String, Option<Answer>)> + '_> {
         self.endpoints
             .iter()
-            .filter(|addr| Some(addr.as_str()) != except)
             .map(|addr| self.ask_leader(addr))
             .collect()
     }
 
     /// One endpoint's answer, or `None` if it gave none. Every id said is remembered.
     async fn ask_leader(&self, addr: &str) -> (String, Option<Answer>) {
+        self.ask_leader_with(addr, LeaderRequest::default()).await
+    }
+
+    /// Like `ask_leader`, but the endpoint answers once it knows a leader other than `gone`.
+    async fn ask_leader_past(&self, addr: &str, gone: Option<u64>) -> (String, Option<Answer>) {
+        let request = LeaderRequest {
+            not_leader: gone,
+            wait_ms: LEADER_WAIT.as_millis() as u32,
+        };
+        self.ask_leader_with(addr, request).await
+    }
+
+    async fn ask_leader_with(
+        &self,
+        addr: &str,
+        request: LeaderRequest,
+    ) -> (String, Option<Answer>) {
         let Ok(channel) = self.channel_for(addr) else {
             return (addr.to_string(), None);
         };
-        let answer = match leader_of(channel).await {
+        let answer = match leader_of(channel, request).await {
             Ok(reply) => {
                 let mut routing = self.lock();
                 routing.ids.insert(addr.to_string(), reply.node_id);
@@ -136,9 +210,15 @@ impl Client {
     }
 }
 
-async fn leader_of(channel: ClientChannel) -> Result<LeaderReply, Code> {
+async fn leader_of(channel: ClientChannel, request: LeaderRequest) -> Result<LeaderReply, Code> {
+    let wait = Duration::from_millis(u64::from(request.wait_ms));
+    let mut request = tonic::Request::new(request);
+    if !wait.is_zero() {
+        // The channel's deadline is for prompt answers; this one is meant to wait.
+        request.set_timeout(wait + Duration::from_secs(1));
+    }
     let reply = ClusterClient::new(channel)
-        .leader(LeaderRequest {})
+        .leader(request)
         .await
         .map_err(|status| status.code())?;
     Ok(reply.into_inner())

@@ -151,6 +151,12 @@ fn leader_hint(status: &Status) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The replica did not answer at all: the connection failed (the error is this side's
+/// transport's, not a status the replica sent) or no answer came in time.
+fn went_silent(status: &Status) -> bool {
+    std::error::Error::source(status).is_some() || status.code() == Code::DeadlineExceeded
+}
+
 /// Codes after which another replica (or the same one a moment later) may succeed.
 fn is_retryable(code: Code) -> bool {
     matches!(
@@ -347,7 +353,7 @@ impl Client {
                     // replica means a fresh leader not yet ready for writes: stay and pause.
                     let followed = target.is_none() && hint.as_ref().is_some_and(|h| *h != addr);
                     if target.is_none() {
-                        self.remember(hint);
+                        self.remember(hint.clone());
                     }
                     if started.elapsed() >= self.options.call_timeout {
                         return Err(ClientError::Unavailable {
@@ -356,7 +362,14 @@ impl Client {
                             last,
                         });
                     }
-                    if !followed {
+                    // No leader named: rather than poll through an election, ask the others
+                    // to say when they know one.
+                    let found = !followed
+                        && hint.is_none()
+                        && target.is_none()
+                        && self.endpoints.len() > 1
+                        && self.discover_past(&addr, went_silent(&status)).await;
+                    if !followed && !found {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(100));
                     }

@@ -4,7 +4,7 @@
 use super::table::Table;
 use super::CliError;
 use crate::bench::process::CpuMeter;
-use crate::bench::{self, BenchError, ScaleOptions, Summary};
+use crate::bench::{self, BenchError, Fault, ScaleOptions, Summary};
 use crate::cli::BenchArgs;
 use crate::client::Client;
 use crate::config::ServeConfig;
@@ -360,6 +360,109 @@ async fn submissions(
     Ok(throughput)
 }
 
+/// etcd's puts at the same client counts, on the same machine, when etcd is installed.
+async fn etcd_puts(
+    table: &mut Table,
+    dir: &Path,
+    args: &BenchArgs,
+) -> Result<serde_json::Value, BenchError> {
+    let Some(etcd) = bench::etcd::find_etcd() else {
+        row(
+            table,
+            "etcd put: not measured, no `etcd` on PATH (Debian: etcd-server)".into(),
+            String::new(),
+            Default::default(),
+        );
+        return Ok(json!(null));
+    };
+    let cluster = bench::etcd::EtcdCluster::start(&etcd, &dir.join("etcd")).await?;
+    let mut results = Vec::new();
+    for &clients in &args.clients {
+        let pids: Vec<(String, u32)> = cluster
+            .pids()
+            .into_iter()
+            .map(|pid| ("etcd".to_string(), pid))
+            .collect();
+        let meter = CpuMeter::start(&pids);
+        let r = cluster
+            .measure_puts(clients, Duration::from_secs_f64(args.seconds))
+            .await?;
+        let cpu = meter.cores();
+        row(
+            table,
+            format!("etcd put (3 members, same machine), {clients} clients"),
+            format!(
+                "{:.0}/s (CPU: members {:.2})",
+                r.per_second,
+                cpu.get("etcd").copied().unwrap_or(0.0)
+            ),
+            summary_cells(&r.latency, |s| s.p99_ms),
+        );
+        results.push(json!({"result": r, "cpu_cores": cpu}));
+    }
+    Ok(json!({"binary": etcd.display().to_string(), "results": results}))
+}
+
+/// Leader kills (with where the time went) and leader pauses, `--failover-rounds` of each.
+async fn failovers(
+    table: &mut Table,
+    report: &mut serde_json::Value,
+    cluster: &mut LocalCluster,
+    args: &BenchArgs,
+) -> Result<(), BenchError> {
+    if args.idle_seconds > 0 {
+        let idle = bench::measure_idle_elections(cluster, args.idle_seconds).await?;
+        row(
+            table,
+            format!(
+                "elections in {} idle seconds (none expected)",
+                args.idle_seconds
+            ),
+            format!(
+                "{} (term {} → {})",
+                idle.elections, idle.term_before, idle.term_after
+            ),
+            Default::default(),
+        );
+        report["idle_elections"] = json!(idle);
+    }
+    if args.failover_rounds == 0 {
+        return Ok(());
+    }
+    for (fault, what, key) in [
+        (Fault::Kill, "kill -9", "failover"),
+        (Fault::Pause, "SIGSTOP", "failover_paused"),
+    ] {
+        let failover = bench::measure_failover(cluster, args.failover_rounds, fault).await?;
+        row(
+            table,
+            format!(
+                "leader {what} → next write acknowledged, {} rounds",
+                failover.rounds
+            ),
+            format!("{} extra terms; p95", failover.extra_terms),
+            summary_cells(&failover.summary, |s| s.p95_ms),
+        );
+        if let Some(b) = failover.breakdown_median {
+            row(
+                table,
+                format!(
+                    "  of which (medians of {}): detection {:.0}, election {:.0}, first commit {:.0}, client {:.0}",
+                    failover.breakdown.len(),
+                    b.detection_ms,
+                    b.election_ms,
+                    b.first_commit_ms,
+                    b.client_ms
+                ),
+                String::new(),
+                Default::default(),
+            );
+        }
+        report[key] = json!(failover);
+    }
+    Ok(())
+}
+
 async fn run(
     args: &BenchArgs,
     dir: &Path,
@@ -377,6 +480,12 @@ async fn run(
                         "timeout_ms": config.taskmanagers.timeout_ms},
     });
 
+    if args.failover_only {
+        let mut cluster =
+            bench::start_cluster(&dir.join("failover"), args.replicas, config).await?;
+        failovers(&mut table, &mut report, &mut cluster, args).await?;
+        return Ok((table.render(), report));
+    }
     if args.planning_shards > 0 {
         // First, on an idle machine: it is CPU alone.
         report["planning"] = json!(planning(&mut table, args)?);
@@ -426,6 +535,9 @@ async fn run(
     report["grpc_ping"] = json!(ping);
 
     report["submissions"] = json!(submissions(&mut table, &cluster, leader, args, "").await?);
+    if args.etcd {
+        report["etcd"] = etcd_puts(&mut table, dir, args).await?;
+    }
     if args.tls {
         // The same measurement on a cluster with mutual TLS and tokens, for the cost of both.
         let secure =
@@ -437,19 +549,7 @@ async fn run(
         report["submissions_tls"] =
             json!(submissions(&mut table, &secure, leader, args, ", TLS + token").await?);
     }
-    if args.failover_rounds > 0 {
-        let failover = bench::measure_failover(&mut cluster, args.failover_rounds).await?;
-        row(
-            &mut table,
-            format!(
-                "leader kill -9 → next write acknowledged, {} kills",
-                failover.rounds
-            ),
-            "p95".into(),
-            summary_cells(&failover.summary, |s| s.p95_ms),
-        );
-        report["failover"] = json!(failover);
-    }
+    failovers(&mut table, &mut report, &mut cluster, args).await?;
     drop(cluster);
 
     // Recovery runs on a fresh cluster whose only TaskManagers are real agents.

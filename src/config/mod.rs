@@ -14,9 +14,10 @@
 //! bootstrap_token_file = "/etc/dispatcher/admin.token"
 //!
 //! [raft]
-//! heartbeat_ms = 30
-//! election_timeout_min_ms = 100
-//! election_timeout_max_ms = 200
+//! heartbeat_ms = 20
+//! election_timeout_min_ms = 60
+//! election_timeout_max_ms = 120
+//! append_pipeline = 2          # AppendEntries batches in flight per follower
 //!
 //! [snapshot]
 //! every_entries = 100000    # build a snapshot after this many entries since the last one
@@ -70,14 +71,23 @@ pub struct RaftTimings {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// AppendEntries batches sent to a follower and not yet answered (1 to 16). Left out
+    /// when written at its default, so a file written today still reads on v0.1.0.
+    #[serde(skip_serializing_if = "is_default_pipeline")]
+    pub append_pipeline: usize,
+}
+
+fn is_default_pipeline(depth: &usize) -> bool {
+    *depth == crate::raft::DEFAULT_APPEND_PIPELINE
 }
 
 impl Default for RaftTimings {
     fn default() -> Self {
         RaftTimings {
-            heartbeat_ms: 30,
-            election_timeout_min_ms: 100,
-            election_timeout_max_ms: 200,
+            heartbeat_ms: 20,
+            election_timeout_min_ms: 60,
+            election_timeout_max_ms: 120,
+            append_pipeline: crate::raft::DEFAULT_APPEND_PIPELINE,
         }
     }
 }
@@ -329,6 +339,12 @@ impl ServeConfig {
                 "raft.election_timeout_min_ms must be greater than raft.heartbeat_ms (> 0)".into(),
             ));
         }
+        if !(1..=16).contains(&r.append_pipeline) {
+            return Err(ConfigError::Invalid(
+                "raft.append_pipeline must be between 1 and 16 (batches in flight per follower)"
+                    .into(),
+            ));
+        }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             return Err(ConfigError::Invalid(
                 "raft.election_timeout_max_ms must be greater than raft.election_timeout_min_ms"
@@ -392,6 +408,10 @@ impl ServeConfig {
             // from a commit index behind what it had acknowledged (seen: 79 of 80 jobs after
             // every replica restarted, tests/snapshot_catchup.rs, about 1 run in 15).
             enable_leader_restore: Some(false),
+            // A replica that lost touch (paused, cut off, restarted) first asks whether it
+            // could win before it raises its term: without this a lone candidate raised its
+            // term every timeout and, once back, deposed a healthy leader.
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         config

@@ -170,6 +170,7 @@ pub async fn serve(
     let source_ip = Some(opts.listen.ip()).filter(|ip| !ip.is_unspecified());
     let wal = log_store.clone();
     let versions = Arc::new(crate::upgrade::VersionSurvey::default());
+    let election_timeline = Arc::new(crate::raft::election_timeline::ElectionTimeline::default());
     let raft: Raft = Raft::new(
         opts.id,
         raft_config,
@@ -177,6 +178,8 @@ pub async fn serve(
             source_ip,
             opts.security.transport.clone(),
             peer_troubles.clone(),
+            election_timeline.clone(),
+            opts.config.raft.append_pipeline,
         ),
         log_store,
         state_machine,
@@ -210,7 +213,9 @@ pub async fn serve(
         contact_bound: Duration::from_millis(opts.config.raft.election_timeout_max_ms),
         versions: versions.clone(),
         wal,
+        election_timeline: election_timeline.clone(),
     };
+    let timeline_watch = tokio::spawn(election_timeline.watch(raft.clone()));
     let raiser = tokio::spawn(
         crate::upgrade::raise::Raiser {
             raft: raft.clone(),
@@ -342,6 +347,7 @@ pub async fn serve(
     tracing::info!(id = opts.id, "replica shutting down");
     bootstrap.abort();
     raiser.abort();
+    timeline_watch.abort();
     if let Some(task) = http_task {
         task.abort();
     }

@@ -2,7 +2,9 @@
 //! in-memory state machine with its on-disk snapshots, and the tonic transport between
 //! replicas. The rest of the crate sees Raft only through this module.
 
+mod append_stream;
 pub mod backup;
+pub mod election_timeline;
 pub mod event_ring;
 pub mod fuzzing;
 pub mod gate;
@@ -13,6 +15,7 @@ pub mod state_machine;
 pub mod types;
 pub mod wal;
 
+pub use append_stream::DEFAULT_APPEND_PIPELINE;
 pub use gate::{GateState, RaftGate};
 pub use network::GrpcNetworkFactory;
 pub use state_machine::{AppliedState, NextEvents, SharedState, StateMachineStore};

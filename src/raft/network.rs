@@ -5,15 +5,20 @@
 use super::types::{Node, NodeId, Snapshot, TypeConfig, Vote};
 use crate::pb::raft::raft_service_client::RaftServiceClient;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
+use crate::raft::election_timeline::ElectionTimeline;
 use crate::raft::peer_troubles::PeerTroubles;
 use crate::security::Transport;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
+
+type AppendAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -56,6 +61,13 @@ pub struct GrpcNetworkFactory {
     troubles: Arc<PeerTroubles>,
     /// The certificate generation the cached channels were opened with.
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Told when a campaign sends its requests (for the failover breakdown).
+    timeline: Arc<ElectionTimeline>,
+    /// AppendEntries batches in flight per follower (`append_stream`).
+    pub(super) append_pipeline: usize,
+    /// When each peer last refused the append stream (a release without it). Kept here, not
+    /// in a `PeerClient`: openraft makes a new client after an error.
+    pub(super) stream_refused: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
 }
 
 impl GrpcNetworkFactory {
@@ -63,6 +75,8 @@ impl GrpcNetworkFactory {
         source_ip: Option<IpAddr>,
         transport: Transport,
         troubles: Arc<PeerTroubles>,
+        timeline: Arc<ElectionTimeline>,
+        append_pipeline: usize,
     ) -> Self {
         GrpcNetworkFactory {
             channels: Arc::default(),
@@ -70,6 +84,9 @@ impl GrpcNetworkFactory {
             transport,
             troubles,
             generation: Arc::default(),
+            timeline,
+            append_pipeline,
+            stream_refused: Arc::default(),
         }
     }
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
@@ -140,24 +157,28 @@ impl GrpcNetworkFactory {
 
 /// Raft RPCs to one peer.
 pub struct PeerClient {
-    target: NodeId,
-    addr: String,
+    pub(super) target: NodeId,
+    pub(super) addr: String,
     client: Result<RaftServiceClient<Channel>, String>,
-    troubles: Arc<PeerTroubles>,
+    pub(super) troubles: Arc<PeerTroubles>,
     /// The certificate generation `client` was opened with; a newer one gets a new channel.
     generation: u64,
-    factory: GrpcNetworkFactory,
+    pub(super) factory: GrpcNetworkFactory,
 }
 
-fn unreachable(msg: String) -> RPCError<TypeConfig> {
+pub(super) fn unreachable(msg: String) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(&TransportError(msg)))
 }
 
-fn network(msg: String) -> RPCError<TypeConfig> {
+pub(super) fn network(msg: String) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(&TransportError(msg)))
 }
 
-fn status_to_rpc_error(target: NodeId, addr: &str, status: tonic::Status) -> RPCError<TypeConfig> {
+pub(super) fn status_to_rpc_error(
+    target: NodeId,
+    addr: &str,
+    status: tonic::Status,
+) -> RPCError<TypeConfig> {
     let msg = format!("raft rpc to {target} at {addr}: {status}");
     match status.code() {
         tonic::Code::Unavailable => unreachable(msg),
@@ -167,7 +188,7 @@ fn status_to_rpc_error(target: NodeId, addr: &str, status: tonic::Status) -> RPC
 
 /// What went wrong with a call, with the causes a status carries (a refused handshake says
 /// why only in its source chain).
-fn why_failed(status: &tonic::Status) -> String {
+pub(super) fn why_failed(status: &tonic::Status) -> String {
     // The message, then each cause that says something new.
     let mut parts: Vec<String> = vec![status.message().to_string()];
     let mut source = std::error::Error::source(status);
@@ -190,10 +211,10 @@ fn why_failed(status: &tonic::Status) -> String {
 }
 
 /// Shortest deadline of one AppendEntries call (see `append_entries`).
-const APPEND_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
+pub(super) const APPEND_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
 
 impl PeerClient {
-    fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<TypeConfig>> {
+    pub(super) fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<TypeConfig>> {
         if self.factory.transport.generation() != self.generation {
             return self
                 .factory
@@ -249,11 +270,26 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         .await
     }
 
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, AppendAnswer>, RPCError<TypeConfig>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        self.append_stream(input, option)
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.factory.timeline.campaigning();
         self.unary(&rpc, option.hard_ttl(), |mut c, r| async move {
             c.vote(r).await
         })
@@ -265,6 +301,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.factory.timeline.campaigning();
         self.unary(&rpc, option.hard_ttl(), |mut c, r| async move {
             c.pre_vote(r).await
         })

@@ -65,7 +65,8 @@ fn need(path: &str) -> Option<Need> {
     Some(match (service, method) {
         (
             "dispatcher.raft.v1.RaftService",
-            "AppendEntries" | "Vote" | "PreVote" | "TransferLeader" | "InstallSnapshot",
+            "AppendEntries" | "AppendStream" | "Vote" | "PreVote" | "TransferLeader"
+            | "InstallSnapshot",
         ) => Need::Member,
         (
             "dispatcher.v1.TaskManagers",

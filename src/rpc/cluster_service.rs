@@ -6,7 +6,7 @@
 
 use super::access::{caller, Caller};
 use super::error::ApiError;
-use super::raft_access::{known_leader, linearizable, not_leader_here, write_error};
+use super::raft_access::{await_leader, known_leader, linearizable, not_leader_here, write_error};
 use super::ServiceContext;
 use crate::fsm::validate_address;
 use crate::pb::api::cluster_client::ClusterClient;
@@ -42,6 +42,19 @@ impl ClusterService {
     fn metrics(&self) -> RaftMetrics {
         self.ctx.raft.metrics().borrow_watched().clone()
     }
+}
+
+/// The longest a `Leader` call waits for a new leader to be known.
+const LEADER_WAIT_MAX_MS: u64 = 2_000;
+
+fn last_election(ctx: &ServiceContext) -> Option<LastElection> {
+    let won = ctx.election_timeline.last_won();
+    Some(LastElection {
+        term: won.term,
+        campaign_started_us: won.campaign_started_us?,
+        won_us: won.won_us?,
+        first_commit_us: won.first_commit_us,
+    })
 }
 
 fn server_state_name(state: ServerState) -> &'static str {
@@ -333,6 +346,7 @@ impl Cluster for ClusterService {
                 Vec::new()
             },
             cluster_version: Some(cluster_version),
+            last_election: last_election(&self.ctx),
             max_cluster_version: self.ctx.versions.max_cluster_version(),
             held_at_version: self.ctx.versions.held_at(),
         }))
@@ -356,9 +370,15 @@ impl Cluster for ClusterService {
 
     async fn leader(
         &self,
-        _request: Request<LeaderRequest>,
+        request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderReply>, Status> {
-        let (leader_id, leader_addr) = known_leader(&self.ctx);
+        let request = request.into_inner();
+        let (leader_id, leader_addr) = if request.wait_ms > 0 {
+            let wait = Duration::from_millis(u64::from(request.wait_ms).min(LEADER_WAIT_MAX_MS));
+            await_leader(&self.ctx, request.not_leader, wait).await
+        } else {
+            known_leader(&self.ctx)
+        };
         Ok(Response::new(LeaderReply {
             node_id: self.ctx.node_id,
             leader_id,

@@ -89,6 +89,8 @@ pub struct ServiceContext {
     pub versions: Arc<crate::upgrade::VersionSurvey>,
     /// This replica's log, for a downgrade's compaction.
     pub wal: crate::raft::wal::WalLogStore,
+    /// When this replica last campaigned and won (`cluster status --local`, the bench).
+    pub election_timeline: Arc<crate::raft::election_timeline::ElectionTimeline>,
 }
 
 impl ServiceContext {

@@ -8,6 +8,7 @@ use crate::upgrade::proposal_gate::{judge, Verdict};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
+use std::time::Duration;
 
 pub fn not_leader(f: &ForwardToLeader<TypeConfig>) -> ApiError {
     ApiError::NotLeader {
@@ -28,6 +29,29 @@ pub fn known_leader(ctx: &ServiceContext) -> (Option<NodeId>, Option<String>) {
             .map(|n| n.addr.clone())
     });
     (leader_id, leader_addr)
+}
+
+/// The leader this replica knows of once it knows one other than `not` (a replica a client
+/// could not reach), or whatever it knows when `bound` runs out.
+pub async fn await_leader(
+    ctx: &ServiceContext,
+    not: Option<NodeId>,
+    bound: Duration,
+) -> (Option<NodeId>, Option<String>) {
+    let mut metrics = ctx.raft.metrics();
+    let wanted = |leader: Option<NodeId>| leader.is_some() && leader != not;
+    let _ = tokio::time::timeout(bound, async {
+        loop {
+            if wanted(metrics.borrow_watched().current_leader) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    known_leader(ctx)
 }
 
 /// `NotLeader` for this replica, pointing at the leader it currently knows of.
@@ -100,7 +124,31 @@ pub fn busy() -> ApiError {
     )
 }
 
+/// During an election no replica can take a write or say where to send it: rather than have
+/// the client poll, wait (a bounded while) until a leader is known.
+/// Likewise a leader just elected refuses writes until a quorum has acknowledged it (its
+/// lease): wait for that too.
+async fn ride_out_election(ctx: &ServiceContext) {
+    let mut metrics = ctx.raft.metrics();
+    let settled = |m: &openraft::RaftMetrics<TypeConfig>| match m.state {
+        openraft::ServerState::Leader => m.last_quorum_acked.is_some(),
+        _ => m.current_leader.is_some(),
+    };
+    if settled(&metrics.borrow_watched()) {
+        return;
+    }
+    let _ = tokio::time::timeout(ctx.contact_bound * 2, async {
+        while metrics.changed().await.is_ok() {
+            if settled(&metrics.borrow_watched()) {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 async fn propose(ctx: &ServiceContext, command: Command) -> Result<Response, ApiError> {
+    ride_out_election(ctx).await;
     let reply = ctx
         .shared
         .metrics()
@@ -116,6 +164,7 @@ async fn propose(ctx: &ServiceContext, command: Command) -> Result<Response, Api
 /// Make the following read of the local state linearizable (ReadIndex: the leader confirms
 /// its leadership with a quorum and waits until it applied up to the read index).
 pub async fn linearizable(ctx: &ServiceContext) -> Result<(), ApiError> {
+    ride_out_election(ctx).await;
     match ctx.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
         Ok(_) => Ok(()),
         Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(not_leader(&f)),

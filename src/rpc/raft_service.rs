@@ -14,7 +14,8 @@ use crate::raft::network::{decode, encode};
 use crate::raft::TypeConfig;
 use crate::raft::{Raft, RaftGate, Snapshot, SnapshotMeta, Vote};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, VoteRequest,
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, TransferLeaderRequest,
+    VoteRequest,
 };
 use openraft::vote::RaftLeaderId;
 use serde::de::DeserializeOwned;
@@ -101,8 +102,74 @@ fn reply<T: Serialize, E: Display>(result: Result<T, E>) -> Result<Response<Raft
     Ok(Response::new(RaftPayload { data }))
 }
 
+/// The answers of an append stream, in the order of its requests.
+type AnswerStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftServiceApi for RaftService {
+    type AppendStreamStream = AnswerStream;
+
+    /// Pipelined replication: each request is checked as a unary one is (decodable, from the
+    /// replica named in it, the gate open); the first that fails ends the stream with why.
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        use futures::future::ready;
+        use futures::StreamExt;
+        self.check_replication()?;
+        let mut named = Request::new(());
+        if let Some(caller) = request.extensions().get::<Caller>().cloned() {
+            named.extensions_mut().insert(caller);
+        }
+        let gate = self.gate.clone();
+        let refusal: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
+        let refused = refusal.clone();
+        let requests =
+            request
+                .into_inner()
+                .map(move |message| {
+                    // The sender went away: the stream simply ends.
+                    let payload = message.ok()?;
+                    let checked = decode_request::<AppendEntriesRequest<TypeConfig>>(
+                        &payload,
+                        "AppendEntries",
+                    )
+                    .and_then(|req| {
+                        require_sender(&named, *req.vote.leader_id().node_id(), "AppendEntries")?;
+                        if !gate.allows_replication() {
+                            return Err(Status::unavailable(
+                                "this replica no longer accepts entries (its Raft gate closed)",
+                            ));
+                        }
+                        Ok(req)
+                    });
+                    checked
+                        .map_err(|status| {
+                            *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                        })
+                        .ok()
+                })
+                .take_while(|req| ready(req.is_some()))
+                .filter_map(ready);
+        let contact = self.contact.clone();
+        let answers = self.raft.stream_append(requests).map(move |answer| {
+            if matches!(&answer, Ok(Ok(_)) | Ok(Err(StreamAppendError::Conflict(_)))) {
+                contact.touch();
+            }
+            let answer: Result<_, String> = answer.map_err(|fatal| fatal.to_string());
+            encode(&answer)
+                .map(|data| RaftPayload { data })
+                .map_err(Status::internal)
+        });
+        let why_ended = futures::stream::once(async move {
+            refusal.lock().unwrap_or_else(|p| p.into_inner()).take()
+        })
+        .filter_map(|refusal| ready(refusal.map(Err)));
+        Ok(Response::new(Box::pin(answers.chain(why_ended))))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftPayload>,

@@ -25,6 +25,7 @@ pub fn test_config() -> ServeConfig {
             heartbeat_ms: 100,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
+            ..RaftTimings::default()
         },
         snapshot: SnapshotSettings::default(),
         taskmanagers: TaskManagerSettings {
@@ -158,7 +159,7 @@ async fn start_cluster_with(
     start_cluster_of(std::path::Path::new(BINARY), replicas, config, secure).await
 }
 
-async fn start_cluster_of(
+pub async fn start_cluster_of(
     binary: &std::path::Path,
     replicas: u64,
     config: ServeConfig,
