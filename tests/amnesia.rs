@@ -1,7 +1,7 @@
 //! Raft's "amnesia" failure with real processes: a replica that lost its disk must not vote.
 //!
-//! Replica B is paused (SIGSTOP) while the leader A and replica C acknowledge a job; C's data
-//! dir is then wiped and C restarted empty; A is killed and B resumed. B and the empty C are a
+//! Replica B is down (killed) while the leader A and replica C acknowledge a job; C's data
+//! dir is then wiped and C restarted empty; A is killed and B restarted. B and the empty C are a
 //! numeric majority, and B lacks the job: if C voted, B would lead and the acknowledged job
 //! would be gone. The cluster must instead wait until A returns, then converge with the job,
 //! and take C back as a voter once it has caught up.
@@ -22,8 +22,10 @@ async fn wiped_replica_never_votes_until_restored() -> anyhow::Result<()> {
     let client = cluster.client()?;
     client.submit(submit_request("before", 1, "before")).await?;
 
-    log_phase("pause B; the leader A and C acknowledge a job B never sees");
-    cluster.pause(b)?;
+    // Killed, not paused: a paused replica still takes bytes into its socket, and reads the
+    // appends that carry the job once resumed.
+    log_phase("kill B; the leader A and C acknowledge a job B never sees");
+    cluster.kill(b)?;
     let job = client.submit(submit_request("acked", 2, "acked")).await?;
     assert!(job.created);
 
@@ -41,9 +43,9 @@ async fn wiped_replica_never_votes_until_restored() -> anyhow::Result<()> {
     .await?;
     assert_eq!(status.last_log_index, 0, "C accepted entries while closed");
 
-    log_phase("kill A, resume B: B and the empty C must not elect a leader");
+    log_phase("kill A, restart B: B and the empty C must not elect a leader");
     cluster.kill(a)?;
-    cluster.resume(b)?;
+    cluster.restart(b)?;
     // Several election timeouts (500-1000 ms here): without the gate, B wins within one.
     let watch_until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < watch_until {
