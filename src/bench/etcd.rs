@@ -6,7 +6,6 @@
 //!
 //! Absent etcd, the bench says so and goes on.
 
-use super::stats::Summary;
 use super::throughput::ThroughputResult;
 use super::BenchError;
 use crate::local_cluster::free_port;
@@ -128,21 +127,7 @@ impl EtcdCluster {
                 Ok::<_, BenchError>(latencies)
             }));
         }
-        let mut latencies = Vec::new();
-        for task in tasks {
-            let mut l = task
-                .await
-                .map_err(|e| BenchError::Failed(format!("etcd client task: {e}")))??;
-            latencies.append(&mut l);
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        Ok(ThroughputResult {
-            clients,
-            submissions: latencies.len(),
-            seconds,
-            per_second: latencies.len() as f64 / seconds,
-            latency: Summary::of(&latencies),
-        })
+        super::throughput::gather(tasks, started).await
     }
 
     /// The members' process ids (for their CPU).

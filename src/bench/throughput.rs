@@ -48,6 +48,15 @@ pub async fn measure_submissions(
             Ok::<_, BenchError>(latencies)
         }));
     }
+    gather(tasks, started).await
+}
+
+/// The client tasks' latencies, pooled, as a rate since `started`.
+pub(super) async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, BenchError>>>,
+    started: Instant,
+) -> Result<ThroughputResult, BenchError> {
+    let clients = tasks.len();
     let mut latencies = Vec::new();
     for task in tasks {
         let mut l = task
