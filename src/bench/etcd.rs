@@ -6,7 +6,7 @@
 //!
 //! Absent etcd, the bench says so and goes on.
 
-use super::throughput::ThroughputResult;
+use super::throughput::{back_to_back, ThroughputResult};
 use super::BenchError;
 use crate::local_cluster::free_port;
 use crate::pb::etcd::kv_client::KvClient;
@@ -112,19 +112,15 @@ impl EtcdCluster {
         let deadline = started + duration;
         let mut tasks = Vec::with_capacity(clients);
         for c in 0..clients {
-            let mut kv = connect(&self.endpoints[c % self.endpoints.len()]).await?;
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut seq = 0u64;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
+            let kv = connect(&self.endpoints[c % self.endpoints.len()]).await?;
+            tasks.push(back_to_back(deadline, move |seq| {
+                let mut kv = kv.clone();
+                async move {
                     kv.put(put_request(format!("bench/{c}/{seq}")))
                         .await
                         .map_err(|e| BenchError::Failed(format!("etcd put: {e}")))?;
-                    latencies.push(t.elapsed());
-                    seq += 1;
+                    Ok(())
                 }
-                Ok::<_, BenchError>(latencies)
             }));
         }
         super::throughput::gather(tasks, started).await

@@ -28,27 +28,39 @@ pub async fn measure_submissions(
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(clients);
     for c in 0..clients {
-        let client = Client::new(endpoints.to_vec(), credentials.clone())?;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut seq = 0;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                client
-                    .submit(job_request(
-                        &format!("bench-{c}-{seq}"),
-                        1,
-                        "/bin/true",
-                        &[],
-                    ))
-                    .await?;
-                latencies.push(t.elapsed());
-                seq += 1;
+        let client = std::sync::Arc::new(Client::new(endpoints.to_vec(), credentials.clone())?);
+        tasks.push(back_to_back(deadline, move |seq| {
+            let client = client.clone();
+            async move {
+                let job = job_request(&format!("bench-{c}-{seq}"), 1, "/bin/true", &[]);
+                client.submit(job).await?;
+                Ok(())
             }
-            Ok::<_, BenchError>(latencies)
         }));
     }
     gather(tasks, started).await
+}
+
+/// One client task: `op(0)`, `op(1)`, ... one after another until `deadline`, each timed.
+pub(super) fn back_to_back<F, Fut>(
+    deadline: Instant,
+    mut op: F,
+) -> tokio::task::JoinHandle<Result<Vec<Duration>, BenchError>>
+where
+    F: FnMut(u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), BenchError>> + Send,
+{
+    tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        let mut seq = 0;
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            op(seq).await?;
+            latencies.push(t.elapsed());
+            seq += 1;
+        }
+        Ok(latencies)
+    })
 }
 
 /// The client tasks' latencies, pooled, as a rate since `started`.

@@ -83,13 +83,8 @@ impl Client {
         } else {
             None
         };
-        let mut asks: FuturesUnordered<_> = self
-            .endpoints
-            .iter()
-            .filter(|addr| !failed_silent || addr.as_str() != failed)
-            .map(|addr| self.ask_leader_past(addr, gone))
-            .collect();
-        let deadline = tokio::time::sleep(LEADER_WAIT + self.options.discovery_timeout());
+        let mut asks = self.ask_all_past(failed_silent.then_some(failed), gone);
+        let deadline = self.long_poll_deadline();
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -126,13 +121,8 @@ impl Client {
             // be left for it.
             let majority = self.endpoints.len() / 2 + 1;
             let mut named: HashMap<u64, usize> = HashMap::new();
-            let mut asks: FuturesUnordered<_> = self
-                .endpoints
-                .iter()
-                .filter(|other| other.as_str() != addr)
-                .map(|other| self.ask_leader_past(other, Some(here)))
-                .collect();
-            let deadline = tokio::time::sleep(LEADER_WAIT + self.options.discovery_timeout());
+            let mut asks = self.ask_all_past(Some(addr), Some(here));
+            let deadline = self.long_poll_deadline();
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
@@ -166,6 +156,26 @@ impl Client {
             .iter()
             .map(|addr| self.ask_leader(addr))
             .collect()
+    }
+
+    /// Ask every endpoint but `except` at once, each to answer once it knows a leader other
+    /// than `gone` (`ask_leader_past`).
+    fn ask_all_past<'a>(
+        &'a self,
+        except: Option<&'a str>,
+        gone: Option<u64>,
+    ) -> FuturesUnordered<impl std::future::Future<Output = (String, Option<Answer>)> + 'a> {
+        self.endpoints
+            .iter()
+            .filter(move |addr| Some(addr.as_str()) != except)
+            .map(move |addr| self.ask_leader_past(addr, gone))
+            .collect()
+    }
+
+    /// How long a round of long polls is waited for: the replicas' wait, and the time to
+    /// reach them.
+    fn long_poll_deadline(&self) -> tokio::time::Sleep {
+        tokio::time::sleep(LEADER_WAIT + self.options.discovery_timeout())
     }
 
     /// One endpoint's answer, or `None` if it gave none. Every id said is remembered.

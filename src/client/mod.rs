@@ -22,9 +22,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-/// A channel to one replica that adds the caller's token to every request.
 mod discovery;
 
+/// A channel to one replica that adds the caller's token to every request.
 pub type ClientChannel = InterceptedService<Channel, TokenHeader>;
 
 /// Puts `authorization: Bearer <token>` on every request (nothing without a token).
@@ -299,9 +299,11 @@ impl Client {
     {
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
+        // With one endpoint (or a target) there is nothing to choose: it is asked, and its
+        // hint followed. With more, the leader is looked for among them.
+        let choosing = target.is_none() && self.endpoints.len() > 1;
         loop {
-            // With one endpoint there is nothing to choose: it is asked, and its hint followed.
-            if target.is_none() && self.endpoints.len() > 1 && self.lock().preferred.is_none() {
+            if choosing && self.lock().preferred.is_none() {
                 self.discover().await;
             }
             let addr = target.map(str::to_string).unwrap_or_else(|| self.pick());
@@ -310,7 +312,7 @@ impl Client {
             // whole attempt (connecting, queueing in the channel, reading the body), so a link
             // cut mid-call cannot hold a caller past its deadline.
             let attempt = tokio::time::timeout(self.options.rpc_timeout, op(channel));
-            let attempt = if target.is_none() && self.endpoints.len() > 1 {
+            let attempt = if choosing {
                 // A leader that stops answering (paused, cut off) is not waited out: once the
                 // others name another leader, the call goes there.
                 tokio::pin!(attempt);
@@ -366,8 +368,7 @@ impl Client {
                     // to say when they know one.
                     let found = !followed
                         && hint.is_none()
-                        && target.is_none()
-                        && self.endpoints.len() > 1
+                        && choosing
                         && self.discover_past(&addr, went_silent(&status)).await;
                     if !followed && !found {
                         tokio::time::sleep(pause).await;

@@ -28,15 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Requests sent and not yet answered, per follower, unless `[raft] append_pipeline` says
-/// otherwise. hashicorp/raft settled on a small pipeline after deeper ones did worse;
-/// measured here with `dispatcher bench` (BENCHMARKS.md).
-pub const DEFAULT_APPEND_PIPELINE: usize = 2;
-
 /// How long a peer that refused the stream is sent unary calls before it is asked again.
 const RETRY_STREAM_AFTER: Duration = Duration::from_secs(60);
 
-type Answer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+/// One follower's answer to one request, as openraft takes it.
+pub(super) type AppendAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 
 /// The requests on the wire: when each was sent, and its place in the window.
 type InFlight = Arc<Mutex<VecDeque<(Instant, OwnedSemaphorePermit)>>>;
@@ -46,7 +42,7 @@ impl PeerClient {
         &'s mut self,
         input: S,
         option: RPCOption,
-    ) -> BoxFuture<'s, Result<BoxStream<'s, Answer>, RPCError<TypeConfig>>>
+    ) -> BoxFuture<'s, Result<BoxStream<'s, AppendAnswer>, RPCError<TypeConfig>>>
     where
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
             + OptionalSend
@@ -122,7 +118,7 @@ impl PeerClient {
                     Some((answer, state))
                 }
             });
-            Ok(Box::pin(answers) as BoxStream<'s, Answer>)
+            Ok(Box::pin(answers) as BoxStream<'s, AppendAnswer>)
         })
     }
 }

@@ -9,6 +9,7 @@
 
 use super::types::Raft;
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::vote::RaftLeaderId;
 use openraft::ServerState;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -85,21 +86,46 @@ impl ElectionTimeline {
         });
     }
 
-    /// Follow `raft`'s metrics until it shuts down.
+    /// Follow `raft` until it shuts down. Only role changes wake it (openraft's server
+    /// metrics); applied entries are followed just from winning to the term's first commit,
+    /// not on every write.
     pub async fn watch(self: std::sync::Arc<Self>, raft: Raft) {
-        let mut metrics = raft.metrics();
+        let mut server = raft.server_metrics();
         loop {
-            {
-                let m = metrics.borrow_watched();
-                let applied_term = m.last_applied.as_ref().map_or(0, |l| l.leader_id.term);
-                self.observe(
+            let (state, leader_known, term) = {
+                let m = server.borrow_watched();
+                (
                     m.state,
                     m.current_leader.is_some(),
-                    m.current_term,
-                    applied_term,
-                );
+                    m.vote.leader_id().term(),
+                )
+            };
+            self.observe(state, leader_known, term, 0);
+            let mut role_changed = false;
+            if state == ServerState::Leader && self.last_won().first_commit_us.is_none() {
+                let mut data = raft.data_metrics();
+                loop {
+                    let applied_term = data
+                        .borrow_watched()
+                        .last_applied
+                        .as_ref()
+                        .map_or(0, |l| l.leader_id.term);
+                    self.observe(state, leader_known, term, applied_term);
+                    if applied_term == term {
+                        break;
+                    }
+                    tokio::select! {
+                        changed = data.changed() => if changed.is_err() { return },
+                        // Deposed before its first commit: look at the new role at once.
+                        changed = server.changed() => {
+                            if changed.is_err() { return }
+                            role_changed = true;
+                            break;
+                        }
+                    }
+                }
             }
-            if metrics.changed().await.is_err() {
+            if !role_changed && server.changed().await.is_err() {
                 return;
             }
         }

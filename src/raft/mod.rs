@@ -15,7 +15,6 @@ pub mod state_machine;
 pub mod types;
 pub mod wal;
 
-pub use append_stream::DEFAULT_APPEND_PIPELINE;
 pub use gate::{GateState, RaftGate};
 pub use network::GrpcNetworkFactory;
 pub use state_machine::{AppliedState, NextEvents, SharedState, StateMachineStore};

@@ -2,6 +2,7 @@
 //! replication, heartbeat and snapshot clients; a deadline on every call; openraft's
 //! messages encoded with bincode inside a bytes field. Snapshots are streamed in chunks.
 
+use super::append_stream::AppendAnswer;
 use super::types::{Node, NodeId, Snapshot, TypeConfig, Vote};
 use crate::pb::raft::raft_service_client::RaftServiceClient;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
@@ -11,14 +12,12 @@ use crate::security::Transport;
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
 
-type AppendAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;

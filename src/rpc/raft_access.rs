@@ -38,20 +38,32 @@ pub async fn await_leader(
     not: Option<NodeId>,
     bound: Duration,
 ) -> (Option<NodeId>, Option<String>) {
+    wait_on_metrics(ctx, bound, |m| {
+        m.current_leader.is_some() && m.current_leader != not
+    })
+    .await;
+    known_leader(ctx)
+}
+
+/// Wait until openraft's metrics satisfy `settled`, for `bound` at most.
+async fn wait_on_metrics(
+    ctx: &ServiceContext,
+    bound: Duration,
+    settled: impl Fn(&openraft::RaftMetrics<TypeConfig>) -> bool,
+) {
     let mut metrics = ctx.raft.metrics();
-    let wanted = |leader: Option<NodeId>| leader.is_some() && leader != not;
+    if settled(&metrics.borrow_watched()) {
+        // The usual case, on every write: no timer.
+        return;
+    }
     let _ = tokio::time::timeout(bound, async {
-        loop {
-            if wanted(metrics.borrow_watched().current_leader) {
-                return;
-            }
-            if metrics.changed().await.is_err() {
+        while metrics.changed().await.is_ok() {
+            if settled(&metrics.borrow_watched()) {
                 return;
             }
         }
     })
     .await;
-    known_leader(ctx)
 }
 
 /// `NotLeader` for this replica, pointing at the leader it currently knows of.
@@ -129,20 +141,9 @@ pub fn busy() -> ApiError {
 /// Likewise a leader just elected refuses writes until a quorum has acknowledged it (its
 /// lease): wait for that too.
 async fn ride_out_election(ctx: &ServiceContext) {
-    let mut metrics = ctx.raft.metrics();
-    let settled = |m: &openraft::RaftMetrics<TypeConfig>| match m.state {
+    wait_on_metrics(ctx, ctx.contact_bound * 2, |m| match m.state {
         openraft::ServerState::Leader => m.last_quorum_acked.is_some(),
         _ => m.current_leader.is_some(),
-    };
-    if settled(&metrics.borrow_watched()) {
-        return;
-    }
-    let _ = tokio::time::timeout(ctx.contact_bound * 2, async {
-        while metrics.changed().await.is_ok() {
-            if settled(&metrics.borrow_watched()) {
-                return;
-            }
-        }
     })
     .await;
 }

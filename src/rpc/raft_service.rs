@@ -31,7 +31,12 @@ const SNAPSHOT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60
 
 /// The replica that speaks in a message must be the one whose certificate was presented.
 fn require_sender<T>(request: &Request<T>, named: u64, what: &str) -> Result<(), Status> {
-    match request.extensions().get::<Caller>() {
+    require_caller(request.extensions().get::<Caller>(), named, what)
+}
+
+/// `require_sender` for a stream's messages, checked against the caller of the stream.
+fn require_caller(caller: Option<&Caller>, named: u64, what: &str) -> Result<(), Status> {
+    match caller {
         Some(Caller::Replica(id)) if *id == named => Ok(()),
         Some(Caller::Replica(id)) => Err(Status::permission_denied(format!(
             "replica-{id} sent a {what} in the name of replica {named}; a replica speaks only \
@@ -62,14 +67,7 @@ impl RaftService {
     }
 
     fn check_replication(&self) -> Result<(), Status> {
-        if self.gate.allows_replication() {
-            Ok(())
-        } else {
-            Err(Status::unavailable(
-                "this replica started on an empty data dir and waits for the leader to demote it \
-                 to learner before it accepts entries",
-            ))
-        }
+        replication_allowed(&self.gate)
     }
 
     fn check_voting(&self) -> Result<(), Status> {
@@ -81,6 +79,17 @@ impl RaftService {
                  and restored it to voter",
             ))
         }
+    }
+}
+
+fn replication_allowed(gate: &RaftGate) -> Result<(), Status> {
+    if gate.allows_replication() {
+        Ok(())
+    } else {
+        Err(Status::unavailable(
+            "this replica started on an empty data dir and waits for the leader to demote it \
+             to learner before it accepts entries",
+        ))
     }
 }
 
@@ -119,40 +128,31 @@ impl RaftServiceApi for RaftService {
         use futures::future::ready;
         use futures::StreamExt;
         self.check_replication()?;
-        let mut named = Request::new(());
-        if let Some(caller) = request.extensions().get::<Caller>().cloned() {
-            named.extensions_mut().insert(caller);
-        }
+        let caller = request.extensions().get::<Caller>().cloned();
         let gate = self.gate.clone();
         let refusal: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
         let refused = refusal.clone();
-        let requests =
-            request
-                .into_inner()
-                .map(move |message| {
-                    // The sender went away: the stream simply ends.
-                    let payload = message.ok()?;
-                    let checked = decode_request::<AppendEntriesRequest<TypeConfig>>(
-                        &payload,
-                        "AppendEntries",
-                    )
-                    .and_then(|req| {
-                        require_sender(&named, *req.vote.leader_id().node_id(), "AppendEntries")?;
-                        if !gate.allows_replication() {
-                            return Err(Status::unavailable(
-                                "this replica no longer accepts entries (its Raft gate closed)",
-                            ));
-                        }
-                        Ok(req)
-                    });
-                    checked
-                        .map_err(|status| {
-                            *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
-                        })
-                        .ok()
-                })
-                .take_while(|req| ready(req.is_some()))
-                .filter_map(ready);
+        let requests = request
+            .into_inner()
+            .map(move |message| {
+                // The sender went away: the stream simply ends.
+                let payload = message.ok()?;
+                let checked =
+                    decode_request::<AppendEntriesRequest<TypeConfig>>(&payload, "AppendEntries")
+                        .and_then(|req| {
+                            let leader = *req.vote.leader_id().node_id();
+                            require_caller(caller.as_ref(), leader, "AppendEntries")?;
+                            replication_allowed(&gate)?;
+                            Ok(req)
+                        });
+                checked
+                    .map_err(|status| {
+                        *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                    })
+                    .ok()
+            })
+            .take_while(|req| ready(req.is_some()))
+            .filter_map(ready);
         let contact = self.contact.clone();
         let answers = self.raft.stream_append(requests).map(move |answer| {
             if matches!(&answer, Ok(Ok(_)) | Ok(Err(StreamAppendError::Conflict(_)))) {
@@ -230,11 +230,7 @@ impl RaftServiceApi for RaftService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header)
             .map_err(|e| Status::invalid_argument(format!("undecodable snapshot header: {e}")))?;
-        let mut named = Request::new(());
-        if let Some(caller) = caller {
-            named.extensions_mut().insert(caller);
-        }
-        require_sender(&named, *vote.leader_id().node_id(), "snapshot")?;
+        require_caller(caller.as_ref(), *vote.leader_id().node_id(), "snapshot")?;
         let mut data = first.data;
         let received = tokio::time::timeout(SNAPSHOT_DEADLINE, async {
             while let Some(chunk) = stream.message().await? {
