@@ -10,6 +10,7 @@ use super::stats::Summary;
 use super::{job_request, BenchError};
 use crate::local_cluster::{wait_for, LocalCluster};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,8 @@ pub struct EndToEndRun {
     pub share_of_floor: f64,
     /// Raft log entries committed during the run, per shard.
     pub log_entries_per_shard: f64,
+    /// CPU milliseconds per shard, by group of processes (see [`CPU_GROUPS`]).
+    pub cpu_ms_per_shard: BTreeMap<String, f64>,
 }
 
 /// The medians of `runs` (each figure's own median), and every run in order: the first one
@@ -45,7 +48,42 @@ pub struct EndToEnd {
     pub floor_per_second: f64,
     pub share_of_floor: f64,
     pub log_entries_per_shard: f64,
+    /// Each group's median CPU per shard, and their sum over the dispatcher's own processes.
+    pub cpu_ms_per_shard: BTreeMap<String, f64>,
     pub runs: Vec<EndToEndRun>,
+}
+
+/// The groups of processes a run's CPU is counted in. All but the shards' own commands are
+/// the dispatcher's: replicas, agents, the agents' shard hosts, and the two CLI calls.
+pub const CPU_GROUPS: [&str; 5] = ["replicas", "agents", "shard hosts", "CLI", COMMANDS_CPU];
+
+/// The shards' own commands, reaped by the shard hosts: not the dispatcher's CPU.
+pub const COMMANDS_CPU: &str = "shard commands";
+
+/// The sum of the dispatcher's own groups, under this key.
+pub const DISPATCHER_CPU: &str = "dispatcher (all but the commands)";
+
+/// Every process of the cluster, grouped: the replicas, agents and shard hosts by their own
+/// CPU; the commands by what the shard hosts reaped, the CLI calls by what this process reaped.
+fn cluster_processes(cluster: &LocalCluster) -> Vec<(String, u32, bool)> {
+    let mut processes = Vec::new();
+    for id in cluster.ids() {
+        if let Some(pid) = cluster.replica(id).ok().and_then(|r| r.pid()) {
+            processes.push(("replicas".to_string(), pid, false));
+        }
+    }
+    for id in cluster.taskmanager_ids() {
+        let Some(agent) = cluster.taskmanager(&id).ok().and_then(|a| a.pid()) else {
+            continue;
+        };
+        processes.push(("agents".to_string(), agent, false));
+        for host in super::process::children_named(agent, "shard-host") {
+            processes.push(("shard hosts".to_string(), host, false));
+            processes.push((COMMANDS_CPU.to_string(), host, true));
+        }
+    }
+    processes.push(("CLI".to_string(), std::process::id(), true));
+    processes
 }
 
 fn median_of(runs: &[EndToEndRun], figure: impl Fn(&EndToEndRun) -> f64) -> f64 {
@@ -243,6 +281,15 @@ pub async fn measure_end_to_end(
         floor_per_second: median_of(&measured, |r| r.floor_per_second),
         share_of_floor: median_of(&measured, |r| r.share_of_floor),
         log_entries_per_shard: median_of(&measured, |r| r.log_entries_per_shard),
+        cpu_ms_per_shard: std::iter::once(DISPATCHER_CPU)
+            .chain(CPU_GROUPS)
+            .map(|group| {
+                let median = median_of(&measured, |r| {
+                    r.cpu_ms_per_shard.get(group).copied().unwrap_or(0.0)
+                });
+                (group.to_string(), median)
+            })
+            .collect(),
         runs: measured,
     })
 }
@@ -254,6 +301,8 @@ async fn end_to_end_run(
 ) -> Result<EndToEndRun, BenchError> {
     let floor = measure_spawn_floor(2000, 2)?;
     let committed_before = committed_index(cluster).await;
+    // After the floor, whose processes this one reaped too.
+    let cpu = super::process::CpuSpent::start(&cluster_processes(cluster));
     let started = Instant::now();
     let shard_count = shards.to_string();
     let out = cli(
@@ -292,11 +341,23 @@ async fn end_to_end_run(
         )));
     }
     let per_second = f64::from(shards) / seconds;
+    let mut cpu_ms_per_shard: BTreeMap<String, f64> = cpu
+        .seconds()
+        .into_iter()
+        .map(|(group, s)| (group, s * 1000.0 / f64::from(shards)))
+        .collect();
+    let own: f64 = cpu_ms_per_shard
+        .iter()
+        .filter(|(group, _)| group.as_str() != COMMANDS_CPU)
+        .map(|(_, ms)| ms)
+        .sum();
+    cpu_ms_per_shard.insert(DISPATCHER_CPU.to_string(), own);
     let entries = committed_index(cluster)
         .await
         .saturating_sub(committed_before);
     Ok(EndToEndRun {
         log_entries_per_shard: entries as f64 / f64::from(shards),
+        cpu_ms_per_shard,
         seconds,
         per_second,
         floor_per_second: floor,

@@ -35,6 +35,7 @@ mod throughput;
 pub use dependents::{measure_dependents, DependentsResult};
 pub use dispatch::{
     measure_dispatch_latency, measure_end_to_end, measure_wait_latency, DispatchLatency, EndToEnd,
+    COMMANDS_CPU, CPU_GROUPS, DISPATCHER_CPU,
 };
 pub use failover::{measure_failover, measure_idle_elections, Fault};
 pub use flood::{measure_flood, FloodResult};

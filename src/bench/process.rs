@@ -20,16 +20,94 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// User plus system CPU time the process has used.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    cpu_times(pid).map(|t| t.own)
+}
+
+/// A process's CPU time: its own threads', and that of the children it has waited for
+/// (with theirs in turn), which is where the commands a shard host reaps end up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    pub own: Duration,
+    pub reaped: Duration,
+}
+
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
     // SAFETY: sysconf has no side effects.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
-    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks))
+    let seconds = |t: u64| Duration::from_secs_f64(t as f64 / ticks);
+    Some(CpuTimes {
+        own: seconds(field(11)? + field(12)?),
+        reaped: seconds(field(13)? + field(14)?),
+    })
+}
+
+/// Live children of `pid` whose command line contains `marker`.
+pub fn children_named(pid: u32, marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let parent = std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.get(stat.rfind(')')? + 2..)?.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            parent == Some(pid)
+                && std::fs::read(format!("/proc/{child}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}
+
+/// CPU seconds used over a window by groups of processes, each counted as its own threads
+/// or as the children it reaped.
+pub struct CpuSpent {
+    before: Vec<(String, u32, bool, Duration)>,
+}
+
+impl CpuSpent {
+    /// `(group, pid, reaped)`: `reaped` counts the children the process waited for instead
+    /// of the process itself.
+    pub fn start(processes: &[(String, u32, bool)]) -> CpuSpent {
+        CpuSpent {
+            before: processes
+                .iter()
+                .filter_map(|(group, pid, reaped)| {
+                    let t = cpu_times(*pid)?;
+                    Some((group.clone(), *pid, *reaped, pick(t, *reaped)))
+                })
+                .collect(),
+        }
+    }
+
+    /// CPU seconds per group since `start` (a process gone since counts nothing).
+    pub fn seconds(&self) -> std::collections::BTreeMap<String, f64> {
+        let mut out = std::collections::BTreeMap::new();
+        for (group, pid, reaped, before) in &self.before {
+            let spent = cpu_times(*pid)
+                .map(|t| pick(t, *reaped).saturating_sub(*before).as_secs_f64())
+                .unwrap_or(0.0);
+            *out.entry(group.clone()).or_insert(0.0) += spent;
+        }
+        out
+    }
+}
+
+fn pick(t: CpuTimes, reaped: bool) -> Duration {
+    if reaped {
+        t.reaped
+    } else {
+        t.own
+    }
 }
 
 /// CPU used by a few named processes over a window, in cores (1.0 = one core busy).
@@ -80,5 +158,29 @@ mod tests {
         assert!(x > 0);
         assert!(cpu_time(me).expect("cpu time") > before);
         assert!(rss_bytes(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn counts_reaped_children_apart_from_the_process() {
+        let me = std::process::id();
+        let spent = CpuSpent::start(&[("me".into(), me, false), ("children".into(), me, true)]);
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh");
+        assert!(status.success());
+        let seconds = spent.seconds();
+        assert!(seconds["children"] > 0.0, "{seconds:?}");
+        let sleeper = std::process::Command::new("sleep")
+            .args(["5", "dispatcher-children-named-marker"])
+            .spawn()
+            .expect("sleep");
+        assert_eq!(
+            children_named(me, "dispatcher-children-named-marker"),
+            vec![sleeper.id()]
+        );
+        let mut sleeper = sleeper;
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
     }
 }
