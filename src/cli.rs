@@ -460,6 +460,10 @@ pub struct BenchArgs {
     /// (`--etcd false` skips it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub etcd: bool,
+    /// AppendEntries batches in flight per follower on the bench's replicas (`[raft]
+    /// append_pipeline`), to measure the bound
+    #[arg(long, default_value_t = crate::config::DEFAULT_APPEND_PIPELINE)]
+    pub append_pipeline: usize,
     /// Seconds an idle cluster is watched for elections nobody provoked, before the
     /// failovers (0 skips).
     #[arg(long, default_value_t = 0)]

@@ -69,6 +69,8 @@ pub async fn bench(args: BenchArgs) -> Result<super::ExitCode, CliError> {
     config.limits.max_pending_shards = u64::MAX / 4;
     config.limits.max_pending_shards_per_client = u64::MAX / 4;
     config.limits.max_spec_bytes = u64::MAX / 4;
+    config.raft.append_pipeline = args.append_pipeline;
+    config.validate().map_err(|e| usage(&e.to_string()))?;
     let started = Instant::now();
     let result = run(&args, &dir, &config).await;
     if remove_after {
@@ -501,6 +503,7 @@ async fn run(
         "machine": machine(),
         "replicas": args.replicas,
         "raft": {"heartbeat_ms": config.raft.heartbeat_ms,
+                 "append_pipeline": config.raft.append_pipeline,
                  "election_timeout_min_ms": config.raft.election_timeout_min_ms,
                  "election_timeout_max_ms": config.raft.election_timeout_max_ms},
         "taskmanager": {"heartbeat_interval_ms": config.taskmanagers.heartbeat_interval_ms,
@@ -778,11 +781,12 @@ async fn run(
     report["scale"] = json!(scale);
 
     let header = format!(
-        "dispatcher bench: {} durable replicas on loopback, Raft heartbeat {} ms, election timeout {}-{} ms; {}",
+        "dispatcher bench: {} durable replicas on loopback, Raft heartbeat {} ms, election timeout {}-{} ms, {} append batches in flight per follower; {}",
         args.replicas,
         config.raft.heartbeat_ms,
         config.raft.election_timeout_min_ms,
         config.raft.election_timeout_max_ms,
+        config.raft.append_pipeline,
         machine()
     );
     Ok((format!("{header}\n{}", table.render()), report))
