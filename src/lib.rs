@@ -18,6 +18,7 @@
 //! - [`domain`]: pure data (TaskManagers, jobs, shards, the cluster state and its digest).
 //! - [`fsm`]: the replicated commands and their deterministic apply.
 //! - [`scheduler`]: the pure placement policy (state view in, plan out).
+//! - [`periodic`]: cron schedules and the pure rules for firing them (issue 27, begun).
 //! - [`raft`]: openraft glue — write-ahead log store, snapshotting state machine, tonic
 //!   transport, the Raft gate.
 //! - [`leader`]: loops that run only on the leader and act only through the log.
@@ -52,6 +53,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod node;
 pub mod pb;
+pub mod periodic;
 #[cfg(test)]
 mod persisted_formats;
 pub mod private_files;
