@@ -175,10 +175,14 @@ mod tests {
             .args(["5", "dispatcher-children-named-marker"])
             .spawn()
             .expect("sleep");
-        assert_eq!(
-            children_named(me, "dispatcher-children-named-marker"),
-            vec![sleeper.id()]
-        );
+        // Until it has exec'd, the child's command line is still this test's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut found = Vec::new();
+        while found.is_empty() && std::time::Instant::now() < deadline {
+            found = children_named(me, "dispatcher-children-named-marker");
+            std::thread::yield_now();
+        }
+        assert_eq!(found, vec![sleeper.id()]);
         let mut sleeper = sleeper;
         let _ = sleeper.kill();
         let _ = sleeper.wait();
