@@ -171,8 +171,9 @@ mod tests {
         assert!(status.success());
         let seconds = spent.seconds();
         assert!(seconds["children"] > 0.0, "{seconds:?}");
-        let sleeper = std::process::Command::new("sleep")
-            .args(["5", "dispatcher-children-named-marker"])
+        // The marker is the shell's $0; the shell stays (a second command follows the sleep).
+        let sleeper = std::process::Command::new("sh")
+            .args(["-c", "sleep 5; true", "dispatcher-children-named-marker"])
             .spawn()
             .expect("sleep");
         // Until it has exec'd, the child's command line is still this test's.
