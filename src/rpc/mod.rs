@@ -22,6 +22,7 @@ mod leader_lease;
 pub mod output_taps;
 mod raft_access;
 mod raft_service;
+mod read_ahead;
 mod registration;
 mod rejoin;
 mod report_budget;

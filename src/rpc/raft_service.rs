@@ -4,10 +4,11 @@
 //! until the leader has taken it back), with `UNAVAILABLE`. A message must come from the
 //! replica it names: the leader or candidate in it is the replica whose certificate the
 //! caller presented (`PERMISSION_DENIED` otherwise). A snapshot install is bounded in size
-//! and in time.
+//! and in time; a stream of appends in the bytes it holds unanswered (`read_ahead`).
 
 use super::access::Caller;
 use super::leader_contact::LeaderContact;
+use super::read_ahead::{ReadAhead, APPEND_READ_AHEAD_BYTES};
 use crate::pb::raft::raft_service_server::RaftService as RaftServiceApi;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
 use crate::raft::network::{decode, encode};
@@ -132,8 +133,20 @@ impl RaftServiceApi for RaftService {
         let gate = self.gate.clone();
         let refusal: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
         let refused = refusal.clone();
+        let read_ahead = Arc::new(ReadAhead::new(APPEND_READ_AHEAD_BYTES));
+        let admitting = read_ahead.clone();
         let requests = request
             .into_inner()
+            .then(move |message| {
+                let admitting = admitting.clone();
+                async move {
+                    // Taken in only once its bytes fit beside what waits for an answer.
+                    if let Ok(payload) = &message {
+                        admitting.admit(payload.data.len()).await;
+                    }
+                    message
+                }
+            })
             .map(move |message| {
                 // The sender went away: the stream simply ends.
                 let payload = message.ok()?;
@@ -155,6 +168,8 @@ impl RaftServiceApi for RaftService {
             .filter_map(ready);
         let contact = self.contact.clone();
         let answers = self.raft.stream_append(requests).map(move |answer| {
+            // Answers come in the order of the requests: the oldest one's bytes are free.
+            read_ahead.answered();
             if matches!(&answer, Ok(Ok(_)) | Ok(Err(StreamAppendError::Conflict(_)))) {
                 contact.touch();
             }
