@@ -342,7 +342,7 @@ async fn end_to_end_run(
     }
     let per_second = f64::from(shards) / seconds;
     let mut cpu_ms_per_shard: BTreeMap<String, f64> = cpu
-        .seconds()
+        .seconds(&cluster_processes(cluster))
         .into_iter()
         .map(|(group, s)| (group, s * 1000.0 / f64::from(shards)))
         .collect();

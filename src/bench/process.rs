@@ -89,14 +89,26 @@ impl CpuSpent {
         }
     }
 
-    /// CPU seconds per group since `start` (a process gone since counts nothing).
-    pub fn seconds(&self) -> std::collections::BTreeMap<String, f64> {
+    /// CPU seconds per group since `start` (a process gone since counts nothing). `now`
+    /// lists the processes again: one that was not there at the start (a shard host started
+    /// during the run) counts all its CPU.
+    pub fn seconds(&self, now: &[(String, u32, bool)]) -> std::collections::BTreeMap<String, f64> {
         let mut out = std::collections::BTreeMap::new();
         for (group, pid, reaped, before) in &self.before {
             let spent = cpu_times(*pid)
                 .map(|t| pick(t, *reaped).saturating_sub(*before).as_secs_f64())
                 .unwrap_or(0.0);
             *out.entry(group.clone()).or_insert(0.0) += spent;
+        }
+        for (group, pid, reaped) in now {
+            let known = self
+                .before
+                .iter()
+                .any(|(g, p, r, _)| g == group && p == pid && r == reaped);
+            if !known {
+                let spent = cpu_times(*pid).map_or(0.0, |t| pick(t, *reaped).as_secs_f64());
+                *out.entry(group.clone()).or_insert(0.0) += spent;
+            }
         }
         out
     }
@@ -169,7 +181,7 @@ mod tests {
             .status()
             .expect("sh");
         assert!(status.success());
-        let seconds = spent.seconds();
+        let seconds = spent.seconds(&[]);
         assert!(seconds["children"] > 0.0, "{seconds:?}");
         // The marker is the shell's $0; the shell stays (a second command follows the sleep).
         let sleeper = std::process::Command::new("sh")

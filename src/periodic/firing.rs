@@ -81,13 +81,14 @@ pub fn due(
             ..Due::default()
         };
     }
-    // Nothing at or before `lower` may fire.
+    // Nothing at or before `lower` may fire (a time exactly `ON_TIME_MS` old, or exactly
+    // at the deadline, still may).
     let mut lower = settled_ms;
     if catch_up == CatchUp::None {
-        lower = lower.max(now_ms.saturating_sub(ON_TIME_MS));
+        lower = lower.max(now_ms.saturating_sub(ON_TIME_MS + 1));
     }
     if let Some(deadline) = starting_deadline_ms {
-        lower = lower.max(now_ms.saturating_sub(deadline));
+        lower = lower.max(now_ms.saturating_sub(deadline.saturating_add(1)));
     }
     let candidates = match catch_up {
         CatchUp::Last => newest_times(schedule, lower, now_ms, 1),
@@ -307,6 +308,21 @@ mod tests {
         assert_eq!(last.skipped.count, MAX_COUNTED_SKIPS as u64);
         assert_eq!(last.skipped.first_ms, Some(T0 + 1_000));
         assert_eq!(last.skipped.last_ms, Some(now - 1_000));
+    }
+
+    #[test]
+    fn a_time_exactly_on_the_bounds_still_fires() {
+        let now = T0 + MINUTE + ON_TIME_MS;
+        let none = due(&every_minute(), T0, now, CatchUp::None, None);
+        assert_eq!(none.fire, vec![T0 + MINUTE]);
+        let deadline = due(
+            &every_minute(),
+            T0,
+            T0 + MINUTE + 7_000,
+            CatchUp::Last,
+            Some(7_000),
+        );
+        assert_eq!(deadline.fire, vec![T0 + MINUTE]);
     }
 
     #[test]

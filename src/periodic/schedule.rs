@@ -15,7 +15,7 @@
 use chrono::{DateTime, LocalResult, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
-use croner::{Cron, Direction};
+use croner::{Cron, JobType};
 use std::fmt;
 
 /// Longest expression accepted (bytes).
@@ -129,17 +129,24 @@ impl Schedule {
 
     /// The first scheduled time strictly after `ms`, if there is one.
     pub fn next_after(&self, ms: u64) -> Option<u64> {
-        let start = self.at(ms)?;
-        if self.in_fold(&start) {
-            // Inside an hour that repeats, a stateless search from here would miss the
-            // repeat of a time already passed once: walk from before the fold instead.
-            return self
-                .cron
-                .iter_from(start - FOLD, Direction::Forward)
-                .filter_map(|t| to_ms(&t))
-                .find(|t| *t > ms);
+        let mut at = self.at(ms)?;
+        // Inside an hour that repeats, croner's search is not in time order (it gives a
+        // time's second pass right after its first): step through the fold second by second.
+        for _ in 0..MAX_FOLD_SECONDS {
+            if !self.in_fold(&at) {
+                break;
+            }
+            at += chrono::TimeDelta::seconds(1);
+            if self.fires_at(&at) {
+                return to_ms(&at);
+            }
         }
-        let next = self.cron.find_next_occurrence(&start, false).ok()?;
+        if self.in_fold(&at) {
+            return None;
+        }
+        // Past any fold: croner's forward search is in order (a fold ahead starts with a
+        // first pass, which is the earliest).
+        let next = self.cron.find_next_occurrence(&at, false).ok()?;
         to_ms(&next)
     }
 
@@ -159,27 +166,42 @@ impl Schedule {
         times
     }
 
-    /// The last scheduled time at or before `ms`, if any.
+    /// The last scheduled time at or before `ms`, if any: found with croner's backward
+    /// search as a first guess (which, at a daylight-saving change, may be a moment that
+    /// does not fire, or a time's first pass where its second also fires), then settled by
+    /// walking forward with `next_after`, so both directions agree.
     pub fn last_at_or_before(&self, ms: u64) -> Option<u64> {
-        let start = self.at(ms)?;
-        if self.in_fold(&start) {
-            let first = self
-                .cron
-                .iter_from(start - FOLD, Direction::Forward)
-                .filter_map(|t| to_ms(&t))
-                .take_while(|t| *t <= ms)
-                .last();
-            if first.is_some() {
-                return first;
+        let mut from = self.at(ms)?;
+        for _ in 0..MAX_BACKWARD_GUESSES {
+            let guess = self.cron.find_previous_occurrence(&from, true).ok()?;
+            let mut last = None;
+            let mut at = to_ms(&guess)?.saturating_sub(1);
+            while let Some(t) = self.next_after(at).filter(|t| *t <= ms) {
+                last = Some(t);
+                at = t;
             }
-            return self
-                .cron
-                .find_previous_occurrence(&(start - FOLD), true)
-                .ok()
-                .and_then(|t| to_ms(&t));
+            if last.is_some() {
+                return last;
+            }
+            // The guess fired after `ms` (a moment snapped into a gap): look before it.
+            from = guess - chrono::TimeDelta::seconds(1);
         }
-        let previous = self.cron.find_previous_occurrence(&start, true).ok()?;
-        to_ms(&previous)
+        None
+    }
+
+    /// Whether the schedule fires at `at` (whole seconds): its fields match the wall clock,
+    /// and, in a repeated hour, a fixed-time schedule fires only in the first pass.
+    fn fires_at(&self, at: &DateTime<Tz>) -> bool {
+        if !self.cron.is_time_matching(at).unwrap_or(false) {
+            return false;
+        }
+        match self.zone.from_local_datetime(&at.naive_local()) {
+            LocalResult::Ambiguous(first, second) => {
+                self.cron.determine_job_type() == JobType::IntervalWildcard
+                    || *at == first.min(second)
+            }
+            _ => true,
+        }
     }
 
     /// `ms` in the schedule's zone, to the whole second below (cron's finest unit).
@@ -201,8 +223,11 @@ impl Schedule {
     }
 }
 
-/// Longer than any daylight-saving shift in the tz database (most are an hour).
-const FOLD: chrono::TimeDelta = chrono::TimeDelta::hours(2);
+/// Longer than any repeated stretch of wall-clock time in the tz database (most are an
+/// hour; Antarctica/Troll repeats two).
+const MAX_FOLD_SECONDS: u32 = 4 * 3600;
+/// Backward guesses tried before giving up on finding an earlier time.
+const MAX_BACKWARD_GUESSES: usize = 4;
 
 fn to_ms(at: &DateTime<Tz>) -> Option<u64> {
     u64::try_from(at.timestamp_millis()).ok()
@@ -314,6 +339,60 @@ mod tests {
         let fixed = schedule("30 1 * * *", "America/New_York");
         let fires = fixed.times_between(utc(2026, 11, 1, 0, 0, 0), utc(2026, 11, 2, 0, 0, 0), 10);
         assert_eq!(fires, vec![utc(2026, 11, 1, 5, 30, 0)]);
+    }
+
+    #[test]
+    fn in_the_repeated_hour_every_pass_comes_in_time_order() {
+        // Every 15 minutes of wall-clock time in Berlin is every 15 minutes of real time,
+        // through both passes of 02:00-03:00 on 2026-10-25 (00:00-02:00 UTC).
+        let quarterly = schedule("*/15 * * * *", "Europe/Berlin");
+        let from = utc(2026, 10, 24, 23, 30, 0);
+        let fires = quarterly.times_between(from, utc(2026, 10, 25, 2, 0, 0), 20);
+        let every_quarter: Vec<u64> = (1..=10).map(|q| from + q * 900_000).collect();
+        assert_eq!(fires, every_quarter);
+        for (i, t) in every_quarter.iter().enumerate().skip(1) {
+            // Both directions agree, from anywhere in the fold.
+            assert_eq!(quarterly.next_after(t - 1), Some(*t));
+            assert_eq!(quarterly.last_at_or_before(t + 400), Some(*t));
+            assert_eq!(
+                quarterly.last_at_or_before(t - 1),
+                Some(every_quarter[i - 1])
+            );
+        }
+        // Every second: each second of real time fires exactly once across the fold.
+        let every_second = schedule("* * * * * *", "Europe/Berlin");
+        let from = utc(2026, 10, 24, 23, 59, 0);
+        let fires = every_second.times_between(from, utc(2026, 10, 25, 2, 1, 0), 10_000);
+        assert_eq!(fires.len(), 2 * 3600 + 2 * 60);
+        assert!(fires.windows(2).all(|w| w[1] - w[0] == 1_000));
+    }
+
+    #[test]
+    fn the_last_time_agrees_with_the_next_at_daylight_saving_changes() {
+        // Spring: 02:30 does not exist in Berlin on 2026-03-29 and fires at 03:00 CEST.
+        let fixed = schedule("30 2 * * *", "Europe/Berlin");
+        let after_gap = utc(2026, 3, 29, 1, 0, 0);
+        assert_eq!(fixed.last_at_or_before(after_gap + 500), Some(after_gap));
+        assert_eq!(
+            fixed.last_at_or_before(after_gap - 500),
+            Some(utc(2026, 3, 28, 1, 30, 0))
+        );
+        // Autumn, after the fold: the last :30 was the second pass's, 01:30 UTC.
+        let half_past = schedule("30 * * * *", "Europe/Berlin");
+        assert_eq!(
+            half_past.last_at_or_before(utc(2026, 10, 25, 2, 10, 0)),
+            Some(utc(2026, 10, 25, 1, 30, 0))
+        );
+    }
+
+    #[test]
+    fn a_two_hour_repeat_fires_a_fixed_time_once() {
+        // Antarctica/Troll goes from +02 back to +00 at 01:00 UTC on 2026-10-25: local
+        // 01:00-03:00 happens twice, and 01:30 first at 23:30 UTC the day before.
+        let fixed = schedule("30 1 * * *", "Antarctica/Troll");
+        let fires =
+            fixed.times_between(utc(2026, 10, 24, 12, 0, 0), utc(2026, 10, 25, 12, 0, 0), 10);
+        assert_eq!(fires, vec![utc(2026, 10, 24, 23, 30, 0)]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use super::access::Caller;
 use super::leader_contact::LeaderContact;
-use super::read_ahead::{ReadAhead, APPEND_READ_AHEAD_BYTES};
+use super::read_ahead::{CloseOnDrop, ReadAhead, APPEND_READ_AHEAD_BYTES};
 use crate::pb::raft::raft_service_server::RaftService as RaftServiceApi;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
 use crate::raft::network::{decode, encode};
@@ -140,16 +140,15 @@ impl RaftServiceApi for RaftService {
             .then(move |message| {
                 let admitting = admitting.clone();
                 async move {
-                    // Taken in only once its bytes fit beside what waits for an answer.
-                    if let Ok(payload) = &message {
-                        admitting.admit(payload.data.len()).await;
-                    }
-                    message
+                    // Taken in only once its bytes fit beside what waits for an answer; not
+                    // at all once the answers have ended.
+                    let payload = message.ok()?;
+                    admitting.admit(payload.data.len()).await.then_some(payload)
                 }
             })
-            .map(move |message| {
-                // The sender went away: the stream simply ends.
-                let payload = message.ok()?;
+            .map(move |payload| {
+                // The sender went away, or the answers ended: the stream simply ends.
+                let payload = payload?;
                 let checked =
                     decode_request::<AppendEntriesRequest<TypeConfig>>(&payload, "AppendEntries")
                         .and_then(|req| {
@@ -167,9 +166,10 @@ impl RaftServiceApi for RaftService {
             .take_while(|req| ready(req.is_some()))
             .filter_map(ready);
         let contact = self.contact.clone();
+        let closing = CloseOnDrop(read_ahead);
         let answers = self.raft.stream_append(requests).map(move |answer| {
             // Answers come in the order of the requests: the oldest one's bytes are free.
-            read_ahead.answered();
+            closing.0.answered();
             if matches!(&answer, Ok(Ok(_)) | Ok(Err(StreamAppendError::Conflict(_)))) {
                 contact.touch();
             }

@@ -33,15 +33,25 @@ impl ReadAhead {
     }
 
     /// Wait until a request of `bytes` fits; one larger than the whole budget waits until
-    /// nothing else is held.
-    pub async fn admit(&self, bytes: usize) {
+    /// nothing else is held. False once the answers have ended (`close`): the request is
+    /// not to be taken, and the stream is over.
+    pub async fn admit(&self, bytes: usize) -> bool {
         let units = u32::try_from(bytes.div_ceil(UNIT).max(1))
             .unwrap_or(u32::MAX)
             .min(self.units);
-        // The semaphore is never closed, so acquiring only waits.
-        if let Ok(permit) = self.budget.clone().acquire_many_owned(units).await {
-            self.lock().push_back(permit);
+        match self.budget.clone().acquire_many_owned(units).await {
+            Ok(permit) => {
+                self.lock().push_back(permit);
+                true
+            }
+            Err(_) => false,
         }
+    }
+
+    /// No more answers will come (the stream ended or its reader went away): wake and refuse
+    /// whoever waits for room, so the reading side ends too instead of waiting forever.
+    pub fn close(&self) {
+        self.budget.close();
     }
 
     /// The oldest admitted request was answered: its bytes fit again.
@@ -57,6 +67,16 @@ impl ReadAhead {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<OwnedSemaphorePermit>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Closes a `ReadAhead` when dropped: held by the answer stream, so that its end, however it
+/// comes, lets the reading side go.
+pub struct CloseOnDrop(pub std::sync::Arc<ReadAhead>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -77,7 +97,7 @@ mod tests {
         assert_eq!(poll!(&mut waiting), Poll::Pending);
         // ... and do once the oldest (4 KiB) is answered.
         read_ahead.answered();
-        assert_eq!(poll!(&mut waiting), Poll::Ready(()));
+        assert_eq!(poll!(&mut waiting), Poll::Ready(true));
         assert_eq!(read_ahead.held_bytes(), 8 * UNIT);
     }
 
@@ -88,9 +108,20 @@ mod tests {
         let mut huge = Box::pin(read_ahead.admit(100 * UNIT));
         assert_eq!(poll!(&mut huge), Poll::Pending);
         read_ahead.answered();
-        assert_eq!(poll!(&mut huge), Poll::Ready(()));
+        assert_eq!(poll!(&mut huge), Poll::Ready(true));
         assert_eq!(read_ahead.held_bytes(), 10 * UNIT);
         read_ahead.answered();
         assert_eq!(read_ahead.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reader_waiting_for_room_is_let_go_when_the_answers_end() {
+        let read_ahead = ReadAhead::new(10 * UNIT);
+        read_ahead.admit(10 * UNIT).await;
+        let mut waiting = Box::pin(read_ahead.admit(UNIT));
+        assert_eq!(poll!(&mut waiting), Poll::Pending);
+        read_ahead.close();
+        assert_eq!(poll!(&mut waiting), Poll::Ready(false));
+        assert!(!read_ahead.admit(UNIT).await);
     }
 }
