@@ -8,7 +8,7 @@
 //!   after the gap, when its seconds, minutes and hours are fixed numbers (`30 2 * * *`);
 //!   an interval schedule (`*/15 * * * *`) skips what falls in the gap;
 //! - a time that exists twice (the hour repeated in autumn) fires once, at its first
-//!   occurrence, when fixed; an interval schedule fires at each occurrence.
+//!   occurrence, when fixed; an interval schedule fires at each occurrence, in time order.
 //!
 //! Pure: no clock (every question names its moment, in ms since the epoch), no I/O.
 
