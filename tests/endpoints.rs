@@ -17,21 +17,13 @@ fn fresh_calls(cluster: &TestCluster, first: u64) -> anyhow::Result<Duration> {
             endpoints.push(cluster.addr(id)?);
         }
     }
-    let mut took = Vec::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let out = Command::new(BINARY)
+    let took = five_timed_calls(|| {
+        let mut command = Command::new(BINARY);
+        command
             .args(["job", "list", "--endpoints", &endpoints.join(",")])
-            .args(cluster.client_flags())
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        took.push(started.elapsed());
-    }
-    took.sort();
+            .args(cluster.client_flags());
+        command
+    })?;
     eprintln!("fresh calls with replica {first} paused and listed first: {took:?}");
     Ok(took[2])
 }

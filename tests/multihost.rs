@@ -233,24 +233,16 @@ fn fresh_cli_calls(
     endpoints: &[String],
 ) -> anyhow::Result<Duration> {
     let token = std::fs::read_to_string(token_file)?;
-    let mut took = Vec::new();
-    for _ in 0..5 {
-        let started = std::time::Instant::now();
-        let out = Command::new(BINARY)
+    let took = five_timed_calls(|| {
+        let mut command = Command::new(BINARY);
+        command
             .args(["job", "list", "--endpoints", &endpoints.join(",")])
             .arg("--tls-dir")
             .arg(certs)
             .args(["--tls-name", "client-ops"])
-            .env("DISPATCHER_TOKEN", token.trim())
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        took.push(started.elapsed());
-    }
-    took.sort();
+            .env("DISPATCHER_TOKEN", token.trim());
+        command
+    })?;
     eprintln!(
         "fresh CLI calls with {} cut and listed first: {took:?}",
         endpoints[0]

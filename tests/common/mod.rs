@@ -336,3 +336,23 @@ pub fn old_release_binary() -> anyhow::Result<std::path::PathBuf> {
     }
     Ok(binary)
 }
+
+/// Five runs of the CLI call `command` makes, each of which must succeed: their times,
+/// shortest first (the median is `[2]`).
+pub fn five_timed_calls(
+    mut command: impl FnMut() -> std::process::Command,
+) -> anyhow::Result<Vec<std::time::Duration>> {
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let out = command().output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        took.push(started.elapsed());
+    }
+    took.sort();
+    Ok(took)
+}
