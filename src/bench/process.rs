@@ -31,11 +31,17 @@ pub struct CpuTimes {
     pub reaped: Duration,
 }
 
-pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
+/// The numbers of `/proc/<pid>/stat` after the command name (which is in parentheses and
+/// may contain spaces): index 0 is the state's field, 1 the parent, 11 and 12 the user and
+/// system time, 13 and 14 those of the children waited for.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
+    let fields = stat_fields(pid)?;
     let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
     // SAFETY: sysconf has no side effects.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -55,12 +61,7 @@ pub fn children_named(pid: u32, marker: &str) -> Vec<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|child| {
-            let parent = std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = stat.get(stat.rfind(')')? + 2..)?.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                });
+            let parent = stat_fields(*child).and_then(|f| f.get(1)?.parse::<u32>().ok());
             parent == Some(pid)
                 && std::fs::read(format!("/proc/{child}/cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
@@ -125,31 +126,27 @@ fn pick(t: CpuTimes, reaped: bool) -> Duration {
 /// CPU used by a few named processes over a window, in cores (1.0 = one core busy).
 pub struct CpuMeter {
     started: std::time::Instant,
-    before: Vec<(String, u32, Duration)>,
+    spent: CpuSpent,
 }
 
 impl CpuMeter {
     pub fn start(processes: &[(String, u32)]) -> CpuMeter {
+        let own: Vec<(String, u32, bool)> = processes
+            .iter()
+            .map(|(name, pid)| (name.clone(), *pid, false))
+            .collect();
         CpuMeter {
             started: std::time::Instant::now(),
-            before: processes
-                .iter()
-                .filter_map(|(name, pid)| Some((name.clone(), *pid, cpu_time(*pid)?)))
-                .collect(),
+            spent: CpuSpent::start(&own),
         }
     }
 
     /// Cores each process used since `start`, summed by name.
     pub fn cores(&self) -> std::collections::BTreeMap<String, f64> {
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);
-        let mut out = std::collections::BTreeMap::new();
-        for (name, pid, before) in &self.before {
-            if let Some(now) = cpu_time(*pid) {
-                *out.entry(name.clone()).or_insert(0.0) +=
-                    now.saturating_sub(*before).as_secs_f64() / wall;
-            }
-        }
-        out
+        let mut cores = self.spent.seconds(&[]);
+        cores.values_mut().for_each(|seconds| *seconds /= wall);
+        cores
     }
 }
 

@@ -112,20 +112,11 @@ pub fn due(
 
 /// The newest `most` scheduled times in `(lower, upper]`, oldest first.
 fn newest_times(schedule: &Schedule, lower: u64, upper: u64, most: usize) -> Vec<u64> {
-    let mut times = Vec::new();
-    let mut at = upper;
-    while times.len() < most {
-        match schedule.last_at_or_before(at) {
-            Some(t) if t > lower => {
-                times.push(t);
-                match t.checked_sub(1) {
-                    Some(before) => at = before,
-                    None => break,
-                }
-            }
-            _ => break,
-        }
-    }
+    let mut times: Vec<u64> = schedule
+        .times_back_from(upper)
+        .take_while(|t| *t > lower)
+        .take(most)
+        .collect();
     times.reverse();
     times
 }
@@ -133,12 +124,11 @@ fn newest_times(schedule: &Schedule, lower: u64, upper: u64, most: usize) -> Vec
 /// The scheduled times in `(from, until]` that are not in `fired`.
 fn count_skipped(schedule: &Schedule, from: u64, until: u64, fired: &[u64]) -> Skipped {
     let mut skipped = Skipped::default();
-    let mut at = from;
-    while let Some(t) = schedule.next_after(at).filter(|t| *t <= until) {
-        at = t;
-        if fired.contains(&t) {
-            continue;
-        }
+    let unfired = schedule
+        .times_after(from)
+        .take_while(|t| *t <= until)
+        .filter(|t| !fired.contains(t));
+    for t in unfired {
         if skipped.count == MAX_COUNTED_SKIPS as u64 {
             skipped.at_least = true;
             // The newest skipped time is the one just before the first fired, or `until`'s.
@@ -153,14 +143,10 @@ fn count_skipped(schedule: &Schedule, from: u64, until: u64, fired: &[u64]) -> S
 }
 
 fn newest_unfired(schedule: &Schedule, from: u64, until: u64, fired: &[u64]) -> Option<u64> {
-    let mut at = until;
-    loop {
-        let t = schedule.last_at_or_before(at).filter(|t| *t > from)?;
-        if !fired.contains(&t) {
-            return Some(t);
-        }
-        at = t.checked_sub(1)?;
-    }
+    schedule
+        .times_back_from(until)
+        .take_while(|t| *t > from)
+        .find(|t| !fired.contains(t))
 }
 
 /// What a fire does, given whether the schedule's previous job still runs.

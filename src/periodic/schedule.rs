@@ -20,10 +20,6 @@ use std::fmt;
 
 /// Longest expression accepted (bytes).
 pub const MAX_EXPRESSION_BYTES: usize = 256;
-/// Fewest milliseconds between two fires; a schedule that would fire more often is refused.
-pub const MIN_INTERVAL_MS: u64 = 1_000;
-/// How many of a schedule's next fires are checked against `MIN_INTERVAL_MS`.
-const INTERVAL_PROBES: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
@@ -37,8 +33,6 @@ pub enum ScheduleError {
     TimeZone(String),
     #[error("the schedule {0:?} never fires")]
     Never(String),
-    #[error("the schedule {0:?} fires more than once a second; a schedule may fire at most once a second")]
-    TooOften(String),
 }
 
 /// A parsed schedule. Two schedules are equal when their texts are.
@@ -47,6 +41,9 @@ pub struct Schedule {
     expression: String,
     zone: Tz,
     cron: Cron,
+    /// Seconds, minutes and hours are single numbers (croner's fixed-time job): in a
+    /// repeated hour it fires in the first pass only.
+    fixed_time: bool,
 }
 
 impl fmt::Debug for Schedule {
@@ -65,25 +62,17 @@ impl Eq for Schedule {}
 
 impl Schedule {
     /// Parse `expression` in `timezone` (an IANA name; `None` is UTC), checking at `now_ms`
-    /// that it fires at all and not more than once a second.
+    /// that it fires at all. None fires more than once a second: a second is cron's finest
+    /// unit.
     pub fn parse(
         expression: &str,
         timezone: Option<&str>,
         now_ms: u64,
     ) -> Result<Schedule, ScheduleError> {
         let schedule = Schedule::read(expression, timezone)?;
-        let mut previous = schedule
+        schedule
             .next_after(now_ms)
             .ok_or_else(|| ScheduleError::Never(expression.to_string()))?;
-        for _ in 0..INTERVAL_PROBES {
-            let Some(next) = schedule.next_after(previous) else {
-                break;
-            };
-            if next - previous < MIN_INTERVAL_MS {
-                return Err(ScheduleError::TooOften(expression.to_string()));
-            }
-            previous = next;
-        }
         Ok(schedule)
     }
 
@@ -114,6 +103,7 @@ impl Schedule {
         Ok(Schedule {
             expression: expression.to_string(),
             zone,
+            fixed_time: cron.determine_job_type() == JobType::FixedTime,
             cron,
         })
     }
@@ -150,20 +140,25 @@ impl Schedule {
         to_ms(&next)
     }
 
+    /// The scheduled times after `after_ms`, oldest first.
+    pub fn times_after(&self, after_ms: u64) -> impl Iterator<Item = u64> + '_ {
+        std::iter::successors(self.next_after(after_ms), |t| self.next_after(*t))
+    }
+
+    /// The scheduled times at or before `ms`, newest first.
+    pub fn times_back_from(&self, ms: u64) -> impl Iterator<Item = u64> + '_ {
+        std::iter::successors(self.last_at_or_before(ms), |t| {
+            t.checked_sub(1)
+                .and_then(|before| self.last_at_or_before(before))
+        })
+    }
+
     /// The scheduled times in `(after_ms, until_ms]`, oldest first, at most `max` of them.
     pub fn times_between(&self, after_ms: u64, until_ms: u64, max: usize) -> Vec<u64> {
-        let mut times = Vec::new();
-        let mut at = after_ms;
-        while times.len() < max {
-            match self.next_after(at) {
-                Some(next) if next <= until_ms => {
-                    times.push(next);
-                    at = next;
-                }
-                _ => break,
-            }
-        }
-        times
+        self.times_after(after_ms)
+            .take_while(|t| *t <= until_ms)
+            .take(max)
+            .collect()
     }
 
     /// The last scheduled time at or before `ms`, if any: found with croner's backward
@@ -174,12 +169,10 @@ impl Schedule {
         let mut from = self.at(ms)?;
         for _ in 0..MAX_BACKWARD_GUESSES {
             let guess = self.cron.find_previous_occurrence(&from, true).ok()?;
-            let mut last = None;
-            let mut at = to_ms(&guess)?.saturating_sub(1);
-            while let Some(t) = self.next_after(at).filter(|t| *t <= ms) {
-                last = Some(t);
-                at = t;
-            }
+            let last = self
+                .times_after(to_ms(&guess)?.saturating_sub(1))
+                .take_while(|t| *t <= ms)
+                .last();
             if last.is_some() {
                 return last;
             }
@@ -196,10 +189,7 @@ impl Schedule {
             return false;
         }
         match self.zone.from_local_datetime(&at.naive_local()) {
-            LocalResult::Ambiguous(first, second) => {
-                self.cron.determine_job_type() == JobType::IntervalWildcard
-                    || *at == first.min(second)
-            }
+            LocalResult::Ambiguous(first, second) => !self.fixed_time || *at == first.min(second),
             _ => true,
         }
     }

@@ -72,7 +72,7 @@ impl ReadAhead {
 
 /// Closes a `ReadAhead` when dropped: held by the answer stream, so that its end, however it
 /// comes, lets the reading side go.
-pub struct CloseOnDrop(pub std::sync::Arc<ReadAhead>);
+pub struct CloseOnDrop(pub Arc<ReadAhead>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
