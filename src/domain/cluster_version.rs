@@ -5,7 +5,9 @@
 //!
 //! Version 1 is what v0.1.0 reads: the 30 command kinds it knew and snapshot format 10.
 //! Version 2 adds `SetClusterVersion`, `UndrainTaskManager` and snapshot format 11 (which
-//! carries the cluster version; at version 1 snapshots stay in format 10).
+//! carries the cluster version; at version 1 snapshots stay in format 10). Version 3 adds
+//! periodic jobs: the `Cron*` commands and snapshot format 12 (the schedules after the
+//! cluster version).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -90,6 +90,10 @@ pub struct ClusterState {
     /// 10, without it, so that a release that knows no cluster version reads them.
     #[serde(skip)]
     pub cluster_version: super::ClusterVersion,
+    /// Periodic jobs: the schedules and which jobs they made (`cron`). After the cluster
+    /// version, from format 12 (cluster version 3).
+    #[serde(skip)]
+    pub cron: super::cron::CronState,
     /// Resources held now on each TaskManager by shards that asked for some. Derived, like
     /// `tenant_slots`.
     #[serde(skip)]
@@ -217,12 +221,13 @@ impl ClusterState {
     }
 
     /// The snapshot format `encode` writes: 10 while the cluster version is 1 (what a
-    /// release without cluster versions reads), 11 after.
+    /// release without cluster versions reads), 11 at version 2, 12 from version 3 (the
+    /// periodic jobs after the cluster version).
     pub fn format_version(&self) -> u32 {
-        if self.cluster_version > super::ClusterVersion::FIRST {
-            11
-        } else {
-            10
+        match self.cluster_version.0 {
+            0 | 1 => 10,
+            2 => 11,
+            _ => 12,
         }
     }
 
@@ -257,6 +262,12 @@ impl ClusterState {
                     .unwrap_or_default(),
             );
         }
+        if self.format_version() >= 12 {
+            outputs.extend(
+                bincode::serde::encode_to_vec(&self.cron, bincode::config::standard())
+                    .unwrap_or_default(),
+            );
+        }
         let mut out = Vec::with_capacity(8 + main.len() + outputs.len());
         out.extend_from_slice(&(main.len() as u64).to_be_bytes());
         out.extend_from_slice(&main);
@@ -273,14 +284,19 @@ impl ClusterState {
         Ok((crate::decode::decode_untrusted(main)?, &rest[len..]))
     }
 
-    /// Decode what `encode` wrote, in format 10 or 11 (the cluster version after the
-    /// extensions, or nothing there: version 1).
+    /// Decode what `encode` wrote, in format 10, 11 or 12: after the extensions the cluster
+    /// version (nothing there: version 1), then the periodic jobs (nothing: none).
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
         let (extensions, used): (Extensions, usize) = crate::decode::decode_untrusted_prefix(rest)?;
         state.install_v10(extensions);
         if let Some(after) = rest.get(used..).filter(|after| !after.is_empty()) {
-            state.cluster_version = crate::decode::decode_untrusted(after)?;
+            let (version, used): (super::ClusterVersion, usize) =
+                crate::decode::decode_untrusted_prefix(after)?;
+            state.cluster_version = version;
+            if let Some(cron) = after.get(used..).filter(|cron| !cron.is_empty()) {
+                state.cron = crate::decode::decode_untrusted(cron)?;
+            }
         }
         state.rebuild_derived();
         Ok(state)

@@ -307,6 +307,59 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         }
         Command::SetClusterVersion { version, .. } => versions::set_cluster_version(state, version),
         Command::UndrainTaskManager { id, .. } => versions::undrain_taskmanager(state, id),
+        Command::CronPut {
+            tenant,
+            name,
+            definition,
+            now_ms,
+        } => cron::put(state, log_index, tenant, name, definition, now_ms),
+        Command::CronSetSuspended {
+            tenant,
+            name,
+            suspended,
+            now_ms,
+        } => cron::set_suspended(state, &tenant, &name, suspended, now_ms),
+        Command::CronDelete { tenant, name, .. } => cron::delete(state, &tenant, &name),
+        Command::CronFired {
+            tenant,
+            name,
+            generation,
+            from_ms,
+            until_ms,
+            fire,
+            skipped,
+            admission,
+            now_ms,
+        } => cron::fired(
+            state,
+            log_index,
+            cron::Turn {
+                tenant,
+                name,
+                generation,
+                from_ms,
+                until_ms,
+                fire,
+                skipped,
+                admission,
+            },
+            now_ms,
+        ),
+        Command::CronRun {
+            tenant,
+            name,
+            request_key,
+            admission,
+            now_ms,
+        } => cron::run_now(
+            state,
+            log_index,
+            &tenant,
+            &name,
+            &request_key,
+            admission,
+            now_ms,
+        ),
         Command::RecordShardOutput(output) => output::record_output(state, log_index, output),
         Command::Batch(reports) => Ok(Response::Batch(
             reports
@@ -320,6 +373,7 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
 
 mod admission;
 mod certificates;
+mod cron;
 mod jobs;
 mod output;
 mod preemption;

@@ -3,9 +3,10 @@
 //! Variants are only ever appended: an old log must keep decoding after an upgrade.
 
 use crate::domain::{
-    Admission, JobId, JobScheduling, JobSpec, Labels, PrintedTail, PriorityOnly, ResourceRequest,
-    Resources, Role, TaskManagerResources, TokenHash,
+    Admission, CronDefinition, JobId, JobScheduling, JobSpec, Labels, PrintedTail, PriorityOnly,
+    ResourceRequest, Resources, Role, TaskManagerResources, TokenHash,
 };
+use crate::periodic::Skipped;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -252,6 +253,54 @@ pub enum Command {
     /// `tm undrain`: a draining TaskManager takes new shards again (a lost one comes back
     /// alive, not draining, when it registers again). Cluster version 2.
     UndrainTaskManager { id: String, now_ms: u64 },
+    /// `cron add`: create a schedule, or give one of that name in that tenant a new
+    /// definition (a new generation; its history stays). Its mark starts at `now_ms`, so a
+    /// definition never catches up on times before it. Cluster version 3.
+    CronPut {
+        tenant: String,
+        name: String,
+        definition: CronDefinition,
+        now_ms: u64,
+    },
+    /// `cron suspend` / `cron resume`. On resume the mark moves to `now_ms`: the times
+    /// that passed while it was suspended are not fired.
+    CronSetSuspended {
+        tenant: String,
+        name: String,
+        suspended: bool,
+        now_ms: u64,
+    },
+    /// `cron delete`. The jobs it made stay, and still say which schedule made them.
+    CronDelete {
+        tenant: String,
+        name: String,
+        now_ms: u64,
+    },
+    /// The leader's turn for one schedule: every scheduled time in `(from_ms, until_ms]`
+    /// is settled. `fire`, if any, becomes a job as the schedule's concurrency rule says
+    /// (decided here, from the state, not by the leader); `skipped` were let go. Applied
+    /// only while the schedule's generation is `generation` and its mark is `from_ms`, so
+    /// a turn decided twice (by a deposed leader and the new one) applies once.
+    CronFired {
+        tenant: String,
+        name: String,
+        generation: u64,
+        from_ms: u64,
+        until_ms: u64,
+        fire: Option<u64>,
+        skipped: Skipped,
+        admission: Admission,
+        now_ms: u64,
+    },
+    /// `cron run`: one job now, outside the schedule (its mark does not move), under its
+    /// concurrency rule. `request_key` makes a retried call the same job.
+    CronRun {
+        tenant: String,
+        name: String,
+        request_key: String,
+        admission: Admission,
+        now_ms: u64,
+    },
 }
 
 /// What `SetQuotaWithResources` does to a tenant's resource limits: `clear` drops them all
@@ -461,6 +510,27 @@ impl fmt::Display for Command {
                 write!(f, "SetClusterVersion({version})")
             }
             Command::UndrainTaskManager { id, .. } => write!(f, "UndrainTaskManager({id})"),
+            Command::CronPut { tenant, name, .. } => write!(f, "CronPut({tenant}/{name})"),
+            Command::CronSetSuspended {
+                tenant,
+                name,
+                suspended,
+                ..
+            } => write!(f, "CronSetSuspended({tenant}/{name}, {suspended})"),
+            Command::CronDelete { tenant, name, .. } => {
+                write!(f, "CronDelete({tenant}/{name})")
+            }
+            Command::CronFired {
+                tenant,
+                name,
+                fire,
+                until_ms,
+                ..
+            } => write!(
+                f,
+                "CronFired({tenant}/{name}, fire {fire:?}, settled to {until_ms})"
+            ),
+            Command::CronRun { tenant, name, .. } => write!(f, "CronRun({tenant}/{name})"),
             Command::PreemptForShard {
                 taskmanager,
                 victims,
@@ -538,6 +608,15 @@ pub enum Rejection {
     },
     #[error("this needs cluster version {needed}, and the cluster runs at {current}: every replica must run a release that reads it first (see `dispatcher cluster status`)")]
     NeedsClusterVersion { needed: u32, current: u32 },
+    #[error("no schedule '{name}' in tenant '{tenant}'; list schedules with `dispatcher cron list`")]
+    UnknownSchedule { tenant: String, name: String },
+    /// A leader's turn that another already settled, or for a definition since replaced.
+    #[error("stale turn for schedule '{name}': {why}")]
+    StaleCronTurn { name: String, why: String },
+    #[error("schedule '{name}' forbids overlapping runs and its job {job} still runs; wait for it, or cancel it (`dispatcher job cancel {job}`)")]
+    CronStillRunning { name: String, job: JobId },
+    #[error("{0}")]
+    TooManySchedules(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -603,5 +682,18 @@ pub enum Response {
     },
     CertificateRevoked {
         party: String,
+    },
+    /// `CronPut`: whether the schedule is new (else its definition was replaced).
+    CronPut {
+        created: bool,
+    },
+    CronSuspended {
+        suspended: bool,
+    },
+    CronDeleted,
+    /// A turn settled: the job it made, if any, and why a time was let go, if one was.
+    CronFired {
+        job: Option<JobId>,
+        skipped: Option<String>,
     },
 }

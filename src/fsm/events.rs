@@ -6,7 +6,8 @@
 //! Pure: no clock, no I/O. The state machine keeps the recent ones for streams.
 
 use super::command::{Command, Response, ShardOutcome};
-use crate::domain::{ClusterState, JobId, JobState, ShardState};
+use crate::domain::{rfc3339, ClusterState, JobId, JobState, ShardState};
+use crate::periodic::Skipped;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -52,6 +53,11 @@ enum BeforeKind {
     Token(&'static str, String),
     GangRestart(JobId),
     Quota(String),
+    /// A schedule added, changed, suspended, resumed or deleted: (tenant, name).
+    Schedule(String, String),
+    /// A schedule's turn or `cron run`: (tenant, name), its jobs that had not ended (a
+    /// `replace` fire cancels them) and the times the turn let go as missed.
+    CronFire(String, String, Vec<JobId>, Skipped),
     Other,
 }
 
@@ -157,6 +163,27 @@ impl Before {
             Command::RevokeToken { name, .. } => {
                 (BeforeKind::Token("token_revoked", name.clone()), None)
             }
+            Command::CronPut { tenant, name, .. }
+            | Command::CronSetSuspended { tenant, name, .. }
+            | Command::CronDelete { tenant, name, .. } => {
+                (BeforeKind::Schedule(tenant.clone(), name.clone()), None)
+            }
+            Command::CronFired { tenant, name, .. } | Command::CronRun { tenant, name, .. } => {
+                let running = state
+                    .cron
+                    .schedules
+                    .get(&(tenant.clone(), name.clone()))
+                    .map(|schedule| state.cron_running(schedule))
+                    .unwrap_or_default();
+                let missed = match command {
+                    Command::CronFired { skipped, .. } => *skipped,
+                    _ => Skipped::default(),
+                };
+                (
+                    BeforeKind::CronFire(tenant.clone(), name.clone(), running, missed),
+                    None,
+                )
+            }
             _ => (BeforeKind::Other, None),
         };
         Before { kind, job_state }
@@ -186,6 +213,8 @@ impl Before {
         if matches!(response, Response::Rejected(_)) {
             return out;
         }
+        // A schedule's events of no job belong to its tenant, whose tokens alone see them.
+        let mut schedule_tenant = None;
         match self.kind {
             BeforeKind::Submit { name, shards } => {
                 if let Response::JobSubmitted {
@@ -362,6 +391,67 @@ impl Before {
                     push("quota_set", None, None, None, detail);
                 }
             }
+            BeforeKind::Schedule(tenant, name) => {
+                let kind = match response {
+                    Response::CronPut { created: true } => "cron_added",
+                    Response::CronPut { created: false } => "cron_updated",
+                    Response::CronSuspended { suspended: true } => "cron_suspended",
+                    Response::CronSuspended { suspended: false } => "cron_resumed",
+                    _ => "cron_deleted",
+                };
+                push(kind, None, None, None, name);
+                schedule_tenant = Some(tenant);
+            }
+            BeforeKind::CronFire(tenant, name, running, missed) => {
+                let (job, refused) = match response {
+                    Response::CronFired { job, skipped } => (*job, skipped.clone()),
+                    Response::JobSubmitted { job_id, .. } => (Some(*job_id), None),
+                    _ => (None, None),
+                };
+                if let (Some(first), Some(last)) = (missed.first_ms, missed.last_ms) {
+                    let more = if missed.at_least { "at least " } else { "" };
+                    push(
+                        "cron_skipped",
+                        None,
+                        None,
+                        None,
+                        format!(
+                            "{name}: {more}{} missed times from {} to {} let go",
+                            missed.count,
+                            rfc3339(first),
+                            rfc3339(last)
+                        ),
+                    );
+                }
+                if let Some(why) = refused {
+                    push("cron_skipped", None, None, None, format!("{name}: {why}"));
+                }
+                if let Some(job_id) = job.filter(|j| !running.contains(j)) {
+                    let shards = state.job(job_id).map_or(0, |j| j.spec.shard_count);
+                    push(
+                        "job_submitted",
+                        Some(job_id),
+                        None,
+                        None,
+                        format!("{name}, {shards} shards"),
+                    );
+                    let at = state
+                        .cron
+                        .origins
+                        .get(&job_id)
+                        .map_or_else(String::new, |o| rfc3339(o.scheduled_ms));
+                    push("cron_fired", Some(job_id), None, None, format!("{name} for {at}"));
+                    for previous in running {
+                        let cancelled = state
+                            .job(previous)
+                            .is_some_and(|j| j.state == JobState::Cancelled);
+                        if cancelled {
+                            push("job_cancelled", Some(previous), None, None, String::new());
+                        }
+                    }
+                }
+                schedule_tenant = Some(tenant);
+            }
             BeforeKind::Other => {}
         }
         // The job ended failed or cancelled in this entry: the jobs waiting for it (`--after`),
@@ -382,6 +472,11 @@ impl Before {
                     None,
                     dependency_detail(dependency),
                 );
+            }
+        }
+        if let Some(tenant) = schedule_tenant {
+            for event in out.iter_mut().filter(|e| e.tenant.is_none()) {
+                event.tenant = Some(tenant.clone());
             }
         }
         out

@@ -8,7 +8,7 @@ use super::command::Command;
 use crate::domain::ClusterVersion;
 
 /// How many command kinds this build knows; ids are `0..COMMAND_KINDS`.
-pub const COMMAND_KINDS: u32 = 32;
+pub const COMMAND_KINDS: u32 = 37;
 
 /// The kinds' names, by id.
 pub const KIND_NAMES: [&str; COMMAND_KINDS as usize] = [
@@ -44,6 +44,11 @@ pub const KIND_NAMES: [&str; COMMAND_KINDS as usize] = [
     "SetQuotaWithResources",
     "SetClusterVersion",
     "UndrainTaskManager",
+    "CronPut",
+    "CronSetSuspended",
+    "CronDelete",
+    "CronFired",
+    "CronRun",
 ];
 
 /// The cluster version each kind came with, by id: a kind is written to the log only once
@@ -53,6 +58,7 @@ pub const KIND_CLUSTER_VERSIONS: [u32; COMMAND_KINDS as usize] = [
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 10-19
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 20-29
     2, 2, // SetClusterVersion, UndrainTaskManager
+    3, 3, 3, 3, 3, // the Cron* kinds
 ];
 
 impl Command {
@@ -91,6 +97,11 @@ impl Command {
             Command::SetQuotaWithResources { .. } => 29,
             Command::SetClusterVersion { .. } => 30,
             Command::UndrainTaskManager { .. } => 31,
+            Command::CronPut { .. } => 32,
+            Command::CronSetSuspended { .. } => 33,
+            Command::CronDelete { .. } => 34,
+            Command::CronFired { .. } => 35,
+            Command::CronRun { .. } => 36,
         }
     }
 

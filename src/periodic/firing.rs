@@ -46,7 +46,7 @@ pub enum Concurrency {
 }
 
 /// Times let go in one turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Skipped {
     /// How many (at most `MAX_COUNTED_SKIPS`; see `at_least`).
     pub count: u64,

@@ -10,4 +10,4 @@ pub mod firing;
 pub mod schedule;
 
 pub use firing::{due, on_fire, CatchUp, Concurrency, Due, FireAction, Skipped};
-pub use schedule::{Schedule, ScheduleError};
+pub use schedule::{Schedule, ScheduleError, MAX_EXPRESSION_BYTES};

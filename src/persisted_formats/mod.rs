@@ -119,6 +119,11 @@ fn every_command_kind_has_a_sample_and_its_id_is_the_tag_it_is_written_with() {
 fn snapshots_of_every_version_read_and_todays_is_unchanged() {
     let state = samples::state();
     assert!(state.jobs.len() >= 3 && !state.tokens.is_empty() && !state.quotas.is_empty());
+    // The periodic samples applied: a schedule that fired on time and by `cron run`, with
+    // the times it missed noted.
+    let nightly = &state.cron.schedules[&("team".to_string(), "nightly".to_string())];
+    assert_eq!(nightly.history.len(), 2, "{nightly:?}");
+    assert!(nightly.last_skip.is_some() && state.cron.origins.len() == 2);
     assert_eq!(state.format_version(), SNAPSHOT_FORMAT_VERSION);
     check_current(
         "snapshot",
@@ -136,6 +141,15 @@ fn snapshots_of_every_version_read_and_todays_is_unchanged() {
         "the encoding at cluster version 1",
         &encode_state(&first),
     );
+    // At cluster version 2, format 11 as the release before periodic jobs wrote it.
+    let second = samples::state_at(ClusterVersion(2));
+    assert_eq!(second.format_version(), 11);
+    check_current(
+        "snapshot",
+        11,
+        "the encoding at cluster version 2",
+        &encode_state(&second),
+    );
     for (version, bytes) in every_version("snapshot") {
         let read = decode_state(&bytes)
             .unwrap_or_else(|e| panic!("snapshot format {version} no longer reads: {e}"));
@@ -145,20 +159,36 @@ fn snapshots_of_every_version_read_and_todays_is_unchanged() {
         if version == 10 {
             assert_eq!(read, first);
         }
+        if version == 11 {
+            assert_eq!(read, second);
+        }
     }
 }
 
 #[test]
 fn a_downgraded_state_is_written_in_the_older_format() {
     let mut state = samples::state();
-    let back = crate::fsm::apply(
+    let down = || crate::fsm::Command::SetClusterVersion {
+        version: 1,
+        now_ms: 2_000,
+    };
+    // Schedules hold a downgrade back until they are deleted.
+    let refused = crate::fsm::apply(&mut state, 1_000, down());
+    assert!(
+        matches!(&refused, crate::fsm::Response::Rejected(r) if r.to_string().contains("cron delete")),
+        "{refused:?}"
+    );
+    crate::fsm::apply(
         &mut state,
-        1_000,
-        crate::fsm::Command::SetClusterVersion {
-            version: 1,
+        1_001,
+        crate::fsm::Command::CronDelete {
+            tenant: "team".into(),
+            name: "nightly".into(),
             now_ms: 2_000,
         },
     );
+    let back = crate::fsm::apply(&mut state, 1_002, down());
+    assert!(state.cron.is_empty(), "the jobs forget their schedule too");
     assert!(matches!(
         back,
         crate::fsm::Response::ClusterVersionSet { version: 1 }

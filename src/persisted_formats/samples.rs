@@ -3,12 +3,13 @@
 //! format version: the golden files are these values encoded.
 
 use crate::domain::{
-    Admission, ClusterState, ClusterVersion, Isolation, JobId, JobScheduling, JobSpec, Labels,
+    Admission, ClusterState, ClusterVersion, CronDefinition, JobTemplate, Isolation, JobId, JobScheduling, JobSpec, Labels,
     PrintedTail, PriorityOnly, ResourceRequest, Resources, Role, TaskManagerResources, TokenHash,
 };
 use crate::fsm::{
     apply, Command, OutputReport, Placement, Report, ResourceLimits, ShardOutcome, SlotLimit,
 };
+use crate::periodic::{CatchUp, Concurrency, Skipped};
 use crate::raft::types::{Entry, Vote};
 use crate::raft::wal::record::Record;
 use crate::taskmanager::journal::JournalRecord;
@@ -68,7 +69,7 @@ pub fn every_command() -> Vec<Command> {
     // Not a token's: a submission without one is not held to a priority ceiling.
     let owner = || "client-1".to_string();
     let admission = Admission::DEFAULT;
-    vec![
+    let mut commands = vec![
         Command::RegisterTaskManager {
             incarnation: 7,
             successor_of: None,
@@ -361,6 +362,92 @@ pub fn every_command() -> Vec<Command> {
             id: "tm-b".into(),
             now_ms: 1_030,
         },
+    ];
+    commands.extend(cron_commands(commands.len() as u64));
+    commands
+}
+
+/// The kinds of cluster version 3 (periodic jobs), following `before` commands: a
+/// schedule fired on time and by `cron run`, another suspended, changed and deleted.
+fn cron_commands(before: u64) -> Vec<Command> {
+    let admission = Admission::DEFAULT;
+    let definition = |expression: &str, tenant: &str| CronDefinition {
+        expression: expression.into(),
+        timezone: Some("Europe/Berlin".into()),
+        concurrency: Concurrency::Replace,
+        starting_deadline_ms: Some(60_000),
+        catch_up: CatchUp::All,
+        template: JobTemplate {
+            spec: spec(1),
+            owner: "client-1".into(),
+            options: JobScheduling {
+                tenant: tenant.into(),
+                ..JobScheduling::default()
+            },
+            request: ResourceRequest {
+                timeout_ms: Some(30_000),
+                ..ResourceRequest::default()
+            },
+        },
+    };
+    let nightly_generation = before + 2;
+    vec![
+        Command::SetClusterVersion {
+            version: 3,
+            now_ms: 1_031,
+        },
+        Command::CronPut {
+            tenant: "team".into(),
+            name: "nightly".into(),
+            definition: definition("0 3 * * *", "team"),
+            now_ms: 1_032,
+        },
+        Command::CronPut {
+            tenant: "default".into(),
+            name: "hourly".into(),
+            definition: definition("@hourly", "default"),
+            now_ms: 1_033,
+        },
+        Command::CronSetSuspended {
+            tenant: "default".into(),
+            name: "hourly".into(),
+            suspended: true,
+            now_ms: 1_034,
+        },
+        Command::CronFired {
+            tenant: "team".into(),
+            name: "nightly".into(),
+            generation: nightly_generation,
+            from_ms: 1_032,
+            until_ms: 93_600_500,
+            fire: Some(86_400_000 + 7_200_000),
+            skipped: Skipped {
+                count: 1,
+                at_least: false,
+                first_ms: Some(7_200_000),
+                last_ms: Some(7_200_000),
+            },
+            admission,
+            now_ms: 93_600_500,
+        },
+        Command::CronRun {
+            tenant: "team".into(),
+            name: "nightly".into(),
+            request_key: "k-1".into(),
+            admission,
+            now_ms: 93_600_501,
+        },
+        Command::CronPut {
+            tenant: "default".into(),
+            name: "hourly".into(),
+            definition: definition("30 * * * *", "default"),
+            now_ms: 93_600_502,
+        },
+        Command::CronDelete {
+            tenant: "default".into(),
+            name: "hourly".into(),
+            now_ms: 93_600_503,
+        },
     ]
 }
 
@@ -374,7 +461,11 @@ pub fn state() -> ClusterState {
 pub fn state_at(version: ClusterVersion) -> ClusterState {
     let mut state = ClusterState::default();
     for (i, command) in every_command().into_iter().enumerate() {
-        if command.needs_cluster_version() <= version {
+        let raises_past = matches!(
+            command,
+            Command::SetClusterVersion { version: to, .. } if ClusterVersion(to) > version
+        );
+        if command.needs_cluster_version() <= version && !raises_past {
             apply(&mut state, i as u64 + 1, command);
         }
     }

@@ -82,7 +82,12 @@ impl From<ApiError> for Status {
                 let code = match rejection {
                     Rejection::UnknownJob(_)
                     | Rejection::UnknownTaskManager(_)
-                    | Rejection::UnknownDependency(_) => Code::NotFound,
+                    | Rejection::UnknownDependency(_)
+                    | Rejection::UnknownSchedule { .. } => Code::NotFound,
+                    Rejection::StaleCronTurn { .. } | Rejection::CronStillRunning { .. } => {
+                        Code::FailedPrecondition
+                    }
+                    Rejection::TooManySchedules(_) => Code::ResourceExhausted,
                     Rejection::JobAlreadyEnded { .. } => Code::FailedPrecondition,
                     Rejection::JobTooLarge(_) | Rejection::Invalid(_) => Code::InvalidArgument,
                     Rejection::UnknownShard { .. } => Code::NotFound,

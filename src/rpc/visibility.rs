@@ -49,10 +49,12 @@ impl Scope {
     /// the rest, the cluster's (TaskManagers, leadership) to everyone, tokens' and quotas'
     /// only to operators and admins.
     pub fn sees_event(&self, event: &Event) -> bool {
-        match (self, &event.job_id) {
-            (Scope::All, _) => true,
-            (Scope::Tenant(_), None) => !crate::fsm::events::is_administrative(event.kind),
-            (Scope::Tenant(tenant), Some(_)) => event.tenant.as_deref() == Some(tenant.as_str()),
+        match (self, &event.tenant, &event.job_id) {
+            (Scope::All, _, _) => true,
+            // A job's, or a schedule's of no job: only its tenant's.
+            (Scope::Tenant(tenant), Some(owner), _) => owner == tenant,
+            (Scope::Tenant(_), None, Some(_)) => false,
+            (Scope::Tenant(_), None, None) => !crate::fsm::events::is_administrative(event.kind),
         }
     }
 

@@ -210,6 +210,7 @@ pub(super) fn forget_jobs(state: &mut ClusterState, job_ids: Vec<JobId>) -> Resp
             }
             state.dependency_failures.remove(&job_id);
             state.requests.remove(&job_id);
+            state.cron.origins.remove(&job_id);
             state.dependents.remove(&job_id);
             let preempted: Vec<(JobId, u32)> = state
                 .preemptions

@@ -1314,3 +1314,4 @@ fn a_tenants_priority_ceiling_holds_in_apply_for_every_token_but_an_admins() {
 }
 
 mod versions;
+mod cron;

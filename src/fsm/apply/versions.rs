@@ -24,16 +24,28 @@ pub(super) fn set_cluster_version(
             )));
         }
     }
+    if version < ClusterVersion(3) {
+        // What a snapshot below version 3 cannot hold: no schedule is left (checked above),
+        // and the jobs they made forget which made them, on every replica alike.
+        state.cron = Default::default();
+    }
     state.cluster_version = version;
     Ok(Response::ClusterVersionSet { version: version.0 })
 }
 
 /// What in `state` a cluster at `version` could not hold, said so an operator can remove
 /// it; `None` when nothing. Version 2 added commands whose effects version 1 expresses
-/// (an undrained TaskManager is an alive one), so today nothing holds a downgrade back; a
-/// kind whose effects outlive it (a new kind of state) lists them here.
+/// (an undrained TaskManager is an alive one); version 3 added schedules, which no older
+/// snapshot format holds. Jobs a schedule made are plain jobs below it (they only lose
+/// the note of which schedule made them).
 pub fn needs_above(state: &ClusterState, version: ClusterVersion) -> Option<String> {
-    let _ = (state, version);
+    let schedules = state.cron.schedules.len();
+    if version < ClusterVersion(3) && schedules > 0 {
+        return Some(format!(
+            "{schedules} periodic schedules exist, which cluster version {version} cannot \
+             hold; delete them first (`dispatcher cron list`, `dispatcher cron delete`)"
+        ));
+    }
     None
 }
 
