@@ -2,6 +2,7 @@
 //! being one. Every decision they make is a command through the Raft log; apply re-checks
 //! it, so a deposed leader's late proposal cannot do harm.
 
+mod cron;
 mod liveness;
 mod placement;
 mod retention;
@@ -95,6 +96,11 @@ async fn supervise(
                     raft.clone(),
                     shared.clone(),
                     settings.jobs.clone(),
+                )),
+                tokio::spawn(cron::run(
+                    raft.clone(),
+                    shared.clone(),
+                    settings.limits.admission(),
                 )),
             ];
             if let Some(hash) = bootstrap_token {
