@@ -206,6 +206,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
+    /// Periodic jobs: schedules the cluster fires, through failovers and outages.
+    Cron {
+        #[command(subcommand)]
+        command: CronCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Tenants' slot quotas and fair-share weights.
     Quota {
         #[command(subcommand)]
@@ -659,15 +666,26 @@ pub enum TmCommand {
 pub struct SubmitArgs {
     #[arg(long)]
     pub name: String,
+    /// Resubmitting with the same key returns the same job instead of a new one.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Start only once these jobs have finished (job ids, comma-separated); if one fails or
+    /// is cancelled, this job fails without running.
+    #[arg(long, value_delimiter = ',')]
+    pub after: Vec<String>,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// What a job is and asks for: `submit`'s options, which `cron add` takes too.
+#[derive(Debug, Args)]
+pub struct JobArgs {
     #[arg(long)]
     pub shards: u32,
     #[arg(long, default_value_t = 1)]
     pub slots_per_shard: u32,
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
-    /// Resubmitting with the same key returns the same job instead of a new one.
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
     /// Only TaskManagers carrying all these labels may run the shards: k=v,...
     #[arg(long, value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
@@ -677,10 +695,6 @@ pub struct SubmitArgs {
     /// 0 to 1000 (default 500): jobs of higher priority are placed first.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub priority: Option<u32>,
-    /// Start only once these jobs have finished (job ids, comma-separated); if one fails or
-    /// is cancelled, this job fails without running.
-    #[arg(long, value_delimiter = ',')]
-    pub after: Vec<String>,
     /// All shards start together, or none does; if one fails, all restart together.
     #[arg(long)]
     pub gang: bool,
@@ -710,6 +724,83 @@ pub struct SubmitArgs {
     /// The command each shard runs, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+/// `dispatcher cron ...`: periodic jobs.
+#[derive(Debug, Subcommand)]
+pub enum CronCommand {
+    /// Add a schedule (or give one of that name a new definition): `cron add nightly
+    /// --schedule "0 3 * * *" --timezone Europe/Berlin --shards 1 -- /usr/bin/backup`.
+    Add {
+        name: String,
+        /// Cron: 5 fields (minute hour day-of-month month day-of-week), 6 with seconds
+        /// first, or a nickname (@hourly, @daily, ...).
+        #[arg(long)]
+        schedule: String,
+        /// An IANA time zone (Europe/Berlin); default UTC.
+        #[arg(long)]
+        timezone: Option<String>,
+        /// While the previous job still runs: allow a second, forbid (skip this time) or
+        /// replace (cancel it, start the new one).
+        #[arg(long, value_enum, default_value_t = ConcurrencyArg::Allow)]
+        concurrency: ConcurrencyArg,
+        /// A time older than this when it can fire is let go (90s, 10m).
+        #[arg(long, value_parser = crate::domain::parse_duration)]
+        starting_deadline: Option<u64>,
+        /// Times missed while the cluster could not fire: none, last (one job for the
+        /// newest) or all (each, up to 100).
+        #[arg(long, value_enum, default_value_t = CatchUpArg::Last)]
+        catch_up: CatchUpArg,
+        #[command(flatten)]
+        job: JobArgs,
+    },
+    /// Every schedule you may see.
+    List,
+    /// A schedule: its next times, its last jobs, what it let go.
+    Show {
+        name: String,
+        /// Whose schedule (an admin, or under --insecure); default your own tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Stop firing until resumed.
+    Suspend {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Fire again, from now on (the times while suspended are not fired).
+    Resume {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Remove a schedule (its jobs stay).
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Fire now, outside the schedule (under its --concurrency).
+    Run {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ConcurrencyArg {
+    Allow,
+    Forbid,
+    Replace,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CatchUpArg {
+    None,
+    Last,
+    All,
 }
 
 fn parse_secret(s: &str) -> Result<crate::security::Secret, String> {

@@ -93,6 +93,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Completions { shell } => commands::completions(shell),
         Command::Token { command, client } => commands::token(command, client).await,
         Command::Quota { command, client } => commands::quota(command, client).await,
+        Command::Cron { command, client } => commands::cron(command, client).await,
         Command::Events { from_index, client } => commands::events(from_index, client).await,
         Command::Taskmanager { agent, client } => {
             let opts = commands::agent_options(agent, client)?;
@@ -117,6 +118,7 @@ fn quiet_on_a_closed_stdout(command: &Command) {
             | Command::Job { .. }
             | Command::Token { .. }
             | Command::Quota { .. }
+            | Command::Cron { .. }
             | Command::Events { .. }
             | Command::Completions { .. }
     );

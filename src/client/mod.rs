@@ -23,6 +23,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 mod discovery;
+mod periodic;
 
 /// A channel to one replica that adds the caller's token to every request.
 pub type ClientChannel = InterceptedService<Channel, TokenHeader>;

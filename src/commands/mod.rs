@@ -3,6 +3,7 @@
 mod bench;
 mod chaos;
 mod completions;
+mod cron;
 mod demo;
 mod launch;
 mod logs;
@@ -13,6 +14,7 @@ mod watch;
 pub use bench::bench;
 pub use chaos::chaos;
 pub use completions::completions;
+pub use cron::cron;
 pub use demo::demo;
 pub use launch::{agent_options, serve_options};
 pub use watch::events;
@@ -22,7 +24,8 @@ mod table;
 pub mod terminal;
 
 use crate::cli::{
-    ClientArgs, ClusterCommand, JobCommand, QuotaCommand, SnapshotCommand, SubmitArgs, TmCommand,
+    ClientArgs, ClusterCommand, JobArgs, JobCommand, QuotaCommand, SnapshotCommand, SubmitArgs,
+    TmCommand,
     TokenCommand,
 };
 use crate::client::{Client, ClientError};
@@ -346,39 +349,46 @@ pub async fn quota(command: QuotaCommand, args: ClientArgs) -> Result<ExitCode, 
     Ok(0)
 }
 
-pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, CliError> {
-    let mut command = submit.command.into_iter();
+/// The request for a job as `JobArgs` describe it (`submit`, and each fire of `cron add`).
+pub fn job_request(name: String, job: JobArgs) -> Result<SubmitRequest, CliError> {
+    let mut command = job.command.into_iter();
     let program = command.next().ok_or_else(|| {
         CliError::Usage("give the command to run after `--`, e.g. `-- /bin/echo hello`".into())
     })?;
-    let client = connect(&args)?;
-    let request = SubmitRequest {
-        name: submit.name,
+    Ok(SubmitRequest {
+        name,
         spec: Some(JobSpec {
             command: program,
             args: command.collect(),
-            env: submit.env.into_iter().collect(),
-            shard_count: submit.shards,
-            slots_per_shard: submit.slots_per_shard,
-            max_attempts: submit.max_attempts,
-            selector: submit.labels.into_iter().collect(),
+            env: job.env.into_iter().collect(),
+            shard_count: job.shards,
+            slots_per_shard: job.slots_per_shard,
+            max_attempts: job.max_attempts,
+            selector: job.labels.into_iter().collect(),
         }),
-        idempotency_key: submit.idempotency_key.unwrap_or_default(),
-        priority: submit.priority,
-        after: submit.after,
-        gang: submit.gang,
-        tenant: submit.tenant.unwrap_or_default(),
+        idempotency_key: String::new(),
+        priority: job.priority,
+        after: Vec::new(),
+        gang: job.gang,
+        tenant: job.tenant.unwrap_or_default(),
         resources: Some(crate::pb::api::ResourceAmounts {
-            cpu_millis: submit.cpu.unwrap_or(0),
-            memory_bytes: submit.memory.unwrap_or(0),
-            named: submit.resources.unwrap_or_default().into_iter().collect(),
+            cpu_millis: job.cpu.unwrap_or(0),
+            memory_bytes: job.memory.unwrap_or(0),
+            named: job.resources.unwrap_or_default().into_iter().collect(),
         }),
-        timeout_ms: submit.timeout,
-        isolation: match submit.isolation {
+        timeout_ms: job.timeout,
+        isolation: match job.isolation {
             Some(crate::cli::IsolationArg::Full) => "full".into(),
             None => String::new(),
         },
-    };
+    })
+}
+
+pub async fn submit(submit: SubmitArgs, args: ClientArgs) -> Result<ExitCode, CliError> {
+    let mut request = job_request(submit.name, submit.job)?;
+    request.idempotency_key = submit.idempotency_key.unwrap_or_default();
+    request.after = submit.after;
+    let client = connect(&args)?;
     let reply = client.submit(request).await?;
     // Warnings go to stderr, so stdout stays one JSON document with --output json.
     for warning in &reply.warnings {

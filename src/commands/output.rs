@@ -10,7 +10,7 @@ use crate::pb::api::{
 };
 use serde_json::{json, Value};
 
-fn print_json(value: &Value) {
+pub fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
@@ -287,6 +287,8 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             "resources": job.resources.as_ref().map(|r| resources_output::json_map(Some(r), None)),
             "isolation": job.isolation_full.then_some("full"),
             "timeout_ms": job.timeout_ms,
+            "schedule": job.schedule,
+            "scheduled_ms": job.scheduled_ms,
             "reservation": job.reservation.as_ref().map(|r| json!({
                 "taskmanagers": r.taskmanagers,
                 "expected_start_ms": r.expected_start_ms,
@@ -318,6 +320,12 @@ pub fn job_status(format: OutputFormat, job: &JobStatus) {
             }
             if let Some(ms) = job.timeout_ms {
                 options.push_str(&format!(", timeout {}", crate::domain::format_duration(ms)));
+            }
+            if let (Some(schedule), Some(ms)) = (&job.schedule, job.scheduled_ms) {
+                options.push_str(&format!(
+                    ", schedule {schedule} for {}",
+                    crate::domain::rfc3339(ms)
+                ));
             }
             println!(
                 "{}  {}  {}  ({} shards, {})",

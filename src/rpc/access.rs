@@ -101,6 +101,11 @@ fn need(path: &str) -> Option<Need> {
             "CreateToken" | "ListTokens" | "RevokeToken" | "RevokeCertificate",
         ) => Need::Token(Admin),
         ("dispatcher.v1.Access", "WhoAmI") => Need::Token(Read),
+        (
+            "dispatcher.v1.Periodic",
+            "AddSchedule" | "SuspendSchedule" | "DeleteSchedule" | "RunSchedule",
+        ) => Need::Token(Submit),
+        ("dispatcher.v1.Periodic", "ListSchedules" | "GetSchedule") => Need::Token(Read),
         ("grpc.health.v1.Health", "Check" | "Watch") => Need::Certificate,
         (
             "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection",

@@ -53,6 +53,8 @@ pub fn job_status(job: &Job) -> api::JobStatus {
         isolation_full: false,
         timeout_ms: None,
         reservation: None,
+        schedule: None,
+        scheduled_ms: None,
         spec: Some((&job.spec).into()),
         shards: job
             .shards

@@ -142,7 +142,7 @@ pub fn check_priority_ceiling(
 }
 
 /// The tenant a submission counts against.
-fn tenant_of(asked: &str, caller: &Caller, state: &ClusterState) -> Result<String, ApiError> {
+pub fn tenant_of(asked: &str, caller: &Caller, state: &ClusterState) -> Result<String, ApiError> {
     match caller {
         Caller::Token { name, role, .. } => {
             let own = state.token_tenant(name);
@@ -168,6 +168,10 @@ pub fn fill_status(status: &mut JobStatus, state: &ClusterState, job_id: JobId) 
     status.after = state.after(job_id).iter().map(JobId::to_string).collect();
     status.tenant = state.tenant(job_id).to_string();
     status.gang = state.is_gang(job_id);
+    if let Some(origin) = state.cron.origins.get(&job_id) {
+        status.schedule = Some(origin.name.clone());
+        status.scheduled_ms = Some(origin.scheduled_ms);
+    }
     if status.gang && status.state == "pending" {
         status.reservation = crate::scheduler::current_reservation(state, crate::clock::now_ms())
             .filter(|r| r.job == job_id)
