@@ -148,7 +148,10 @@ async fn metrics_health_and_readiness_of_replicas_and_agents() -> anyhow::Result
             "dispatcher_build_info",
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
-                ("max_cluster_version", "2")
+                (
+                    "max_cluster_version",
+                    &dispatcher::formats::MAX_CLUSTER_VERSION.to_string()
+                )
             ]
         ),
         Some(1.0),

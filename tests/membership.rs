@@ -134,16 +134,17 @@ async fn cluster_status_shows_every_replicas_release_and_an_unreachable_one_with
         Ok(serde_json::from_slice(&out.stdout)?)
     };
     // Every replica runs this build: the leader raises the cluster version to the newest.
-    let json = dispatcher::local_cluster::wait_for(DEADLINE, "cluster version 2", || async {
+    let newest = dispatcher::formats::MAX_CLUSTER_VERSION;
+    let json = dispatcher::local_cluster::wait_for(DEADLINE, "the newest cluster version", || async {
         let json = status(&cluster).ok()?;
-        (json["cluster_version"] == 2).then_some(json)
+        (json["cluster_version"] == newest).then_some(json)
     })
     .await?;
     let members = json["members"].as_array().cloned().unwrap_or_default();
     assert_eq!(members.len(), 3, "{json}");
     for member in &members {
         assert_eq!(member["version"], release, "{member}");
-        assert_eq!(member["max_cluster_version"], 2, "{member}");
+        assert_eq!(member["max_cluster_version"], newest, "{member}");
     }
     log_phase("a follower stops: it has no version, the others still do");
     let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;

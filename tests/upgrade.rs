@@ -234,9 +234,10 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Resul
         }
     }
     let ids = cluster.ids();
-    dispatcher::local_cluster::wait_for(DEADLINE, "cluster version 2 everywhere", || async {
+    let newest = dispatcher::formats::MAX_CLUSTER_VERSION;
+    dispatcher::local_cluster::wait_for(DEADLINE, "the newest cluster version everywhere", || async {
         for id in &ids {
-            if cluster_version(&cluster, *id).await != Some(2) {
+            if cluster_version(&cluster, *id).await != Some(newest) {
                 return None;
             }
         }
@@ -261,6 +262,21 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Resul
 
     let ids = cluster.ids();
     cluster.wait_converged(&ids, DEADLINE).await?;
+
+    log_phase("a schedule holds the downgrade back until it is deleted");
+    client
+        .add_schedule(dispatcher::pb::api::AddScheduleRequest {
+            name: "nightly".into(),
+            schedule: "0 3 * * *".into(),
+            job: Some(submit_request("nightly", 1, "")),
+            ..Default::default()
+        })
+        .await?;
+    let held = cli(&cluster, &["cluster", "downgrade", "1"])?;
+    let said = String::from_utf8_lossy(&held.stderr);
+    assert!(!held.status.success() && said.contains("cron delete"), "{said}");
+    let deleted = cli(&cluster, &["cron", "delete", "nightly"])?;
+    assert!(deleted.status.success(), "{deleted:?}");
 
     log_phase("downgrade to version 1, then every replica back on v0.1.0");
     let output = cli(&cluster, &["cluster", "downgrade", "1", "--output", "json"])?;
@@ -295,7 +311,7 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Resul
 async fn a_replica_of_an_older_release_is_not_added_to_a_cluster_it_cannot_read(
 ) -> anyhow::Result<()> {
     let old = old_release_binary()?;
-    // Every replica runs this build: the cluster is at version 2.
+    // Every replica runs this build: the cluster is at the newest version.
     let mut cluster = start_cluster(3, test_config()).await?;
     cluster.set_binary(&old);
     let addr = cluster.start_extra_replica(4)?;
@@ -308,7 +324,11 @@ async fn a_replica_of_an_older_release_is_not_added_to_a_cluster_it_cannot_read(
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "replica 4 was added");
     assert!(
-        said.contains("runs release 0.1.0") && said.contains("the cluster runs at 2"),
+        said.contains("runs release 0.1.0")
+            && said.contains(&format!(
+                "the cluster runs at {}",
+                dispatcher::formats::MAX_CLUSTER_VERSION
+            )),
         "{said}"
     );
     let status = cluster.client()?.cluster_status().await?;

@@ -918,4 +918,80 @@ mod tests {
             "the refused item changed something"
         );
     }
+
+    #[test]
+    fn a_schedules_events_belong_to_its_tenant() {
+        use crate::domain::{CronDefinition, JobScheduling, JobTemplate, ResourceRequest};
+        use crate::periodic::{CatchUp, Concurrency, Skipped};
+        let mut state = ClusterState {
+            cluster_version: crate::domain::ClusterVersion(3),
+            ..ClusterState::default()
+        };
+        let options = JobScheduling {
+            tenant: "team".into(),
+            ..JobScheduling::default()
+        };
+        let put = Command::CronPut {
+            tenant: "team".into(),
+            name: "tick".into(),
+            definition: CronDefinition {
+                expression: "* * * * *".into(),
+                timezone: None,
+                concurrency: Concurrency::Allow,
+                starting_deadline_ms: None,
+                catch_up: CatchUp::Last,
+                template: JobTemplate {
+                    spec: JobSpec {
+                        command: "true".into(),
+                        args: vec![],
+                        env: Default::default(),
+                        shard_count: 1,
+                        slots_per_shard: 1,
+                        max_attempts: 1,
+                        selector: Default::default(),
+                    },
+                    owner: "me".into(),
+                    options,
+                    request: ResourceRequest::default(),
+                },
+            },
+            now_ms: 0,
+        };
+        let added = step(&mut state, 1, put);
+        assert_eq!(kinds(&added), vec![("cron_added", None)]);
+        let fired = step(
+            &mut state,
+            2,
+            Command::CronFired {
+                tenant: "team".into(),
+                name: "tick".into(),
+                generation: 1,
+                from_ms: 0,
+                until_ms: 180_000,
+                fire: Some(180_000),
+                skipped: Skipped {
+                    count: 2,
+                    at_least: false,
+                    first_ms: Some(60_000),
+                    last_ms: Some(120_000),
+                },
+                admission: Admission::DEFAULT,
+                now_ms: 180_000,
+            },
+        );
+        assert_eq!(
+            kinds(&fired),
+            vec![
+                ("cron_skipped", None),
+                ("job_submitted", None),
+                ("cron_fired", None)
+            ]
+        );
+        assert!(fired[0].detail.contains("2 missed times"), "{:?}", fired[0]);
+        assert!(fired[2].detail.contains("1970-01-01T00:03:00Z"), "{:?}", fired[2]);
+        assert!(
+            added.iter().chain(&fired).all(|e| e.tenant.as_deref() == Some("team")),
+            "{added:?} {fired:?}"
+        );
+    }
 }

@@ -120,5 +120,12 @@ mod tests {
         quota.kind = "quota_set";
         assert!(!a.sees_event(&quota) && Scope::All.sees_event(&quota));
         assert!(a.sees_tenant("a") && !a.sees_tenant("b") && Scope::All.sees_tenant("b"));
+        // A schedule's events of no job: its tenant's alone.
+        let mut skipped = crate::fsm::events::leader_changed(5, 1, 1);
+        skipped.kind = "cron_skipped";
+        skipped.tenant = Some("b".into());
+        assert!(!a.sees_event(&skipped) && Scope::All.sees_event(&skipped));
+        skipped.tenant = Some("a".into());
+        assert!(a.sees_event(&skipped));
     }
 }
