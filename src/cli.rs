@@ -752,7 +752,7 @@ pub enum CronCommand {
         #[arg(long, value_enum, default_value_t = CatchUpArg::Last)]
         catch_up: CatchUpArg,
         #[command(flatten)]
-        job: JobArgs,
+        job: Box<JobArgs>,
     },
     /// Every schedule you may see.
     List,

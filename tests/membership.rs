@@ -135,11 +135,12 @@ async fn cluster_status_shows_every_replicas_release_and_an_unreachable_one_with
     };
     // Every replica runs this build: the leader raises the cluster version to the newest.
     let newest = dispatcher::formats::MAX_CLUSTER_VERSION;
-    let json = dispatcher::local_cluster::wait_for(DEADLINE, "the newest cluster version", || async {
-        let json = status(&cluster).ok()?;
-        (json["cluster_version"] == newest).then_some(json)
-    })
-    .await?;
+    let json =
+        dispatcher::local_cluster::wait_for(DEADLINE, "the newest cluster version", || async {
+            let json = status(&cluster).ok()?;
+            (json["cluster_version"] == newest).then_some(json)
+        })
+        .await?;
     let members = json["members"].as_array().cloned().unwrap_or_default();
     assert_eq!(members.len(), 3, "{json}");
     for member in &members {

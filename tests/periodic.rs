@@ -25,7 +25,15 @@ fn add(
     command: &[&str],
 ) -> anyhow::Result<serde_json::Value> {
     let out = Command::new(BINARY)
-        .args(["cron", "add", name, "--schedule", schedule, "--output", "json"])
+        .args([
+            "cron",
+            "add",
+            name,
+            "--schedule",
+            schedule,
+            "--output",
+            "json",
+        ])
         .args(["--shards", "1", "--max-attempts", "1"])
         .args(flags)
         .arg("--endpoints")
@@ -57,7 +65,10 @@ async fn jobs_of(client: &Client, name: &str) -> anyhow::Result<BTreeMap<u64, Ve
 
 fn assert_once_each(name: &str, jobs: &BTreeMap<u64, Vec<String>>) {
     let doubled: Vec<_> = jobs.iter().filter(|(_, ids)| ids.len() > 1).collect();
-    assert!(doubled.is_empty(), "{name}: two jobs for one time: {doubled:?}");
+    assert!(
+        doubled.is_empty(),
+        "{name}: two jobs for one time: {doubled:?}"
+    );
 }
 
 /// Suspend `name`: no turn after this, so what it made can be counted.
@@ -120,8 +131,8 @@ async fn one_job_per_scheduled_time_while_the_leader_is_killed_at_fire_moments(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_every_replica_was_down_each_catch_up_policy_does_what_it_says(
-) -> anyhow::Result<()> {
+async fn after_every_replica_was_down_each_catch_up_policy_does_what_it_says() -> anyhow::Result<()>
+{
     const PERIOD: u64 = 3_000;
     let mut cluster = start_cluster(3, test_config()).await?;
     let client = cluster.client()?;
@@ -150,13 +161,17 @@ async fn after_every_replica_was_down_each_catch_up_policy_does_what_it_says(
     }
     cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
     // The first leader's turn settles every schedule past the outage.
-    wait_for(DEADLINE, "every schedule settled past the outage", || async {
-        let schedules = client.list_schedules().await.ok()?;
-        schedules
-            .iter()
-            .all(|s| s.settled_until_ms >= restarted_at)
-            .then_some(())
-    })
+    wait_for(
+        DEADLINE,
+        "every schedule settled past the outage",
+        || async {
+            let schedules = client.list_schedules().await.ok()?;
+            schedules
+                .iter()
+                .all(|s| s.settled_until_ms >= restarted_at)
+                .then_some(())
+        },
+    )
     .await?;
 
     let outage = times_between(PERIOD, down_at, restarted_at);
@@ -166,7 +181,10 @@ async fn after_every_replica_was_down_each_catch_up_policy_does_what_it_says(
         .copied()
         .filter(|t| *t + 5_000 < restarted_at)
         .collect();
-    assert!(outage.len() >= 4 && missed.len() >= 2, "{outage:?} {missed:?}");
+    assert!(
+        outage.len() >= 4 && missed.len() >= 2,
+        "{outage:?} {missed:?}"
+    );
     let mut shown = Vec::new();
     for policy in ["none", "last", "all"] {
         let name = format!("catch-up-{policy}");
@@ -188,8 +206,14 @@ async fn after_every_replica_was_down_each_catch_up_policy_does_what_it_says(
                 assert_eq!(schedule.skipped_total, 0, "{shown:?}");
             }
             "last" => {
-                assert!(in_outage <= 1, "last: one job for the newest time: {shown:?}");
-                assert!(schedule.skipped_total >= missed.len() as u64 - 1, "{shown:?}");
+                assert!(
+                    in_outage <= 1,
+                    "last: one job for the newest time: {shown:?}"
+                );
+                assert!(
+                    schedule.skipped_total >= missed.len() as u64 - 1,
+                    "{shown:?}"
+                );
             }
             _ => {
                 assert_eq!(missed_fired, 0, "none: no missed time fires: {shown:?}");
@@ -223,14 +247,21 @@ async fn forbid_skips_a_time_while_the_previous_job_still_runs() -> anyhow::Resu
         "long",
         "*/2 * * * * *",
         &["--concurrency", "forbid"],
-        &["sh", "-c", "echo \"at $DISPATCHER_SCHEDULED_TIME\"; sleep 5"],
+        &[
+            "sh",
+            "-c",
+            "echo \"at $DISPATCHER_SCHEDULED_TIME\"; sleep 5",
+        ],
     )?;
     let schedule = wait_for(DEADLINE, "two jobs and skipped times between", || async {
         let s = client.get_schedule("long", "").await.ok()?;
         (s.recent.len() >= 2 && s.skipped_total >= 2).then_some(s)
     })
     .await?;
-    let schedule = suspend(&client, "long").await.map(|s| s.recent).unwrap_or(schedule.recent);
+    let schedule = suspend(&client, "long")
+        .await
+        .map(|s| s.recent)
+        .unwrap_or(schedule.recent);
     let skip = client
         .get_schedule("long", "")
         .await?

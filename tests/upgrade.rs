@@ -235,14 +235,18 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Resul
     }
     let ids = cluster.ids();
     let newest = dispatcher::formats::MAX_CLUSTER_VERSION;
-    dispatcher::local_cluster::wait_for(DEADLINE, "the newest cluster version everywhere", || async {
-        for id in &ids {
-            if cluster_version(&cluster, *id).await != Some(newest) {
-                return None;
+    dispatcher::local_cluster::wait_for(
+        DEADLINE,
+        "the newest cluster version everywhere",
+        || async {
+            for id in &ids {
+                if cluster_version(&cluster, *id).await != Some(newest) {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await?;
 
     log_phase("agents replaced: drained, restarted on this build, undrained");
@@ -274,7 +278,10 @@ async fn a_rolling_upgrade_from_the_previous_release_and_back() -> anyhow::Resul
         .await?;
     let held = cli(&cluster, &["cluster", "downgrade", "1"])?;
     let said = String::from_utf8_lossy(&held.stderr);
-    assert!(!held.status.success() && said.contains("cron delete"), "{said}");
+    assert!(
+        !held.status.success() && said.contains("cron delete"),
+        "{said}"
+    );
     let deleted = cli(&cluster, &["cron", "delete", "nightly"])?;
     assert!(deleted.status.success(), "{deleted:?}");
 

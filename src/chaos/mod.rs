@@ -4,7 +4,8 @@
 //!
 //! Pieces: `proxy` (per-link network cuts), `nemesis` (the faults), `workload` (clients
 //! submitting and reading), `sampler` (each replica's own status over time), `history` and
-//! `executions` (the record), `checker` and `scheduling_checker` (the verdicts), `suspicion` (TaskManagers declared
+//! `executions` (the record), `checker`, `scheduling_checker` and `periodic_checker` (a
+//! schedule fired throughout: one job per scheduled time) (the verdicts), `suspicion` (TaskManagers declared
 //! lost, shards interrupted), `load` (busy threads for a loaded machine), `hostile` (a tenant
 //! that attacks the others, with `--hostile`) and `walls_checker` (its verdict), and `runner`
 //! (the whole run).
@@ -15,6 +16,7 @@ pub mod history;
 pub mod hostile;
 pub mod load;
 pub mod nemesis;
+pub mod periodic_checker;
 pub mod proxy;
 pub mod rng;
 pub mod runner;

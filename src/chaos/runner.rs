@@ -162,6 +162,10 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     })
     .await?;
 
+    // A schedule fires throughout; its checker wants one job per scheduled time.
+    let mut periodic = super::periodic_checker::PeriodicProbe::default();
+    periodic.start(&admin, &recorder).await;
+
     // Elections from here on are the faults' doing; in a soak there must be none.
     let term_at_start = highest_term(&cluster, &ids).await;
 
@@ -216,6 +220,10 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         }
         let kind = order.remove(0);
         tokio::time::sleep(Duration::from_millis(rng.range(1_000, 3_000))).await;
+        if kind == FaultKind::RestartUpgrade {
+            // The older release knows no schedules: the cluster must drop it to go there.
+            periodic.close(&admin, true).await;
+        }
         let applied = nemesis::apply(
             kind,
             &mut cluster,
@@ -268,6 +276,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         if let Err(e) = cluster.wait_for_leader(&ids, Duration::from_secs(30)).await {
             tracing::warn!("no leader 30 s after healing {}: {e}", kind.name());
         }
+        periodic.start(&admin, &recorder).await;
     }
 
     // A soak (no faults): the workload runs for the whole duration all the same.
@@ -289,6 +298,8 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
         .wait_for_leader(&ids, Duration::from_secs(60))
         .await?;
     let client = Client::new(endpoints.clone(), credentials.clone())?;
+    // No turn after this: the schedule's mark says up to where it must have fired.
+    periodic.close(&client, false).await;
     let mut verdicts = Vec::new();
     let liveness = wait_for(opts.liveness_bound, "every job to end", || async {
         let jobs = client.list_jobs().await.ok()?;
@@ -357,6 +368,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     verdicts.push(checker::leaders_and_commits(&events));
     verdicts.push(scheduling_checker::dependencies(&runs, &final_jobs));
     verdicts.push(scheduling_checker::gangs(&runs, &final_jobs));
+    verdicts.push(periodic.verdict());
     let slots_of: BTreeMap<String, u32> = (0..opts.taskmanagers)
         .map(|k| (format!("tm-{k}"), AGENT_SLOTS))
         .collect();

@@ -26,7 +26,11 @@ impl Client {
         Ok(reply.schedules)
     }
 
-    pub async fn get_schedule(&self, name: &str, tenant: &str) -> Result<ScheduleInfo, ClientError> {
+    pub async fn get_schedule(
+        &self,
+        name: &str,
+        tenant: &str,
+    ) -> Result<ScheduleInfo, ClientError> {
         let req = ScheduleRequest {
             name: name.to_string(),
             tenant: tenant.to_string(),

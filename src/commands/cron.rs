@@ -22,7 +22,7 @@ pub async fn cron(command: CronCommand, args: ClientArgs) -> Result<ExitCode, Cl
             catch_up,
             job,
         } => {
-            let job = job_request(name.clone(), job)?;
+            let job = job_request(name.clone(), *job)?;
             let request = AddScheduleRequest {
                 name,
                 schedule,
@@ -82,7 +82,10 @@ pub async fn cron(command: CronCommand, args: ClientArgs) -> Result<ExitCode, Cl
             message(
                 args.output,
                 json!({"name": deleted.name, "tenant": deleted.tenant, "deleted": true}),
-                &format!("deleted schedule {} of tenant {}", deleted.name, deleted.tenant),
+                &format!(
+                    "deleted schedule {} of tenant {}",
+                    deleted.name, deleted.tenant
+                ),
             );
         }
         CronCommand::Run { name, tenant } => {
@@ -133,9 +136,9 @@ fn schedule_json(s: &ScheduleInfo) -> Value {
 
 fn list(format: OutputFormat, schedules: &[ScheduleInfo]) {
     match format {
-        OutputFormat::Json => print_json(&Value::Array(
-            schedules.iter().map(schedule_json).collect(),
-        )),
+        OutputFormat::Json => {
+            print_json(&Value::Array(schedules.iter().map(schedule_json).collect()))
+        }
         OutputFormat::Text => {
             let mut t = Table::new(&[
                 "NAME", "TENANT", "SCHEDULE", "TIMEZONE", "STATE", "NEXT", "LAST JOB",
@@ -150,9 +153,10 @@ fn list(format: OutputFormat, schedules: &[ScheduleInfo]) {
                     s.next_fires_ms
                         .first()
                         .map_or_else(|| "-".to_string(), |ms| rfc3339(*ms)),
-                    s.recent
-                        .last()
-                        .map_or_else(|| "-".to_string(), |r| format!("{} ({})", r.job_id, r.state)),
+                    s.recent.last().map_or_else(
+                        || "-".to_string(),
+                        |r| format!("{} ({})", r.job_id, r.state),
+                    ),
                 ]);
             }
             println!("{}", t.render());
@@ -166,10 +170,7 @@ fn show(format: OutputFormat, s: &ScheduleInfo) {
         return;
     }
     let state = if s.suspended { "suspended" } else { "active" };
-    let mut rules = format!(
-        "concurrency {}, catch-up {}",
-        s.concurrency, s.catch_up
-    );
+    let mut rules = format!("concurrency {}, catch-up {}", s.concurrency, s.catch_up);
     if let Some(ms) = s.starting_deadline_ms {
         rules.push_str(&format!(", starting deadline {}", format_duration(ms)));
     }
@@ -203,7 +204,11 @@ fn show(format: OutputFormat, s: &ScheduleInfo) {
     } else {
         let mut t = Table::new(&["SCHEDULED", "JOB", "STATE"]);
         for r in &s.recent {
-            t.row(vec![rfc3339(r.scheduled_ms), r.job_id.clone(), r.state.clone()]);
+            t.row(vec![
+                rfc3339(r.scheduled_ms),
+                r.job_id.clone(),
+                r.state.clone(),
+            ]);
         }
         println!("{}", t.render());
     }

@@ -25,8 +25,7 @@ pub mod terminal;
 
 use crate::cli::{
     ClientArgs, ClusterCommand, JobArgs, JobCommand, QuotaCommand, SnapshotCommand, SubmitArgs,
-    TmCommand,
-    TokenCommand,
+    TmCommand, TokenCommand,
 };
 use crate::client::{Client, ClientError};
 use crate::domain::Role;

@@ -22,10 +22,9 @@ mod token;
 
 pub use cluster_version::ClusterVersion;
 pub use cron::{
-    rfc3339, CronDefinition, CronKey, CronOrigin, CronRunRecord, CronSchedule, CronSkip,
-    CronState, JobTemplate, CRON_HISTORY, MAX_SCHEDULES, MAX_SCHEDULES_PER_TENANT,
-    MAX_SKIP_REASON_BYTES, MAX_STARTING_DEADLINE_MS, MAX_TIMEZONE_BYTES, SCHEDULED_TIME_ENV,
-    SCHEDULE_ENV,
+    rfc3339, CronDefinition, CronKey, CronOrigin, CronRunRecord, CronSchedule, CronSkip, CronState,
+    JobTemplate, CRON_HISTORY, MAX_SCHEDULES, MAX_SCHEDULES_PER_TENANT, MAX_SKIP_REASON_BYTES,
+    MAX_STARTING_DEADLINE_MS, MAX_TIMEZONE_BYTES, SCHEDULED_TIME_ENV, SCHEDULE_ENV,
 };
 pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardCounts, ShardMut, ShardState};

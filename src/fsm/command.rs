@@ -608,7 +608,9 @@ pub enum Rejection {
     },
     #[error("this needs cluster version {needed}, and the cluster runs at {current}: every replica must run a release that reads it first (see `dispatcher cluster status`)")]
     NeedsClusterVersion { needed: u32, current: u32 },
-    #[error("no schedule '{name}' in tenant '{tenant}'; list schedules with `dispatcher cron list`")]
+    #[error(
+        "no schedule '{name}' in tenant '{tenant}'; list schedules with `dispatcher cron list`"
+    )]
     UnknownSchedule { tenant: String, name: String },
     /// A leader's turn that another already settled, or for a definition since replaced.
     #[error("stale turn for schedule '{name}': {why}")]

@@ -440,7 +440,13 @@ impl Before {
                         .origins
                         .get(&job_id)
                         .map_or_else(String::new, |o| rfc3339(o.scheduled_ms));
-                    push("cron_fired", Some(job_id), None, None, format!("{name} for {at}"));
+                    push(
+                        "cron_fired",
+                        Some(job_id),
+                        None,
+                        None,
+                        format!("{name} for {at}"),
+                    );
                     for previous in running {
                         let cancelled = state
                             .job(previous)
@@ -988,9 +994,16 @@ mod tests {
             ]
         );
         assert!(fired[0].detail.contains("2 missed times"), "{:?}", fired[0]);
-        assert!(fired[2].detail.contains("1970-01-01T00:03:00Z"), "{:?}", fired[2]);
         assert!(
-            added.iter().chain(&fired).all(|e| e.tenant.as_deref() == Some("team")),
+            fired[2].detail.contains("1970-01-01T00:03:00Z"),
+            "{:?}",
+            fired[2]
+        );
+        assert!(
+            added
+                .iter()
+                .chain(&fired)
+                .all(|e| e.tenant.as_deref() == Some("team")),
             "{added:?} {fired:?}"
         );
     }

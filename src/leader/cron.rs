@@ -294,7 +294,12 @@ mod tests {
         assert_eq!(made, 5);
         let mut parsed = ParsedSchedules::default();
         assert_eq!(next_wake(&state, &mut parsed), Some(12 * SECOND));
-        let mut times: Vec<u64> = state.cron.origins.values().map(|o| o.scheduled_ms).collect();
+        let mut times: Vec<u64> = state
+            .cron
+            .origins
+            .values()
+            .map(|o| o.scheduled_ms)
+            .collect();
         times.sort();
         assert_eq!(times, vec![2_000, 4_000, 6_000, 8_000, 10_000]);
     }

@@ -11,17 +11,17 @@ use crate::http::{access::HttpAccess, ReplicaHttp};
 use crate::leader::{LeaderDuties, Liveness};
 use crate::metrics::Metrics;
 use crate::pb::api::access_server::AccessServer;
-use crate::pb::api::periodic_server::PeriodicServer;
 use crate::pb::api::cluster_server::ClusterServer;
 use crate::pb::api::dispatcher_server::DispatcherServer;
+use crate::pb::api::periodic_server::PeriodicServer;
 use crate::pb::api::task_managers_server::TaskManagersServer;
 use crate::pb::raft::raft_service_server::RaftServiceServer;
 use crate::raft::network::RAFT_MAX_MESSAGE_BYTES;
 use crate::raft::snapshot_store::SnapshotStore;
 use crate::raft::{GateState, GrpcNetworkFactory, Raft, RaftGate, StateMachineStore, WalLogStore};
 use crate::rpc::{
-    AccessLayer, AccessService, CallMetricsLayer, ClusterService, DispatcherService, Guard, PeriodicService,
-    RaftService, ServiceContext, TaskManagerService, API_MAX_MESSAGE_BYTES,
+    AccessLayer, AccessService, CallMetricsLayer, ClusterService, DispatcherService, Guard,
+    PeriodicService, RaftService, ServiceContext, TaskManagerService, API_MAX_MESSAGE_BYTES,
 };
 use crate::security::{Secret, Transport};
 use bootstrap::Bootstrap;

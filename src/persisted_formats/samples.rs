@@ -3,8 +3,9 @@
 //! format version: the golden files are these values encoded.
 
 use crate::domain::{
-    Admission, ClusterState, ClusterVersion, CronDefinition, JobTemplate, Isolation, JobId, JobScheduling, JobSpec, Labels,
-    PrintedTail, PriorityOnly, ResourceRequest, Resources, Role, TaskManagerResources, TokenHash,
+    Admission, ClusterState, ClusterVersion, CronDefinition, Isolation, JobId, JobScheduling,
+    JobSpec, JobTemplate, Labels, PrintedTail, PriorityOnly, ResourceRequest, Resources, Role,
+    TaskManagerResources, TokenHash,
 };
 use crate::fsm::{
     apply, Command, OutputReport, Placement, Report, ResourceLimits, ShardOutcome, SlotLimit,

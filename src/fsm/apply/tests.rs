@@ -1313,5 +1313,5 @@ fn a_tenants_priority_ceiling_holds_in_apply_for_every_token_but_an_admins() {
     ));
 }
 
-mod versions;
 mod cron;
+mod versions;

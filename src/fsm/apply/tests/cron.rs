@@ -78,7 +78,11 @@ fn tick(state: &ClusterState) -> &crate::domain::CronSchedule {
 #[test]
 fn a_turn_fires_once_and_a_second_decision_of_it_changes_nothing() {
     let (mut state, generation) = with_schedule(Concurrency::Allow);
-    let job = fired_job(apply(&mut state, 3, turn(generation, 0, MINUTE, Some(MINUTE))));
+    let job = fired_job(apply(
+        &mut state,
+        3,
+        turn(generation, 0, MINUTE, Some(MINUTE)),
+    ));
     assert_eq!(job, JobId(3));
     let made = state.job(job).expect("the fired job");
     assert_eq!(made.spec.env["DISPATCHER_SCHEDULE"], "tick");
@@ -93,15 +97,22 @@ fn a_turn_fires_once_and_a_second_decision_of_it_changes_nothing() {
         matches!(r, Rejection::StaleCronTurn { .. })
     });
     // A turn for a definition since replaced.
-    assert_rejected(&state, 4, turn(1, MINUTE, 2 * MINUTE, Some(2 * MINUTE)), |r| {
-        matches!(r, Rejection::StaleCronTurn { .. })
-    });
+    assert_rejected(
+        &state,
+        4,
+        turn(1, MINUTE, 2 * MINUTE, Some(2 * MINUTE)),
+        |r| matches!(r, Rejection::StaleCronTurn { .. }),
+    );
 }
 
 #[test]
 fn forbid_skips_while_the_previous_job_runs_and_says_why() {
     let (mut state, generation) = with_schedule(Concurrency::Forbid);
-    let first = fired_job(apply(&mut state, 3, turn(generation, 0, MINUTE, Some(MINUTE))));
+    let first = fired_job(apply(
+        &mut state,
+        3,
+        turn(generation, 0, MINUTE, Some(MINUTE)),
+    ));
     let second = apply(
         &mut state,
         4,
@@ -144,7 +155,11 @@ fn forbid_skips_while_the_previous_job_runs_and_says_why() {
 #[test]
 fn replace_cancels_the_previous_job_and_allow_runs_both() {
     let (mut state, generation) = with_schedule(Concurrency::Replace);
-    let first = fired_job(apply(&mut state, 3, turn(generation, 0, MINUTE, Some(MINUTE))));
+    let first = fired_job(apply(
+        &mut state,
+        3,
+        turn(generation, 0, MINUTE, Some(MINUTE)),
+    ));
     let second = fired_job(apply(
         &mut state,
         4,
@@ -154,7 +169,11 @@ fn replace_cancels_the_previous_job_and_allow_runs_both() {
     assert_eq!(state.job(second).map(|j| j.state), Some(JobState::Pending));
 
     let (mut state, generation) = with_schedule(Concurrency::Allow);
-    let first = fired_job(apply(&mut state, 3, turn(generation, 0, MINUTE, Some(MINUTE))));
+    let first = fired_job(apply(
+        &mut state,
+        3,
+        turn(generation, 0, MINUTE, Some(MINUTE)),
+    ));
     fired_job(apply(
         &mut state,
         4,
@@ -222,9 +241,12 @@ fn cron_run_is_idempotent_by_its_request_key() {
 #[test]
 fn bad_schedules_and_turns_change_nothing() {
     let (state, generation) = with_schedule(Concurrency::Allow);
-    assert_rejected(&state, 3, turn(generation, 0, MINUTE, Some(2 * MINUTE)), |r| {
-        matches!(r, Rejection::Invalid(_))
-    });
+    assert_rejected(
+        &state,
+        3,
+        turn(generation, 0, MINUTE, Some(2 * MINUTE)),
+        |r| matches!(r, Rejection::Invalid(_)),
+    );
     let mut unknown = turn(generation, 0, MINUTE, None);
     if let Command::CronFired { name, .. } = &mut unknown {
         *name = "nope".into();
