@@ -98,6 +98,7 @@ fn bounded_chaos_run_finds_no_violation() {
         "gangs",
         "quotas",
         "walls",
+        "periodic",
     ] {
         assert!(
             report.contains(&format!("ok   {checker}")),

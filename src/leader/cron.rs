@@ -48,9 +48,12 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, admission: Admission) {
                     Response::CronFired { job, skipped } => {
                         tracing::info!(schedule = %turn.name, ?job, ?skipped, "schedule fired")
                     }
-                    // Another turn for the same time applied first: nothing to do.
+                    // Another turn for the same time applied first (this replica had not
+                    // applied it when it decided): decide again from the state after it.
                     Response::Rejected(why) => {
-                        tracing::debug!(schedule = %turn.name, "turn not applied: {why}")
+                        tracing::debug!(schedule = %turn.name, "turn not applied: {why}");
+                        failed = true;
+                        break;
                     }
                     _ => {}
                 },
