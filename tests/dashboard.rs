@@ -5,12 +5,16 @@
 mod common;
 
 use common::cdp::Browser;
+use common::http_client::{get, HttpTarget};
 use common::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_follows_a_job_live_without_a_reload() -> anyhow::Result<()> {
-    let mut cluster = start_cluster(3, test_config()).await?;
+    let mut config = test_config();
+    // A sample a second, so that the charts have points within the test.
+    config.dashboard.history_sample_secs = 1;
+    let mut cluster = start_cluster(3, config).await?;
     cluster.start_taskmanager("web-a", 4, &[])?;
     let client = cluster.client()?;
     wait_taskmanagers_alive(&client, 1).await?;
@@ -73,6 +77,12 @@ async fn the_dashboard_follows_a_job_live_without_a_reload() -> anyhow::Result<(
             log.contains("job_finished") && log.contains(&job),
             "the event log shows the job's end: {log}"
         );
+        let tenant = browser.eval(&format!("{row}.children[2].textContent"))?;
+        let priority = browser.eval(&format!("{row}.children[3].textContent"))?;
+        assert_eq!(
+            (tenant, priority),
+            (serde_json::json!("default"), serde_json::json!("500"))
+        );
         assert_eq!(
             browser.eval("window.__loadedOnce")?,
             serde_json::json!("yes"),
@@ -80,5 +90,106 @@ async fn the_dashboard_follows_a_job_live_without_a_reload() -> anyhow::Result<(
         );
         Ok(())
     })?;
+
+    log_phase("the history charts show the submission and the shards' starts");
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        let chart = |id: &str| format!("document.querySelector('#chart-{id} polyline')");
+        browser.wait_until(
+            "the charts to have points, the submission among them",
+            &format!(
+                "{submitted}?.dataset.points >= 3 && {starts}?.dataset.points >= 3 && \
+                 {submitted}.getAttribute('points').split(' ').some((xy) => +xy.split(',')[1] < 86)",
+                submitted = chart("submitted"),
+                starts = chart("shards"),
+            ),
+            within,
+        )?;
+        let caption = browser.eval("document.getElementById('historyspan').textContent")?;
+        assert!(
+            caption.as_str().unwrap_or_default().contains("every 1 s"),
+            "{caption}"
+        );
+        Ok(())
+    })?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end(
+) -> anyhow::Result<()> {
+    let mut cluster = start_cluster(3, test_config()).await?;
+    cluster.start_taskmanager("web-b", 2, &[])?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+    let follower = {
+        let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+        cluster.ids().into_iter().find(|id| *id != leader).unwrap()
+    };
+    // Waits for a file the test writes, so the page is surely open while the job runs.
+    let gate = cluster.root().join("gate");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.1; done; echo \"shard $DISPATCHER_SHARD_INDEX done\"",
+        gate.display()
+    );
+    let job = client
+        .submit(job_request(
+            "paged",
+            2,
+            1,
+            1,
+            ("/bin/sh".to_string(), vec!["-c".to_string(), script]),
+        ))
+        .await?
+        .job_id;
+    wait_all_running(&client, &job).await?;
+
+    log_phase("the job's own URL, on a follower, shows it running");
+    let url = format!("http://{}/jobs/{job}", cluster.replica(follower)?.http);
+    let profile = tempfile::tempdir()?;
+    let mut browser = tokio::task::block_in_place(|| Browser::open(&url, profile.path()))?;
+    let within = Duration::from_secs(30);
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        browser.wait_until(
+            "the job running, with both shards and their TaskManager",
+            "document.getElementById('job-state').dataset.state === 'running' && \
+             document.querySelectorAll('#shards tr[data-state=\"running\"]').length === 2 && \
+             document.querySelector('#shards tr').children[2].textContent === 'web-b'",
+            within,
+        )?;
+        browser.eval("window.__loadedOnce = 'yes'")?;
+        Ok(())
+    })?;
+
+    log_phase("it finishes, and the page shows the end and the output without a reload");
+    std::fs::write(&gate, b"")?;
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        browser.wait_until(
+            "the job finished with shard 0's output",
+            "document.getElementById('job-state').dataset.state === 'finished' && \
+             document.getElementById('output-stdout').textContent === 'shard 0 done\\n'",
+            within,
+        )?;
+        assert_eq!(
+            browser.eval("window.__loadedOnce")?,
+            serde_json::json!("yes")
+        );
+        browser.eval(
+            "document.getElementById('output-shard').value = '1'; \
+             document.getElementById('output-shard').dispatchEvent(new Event('change'))",
+        )?;
+        let shown = browser.eval("document.getElementById('output-stdout').textContent")?;
+        assert_eq!(shown, serde_json::json!("shard 1 done\n"));
+        Ok(())
+    })?;
+
+    log_phase("a job that does not exist says so");
+    let http = cluster.replica(follower)?.http.clone();
+    let missing = get(&HttpTarget::Plain, &http, "/api/jobs/j-999999", &[]).await?;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert!(missing.body.contains("not found"), "{}", missing.body);
+    let page = get(&HttpTarget::Plain, &http, "/jobs/j-999999", &[]).await?;
+    assert_eq!(page.status, 200, "the page itself is static");
+    let policy = page.header("content-security-policy").unwrap_or_default();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
     Ok(())
 }

@@ -279,6 +279,9 @@ async fn with_tls_the_http_side_is_https_and_the_dashboard_data_needs_a_token() 
     let page = get(&https, &http, "/", &[]).await?;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<title>dispatcher</title>"));
+    let script = get(&https, &http, "/console.js", &[]).await?;
+    assert_eq!(script.status, 200);
+    assert!(script.body.contains("followEvents"), "the console's script");
     let anonymous = get(&https, &http, "/api/overview", &[]).await?;
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
     let dispatcher::local_cluster::HarnessSecurity::Tls { admin, .. } = cluster.security() else {
@@ -286,7 +289,12 @@ async fn with_tls_the_http_side_is_https_and_the_dashboard_data_needs_a_token() 
     };
     // A secret in the URL would be written to every log on the way: even a valid one is
     // refused there, for the overview and for the event stream.
-    for path in ["/api/overview", "/api/events"] {
+    for path in [
+        "/api/overview",
+        "/api/events",
+        "/api/history",
+        "/api/jobs/j-1",
+    ] {
         let in_url = format!("{path}?token={}", admin.expose());
         let refused = get(&https, &http, &in_url, &[]).await?;
         assert_eq!(refused.status, 401, "{path}: {}", refused.body);

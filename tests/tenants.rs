@@ -231,6 +231,17 @@ async fn a_tenant_sees_and_touches_only_its_own_jobs() -> anyhow::Result<()> {
         .filter_map(|j| j["id"].as_str())
         .collect();
     assert_eq!(ids, vec![mine.job_id.as_str()]);
+    // A job's page: its own, and another tenant's as if it did not exist.
+    for (job, status) in [(&mine.job_id, 200), (&failed.job_id, 404)] {
+        let page = get(
+            &https,
+            &http,
+            &format!("/api/jobs/{job}"),
+            &[("Authorization", &bearer)],
+        )
+        .await?;
+        assert_eq!(page.status, status, "{job}: {}", page.body);
+    }
 
     log_phase("idempotency keys are per tenant");
     let mut same_key = shell("b-nightly", "true", 1);

@@ -275,32 +275,7 @@ pub fn taskmanagers(format: OutputFormat, tms: &[TaskManagerInfo]) {
 
 pub fn job_status(format: OutputFormat, job: &JobStatus) {
     match format {
-        OutputFormat::Json => print_json(&json!({
-            "job_id": job.job_id,
-            "name": job.name,
-            "state": job.state,
-            "priority": job.priority,
-            "after": job.after,
-            "tenant": job.tenant,
-            "gang": job.gang,
-            "reason": (!job.reason.is_empty()).then_some(&job.reason),
-            "resources": job.resources.as_ref().map(|r| resources_output::json_map(Some(r), None)),
-            "isolation": job.isolation_full.then_some("full"),
-            "timeout_ms": job.timeout_ms,
-            "schedule": job.schedule,
-            "scheduled_ms": job.scheduled_ms,
-            "reservation": job.reservation.as_ref().map(|r| json!({
-                "taskmanagers": r.taskmanagers,
-                "expected_start_ms": r.expected_start_ms,
-            })),
-            "created_at_ms": job.created_at_ms,
-            "shards": job.shards.iter().map(|s| json!({
-                "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
-                                "attempt": s.attempt, "epoch": s.epoch, "exit_code": s.exit_code,
-                "failures": s.failures, "error": s.error, "not_before_ms": s.not_before_ms,
-                "preemptions": s.preemptions,
-            })).collect::<Vec<_>>(),
-        })),
+        OutputFormat::Json => print_json(&crate::rpc::job_status_json(job)),
         OutputFormat::Text => {
             let mut options = format!("priority {}, tenant {}", job.priority, job.tenant);
             if job.gang {

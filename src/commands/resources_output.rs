@@ -4,29 +4,8 @@
 
 use crate::domain::{format_cpu, format_size, Resources};
 use crate::pb::api::ResourceAmounts;
-use serde_json::{json, Map, Value};
 
-/// The JSON map of an amount, with `slots` when given. CPU and memory appear when set.
-pub fn json_map(amounts: Option<&ResourceAmounts>, slots: Option<u32>) -> Value {
-    let mut map = Map::new();
-    if let Some(a) = amounts {
-        if a.cpu_millis > 0 {
-            map.insert("cpu".into(), json!(a.cpu_millis as f64 / 1000.0));
-        }
-        if a.memory_bytes > 0 {
-            map.insert("memory".into(), json!(a.memory_bytes));
-        }
-        let mut named: Vec<(&String, &u64)> = a.named.iter().collect();
-        named.sort();
-        for (name, count) in named {
-            map.insert(name.clone(), json!(count));
-        }
-    }
-    if let Some(slots) = slots {
-        map.insert("slots".into(), json!(slots));
-    }
-    Value::Object(map)
-}
+pub use crate::rpc::resources_json as json_map;
 
 /// `used/capacity` of one dimension for a table cell (`-` when the agent declared none).
 pub fn used_of(used: Option<&ResourceAmounts>, capacity: Option<&ResourceAmounts>) -> [String; 3] {

@@ -305,6 +305,54 @@ pub struct ServeConfig {
     pub jobs: JobSettings,
     pub limits: LimitSettings,
     pub security: SecuritySettings,
+    /// Left out when written at its default, so a file written today still reads on v0.1.0.
+    #[serde(skip_serializing_if = "DashboardSettings::is_default")]
+    pub dashboard: DashboardSettings,
+}
+
+/// The dashboard's history charts (`[dashboard]`): how often a replica samples its headline
+/// figures, and how long it keeps them (in memory).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardSettings {
+    pub history_sample_secs: u64,
+    pub history_hours: u64,
+}
+
+/// Most samples a replica keeps (a few MiB).
+pub const MAX_HISTORY_SAMPLES: u64 = 100_000;
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        DashboardSettings {
+            history_sample_secs: 10,
+            history_hours: 6,
+        }
+    }
+}
+
+impl DashboardSettings {
+    fn is_default(&self) -> bool {
+        *self == DashboardSettings::default()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let (every, hours) = (self.history_sample_secs, self.history_hours);
+        if every == 0 || hours == 0 || hours > 48 {
+            return Err(ConfigError::Invalid(
+                "dashboard.history_sample_secs must be above 0 and dashboard.history_hours \
+                 between 1 and 48"
+                    .into(),
+            ));
+        }
+        if hours * 3_600 / every > MAX_HISTORY_SAMPLES {
+            return Err(ConfigError::Invalid(format!(
+                "dashboard.history_hours / dashboard.history_sample_secs keeps more than \
+                 {MAX_HISTORY_SAMPLES} samples: sample less often or keep fewer hours"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Cluster-wide rules on what shards may run where (`[security]`).
@@ -338,6 +386,7 @@ impl ServeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.dashboard.validate()?;
         let r = &self.raft;
         if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
             return Err(ConfigError::Invalid(

@@ -11,7 +11,8 @@
 pub mod access;
 mod agent;
 mod connections;
-mod dashboard;
+mod console;
+mod jobs;
 mod readiness;
 mod recent;
 mod replica;

@@ -1,11 +1,13 @@
-//! A replica's routes: `/metrics`, `/healthz`, `/readyz`, and the dashboard (`/`, with its
-//! data under `/api/overview` and `/api/events`).
+//! A replica's routes: `/metrics`, `/healthz`, `/readyz`, and the console (`/` and
+//! `/jobs/<id>` with their scripts; their data under `/api/overview`, `/api/jobs/<id>`,
+//! `/api/events` and `/api/history`).
 
 use super::access::HttpAccess;
 use super::readiness::Readiness;
 use super::recent::Recent;
-use super::{dashboard, line, sse};
+use super::{console, jobs, line, sse};
 use crate::domain::{ClusterState, ShardState};
+use crate::metrics::history::HistoryRing;
 use crate::metrics::{Metrics, RaftView};
 use crate::raft::{Raft, SharedState};
 use crate::rpc::stream_right::{Guard, StreamRight, Touch};
@@ -39,6 +41,8 @@ pub struct ReplicaHttp {
     pub scrape: Arc<Recent<String>>,
     /// This replica's touch with the cluster: the dashboard's event stream ends without it.
     pub touch: Option<Touch>,
+    /// The last hours of the headline figures, for the charts.
+    pub history: Arc<HistoryRing>,
 }
 
 impl ReplicaHttp {
@@ -48,6 +52,7 @@ impl ReplicaHttp {
         transport: Transport,
         access: HttpAccess,
         touch: Option<Touch>,
+        history: Arc<HistoryRing>,
     ) -> Self {
         ReplicaHttp {
             raft,
@@ -56,6 +61,7 @@ impl ReplicaHttp {
             readiness: Arc::new(Readiness::new(transport)),
             scrape: Arc::new(Recent::new(SCRAPE_FRESH_FOR)),
             touch,
+            history,
         }
     }
 }
@@ -68,9 +74,15 @@ pub fn replica_routes(replica: ReplicaHttp) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { line("ok") }))
         .route("/readyz", get(ready))
-        .route("/", get(dashboard::page))
+        .route("/", get(console::dashboard))
+        .route("/jobs/{id}", get(console::job))
+        .route("/console.js", get(console::console_js))
+        .route("/dashboard.js", get(console::dashboard_js))
+        .route("/job.js", get(console::job_js))
         .route("/api/overview", get(overview))
+        .route("/api/jobs/{id}", get(jobs::job))
         .route("/api/events", get(events))
+        .route("/api/history", get(history))
         .with_state(replica)
 }
 
@@ -149,6 +161,19 @@ async fn overview(State(replica): State<ReplicaHttp>, headers: HeaderMap) -> Res
     .into_response()
 }
 
+/// The charts' points: this replica's figures over the last hours (no job in them, so any
+/// caller that may read may see them).
+async fn history(State(replica): State<ReplicaHttp>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = replica.access.check_read(&headers) {
+        return refusal.into_response();
+    }
+    Json(json!({
+        "sample_secs": replica.history.every.as_secs(),
+        "points": replica.history.points(),
+    }))
+    .into_response()
+}
+
 fn taskmanagers_json(state: &ClusterState) -> Vec<Value> {
     state
         .taskmanagers
@@ -188,6 +213,9 @@ fn jobs_json(state: &ClusterState, scope: &Scope) -> Vec<Value> {
                 "id": job.id.to_string(),
                 "name": job.name,
                 "state": job.state.as_str(),
+                "tenant": state.tenant(job.id),
+                "priority": state.priority(job.id),
+                "schedule": state.cron.origins.get(&job.id).map(|o| &o.name),
                 "shard_count": job.shards.len(),
                 "shard_states": counts,
                 "shards": shards,

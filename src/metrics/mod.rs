@@ -7,6 +7,7 @@
 //! This module only counts: it decides nothing and never blocks the path it observes.
 
 mod agent;
+pub mod history;
 mod state_gauges;
 
 pub use agent::AgentMetrics;
@@ -301,6 +302,16 @@ impl Metrics {
         for kind in event_kinds {
             self.event_applied(kind);
         }
+    }
+
+    /// Events of `kind` this replica applied since it started.
+    pub fn event_count(&self, kind: &'static str) -> u64 {
+        self.events.get_or_create(&[("kind", kind)]).get()
+    }
+
+    /// Leader changes this replica applied since it started.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.get()
     }
 
     fn event_applied(&self, kind: &'static str) {

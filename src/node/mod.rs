@@ -259,12 +259,19 @@ pub async fn serve(
             contact: leader_contact.clone(),
             bound: Duration::from_millis(opts.config.raft.election_timeout_max_ms),
         };
+        let dashboard = &opts.config.dashboard;
+        let history = Arc::new(crate::metrics::history::HistoryRing::new(
+            Duration::from_secs(dashboard.history_sample_secs),
+            Duration::from_secs(dashboard.history_hours * 3_600),
+        ));
+        tokio::spawn(crate::metrics::history::run(history.clone(), shared.clone()));
         let routes = crate::http::replica_routes(ReplicaHttp::new(
             raft.clone(),
             shared.clone(),
             opts.security.transport.clone(),
             access,
             Some(touch),
+            history,
         ));
         tracing::info!(listen = ?opts.http_listen, "HTTP side listening (/metrics, /healthz, /readyz, /)");
         tokio::spawn(crate::http::serve(listener, tls, routes, std::future::pending()))

@@ -68,6 +68,29 @@ fn placement_warnings(state: &ClusterState, spec: &JobSpec) -> Vec<String> {
     )]
 }
 
+/// A job's whole status as `job status` answers it, read at `applied_index`. `viewer` is the
+/// owner a caller below operator acts as (`Caller::cancels_only_own`): a job's environment
+/// may carry its owner's secrets, so anyone else sees the names only.
+pub fn status_for(
+    state: &ClusterState,
+    job: &crate::domain::Job,
+    applied_index: u64,
+    viewer: Option<&str>,
+) -> JobStatus {
+    let mut status = job_status(job);
+    scheduling::fill_status(&mut status, state, job.id);
+    super::resources::fill_status(&mut status, state, job.id);
+    status.applied_index = applied_index;
+    if viewer.is_some_and(|me| me != job.owner) {
+        if let Some(spec) = status.spec.as_mut() {
+            for value in spec.env.values_mut() {
+                *value = HIDDEN.to_string();
+            }
+        }
+    }
+    status
+}
+
 pub(super) fn unexpected(resp: FsmResponse) -> ApiError {
     ApiError::Internal(format!("unexpected state machine response {resp:?}"))
 }
@@ -186,27 +209,18 @@ impl Dispatcher for DispatcherService {
         linearizable(&self.ctx).await?;
         let applied = self.ctx.shared.read();
         let job = Scope::of(&who, &applied.state).job(&applied.state, job_id)?;
-        let mut status = job_status(job);
-        scheduling::fill_status(&mut status, &applied.state, job_id);
-        super::resources::fill_status(&mut status, &applied.state, job_id);
-        status.applied_index = applied
+        let applied_index = applied
             .last_applied
             .as_ref()
             .map(|l| l.index())
             .unwrap_or(0);
-        // A job's environment may carry its owner's secrets: others below operator see the
-        // names only.
-        if who
-            .cancels_only_own(request.remote_addr())
-            .is_some_and(|me| me != job.owner)
-        {
-            if let Some(spec) = status.spec.as_mut() {
-                for value in spec.env.values_mut() {
-                    *value = HIDDEN.to_string();
-                }
-            }
-        }
-        Ok(Response::new(status))
+        let viewer = who.cancels_only_own(request.remote_addr());
+        Ok(Response::new(status_for(
+            &applied.state,
+            job,
+            applied_index,
+            viewer.as_deref(),
+        )))
     }
 
     type WatchEventsStream = super::event_stream::EventStream;

@@ -18,6 +18,7 @@ mod dispatcher_service;
 mod error;
 mod event_stream;
 pub mod fuzzing;
+mod job_json;
 pub mod leader_contact;
 mod leader_lease;
 pub mod output_taps;
@@ -40,8 +41,9 @@ pub use access_service::AccessService;
 pub use call_metrics::CallMetricsLayer;
 pub use cluster_service::{local_status_of, members as cluster_members, ClusterService};
 pub use cron_service::PeriodicService;
-pub use dispatcher_service::DispatcherService;
+pub use dispatcher_service::{status_for as job_status_for, DispatcherService};
 pub use error::{ApiError, LEADER_ADDR_HEADER, LEADER_ID_HEADER};
+pub use job_json::{job_status_json, resources_json};
 pub use raft_service::RaftService;
 pub use taskmanager_service::TaskManagerService;
 

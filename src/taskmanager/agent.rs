@@ -50,7 +50,8 @@ pub struct AgentOptions {
     pub endpoints: Vec<String>,
     /// Dial the replicas from this local address.
     pub source_ip: Option<std::net::IpAddr>,
-    /// The address this TaskManager registers (default: host name, port 0).
+    /// The address this TaskManager registers (default: its `--http-listen` address, else
+    /// its host name with port 0).
     pub advertise: Option<String>,
     /// Mutual TLS with this agent's `tm-<id>` certificate, or plaintext with `--insecure`.
     pub credentials: crate::security::Credentials,
@@ -61,6 +62,18 @@ pub struct AgentOptions {
     pub capacity: crate::domain::Resources,
     /// `--sandbox`, `--run-as-uids`, `--run-as`.
     pub sandbox: super::sandbox::SandboxRequest,
+}
+
+/// The address an agent registers when `--advertise` is not given: where its HTTP side
+/// (metrics, health) answers, as `--http-listen` names it (the host name for an unspecified
+/// IP), else the host name with port 0 (it takes no inbound connections; work comes on the
+/// streams it opens).
+fn default_advertise(opts: &AgentOptions) -> String {
+    match opts.http_listen {
+        Some(listen) if !listen.ip().is_unspecified() => listen.to_string(),
+        Some(listen) => format!("{}:{}", hostname(), listen.port()),
+        None => format!("{}:0", hostname()),
+    }
 }
 
 /// Until the first heartbeat reply says otherwise.
@@ -98,12 +111,10 @@ async fn register(
 ) -> Result<u64, ClientError> {
     let request = RegisterTaskManagerRequest {
         id: opts.id.clone(),
-        // Port 0 by default: the agent takes no inbound connections; work comes with
-        // heartbeats.
         addr: opts
             .advertise
             .clone()
-            .unwrap_or_else(|| format!("{}:0", hostname())),
+            .unwrap_or_else(|| default_advertise(opts)),
         slots: opts.slots,
         labels: opts.labels.clone().into_iter().collect(),
         incarnation: identity.incarnation,

@@ -38,6 +38,7 @@ pub fn test_config() -> ServeConfig {
         jobs: Default::default(),
         limits: Default::default(),
         security: Default::default(),
+        dashboard: Default::default(),
     }
 }
 
