@@ -104,6 +104,7 @@ async fn the_dashboard_follows_a_job_live_without_a_reload() -> anyhow::Result<(
             ),
             within,
         )?;
+        browser.screenshot("console-overview")?;
         let caption = browser.eval("document.getElementById('historyspan').textContent")?;
         assert!(
             caption.as_str().unwrap_or_default().contains("every 1 s"),
@@ -160,6 +161,37 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
         Ok(())
     })?;
 
+    log_phase("its TaskManager's page lists both shards; the tenants page, the quota held");
+    client.set_quota("default", Some(10), false, None).await?;
+    let http = cluster.replica(follower)?.http.clone();
+    let (tm_profile, tenants_profile) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        let mut tm_page = Browser::open(
+            &format!("http://{http}/taskmanagers/web-b"),
+            tm_profile.path(),
+        )?;
+        tm_page.wait_until(
+            "both shards on web-b, two of its two slots used",
+            &format!(
+                "document.querySelectorAll('#shards tr[data-job=\"{job}\"]').length === 2 && \
+                 document.querySelector('tr[data-resource=\"slots\"]').children[1].textContent === '2' && \
+                 document.getElementById('tm-state').dataset.state === 'alive'"
+            ),
+            within,
+        )?;
+        tm_page.screenshot("console-taskmanager")?;
+        let mut tenants_page =
+            Browser::open(&format!("http://{http}/tenants"), tenants_profile.path())?;
+        tenants_page.wait_until(
+            "tenant default: a quota of 10 slots, 2 held",
+            "document.querySelector('tr[data-tenant=\"default\"]').children[1].textContent === '10' && \
+             document.querySelector('tr[data-tenant=\"default\"]').children[2].textContent === '2'",
+            within,
+        )?;
+        tenants_page.screenshot("console-tenants")?;
+        Ok(())
+    })?;
+
     log_phase("it finishes, and the page shows the end and the output without a reload");
     std::fs::write(&gate, b"")?;
     tokio::task::block_in_place(|| -> anyhow::Result<()> {
@@ -173,6 +205,7 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
             browser.eval("window.__loadedOnce")?,
             serde_json::json!("yes")
         );
+        browser.screenshot("console-job")?;
         browser.eval(
             "document.getElementById('output-shard').value = '1'; \
              document.getElementById('output-shard').dispatchEvent(new Event('change'))",
@@ -190,6 +223,6 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
     let page = get(&HttpTarget::Plain, &http, "/jobs/j-999999", &[]).await?;
     assert_eq!(page.status, 200, "the page itself is static");
     let policy = page.header("content-security-policy").unwrap_or_default();
-    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert_eq!(policy, "default-src 'self'; frame-ancestors 'none'");
     Ok(())
 }

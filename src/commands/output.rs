@@ -206,23 +206,7 @@ pub fn downgrade(
 pub fn taskmanagers(format: OutputFormat, tms: &[TaskManagerInfo]) {
     match format {
         OutputFormat::Json => print_json(&Value::Array(
-            tms.iter()
-                .map(|t| {
-                    json!({"id": t.id, "addr": t.addr, "state": t.state, "slots": t.slots,
-                           "used_slots": t.used_slots, "labels": t.labels,
-                           "registration_epoch": t.registration_epoch,
-                           "incarnation": t.incarnation,
-                           "shard_runs": t.shard_runs, "shard_failures": t.shard_failures,
-                           "excluded_until_ms": t.excluded_until_ms,
-                           "drain_deadline_ms": t.drain_deadline_ms,
-                           "pinned_labels": t.pinned_labels, "pinned_slots": t.pinned_slots,
-                           "isolation": t.isolation,
-                           "isolation_missing": (!t.isolation_missing.is_empty())
-                               .then_some(&t.isolation_missing),
-                           "capacity": resources_output::json_map(t.capacity.as_ref(), Some(t.slots)),
-                           "used": resources_output::json_map(t.used.as_ref(), Some(t.used_slots))})
-                })
-                .collect(),
+            tms.iter().map(crate::rpc::taskmanager_json).collect(),
         )),
         OutputFormat::Text => {
             let mut t = Table::new(&[
@@ -417,16 +401,7 @@ pub fn tokens(format: OutputFormat, tokens: &[TokenInfo]) {
 pub fn quotas(format: OutputFormat, quotas: &[QuotaInfo]) {
     match format {
         OutputFormat::Json => print_json(&Value::Array(
-            quotas
-                .iter()
-                .map(|q| {
-                    json!({"tenant": q.tenant, "slots": q.slots, "weight": q.weight,
-                           "max_priority": q.max_priority,
-                           "running_slots": q.running_slots, "pending_shards": q.pending_shards,
-                           "resource_limits": resources_output::json_map(q.resource_limits.as_ref(), None),
-                           "resources_used": resources_output::json_map(q.resources_used.as_ref(), None)})
-                })
-                .collect(),
+            quotas.iter().map(crate::rpc::quota_json).collect(),
         )),
         OutputFormat::Text => {
             let mut table = Table::new(&[
@@ -440,12 +415,14 @@ pub fn quotas(format: OutputFormat, quotas: &[QuotaInfo]) {
                     q.max_priority.to_string(),
                     q.running_slots.to_string(),
                     q.pending_shards.to_string(),
-                    q.resource_limits
-                        .as_ref()
-                        .map_or_else(|| "-".to_string(), |l| crate::domain::Resources::from(l).to_string()),
-                    q.resources_used
-                        .as_ref()
-                        .map_or_else(|| "-".to_string(), |u| crate::domain::Resources::from(u).to_string()),
+                    q.resource_limits.as_ref().map_or_else(
+                        || "-".to_string(),
+                        |l| crate::domain::Resources::from(l).to_string(),
+                    ),
+                    q.resources_used.as_ref().map_or_else(
+                        || "-".to_string(),
+                        |u| crate::domain::Resources::from(u).to_string(),
+                    ),
                 ]);
             }
             println!("{}", table.render());

@@ -1,11 +1,8 @@
-//! How resources print: one JSON map per amount (`{"cpu": 1.5, "memory": 536870912,
-//! "slots": 4, "gpu": 2}`, CPU in cores, memory in bytes) and one short text
-//! (`cpu=1.5,memory=512MiB,gpu=2`).
+//! How resources print as text: one short form (`cpu=1.5,memory=512MiB,gpu=2`) and table
+//! cells of use against capacity. (Their JSON is `rpc::resources_json`.)
 
 use crate::domain::{format_cpu, format_size, Resources};
 use crate::pb::api::ResourceAmounts;
-
-pub use crate::rpc::resources_json as json_map;
 
 /// `used/capacity` of one dimension for a table cell (`-` when the agent declared none).
 pub fn used_of(used: Option<&ResourceAmounts>, capacity: Option<&ResourceAmounts>) -> [String; 3] {

@@ -17,6 +17,8 @@ mod readiness;
 mod recent;
 mod replica;
 mod sse;
+mod taskmanagers;
+mod tenants;
 
 pub use agent::{agent_routes, AgentView};
 pub use replica::{replica_routes, ReplicaHttp};

@@ -1,11 +1,12 @@
-//! A replica's routes: `/metrics`, `/healthz`, `/readyz`, and the console (`/` and
-//! `/jobs/<id>` with their scripts; their data under `/api/overview`, `/api/jobs/<id>`,
+//! A replica's routes: `/metrics`, `/healthz`, `/readyz`, and the console (`/`,
+//! `/jobs/<id>`, `/taskmanagers/<id>` and `/tenants` with their scripts; their data under
+//! `/api/overview`, `/api/jobs/<id>`, `/api/taskmanagers/<id>`, `/api/tenants`,
 //! `/api/events` and `/api/history`).
 
 use super::access::HttpAccess;
 use super::readiness::Readiness;
 use super::recent::Recent;
-use super::{console, jobs, line, sse};
+use super::{console, jobs, line, sse, taskmanagers, tenants};
 use crate::domain::{ClusterState, ShardState};
 use crate::metrics::history::HistoryRing;
 use crate::metrics::{Metrics, RaftView};
@@ -76,11 +77,18 @@ pub fn replica_routes(replica: ReplicaHttp) -> Router {
         .route("/readyz", get(ready))
         .route("/", get(console::dashboard))
         .route("/jobs/{id}", get(console::job))
+        .route("/taskmanagers/{id}", get(console::taskmanager))
+        .route("/tenants", get(console::tenants))
         .route("/console.js", get(console::console_js))
+        .route("/console.css", get(console::console_css))
         .route("/dashboard.js", get(console::dashboard_js))
         .route("/job.js", get(console::job_js))
+        .route("/taskmanager.js", get(console::taskmanager_js))
+        .route("/tenants.js", get(console::tenants_js))
         .route("/api/overview", get(overview))
         .route("/api/jobs/{id}", get(jobs::job))
+        .route("/api/taskmanagers/{id}", get(taskmanagers::taskmanager))
+        .route("/api/tenants", get(tenants::tenants))
         .route("/api/events", get(events))
         .route("/api/history", get(history))
         .with_state(replica)

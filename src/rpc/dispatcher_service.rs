@@ -91,6 +91,25 @@ pub fn status_for(
     status
 }
 
+/// A TaskManager as `tm list` shows it. Its incarnation is what lets a process with its key
+/// succeed it at once: shown only `with_incarnation` (to operators and admins).
+pub fn taskmanager_status(
+    state: &ClusterState,
+    tm: &crate::domain::TaskManager,
+    with_incarnation: bool,
+) -> TaskManagerInfo {
+    let mut info = taskmanager_info(tm);
+    super::resources::fill_taskmanager(&mut info, state);
+    if !with_incarnation {
+        info.incarnation = 0;
+    }
+    if let Some(pin) = state.pins.get(&tm.id) {
+        info.pinned_labels = pin.labels.clone().into_iter().collect();
+        info.pinned_slots = pin.slots;
+    }
+    info
+}
+
 pub(super) fn unexpected(resp: FsmResponse) -> ApiError {
     ApiError::Internal(format!("unexpected state machine response {resp:?}"))
 }
@@ -424,25 +443,12 @@ impl Dispatcher for DispatcherService {
         let who = caller(&request)?;
         linearizable(&self.ctx).await?;
         let applied = self.ctx.shared.read();
-        // An agent's incarnation is what lets a process with its key succeed it at once:
-        // shown to operators and admins only.
         let shows_incarnations = Scope::of(&who, &applied.state) == Scope::All;
         let taskmanagers = applied
             .state
             .taskmanagers
             .values()
-            .map(|tm| {
-                let mut info = taskmanager_info(tm);
-                super::resources::fill_taskmanager(&mut info, &applied.state);
-                if !shows_incarnations {
-                    info.incarnation = 0;
-                }
-                if let Some(pin) = applied.state.pins.get(&tm.id) {
-                    info.pinned_labels = pin.labels.clone().into_iter().collect();
-                    info.pinned_slots = pin.slots;
-                }
-                info
-            })
+            .map(|tm| taskmanager_status(&applied.state, tm, shows_incarnations))
             .collect();
         Ok(Response::new(ListTaskManagersReply { taskmanagers }))
     }

@@ -68,6 +68,7 @@ impl Browser {
                 "--disable-dev-shm-usage",
                 "--no-first-run",
                 "--no-default-browser-check",
+                "--window-size=1280,900",
                 "--remote-debugging-pipe",
             ])
             .arg(format!("--user-data-dir={}", profile_dir.display()))
@@ -167,6 +168,25 @@ impl Browser {
             anyhow::bail!("{expression}: {thrown}");
         }
         Ok(result["result"]["value"].clone())
+    }
+
+    /// With `DISPATCHER_SCREENSHOTS=<dir>`, save the page as `<dir>/<name>.png` (how the
+    /// console's pictures in docs/ are made); otherwise nothing.
+    pub fn screenshot(&mut self, name: &str) -> anyhow::Result<()> {
+        use base64::Engine;
+        let Some(dir) = std::env::var_os("DISPATCHER_SCREENSHOTS") else {
+            return Ok(());
+        };
+        let session = self.session.clone();
+        let shot = self.call(
+            Some(&session),
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        )?;
+        let data = shot["data"].as_str().unwrap_or_default();
+        let png = base64::engine::general_purpose::STANDARD.decode(data)?;
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png)?;
+        Ok(())
     }
 
     /// Evaluate `expression` until it is true, or fail after `within` naming `what`.

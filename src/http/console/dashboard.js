@@ -12,7 +12,8 @@ function render(o) {
     el("tr", { "data-member": m.id }, el("td", {}, m.id), el("td", {}, m.addr),
        el("td", { class: "state " + m.role }, m.role))));
   $("taskmanagers").replaceChildren(...o.taskmanagers.map((t) =>
-    el("tr", { "data-taskmanager": t.id }, el("td", {}, t.id),
+    el("tr", { "data-taskmanager": t.id },
+       el("td", {}, el("a", { href: "/taskmanagers/" + encodeURIComponent(t.id) }, t.id)),
        el("td", { class: "state " + t.state }, t.state),
        el("td", {}, t.used_slots + " / " + t.slots),
        // Port 0: an agent that takes no connections; its host is what tells.

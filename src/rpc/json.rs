@@ -1,7 +1,8 @@
-//! The JSON of a job's status, as `job status --output json` prints it and the console's
-//! job page reads it (the contract's names), and of resource amounts, in one place.
+//! The JSON of a job's status, a TaskManager and a tenant's quota, as `job status`,
+//! `tm list` and `quota list` print them with `--output json` and the console's pages read
+//! them (the contract's names), and of resource amounts, in one place.
 
-use crate::pb::api::{JobStatus, ResourceAmounts};
+use crate::pb::api::{JobStatus, QuotaInfo, ResourceAmounts, TaskManagerInfo};
 use serde_json::{json, Map, Value};
 
 /// A job's status as JSON.
@@ -38,6 +39,35 @@ pub fn job_status_json(job: &JobStatus) -> Value {
         })),
         "created_at_ms": job.created_at_ms,
         "shards": shards,
+    })
+}
+
+/// A TaskManager as JSON.
+pub fn taskmanager_json(t: &TaskManagerInfo) -> Value {
+    json!({
+        "id": t.id, "addr": t.addr, "state": t.state, "slots": t.slots,
+        "used_slots": t.used_slots, "labels": t.labels,
+        "registration_epoch": t.registration_epoch,
+        "incarnation": t.incarnation,
+        "shard_runs": t.shard_runs, "shard_failures": t.shard_failures,
+        "excluded_until_ms": t.excluded_until_ms,
+        "drain_deadline_ms": t.drain_deadline_ms,
+        "pinned_labels": t.pinned_labels, "pinned_slots": t.pinned_slots,
+        "isolation": t.isolation,
+        "isolation_missing": (!t.isolation_missing.is_empty()).then_some(&t.isolation_missing),
+        "capacity": resources_json(t.capacity.as_ref(), Some(t.slots)),
+        "used": resources_json(t.used.as_ref(), Some(t.used_slots)),
+    })
+}
+
+/// A tenant's quota and load as JSON.
+pub fn quota_json(q: &QuotaInfo) -> Value {
+    json!({
+        "tenant": q.tenant, "slots": q.slots, "weight": q.weight,
+        "max_priority": q.max_priority,
+        "running_slots": q.running_slots, "pending_shards": q.pending_shards,
+        "resource_limits": resources_json(q.resource_limits.as_ref(), None),
+        "resources_used": resources_json(q.resources_used.as_ref(), None),
     })
 }
 
