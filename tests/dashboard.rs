@@ -224,5 +224,132 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
     assert_eq!(page.status, 200, "the page itself is static");
     let policy = page.header("content-security-policy").unwrap_or_default();
     assert_eq!(policy, "default-src 'self'; frame-ancestors 'none'");
+
+    log_phase("a running job is cancelled from its page, after a confirmation");
+    let long = client
+        .submit(job_request(
+            "cancelled-from-page",
+            1,
+            1,
+            1,
+            ("/bin/sleep".to_string(), vec!["600".to_string()]),
+        ))
+        .await?
+        .job_id;
+    wait_all_running(&client, &long).await?;
+    let profile = tempfile::tempdir()?;
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        let mut page = Browser::open(&format!("http://{http}/jobs/{long}"), profile.path())?;
+        page.wait_until(
+            "the job running, with its cancel button",
+            "document.getElementById('job-state').dataset.state === 'running' && \
+             document.querySelector('button[data-change$=\"/cancel\"]') !== null",
+            within,
+        )?;
+        page.eval("document.querySelector('button[data-change$=\"/cancel\"]').click()")?;
+        page.eval("document.getElementById('confirm-yes').click()")?;
+        page.wait_until(
+            "the job cancelled",
+            "document.getElementById('action-result').dataset.ok === 'yes' && \
+             document.getElementById('job-state').dataset.state === 'cancelled'",
+            within,
+        )?;
+        Ok(())
+    })?;
+    let refused = post(&http, &format!("/api/jobs/{long}/cancel")).await?;
+    assert!(
+        refused.starts_with("HTTP/1.1 403"),
+        "a POST without the console's header: {refused}"
+    );
+    Ok(())
+}
+
+/// A bare POST (without the console's header), answered with its status line.
+async fn post(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await?;
+    Ok(answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taskmanager_is_drained_from_its_page_with_an_operator_token_not_a_read_one(
+) -> anyhow::Result<()> {
+    use dispatcher::domain::Role;
+    let mut cluster = start_secure_cluster(3, test_config()).await?;
+    cluster.start_taskmanager("web-c", 2, &[])?;
+    let admin = cluster.client()?;
+    wait_taskmanagers_alive(&admin, 1).await?;
+    let (_, viewer) = admin.create_token("viewer", Role::Read, None).await?;
+    let (_, ops) = admin.create_token("ops", Role::Operator, None).await?;
+    let follower = {
+        let leader = cluster.wait_for_leader(&cluster.ids(), DEADLINE).await?;
+        cluster.ids().into_iter().find(|id| *id != leader).unwrap()
+    };
+    let url = format!(
+        "https://{}/taskmanagers/web-c",
+        cluster.replica(follower)?.http
+    );
+    let profile = tempfile::tempdir()?;
+    let within = Duration::from_secs(30);
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        let mut page = Browser::open(&url, profile.path())?;
+        let sign_in = |page: &mut Browser, secret: &str| -> anyhow::Result<()> {
+            // Asked for once the page's script has run (and been refused without a token),
+            // or already past it.
+            page.wait_until(
+                "the page's script ready for a token",
+                "document.getElementById('login').className === 'shown' || \
+                 document.getElementById('tm-state').dataset.state !== undefined",
+                within,
+            )?;
+            page.eval(&format!(
+                "document.getElementById('token').value = {secret:?}; \
+                 document.getElementById('login').requestSubmit()"
+            ))?;
+            page.wait_until(
+                "the TaskManager shown",
+                "document.getElementById('tm-state').dataset.state === 'alive'",
+                within,
+            )
+        };
+        let drain = |page: &mut Browser| -> anyhow::Result<()> {
+            page.eval("document.querySelector('button[data-change$=\"/drain\"]').click()")?;
+            page.eval("document.getElementById('confirm-yes').click()")?;
+            Ok(())
+        };
+
+        log_phase("a read token sees the page, and its drain is refused");
+        sign_in(&mut page, viewer.expose())?;
+        drain(&mut page)?;
+        page.wait_until(
+            "the refusal",
+            "document.getElementById('action-result').dataset.ok === 'no'",
+            within,
+        )?;
+        let said = page.eval("document.getElementById('action-result').textContent")?;
+        assert!(
+            said.as_str().unwrap_or_default().contains("operator"),
+            "{said}"
+        );
+
+        log_phase("an operator token drains it, and the page follows");
+        sign_in(&mut page, ops.expose())?;
+        drain(&mut page)?;
+        page.wait_until(
+            "the TaskManager draining",
+            "document.getElementById('action-result').dataset.ok === 'yes' && \
+             document.getElementById('tm-state').dataset.state === 'draining'",
+            within,
+        )?;
+        Ok(())
+    })?;
+    let tms = admin.list_taskmanagers().await?;
+    assert_eq!(tms[0].state, "draining");
     Ok(())
 }

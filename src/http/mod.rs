@@ -3,12 +3,14 @@
 //! Plain HTTP under `--insecure`; HTTPS with the process's own certificate when TLS is on
 //! (a client certificate is not required: see `access` for what each route asks instead).
 //!
-//! This module serves what the rest of the process already knows; it never writes to the
-//! log and never blocks the gRPC side. Connections are bounded per client address and in all
+//! This module serves what the rest of the process already knows and never blocks the gRPC
+//! side. It never writes to the log itself: the console's changes are the API's calls,
+//! made with the caller's own token (`actions`). Connections are bounded per client address and in all
 //! (`connections`), and in how long a handshake and a request's headers may take; answers
 //! that cost something are reused for a moment (`recent`).
 
 pub mod access;
+mod actions;
 mod agent;
 mod connections;
 mod console;

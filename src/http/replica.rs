@@ -1,12 +1,13 @@
 //! A replica's routes: `/metrics`, `/healthz`, `/readyz`, and the console (`/`,
 //! `/jobs/<id>`, `/taskmanagers/<id>` and `/tenants` with their scripts; their data under
 //! `/api/overview`, `/api/jobs/<id>`, `/api/taskmanagers/<id>`, `/api/tenants`,
-//! `/api/events` and `/api/history`).
+//! `/api/events` and `/api/history`; the changes the console may make are POSTs under
+//! `/api/jobs/<id>/cancel` and `/api/taskmanagers/<id>/drain|undrain`).
 
 use super::access::HttpAccess;
 use super::readiness::Readiness;
 use super::recent::Recent;
-use super::{console, jobs, line, sse, taskmanagers, tenants};
+use super::{actions, console, jobs, line, sse, taskmanagers, tenants};
 use crate::domain::{ClusterState, ShardState};
 use crate::metrics::history::HistoryRing;
 use crate::metrics::{Metrics, RaftView};
@@ -17,7 +18,7 @@ use crate::security::Transport;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
@@ -44,6 +45,8 @@ pub struct ReplicaHttp {
     pub touch: Option<Touch>,
     /// The last hours of the headline figures, for the charts.
     pub history: Arc<HistoryRing>,
+    /// How this replica dials the cluster: the console's changes go through the API with it.
+    pub transport: Transport,
 }
 
 impl ReplicaHttp {
@@ -59,7 +62,8 @@ impl ReplicaHttp {
             raft,
             shared,
             access,
-            readiness: Arc::new(Readiness::new(transport)),
+            readiness: Arc::new(Readiness::new(transport.clone())),
+            transport,
             scrape: Arc::new(Recent::new(SCRAPE_FRESH_FOR)),
             touch,
             history,
@@ -89,6 +93,15 @@ pub fn replica_routes(replica: ReplicaHttp) -> Router {
         .route("/api/jobs/{id}", get(jobs::job))
         .route("/api/taskmanagers/{id}", get(taskmanagers::taskmanager))
         .route("/api/tenants", get(tenants::tenants))
+        .route("/api/jobs/{id}/cancel", post(actions::cancel_job))
+        .route(
+            "/api/taskmanagers/{id}/drain",
+            post(actions::drain_taskmanager),
+        )
+        .route(
+            "/api/taskmanagers/{id}/undrain",
+            post(actions::undrain_taskmanager),
+        )
         .route("/api/events", get(events))
         .route("/api/history", get(history))
         .with_state(replica)

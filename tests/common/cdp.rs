@@ -69,6 +69,8 @@ impl Browser {
                 "--no-first-run",
                 "--no-default-browser-check",
                 "--window-size=1280,900",
+                // The test clusters' own CA is not the system's.
+                "--ignore-certificate-errors",
                 "--remote-debugging-pipe",
             ])
             .arg(format!("--user-data-dir={}", profile_dir.display()))

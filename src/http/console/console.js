@@ -118,3 +118,35 @@ function startPage(load, onEvent) {
   });
   start().catch((e) => setStatus(String(e), true));
 }
+
+// POST a change (`/api/.../cancel` and the like) as the API's caller: the token in its header,
+// and the console's header that another site's page cannot send. Answers the refusal's line,
+// or "" when done.
+async function postChange(path) {
+  const headers = { ...authHeaders(), "x-dispatcher-console": "1" };
+  const response = await fetch(path, { method: "POST", headers, cache: "no-store" });
+  return response.ok ? "" : (await response.text()).trim() || "HTTP " + response.status;
+}
+
+// A button that asks before it changes anything: `label` shows, a click asks `question` with
+// "yes" and "no", and "yes" posts to `path`. What came of it shows in #action-result.
+function changeButton(label, question, path) {
+  const box = el("span", { class: "change" });
+  const ask = () => {
+    const yes = el("button", { id: "confirm-yes" }, "yes");
+    const no = el("button", { id: "confirm-no" }, "no");
+    yes.addEventListener("click", async () => {
+      const refused = await postChange(path);
+      const result = $("action-result");
+      result.textContent = refused || "done";
+      result.dataset.ok = refused ? "no" : "yes";
+      box.replaceChildren(button);
+    });
+    no.addEventListener("click", () => box.replaceChildren(button));
+    box.replaceChildren(question + " ", yes, " ", no);
+  };
+  const button = el("button", { "data-change": path }, label);
+  button.addEventListener("click", ask);
+  box.append(button);
+  return box;
+}

@@ -39,6 +39,14 @@ function renderJob(page) {
   if (j.schedule) facts.push(fact("schedule", j.schedule + " for " + showTime(j.scheduled_ms)));
   $("facts").replaceChildren(...facts.flat());
   $("reason").textContent = j.reason || "–";
+  // Built once per state, so a reload does not close an open question.
+  const ended = ["finished", "failed", "cancelled"].includes(j.state);
+  if ($("actions").dataset.ended !== String(ended)) {
+    $("actions").dataset.ended = String(ended);
+    $("actions").replaceChildren(ended ? "–" : changeButton("cancel…",
+      "Cancel " + j.job_id + " and stop its running shards?",
+      "/api/jobs/" + encodeURIComponent(j.job_id) + "/cancel"));
+  }
   $("shards").replaceChildren(...j.shards.map((s) =>
     el("tr", { "data-shard": s.index, "data-state": s.state },
       el("td", {}, s.index), el("td", { class: "state " + s.state }, s.state),

@@ -37,6 +37,18 @@ function renderTaskManager(page) {
     fact("drain deadline", t.drain_deadline_ms ? showTime(t.drain_deadline_ms) : "–"),
     fact("registration", t.registration_epoch),
   ].flat());
+  // Built once per state, so a reload does not close an open question.
+  if ($("actions").dataset.state !== t.state) {
+    $("actions").dataset.state = t.state;
+    const path = "/api/taskmanagers/" + encodeURIComponent(t.id);
+    $("actions").replaceChildren(
+      t.state === "alive" ? changeButton("drain…",
+        "Drain " + t.id + "? It takes no new shards; its running ones move after the deadline.",
+        path + "/drain")
+      : t.state === "draining" ? changeButton("undrain…", "Let " + t.id + " take shards again?",
+        path + "/undrain")
+      : "–");
+  }
   const names = [...new Set([...Object.keys(t.capacity), ...Object.keys(t.used)])];
   const amount = (name, value) => name === "memory" && value != null ? bytes(value) : value;
   $("resources").replaceChildren(...names.map((name) =>
