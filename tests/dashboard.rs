@@ -77,6 +77,26 @@ async fn the_dashboard_follows_a_job_live_without_a_reload() -> anyhow::Result<(
             log.contains("job_finished") && log.contains(&job),
             "the event log shows the job's end: {log}"
         );
+        // A filter narrows the list and goes into the page's URL (a link to share).
+        browser.eval(
+            "document.getElementById('filter-state').value = 'running'; \
+             document.getElementById('filter').dispatchEvent(new Event('input'))",
+        )?;
+        browser.wait_until(
+            "the finished job filtered out, the filter in the URL",
+            &format!("{row} === null && location.search === '?state=running'"),
+            within,
+        )?;
+        browser.eval(
+            "document.getElementById('filter-state').value = ''; \
+             document.getElementById('filter-name').value = 'SHOWN'; \
+             document.getElementById('filter').dispatchEvent(new Event('input'))",
+        )?;
+        browser.wait_until(
+            "the job back, found by a piece of its name",
+            &format!("{row} !== null && location.search === '?name=SHOWN'"),
+            within,
+        )?;
         let tenant = browser.eval(&format!("{row}.children[2].textContent"))?;
         let priority = browser.eval(&format!("{row}.children[3].textContent"))?;
         assert_eq!(
@@ -129,7 +149,8 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
     // Waits for a file the test writes, so the page is surely open while the job runs.
     let gate = cluster.root().join("gate");
     let script = format!(
-        "while [ ! -e {} ]; do sleep 0.1; done; echo \"shard $DISPATCHER_SHARD_INDEX done\"",
+        "echo \"shard $DISPATCHER_SHARD_INDEX started\"; \
+         while [ ! -e {} ]; do sleep 0.1; done; echo \"shard $DISPATCHER_SHARD_INDEX done\"",
         gate.display()
     );
     let job = client
@@ -155,6 +176,13 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
             "document.getElementById('job-state').dataset.state === 'running' && \
              document.querySelectorAll('#shards tr[data-state=\"running\"]').length === 2 && \
              document.querySelector('#shards tr').children[2].textContent === 'web-b'",
+            within,
+        )?;
+        // Live: what the running shard printed so far, before it can end.
+        browser.wait_until(
+            "shard 0's first line, live",
+            "document.getElementById('output-note').textContent === 'live' && \
+             document.getElementById('output-stdout').textContent === 'shard 0 started\\n'",
             within,
         )?;
         browser.eval("window.__loadedOnce = 'yes'")?;
@@ -198,7 +226,8 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
         browser.wait_until(
             "the job finished with shard 0's output",
             "document.getElementById('job-state').dataset.state === 'finished' && \
-             document.getElementById('output-stdout').textContent === 'shard 0 done\\n'",
+             document.getElementById('output-stdout').textContent === \
+             'shard 0 started\\nshard 0 done\\n'",
             within,
         )?;
         assert_eq!(
@@ -211,7 +240,7 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
              document.getElementById('output-shard').dispatchEvent(new Event('change'))",
         )?;
         let shown = browser.eval("document.getElementById('output-stdout').textContent")?;
-        assert_eq!(shown, serde_json::json!("shard 1 done\n"));
+        assert_eq!(shown, serde_json::json!("shard 1 started\nshard 1 done\n"));
         Ok(())
     })?;
 

@@ -242,6 +242,21 @@ async fn a_tenant_sees_and_touches_only_its_own_jobs() -> anyhow::Result<()> {
         .await?;
         assert_eq!(page.status, status, "{job}: {}", page.body);
     }
+    // Another tenant's running shard's output, followed through the console: refused by the
+    // API as if the job did not exist.
+    let followed = get(
+        &https,
+        &http,
+        &format!("/api/jobs/{}/shards/0/follow", running.job_id),
+        &[("Authorization", &bearer), ("x-dispatcher-console", "1")],
+    )
+    .await?;
+    assert!(
+        followed.body.contains("event: refused") && followed.body.contains("not found"),
+        "{}",
+        followed.body
+    );
+    assert!(!followed.body.contains("tick"), "{}", followed.body);
 
     log_phase("idempotency keys are per tenant");
     let mut same_key = shell("b-nightly", "true", 1);

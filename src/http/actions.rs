@@ -25,7 +25,7 @@ type Refusal = (StatusCode, String);
 
 /// A client of the cluster that acts as the caller: this replica's transport (its own
 /// certificate, when TLS is on) with the caller's token.
-fn client_for(replica: &ReplicaHttp, headers: &HeaderMap) -> Result<Client, Refusal> {
+pub(super) fn client_for(replica: &ReplicaHttp, headers: &HeaderMap) -> Result<Client, Refusal> {
     if headers.get(CONSOLE_HEADER).is_none() {
         return Err((
             StatusCode::FORBIDDEN,

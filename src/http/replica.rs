@@ -5,9 +5,10 @@
 //! `/api/jobs/<id>/cancel` and `/api/taskmanagers/<id>/drain|undrain`).
 
 use super::access::HttpAccess;
+use super::job_filter::JobFilter;
 use super::readiness::Readiness;
 use super::recent::Recent;
-use super::{actions, console, jobs, line, sse, taskmanagers, tenants};
+use super::{actions, console, jobs, line, output_follow, sse, taskmanagers, tenants};
 use crate::domain::{ClusterState, ShardState};
 use crate::metrics::history::HistoryRing;
 use crate::metrics::{Metrics, RaftView};
@@ -95,6 +96,10 @@ pub fn replica_routes(replica: ReplicaHttp) -> Router {
         .route("/api/tenants", get(tenants::tenants))
         .route("/api/jobs/{id}/cancel", post(actions::cancel_job))
         .route(
+            "/api/jobs/{id}/shards/{shard}/follow",
+            get(output_follow::follow),
+        )
+        .route(
             "/api/taskmanagers/{id}/drain",
             post(actions::drain_taskmanager),
         )
@@ -146,7 +151,11 @@ async fn ready(State(replica): State<ReplicaHttp>) -> Response {
     }
 }
 
-async fn overview(State(replica): State<ReplicaHttp>, headers: HeaderMap) -> Response {
+async fn overview(
+    State(replica): State<ReplicaHttp>,
+    headers: HeaderMap,
+    Query(filter): Query<JobFilter>,
+) -> Response {
     let caller = match replica.access.check_read(&headers) {
         Ok(caller) => caller,
         Err(refusal) => return refusal.into_response(),
@@ -159,15 +168,10 @@ async fn overview(State(replica): State<ReplicaHttp>, headers: HeaderMap) -> Res
     let applied = replica.shared.read();
     let applied_index = applied.last_applied.map(|l| l.index()).unwrap_or(0);
     let scope = Scope::of(&caller, &applied.state);
-    let jobs_total = match scope {
-        Scope::All => applied.state.jobs.len(),
-        Scope::Tenant(_) => applied
-            .state
-            .jobs
-            .keys()
-            .filter(|id| scope.sees(&applied.state, **id))
-            .count(),
-    };
+    let state = &applied.state;
+    let shown =
+        |job: &&Arc<crate::domain::Job>| scope.sees(state, job.id) && filter.matches(state, job);
+    let jobs_total = state.jobs.values().filter(shown).count();
     Json(json!({
         "node_id": raft_metrics.id,
         "term": raft_metrics.current_term,
@@ -176,7 +180,7 @@ async fn overview(State(replica): State<ReplicaHttp>, headers: HeaderMap) -> Res
         "applied_index": applied_index,
         "members": members,
         "taskmanagers": taskmanagers_json(&applied.state),
-        "jobs": jobs_json(&applied.state, &scope),
+        "jobs": jobs_json(state, state.jobs.values().rev().filter(shown)),
         "jobs_total": jobs_total,
     }))
     .into_response()
@@ -212,13 +216,12 @@ fn taskmanagers_json(state: &ClusterState) -> Vec<Value> {
         .collect()
 }
 
-fn jobs_json(state: &ClusterState, scope: &Scope) -> Vec<Value> {
-    state
-        .jobs
-        .values()
-        .rev()
-        .filter(|job| scope.sees(state, job.id))
-        .take(OVERVIEW_JOBS)
+/// The newest `OVERVIEW_JOBS` of `jobs` (newest first).
+fn jobs_json<'a>(
+    state: &ClusterState,
+    jobs: impl Iterator<Item = &'a Arc<crate::domain::Job>>,
+) -> Vec<Value> {
+    jobs.take(OVERVIEW_JOBS)
         .map(|job| {
             let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
             for shard in &job.shards {

@@ -42,6 +42,34 @@ async function getJson(path) {
   return response.json();
 }
 
+// Read the server-sent events of `response` until it ends: `onMessage` sees each message
+// ({event, data: [lines], id}).
+async function readSse(response, onMessage) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const message = { event: "message", data: [], id: null };
+      for (const line of buffer.slice(0, cut).split("\n")) {
+        const colon = line.indexOf(":");
+        if (colon <= 0) continue; // blank, or a keep-alive comment
+        const field = line.slice(0, colon);
+        const text = line.slice(colon + 1).replace(/^ /, "");
+        if (field === "data") message.data.push(text);
+        else if (field === "event") message.event = text;
+        else if (field === "id") message.id = text;
+      }
+      buffer = buffer.slice(cut + 2);
+      onMessage(message);
+    }
+  }
+}
+
 // The event stream is read with fetch, not EventSource: EventSource cannot send headers, and a
 // token in the URL would end up in proxies' and servers' logs. `onEvent(event)` sees each
 // event, `onResync()` a gap the replica could not replay.
@@ -60,31 +88,11 @@ async function followEvents(fromIndex, controller, onEvent, onResync) {
       }
       if (!response.ok) throw new Error("events: HTTP " + response.status);
       setStatus("live");
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const message = { event: "message", data: [], id: null };
-          for (const line of buffer.slice(0, cut).split("\n")) {
-            const colon = line.indexOf(":");
-            if (colon <= 0) continue; // blank, or a keep-alive comment
-            const field = line.slice(0, colon);
-            const text = line.slice(colon + 1).replace(/^ /, "");
-            if (field === "data") message.data.push(text);
-            else if (field === "event") message.event = text;
-            else if (field === "id") message.id = text;
-          }
-          buffer = buffer.slice(cut + 2);
-          if (message.id) lastId = message.id;
-          if (message.event === "resync") onResync();
-          else if (message.data.length) onEvent(JSON.parse(message.data.join("\n")));
-        }
-      }
+      await readSse(response, (message) => {
+        if (message.id) lastId = message.id;
+        if (message.event === "resync") onResync();
+        else if (message.data.length) onEvent(JSON.parse(message.data.join("\n")));
+      });
     } catch (e) {
       if (controller.signal.aborted) return;
     }

@@ -18,8 +18,10 @@ function render(o) {
        el("td", {}, t.used_slots + " / " + t.slots),
        // Port 0: an agent that takes no connections; its host is what tells.
        el("td", {}, t.addr.endsWith(":0") ? t.addr.slice(0, -2) : t.addr))));
+  const matching = filterQuery() ? " matching" : "";
   $("jobcount").textContent = o.jobs_total > o.jobs.length
-    ? "(newest " + o.jobs.length + " of " + o.jobs_total + ")" : "";
+    ? "(newest " + o.jobs.length + " of " + o.jobs_total + matching + ")"
+    : matching ? "(" + o.jobs_total + matching + ")" : "";
   $("jobs").replaceChildren(...o.jobs.map((j) => {
     const counts = Object.entries(j.shard_states).map(([s, n]) => n + " " + s).join(", ");
     const grid = el("div", { class: "grid" });
@@ -33,8 +35,29 @@ function render(o) {
   }));
 }
 
+// The jobs' filter lives in the page's URL, so a filtered view is a link to share.
+function filterQuery() {
+  const params = new URLSearchParams();
+  for (const key of ["name", "tenant", "state"]) {
+    const value = $("filter-" + key).value.trim();
+    if (value) params.set(key, value);
+  }
+  return params.toString();
+}
+
+for (const [key, value] of new URLSearchParams(location.search)) {
+  if ($("filter-" + key)) $("filter-" + key).value = value;
+}
+$("filter").addEventListener("submit", (event) => event.preventDefault());
+$("filter").addEventListener("input", () => {
+  const query = filterQuery();
+  history.replaceState(null, "", query ? "/?" + query : "/");
+  refresh();
+});
+
 async function refresh() {
-  const overview = await getJson("/api/overview");
+  const query = filterQuery();
+  const overview = await getJson("/api/overview" + (query ? "?" + query : ""));
   if (!overview) return null;
   render(overview);
   return overview.applied_index;

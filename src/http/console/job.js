@@ -57,6 +57,45 @@ function renderJob(page) {
   renderOutput(page);
 }
 
+// The shard whose output is followed live, and how to stop it.
+let live = null;
+
+function stopLive() {
+  if (live) live.controller.abort();
+  live = null;
+}
+
+// Follow shard `shard`'s output as it prints (the replica follows it on the API for us).
+function followLive(shard) {
+  if (live && live.shard === shard) return;
+  stopLive();
+  const controller = new AbortController();
+  live = { shard, controller };
+  $("output-stdout").textContent = "";
+  $("output-stderr").textContent = "";
+  $("output-note").textContent = "live";
+  const path = "/api/jobs/" + encodeURIComponent(jobId) + "/shards/" + shard + "/follow";
+  (async () => {
+    const headers = { ...authHeaders(), "x-dispatcher-console": "1" };
+    const response = await fetch(path, { headers, cache: "no-store", signal: controller.signal });
+    if (!response.ok) {
+      $("output-note").textContent = (await response.text()).trim();
+      return;
+    }
+    await readSse(response, (message) => {
+      const data = message.data.join("\n");
+      if (message.event === "output") {
+        const chunk = JSON.parse(data);
+        $("output-stdout").append(chunk.stdout);
+        $("output-stderr").append(chunk.stderr);
+        if (chunk.ended) $("output-note").textContent = "ended";
+      } else if (message.event === "refused") {
+        $("output-note").textContent = data;
+      }
+    });
+  })().catch(() => {});
+}
+
 function renderOutput(page) {
   const select = $("output-shard");
   const count = page.job.shards.length;
@@ -67,14 +106,17 @@ function renderOutput(page) {
   select.value = String(shownShard);
   const kept = page.outputs.find((o) => o.shard === shownShard);
   const shard = page.job.shards[shownShard];
+  if (!kept && shard && ["running", "assigned"].includes(shard.state)) {
+    followLive(shownShard);
+    return;
+  }
+  // Ended: what the cluster kept is the whole story (or its end).
+  stopLive();
   $("output-stdout").textContent = kept ? kept.stdout : "";
   $("output-stderr").textContent = kept ? kept.stderr : "";
   $("output-note").textContent = kept
     ? (kept.stdout_cut || kept.stderr_cut ? "the end of what it printed (the start is cut)" : "")
-    : shard && ["running", "assigned"].includes(shard.state)
-      ? "running: its output is kept here when it ends (live: dispatcher job logs " +
-        page.job.job_id + " --shard " + shownShard + " --follow)"
-      : "nothing kept for this shard";
+    : "nothing kept for this shard";
 }
 
 let lastPage = null;
