@@ -521,6 +521,10 @@ pub struct ServeArgs {
     /// (HTTPS with this replica's certificate when TLS is on).
     #[arg(long, env = "DISPATCHER_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+    /// Send each job's trace (submission, placement and run of every shard) over OTLP/gRPC
+    /// to this collector, e.g. http://127.0.0.1:4317. Off by default.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(flatten)]
     pub security: SecurityArgs,
 }

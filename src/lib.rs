@@ -62,5 +62,6 @@ pub mod rpc;
 pub mod scheduler;
 pub mod security;
 pub mod taskmanager;
+pub mod traces;
 pub mod upgrade;
 pub mod zeroed_tail;

@@ -64,6 +64,7 @@ pub fn serve_options(args: ServeArgs) -> Result<ServeOptions, CliError> {
             bootstrap_token,
         },
         http_listen: args.http_listen.or(file.http_listen),
+        otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint),
     })
 }
 

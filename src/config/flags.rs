@@ -39,6 +39,7 @@ pub struct ServeFlags {
     pub bootstrap_token_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub http_listen: Option<SocketAddr>,
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[taskmanager]`: one agent's flags.

@@ -32,8 +32,16 @@ impl LeaderDuties {
         liveness: Arc<Liveness>,
         settings: ServeConfig,
         bootstrap_token: Option<TokenHash>,
+        otlp_endpoint: Option<String>,
     ) -> Self {
-        let supervisor = tokio::spawn(supervise(raft, shared, liveness, settings, bootstrap_token));
+        let supervisor = tokio::spawn(supervise(
+            raft,
+            shared,
+            liveness,
+            settings,
+            bootstrap_token,
+            otlp_endpoint,
+        ));
         LeaderDuties { supervisor }
     }
 
@@ -59,6 +67,7 @@ async fn supervise(
     liveness: Arc<Liveness>,
     settings: ServeConfig,
     bootstrap_token: Option<TokenHash>,
+    otlp_endpoint: Option<String>,
 ) {
     // The server metrics change only with the role, vote or membership: not with every
     // log entry, as the full metrics do.
@@ -103,6 +112,12 @@ async fn supervise(
                     settings.limits.admission(),
                 )),
             ];
+            if let Some(endpoint) = &otlp_endpoint {
+                loops.push(tokio::spawn(crate::traces::run(
+                    shared.clone(),
+                    endpoint.clone(),
+                )));
+            }
             if let Some(hash) = bootstrap_token {
                 loops.push(tokio::spawn(seed_token::run(
                     raft.clone(),

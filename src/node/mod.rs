@@ -72,6 +72,9 @@ pub struct ServeOptions {
     pub security: ServeSecurity,
     /// `--http-listen`: metrics, health, readiness and the dashboard.
     pub http_listen: Option<SocketAddr>,
+    /// `--otlp-endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`): where the leader sends jobs'
+    /// traces; none: no traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How a replica secures its connections and seeds its first token.
@@ -244,6 +247,7 @@ pub async fn serve(
         liveness,
         opts.config.clone(),
         opts.security.bootstrap_token.as_ref().map(Secret::hash),
+        opts.otlp_endpoint.clone(),
     );
 
     let http_task = http_listener.map(|listener| {
