@@ -73,6 +73,7 @@ pub fn job_status(job: &Job) -> api::JobStatus {
                     .then_some(s.not_before_ms),
                 // Set by the caller, which has the state.
                 preemptions: 0,
+                started_at_ms: s.started_at_ms,
             })
             .collect(),
     }

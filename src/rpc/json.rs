@@ -15,7 +15,7 @@ pub fn job_status_json(job: &JobStatus) -> Value {
                 "index": s.index, "state": s.state, "taskmanager": s.taskmanager,
                 "attempt": s.attempt, "epoch": s.epoch, "exit_code": s.exit_code,
                 "failures": s.failures, "error": s.error, "not_before_ms": s.not_before_ms,
-                "preemptions": s.preemptions,
+                "preemptions": s.preemptions, "started_at_ms": s.started_at_ms,
             })
         })
         .collect();

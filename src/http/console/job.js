@@ -51,6 +51,7 @@ function renderJob(page) {
     el("tr", { "data-shard": s.index, "data-state": s.state },
       el("td", {}, s.index), el("td", { class: "state " + s.state }, s.state),
       el("td", {}, s.taskmanager ?? "–"), el("td", {}, s.attempt), el("td", {}, s.epoch),
+      el("td", {}, s.started_at_ms ? showTime(s.started_at_ms) : "–"),
       el("td", {}, s.failures), el("td", {}, s.preemptions), el("td", {}, s.exit_code ?? "–"),
       el("td", {}, s.not_before_ms ? showTime(s.not_before_ms) : "–"),
       el("td", {}, s.error ?? ""))));
