@@ -5,11 +5,11 @@
 mod common;
 
 use common::*;
-use dispatcher::client::{Client, ClientOptions};
+use dispatcher::client::Client;
 use dispatcher::domain::Role;
 use dispatcher::local_cluster::wait_for;
 use dispatcher::pb::api::ScheduleInfo;
-use dispatcher::security::{Credentials, Secret, TlsConfig, TlsFiles};
+use dispatcher::security::Secret;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
@@ -292,22 +292,6 @@ async fn forbid_skips_a_time_while_the_previous_job_still_runs() -> anyhow::Resu
 async fn a_tenant_sees_and_changes_only_its_own_schedules() -> anyhow::Result<()> {
     let cluster = start_secure_cluster(3, test_config()).await?;
     let admin = cluster.client()?;
-    let dir = cluster.root().join("certs");
-    let endpoints = cluster.endpoints();
-    let as_token = |secret: &Secret| -> anyhow::Result<Client> {
-        Ok(Client::with_options(
-            endpoints.clone(),
-            ClientOptions {
-                rpc_timeout: Duration::from_secs(2),
-                call_timeout: Duration::from_secs(5),
-                source_ip: None,
-                credentials: Credentials::tls(
-                    TlsConfig::load(&TlsFiles::new(&dir, "client-admin"))?,
-                    Some(secret.clone()),
-                ),
-            },
-        )?)
-    };
     let (_, alice) = admin
         .create_token("alice", Role::Submit, Some("team-a"))
         .await?;
@@ -317,6 +301,7 @@ async fn a_tenant_sees_and_changes_only_its_own_schedules() -> anyhow::Result<()
     let (_, reader) = admin
         .create_token("b-reader", Role::Read, Some("team-b"))
         .await?;
+    let as_token = |secret: &Secret| client_with_token(&cluster, secret);
     let (alice, mallory, reader) = (as_token(&alice)?, as_token(&mallory)?, as_token(&reader)?);
 
     let request = |name: &str| dispatcher::pb::api::AddScheduleRequest {

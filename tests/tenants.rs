@@ -62,23 +62,9 @@ async fn a_tenant_sees_and_touches_only_its_own_jobs() -> anyhow::Result<()> {
     let mut cluster = start_secure_cluster(3, test_config()).await?;
     let dir = cluster.root().join("certs");
     let admin = cluster.client()?;
-    let endpoints = cluster.endpoints();
-    let as_token = |secret: &Secret| -> anyhow::Result<Client> {
-        Ok(Client::with_options(
-            endpoints.clone(),
-            ClientOptions {
-                rpc_timeout: Duration::from_secs(2),
-                call_timeout: Duration::from_secs(5),
-                source_ip: None,
-                credentials: Credentials::tls(
-                    TlsConfig::load(&TlsFiles::new(&dir, "client-admin"))?,
-                    Some(secret.clone()),
-                ),
-            },
-        )?)
-    };
     cluster.start_taskmanager("a", 4, &[])?;
     wait_taskmanagers_alive(&admin, 1).await?;
+    let as_token = |secret: &Secret| client_with_token(&cluster, secret);
 
     log_phase("two tenants: alice submits and a-reader reads for team-a; mallory for team-b");
     let (_, alice) = admin

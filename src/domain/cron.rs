@@ -171,6 +171,27 @@ pub fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
+/// A definition of tenant `tenant` that runs `true` on one shard every minute (for tests).
+#[cfg(test)]
+pub fn test_definition(tenant: &str, concurrency: Concurrency) -> CronDefinition {
+    CronDefinition {
+        expression: "* * * * *".into(),
+        timezone: None,
+        concurrency,
+        starting_deadline_ms: None,
+        catch_up: CatchUp::Last,
+        template: JobTemplate {
+            spec: JobSpec::of_command("true", 1),
+            owner: "me".into(),
+            options: JobScheduling {
+                tenant: tenant.into(),
+                ..JobScheduling::default()
+            },
+            request: ResourceRequest::default(),
+        },
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -178,27 +199,7 @@ pub(crate) mod tests {
     /// A schedule every minute that runs `true`.
     pub(crate) fn sample() -> CronSchedule {
         CronSchedule {
-            definition: CronDefinition {
-                expression: "* * * * *".into(),
-                timezone: None,
-                concurrency: Concurrency::Allow,
-                starting_deadline_ms: None,
-                catch_up: CatchUp::Last,
-                template: JobTemplate {
-                    spec: JobSpec {
-                        command: "true".into(),
-                        args: vec![],
-                        env: Default::default(),
-                        shard_count: 1,
-                        slots_per_shard: 1,
-                        max_attempts: 1,
-                        selector: Default::default(),
-                    },
-                    owner: "me".into(),
-                    options: JobScheduling::default(),
-                    request: ResourceRequest::default(),
-                },
-            },
+            definition: test_definition("default", Concurrency::Allow),
             generation: 1,
             created_at_ms: 0,
             suspended: false,

@@ -36,6 +36,22 @@ impl JobSpec {
     }
 }
 
+#[cfg(test)]
+impl JobSpec {
+    /// `shards` shards that each run `command`, one slot and one attempt each (for tests).
+    pub fn of_command(command: &str, shards: u32) -> JobSpec {
+        JobSpec {
+            command: command.into(),
+            args: vec![],
+            env: Default::default(),
+            shard_count: shards,
+            slots_per_shard: 1,
+            max_attempts: 1,
+            selector: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobState {
     Pending,

@@ -21,6 +21,8 @@ mod taskmanager;
 mod token;
 
 pub use cluster_version::ClusterVersion;
+#[cfg(test)]
+pub use cron::test_definition;
 pub use cron::{
     rfc3339, CronDefinition, CronKey, CronOrigin, CronRunRecord, CronSchedule, CronSkip, CronState,
     JobTemplate, CRON_HISTORY, MAX_SCHEDULES, MAX_SCHEDULES_PER_TENANT, MAX_SKIP_REASON_BYTES,

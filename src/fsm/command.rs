@@ -276,22 +276,8 @@ pub enum Command {
         name: String,
         now_ms: u64,
     },
-    /// The leader's turn for one schedule: every scheduled time in `(from_ms, until_ms]`
-    /// is settled. `fire`, if any, becomes a job as the schedule's concurrency rule says
-    /// (decided here, from the state, not by the leader); `skipped` were let go. Applied
-    /// only while the schedule's generation is `generation` and its mark is `from_ms`, so
-    /// a turn decided twice (by a deposed leader and the new one) applies once.
-    CronFired {
-        tenant: String,
-        name: String,
-        generation: u64,
-        from_ms: u64,
-        until_ms: u64,
-        fire: Option<u64>,
-        skipped: Skipped,
-        admission: Admission,
-        now_ms: u64,
-    },
+    /// The leader's turn for one schedule (`CronTurn`). Cluster version 3.
+    CronFired(CronTurn),
     /// `cron run`: one job now, outside the schedule (its mark does not move), under its
     /// concurrency rule. `request_key` makes a retried call the same job.
     CronRun {
@@ -301,6 +287,24 @@ pub enum Command {
         admission: Admission,
         now_ms: u64,
     },
+}
+
+/// The leader's turn for one schedule: every scheduled time in `(from_ms, until_ms]` is
+/// settled. `fire`, if any, becomes a job as the schedule's concurrency rule says (decided
+/// at apply, from the state, not by the leader); `skipped` were let go. Applied only while
+/// the schedule's generation is `generation` and its mark is `from_ms`, so a turn decided
+/// twice (by a deposed leader and the new one) applies once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronTurn {
+    pub tenant: String,
+    pub name: String,
+    pub generation: u64,
+    pub from_ms: u64,
+    pub until_ms: u64,
+    pub fire: Option<u64>,
+    pub skipped: Skipped,
+    pub admission: Admission,
+    pub now_ms: u64,
 }
 
 /// What `SetQuotaWithResources` does to a tenant's resource limits: `clear` drops them all
@@ -520,15 +524,10 @@ impl fmt::Display for Command {
             Command::CronDelete { tenant, name, .. } => {
                 write!(f, "CronDelete({tenant}/{name})")
             }
-            Command::CronFired {
-                tenant,
-                name,
-                fire,
-                until_ms,
-                ..
-            } => write!(
+            Command::CronFired(turn) => write!(
                 f,
-                "CronFired({tenant}/{name}, fire {fire:?}, settled to {until_ms})"
+                "CronFired({}/{}, fire {:?}, settled to {})",
+                turn.tenant, turn.name, turn.fire, turn.until_ms
             ),
             Command::CronRun { tenant, name, .. } => write!(f, "CronRun({tenant}/{name})"),
             Command::PreemptForShard {

@@ -168,19 +168,22 @@ impl Before {
             | Command::CronDelete { tenant, name, .. } => {
                 (BeforeKind::Schedule(tenant.clone(), name.clone()), None)
             }
-            Command::CronFired { tenant, name, .. } | Command::CronRun { tenant, name, .. } => {
-                let running = state
-                    .cron
-                    .schedules
-                    .get(&(tenant.clone(), name.clone()))
-                    .map(|schedule| state.cron_running(schedule))
-                    .unwrap_or_default();
-                let missed = match command {
-                    Command::CronFired { skipped, .. } => *skipped,
-                    _ => Skipped::default(),
-                };
+            Command::CronFired(turn) => {
+                let running = cron_running(state, &turn.tenant, &turn.name);
                 (
-                    BeforeKind::CronFire(tenant.clone(), name.clone(), running, missed),
+                    BeforeKind::CronFire(
+                        turn.tenant.clone(),
+                        turn.name.clone(),
+                        running,
+                        turn.skipped,
+                    ),
+                    None,
+                )
+            }
+            Command::CronRun { tenant, name, .. } => {
+                let running = cron_running(state, tenant, name);
+                (
+                    BeforeKind::CronFire(tenant.clone(), name.clone(), running, Skipped::default()),
                     None,
                 )
             }
@@ -487,6 +490,16 @@ impl Before {
         }
         out
     }
+}
+
+/// The jobs of schedule (`tenant`, `name`) that have not ended.
+fn cron_running(state: &ClusterState, tenant: &str, name: &str) -> Vec<JobId> {
+    state
+        .cron
+        .schedules
+        .get(&(tenant.to_string(), name.to_string()))
+        .map(|schedule| state.cron_running(schedule))
+        .unwrap_or_default()
 }
 
 /// Why a job ended without running.
@@ -927,40 +940,15 @@ mod tests {
 
     #[test]
     fn a_schedules_events_belong_to_its_tenant() {
-        use crate::domain::{CronDefinition, JobScheduling, JobTemplate, ResourceRequest};
-        use crate::periodic::{CatchUp, Concurrency, Skipped};
+        use crate::periodic::{Concurrency, Skipped};
         let mut state = ClusterState {
             cluster_version: crate::domain::ClusterVersion(3),
             ..ClusterState::default()
         };
-        let options = JobScheduling {
-            tenant: "team".into(),
-            ..JobScheduling::default()
-        };
         let put = Command::CronPut {
             tenant: "team".into(),
             name: "tick".into(),
-            definition: CronDefinition {
-                expression: "* * * * *".into(),
-                timezone: None,
-                concurrency: Concurrency::Allow,
-                starting_deadline_ms: None,
-                catch_up: CatchUp::Last,
-                template: JobTemplate {
-                    spec: JobSpec {
-                        command: "true".into(),
-                        args: vec![],
-                        env: Default::default(),
-                        shard_count: 1,
-                        slots_per_shard: 1,
-                        max_attempts: 1,
-                        selector: Default::default(),
-                    },
-                    owner: "me".into(),
-                    options,
-                    request: ResourceRequest::default(),
-                },
-            },
+            definition: crate::domain::test_definition("team", Concurrency::Allow),
             now_ms: 0,
         };
         let added = step(&mut state, 1, put);
@@ -968,7 +956,7 @@ mod tests {
         let fired = step(
             &mut state,
             2,
-            Command::CronFired {
+            Command::CronFired(crate::fsm::CronTurn {
                 tenant: "team".into(),
                 name: "tick".into(),
                 generation: 1,
@@ -983,7 +971,7 @@ mod tests {
                 },
                 admission: Admission::DEFAULT,
                 now_ms: 180_000,
-            },
+            }),
         );
         assert_eq!(
             kinds(&fired),

@@ -100,7 +100,7 @@ impl Command {
             Command::CronPut { .. } => 32,
             Command::CronSetSuspended { .. } => 33,
             Command::CronDelete { .. } => 34,
-            Command::CronFired { .. } => 35,
+            Command::CronFired(_) => 35,
             Command::CronRun { .. } => 36,
         }
     }

@@ -18,8 +18,8 @@ pub use apply::{
     validate_token_name,
 };
 pub use command::{
-    Command, OutputReport, Placement, PlacementOutcome, Rejection, Report, ResourceLimits,
-    Response, ShardOutcome, SlotLimit,
+    Command, CronTurn, OutputReport, Placement, PlacementOutcome, Rejection, Report,
+    ResourceLimits, Response, ShardOutcome, SlotLimit,
 };
 pub use kinds::{COMMAND_KINDS, KIND_CLUSTER_VERSIONS, KIND_NAMES};
 pub use validate::{

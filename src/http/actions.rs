@@ -80,24 +80,37 @@ fn refused(error: ClientError) -> Response {
     (status, format!("{error}\n")).into_response()
 }
 
+/// Run `change` with a client acting as the caller; its answer as JSON, or the refusal.
+async fn act<T, F, Fut>(replica: &ReplicaHttp, headers: &HeaderMap, change: F) -> Response
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+    T: Into<serde_json::Value>,
+{
+    let client = match client_for(replica, headers) {
+        Ok(client) => client,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match change(client).await {
+        Ok(done) => Json(done.into()).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
 pub async fn cancel_job(
     State(replica): State<ReplicaHttp>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let client = match client_for(&replica, &headers) {
-        Ok(client) => client,
-        Err(refusal) => return refusal.into_response(),
-    };
-    match client.cancel_job(&id).await {
-        Ok(reply) => Json(json!({
+    act(&replica, &headers, |client| async move {
+        let reply = client.cancel_job(&id).await?;
+        Ok(json!({
             "job_id": reply.job_id,
             "state": "cancelled",
             "shards_cancelled": reply.shards_cancelled,
         }))
-        .into_response(),
-        Err(e) => refused(e),
-    }
+    })
+    .await
 }
 
 pub async fn drain_taskmanager(
@@ -105,14 +118,11 @@ pub async fn drain_taskmanager(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let client = match client_for(&replica, &headers) {
-        Ok(client) => client,
-        Err(refusal) => return refusal.into_response(),
-    };
-    match client.drain_taskmanager(&id, None).await {
-        Ok(reply) => Json(json!({"id": reply.id, "state": "draining"})).into_response(),
-        Err(e) => refused(e),
-    }
+    act(&replica, &headers, |client| async move {
+        let reply = client.drain_taskmanager(&id, None).await?;
+        Ok(json!({"id": reply.id, "state": "draining"}))
+    })
+    .await
 }
 
 pub async fn undrain_taskmanager(
@@ -120,12 +130,9 @@ pub async fn undrain_taskmanager(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let client = match client_for(&replica, &headers) {
-        Ok(client) => client,
-        Err(refusal) => return refusal.into_response(),
-    };
-    match client.undrain_taskmanager(&id).await {
-        Ok(reply) => Json(json!({"id": reply.id, "state": "alive"})).into_response(),
-        Err(e) => refused(e),
-    }
+    act(&replica, &headers, |client| async move {
+        let reply = client.undrain_taskmanager(&id).await?;
+        Ok(json!({"id": reply.id, "state": "alive"}))
+    })
+    .await
 }

@@ -49,15 +49,7 @@ mod tests {
         Job {
             id: JobId(1),
             name: name.into(),
-            spec: JobSpec {
-                command: "true".into(),
-                args: vec![],
-                env: Default::default(),
-                shard_count: 0,
-                slots_per_shard: 1,
-                max_attempts: 1,
-                selector: Default::default(),
-            },
+            spec: JobSpec::of_command("true", 0),
             state,
             created_at_ms: 0,
             ended_at_ms: None,

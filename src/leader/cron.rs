@@ -10,7 +10,7 @@
 
 use crate::clock::now_ms;
 use crate::domain::{Admission, ClusterState, CronKey, CronSchedule};
-use crate::fsm::{Command, Response};
+use crate::fsm::{Command, CronTurn, Response};
 use crate::periodic::{due, Schedule};
 use crate::raft::{Raft, SharedState};
 use std::collections::HashMap;
@@ -190,7 +190,7 @@ fn turns(
             };
             out.push(Turn {
                 name: name.clone(),
-                command: Command::CronFired {
+                command: Command::CronFired(CronTurn {
                     tenant: tenant.clone(),
                     name: name.clone(),
                     generation: schedule.generation,
@@ -200,7 +200,7 @@ fn turns(
                     skipped: std::mem::take(&mut skipped),
                     admission,
                     now_ms: now,
-                },
+                }),
             });
             from = until;
         }
@@ -222,9 +222,7 @@ fn next_wake(state: &ClusterState, parsed: &mut ParsedSchedules) -> Option<u64> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        ClusterVersion, CronDefinition, JobScheduling, JobSpec, JobTemplate, ResourceRequest,
-    };
+    use crate::domain::{test_definition, ClusterVersion};
     use crate::fsm::apply;
     use crate::periodic::{CatchUp, Concurrency};
 
@@ -235,33 +233,16 @@ mod tests {
             cluster_version: ClusterVersion(3),
             ..ClusterState::default()
         };
+        let mut definition = test_definition("default", Concurrency::Allow);
+        definition.expression = expression.into();
+        definition.catch_up = catch_up;
         let added = apply(
             &mut state,
             1,
             Command::CronPut {
                 tenant: "default".into(),
                 name: "every-2s".into(),
-                definition: CronDefinition {
-                    expression: expression.into(),
-                    timezone: None,
-                    concurrency: Concurrency::Allow,
-                    starting_deadline_ms: None,
-                    catch_up,
-                    template: JobTemplate {
-                        spec: JobSpec {
-                            command: "true".into(),
-                            args: vec![],
-                            env: Default::default(),
-                            shard_count: 1,
-                            slots_per_shard: 1,
-                            max_attempts: 1,
-                            selector: Default::default(),
-                        },
-                        owner: "me".into(),
-                        options: JobScheduling::default(),
-                        request: ResourceRequest::default(),
-                    },
-                },
+                definition,
                 now_ms: 0,
             },
         );

@@ -8,7 +8,8 @@ use crate::domain::{
     TaskManagerResources, TokenHash,
 };
 use crate::fsm::{
-    apply, Command, OutputReport, Placement, Report, ResourceLimits, ShardOutcome, SlotLimit,
+    apply, Command, CronTurn, OutputReport, Placement, Report, ResourceLimits, ShardOutcome,
+    SlotLimit,
 };
 use crate::periodic::{CatchUp, Concurrency, Skipped};
 use crate::raft::types::{Entry, Vote};
@@ -415,7 +416,7 @@ fn cron_commands(before: u64) -> Vec<Command> {
             suspended: true,
             now_ms: 1_034,
         },
-        Command::CronFired {
+        Command::CronFired(CronTurn {
             tenant: "team".into(),
             name: "nightly".into(),
             generation: nightly_generation,
@@ -430,7 +431,7 @@ fn cron_commands(before: u64) -> Vec<Command> {
             },
             admission,
             now_ms: 93_600_500,
-        },
+        }),
         Command::CronRun {
             tenant: "team".into(),
             name: "nightly".into(),

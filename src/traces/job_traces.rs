@@ -274,15 +274,7 @@ mod tests {
             2,
             Command::SubmitJob {
                 name: "traced".into(),
-                spec: JobSpec {
-                    command: "true".into(),
-                    args: vec![],
-                    env: Default::default(),
-                    shard_count: 1,
-                    slots_per_shard: 1,
-                    max_attempts: 1,
-                    selector: Default::default(),
-                },
+                spec: JobSpec::of_command("true", 1),
                 idempotency_key: None,
                 owner: "me".into(),
                 admission: Admission::DEFAULT,

@@ -304,6 +304,28 @@ pub fn replica_other_than(cluster: &TestCluster, excluded: &[u64]) -> anyhow::Re
         .ok_or_else(|| anyhow::anyhow!("no replica other than {excluded:?}"))
 }
 
+/// A client of a secure cluster that presents the harness's `client-admin` certificate and
+/// `secret` as its token (so the token's role decides), with short deadlines.
+pub fn client_with_token(
+    cluster: &TestCluster,
+    secret: &dispatcher::security::Secret,
+) -> anyhow::Result<dispatcher::client::Client> {
+    use dispatcher::security::{Credentials, TlsConfig, TlsFiles};
+    let dir = cluster.root().join("certs");
+    Ok(dispatcher::client::Client::with_options(
+        cluster.endpoints(),
+        dispatcher::client::ClientOptions {
+            rpc_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            source_ip: None,
+            credentials: Credentials::tls(
+                TlsConfig::load(&TlsFiles::new(&dir, "client-admin"))?,
+                Some(secret.clone()),
+            ),
+        },
+    )?)
+}
+
 /// Run the CLI against the cluster (its endpoints and the harness's credentials appended).
 pub fn cli(cluster: &TestCluster, args: &[&str]) -> anyhow::Result<std::process::Output> {
     Ok(std::process::Command::new(BINARY)

@@ -11,9 +11,9 @@ use crate::domain::{
     MAX_SKIP_REASON_BYTES, MAX_STARTING_DEADLINE_MS, MAX_TIMEZONE_BYTES, SCHEDULED_TIME_ENV,
     SCHEDULE_ENV,
 };
-use crate::fsm::command::{Rejection, Response};
+use crate::fsm::command::{CronTurn, Rejection, Response};
 use crate::fsm::validate::{validate_name, validate_options, validate_spec, validate_tenant};
-use crate::periodic::{on_fire, FireAction, Skipped, MAX_EXPRESSION_BYTES};
+use crate::periodic::{on_fire, FireAction, MAX_EXPRESSION_BYTES};
 
 fn key(tenant: &str, name: &str) -> CronKey {
     (tenant.to_string(), name.to_string())
@@ -152,26 +152,13 @@ pub(super) fn delete(
     Ok(Response::CronDeleted)
 }
 
-/// A `CronFired` command's contents.
-pub(super) struct Turn {
-    pub(super) tenant: String,
-    pub(super) name: String,
-    pub(super) generation: u64,
-    pub(super) from_ms: u64,
-    pub(super) until_ms: u64,
-    pub(super) fire: Option<u64>,
-    pub(super) skipped: Skipped,
-    pub(super) admission: Admission,
-}
-
 /// `CronFired`: settle `(from_ms, until_ms]` and fire `fire` under the concurrency rule.
 pub(super) fn fired(
     state: &mut ClusterState,
     log_index: u64,
-    turn: Turn,
-    now_ms: u64,
+    turn: CronTurn,
 ) -> Result<Response, Rejection> {
-    let Turn {
+    let CronTurn {
         tenant,
         name,
         generation,
@@ -180,6 +167,7 @@ pub(super) fn fired(
         fire,
         skipped,
         admission,
+        now_ms,
     } = turn;
     let stale = |why: String| Rejection::StaleCronTurn {
         name: name.clone(),

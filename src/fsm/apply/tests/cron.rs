@@ -2,8 +2,9 @@
 //! what it let go, and bad input changes nothing.
 
 use super::*;
-use crate::domain::{Admission, CronDefinition, JobScheduling, JobTemplate, ResourceRequest};
-use crate::periodic::{CatchUp, Concurrency, Skipped};
+use crate::domain::Admission;
+use crate::fsm::CronTurn;
+use crate::periodic::{Concurrency, Skipped};
 
 const MINUTE: u64 = 60_000;
 
@@ -26,29 +27,21 @@ fn with_schedule(concurrency: Concurrency) -> (ClusterState, u64) {
 }
 
 fn put_cmd(name: &str, expression: &str, concurrency: Concurrency) -> Command {
+    let mut definition = crate::domain::test_definition("default", concurrency);
+    definition.expression = expression.into();
+    definition.template.spec = spec(2, 1);
+    definition.template.owner = "client".into();
     Command::CronPut {
         tenant: "default".into(),
         name: name.into(),
-        definition: CronDefinition {
-            expression: expression.into(),
-            timezone: None,
-            concurrency,
-            starting_deadline_ms: None,
-            catch_up: CatchUp::Last,
-            template: JobTemplate {
-                spec: spec(2, 1),
-                owner: "client".into(),
-                options: JobScheduling::default(),
-                request: ResourceRequest::default(),
-            },
-        },
+        definition,
         now_ms: 0,
     }
 }
 
 /// The turn that settles `(from, until]` and fires `fire`.
 fn turn(generation: u64, from: u64, until: u64, fire: Option<u64>) -> Command {
-    Command::CronFired {
+    Command::CronFired(CronTurn {
         tenant: "default".into(),
         name: "tick".into(),
         generation,
@@ -58,7 +51,7 @@ fn turn(generation: u64, from: u64, until: u64, fire: Option<u64>) -> Command {
         skipped: Skipped::default(),
         admission: Admission::DEFAULT,
         now_ms: until,
-    }
+    })
 }
 
 fn fired_job(response: Response) -> JobId {
@@ -186,9 +179,9 @@ fn replace_cancels_the_previous_job_and_allow_runs_both() {
 fn missed_times_are_noted_and_a_refused_job_still_settles_its_time() {
     let (mut state, generation) = with_schedule(Concurrency::Allow);
     let mut missed = turn(generation, 0, 10 * MINUTE, Some(10 * MINUTE));
-    if let Command::CronFired {
+    if let Command::CronFired(CronTurn {
         skipped, admission, ..
-    } = &mut missed
+    }) = &mut missed
     {
         *skipped = Skipped {
             count: 9,
@@ -248,7 +241,7 @@ fn bad_schedules_and_turns_change_nothing() {
         |r| matches!(r, Rejection::Invalid(_)),
     );
     let mut unknown = turn(generation, 0, MINUTE, None);
-    if let Command::CronFired { name, .. } = &mut unknown {
+    if let Command::CronFired(CronTurn { name, .. }) = &mut unknown {
         *name = "nope".into();
     }
     assert_rejected(&state, 3, unknown, |r| {
