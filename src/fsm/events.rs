@@ -429,7 +429,9 @@ impl Before {
                 if let Some(why) = refused {
                     push("cron_skipped", None, None, None, format!("{name}: {why}"));
                 }
-                if let Some(job_id) = job.filter(|j| !running.contains(j)) {
+                // Made by this entry (a job's id is the index of the entry that made it): a
+                // retried `cron run` answered with an older job announces nothing.
+                if let Some(job_id) = job.filter(|j| *j == JobId(index)) {
                     let shards = state.job(job_id).map_or(0, |j| j.spec.shard_count);
                     push(
                         "job_submitted",
@@ -456,6 +458,15 @@ impl Before {
                             .is_some_and(|j| j.state == JobState::Cancelled);
                         if cancelled {
                             push("job_cancelled", Some(previous), None, None, String::new());
+                            for (dependent, dependency) in failed_with(state, previous) {
+                                push(
+                                    "job_failed",
+                                    Some(dependent),
+                                    None,
+                                    None,
+                                    dependency_detail(dependency),
+                                );
+                            }
                         }
                     }
                 }

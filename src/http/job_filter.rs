@@ -25,6 +25,11 @@ fn cut(value: &Option<String>) -> Option<&str> {
 }
 
 impl JobFilter {
+    /// Whether it lets every job through.
+    pub fn is_empty(&self) -> bool {
+        cut(&self.tenant).is_none() && cut(&self.state).is_none() && cut(&self.name).is_none()
+    }
+
     /// Whether `job` is one the filter lets through.
     pub fn matches(&self, state: &ClusterState, job: &Job) -> bool {
         if cut(&self.tenant).is_some_and(|t| state.tenant(job.id) != t) {

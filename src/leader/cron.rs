@@ -9,7 +9,7 @@
 //! to `periodic::ON_TIME_MS`, then per `--catch-up`).
 
 use crate::clock::now_ms;
-use crate::domain::{Admission, ClusterState, CronKey, CronSchedule};
+use crate::domain::{Admission, ClusterState, CronKey};
 use crate::fsm::{Command, CronTurn, Response};
 use crate::periodic::{due, Schedule};
 use crate::raft::{Raft, SharedState};
@@ -31,12 +31,12 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, admission: Admission) {
     let mut parsed = ParsedSchedules::default();
     loop {
         let now = now_ms();
-        let (turns, wake_at) = {
-            let view = shared.read();
-            let turns = turns(&view.state, now, &mut parsed, admission);
-            let wake_at = next_wake(&view.state, &mut parsed);
-            (turns, wake_at)
-        };
+        // Copied out under the lock, decided after it: a search through a long outage must
+        // not hold up apply (the mark check makes a decision from a stale copy harmless).
+        let schedules = active(&shared.read().state);
+        parsed.keep_only(&schedules);
+        let turns = turns(&schedules, now, &mut parsed, admission);
+        let wake_at = next_wake(&schedules, &mut parsed);
         let mut failed = false;
         for turn in turns {
             match shared
@@ -112,20 +112,50 @@ fn fingerprint(state: &ClusterState) -> (usize, u64) {
     (state.cron.schedules.len(), sum)
 }
 
+/// What the loop needs of an active (not suspended) schedule, copied out of the state.
+#[derive(Debug, Clone)]
+struct Active {
+    key: CronKey,
+    generation: u64,
+    settled_until_ms: u64,
+    expression: String,
+    timezone: Option<String>,
+    catch_up: crate::periodic::CatchUp,
+    starting_deadline_ms: Option<u64>,
+}
+
+fn active(state: &ClusterState) -> Vec<Active> {
+    state
+        .cron
+        .schedules
+        .iter()
+        .filter(|(_, s)| !s.suspended)
+        .map(|(key, s)| Active {
+            key: key.clone(),
+            generation: s.generation,
+            settled_until_ms: s.settled_until_ms,
+            expression: s.definition.expression.clone(),
+            timezone: s.definition.timezone.clone(),
+            catch_up: s.definition.catch_up,
+            starting_deadline_ms: s.definition.starting_deadline_ms,
+        })
+        .collect()
+}
+
 /// Parsed expressions by schedule, kept while its generation stays (parsing walks croner's
 /// grammar; the loop looks many times a minute).
 #[derive(Default)]
 struct ParsedSchedules(HashMap<CronKey, (u64, Option<Schedule>)>);
 
 impl ParsedSchedules {
-    fn get(&mut self, key: &CronKey, schedule: &CronSchedule) -> Option<&Schedule> {
+    fn get(&mut self, schedule: &Active) -> Option<&Schedule> {
+        let key = &schedule.key;
         let fresh = self
             .0
             .get(key)
             .is_some_and(|(generation, _)| *generation == schedule.generation);
         if !fresh {
-            let definition = &schedule.definition;
-            let parsed = Schedule::read(&definition.expression, definition.timezone.as_deref())
+            let parsed = Schedule::read(&schedule.expression, schedule.timezone.as_deref())
                 .inspect_err(|e| {
                     tracing::error!(
                         schedule = %key.1,
@@ -136,6 +166,16 @@ impl ParsedSchedules {
             self.0.insert(key.clone(), (schedule.generation, parsed));
         }
         self.0.get(key).and_then(|(_, parsed)| parsed.as_ref())
+    }
+
+    /// Forget the schedules no longer active (deleted, suspended), so schedules that come
+    /// and go do not pile up here.
+    fn keep_only(&mut self, schedules: &[Active]) {
+        if self.0.len() > schedules.len() {
+            let live: std::collections::HashSet<&CronKey> =
+                schedules.iter().map(|s| &s.key).collect();
+            self.0.retain(|key, _| live.contains(key));
+        }
     }
 }
 
@@ -149,32 +189,28 @@ struct Turn {
 /// (each settling up to its time, the last up to where `due` settles) or one that only
 /// lets times go. A schedule with nothing due gets none.
 fn turns(
-    state: &ClusterState,
+    schedules: &[Active],
     now: u64,
     parsed: &mut ParsedSchedules,
     admission: Admission,
 ) -> Vec<Turn> {
     let mut out = Vec::new();
-    for (key, schedule) in &state.cron.schedules {
-        if schedule.suspended {
-            continue;
-        }
-        let Some(parsed) = parsed.get(key, schedule) else {
+    for schedule in schedules {
+        let Some(parsed) = parsed.get(schedule) else {
             continue;
         };
-        let definition = &schedule.definition;
         let decided = due(
             parsed,
             schedule.settled_until_ms,
             now,
-            definition.catch_up,
-            definition.starting_deadline_ms,
+            schedule.catch_up,
+            schedule.starting_deadline_ms,
         );
         if decided.fire.is_empty() && decided.skipped.count == 0 {
             // No scheduled time passed: the mark stays, and nothing reaches the log.
             continue;
         }
-        let (tenant, name) = key;
+        let (tenant, name) = &schedule.key;
         let mut from = schedule.settled_until_ms;
         let mut skipped = decided.skipped;
         let fires: Vec<Option<u64>> = if decided.fire.is_empty() {
@@ -209,13 +245,10 @@ fn turns(
 }
 
 /// When the next scheduled time of any active schedule comes.
-fn next_wake(state: &ClusterState, parsed: &mut ParsedSchedules) -> Option<u64> {
-    state
-        .cron
-        .schedules
+fn next_wake(schedules: &[Active], parsed: &mut ParsedSchedules) -> Option<u64> {
+    schedules
         .iter()
-        .filter(|(_, s)| !s.suspended)
-        .filter_map(|(key, s)| parsed.get(key, s)?.next_after(s.settled_until_ms))
+        .filter_map(|s| parsed.get(s)?.next_after(s.settled_until_ms))
         .min()
 }
 
@@ -254,7 +287,7 @@ mod tests {
     fn step(state: &mut ClusterState, index: &mut u64, now: u64) -> usize {
         let mut parsed = ParsedSchedules::default();
         let before = state.jobs.len();
-        for turn in turns(state, now, &mut parsed, Admission::DEFAULT) {
+        for turn in turns(&active(state), now, &mut parsed, Admission::DEFAULT) {
             *index += 1;
             let response = apply(state, *index, turn.command);
             assert!(
@@ -277,7 +310,7 @@ mod tests {
         made += step(&mut state, &mut index, 10 * SECOND + 1);
         assert_eq!(made, 5);
         let mut parsed = ParsedSchedules::default();
-        assert_eq!(next_wake(&state, &mut parsed), Some(12 * SECOND));
+        assert_eq!(next_wake(&active(&state), &mut parsed), Some(12 * SECOND));
         let mut times: Vec<u64> = state
             .cron
             .origins
@@ -293,8 +326,8 @@ mod tests {
         let mut state = state_with("*/2 * * * * *", CatchUp::Last);
         let mut parsed = ParsedSchedules::default();
         // The deposed leader and the new one decide the same turn from the same mark.
-        let first = turns(&state, 2_500, &mut parsed, Admission::DEFAULT);
-        let second = turns(&state, 2_700, &mut parsed, Admission::DEFAULT);
+        let first = turns(&active(&state), 2_500, &mut parsed, Admission::DEFAULT);
+        let second = turns(&active(&state), 2_700, &mut parsed, Admission::DEFAULT);
         for (i, turn) in first.into_iter().chain(second).enumerate() {
             apply(&mut state, 10 + i as u64, turn.command);
         }

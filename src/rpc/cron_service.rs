@@ -88,8 +88,16 @@ fn named(
     Ok((tenant, name.to_string()))
 }
 
-/// A schedule as `cron show` and `cron list` describe it, at `now`.
-fn info(tenant: &str, name: &str, schedule: &CronSchedule, state: &ClusterState) -> ScheduleInfo {
+/// A schedule as `cron show` and `cron list` describe it, at `now`. `viewer` is the owner a
+/// caller below operator acts as: the job's environment may carry the secrets of whoever
+/// added the schedule, so anyone else sees the names only (as `job status` shows a job).
+fn info(
+    tenant: &str,
+    name: &str,
+    schedule: &CronSchedule,
+    state: &ClusterState,
+    viewer: Option<&str>,
+) -> ScheduleInfo {
     let definition = &schedule.definition;
     let next_fires_ms = if schedule.suspended {
         Vec::new()
@@ -116,6 +124,12 @@ fn info(tenant: &str, name: &str, schedule: &CronSchedule, state: &ClusterState)
         })
         .collect();
     let template = &definition.template;
+    let mut spec: crate::pb::api::JobSpec = (&template.spec).into();
+    if viewer.is_some_and(|me| me != template.owner) {
+        for value in spec.env.values_mut() {
+            *value = "(hidden)".to_string();
+        }
+    }
     ScheduleInfo {
         name: name.to_string(),
         tenant: tenant.to_string(),
@@ -141,7 +155,7 @@ fn info(tenant: &str, name: &str, schedule: &CronSchedule, state: &ClusterState)
             at_ms: skip.at_ms,
         }),
         created_at_ms: schedule.created_at_ms,
-        spec: Some((&template.spec).into()),
+        spec: Some(spec),
         priority: template.options.priority,
         gang: template.options.gang,
         created: false,
@@ -209,8 +223,13 @@ impl PeriodicService {
         })
     }
 
-    /// The schedule after a write, as the leader applied it.
-    fn read_back(&self, tenant: &str, name: &str) -> Result<ScheduleInfo, ApiError> {
+    /// The schedule after a write, as the leader applied it, as `viewer` may see it.
+    fn read_back(
+        &self,
+        tenant: &str,
+        name: &str,
+        viewer: Option<&str>,
+    ) -> Result<ScheduleInfo, ApiError> {
         let view = self.ctx.shared.read();
         let schedule = view
             .state
@@ -223,7 +242,7 @@ impl PeriodicService {
                     name: name.to_string(),
                 })
             })?;
-        Ok(info(tenant, name, schedule, &view.state))
+        Ok(info(tenant, name, schedule, &view.state, viewer))
     }
 }
 
@@ -239,6 +258,7 @@ impl Periodic for PeriodicService {
     ) -> Result<Response<ScheduleInfo>, Status> {
         let who = caller(&request)?;
         let owner = who.owner(request.remote_addr());
+        let viewer = who.cancels_only_own(request.remote_addr());
         let req = request.into_inner();
         let (tenant, name, definition) = {
             let view = self.ctx.shared.read();
@@ -255,7 +275,7 @@ impl Periodic for PeriodicService {
         };
         match write(&self.ctx, command).await? {
             FsmResponse::CronPut { created } => {
-                let mut shown = self.read_back(&tenant, &name)?;
+                let mut shown = self.read_back(&tenant, &name, viewer.as_deref())?;
                 shown.created = created;
                 Ok(Response::new(shown))
             }
@@ -268,6 +288,7 @@ impl Periodic for PeriodicService {
         request: Request<ListSchedulesRequest>,
     ) -> Result<Response<ListSchedulesReply>, Status> {
         let who = caller(&request)?;
+        let viewer = who.cancels_only_own(request.remote_addr());
         linearizable(&self.ctx).await?;
         let view = self.ctx.shared.read();
         let scope = Scope::of(&who, &view.state);
@@ -277,7 +298,9 @@ impl Periodic for PeriodicService {
             .schedules
             .iter()
             .filter(|((tenant, _), _)| scope.sees_tenant(tenant))
-            .map(|((tenant, name), schedule)| info(tenant, name, schedule, &view.state))
+            .map(|((tenant, name), schedule)| {
+                info(tenant, name, schedule, &view.state, viewer.as_deref())
+            })
             .collect();
         Ok(Response::new(ListSchedulesReply { schedules }))
     }
@@ -287,13 +310,18 @@ impl Periodic for PeriodicService {
         request: Request<ScheduleRequest>,
     ) -> Result<Response<ScheduleInfo>, Status> {
         let who = caller(&request)?;
+        let viewer = who.cancels_only_own(request.remote_addr());
         let req = request.into_inner();
         linearizable(&self.ctx).await?;
         let (tenant, name) = {
             let view = self.ctx.shared.read();
             named(&req.name, &req.tenant, &who, &view.state)?
         };
-        Ok(Response::new(self.read_back(&tenant, &name)?))
+        Ok(Response::new(self.read_back(
+            &tenant,
+            &name,
+            viewer.as_deref(),
+        )?))
     }
 
     async fn suspend_schedule(
@@ -301,6 +329,7 @@ impl Periodic for PeriodicService {
         request: Request<SuspendScheduleRequest>,
     ) -> Result<Response<ScheduleInfo>, Status> {
         let who = caller(&request)?;
+        let viewer = who.cancels_only_own(request.remote_addr());
         let req = request.into_inner();
         let (tenant, name) = {
             let view = self.ctx.shared.read();
@@ -313,7 +342,11 @@ impl Periodic for PeriodicService {
             now_ms: now_ms(),
         };
         match write(&self.ctx, command).await? {
-            FsmResponse::CronSuspended { .. } => Ok(Response::new(self.read_back(&tenant, &name)?)),
+            FsmResponse::CronSuspended { .. } => Ok(Response::new(self.read_back(
+                &tenant,
+                &name,
+                viewer.as_deref(),
+            )?)),
             other => Err(unexpected(other)),
         }
     }

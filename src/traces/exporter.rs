@@ -18,6 +18,9 @@ use std::time::Duration;
 const BATCH: usize = 256;
 /// Batches of spans waiting for the collector; more are dropped.
 const QUEUE: usize = 64;
+/// Spans in one export request (a wide job's trace goes in several), well under the 4 MiB a
+/// collector takes by default.
+const SPANS_PER_EXPORT: usize = 2_000;
 /// One export's deadline.
 const EXPORT_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -54,8 +57,11 @@ pub async fn run(shared: Arc<SharedState>, endpoint: String) {
                         }
                     }
                 }
-                if !spans.is_empty() && tx.try_send(spans).is_err() {
-                    tracing::warn!("the OTLP collector falls behind: a job's trace was dropped");
+                for chunk in spans.chunks(SPANS_PER_EXPORT) {
+                    if tx.try_send(chunk.to_vec()).is_err() {
+                        tracing::warn!("the OTLP collector falls behind: spans were dropped");
+                        break;
+                    }
                 }
             }
             NextEvents::Gone { oldest } => (index, seq) = (oldest, 0),

@@ -8,7 +8,8 @@
 //! - `shard <i> run`: from its start to its end on a TaskManager, with the outcome.
 //!
 //! Ids are derived from the job's id, so a leader that takes over mid-job adds its spans to
-//! the same trace. Pure: the caller says when each event was seen.
+//! the same trace. The first `MAX_SHARDS_TRACED` shards are traced. Pure: the caller says
+//! when each event was seen.
 
 use crate::domain::{ClusterState, JobId};
 use crate::fsm::events::Event;
@@ -20,6 +21,9 @@ use std::collections::BTreeMap;
 pub const MAX_OPEN_JOBS: usize = 10_000;
 /// Attempts of one shard traced; later ones are left out.
 pub const MAX_ATTEMPTS_TRACED: usize = 16;
+/// Shards of one job traced (the first ones; the root says how many the job has), so a wide
+/// job's trace stays one a collector takes.
+pub const MAX_SHARDS_TRACED: u32 = 1_000;
 
 #[derive(Debug, Clone, Default)]
 struct Attempt {
@@ -107,6 +111,9 @@ impl JobTraces {
         }
         let record = self.jobs.get_mut(&job_id)?;
         if let Some(shard) = event.shard {
+            if shard >= MAX_SHARDS_TRACED {
+                return None;
+            }
             let attempts = record.attempts.entry(shard).or_default();
             let placeable_ms = attempts
                 .last()

@@ -86,7 +86,9 @@ pub(super) fn put(
     if let Some(existing) = schedules.get_mut(&key(&tenant, &name)) {
         existing.definition = definition;
         existing.generation = log_index;
-        existing.settled_until_ms = now_ms;
+        // Never back: a time the old definition settled (the leader may have fired it after
+        // this command was stamped) is not fired again by the new one.
+        existing.settled_until_ms = existing.settled_until_ms.max(now_ms);
         return Ok(Response::CronPut { created: false });
     }
     if schedules.len() >= MAX_SCHEDULES {

@@ -77,7 +77,8 @@ function drawChart(id, points, series) {
   const [w, h, pad] = [300, 90, 3];
   const t0 = points.length ? points[0].at_ms : 0;
   const t1 = points.length ? points[points.length - 1].at_ms : 0;
-  const max = Math.max(1, ...series.flatMap(([key]) => points.map((p) => p[key])));
+  // reduce, not Math.max(...): a long history has more points than a call takes arguments.
+  const max = series.reduce((m, [key]) => points.reduce((n, p) => Math.max(n, p[key]), m), 1);
   const x = (t) => pad + (t1 === t0 ? 0 : (t - t0) / (t1 - t0)) * (w - 2 * pad);
   const y = (v) => h - pad - (v / max) * (h - 2 * pad);
   svg.replaceChildren(...series.map(([key, cls]) => {

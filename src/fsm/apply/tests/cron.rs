@@ -298,3 +298,29 @@ fn suspended_schedules_take_no_turn_and_resume_from_now() {
     apply(&mut state, 4, suspend(false, 10 * MINUTE));
     assert_eq!(tick(&state).settled_until_ms, 10 * MINUTE);
 }
+
+#[test]
+fn a_new_definition_never_moves_the_mark_back() {
+    let (mut state, generation) = with_schedule(Concurrency::Allow);
+    fired_job(apply(
+        &mut state,
+        3,
+        turn(generation, 0, 2 * MINUTE, Some(2 * MINUTE)),
+    ));
+    // Stamped before the leader fired that time, applied after it.
+    let mut late = put_cmd("tick", "*/2 * * * *", Concurrency::Allow);
+    if let Command::CronPut { now_ms, .. } = &mut late {
+        *now_ms = MINUTE;
+    }
+    assert_eq!(
+        apply(&mut state, 4, late),
+        Response::CronPut { created: false }
+    );
+    let schedule = tick(&state);
+    assert_eq!(schedule.generation, 4);
+    assert_eq!(
+        schedule.settled_until_ms,
+        2 * MINUTE,
+        "the fired time stays settled"
+    );
+}
