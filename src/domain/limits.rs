@@ -51,6 +51,15 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// at the API edge, before they reach the log.
 pub const MAX_ERROR_LEN: usize = 4_096;
 
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn prefix_within(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// `message` cut to its last `MAX_ERROR_LEN` bytes (the last lines of stderr say most), on
 /// a character boundary.
 pub fn cut_error(mut message: String) -> String {

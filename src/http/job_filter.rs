@@ -17,11 +17,7 @@ pub struct JobFilter {
 
 fn cut(value: &Option<String>) -> Option<&str> {
     let value = value.as_deref().filter(|v| !v.is_empty())?;
-    let mut end = value.len().min(MAX_FILTER_BYTES);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(&value[..end])
+    Some(crate::domain::prefix_within(value, MAX_FILTER_BYTES))
 }
 
 impl JobFilter {

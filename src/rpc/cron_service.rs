@@ -125,11 +125,7 @@ fn info(
         .collect();
     let template = &definition.template;
     let mut spec: crate::pb::api::JobSpec = (&template.spec).into();
-    if viewer.is_some_and(|me| me != template.owner) {
-        for value in spec.env.values_mut() {
-            *value = "(hidden)".to_string();
-        }
-    }
+    super::dispatcher_service::hide_env_from(&mut spec, viewer, &template.owner);
     ScheduleInfo {
         name: name.to_string(),
         tenant: tenant.to_string(),

@@ -81,14 +81,20 @@ pub fn status_for(
     scheduling::fill_status(&mut status, state, job.id);
     super::resources::fill_status(&mut status, state, job.id);
     status.applied_index = applied_index;
-    if viewer.is_some_and(|me| me != job.owner) {
-        if let Some(spec) = status.spec.as_mut() {
-            for value in spec.env.values_mut() {
-                *value = HIDDEN.to_string();
-            }
-        }
+    if let Some(spec) = status.spec.as_mut() {
+        hide_env_from(spec, viewer, &job.owner);
     }
     status
+}
+
+/// A job's environment may carry its owner's secrets: `viewer` (the owner a caller below
+/// operator acts as; none for operators and admins) sees the values only if it is `owner`.
+pub(super) fn hide_env_from(spec: &mut crate::pb::api::JobSpec, viewer: Option<&str>, owner: &str) {
+    if viewer.is_some_and(|me| me != owner) {
+        for value in spec.env.values_mut() {
+            *value = HIDDEN.to_string();
+        }
+    }
 }
 
 /// A TaskManager as `tm list` shows it. Its incarnation is what lets a process with its key

@@ -133,14 +133,9 @@ pub fn declared(
             request.isolation
         ))
     })?;
-    let mut missing = request.isolation_missing.clone();
-    if missing.len() > MAX_ISOLATION_NOTE_BYTES {
-        let mut cut = MAX_ISOLATION_NOTE_BYTES;
-        while !missing.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        missing.truncate(cut);
-    }
+    let missing =
+        crate::domain::prefix_within(&request.isolation_missing, MAX_ISOLATION_NOTE_BYTES)
+            .to_string();
     Ok(Some(TaskManagerResources {
         capacity: to_domain(capacity)?,
         isolation,

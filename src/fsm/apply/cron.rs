@@ -240,7 +240,7 @@ pub(super) fn fired(
             at_least: false,
             first_ms: scheduled_ms,
             last_ms: scheduled_ms,
-            reason: cut(why.clone()),
+            reason: crate::domain::prefix_within(why, MAX_SKIP_REASON_BYTES).to_string(),
             at_ms: now_ms,
         });
     }
@@ -389,16 +389,4 @@ fn fire_job(
         }
     }
     Ok(job_id)
-}
-
-/// `reason` cut to `MAX_SKIP_REASON_BYTES` on a character boundary.
-fn cut(mut reason: String) -> String {
-    if reason.len() > MAX_SKIP_REASON_BYTES {
-        let mut end = MAX_SKIP_REASON_BYTES;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-    }
-    reason
 }
