@@ -9,6 +9,7 @@ mod cluster_version;
 mod cron;
 mod ids;
 mod job;
+mod key_index;
 mod limits;
 mod output;
 mod pending;
@@ -30,6 +31,7 @@ pub use cron::{
 };
 pub use ids::{JobId, ParseJobIdError, TaskManagerId};
 pub use job::{Job, JobSpec, JobState, Shard, ShardCounts, ShardMut, ShardState};
+pub use key_index::KeyIndex;
 pub use limits::*;
 pub use output::{OutputStore, PrintedTail, ShardOutput};
 pub use pending::{PendingIndex, QueueKey};

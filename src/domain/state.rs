@@ -21,7 +21,7 @@ pub struct ClusterState {
     pub taskmanagers: BTreeMap<String, TaskManager>,
     pub jobs: BTreeMap<JobId, Arc<Job>>,
     /// Client idempotency key → the job it created.
-    pub idempotency_keys: BTreeMap<String, JobId>,
+    pub idempotency_keys: super::key_index::KeyIndex,
     /// Jobs that still have pending (unplaced) shards: the scheduler's work list, kept so the
     /// leader never scans every job to find work.
     pub jobs_with_pending_shards: BTreeSet<JobId>,

@@ -21,6 +21,7 @@
 //! The index of entries (log id and position) is kept in memory; entries are read back from
 //! the files with positioned reads. Reads never return entries at or below the purge point.
 
+mod recent;
 pub(crate) mod record;
 mod segment;
 mod syncer;
@@ -31,6 +32,7 @@ use super::types::{Entry, LogId, TypeConfig, Vote};
 use crate::zeroed_tail;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
+use recent::RecentEntries;
 use record::{decode_entry, decode_frame, encode_frame, Frame, Record};
 use segment::{Segment, SEGMENT_BYTES};
 use std::collections::{BTreeMap, VecDeque};
@@ -68,6 +70,8 @@ struct State {
     /// The index of `entries[0]`.
     first_index: u64,
     entries: VecDeque<Loc>,
+    /// The newest entries, decoded: most reads are of them.
+    recent: RecentEntries,
     vote: Option<Vote>,
     purged: Option<LogId>,
     committed: Option<LogId>,
@@ -125,6 +129,7 @@ impl State {
     }
 
     fn truncate_after(&mut self, after: Option<u64>) {
+        self.recent.truncate_after(after);
         match after {
             Some(i) if i >= self.first_index => {
                 let keep = usize::try_from(i - self.first_index + 1).unwrap_or(usize::MAX);
@@ -143,6 +148,7 @@ impl State {
 
     fn purge(&mut self, log_id: LogId) {
         let upto = log_id.index();
+        self.recent.purge(upto);
         while self
             .entries
             .front()
@@ -203,6 +209,7 @@ impl WalLogStore {
             zeroed_until: 0,
             first_index: 0,
             entries: VecDeque::new(),
+            recent: RecentEntries::default(),
             vote: None,
             purged: None,
             committed: None,
@@ -261,14 +268,14 @@ impl WalLogStore {
     }
 
     /// Write `records` at the end of the log (not yet durable); returns the file to sync.
-    fn write(&self, records: &[Record]) -> io::Result<Arc<File>> {
+    fn write(&self, records: Vec<Record>) -> io::Result<Arc<File>> {
         let mut state = self.lock();
         let mut buf = Vec::new();
         let mut frames = Vec::with_capacity(records.len() + 1);
         let committed = state
             .committed_unwritten
             .then(|| Record::Committed(state.committed));
-        for record in committed.iter().chain(records) {
+        for record in committed.iter().chain(&records) {
             let start = buf.len();
             encode_frame(record, &mut buf)?;
             frames.push((start, buf.len() - start));
@@ -295,8 +302,14 @@ impl WalLogStore {
             zeroed_tail::AHEAD_BYTES.min(self.shared.segment_bytes),
         )?;
         file.write_all_at(&buf, base)?;
-        for (record, (start, len)) in committed.iter().chain(records).zip(frames) {
-            state.apply(record, current, base + start as u64, len)?;
+        let skip = usize::from(committed.is_some());
+        for (record, (start, len)) in committed.iter().chain(&records).zip(&frames) {
+            state.apply(record, current, base + *start as u64, *len)?;
+        }
+        for (record, (_, len)) in records.into_iter().zip(&frames[skip..]) {
+            if let Record::Entry(entry) = record {
+                state.recent.push(entry, *len);
+            }
         }
         state.write_offset = base + buf.len() as u64;
         state.committed_unwritten = false;
@@ -340,7 +353,7 @@ impl WalLogStore {
     }
 
     /// Write `records` and return once they are durable.
-    async fn write_durable(&self, records: &[Record]) -> io::Result<()> {
+    async fn write_durable(&self, records: Vec<Record>) -> io::Result<()> {
         let file = self.write(records)?;
         self.shared.syncer.sync(file).await
     }
@@ -433,6 +446,7 @@ impl RaftLogReader<TypeConfig> for WalLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
+        let cached: Vec<Entry>;
         let wanted: Vec<(Arc<File>, u64, u32)> = {
             let state = self.lock();
             let first = state.first_index;
@@ -449,8 +463,14 @@ impl RaftLogReader<TypeConfig> for WalLogStore {
                 Bound::Unbounded => end_of_log,
             }
             .min(end_of_log);
+            // The newest entries come from memory, the rest from the files.
+            let split = state
+                .recent
+                .first_kept()
+                .map_or(end, |kept| kept.clamp(start, end));
+            cached = (split..end).filter_map(|i| state.recent.get(i)).collect();
             let mut wanted = Vec::new();
-            for index in start..end {
+            for index in start..split {
                 let loc = &state.entries[(index - first) as usize];
                 let file = state
                     .segments
@@ -489,6 +509,7 @@ impl RaftLogReader<TypeConfig> for WalLogStore {
             }
             i = j + 1;
         }
+        entries.extend(cached);
         Ok(entries)
     }
 
@@ -513,7 +534,7 @@ impl RaftLogStorage<TypeConfig> for WalLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.write_durable(&[Record::Vote(*vote)]).await
+        self.write_durable(vec![Record::Vote(*vote)]).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
@@ -544,18 +565,18 @@ impl RaftLogStorage<TypeConfig> for WalLogStore {
             return Ok(());
         }
         // Readable as soon as written; acknowledged once the sync thread made it durable.
-        let file = self.write(&records)?;
+        let file = self.write(records)?;
         self.shared.syncer.request(file, Waiter::Append(callback));
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        self.write_durable(&[Record::TruncateAfter(last_log_id)])
+        self.write_durable(vec![Record::TruncateAfter(last_log_id)])
             .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        self.write_durable(&[Record::Purge(log_id)]).await?;
+        self.write_durable(vec![Record::Purge(log_id)]).await?;
         self.delete_purged_segments()
     }
 }

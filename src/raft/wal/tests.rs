@@ -267,3 +267,33 @@ async fn an_entry_of_a_command_kind_this_release_does_not_know_is_named() {
         "{said}"
     );
 }
+
+/// Reads served from the newest entries kept in memory give what the files give, across an
+/// overwrite (entries of a new term replacing a deposed leader's) and a purge.
+#[tokio::test]
+async fn the_newest_entries_read_from_memory_match_the_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ids = |entries: Vec<Entry>| -> Vec<(u64, u64)> {
+        entries
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index()))
+            .collect()
+    };
+    let from_memory = {
+        let mut store = WalLogStore::open(dir.path()).expect("open");
+        append_durably(&mut store, entries(1..=10)).await;
+        // A new leader overwrites 6.. with entries of term 2, then more follow.
+        let newer: Vec<Entry> = (6..=12).map(|i| blank_ent::<C>(2, 2, i)).collect();
+        append_durably(&mut store, newer).await;
+        store.purge(log_id::<C>(1, 1, 3)).await.expect("purge");
+        let read = store.try_get_log_entries(..).await.expect("read");
+        let middle = store.try_get_log_entries(5..=8).await.expect("read");
+        assert_eq!(ids(middle), vec![(1, 5), (2, 6), (2, 7), (2, 8)]);
+        ids(read)
+    };
+    let mut reopened = WalLogStore::open(dir.path()).expect("reopen");
+    let from_files = ids(reopened.try_get_log_entries(..).await.expect("read"));
+    assert_eq!(from_memory, from_files);
+    assert_eq!(from_files.first(), Some(&(1, 4)));
+    assert_eq!(from_files.last(), Some(&(2, 12)));
+}
