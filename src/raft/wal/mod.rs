@@ -467,7 +467,7 @@ impl RaftLogReader<TypeConfig> for WalLogStore {
             let split = state
                 .recent
                 .first_kept()
-                .map_or(end, |kept| kept.clamp(start, end));
+                .map_or(end, |kept| kept.max(start).min(end));
             cached = (split..end).filter_map(|i| state.recent.get(i)).collect();
             let mut wanted = Vec::new();
             for index in start..split {
