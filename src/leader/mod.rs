@@ -2,6 +2,7 @@
 //! being one. Every decision they make is a command through the Raft log; apply re-checks
 //! it, so a deposed leader's late proposal cannot do harm.
 
+pub mod behind_reports;
 mod cron;
 mod liveness;
 mod placement;
@@ -10,6 +11,7 @@ mod seed_token;
 mod taskmanager_watch;
 
 pub mod fencing;
+pub use behind_reports::PlacementsBehind;
 pub use liveness::Liveness;
 
 use crate::config::ServeConfig;
@@ -30,6 +32,7 @@ impl LeaderDuties {
         raft: Raft,
         shared: Arc<SharedState>,
         liveness: Arc<Liveness>,
+        behind: Arc<PlacementsBehind>,
         settings: ServeConfig,
         bootstrap_token: Option<TokenHash>,
         otlp_endpoint: Option<String>,
@@ -38,6 +41,7 @@ impl LeaderDuties {
             raft,
             shared,
             liveness,
+            behind,
             settings,
             bootstrap_token,
             otlp_endpoint,
@@ -65,6 +69,7 @@ async fn supervise(
     raft: Raft,
     shared: Arc<SharedState>,
     liveness: Arc<Liveness>,
+    behind: Arc<PlacementsBehind>,
     settings: ServeConfig,
     bootstrap_token: Option<TokenHash>,
     otlp_endpoint: Option<String>,
@@ -93,6 +98,7 @@ async fn supervise(
                 tokio::spawn(placement::run(
                     raft.clone(),
                     shared.clone(),
+                    behind.clone(),
                     settings.taskmanagers.lease_ms,
                 )),
                 tokio::spawn(taskmanager_watch::run(

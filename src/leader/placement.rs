@@ -1,6 +1,7 @@
 //! The placement loop: whenever the applied state changes and some job has pending shards,
 //! ask the pure scheduler for a plan and propose it as one `PlaceShards` command.
 
+use super::PlacementsBehind;
 use crate::clock::now_ms;
 use crate::config::stopped_by_ms;
 use crate::domain::JobId;
@@ -19,7 +20,12 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// drained TaskManagers) are placed again per second, so a large loss is absorbed gradually.
 const MAX_REPLACEMENTS_PER_SECOND: f64 = 1_000.0;
 
-pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
+pub async fn run(
+    raft: Raft,
+    shared: Arc<SharedState>,
+    behind: Arc<PlacementsBehind>,
+    lease_ms: u64,
+) {
     let mut applied = shared.subscribe();
     let mut tokens = MAX_REPLACEMENTS_PER_SECOND;
     let mut refilled = Instant::now();
@@ -28,6 +34,12 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
             .min(MAX_REPLACEMENTS_PER_SECOND);
         refilled = Instant::now();
         if restart_split_gangs(&raft, &shared, lease_ms).await {
+            continue;
+        }
+        if behind.busy() {
+            // A report's room is being filled by the plan behind it: planning now could see
+            // that room before the plan applies, and place twice into it.
+            let _ = tokio::time::timeout(IDLE_RECHECK, behind.settled()).await;
             continue;
         }
         let placements = {
@@ -64,6 +76,10 @@ pub async fn run(raft: Raft, shared: Arc<SharedState>, lease_ms: u64) {
                 placements.len()
             );
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        if behind.busy() {
+            // A plan behind reports began while this one was made: it may count the same room.
+            continue;
         }
         let mut progressed = false;
         let placements_were_empty = placements.is_empty();

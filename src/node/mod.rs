@@ -193,12 +193,14 @@ pub async fn serve(
     tracing::info!(id = opts.id, listen = %opts.listen, data_dir = %opts.data_dir.display(), "replica started");
 
     let liveness = Arc::new(Liveness::default());
+    let placements_behind = Arc::new(crate::leader::PlacementsBehind::default());
     let leader_contact = Arc::new(crate::rpc::leader_contact::LeaderContact::default());
     let ctx = ServiceContext {
         node_id: opts.id,
         raft: raft.clone(),
         shared: shared.clone(),
         liveness: liveness.clone(),
+        placements_behind: placements_behind.clone(),
         tm_settings: opts.config.taskmanagers.clone(),
         leader_lease: Duration::from_millis(opts.config.raft.election_timeout_min_ms),
         gate: gate.clone(),
@@ -245,6 +247,7 @@ pub async fn serve(
         raft.clone(),
         shared.clone(),
         liveness,
+        placements_behind,
         opts.config.clone(),
         opts.security.bootstrap_token.as_ref().map(Secret::hash),
         opts.otlp_endpoint.clone(),

@@ -66,6 +66,9 @@ pub struct ServiceContext {
     pub shared: Arc<SharedState>,
     /// Heartbeat arrival times, read by the leader's failure detector.
     pub liveness: Arc<Liveness>,
+    /// Placements proposed right behind report batches (leader only; see
+    /// `leader::behind_reports`).
+    pub placements_behind: Arc<crate::leader::PlacementsBehind>,
     pub tm_settings: TaskManagerSettings,
     /// How long after a quorum acknowledged it the leader may still answer heartbeats
     /// alone: no other leader can be elected sooner (the election timeout's lower bound).

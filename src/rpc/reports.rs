@@ -12,8 +12,11 @@ use crate::fsm::{
     check_report, validate_name, Command, OutputReport, Report, Response as FsmResponse,
     ShardOutcome,
 };
+use crate::leader::behind_reports::plan_behind;
 use crate::pb::api::*;
 use crate::scheduler::retry_delay_ms;
+use openraft::async_runtime::watch::WatchReceiver;
+use std::task::Poll;
 
 /// Longest shard run a report may claim.
 const MAX_REPORTED_RUN_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -205,7 +208,7 @@ pub async fn report_batch(
     let (positions, reports): (Vec<Option<usize>>, Vec<Report>) =
         starts.into_iter().chain(ends).unzip();
     if !reports.is_empty() {
-        match write(ctx, Command::Batch(reports)).await {
+        match write_with_placements_behind(ctx, reports).await {
             Ok(FsmResponse::Batch(responses)) => {
                 for (i, response) in positions.iter().zip(responses) {
                     let Some(i) = i else { continue };
@@ -232,6 +235,55 @@ pub async fn report_batch(
         .into_iter()
         .map(Option::unwrap_or_default)
         .collect()
+}
+
+/// Propose the batch and, right behind it in the same append, a plan into the room its ends
+/// give back (`leader::behind_reports`); answer the batch's outcome. The plan's own outcome
+/// is nobody's: what it could not place stays pending for the placement loop.
+async fn write_with_placements_behind(
+    ctx: &ServiceContext,
+    reports: Vec<Report>,
+) -> Result<FsmResponse, ApiError> {
+    let leads = ctx.raft.metrics().borrow_watched().state == openraft::ServerState::Leader;
+    let placements = if leads {
+        plan_behind(&ctx.shared.read().state, &reports, now_ms())
+    } else {
+        Vec::new()
+    };
+    if placements.is_empty() {
+        return write(ctx, Command::Batch(reports)).await;
+    }
+    let _in_flight = ctx.placements_behind.begin();
+    let batch = write(ctx, Command::Batch(reports));
+    tokio::pin!(batch);
+    // Polled once, the batch is on its way to the Raft core (or queued for it, in order):
+    // only then may the plan follow, so that it lands behind the batch.
+    if let Poll::Ready(result) = futures::poll!(batch.as_mut()) {
+        return result;
+    }
+    let count = placements.len();
+    let place = ctx
+        .shared
+        .metrics()
+        .time_proposal(ctx.raft.client_write(Command::PlaceShards {
+            placements,
+            now_ms: now_ms(),
+        }));
+    let (batch, placed) = tokio::join!(batch, place);
+    match placed {
+        Ok(reply) => {
+            if let FsmResponse::ShardsPlaced(outcome) = reply.data {
+                tracing::debug!(
+                    planned = count,
+                    placed = outcome.placed,
+                    stale = outcome.stale,
+                    "plan behind reports applied"
+                );
+            }
+        }
+        Err(e) => tracing::debug!("plan behind reports not applied: {e}"),
+    }
+    batch
 }
 
 fn outcome_of(result: Result<(), ApiError>) -> ShardReportOutcome {

@@ -52,7 +52,7 @@ mod score;
 mod shares;
 
 pub use explain::waiting_reason;
-pub use plan::{current_reservation, plan, PlanLimits};
+pub use plan::{current_reservation, plan, plan_into, Freed, FreedRoom, PlanLimits};
 pub use recovery::retry_delay_ms;
 pub use score::{ScoreWeights, TaskManagerScorer};
 

@@ -105,20 +105,69 @@ pub fn plan(
     weights: ScoreWeights,
     limits: PlanLimits,
 ) -> Vec<Placement> {
+    plan_with(state, now_ms, weights, limits, None)
+}
+
+/// Room that shards about to end give back, by TaskManager: what `plan_into` plans into.
+pub type Freed = BTreeMap<String, FreedRoom>;
+
+/// The slots and resources ending shards hold on one TaskManager.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FreedRoom {
+    pub slots: u32,
+    pub resources: Resources,
+}
+
+/// A plan into `freed` only: each TaskManager listed takes at most the slots listed, with
+/// the resources listed given back. The leader plans into the room a batch of reports gives
+/// back before that batch applies, and proposes the plan right behind it
+/// (`leader::behind_reports`). Room the state already shows free is the placement loop's,
+/// so the two never plan into the same slots. Apply checks every placement again, as for
+/// any plan; one that lands without the room it counted on is skipped. Only while one tenant
+/// waits, no quota is set and no gang waits: shares and quotas count what each tenant holds,
+/// ending shards included, and a gang's reservation is made from the state's free room; in
+/// those cases this plans nothing and the loop decides after the ends have applied.
+pub fn plan_into(
+    state: &ClusterState,
+    now_ms: u64,
+    weights: ScoreWeights,
+    limits: PlanLimits,
+    freed: &Freed,
+) -> Vec<Placement> {
+    plan_with(state, now_ms, weights, limits, Some(freed))
+}
+
+fn plan_with(
+    state: &ClusterState,
+    now_ms: u64,
+    weights: ScoreWeights,
+    limits: PlanLimits,
+    freed: Option<&Freed>,
+) -> Vec<Placement> {
     let scorer = TaskManagerScorer::new(state, weights);
     let candidates: Vec<Candidate<'_>> = state
         .taskmanagers
         .values()
-        .filter(|tm| tm.accepts_placements(now_ms) && tm.free_slots() > 0)
-        .map(|tm| Candidate {
-            id: &tm.id,
-            slots: tm.slots,
-            free: tm.free_slots(),
-            static_penalty: scorer.static_penalty(tm),
-            capacity: state.capacity(&tm.id),
-            used: state.tm_used.get(&tm.id).cloned().unwrap_or_default(),
-            full_isolation: state.isolation(&tm.id) == Isolation::Full,
-            reserved: 0,
+        .filter_map(|tm| {
+            let mut used = state.tm_used.get(&tm.id).cloned().unwrap_or_default();
+            let free = match freed {
+                None => tm.free_slots(),
+                Some(freed) => {
+                    let room = freed.get(&tm.id)?;
+                    used.subtract(&room.resources);
+                    room.slots.min(tm.slots)
+                }
+            };
+            (tm.accepts_placements(now_ms) && free > 0).then(|| Candidate {
+                id: &tm.id,
+                slots: tm.slots,
+                free,
+                static_penalty: scorer.static_penalty(tm),
+                capacity: state.capacity(&tm.id),
+                used,
+                full_isolation: state.isolation(&tm.id) == Isolation::Full,
+                reserved: 0,
+            })
         })
         .collect();
     let free_slots = candidates.iter().map(|c| u64::from(c.free)).sum();
@@ -144,7 +193,15 @@ pub fn plan(
         }
     }
     let one_tenant = state.pending.ready_tenants().nth(1).is_none();
-    if one_tenant && state.quotas.is_empty() && state.resource_quotas.is_empty() {
+    let shares_matter =
+        !(one_tenant && state.quotas.is_empty() && state.resource_quotas.is_empty());
+    if freed.is_some() && (shares_matter || state.pending.gangs().next().is_some()) {
+        // Turns between tenants and quotas weigh what each tenant holds, and the ending
+        // shards are still held in this state; a waiting gang may hold room by a
+        // reservation made from that state: the loop decides once the ends have applied.
+        return round.placements;
+    }
+    if !shares_matter {
         // The queue is walked only as far as room and the budget go.
         for job_id in state.pending.ready_in_priority_order() {
             if round.placements.len() >= limits.max_placements || round.free_slots == 0 {

@@ -209,6 +209,85 @@ fn shard_that_does_not_fit_waits_for_capacity() {
     assert!(!is_pending(&state, job));
 }
 
+/// The leader plans into the room a batch of reports gives back before the batch applies,
+/// and proposes the plan right behind it: applied after the end, it fits whole; applied
+/// without it, apply skips it and the shard stays pending.
+#[test]
+fn a_plan_into_room_an_ending_shard_frees_fits_right_behind_its_report() {
+    use crate::fsm::{Report, ShardOutcome};
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm-a", 2, &[]);
+    let job = submit(&mut state, 3, 3, 1);
+    let first = plan_default(&state);
+    assert_eq!(tms(&first), vec!["tm-a", "tm-a"]);
+    apply_plan(&mut state, 5, &first);
+    assert!(plan_default(&state).is_empty(), "tm-a is full");
+    // Room the state already shows free is the placement loop's, not the plan behind.
+    register(&mut state, 6, "tm-b", 1, &[]);
+
+    let freed = Freed::from([(
+        "tm-a".to_string(),
+        FreedRoom {
+            slots: 1,
+            resources: Default::default(),
+        },
+    )]);
+    let planned = plan_into(
+        &state,
+        NOW_MS,
+        ScoreWeights::default(),
+        PlanLimits::default(),
+        &freed,
+    );
+    assert_eq!(
+        planned,
+        vec![Placement {
+            job_id: job,
+            shard: 2,
+            taskmanager: "tm-a".to_string()
+        }]
+    );
+
+    let mut without_the_end = state.clone();
+    let skipped = apply(
+        &mut without_the_end,
+        7,
+        Command::PlaceShards {
+            placements: planned.clone(),
+            now_ms: 7,
+        },
+    );
+    assert_eq!(
+        skipped,
+        Response::ShardsPlaced(PlacementOutcome {
+            placed: 0,
+            stale: 1
+        })
+    );
+    assert_eq!(
+        without_the_end.job(job).unwrap().pending_shards().count(),
+        1
+    );
+
+    let ended = apply(
+        &mut state,
+        7,
+        Command::Batch(vec![Report::Ended {
+            taskmanager: "tm-a".to_string(),
+            job_id: job,
+            shard: first[0].shard,
+            epoch: 5,
+            outcome: ShardOutcome::Finished,
+            run_ms: 1,
+            retry_at_ms: 0,
+            now_ms: 7,
+        }]),
+    );
+    assert!(matches!(ended, Response::Batch(_)), "{ended:?}");
+    apply_plan(&mut state, 8, &planned);
+    assert_eq!(state.taskmanager("tm-a").unwrap().free_slots(), 0);
+}
+
 #[test]
 fn capacity_is_shared_between_jobs_of_one_plan() {
     let mut state = ClusterState::default();

@@ -573,3 +573,45 @@ fn the_search_takes_the_lowest_priority_victim_even_on_a_later_taskmanager() {
     assert_eq!(victims.len(), 1);
     assert_eq!(victims[0].0, low);
 }
+
+/// A plan into the room ending shards give back plans nothing while two tenants wait (or a
+/// quota is set): their turns weigh what each holds, and the ending shards still count as
+/// held until their reports apply. The placement loop decides then.
+#[test]
+fn a_plan_into_freed_room_leaves_tenants_turns_to_the_loop() {
+    let mut state = ClusterState::default();
+    register(&mut state, 1, "tm-a", 2, &[]);
+    let bob = tenant_job(&mut state, 2, 4, "bob", false);
+    let first = plan_default(&state);
+    apply_plan(&mut state, 3, &first);
+    let freed = Freed::from([(
+        "tm-a".to_string(),
+        FreedRoom {
+            slots: 1,
+            resources: Default::default(),
+        },
+    )]);
+    let into = |state: &ClusterState| {
+        plan_into(
+            state,
+            NOW_MS,
+            ScoreWeights::default(),
+            PlanLimits::default(),
+            &freed,
+        )
+    };
+    assert_eq!(into(&state).len(), 1, "bob alone waits: his next shard");
+    assert!(into(&state).iter().all(|p| p.job_id == bob));
+
+    let mut two_tenants = state.clone();
+    tenant_job(&mut two_tenants, 4, 2, "carol", false);
+    assert!(into(&two_tenants).is_empty(), "carol and bob both wait");
+
+    let mut with_a_quota = state.clone();
+    set_slots(&mut with_a_quota, 4, "bob", 3);
+    assert!(into(&with_a_quota).is_empty(), "a quota is set");
+
+    let mut with_a_gang = state.clone();
+    tenant_job(&mut with_a_gang, 4, 2, "bob", true);
+    assert!(into(&with_a_gang).is_empty(), "a gang waits");
+}
