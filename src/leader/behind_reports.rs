@@ -11,9 +11,10 @@
 //! counted (it is refused, or its TaskManager was excluded meanwhile), the placements that
 //! no longer fit are skipped and their shards stay pending for the loop.
 //!
-//! While such a plan is in flight the placement loop does not plan (`PlacementsBehind`):
-//! it would see the report's room before the plan behind it applied, and place twice into it
-//! (the second plan only to be skipped at apply, an entry for nothing).
+//! While such a plan is in flight the placement loop waits for it, briefly
+//! (`PlacementsBehind`): it would see the report's room before the plan behind it applied,
+//! and place twice into it (the second plan only to be skipped at apply, an entry for
+//! nothing). Briefly, because the loop must still plan what these plans do not.
 //!
 //! Left to the loop: several tenants' turns and quotas, gangs (placed whole, restarted whole,
 //! and held room by reservations), and preemption (see `scheduler::plan_into`). Shards that

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// Re-plan at least this often, even without state changes (retry back-offs expire by time).
 const IDLE_RECHECK: Duration = Duration::from_millis(250);
+/// Longest wait for plans behind reports to settle before planning anyway.
+const BEHIND_WAIT: Duration = Duration::from_millis(20);
 /// Pause after a failed proposal before trying again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Recovery throttle: at most this many shards that ran before (retries, shards of lost or
@@ -38,9 +40,11 @@ pub async fn run(
         }
         if behind.busy() {
             // A report's room is being filled by the plan behind it: planning now could see
-            // that room before the plan applies, and place twice into it.
-            let _ = tokio::time::timeout(IDLE_RECHECK, behind.settled()).await;
-            continue;
+            // that room before the plan applies, and place twice into it (apply would skip
+            // the second, an entry for nothing). Wait for it, briefly: plans behind reports
+            // of several agents may follow one another without a gap, and the loop must
+            // still plan what they do not (room that was free already, other tenants).
+            let _ = tokio::time::timeout(BEHIND_WAIT, behind.settled()).await;
         }
         let placements = {
             let view = shared.read();
@@ -76,10 +80,6 @@ pub async fn run(
                 placements.len()
             );
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        }
-        if behind.busy() {
-            // A plan behind reports began while this one was made: it may count the same room.
-            continue;
         }
         let mut progressed = false;
         let placements_were_empty = placements.is_empty();
