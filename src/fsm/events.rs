@@ -458,15 +458,7 @@ impl Before {
                             .is_some_and(|j| j.state == JobState::Cancelled);
                         if cancelled {
                             push("job_cancelled", Some(previous), None, None, String::new());
-                            for (dependent, dependency) in failed_with(state, previous) {
-                                push(
-                                    "job_failed",
-                                    Some(dependent),
-                                    None,
-                                    None,
-                                    dependency_detail(dependency),
-                                );
-                            }
+                            push_failed_with(state, previous, &mut push);
                         }
                     }
                 }
@@ -484,15 +476,7 @@ impl Before {
                     .is_some_and(|j| matches!(j.state, JobState::Failed | JobState::Cancelled))
         });
         if let Some((job_id, _)) = ended_now {
-            for (dependent, dependency) in failed_with(state, job_id) {
-                push(
-                    "job_failed",
-                    Some(dependent),
-                    None,
-                    None,
-                    dependency_detail(dependency),
-                );
-            }
+            push_failed_with(state, job_id, &mut push);
         }
         if let Some(tenant) = schedule_tenant {
             for event in out.iter_mut().filter(|e| e.tenant.is_none()) {
@@ -518,7 +502,23 @@ pub fn dependency_detail(dependency: JobId) -> String {
     format!("job {dependency}, named in --after, did not finish")
 }
 
-/// The jobs that wait for `job_id`, directly or down a chain, and have not ended.
+/// A `job_failed` event for each job that ended with `job_id` (see `failed_with`).
+fn push_failed_with(
+    state: &ClusterState,
+    job_id: JobId,
+    push: &mut impl FnMut(&'static str, Option<JobId>, Option<u32>, Option<String>, String),
+) {
+    for (dependent, dependency) in failed_with(state, job_id) {
+        push(
+            "job_failed",
+            Some(dependent),
+            None,
+            None,
+            dependency_detail(dependency),
+        );
+    }
+}
+
 /// The jobs that ended `failed` because `job_id` did not finish, directly or down a chain of
 /// `--after`, each with the job it waited for, in the order the chain is walked.
 fn failed_with(state: &ClusterState, job_id: JobId) -> Vec<(JobId, JobId)> {

@@ -22,7 +22,7 @@
 //! which the loop's recovery throttle exists to keep.
 
 use crate::domain::ClusterState;
-use crate::fsm::{Placement, Report};
+use crate::fsm::{Placement, Report, Response};
 use crate::scheduler::{plan_into, Freed, PlanLimits, ScoreWeights};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
@@ -118,6 +118,22 @@ pub fn plan_behind(state: &ClusterState, reports: &[Report], now_ms: u64) -> Vec
         PlanLimits::default(),
         &freed,
     )
+}
+
+/// How many of a plan of `planned` placements apply placed (logged with `from`, where the
+/// plan came from).
+pub fn placed(planned: usize, reply: &Response, from: &str) -> u32 {
+    let Response::ShardsPlaced(outcome) = reply else {
+        return 0;
+    };
+    tracing::debug!(
+        planned,
+        placed = outcome.placed,
+        stale = outcome.stale,
+        from,
+        "placement plan applied"
+    );
+    outcome.placed
 }
 
 #[cfg(test)]

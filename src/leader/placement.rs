@@ -1,6 +1,7 @@
 //! The placement loop: whenever the applied state changes and some job has pending shards,
 //! ask the pure scheduler for a plan and propose it as one `PlaceShards` command.
 
+use super::behind_reports::placed;
 use super::PlacementsBehind;
 use crate::clock::now_ms;
 use crate::config::stopped_by_ms;
@@ -95,15 +96,7 @@ pub async fn run(
                 .await
             {
                 Ok(reply) => {
-                    if let Response::ShardsPlaced(outcome) = reply.data {
-                        tracing::debug!(
-                            planned = count,
-                            placed = outcome.placed,
-                            stale = outcome.stale,
-                            "placement plan applied"
-                        );
-                        progressed = outcome.placed > 0;
-                    }
+                    progressed = placed(count, &reply.data, "placement loop") > 0;
                 }
                 Err(e) => {
                     tracing::warn!("placement proposal failed: {e}");

@@ -12,7 +12,7 @@ use crate::fsm::{
     check_report, validate_name, Command, OutputReport, Report, Response as FsmResponse,
     ShardOutcome,
 };
-use crate::leader::behind_reports::plan_behind;
+use crate::leader::behind_reports::{self, plan_behind};
 use crate::pb::api::*;
 use crate::scheduler::retry_delay_ms;
 use openraft::async_runtime::watch::WatchReceiver;
@@ -272,14 +272,7 @@ async fn write_with_placements_behind(
     let (batch, placed) = tokio::join!(batch, place);
     match placed {
         Ok(reply) => {
-            if let FsmResponse::ShardsPlaced(outcome) = reply.data {
-                tracing::debug!(
-                    planned = count,
-                    placed = outcome.placed,
-                    stale = outcome.stale,
-                    "plan behind reports applied"
-                );
-            }
+            behind_reports::placed(count, &reply.data, "behind reports");
         }
         Err(e) => tracing::debug!("plan behind reports not applied: {e}"),
     }

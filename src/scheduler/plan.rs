@@ -6,7 +6,7 @@ use super::fairness::{FairQueue, Turn};
 use super::reservation::{reserve, Reservation};
 use super::score::{room_after, ScoreWeights, TaskManagerScorer};
 use super::shares::ShareMeter;
-use crate::domain::{ClusterState, Isolation, JobId, Labels, Resources, ShardState};
+use crate::domain::{ClusterState, Isolation, JobId, Labels, Resources, ShardState, TaskManager};
 use crate::fsm::Placement;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
@@ -144,21 +144,37 @@ fn plan_with(
     limits: PlanLimits,
     freed: Option<&Freed>,
 ) -> Vec<Placement> {
+    let one_tenant = state.pending.ready_tenants().nth(1).is_none();
+    let shares_matter =
+        !(one_tenant && state.quotas.is_empty() && state.resource_quotas.is_empty());
+    if freed.is_some() && (shares_matter || state.pending.gangs().next().is_some()) {
+        // Turns between tenants and quotas weigh what each tenant holds, and the ending
+        // shards are still held in this state; a waiting gang may hold room by a
+        // reservation made from that state: the loop decides once the ends have applied.
+        return Vec::new();
+    }
     let scorer = TaskManagerScorer::new(state, weights);
-    let candidates: Vec<Candidate<'_>> = state
-        .taskmanagers
-        .values()
-        .filter_map(|tm| {
+    // In id order either way (ties go to the smallest id); into freed room, only the
+    // TaskManagers it lists are looked at, not every one.
+    let taskmanagers: Box<dyn Iterator<Item = (&TaskManager, Option<&FreedRoom>)>> = match freed {
+        None => Box::new(state.taskmanagers.values().map(|tm| (tm, None))),
+        Some(freed) => Box::new(
+            freed
+                .iter()
+                .filter_map(|(id, room)| Some((state.taskmanagers.get(id)?, Some(room)))),
+        ),
+    };
+    let candidates: Vec<Candidate<'_>> = taskmanagers
+        .filter_map(|(tm, room)| {
+            let free = room.map_or(tm.free_slots(), |room| room.slots.min(tm.slots));
+            if !tm.accepts_placements(now_ms) || free == 0 {
+                return None;
+            }
             let mut used = state.tm_used.get(&tm.id).cloned().unwrap_or_default();
-            let free = match freed {
-                None => tm.free_slots(),
-                Some(freed) => {
-                    let room = freed.get(&tm.id)?;
-                    used.subtract(&room.resources);
-                    room.slots.min(tm.slots)
-                }
-            };
-            (tm.accepts_placements(now_ms) && free > 0).then(|| Candidate {
+            if let Some(room) = room {
+                used.subtract(&room.resources);
+            }
+            Some(Candidate {
                 id: &tm.id,
                 slots: tm.slots,
                 free,
@@ -191,15 +207,6 @@ fn plan_with(
         for candidate in &mut round.candidates {
             candidate.reserved = reservation.slots.get(candidate.id).copied().unwrap_or(0);
         }
-    }
-    let one_tenant = state.pending.ready_tenants().nth(1).is_none();
-    let shares_matter =
-        !(one_tenant && state.quotas.is_empty() && state.resource_quotas.is_empty());
-    if freed.is_some() && (shares_matter || state.pending.gangs().next().is_some()) {
-        // Turns between tenants and quotas weigh what each tenant holds, and the ending
-        // shards are still held in this state; a waiting gang may hold room by a
-        // reservation made from that state: the loop decides once the ends have applied.
-        return round.placements;
     }
     if !shares_matter {
         // The queue is walked only as far as room and the budget go.
