@@ -363,6 +363,10 @@ pub struct TaskManagerArgs {
     /// Every run as this one user (name or uid; never root): runs then share it.
     #[arg(long, env = "DISPATCHER_RUN_AS")]
     pub run_as: Option<String>,
+    /// Where the cgroup filesystem is mounted (default /sys/fs/cgroup): a cgroup v2 tree
+    /// when `cgroup.controllers` is there, else v1 hierarchies `memory`, `cpu`, `pids`.
+    #[arg(long, env = "DISPATCHER_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
     /// CPU it offers, in cores (fractions allowed; default: the CPUs this process may use).
     #[arg(long, env = "DISPATCHER_CPUS", value_parser = crate::domain::parse_cpu)]
     pub cpus: Option<u64>,

@@ -200,6 +200,9 @@ pub struct LocalCluster {
     /// Agents started from now on sandbox their shards (`--sandbox auto`); off by default,
     /// since most tests' shards write into the test's own (root-only) directories.
     sandbox: bool,
+    /// A cgroup (v2 directory) agents started from now on begin in, as a service manager
+    /// that delegates one would start them.
+    agent_cgroup: Option<PathBuf>,
 }
 
 fn signal(pid: u32, sig: i32) -> io::Result<()> {
@@ -293,6 +296,7 @@ impl LocalCluster {
             agents: BTreeMap::new(),
             security,
             sandbox: false,
+            agent_cgroup: None,
         };
         for (id, listen, advertised) in replicas {
             cluster.add_process_at(*id, listen.clone(), advertised.clone())?;
@@ -645,6 +649,12 @@ impl LocalCluster {
         self.sandbox = on;
     }
 
+    /// Start agents from now on in this cgroup (a cgroup v2 directory), as systemd starts a
+    /// service with `Delegate=yes` in one of its own.
+    pub fn set_agent_cgroup(&mut self, cgroup: Option<PathBuf>) {
+        self.agent_cgroup = cgroup;
+    }
+
     /// (Re)start an agent with the same id and work dir.
     pub fn restart_taskmanager(&mut self, id: &str) -> Result<()> {
         let endpoints = self.endpoints().join(",");
@@ -698,12 +708,33 @@ impl LocalCluster {
                 .collect();
             command.arg("--labels").arg(labels.join(","));
         }
+        // Open until the spawn below is done: the child writes to it before exec.
+        let mut cgroup_procs = None;
+        if let Some(cgroup) = &self.agent_cgroup {
+            let procs = fs::OpenOptions::new()
+                .write(true)
+                .open(cgroup.join("cgroup.procs"))?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
+            // SAFETY: between fork and exec only write(2) on a descriptor opened above, which
+            // is async-signal-safe; "0" moves the writing process.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                });
+            }
+            cgroup_procs = Some(procs);
+        }
         let child = command
             .env("DISPATCHER_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
+        drop(cgroup_procs);
         agent.child = Some(child);
         Ok(())
     }

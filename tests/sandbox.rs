@@ -167,6 +167,49 @@ async fn a_shard_sees_only_itself() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pids of live processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(marker)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// Submit a shard that starts a grandchild in a session of its own and waits; once the
+/// grandchild runs, `while_running` sees its pid; then cancel, and the grandchild must die.
+async fn an_escaper_dies_at_cancel(
+    client: &dispatcher::client::Client,
+    while_running: impl FnOnce(u32) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    log_phase("a shard starts a grandchild in a session of its own, then waits");
+    let marker = format!("escape-{}", std::process::id());
+    let script = format!("setsid sh -c 'exec -a {marker} sleep 300' & sleep 300");
+    let job = client.submit(sh("escaper", &script)).await?.job_id;
+    wait_all_running(client, &job).await?;
+    let grandchild = wait_for(DEADLINE, "the grandchild to start", || async {
+        processes_with(&marker).first().copied()
+    })
+    .await?;
+    while_running(grandchild)?;
+
+    log_phase("cancel: the grandchild dies with the run");
+    client.cancel_job(&job).await?;
+    wait_job_state(client, &job, &["cancelled"], DEADLINE).await?;
+    wait_for(DEADLINE, "the setsid grandchild to be gone", || async {
+        processes_with(&marker).is_empty().then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_a_shard_starts_outlives_its_cancel() -> anyhow::Result<()> {
     if !is_root() {
@@ -179,32 +222,116 @@ async fn nothing_a_shard_starts_outlives_its_cancel() -> anyhow::Result<()> {
     cluster.start_taskmanager("box", 1, &[])?;
     let client = cluster.client()?;
     wait_taskmanagers_alive(&client, 1).await?;
+    an_escaper_dies_at_cancel(&client, |_| Ok(())).await
+}
 
-    log_phase("a shard starts a grandchild in a session of its own, then waits");
-    let marker = format!("escape-{}", std::process::id());
-    let script = format!("setsid sh -c 'exec -a {marker} sleep 300' & sleep 300");
-    let job = client.submit(sh("escaper", &script)).await?.job_id;
-    wait_all_running(&client, &job).await?;
-    let escaped = || {
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .any(|c| String::from_utf8_lossy(&c).contains(&marker))
-    };
-    wait_for(DEADLINE, "the grandchild to start", || async {
-        escaped().then_some(())
+/// A cgroup v2 directory this test made, emptied and removed (depth first) when dropped.
+struct TestCgroup(std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        let mut dirs: Vec<std::path::PathBuf> = walk_dirs(&self.0);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in dirs {
+            // EBUSY while the killed processes are torn down.
+            for _ in 0..200 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn walk_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            all.extend(walk_dirs(&entry.path()));
+        }
+    }
+    all
+}
+
+/// The process's cgroup v2 path (the `0::` line of /proc/<pid>/cgroup).
+fn v2_path(pid: u32) -> anyhow::Result<String> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    table
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("process {pid} is in no cgroup v2 directory: {table}"))
+}
+
+/// cgroup v2 as a service manager delegates it: the agent starts in a cgroup of its own, moves
+/// into a leaf of it (a cgroup with processes may not give controllers to children), makes
+/// each run a cgroup below, and kills a run's whole cgroup at its end. This host's v2 tree
+/// (mounted beside the v1 hierarchies) has no memory, cpu or pids controller, so the agent
+/// must say those limits are missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cgroup_v2_a_run_is_a_cgroup_below_the_agents_own_and_ends_whole() -> anyhow::Result<()>
+{
+    let root = std::path::Path::new("/sys/fs/cgroup/unified");
+    if !is_root() || !root.join("cgroup.controllers").exists() {
+        eprintln!(
+            "skipped: needs root and a cgroup v2 tree at {}",
+            root.display()
+        );
+        return Ok(());
+    }
+    let name = format!("dispatcher-test-{}", std::process::id());
+    std::fs::create_dir(root.join(&name))?;
+    let delegated = TestCgroup(root.join(&name));
+    let mut cluster = start_cluster(3, test_config()).await?;
+    std::fs::set_permissions(cluster.dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    cluster.set_sandbox(true);
+    cluster.set_agent_cgroup(Some(delegated.0.clone()));
+    cluster.start_taskmanager_with(
+        "v2",
+        1,
+        &[],
+        None,
+        &["--cgroup-root", "/sys/fs/cgroup/unified"],
+    )?;
+    let client = cluster.client()?;
+    wait_taskmanagers_alive(&client, 1).await?;
+
+    log_phase("the agent says which limits it cannot give, and sits in its leaf");
+    let tms = client.list_taskmanagers().await?;
+    let available = std::fs::read_to_string(root.join("cgroup.controllers"))?;
+    if !["memory", "cpu", "pids"]
+        .iter()
+        .any(|c| available.split_whitespace().any(|a| a == *c))
+    {
+        anyhow::ensure!(
+            tms[0].isolation == "partial"
+                && tms[0]
+                    .isolation_missing
+                    .contains("limits on memory, cpu, pids"),
+            "{tms:?}"
+        );
+    }
+    let agent = cluster.agent("v2")?.pid().expect("the agent was started");
+    anyhow::ensure!(
+        v2_path(agent)? == format!("/{name}/dispatcher-processes"),
+        "the agent's cgroup: {}",
+        v2_path(agent)?
+    );
+
+    an_escaper_dies_at_cancel(&client, |grandchild| {
+        let path = v2_path(grandchild)?;
+        let prefix = format!("/{name}/dispatcher-v2-");
+        anyhow::ensure!(
+            path.starts_with(&prefix) && path.contains("/run-"),
+            "the run's grandchild is in {path}, not in a run cgroup below {prefix}"
+        );
+        Ok(())
     })
     .await?;
-
-    log_phase("cancel: the grandchild dies with the run");
-    client.cancel_job(&job).await?;
-    wait_job_state(&client, &job, &["cancelled"], DEADLINE).await?;
-    wait_for(DEADLINE, "the setsid grandchild to be gone", || async {
-        (!escaped()).then_some(())
-    })
-    .await?;
+    drop(cluster);
+    drop(delegated);
+    anyhow::ensure!(!root.join(&name).exists(), "the test's cgroup is left");
     Ok(())
 }
 

@@ -125,6 +125,7 @@ pub fn agent_options(agent: TaskManagerArgs, client: ClientArgs) -> Result<Agent
             agent.sandbox.or(file.sandbox),
             agent.run_as_uids.or(file.run_as_uids),
             agent.run_as.or(file.run_as),
+            agent.cgroup_root.or(file.cgroup_root),
         )?,
     })
 }
@@ -171,6 +172,7 @@ fn sandbox_request(
     mode: Option<crate::cli::SandboxMode>,
     uids: Option<String>,
     user: Option<String>,
+    cgroup_root: Option<PathBuf>,
 ) -> Result<crate::taskmanager::sandbox::SandboxRequest, CliError> {
     use crate::taskmanager::sandbox::uids::RunAs;
     let run_as = match (uids, user) {
@@ -186,5 +188,6 @@ fn sandbox_request(
     Ok(crate::taskmanager::sandbox::SandboxRequest {
         enabled: mode != Some(crate::cli::SandboxMode::Off),
         run_as,
+        cgroup_root,
     })
 }

@@ -61,6 +61,7 @@ pub struct AgentFlags {
     pub sandbox: Option<crate::cli::SandboxMode>,
     pub run_as_uids: Option<String>,
     pub run_as: Option<String>,
+    pub cgroup_root: Option<PathBuf>,
     /// Cores (fractions allowed).
     pub cpus: Option<f64>,
     /// A size: "16GiB".

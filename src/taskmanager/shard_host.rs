@@ -225,7 +225,12 @@ struct Sandbox {
 
 impl Host {
     fn open(run_dir_pool: Option<PathBuf>, sandbox: SandboxConfig) -> std::io::Result<Self> {
-        let cgroups = match sandbox.cgroup_name.as_deref().map(Cgroups::open) {
+        let root = sandbox.cgroup_root().to_path_buf();
+        let opened = sandbox
+            .cgroup_name
+            .as_deref()
+            .map(|name| Cgroups::open(&root, name));
+        let cgroups = match opened {
             Some(Ok(cgroups)) => {
                 // Runs of a host before this one are over: take their cgroups away.
                 cgroups.sweep();

@@ -1,10 +1,17 @@
 //! A cgroup per run, with the run's limits, under the agent's own cgroup.
 //!
 //! Layout: `<the agent's cgroup>/dispatcher-<name>/run-<n>` in every hierarchy used: on
-//! cgroup v2 (one unified tree, `/sys/fs/cgroup/cgroup.controllers` present) the `memory`,
-//! `cpu` and `pids` controllers are enabled down to the runs; on cgroup v1 the `memory`, `cpu`
-//! and `pids` hierarchies each get the same path. Creating below its own cgroup is what a
-//! delegating service manager (systemd's `Delegate=yes`, a pod's cgroup) allows.
+//! cgroup v1 the `memory`, `cpu` and `pids` hierarchies each get the same path. Creating below
+//! its own cgroup is what a delegating service manager (systemd's `Delegate=yes`, a pod's
+//! cgroup) allows.
+//!
+//! On cgroup v2 (one unified tree, `cgroup.controllers` at the root given) a cgroup with
+//! processes may not hand controllers to its children (the "no internal processes" rule),
+//! and the agent's delegated cgroup holds the agent. So the agent and its shard hosts first
+//! move into a leaf of their own, `<delegated>/dispatcher-processes`, and the `memory`, `cpu`
+//! and `pids` controllers are then enabled down to the runs. Those the delegated cgroup was
+//! not given are named (`Cgroups::missing`) and their limits left unwritten; the rest of the
+//! cgroup (a run's processes kept together and killed together) works without them.
 //!
 //! The run's first process joins its cgroups itself, between clone and exec, by writing `0`
 //! to descriptors of their `cgroup.procs` files opened here (`RunCgroup::procs`): so nothing
@@ -25,8 +32,13 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
-/// cgroup v1 hierarchies used, each mounted at `/sys/fs/cgroup/<name>`.
-const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+/// The controllers used: on v1 each a hierarchy mounted at `<root>/<name>`, on v2 enabled
+/// down the unified tree.
+const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+/// Where the cgroup filesystem is mounted unless `taskmanager --cgroup-root` says otherwise.
+pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+/// On v2, the leaf of the delegated cgroup that the agent and its shard hosts move into.
+const PROCESS_LEAF: &str = "dispatcher-processes";
 /// CFS period for CPU limits, in microseconds.
 const CPU_PERIOD_US: u64 = 100_000;
 /// Emptied run cgroups kept for reuse; more than an agent runs at once is of no use.
@@ -56,6 +68,8 @@ pub struct Cgroups {
     pool: Vec<RunCgroup>,
     /// Run cgroups made so far (they are named by this count).
     made: u64,
+    /// v2: the controllers the delegated cgroup was not given (their limits are not written).
+    missing: Vec<&'static str>,
 }
 
 /// A run's cgroup, made (or taken from the pool) and limited.
@@ -92,6 +106,55 @@ fn own_path(controller: &str) -> io::Result<PathBuf> {
     ))
 }
 
+/// v2: move this process into the leaf of its delegated cgroup, enable what it may of
+/// `CONTROLLERS` down to `<delegated>/<name>`, and return that directory with the
+/// controllers it could not enable.
+fn open_v2(root: &Path, name: &str) -> io::Result<(PathBuf, Vec<&'static str>)> {
+    let own = own_path("")?;
+    // A shard host started by the agent is already in the leaf.
+    let delegated = match own.file_name() {
+        Some(last) if last == PROCESS_LEAF => {
+            own.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+        _ => own,
+    };
+    let delegated = root.join(delegated);
+    let leaf = delegated.join(PROCESS_LEAF);
+    fs::create_dir_all(&leaf)?;
+    // "0": the writing process, with all its threads.
+    write(&leaf.join("cgroup.procs"), "0")?;
+    let available = fs::read_to_string(delegated.join("cgroup.controllers"))?;
+    let (usable, missing): (Vec<&'static str>, Vec<&'static str>) = CONTROLLERS
+        .into_iter()
+        .partition(|c| available.split_whitespace().any(|a| a == *c));
+    let enable = |dir: &Path| -> io::Result<()> {
+        if usable.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = usable.iter().map(|c| format!("+{c}")).collect();
+        write(&dir.join("cgroup.subtree_control"), &list.join(" ")).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} holds processes other than this agent's, so it cannot give \
+                         controllers to runs; give the agent a cgroup of its own (systemd: \
+                         Delegate=yes)",
+                        dir.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })
+    };
+    enable(&delegated)?;
+    let base = delegated.join(name);
+    fs::create_dir_all(&base)?;
+    enable(&base)?;
+    Ok((base, missing))
+}
+
 fn write(path: &Path, value: &str) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).open(path)?;
     file.write_all(value.as_bytes())
@@ -99,29 +162,25 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
 }
 
 impl Cgroups {
-    /// The agent's cgroup directories, made if missing; an error says what is missing.
-    pub fn open(agent: &str) -> io::Result<Self> {
+    /// The agent's cgroup directories under the cgroup filesystem mounted at `root`, made if
+    /// missing; an error says what is missing.
+    pub fn open(root: &Path, agent: &str) -> io::Result<Self> {
         let name = format!("dispatcher-{agent}");
-        let root = Path::new("/sys/fs/cgroup");
         let mut cgroups = Cgroups {
             version: Version::V1,
             bases: Vec::new(),
             pool: Vec::new(),
             made: 0,
+            missing: Vec::new(),
         };
         if root.join("cgroup.controllers").exists() {
-            let parent = root.join(own_path("")?);
-            let base = parent.join(&name);
-            let enable =
-                |dir: &Path| write(&dir.join("cgroup.subtree_control"), "+memory +cpu +pids");
-            enable(&parent)?;
-            fs::create_dir_all(&base)?;
-            enable(&base)?;
+            let (base, missing) = open_v2(root, &name)?;
             cgroups.version = Version::V2;
             cgroups.bases.push((String::new(), base));
+            cgroups.missing = missing;
             return Ok(cgroups);
         }
-        for controller in V1_CONTROLLERS {
+        for controller in CONTROLLERS {
             let mount = root.join(controller);
             if !mount.join("cgroup.procs").exists() {
                 return Err(io::Error::new(
@@ -137,6 +196,11 @@ impl Cgroups {
             cgroups.bases.push((controller.to_string(), base));
         }
         Ok(cgroups)
+    }
+
+    /// The controllers whose limits runs do not get (v2: not delegated to the agent).
+    pub fn missing(&self) -> &[&'static str] {
+        &self.missing
     }
 
     /// A cgroup for a run with `limits`: a pooled one when it can, else a new one.
@@ -228,7 +292,15 @@ impl Cgroups {
         new: &RunLimits,
     ) -> io::Result<()> {
         let v2 = self.version == Version::V2;
-        if (v2 || controller == "memory") && new.memory_bytes != old.memory_bytes {
+        // v1: each hierarchy its own controller; v2: one dir, for those the agent was given.
+        let applies = |c: &str| {
+            if v2 {
+                !self.missing.contains(&c)
+            } else {
+                controller == c
+            }
+        };
+        if applies("memory") && new.memory_bytes != old.memory_bytes {
             let bytes = new
                 .memory_bytes
                 .map_or_else(|| "max".to_string(), |b| b.to_string());
@@ -248,7 +320,7 @@ impl Cgroups {
                 let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &bytes);
             }
         }
-        if (v2 || controller == "cpu") && new.cpu_millis != old.cpu_millis {
+        if applies("cpu") && new.cpu_millis != old.cpu_millis {
             let quota = new
                 .cpu_millis
                 .map(|millis| (u64::from(millis) * CPU_PERIOD_US / 1000).max(1000));
@@ -264,7 +336,7 @@ impl Cgroups {
                 (false, None) => write(&dir.join("cpu.cfs_quota_us"), "-1")?,
             }
         }
-        if (v2 || controller == "pids") && new.pids != old.pids {
+        if applies("pids") && new.pids != old.pids {
             let max = new
                 .pids
                 .map_or_else(|| "max".to_string(), |p| p.to_string());

@@ -30,6 +30,18 @@ pub struct SandboxConfig {
     pub namespaces: bool,
     /// Per-run cgroups under `dispatcher-<this name>` (`None`: none).
     pub cgroup_name: Option<String>,
+    /// Where the cgroup filesystem is mounted (`None`: `/sys/fs/cgroup`).
+    #[serde(default)]
+    pub cgroup_root: Option<std::path::PathBuf>,
+}
+
+impl SandboxConfig {
+    /// The cgroup filesystem's mount point.
+    pub fn cgroup_root(&self) -> &std::path::Path {
+        self.cgroup_root
+            .as_deref()
+            .unwrap_or(std::path::Path::new(cgroup::DEFAULT_ROOT))
+    }
 }
 
 /// How much of the sandbox an agent gives its runs.
@@ -68,6 +80,9 @@ pub struct SandboxRequest {
     pub enabled: bool,
     /// `None`: the default pool.
     pub run_as: Option<RunAs>,
+    /// Where the cgroup filesystem is mounted (`taskmanager --cgroup-root`; `None`: the
+    /// usual place).
+    pub cgroup_root: Option<std::path::PathBuf>,
 }
 
 /// The name of an agent's cgroups: its id and its work dir, so that two agents of one id on
@@ -109,8 +124,18 @@ pub fn probe(agent: &str, request: &SandboxRequest) -> (SandboxConfig, Isolation
         from: uids::DEFAULT_POOL.0,
         to: uids::DEFAULT_POOL.1,
     });
-    let cgroup_name = match cgroup::Cgroups::open(agent) {
+    let root = request
+        .cgroup_root
+        .as_deref()
+        .unwrap_or(std::path::Path::new(cgroup::DEFAULT_ROOT));
+    let cgroup_name = match cgroup::Cgroups::open(root, agent) {
         Ok(mut cgroups) => {
+            if !cgroups.missing().is_empty() {
+                missing.push(format!(
+                    "limits on {} (the agent's cgroup was not given those controllers)",
+                    cgroups.missing().join(", ")
+                ));
+            }
             // The shard host makes them again when it starts.
             cgroups.remove_base();
             Some(agent.to_string())
@@ -134,6 +159,7 @@ pub fn probe(agent: &str, request: &SandboxRequest) -> (SandboxConfig, Isolation
         run_as: Some(run_as),
         namespaces,
         cgroup_name,
+        cgroup_root: request.cgroup_root.clone(),
     };
     let isolation = if missing.is_empty() {
         Isolation::Full
