@@ -261,9 +261,9 @@ struct Round<'a> {
 struct JobCursor<'a> {
     heap: BinaryHeap<Ranked>,
     same_job: HashMap<&'a str, u32>,
-    /// Its pending shards that may be placed now, in index order, and how many were taken.
-    ready: Vec<u32>,
-    next: usize,
+    /// Its pending shards that may be placed now, in index order, found as they are taken:
+    /// a round that places a few shards of a job with thousands waiting looks at a few.
+    ready: std::iter::Peekable<Box<dyn Iterator<Item = u32> + 'a>>,
     /// Behind the reserved gang, and not sure to end before it is due.
     held_back: bool,
 }
@@ -428,12 +428,14 @@ impl<'a> Round<'a> {
         let state = self.state;
         let (need, asked, full_only, held_back) =
             (shape.slots, shape.asked, shape.full_only, shape.held_back);
+        // The job's shards on each TaskManager, from the index of what each holds (sorted
+        // by job): a walk of the job's shards would cost O(S) per round.
+        let held_of_job = |tm: &str| -> u32 {
+            state.shards_by_taskmanager.get(tm).map_or(0, |held| {
+                held.range((job.id, 0)..=(job.id, u32::MAX)).count() as u32
+            })
+        };
         let mut same_job: HashMap<&'a str, u32> = HashMap::new();
-        for shard in job.shards.iter().filter(|s| s.state.holds_slots()) {
-            if let Some(tm) = &shard.taskmanager {
-                *same_job.entry(tm.as_str()).or_default() += 1;
-            }
-        }
         let heap: BinaryHeap<Ranked> = self
             .candidates
             .iter()
@@ -444,30 +446,35 @@ impl<'a> Round<'a> {
                     .taskmanager(c.id)
                     .is_some_and(|tm| tm.matches(&job.spec.selector))
             })
-            .map(|(i, c)| Ranked {
-                score: self.scorer.score(
-                    c.static_penalty,
-                    c.room_after(need, asked),
-                    same_job.get(c.id).copied().unwrap_or(0),
-                ),
-                candidate: i,
+            .map(|(i, c)| {
+                let held = held_of_job(c.id);
+                if held > 0 {
+                    same_job.insert(c.id, held);
+                }
+                Ranked {
+                    score: self
+                        .scorer
+                        .score(c.static_penalty, c.room_after(need, asked), held),
+                    candidate: i,
+                }
             })
             .collect();
         // Nowhere to go (no TaskManager matches, or none has room): the shards are not
         // even looked at, so jobs that wait cost nothing per round.
-        let ready = if heap.is_empty() {
-            Vec::new()
+        let now_ms = self.now_ms;
+        let ready: Box<dyn Iterator<Item = u32> + 'a> = if heap.is_empty() {
+            Box::new(std::iter::empty())
         } else {
-            job.pending_shards()
-                .filter(|s| s.not_before_ms <= self.now_ms)
-                .map(|s| s.index)
-                .collect()
+            Box::new(
+                job.pending_shards()
+                    .filter(move |s| s.not_before_ms <= now_ms)
+                    .map(|s| s.index),
+            )
         };
         JobCursor {
             heap,
             same_job,
-            ready,
-            next: 0,
+            ready: ready.peekable(),
             held_back,
         }
     }
@@ -510,15 +517,17 @@ impl<'a> Round<'a> {
         };
         let scorer = &self.scorer;
         let mut planned = 0;
-        while planned < budget && cursor.next < cursor.ready.len() {
-            let index = cursor.ready[cursor.next];
+        while planned < budget {
+            let Some(&index) = cursor.ready.peek() else {
+                break;
+            };
             let replacement = job
                 .shards
                 .get(index as usize)
                 .is_some_and(|s| s.attempt > 0);
             if replacement && self.replacements_left == 0 {
                 // A re-placement, and the recovery throttle is spent for this round.
-                cursor.next += 1;
+                cursor.ready.next();
                 continue;
             }
             // The best TaskManager. Other jobs' placements since this heap was made lowered
@@ -550,7 +559,7 @@ impl<'a> Round<'a> {
             if replacement {
                 self.replacements_left -= 1;
             }
-            cursor.next += 1;
+            cursor.ready.next();
             let c = &mut self.candidates[best];
             c.free -= need;
             self.free_slots -= u64::from(need);
