@@ -3,6 +3,7 @@
 //! replicas. The rest of the crate sees Raft only through this module.
 
 mod append_stream;
+pub mod assignment_watch;
 pub mod backup;
 pub mod election_timeline;
 pub mod event_ring;

@@ -44,6 +44,8 @@ pub enum NextEvents {
 pub struct SharedState {
     applied: RwLock<AppliedState>,
     applied_index: watch::Sender<u64>,
+    /// What each open assignment stream's TaskManager looks like, woken per TaskManager.
+    assignment_watches: super::assignment_watch::AssignmentWatches,
     /// Recent events, for streams (not part of the replicated state).
     events: std::sync::Mutex<EventRing>,
     /// This replica's metrics, counted as entries apply and read by everyone who shares
@@ -61,6 +63,7 @@ impl SharedState {
         Arc::new(SharedState {
             applied: RwLock::new(initial),
             applied_index: watch::Sender::new(index),
+            assignment_watches: Default::default(),
             events: std::sync::Mutex::new(EventRing::new(EVENT_RING_CAPACITY, index + 1)),
             metrics,
         })
@@ -84,6 +87,26 @@ impl SharedState {
     /// A receiver that changes whenever an entry is applied.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
+    }
+
+    /// The index applied last.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied_index.borrow()
+    }
+
+    /// A receiver that changes when `taskmanager`'s assignment list or registration does.
+    pub fn watch_assignments(
+        &self,
+        taskmanager: &str,
+    ) -> watch::Receiver<super::assignment_watch::Watched> {
+        self.assignment_watches
+            .subscribe(&self.read().state, taskmanager)
+    }
+
+    /// Entries were applied up to `index`: wake who waits on them.
+    fn publish(&self, index: u64) {
+        self.assignment_watches.applied(&self.read().state);
+        self.applied_index.send_replace(index);
     }
 
     /// Up to `max` events from `(index, seq)` on, or the oldest index still held.
@@ -272,7 +295,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         if let Some(index) = last_index {
-            self.shared.applied_index.send_replace(index);
+            self.shared.publish(index);
         }
         Ok(())
     }
@@ -306,7 +329,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .restart_at(index + 1);
-        self.shared.applied_index.send_replace(index);
+        self.shared.publish(index);
         tracing::info!(index, "snapshot installed");
         Ok(())
     }

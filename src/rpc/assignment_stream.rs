@@ -1,5 +1,6 @@
 //! `TaskManagers.WatchAssignments`: the leader pushes a TaskManager's whole assignment list
-//! the moment an applied entry changes it, so a placement reaches the agent in one network
+//! the moment an applied entry changes it (the stream wakes only for changes to its own
+//! TaskManager, `raft::assignment_watch`), so a placement reaches the agent in one network
 //! hop instead of at its next heartbeat. Each push is made under the same rule as a
 //! heartbeat reply (`leader_lease`): a deposed leader stops pushing and ends the stream, and
 //! the agent opens a new one to whichever replica leads.
@@ -32,7 +33,8 @@ pub fn watch(
     next_update(&ctx, &req, None)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<AssignmentsUpdate, Status>>(4);
     tokio::spawn(async move {
-        let mut applied = ctx.shared.subscribe();
+        // Woken when this TaskManager's list or registration changes, not on every entry.
+        let mut changes = ctx.shared.watch_assignments(&req.taskmanager_id);
         let mut sent = None;
         loop {
             let update = ensure_leader_lease(&ctx).and_then(|()| next_update(&ctx, &req, sent));
@@ -52,13 +54,13 @@ pub fn watch(
             }
             tokio::select! {
                 _ = tx.closed() => return,
-                changed = tokio::time::timeout(KEEPALIVE, applied.changed()) => match changed {
+                changed = tokio::time::timeout(KEEPALIVE, changes.changed()) => match changed {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_) => {
                         let alive = AssignmentsUpdate {
                             unchanged: true,
-                            applied_index: *applied.borrow(),
+                            applied_index: ctx.shared.applied_index(),
                             ..AssignmentsUpdate::default()
                         };
                         if tx.send(Ok(alive)).await.is_err() {

@@ -62,10 +62,34 @@ fn legacy_run_dir(root: &Path, job_id: &str, index: u32, epoch: u64) -> PathBuf 
         .join(format!("epoch-{epoch}"))
 }
 
+/// Whether `root` holds a run directory of the layout before the journal
+/// (`<job>/shard-<i>/epoch-<e>`). Looked at once, when the work dir is opened: no agent makes
+/// them any more.
+fn holds_legacy_runs(root: &Path) -> bool {
+    let dirs = |dir: &Path| {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+    };
+    dirs(root).any(|job| {
+        dirs(&job.path()).any(|shard| {
+            shard.file_name().to_str().is_some_and(|name| {
+                name.strip_prefix("shard-")
+                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
+    })
+}
+
 #[derive(Clone)]
 pub struct WorkDir {
     root: PathBuf,
     journal: Journal,
+    /// Runs may be recorded in the layout before the journal: a run the journal does not
+    /// know is looked up there (two file lookups per new run otherwise saved).
+    legacy: bool,
 }
 
 impl WorkDir {
@@ -75,7 +99,12 @@ impl WorkDir {
         let root = root.into();
         crate::private_files::make_private(&root)?;
         let journal = Journal::open(&root)?;
-        Ok(WorkDir { root, journal })
+        let legacy = holds_legacy_runs(&root);
+        Ok(WorkDir {
+            root,
+            journal,
+            legacy,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -99,6 +128,9 @@ impl WorkDir {
     pub fn record(&self, job_id: &str, index: u32, epoch: u64) -> RunRecord {
         if let Some(record) = self.journal.get(&(job_id.to_string(), index, epoch)) {
             return record;
+        }
+        if !self.legacy {
+            return RunRecord::NeverStarted;
         }
         let dir = legacy_run_dir(&self.root, job_id, index, epoch);
         if let Ok(bytes) = fs::read(dir.join("result")) {
@@ -222,11 +254,15 @@ mod tests {
     #[tokio::test]
     async fn runs_recorded_by_the_older_per_run_files_are_still_known() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let wd = WorkDir::open(dir.path()).expect("open");
+        let fresh = WorkDir::open(dir.path()).expect("open");
+        assert!(
+            !fresh.legacy,
+            "an empty work dir holds no runs of the old layout"
+        );
+        drop(fresh);
         let interrupted = legacy_run_dir(dir.path(), "j-2", 0, 9);
         fs::create_dir_all(&interrupted).expect("mkdir");
         fs::write(interrupted.join("started"), "").expect("marker");
-        assert_eq!(wd.record("j-2", 0, 9), RunRecord::Interrupted);
         let ended = legacy_run_dir(dir.path(), "j-2", 1, 9);
         fs::create_dir_all(&ended).expect("mkdir");
         fs::write(
@@ -234,6 +270,9 @@ mod tests {
             r#"{"exit_code":0,"run_ms":5,"error":""}"#,
         )
         .expect("result");
+        // Opened again over the old layout: it is looked up.
+        let wd = WorkDir::open(dir.path()).expect("open");
+        assert_eq!(wd.record("j-2", 0, 9), RunRecord::Interrupted);
         assert!(matches!(
             wd.record("j-2", 1, 9),
             RunRecord::Ended(RunResult {
