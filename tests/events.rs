@@ -92,6 +92,15 @@ async fn events_survive_a_leader_kill_without_loss_or_repeat() -> anyhow::Result
         Some("job_submitted")
     );
     assert_eq!(of_job.last().map(|e| e.kind.as_str()), Some("job_finished"));
+    log_phase("asked for the job's end alone, a replica sends that and nothing before");
+    let mut ends = Vec::new();
+    client
+        .follow_job_end(1, &job.job_id, |event| {
+            ends.push(event.kind.clone());
+            true
+        })
+        .await?;
+    assert_eq!(ends, ["job_finished"]);
     let mut finished: BTreeMap<u32, usize> = BTreeMap::new();
     for e in &of_job {
         if e.kind == "shard_finished" {

@@ -790,9 +790,31 @@ impl Client {
     /// (`OUT_OF_RANGE` when the start is no longer held).
     pub async fn follow_events(
         &self,
+        index: u64,
+        seq: u32,
+        job_id: Option<&str>,
+        on_event: impl FnMut(&Event) -> bool,
+    ) -> Result<(), ClientError> {
+        self.follow(index, seq, job_id, false, on_event).await
+    }
+
+    /// `follow_events` of one job, asking only for its end: a replica that knows the
+    /// request sends nothing before it (an older one sends every event of the job).
+    pub async fn follow_job_end(
+        &self,
+        index: u64,
+        job_id: &str,
+        on_event: impl FnMut(&Event) -> bool,
+    ) -> Result<(), ClientError> {
+        self.follow(index, 0, Some(job_id), true, on_event).await
+    }
+
+    async fn follow(
+        &self,
         mut index: u64,
         mut seq: u32,
         job_id: Option<&str>,
+        job_end_only: bool,
         mut on_event: impl FnMut(&Event) -> bool,
     ) -> Result<(), ClientError> {
         loop {
@@ -800,6 +822,7 @@ impl Client {
                 from_index: index,
                 from_seq: seq,
                 job_id: job_id.unwrap_or_default().to_string(),
+                job_end_only,
             };
             let mut stream = self
                 .call(|ch| {

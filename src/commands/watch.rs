@@ -74,11 +74,13 @@ fn shards_done(status: &JobStatus) -> u64 {
         .count() as u64
 }
 
-/// Follow `job_id` until it ends; `on_event` sees each of its events. Returns the job's end
-/// state. Re-reads the job when the replica no longer holds the events it needs.
+/// Follow `job_id` until it ends; `on_event` sees each of its events (only its end unless
+/// `every_event`). Returns the job's end state. Re-reads the job when the replica no longer
+/// holds the events it needs.
 async fn follow_job(
     client: &Client,
     job_id: &str,
+    every_event: bool,
     mut on_status: impl FnMut(&JobStatus),
     mut on_event: impl FnMut(&Event),
 ) -> Result<String, CliError> {
@@ -89,16 +91,20 @@ async fn follow_job(
             return Ok(status.state);
         }
         let mut ended = None;
-        let followed = client
-            .follow_events(status.applied_index + 1, 0, Some(job_id), |event| {
-                on_event(event);
-                if job_end_code(&event.kind).is_some() {
-                    ended = Some(event.kind.trim_start_matches("job_").to_string());
-                    return false;
-                }
-                true
-            })
-            .await;
+        let on_each = |event: &Event| {
+            on_event(event);
+            if job_end_code(&event.kind).is_some() {
+                ended = Some(event.kind.trim_start_matches("job_").to_string());
+                return false;
+            }
+            true
+        };
+        let from = status.applied_index + 1;
+        let followed = if every_event {
+            client.follow_events(from, 0, Some(job_id), on_each).await
+        } else {
+            client.follow_job_end(from, job_id, on_each).await
+        };
         match followed {
             Ok(()) => {
                 if let Some(state) = ended {
@@ -135,9 +141,12 @@ pub async fn wait(
         bar.set_message(job_id.to_string());
         bar
     });
+    // Without a progress bar nothing before the end is shown: ask for the end alone.
+    let every_event = bar.is_some();
     let followed = follow_job(
         client,
         job_id,
+        every_event,
         |status| {
             if let Some(bar) = &bar {
                 bar.set_length(status.shards.len() as u64);
@@ -194,6 +203,7 @@ pub async fn watch(
     let state = follow_job(
         client,
         job_id,
+        true,
         |status| {
             if std::mem::take(&mut first) && format == OutputFormat::Text {
                 println!(

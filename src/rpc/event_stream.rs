@@ -45,6 +45,7 @@ pub fn watch(
     if let Err(oldest) = ctx.shared.events_from(req.from_index, req.from_seq, 0) {
         return Err(out_of_range(req.from_index, oldest));
     }
+    let end_only = job.is_some() && req.job_end_only;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<api::Event, Status>>(64);
     tokio::spawn(async move {
         let mut applied = ctx.shared.subscribe();
@@ -68,6 +69,9 @@ pub fn watch(
                     continue;
                 }
                 let last = job.is_some() && ends_job(event.kind);
+                if end_only && !last {
+                    continue;
+                }
                 if tx.send(Ok(to_proto(event))).await.is_err() || last {
                     return;
                 }
