@@ -148,21 +148,27 @@ pub fn report_command(ctx: &ServiceContext, req: ShardReport) -> Result<ReportCo
             now_ms: now,
         },
         Some(outcome) => {
-            let failures_after = {
-                let view = ctx.shared.read();
-                view.state
-                    .job(job_id)
-                    .and_then(|j| j.shards.get(req.index as usize))
-                    .map(|s| s.failures + 1)
-                    .unwrap_or(1)
+            // A finished shard is not retried: its back-off is never read.
+            let delay = match outcome {
+                ShardOutcome::Finished => 0,
+                _ => {
+                    let failures_after = {
+                        let view = ctx.shared.read();
+                        view.state
+                            .job(job_id)
+                            .and_then(|j| j.shards.get(req.index as usize))
+                            .map(|s| s.failures + 1)
+                            .unwrap_or(1)
+                    };
+                    let s = &ctx.tm_settings;
+                    retry_delay_ms(
+                        failures_after,
+                        s.retry_base_ms,
+                        s.retry_max_ms,
+                        crate::entropy::unit_random(req.job_id.as_bytes()),
+                    )
+                }
             };
-            let s = &ctx.tm_settings;
-            let delay = retry_delay_ms(
-                failures_after,
-                s.retry_base_ms,
-                s.retry_max_ms,
-                crate::entropy::unit_random(req.job_id.as_bytes()),
-            );
             Report::Ended {
                 taskmanager: req.taskmanager_id,
                 job_id,
