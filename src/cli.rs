@@ -651,9 +651,11 @@ pub enum TmCommand {
         #[arg(long)]
         deadline: Option<u64>,
     },
-    /// What a TaskManager may claim when it registers (admin): the labels it may carry and
-    /// the most slots it may offer. With TLS on, an agent registers only labels pinned to it
-    /// (none without a pin), so no agent certificate can name itself into a trusted pool.
+    /// What a TaskManager may claim when it registers (admin): the labels it may carry, the
+    /// most slots, CPU and memory it may offer and the named resources it may declare. With
+    /// TLS on, an agent registers only labels (and, from cluster version 4, named resources)
+    /// pinned to it, none without a pin, so no agent certificate can name itself into a
+    /// trusted pool or draw the jobs that ask for a device. A pin replaces the one before.
     /// Takes effect at the agent's next registration.
     Pin {
         id: String,
@@ -663,8 +665,19 @@ pub enum TmCommand {
         /// The most slots it may offer.
         #[arg(long)]
         slots: Option<u32>,
+        /// The most CPU it may offer, in cores (cluster version 4).
+        #[arg(long, value_parser = crate::domain::parse_cpu)]
+        cpus: Option<u64>,
+        /// The most memory it may offer: 64GiB (cluster version 4).
+        #[arg(long, value_parser = crate::domain::parse_size)]
+        memory: Option<u64>,
+        /// Named resources it may offer, each up to its count: gpu=2,fpga=1 (cluster
+        /// version 4; with TLS an agent declares no other).
+        #[arg(long, value_parser = crate::domain::parse_named)]
+        resources: Option<std::collections::BTreeMap<String, u64>>,
     },
-    /// Remove a TaskManager's pin (admin): it may then register with no labels.
+    /// Remove a TaskManager's pin (admin): it may then register with no labels (and, from
+    /// cluster version 4, no named resources).
     Unpin { id: String },
     /// Let a draining TaskManager take new shards again (needs cluster version 2).
     Undrain { id: String },

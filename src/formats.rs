@@ -11,7 +11,7 @@ use crate::taskmanager::workdir::WORKDIR_LAYOUT_VERSION;
 
 /// The newest cluster version this build can run in: the set of command kinds and formats
 /// every replica of a cluster must read (`domain::ClusterVersion`). v0.1.0 runs in 1.
-pub const MAX_CLUSTER_VERSION: u32 = 3;
+pub const MAX_CLUSTER_VERSION: u32 = 4;
 
 /// This build's release, as `dispatcher --version` and `cluster status` show it.
 pub fn release() -> &'static str {

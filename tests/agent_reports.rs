@@ -267,3 +267,95 @@ async fn an_agent_claims_only_the_labels_and_slots_an_admin_pinned() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_declares_only_the_named_resources_and_cpu_an_admin_pinned() -> anyhow::Result<()>
+{
+    use dispatcher::pb::api::{RegisterTaskManagerRequest, ResourceAmounts};
+    let mut cluster = start_secure_cluster(3, test_config()).await?;
+    let dir = cluster.root().join("certs");
+    let admin = cluster.client()?;
+    dispatcher::security::certs::add(
+        &dir,
+        &dispatcher::security::certs::CertsPlan {
+            taskmanagers: vec!["g".into()],
+            ..Default::default()
+        },
+    )?;
+    log_phase("the cluster raises itself to version 4, where pins bound resources");
+    dispatcher::local_cluster::wait_for(DEADLINE, "cluster version 4", || async {
+        let status = admin.cluster_status().await.ok()?;
+        (status.cluster_version >= Some(4)).then_some(())
+    })
+    .await?;
+    let as_agent = Client::with_options(
+        cluster.endpoints(),
+        ClientOptions {
+            rpc_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            source_ip: None,
+            credentials: Credentials::tls(TlsConfig::load(&TlsFiles::new(&dir, "tm-g"))?, None),
+        },
+    )?;
+    let claim = |cpu_millis: u64, gpus: u64| RegisterTaskManagerRequest {
+        id: "g".into(),
+        addr: "127.0.0.1:9".into(),
+        slots: 1,
+        incarnation: 7,
+        capacity: Some(ResourceAmounts {
+            cpu_millis,
+            memory_bytes: 1 << 30,
+            named: [("gpu".to_string(), gpus)]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }),
+        isolation: "none".into(),
+        ..Default::default()
+    };
+    let refusal = |result: Result<_, ClientError>| match result {
+        Ok(reply) => panic!("admitted: {reply:?}"),
+        Err(ClientError::Rejected(status)) => (status.code(), status.message().to_string()),
+        Err(e) => panic!("unexpected: {e}"),
+    };
+
+    log_phase("an agent certificate may not declare a GPU nobody pinned to it");
+    let (code, message) = refusal(as_agent.register_taskmanager(claim(2_000, 1)).await);
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(message.contains("tm pin g --resources gpu=1"), "{message}");
+
+    log_phase("an admin pins gpu=1 and 2 CPUs; more of either is refused");
+    admin
+        .pin_taskmanager_with(
+            "g",
+            Default::default(),
+            None,
+            dispatcher::domain::ResourcePin {
+                cpu_millis: Some(2_000),
+                memory_bytes: None,
+                named: [("gpu".to_string(), 1)].into(),
+            },
+        )
+        .await?;
+    let (code, message) = refusal(as_agent.register_taskmanager(claim(2_000, 2)).await);
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(message.contains("at most gpu=1"), "{message}");
+    let (code, message) = refusal(as_agent.register_taskmanager(claim(64_000, 1)).await);
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(message.contains("--cpus 2"), "{message}");
+
+    log_phase("the real agent registers with what was pinned, and tm list shows the pin");
+    cluster.start_taskmanager_with("g", 1, &[], None, &["--cpus", "2", "--resources", "gpu=1"])?;
+    wait_taskmanagers_alive(&admin, 1).await?;
+    let listed = admin.list_taskmanagers().await?;
+    assert_eq!(listed[0].pinned_resources.get("gpu"), Some(&1));
+    assert_eq!(listed[0].pinned_cpu_millis, Some(2_000));
+    let mut request = job_request("gpu", 1, 1, 1, ("/bin/true".into(), vec![]));
+    request.resources = Some(ResourceAmounts {
+        named: [("gpu".to_string(), 1)].into(),
+        ..Default::default()
+    });
+    let job = admin.submit(request).await?;
+    wait_job_state(&admin, &job.job_id, &["finished"], DEADLINE).await?;
+    Ok(())
+}

@@ -524,10 +524,26 @@ impl Client {
         labels: std::collections::BTreeMap<String, String>,
         slots: Option<u32>,
     ) -> Result<PinTaskManagerReply, ClientError> {
+        self.pin_taskmanager_with(id, labels, slots, Default::default())
+            .await
+    }
+
+    /// `tm pin` with the most CPU, memory and named resources the agent may declare
+    /// (cluster version 4).
+    pub async fn pin_taskmanager_with(
+        &self,
+        id: &str,
+        labels: std::collections::BTreeMap<String, String>,
+        slots: Option<u32>,
+        resources: crate::domain::ResourcePin,
+    ) -> Result<PinTaskManagerReply, ClientError> {
         let req = PinTaskManagerRequest {
             id: id.to_string(),
             labels: labels.into_iter().collect(),
             slots,
+            cpu_millis: resources.cpu_millis,
+            memory_bytes: resources.memory_bytes,
+            resources: resources.named.into_iter().collect(),
         };
         self.call(|ch| {
             let req = req.clone();

@@ -252,25 +252,65 @@ pub async fn tm(command: TmCommand, args: ClientArgs) -> Result<ExitCode, CliErr
             let tms = client.list_taskmanagers().await?;
             output::taskmanagers(args.output, &tms);
         }
-        TmCommand::Pin { id, labels, slots } => {
-            if labels.is_empty() && slots.is_none() {
+        TmCommand::Pin {
+            id,
+            labels,
+            slots,
+            cpus,
+            memory,
+            resources,
+        } => {
+            let pinned = crate::domain::ResourcePin {
+                cpu_millis: cpus,
+                memory_bytes: memory,
+                named: resources.unwrap_or_default(),
+            };
+            if labels.is_empty() && slots.is_none() && pinned.is_empty() {
                 return Err(CliError::Usage(
-                    "give --labels and/or --slots (or remove the pin with `tm unpin`)".into(),
+                    "give --labels, --slots, --cpus, --memory or --resources (or remove the pin \
+                     with `tm unpin`)"
+                        .into(),
                 ));
             }
             let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let named: Vec<String> = pinned
+                .named
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             let reply = client
-                .pin_taskmanager(&id, labels.into_iter().collect(), slots)
+                .pin_taskmanager_with(&id, labels.into_iter().collect(), slots, pinned.clone())
                 .await?;
+            let mut text = format!(
+                "TaskManager {} may carry [{}] and offer {} slots",
+                reply.id,
+                shown.join(","),
+                slots.map_or_else(|| "any number of".to_string(), |n| n.to_string())
+            );
+            if let Some(cpu) = pinned.cpu_millis {
+                text.push_str(&format!(
+                    ", at most {} CPUs",
+                    crate::domain::format_cpu(cpu)
+                ));
+            }
+            if let Some(bytes) = pinned.memory_bytes {
+                text.push_str(&format!(", at most {}", crate::domain::format_size(bytes)));
+            }
+            text.push_str(&format!(
+                ", resources [{}], from its next registration",
+                named.join(",")
+            ));
             output::message(
                 args.output,
-                json!({"id": reply.id, "labels": shown, "slots": slots}),
-                &format!(
-                    "TaskManager {} may carry [{}] and offer {} slots from its next registration",
-                    reply.id,
-                    shown.join(","),
-                    slots.map_or_else(|| "any number of".to_string(), |n| n.to_string())
-                ),
+                json!({
+                    "id": reply.id,
+                    "labels": shown,
+                    "slots": slots,
+                    "cpu_millis": pinned.cpu_millis,
+                    "memory_bytes": pinned.memory_bytes,
+                    "resources": pinned.named,
+                }),
+                &text,
             );
         }
         TmCommand::Unpin { id } => {
@@ -281,7 +321,8 @@ pub async fn tm(command: TmCommand, args: ClientArgs) -> Result<ExitCode, CliErr
                 args.output,
                 json!({"id": reply.id, "pinned": false}),
                 &format!(
-                    "TaskManager {} has no pin: it may register with no labels",
+                    "TaskManager {} has no pin: it may register with no labels (and no named \
+                     resources at cluster version 4)",
                     reply.id
                 ),
             );

@@ -7,7 +7,9 @@
 //! Version 2 adds `SetClusterVersion`, `UndrainTaskManager` and snapshot format 11 (which
 //! carries the cluster version; at version 1 snapshots stay in format 10). Version 3 adds
 //! periodic jobs: the `Cron*` commands and snapshot format 12 (the schedules after the
-//! cluster version).
+//! cluster version). Version 4 adds pins of CPU, memory and named resources:
+//! `PinTaskManagerWithResources` and snapshot format 13 (the resource pins after the
+//! schedules); from it, an agent under TLS declares only the named resources pinned to it.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -94,6 +94,11 @@ pub struct ClusterState {
     /// version, from format 12 (cluster version 3).
     #[serde(skip)]
     pub cron: super::cron::CronState,
+    /// What each TaskManager may declare of CPU, memory and named resources (`tm pin
+    /// --cpus --memory --resources`). After the periodic jobs, from format 13 (cluster
+    /// version 4).
+    #[serde(skip)]
+    pub resource_pins: BTreeMap<String, super::taskmanager::ResourcePin>,
     /// Resources held now on each TaskManager by shards that asked for some. Derived, like
     /// `tenant_slots`.
     #[serde(skip)]
@@ -227,7 +232,8 @@ impl ClusterState {
         match self.cluster_version.0 {
             0 | 1 => 10,
             2 => 11,
-            _ => 12,
+            3 => 12,
+            _ => 13,
         }
     }
 
@@ -268,6 +274,12 @@ impl ClusterState {
                     .unwrap_or_default(),
             );
         }
+        if self.format_version() >= 13 {
+            outputs.extend(
+                bincode::serde::encode_to_vec(&self.resource_pins, bincode::config::standard())
+                    .unwrap_or_default(),
+            );
+        }
         let mut out = Vec::with_capacity(8 + main.len() + outputs.len());
         out.extend_from_slice(&(main.len() as u64).to_be_bytes());
         out.extend_from_slice(&main);
@@ -284,8 +296,9 @@ impl ClusterState {
         Ok((crate::decode::decode_untrusted(main)?, &rest[len..]))
     }
 
-    /// Decode what `encode` wrote, in format 10, 11 or 12: after the extensions the cluster
-    /// version (nothing there: version 1), then the periodic jobs (nothing: none).
+    /// Decode what `encode` wrote, in format 10, 11, 12 or 13: after the extensions the
+    /// cluster version (nothing there: version 1), then the periodic jobs (nothing: none),
+    /// then the resource pins (nothing: none).
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
         let (extensions, used): (Extensions, usize) = crate::decode::decode_untrusted_prefix(rest)?;
@@ -295,7 +308,12 @@ impl ClusterState {
                 crate::decode::decode_untrusted_prefix(after)?;
             state.cluster_version = version;
             if let Some(cron) = after.get(used..).filter(|cron| !cron.is_empty()) {
-                state.cron = crate::decode::decode_untrusted(cron)?;
+                let (schedules, used): (super::cron::CronState, usize) =
+                    crate::decode::decode_untrusted_prefix(cron)?;
+                state.cron = schedules;
+                if let Some(pins) = cron.get(used..).filter(|pins| !pins.is_empty()) {
+                    state.resource_pins = crate::decode::decode_untrusted(pins)?;
+                }
             }
         }
         state.rebuild_derived();

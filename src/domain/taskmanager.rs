@@ -139,6 +139,73 @@ pub fn pin_refusal(
     }
 }
 
+/// The most of each resource an admin lets one TaskManager declare (`tm pin --cpus --memory
+/// --resources`, cluster version 4). CPU and memory are unbounded unless set. Named
+/// resources pick the jobs that ask for them, as labels pick pools, so with TLS on an agent
+/// declares only those pinned to it, each up to its count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourcePin {
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub named: BTreeMap<String, u64>,
+}
+
+impl ResourcePin {
+    pub fn is_empty(&self) -> bool {
+        self.cpu_millis.is_none() && self.memory_bytes.is_none() && self.named.is_empty()
+    }
+}
+
+/// Why TaskManager `id` may not declare `declared` under `pin` (none: no resource pin), if
+/// it may not. Only checked once the cluster runs at version 4, where pins can say it.
+pub fn resource_pin_refusal(
+    id: &str,
+    pin: Option<&ResourcePin>,
+    declared: &super::Resources,
+) -> Option<String> {
+    let pinned = |name: &str| pin.and_then(|p| p.named.get(name)).copied().unwrap_or(0);
+    if let Some((name, count)) = declared
+        .named
+        .iter()
+        .find(|(name, count)| **count > pinned(name))
+    {
+        let most = pinned(name);
+        return Some(format!(
+            "TaskManager '{id}' declares {name}={count}, but {}; named resources pick the jobs \
+             that ask for them, so an admin pins them (`dispatcher tm pin {id} --resources \
+             {name}={count}`), or start the agent with no more than that",
+            if most == 0 {
+                format!("no admin pinned {name} to it")
+            } else {
+                format!("it is pinned to at most {name}={most}")
+            }
+        ));
+    }
+    let pin = pin?;
+    if let Some(most) = pin.cpu_millis.filter(|most| declared.cpu_millis > *most) {
+        return Some(format!(
+            "TaskManager '{id}' offers {} CPUs but is pinned to at most {}; start it with \
+             --cpus {}, or have an admin raise the pin",
+            super::format_cpu(declared.cpu_millis),
+            super::format_cpu(most),
+            super::format_cpu(most)
+        ));
+    }
+    if let Some(most) = pin
+        .memory_bytes
+        .filter(|most| declared.memory_bytes > *most)
+    {
+        return Some(format!(
+            "TaskManager '{id}' offers {} of memory but is pinned to at most {}; start it with \
+             --memory {}, or have an admin raise the pin",
+            super::format_size(declared.memory_bytes),
+            super::format_size(most),
+            super::format_size(most)
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod pin_tests {
     use super::*;
@@ -161,5 +228,40 @@ mod pin_tests {
         assert!(pin_refusal("a", Some(&pin), &labels, 5).is_some());
         let other: Labels = [("pool".to_string(), "gpu".to_string())].into();
         assert!(pin_refusal("a", Some(&pin), &other, 1).is_some());
+    }
+
+    #[test]
+    fn named_resources_only_as_pinned_and_cpu_and_memory_up_to_the_pin() {
+        use super::super::Resources;
+        let declared = |cpu_millis, memory_bytes, named: &[(&str, u64)]| Resources {
+            cpu_millis,
+            memory_bytes,
+            named: named.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        // No pin: CPU and memory as offered, no named resource.
+        assert!(resource_pin_refusal("a", None, &declared(64_000, 1 << 40, &[])).is_none());
+        let refused = resource_pin_refusal("a", None, &declared(1_000, 1 << 30, &[("gpu", 2)]))
+            .expect("an unpinned gpu");
+        assert!(
+            refused.contains("gpu=2") && refused.contains("tm pin a --resources gpu=2"),
+            "{refused}"
+        );
+        let pin = ResourcePin {
+            cpu_millis: Some(8_000),
+            memory_bytes: Some(16 << 30),
+            named: [("gpu".to_string(), 2)].into(),
+        };
+        let ok = declared(8_000, 16 << 30, &[("gpu", 2)]);
+        assert!(resource_pin_refusal("a", Some(&pin), &ok).is_none());
+        assert!(resource_pin_refusal("a", Some(&pin), &declared(1_000, 1, &[])).is_none());
+        let more_gpus = resource_pin_refusal("a", Some(&pin), &declared(1, 1, &[("gpu", 3)]))
+            .expect("over the pin");
+        assert!(more_gpus.contains("at most gpu=2"), "{more_gpus}");
+        assert!(resource_pin_refusal("a", Some(&pin), &declared(1, 1, &[("fpga", 1)])).is_some());
+        let cpu = resource_pin_refusal("a", Some(&pin), &declared(9_000, 1, &[])).expect("cpu");
+        assert!(cpu.contains("--cpus 8"), "{cpu}");
+        let memory =
+            resource_pin_refusal("a", Some(&pin), &declared(1, 17 << 30, &[])).expect("memory");
+        assert!(memory.contains("--memory 16GiB"), "{memory}");
     }
 }

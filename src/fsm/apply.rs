@@ -209,6 +209,13 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
         Command::PinTaskManager {
             id, labels, slots, ..
         } => taskmanagers::pin_taskmanager(state, id, labels, slots),
+        Command::PinTaskManagerWithResources {
+            id,
+            labels,
+            slots,
+            resources,
+            ..
+        } => taskmanagers::pin_taskmanager_with_resources(state, id, labels, slots, resources),
         Command::RevokeCertificate {
             party, fingerprint, ..
         } => certificates::revoke_certificate(state, party, fingerprint),

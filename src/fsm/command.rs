@@ -287,6 +287,16 @@ pub enum Command {
         admission: Admission,
         now_ms: u64,
     },
+    /// `tm pin` at cluster version 4: the whole pin, labels and slots as `PinTaskManager`
+    /// and the most CPU, memory and named resources the agent may declare. Replaces what
+    /// was pinned; an empty one removes the pin.
+    PinTaskManagerWithResources {
+        id: String,
+        labels: Labels,
+        slots: Option<u32>,
+        resources: crate::domain::ResourcePin,
+        now_ms: u64,
+    },
 }
 
 /// The leader's turn for one schedule: every scheduled time in `(from_ms, until_ms]` is
@@ -530,6 +540,9 @@ impl fmt::Display for Command {
                 turn.tenant, turn.name, turn.fire, turn.until_ms
             ),
             Command::CronRun { tenant, name, .. } => write!(f, "CronRun({tenant}/{name})"),
+            Command::PinTaskManagerWithResources { id, .. } => {
+                write!(f, "PinTaskManagerWithResources({id})")
+            }
             Command::PreemptForShard {
                 taskmanager,
                 victims,

@@ -8,7 +8,7 @@ use super::command::Command;
 use crate::domain::ClusterVersion;
 
 /// How many command kinds this build knows; ids are `0..COMMAND_KINDS`.
-pub const COMMAND_KINDS: u32 = 37;
+pub const COMMAND_KINDS: u32 = 38;
 
 /// The kinds' names, by id.
 pub const KIND_NAMES: [&str; COMMAND_KINDS as usize] = [
@@ -49,6 +49,7 @@ pub const KIND_NAMES: [&str; COMMAND_KINDS as usize] = [
     "CronDelete",
     "CronFired",
     "CronRun",
+    "PinTaskManagerWithResources",
 ];
 
 /// The cluster version each kind came with, by id: a kind is written to the log only once
@@ -59,6 +60,7 @@ pub const KIND_CLUSTER_VERSIONS: [u32; COMMAND_KINDS as usize] = [
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 20-29
     2, 2, // SetClusterVersion, UndrainTaskManager
     3, 3, 3, 3, 3, // the Cron* kinds
+    4, // PinTaskManagerWithResources
 ];
 
 impl Command {
@@ -102,6 +104,7 @@ impl Command {
             Command::CronDelete { .. } => 34,
             Command::CronFired(_) => 35,
             Command::CronRun { .. } => 36,
+            Command::PinTaskManagerWithResources { .. } => 37,
         }
     }
 

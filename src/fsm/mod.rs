@@ -24,5 +24,6 @@ pub use command::{
 pub use kinds::{COMMAND_KINDS, KIND_CLUSTER_VERSIONS, KIND_NAMES};
 pub use validate::{
     validate_address, validate_labels, validate_max_priority, validate_name, validate_name_within,
-    validate_options, validate_registration, validate_spec, validate_tenant, validate_weight,
+    validate_options, validate_registration, validate_resource_pin, validate_spec, validate_tenant,
+    validate_weight,
 };

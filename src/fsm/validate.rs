@@ -214,6 +214,16 @@ pub fn validate_weight(weight: u32) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// A resource pin within the ceilings every declaration is held to.
+pub fn validate_resource_pin(pin: &crate::domain::ResourcePin) -> Result<(), Rejection> {
+    let whole = crate::domain::Resources {
+        cpu_millis: pin.cpu_millis.unwrap_or(0),
+        memory_bytes: pin.memory_bytes.unwrap_or(0),
+        named: pin.named.clone(),
+    };
+    crate::domain::validate_resources(&whole).map_err(Rejection::Invalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

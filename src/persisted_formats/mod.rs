@@ -124,6 +124,7 @@ fn snapshots_of_every_version_read_and_todays_is_unchanged() {
     let nightly = &state.cron.schedules[&("team".to_string(), "nightly".to_string())];
     assert_eq!(nightly.history.len(), 2, "{nightly:?}");
     assert!(nightly.last_skip.is_some() && state.cron.origins.len() == 2);
+    assert_eq!(state.resource_pins["tm-b"].named["gpu"], 2);
     assert_eq!(state.format_version(), SNAPSHOT_FORMAT_VERSION);
     check_current(
         "snapshot",
@@ -150,11 +151,23 @@ fn snapshots_of_every_version_read_and_todays_is_unchanged() {
         "the encoding at cluster version 2",
         &encode_state(&second),
     );
+    // At cluster version 3, format 12 as the release before resource pins wrote it.
+    let third = samples::state_at(ClusterVersion(3));
+    assert_eq!(third.format_version(), 12);
+    check_current(
+        "snapshot",
+        12,
+        "the encoding at cluster version 3",
+        &encode_state(&third),
+    );
     for (version, bytes) in every_version("snapshot") {
         let read = decode_state(&bytes)
             .unwrap_or_else(|e| panic!("snapshot format {version} no longer reads: {e}"));
         if version == SNAPSHOT_FORMAT_VERSION {
             assert_eq!(read, state);
+        }
+        if version == 12 {
+            assert_eq!(read, third);
         }
         if version == 10 {
             assert_eq!(read, first);
@@ -172,6 +185,24 @@ fn a_downgraded_state_is_written_in_the_older_format() {
         version: 1,
         now_ms: 2_000,
     };
+    // Resource pins hold a downgrade back until they are taken back.
+    let refused = crate::fsm::apply(&mut state, 999, down());
+    assert!(
+        matches!(&refused, crate::fsm::Response::Rejected(r) if r.to_string().contains("tm unpin tm-b")),
+        "{refused:?}"
+    );
+    crate::fsm::apply(
+        &mut state,
+        999,
+        crate::fsm::Command::PinTaskManagerWithResources {
+            id: "tm-b".into(),
+            labels: [("zone".to_string(), "b".to_string())].into(),
+            slots: Some(4),
+            resources: Default::default(),
+            now_ms: 2_000,
+        },
+    );
+    assert!(state.resource_pins.is_empty() && state.pins.contains_key("tm-b"));
     // Schedules hold a downgrade back until they are deleted.
     let refused = crate::fsm::apply(&mut state, 1_000, down());
     assert!(

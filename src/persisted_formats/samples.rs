@@ -4,8 +4,8 @@
 
 use crate::domain::{
     Admission, ClusterState, ClusterVersion, CronDefinition, Isolation, JobId, JobScheduling,
-    JobSpec, JobTemplate, Labels, PrintedTail, PriorityOnly, ResourceRequest, Resources, Role,
-    TaskManagerResources, TokenHash,
+    JobSpec, JobTemplate, Labels, PrintedTail, PriorityOnly, ResourcePin, ResourceRequest,
+    Resources, Role, TaskManagerResources, TokenHash,
 };
 use crate::fsm::{
     apply, Command, CronTurn, OutputReport, Placement, Report, ResourceLimits, ShardOutcome,
@@ -449,6 +449,21 @@ fn cron_commands(before: u64) -> Vec<Command> {
             tenant: "default".into(),
             name: "hourly".into(),
             now_ms: 93_600_503,
+        },
+        Command::SetClusterVersion {
+            version: 4,
+            now_ms: 93_600_504,
+        },
+        Command::PinTaskManagerWithResources {
+            id: "tm-b".into(),
+            labels: labels(&[("zone", "b")]),
+            slots: Some(4),
+            resources: ResourcePin {
+                cpu_millis: Some(8_000),
+                memory_bytes: Some(16 << 30),
+                named: [("gpu".to_string(), 2)].into(),
+            },
+            now_ms: 93_600_505,
         },
     ]
 }

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 const MAGIC: &[u8; 4] = b"DSNP";
 /// The newest format this build writes; bump when the encoding of `ClusterState` changes
 /// incompatibly. Which one a snapshot is written in follows the cluster version
-/// (`ClusterState::format_version`): 10 at cluster version 1, 11 at 2, 12 from 3.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 12;
+/// (`ClusterState::format_version`): 10 at cluster version 1, 11 at 2, 12 at 3, 13 from 4.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 13;
 /// Format 4 had no extra section, format 5 the shards' output alone in it, format 6 a
 /// priority alone per job, format 7 no highest priority per tenant and no TaskManager pins,
-/// format 8 no resources, format 9 no stopping holds, format 10 no cluster version, format 11 no periodic jobs; all are
+/// format 8 no resources, format 9 no stopping holds, format 10 no cluster version, format 11 no periodic jobs, format 12 no resource pins; all are
 /// still read.
 const OLDEST_READABLE_FORMAT: u32 = 4;
 const FILE_PREFIX: &str = "snapshot-";
@@ -51,7 +51,7 @@ pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
     version.copy_from_slice(&data[4..8]);
     let version = u32::from_be_bytes(version);
     let state = match version {
-        11 | SNAPSHOT_FORMAT_VERSION => ClusterState::decode(&data[8..]),
+        11 | 12 | SNAPSHOT_FORMAT_VERSION => ClusterState::decode(&data[8..]),
         10 => ClusterState::decode_v10(&data[8..]),
         9 => ClusterState::decode_v9(&data[8..]),
         8 => ClusterState::decode_v8(&data[8..]),

@@ -121,6 +121,9 @@ pub fn taskmanager_info(tm: &TaskManager) -> api::TaskManagerInfo {
         // Filled by the caller, which sees the pins.
         pinned_labels: Default::default(),
         pinned_slots: None,
+        pinned_cpu_millis: None,
+        pinned_memory_bytes: None,
+        pinned_resources: Default::default(),
         isolation: String::new(),
         isolation_missing: String::new(),
         capacity: None,

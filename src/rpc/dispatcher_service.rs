@@ -9,7 +9,7 @@ use super::scheduling;
 use super::visibility::Scope;
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::{ClusterState, JobId, JobSpec, TaskManagerState};
+use crate::domain::{ClusterState, ClusterVersion, JobId, JobSpec, TaskManagerState};
 use crate::fsm::{check_admission, validate_spec, Command, Rejection, Response as FsmResponse};
 use crate::pb::api::dispatcher_server::Dispatcher;
 use crate::pb::api::*;
@@ -112,6 +112,11 @@ pub fn taskmanager_status(
     if let Some(pin) = state.pins.get(&tm.id) {
         info.pinned_labels = pin.labels.clone().into_iter().collect();
         info.pinned_slots = pin.slots;
+    }
+    if let Some(pin) = state.resource_pins.get(&tm.id) {
+        info.pinned_cpu_millis = pin.cpu_millis;
+        info.pinned_memory_bytes = pin.memory_bytes;
+        info.pinned_resources = pin.named.clone().into_iter().collect();
     }
     info
 }
@@ -467,11 +472,31 @@ impl Dispatcher for DispatcherService {
         let labels: crate::domain::Labels = req.labels.into_iter().collect();
         crate::fsm::validate_name("TaskManager id", &req.id).map_err(ApiError::from)?;
         crate::fsm::validate_labels(&labels, &self.ctx.limits.input()).map_err(ApiError::from)?;
-        let command = Command::PinTaskManager {
-            id: req.id,
-            labels,
-            slots: req.slots,
-            now_ms: now_ms(),
+        let resources = crate::domain::ResourcePin {
+            cpu_millis: req.cpu_millis,
+            memory_bytes: req.memory_bytes,
+            named: req.resources.into_iter().collect(),
+        };
+        crate::fsm::validate_resource_pin(&resources).map_err(ApiError::from)?;
+        // From cluster version 4 a pin is whole, resources included (so a pin without them
+        // takes back what was pinned); below it, a pin of resources is refused by the
+        // version gate, naming the replicas still on an older release.
+        let whole = self.ctx.shared.read().state.cluster_version >= ClusterVersion(4);
+        let command = if whole || !resources.is_empty() {
+            Command::PinTaskManagerWithResources {
+                id: req.id,
+                labels,
+                slots: req.slots,
+                resources,
+                now_ms: now_ms(),
+            }
+        } else {
+            Command::PinTaskManager {
+                id: req.id,
+                labels,
+                slots: req.slots,
+                now_ms: now_ms(),
+            }
         };
         match write(&self.ctx, command).await? {
             FsmResponse::TaskManagerPinned { id } => {

@@ -53,11 +53,28 @@ pub fn taskmanager_json(t: &TaskManagerInfo) -> Value {
         "excluded_until_ms": t.excluded_until_ms,
         "drain_deadline_ms": t.drain_deadline_ms,
         "pinned_labels": t.pinned_labels, "pinned_slots": t.pinned_slots,
+        "pinned_resources": pinned_resources_json(t),
         "isolation": t.isolation,
         "isolation_missing": (!t.isolation_missing.is_empty()).then_some(&t.isolation_missing),
         "capacity": resources_json(t.capacity.as_ref(), Some(t.slots)),
         "used": resources_json(t.used.as_ref(), Some(t.used_slots)),
     })
+}
+
+/// What a resource pin bounds, as `resources_json` lays an amount out (null: no pin).
+fn pinned_resources_json(t: &TaskManagerInfo) -> Value {
+    if t.pinned_cpu_millis.is_none()
+        && t.pinned_memory_bytes.is_none()
+        && t.pinned_resources.is_empty()
+    {
+        return Value::Null;
+    }
+    let pinned = ResourceAmounts {
+        cpu_millis: t.pinned_cpu_millis.unwrap_or(0),
+        memory_bytes: t.pinned_memory_bytes.unwrap_or(0),
+        named: t.pinned_resources.clone(),
+    };
+    resources_json(Some(&pinned), None)
 }
 
 /// A tenant's quota and load as JSON.

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::raft_access::{not_leader_here, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::TaskManagerState;
+use crate::domain::{ClusterVersion, TaskManagerState};
 use crate::fsm::{validate_registration, Command, Response as FsmResponse};
 use crate::leader::fencing;
 use crate::pb::api::{RegisterTaskManagerReply, RegisterTaskManagerRequest};
@@ -77,6 +77,7 @@ pub async fn register(
     validate_registration(&req.id, &req.addr, req.slots, &labels, &ctx.limits.input())
         .map_err(ApiError::from)?;
     let id = req.id.clone();
+    let declared = super::resources::declared(&req)?;
     {
         let view = ctx.shared.read();
         // With TLS, what an agent claims is checked against what an admin pinned to it;
@@ -90,6 +91,18 @@ pub async fn register(
             ) {
                 return Err(ApiError::PermissionDenied(why));
             }
+            // From cluster version 4, where a pin can bound them: named resources pick jobs
+            // as labels pick pools, and CPU and memory weigh in the score.
+            let resources_pinnable = view.state.cluster_version >= ClusterVersion(4);
+            if let Some(declared) = declared.as_ref().filter(|_| resources_pinnable) {
+                if let Some(why) = crate::domain::resource_pin_refusal(
+                    &req.id,
+                    view.state.resource_pins.get(&req.id),
+                    &declared.capacity,
+                ) {
+                    return Err(ApiError::PermissionDenied(why));
+                }
+            }
         }
         let most = ctx.limits.max_taskmanagers;
         let held = view.state.taskmanagers.len();
@@ -102,7 +115,6 @@ pub async fn register(
             )));
         }
     }
-    let declared = super::resources::declared(&req)?;
     let replaces = check_takeover(ctx, &req)?;
     let command = match declared {
         Some(resources) => Command::RegisterTaskManagerWithResources {

@@ -131,6 +131,34 @@ pub(crate) fn pin_taskmanager(
     Ok(Response::TaskManagerPinned { id })
 }
 
+/// `tm pin` at cluster version 4: the labels and slots as `pin_taskmanager`, and the most
+/// CPU, memory and named resources TaskManager `id` may declare. Replaces what was pinned.
+pub(crate) fn pin_taskmanager_with_resources(
+    state: &mut ClusterState,
+    id: String,
+    labels: Labels,
+    slots: Option<u32>,
+    resources: crate::domain::ResourcePin,
+) -> Result<Response, Rejection> {
+    crate::fsm::validate::validate_resource_pin(&resources)?;
+    if !resources.is_empty()
+        && !state.resource_pins.contains_key(&id)
+        && state.resource_pins.len() >= MAX_PINS
+    {
+        return Err(Rejection::Overloaded(format!(
+            "{MAX_PINS} TaskManagers have resource pins, the most the cluster keeps; unpin \
+             unused ones with `dispatcher tm unpin <id>`"
+        )));
+    }
+    let response = pin_taskmanager(state, id.clone(), labels, slots)?;
+    if resources.is_empty() {
+        state.resource_pins.remove(&id);
+    } else {
+        state.resource_pins.insert(id, resources);
+    }
+    Ok(response)
+}
+
 pub(super) fn drain_taskmanager(
     state: &mut ClusterState,
     id: String,

@@ -24,6 +24,10 @@ pub(super) fn set_cluster_version(
             )));
         }
     }
+    if version < ClusterVersion(4) {
+        // None is left (checked above); said for the replay of a log that lowered it.
+        state.resource_pins.clear();
+    }
     if version < ClusterVersion(3) {
         // What a snapshot below version 3 cannot hold: no schedule is left (checked above),
         // and the jobs they made forget which made them, on every replica alike.
@@ -37,8 +41,18 @@ pub(super) fn set_cluster_version(
 /// it; `None` when nothing. Version 2 added commands whose effects version 1 expresses
 /// (an undrained TaskManager is an alive one); version 3 added schedules, which no older
 /// snapshot format holds. Jobs a schedule made are plain jobs below it (they only lose
-/// the note of which schedule made them).
+/// the note of which schedule made them). Version 4 added resource pins, which no older
+/// format holds either; below it agents declare resources unchecked, as they did.
 pub fn needs_above(state: &ClusterState, version: ClusterVersion) -> Option<String> {
+    let pinned = state.resource_pins.len();
+    if version < ClusterVersion(4) && pinned > 0 {
+        let first = state.resource_pins.keys().next().map_or("", String::as_str);
+        return Some(format!(
+            "{pinned} TaskManagers have resource pins, which cluster version {version} cannot \
+             hold; pin each again without --cpus, --memory or --resources first (`dispatcher \
+             tm list` shows them; e.g. `dispatcher tm unpin {first}`)"
+        ));
+    }
     let schedules = state.cron.schedules.len();
     if version < ClusterVersion(3) && schedules > 0 {
         return Some(format!(

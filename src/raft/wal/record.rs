@@ -11,9 +11,10 @@ use std::io;
 /// change; the golden files under tests/golden keep each version's records, and today's
 /// build must read them all (`persisted_formats`).
 /// Version 2 added the kinds of cluster version 2 (`SetClusterVersion`,
-/// `UndrainTaskManager`); version 3 those of cluster version 3 (the `Cron*` kinds). Each
-/// older version's records are written exactly as before.
-pub const LOG_FORMAT_VERSION: u32 = 3;
+/// `UndrainTaskManager`); version 3 those of cluster version 3 (the `Cron*` kinds); version
+/// 4 that of cluster version 4 (`PinTaskManagerWithResources`). Each older version's
+/// records are written exactly as before.
+pub const LOG_FORMAT_VERSION: u32 = 4;
 
 /// No single record may claim more than this (a torn length field could claim anything).
 pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;

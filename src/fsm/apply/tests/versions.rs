@@ -112,3 +112,66 @@ fn lowering_the_version_takes_the_newer_kinds_away_again() {
         matches!(r, Rejection::Invalid(_))
     });
 }
+
+fn pin_resources(id: &str, named: &[(&str, u64)], cpu_millis: Option<u64>) -> Command {
+    Command::PinTaskManagerWithResources {
+        id: id.to_string(),
+        labels: Labels::new(),
+        slots: Some(2),
+        resources: crate::domain::ResourcePin {
+            cpu_millis,
+            memory_bytes: None,
+            named: named.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        },
+        now_ms: 7_000,
+    }
+}
+
+#[test]
+fn a_resource_pin_needs_version_4_replaces_the_whole_pin_and_holds_a_downgrade_back() {
+    let mut state = ClusterState::default();
+    apply(&mut state, 1, set_version(3));
+    assert_rejected(&state, 2, pin_resources("tm-a", &[("gpu", 2)], None), |r| {
+        *r == Rejection::NeedsClusterVersion {
+            needed: 4,
+            current: 3,
+        }
+    });
+    apply(&mut state, 2, set_version(4));
+    apply(
+        &mut state,
+        3,
+        pin_resources("tm-a", &[("gpu", 2)], Some(8_000)),
+    );
+    assert_eq!(state.resource_pins["tm-a"].named["gpu"], 2);
+    assert_eq!(state.pins["tm-a"].slots, Some(2));
+    // Out of bounds or badly named: refused, nothing changes.
+    let before = state.clone();
+    assert_rejected(
+        &state,
+        4,
+        pin_resources("tm-a", &[("GPU!", 1)], None),
+        |r| matches!(r, Rejection::Invalid(_)),
+    );
+    assert_rejected(&state, 4, pin_resources("tm-a", &[("gpu", 0)], None), |r| {
+        matches!(r, Rejection::Invalid(_))
+    });
+    assert_eq!(state, before);
+    // A downgrade waits until the resource pin is taken back, by a pin without resources.
+    let refused = apply(&mut state, 4, set_version(3));
+    assert!(
+        matches!(&refused, Response::Rejected(r) if r.to_string().contains("resource pins")),
+        "{refused:?}"
+    );
+    apply(&mut state, 5, pin_resources("tm-a", &[], None));
+    assert!(state.resource_pins.is_empty());
+    assert_eq!(
+        state.pins["tm-a"].slots,
+        Some(2),
+        "labels and slots stay pinned"
+    );
+    assert_eq!(
+        apply(&mut state, 6, set_version(3)),
+        Response::ClusterVersionSet { version: 3 }
+    );
+}
