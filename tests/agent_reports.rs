@@ -339,10 +339,20 @@ async fn an_agent_declares_only_the_named_resources_and_cpu_an_admin_pinned() ->
         .await?;
     let (code, message) = refusal(as_agent.register_taskmanager(claim(2_000, 2)).await);
     assert_eq!(code, Code::PermissionDenied);
-    assert!(message.contains("at most gpu=1"), "{message}");
+    assert!(
+        message.contains("at most gpu=1") && message.contains("--cpus 2 --resources gpu=2"),
+        "{message}"
+    );
     let (code, message) = refusal(as_agent.register_taskmanager(claim(64_000, 1)).await);
     assert_eq!(code, Code::PermissionDenied);
-    assert!(message.contains("--cpus 2"), "{message}");
+    assert!(message.contains("--cpus 2,"), "{message}");
+    log_phase("an agent that declares nothing (unbounded CPU and memory) is refused under the pin");
+    let mut bare = claim(2_000, 0);
+    bare.capacity = None;
+    bare.isolation = String::new();
+    let (code, message) = refusal(as_agent.register_taskmanager(bare).await);
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(message.contains("declares no CPU or memory"), "{message}");
 
     log_phase("the real agent registers with what was pinned, and tm list shows the pin");
     cluster.start_taskmanager_with("g", 1, &[], None, &["--cpus", "2", "--resources", "gpu=1"])?;

@@ -281,6 +281,12 @@ pub async fn tm(command: TmCommand, args: ClientArgs) -> Result<ExitCode, CliErr
             let reply = client
                 .pin_taskmanager_with(&id, labels.into_iter().collect(), slots, pinned.clone())
                 .await?;
+            if !pinned.is_empty() && !reply.resources_pinned {
+                return Err(CliError::Usage(format!(
+                    "the leader runs a release before resource pins: TaskManager {id} was \
+                     pinned to its labels and slots only; upgrade every replica, then pin again"
+                )));
+            }
             let mut text = format!(
                 "TaskManager {} may carry [{}] and offer {} slots",
                 reply.id,

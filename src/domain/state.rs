@@ -296,10 +296,16 @@ impl ClusterState {
         Ok((crate::decode::decode_untrusted(main)?, &rest[len..]))
     }
 
-    /// Decode what `encode` wrote, in format 10, 11, 12 or 13: after the extensions the
-    /// cluster version (nothing there: version 1), then the periodic jobs (nothing: none),
-    /// then the resource pins (nothing: none).
+    /// Decode what `encode` wrote in the newest format.
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        Self::decode_format(bytes, u32::MAX)
+    }
+
+    /// Decode what `encode` wrote in `format` (11, 12, 13): after the extensions the
+    /// cluster version (nothing there: version 1), then from format 12 the periodic jobs
+    /// (nothing: none), then from format 13 the resource pins (nothing: none). What follows
+    /// is not read: a format does not hold more than it knew of.
+    pub fn decode_format(bytes: &[u8], format: u32) -> Result<Self, bincode::error::DecodeError> {
         let (mut state, rest) = Self::split_sections(bytes)?;
         let (extensions, used): (Extensions, usize) = crate::decode::decode_untrusted_prefix(rest)?;
         state.install_v10(extensions);
@@ -307,11 +313,17 @@ impl ClusterState {
             let (version, used): (super::ClusterVersion, usize) =
                 crate::decode::decode_untrusted_prefix(after)?;
             state.cluster_version = version;
-            if let Some(cron) = after.get(used..).filter(|cron| !cron.is_empty()) {
+            let cron = after
+                .get(used..)
+                .filter(|cron| !cron.is_empty() && format >= 12);
+            if let Some(cron) = cron {
                 let (schedules, used): (super::cron::CronState, usize) =
                     crate::decode::decode_untrusted_prefix(cron)?;
                 state.cron = schedules;
-                if let Some(pins) = cron.get(used..).filter(|pins| !pins.is_empty()) {
+                let pins = cron
+                    .get(used..)
+                    .filter(|pins| !pins.is_empty() && format >= 13);
+                if let Some(pins) = pins {
                     state.resource_pins = crate::decode::decode_untrusted(pins)?;
                 }
             }

@@ -106,11 +106,46 @@ pub struct TaskManagerPin {
     pub slots: Option<u32>,
 }
 
+/// The `tm pin` command that pins `id` to these, as an admin would type it: a refusal
+/// suggests the whole pin, since a pin replaces the one before.
+pub fn pin_command(
+    id: &str,
+    labels: &Labels,
+    slots: Option<u32>,
+    resources: &ResourcePin,
+) -> String {
+    let pairs = |items: Vec<String>| items.join(",");
+    let mut command = format!("dispatcher tm pin {id}");
+    if !labels.is_empty() {
+        let shown = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        command.push_str(&format!(" --labels {}", pairs(shown)));
+    }
+    if let Some(slots) = slots {
+        command.push_str(&format!(" --slots {slots}"));
+    }
+    if let Some(cpu) = resources.cpu_millis {
+        command.push_str(&format!(" --cpus {}", super::format_cpu(cpu)));
+    }
+    if let Some(bytes) = resources.memory_bytes {
+        command.push_str(&format!(" --memory {}", super::format_size(bytes)));
+    }
+    if !resources.named.is_empty() {
+        let shown = resources
+            .named
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        command.push_str(&format!(" --resources {}", pairs(shown)));
+    }
+    command
+}
+
 /// Why TaskManager `id` may not register with `labels` and `slots` under `pin` (none: no
-/// pin), if it may not.
+/// pin), if it may not. `resources` is its resource pin, kept in the pin a refusal suggests.
 pub fn pin_refusal(
     id: &str,
     pin: Option<&TaskManagerPin>,
+    resources: Option<&ResourcePin>,
     labels: &Labels,
     slots: u32,
 ) -> Option<String> {
@@ -120,21 +155,26 @@ pub fn pin_refusal(
         .filter(|(k, v)| allowed.and_then(|a| a.get(*k)) != Some(*v))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
+    let pinned_slots = pin.and_then(|p| p.slots);
+    let resources = resources.cloned().unwrap_or_default();
     if !unpinned.is_empty() {
+        let mut wanted = allowed.cloned().unwrap_or_default();
+        wanted.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         return Some(format!(
             "TaskManager '{id}' claims label {}, which no admin pinned to it; labels pick \
-             trusted pools, so an admin pins them (`dispatcher tm pin {id} --labels {}`), or \
-             start the agent without them",
+             trusted pools, so an admin pins them (`{}`), or start the agent without them",
             unpinned.join(","),
-            unpinned.join(",")
+            pin_command(id, &wanted, pinned_slots, &resources)
         ));
     }
-    match pin.and_then(|p| p.slots) {
-        Some(most) if slots > most => Some(format!(
+    match pinned_slots {
+        Some(most) if slots > most => {
+            Some(format!(
             "TaskManager '{id}' offers {slots} slots but is pinned to at most {most}; start it \
-             with --slots {most}, or have an admin raise the pin (`dispatcher tm pin {id} \
-             --slots {slots}`)"
-        )),
+             with --slots {most}, or have an admin raise the pin (`{}`)",
+            pin_command(id, allowed.unwrap_or(&Labels::new()), Some(slots), &resources)
+        ))
+        }
         _ => None,
     }
 }
@@ -156,51 +196,93 @@ impl ResourcePin {
     }
 }
 
-/// Why TaskManager `id` may not declare `declared` under `pin` (none: no resource pin), if
-/// it may not. Only checked once the cluster runs at version 4, where pins can say it.
+/// Why TaskManager `id` may not declare `declared` (`None`: an agent of a release that
+/// declares nothing, so unbounded CPU and memory) under `pin`, its resource pin (none: no
+/// resource pin), if it may not. `labels` is its label pin, kept in the pin a refusal
+/// suggests. Only checked once the cluster runs at version 4, where pins can say it.
 pub fn resource_pin_refusal(
     id: &str,
+    labels: Option<&TaskManagerPin>,
     pin: Option<&ResourcePin>,
-    declared: &super::Resources,
+    declared: Option<&super::Resources>,
 ) -> Option<String> {
-    let pinned = |name: &str| pin.and_then(|p| p.named.get(name)).copied().unwrap_or(0);
-    if let Some((name, count)) = declared
+    let no_labels = Labels::new();
+    let (pinned_labels, pinned_slots) = labels.map_or((&no_labels, None), |p| (&p.labels, p.slots));
+    let current = pin.cloned().unwrap_or_default();
+    let suggest = |resources: &ResourcePin| pin_command(id, pinned_labels, pinned_slots, resources);
+    let Some(declared) = declared else {
+        if current.cpu_millis.is_some() || current.memory_bytes.is_some() {
+            return Some(format!(
+                "TaskManager '{id}' declares no CPU or memory (an agent of an older release), \
+                 but a pin bounds them; run the agent of this release with --cpus and --memory \
+                 within its pin (`{}`)",
+                suggest(&current)
+            ));
+        }
+        return None;
+    };
+    let pinned = |name: &str| current.named.get(name).copied().unwrap_or(0);
+    let over: Vec<String> = declared
         .named
         .iter()
-        .find(|(name, count)| **count > pinned(name))
-    {
-        let most = pinned(name);
+        .filter(|(name, count)| **count > pinned(name))
+        .map(|(name, count)| format!("{name}={count}"))
+        .collect();
+    if !over.is_empty() {
+        let mut wanted = current.clone();
+        for (name, count) in &declared.named {
+            let most = wanted.named.entry(name.clone()).or_default();
+            *most = (*most).max(*count);
+        }
+        let was = if current.named.is_empty() {
+            "no admin pinned named resources to it".to_string()
+        } else {
+            let shown: Vec<String> = current
+                .named
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("it is pinned to at most {}", shown.join(","))
+        };
         return Some(format!(
-            "TaskManager '{id}' declares {name}={count}, but {}; named resources pick the jobs \
-             that ask for them, so an admin pins them (`dispatcher tm pin {id} --resources \
-             {name}={count}`), or start the agent with no more than that",
-            if most == 0 {
-                format!("no admin pinned {name} to it")
-            } else {
-                format!("it is pinned to at most {name}={most}")
-            }
+            "TaskManager '{id}' declares {}, but {was}; named resources pick the jobs that ask \
+             for them, so an admin pins them (`{}`), or start the agent with no more",
+            over.join(","),
+            suggest(&wanted)
         ));
     }
-    let pin = pin?;
-    if let Some(most) = pin.cpu_millis.filter(|most| declared.cpu_millis > *most) {
+    if let Some(most) = current
+        .cpu_millis
+        .filter(|most| declared.cpu_millis > *most)
+    {
+        let raised = ResourcePin {
+            cpu_millis: Some(declared.cpu_millis),
+            ..current.clone()
+        };
         return Some(format!(
             "TaskManager '{id}' offers {} CPUs but is pinned to at most {}; start it with \
-             --cpus {}, or have an admin raise the pin",
+             --cpus {}, or have an admin raise the pin (`{}`)",
             super::format_cpu(declared.cpu_millis),
             super::format_cpu(most),
-            super::format_cpu(most)
+            super::format_cpu(most),
+            suggest(&raised)
         ));
     }
-    if let Some(most) = pin
+    if let Some(most) = current
         .memory_bytes
         .filter(|most| declared.memory_bytes > *most)
     {
+        let raised = ResourcePin {
+            memory_bytes: Some(declared.memory_bytes),
+            ..current.clone()
+        };
         return Some(format!(
             "TaskManager '{id}' offers {} of memory but is pinned to at most {}; start it with \
-             --memory {}, or have an admin raise the pin",
+             --memory {}, or have an admin raise the pin (`{}`)",
             super::format_size(declared.memory_bytes),
             super::format_size(most),
-            super::format_size(most)
+            super::format_size(most),
+            suggest(&raised)
         ));
     }
     None
@@ -213,8 +295,8 @@ mod pin_tests {
     #[test]
     fn only_pinned_labels_and_slots_up_to_the_pin_are_let_in() {
         let labels: Labels = [("pool".to_string(), "trusted".to_string())].into();
-        assert!(pin_refusal("a", None, &Labels::new(), 64).is_none());
-        let refused = pin_refusal("a", None, &labels, 1).expect("unpinned label");
+        assert!(pin_refusal("a", None, None, &Labels::new(), 64).is_none());
+        let refused = pin_refusal("a", None, None, &labels, 1).expect("unpinned label");
         assert!(
             refused.contains("pool=trusted") && refused.contains("tm pin a"),
             "{refused}"
@@ -223,11 +305,11 @@ mod pin_tests {
             labels: labels.clone(),
             slots: Some(4),
         };
-        assert!(pin_refusal("a", Some(&pin), &labels, 4).is_none());
-        assert!(pin_refusal("a", Some(&pin), &Labels::new(), 2).is_none());
-        assert!(pin_refusal("a", Some(&pin), &labels, 5).is_some());
+        assert!(pin_refusal("a", Some(&pin), None, &labels, 4).is_none());
+        assert!(pin_refusal("a", Some(&pin), None, &Labels::new(), 2).is_none());
+        assert!(pin_refusal("a", Some(&pin), None, &labels, 5).is_some());
         let other: Labels = [("pool".to_string(), "gpu".to_string())].into();
-        assert!(pin_refusal("a", Some(&pin), &other, 1).is_some());
+        assert!(pin_refusal("a", Some(&pin), None, &other, 1).is_some());
     }
 
     #[test]
@@ -238,12 +320,14 @@ mod pin_tests {
             memory_bytes,
             named: named.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         };
+        let check = |pin: Option<&ResourcePin>, d: &Resources| {
+            resource_pin_refusal("a", None, pin, Some(d))
+        };
         // No pin: CPU and memory as offered, no named resource.
-        assert!(resource_pin_refusal("a", None, &declared(64_000, 1 << 40, &[])).is_none());
-        let refused = resource_pin_refusal("a", None, &declared(1_000, 1 << 30, &[("gpu", 2)]))
-            .expect("an unpinned gpu");
+        assert!(check(None, &declared(64_000, 1 << 40, &[])).is_none());
+        let refused = check(None, &declared(1_000, 1 << 30, &[("gpu", 2)])).expect("unpinned");
         assert!(
-            refused.contains("gpu=2") && refused.contains("tm pin a --resources gpu=2"),
+            refused.contains("`dispatcher tm pin a --resources gpu=2`"),
             "{refused}"
         );
         let pin = ResourcePin {
@@ -252,16 +336,51 @@ mod pin_tests {
             named: [("gpu".to_string(), 2)].into(),
         };
         let ok = declared(8_000, 16 << 30, &[("gpu", 2)]);
-        assert!(resource_pin_refusal("a", Some(&pin), &ok).is_none());
-        assert!(resource_pin_refusal("a", Some(&pin), &declared(1_000, 1, &[])).is_none());
-        let more_gpus = resource_pin_refusal("a", Some(&pin), &declared(1, 1, &[("gpu", 3)]))
-            .expect("over the pin");
-        assert!(more_gpus.contains("at most gpu=2"), "{more_gpus}");
-        assert!(resource_pin_refusal("a", Some(&pin), &declared(1, 1, &[("fpga", 1)])).is_some());
-        let cpu = resource_pin_refusal("a", Some(&pin), &declared(9_000, 1, &[])).expect("cpu");
-        assert!(cpu.contains("--cpus 8"), "{cpu}");
-        let memory =
-            resource_pin_refusal("a", Some(&pin), &declared(1, 17 << 30, &[])).expect("memory");
-        assert!(memory.contains("--memory 16GiB"), "{memory}");
+        assert!(check(Some(&pin), &ok).is_none());
+        assert!(check(Some(&pin), &declared(1_000, 1, &[])).is_none());
+        // Every resource over the pin is named, and the suggested pin keeps the rest of it.
+        let over = check(Some(&pin), &declared(1, 1, &[("gpu", 3), ("fpga", 1)])).expect("over");
+        assert!(
+            over.contains("declares fpga=1,gpu=3")
+                && over.contains("at most gpu=2")
+                && over.contains("--cpus 8 --memory 16GiB --resources fpga=1,gpu=3"),
+            "{over}"
+        );
+        let cpu = check(Some(&pin), &declared(9_000, 1, &[])).expect("cpu");
+        assert!(
+            cpu.contains("--cpus 8,") && cpu.contains("--cpus 9 --memory"),
+            "{cpu}"
+        );
+        let memory = check(Some(&pin), &declared(1, 17 << 30, &[])).expect("memory");
+        assert!(memory.contains("--memory 16GiB,"), "{memory}");
+        // An agent that declares nothing has unbounded CPU and memory: refused under a pin
+        // that bounds them, let in under one that pins named resources only.
+        assert!(resource_pin_refusal("a", None, Some(&pin), None).is_some());
+        let named_only = ResourcePin {
+            named: pin.named.clone(),
+            ..Default::default()
+        };
+        assert!(resource_pin_refusal("a", None, Some(&named_only), None).is_none());
+        // The suggestion keeps the label pin too: a pin replaces the one before.
+        let labels = TaskManagerPin {
+            labels: [("pool".to_string(), "gpu".to_string())].into(),
+            slots: Some(4),
+        };
+        let refused = resource_pin_refusal(
+            "a",
+            Some(&labels),
+            None,
+            Some(&declared(1, 1, &[("gpu", 1)])),
+        )
+        .expect("unpinned");
+        assert!(
+            refused.contains("`dispatcher tm pin a --labels pool=gpu --slots 4 --resources gpu=1`"),
+            "{refused}"
+        );
+        let kept = pin_refusal("a", Some(&labels), Some(&pin), &Labels::new(), 5).expect("slots");
+        assert!(
+            kept.contains("--slots 5 --cpus 8 --memory 16GiB --resources gpu=2"),
+            "{kept}"
+        );
     }
 }

@@ -206,6 +206,19 @@ pub fn apply(state: &mut ClusterState, log_index: u64, command: Command) -> Resp
             max_priority,
             ..
         } => set_quota(state, tenant, slots, weight, max_priority),
+        // From version 4 a pin is whole: one without resources takes back the resource pin
+        // (a leader that had not yet applied the raise may still propose this kind).
+        Command::PinTaskManager {
+            id, labels, slots, ..
+        } if state.cluster_version >= crate::domain::ClusterVersion(4) => {
+            taskmanagers::pin_taskmanager_with_resources(
+                state,
+                id,
+                labels,
+                slots,
+                Default::default(),
+            )
+        }
         Command::PinTaskManager {
             id, labels, slots, ..
         } => taskmanagers::pin_taskmanager(state, id, labels, slots),

@@ -216,6 +216,13 @@ pub fn validate_weight(weight: u32) -> Result<(), Rejection> {
 
 /// A resource pin within the ceilings every declaration is held to.
 pub fn validate_resource_pin(pin: &crate::domain::ResourcePin) -> Result<(), Rejection> {
+    if pin.cpu_millis == Some(0) || pin.memory_bytes == Some(0) {
+        return Err(Rejection::Invalid(
+            "a pin of no CPU or no memory leaves the agent nothing to offer; give at least \
+             0.001 CPUs and 1 byte, or leave --cpus and --memory out"
+                .into(),
+        ));
+    }
     let whole = crate::domain::Resources {
         cpu_millis: pin.cpu_millis.unwrap_or(0),
         memory_bytes: pin.memory_bytes.unwrap_or(0),

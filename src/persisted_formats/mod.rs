@@ -188,7 +188,7 @@ fn a_downgraded_state_is_written_in_the_older_format() {
     // Resource pins hold a downgrade back until they are taken back.
     let refused = crate::fsm::apply(&mut state, 999, down());
     assert!(
-        matches!(&refused, crate::fsm::Response::Rejected(r) if r.to_string().contains("tm unpin tm-b")),
+        matches!(&refused, crate::fsm::Response::Rejected(r) if r.to_string().contains("`dispatcher tm pin tm-b --labels zone=b --slots 4`")),
         "{refused:?}"
     );
     crate::fsm::apply(

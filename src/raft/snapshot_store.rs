@@ -51,7 +51,7 @@ pub fn decode_state(data: &[u8]) -> io::Result<ClusterState> {
     version.copy_from_slice(&data[4..8]);
     let version = u32::from_be_bytes(version);
     let state = match version {
-        11 | 12 | SNAPSHOT_FORMAT_VERSION => ClusterState::decode(&data[8..]),
+        11..=SNAPSHOT_FORMAT_VERSION => ClusterState::decode_format(&data[8..], version),
         10 => ClusterState::decode_v10(&data[8..]),
         9 => ClusterState::decode_v9(&data[8..]),
         8 => ClusterState::decode_v8(&data[8..]),

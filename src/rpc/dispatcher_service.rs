@@ -482,7 +482,8 @@ impl Dispatcher for DispatcherService {
         // takes back what was pinned); below it, a pin of resources is refused by the
         // version gate, naming the replicas still on an older release.
         let whole = self.ctx.shared.read().state.cluster_version >= ClusterVersion(4);
-        let command = if whole || !resources.is_empty() {
+        let resources_pinned = whole || !resources.is_empty();
+        let command = if resources_pinned {
             Command::PinTaskManagerWithResources {
                 id: req.id,
                 labels,
@@ -501,7 +502,10 @@ impl Dispatcher for DispatcherService {
         match write(&self.ctx, command).await? {
             FsmResponse::TaskManagerPinned { id } => {
                 tracing::info!(%id, "TaskManager pin set");
-                Ok(Response::new(PinTaskManagerReply { id }))
+                Ok(Response::new(PinTaskManagerReply {
+                    id,
+                    resources_pinned,
+                }))
             }
             other => Err(unexpected(other).into()),
         }

@@ -83,22 +83,22 @@ pub async fn register(
         // With TLS, what an agent claims is checked against what an admin pinned to it;
         // under --insecure anyone may claim anything anyway.
         if ctx.transport.is_tls() {
-            if let Some(why) = crate::domain::pin_refusal(
-                &req.id,
-                view.state.pins.get(&req.id),
-                &labels,
-                req.slots,
-            ) {
+            let pin = view.state.pins.get(&req.id);
+            let resource_pin = view.state.resource_pins.get(&req.id);
+            if let Some(why) =
+                crate::domain::pin_refusal(&req.id, pin, resource_pin, &labels, req.slots)
+            {
                 return Err(ApiError::PermissionDenied(why));
             }
             // From cluster version 4, where a pin can bound them: named resources pick jobs
-            // as labels pick pools, and CPU and memory weigh in the score.
-            let resources_pinnable = view.state.cluster_version >= ClusterVersion(4);
-            if let Some(declared) = declared.as_ref().filter(|_| resources_pinnable) {
+            // as labels pick pools, and CPU and memory weigh in the score. An agent that
+            // declares nothing counts as unbounded CPU and memory.
+            if view.state.cluster_version >= ClusterVersion(4) {
                 if let Some(why) = crate::domain::resource_pin_refusal(
                     &req.id,
-                    view.state.resource_pins.get(&req.id),
-                    &declared.capacity,
+                    pin,
+                    resource_pin,
+                    declared.as_ref().map(|d| &d.capacity),
                 ) {
                     return Err(ApiError::PermissionDenied(why));
                 }

@@ -46,11 +46,23 @@ pub(super) fn set_cluster_version(
 pub fn needs_above(state: &ClusterState, version: ClusterVersion) -> Option<String> {
     let pinned = state.resource_pins.len();
     if version < ClusterVersion(4) && pinned > 0 {
-        let first = state.resource_pins.keys().next().map_or("", String::as_str);
+        // Each one's pin again without its resources, as an admin would type it.
+        let again: Vec<String> = state
+            .resource_pins
+            .keys()
+            .take(3)
+            .map(|id| match state.pins.get(id) {
+                Some(pin) => {
+                    crate::domain::pin_command(id, &pin.labels, pin.slots, &Default::default())
+                }
+                None => format!("dispatcher tm unpin {id}"),
+            })
+            .collect();
         return Some(format!(
             "{pinned} TaskManagers have resource pins, which cluster version {version} cannot \
-             hold; pin each again without --cpus, --memory or --resources first (`dispatcher \
-             tm list` shows them; e.g. `dispatcher tm unpin {first}`)"
+             hold; pin each again without --cpus, --memory or --resources first (`{}`{})",
+            again.join("`, `"),
+            if pinned > again.len() { ", ..." } else { "" }
         ));
     }
     let schedules = state.cron.schedules.len();
