@@ -156,28 +156,44 @@ async fn reports_for_shards_an_agent_does_not_hold_never_reach_the_log() -> anyh
     Ok(())
 }
 
+/// A client that presents a new agent certificate `tm-<name>`, made under the cluster's CA.
+fn new_agent_client(cluster: &TestCluster, name: &str) -> anyhow::Result<Client> {
+    let dir = cluster.root().join("certs");
+    dispatcher::security::certs::add(
+        &dir,
+        &dispatcher::security::certs::CertsPlan {
+            taskmanagers: vec![name.into()],
+            ..Default::default()
+        },
+    )?;
+    let files = TlsFiles::new(&dir, format!("tm-{name}"));
+    Ok(Client::with_options(
+        cluster.endpoints(),
+        ClientOptions {
+            rpc_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            source_ip: None,
+            credentials: Credentials::tls(TlsConfig::load(&files)?, None),
+        },
+    )?)
+}
+
+/// The code and message of a refusal (a success fails the test).
+fn refusal<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (Code, String) {
+    match result {
+        Ok(reply) => panic!("admitted: {reply:?}"),
+        Err(ClientError::Rejected(status)) => (status.code(), status.message().to_string()),
+        Err(e) => panic!("unexpected: {e}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_claims_only_the_labels_and_slots_an_admin_pinned() -> anyhow::Result<()> {
     use dispatcher::pb::api::RegisterTaskManagerRequest;
     let mut cluster = start_secure_cluster(3, test_config()).await?;
     let dir = cluster.root().join("certs");
     let admin = cluster.client()?;
-    dispatcher::security::certs::add(
-        &dir,
-        &dispatcher::security::certs::CertsPlan {
-            taskmanagers: vec!["p".into()],
-            ..Default::default()
-        },
-    )?;
-    let as_agent = Client::with_options(
-        cluster.endpoints(),
-        ClientOptions {
-            rpc_timeout: Duration::from_secs(2),
-            call_timeout: Duration::from_secs(5),
-            source_ip: None,
-            credentials: Credentials::tls(TlsConfig::load(&TlsFiles::new(&dir, "tm-p"))?, None),
-        },
-    )?;
+    let as_agent = new_agent_client(&cluster, "p")?;
     let claim = |slots: u32, labels: &[(&str, &str)]| RegisterTaskManagerRequest {
         id: "p".into(),
         addr: "127.0.0.1:9".into(),
@@ -188,11 +204,6 @@ async fn an_agent_claims_only_the_labels_and_slots_an_admin_pinned() -> anyhow::
             .collect(),
         incarnation: 7,
         ..Default::default()
-    };
-    let refusal = |result: Result<_, ClientError>| match result {
-        Ok(reply) => panic!("admitted: {reply:?}"),
-        Err(ClientError::Rejected(status)) => (status.code(), status.message().to_string()),
-        Err(e) => panic!("unexpected: {e}"),
     };
     let (_, before) = leader_view(&cluster).await?;
 
@@ -273,30 +284,14 @@ async fn an_agent_declares_only_the_named_resources_and_cpu_an_admin_pinned() ->
 {
     use dispatcher::pb::api::{RegisterTaskManagerRequest, ResourceAmounts};
     let mut cluster = start_secure_cluster(3, test_config()).await?;
-    let dir = cluster.root().join("certs");
     let admin = cluster.client()?;
-    dispatcher::security::certs::add(
-        &dir,
-        &dispatcher::security::certs::CertsPlan {
-            taskmanagers: vec!["g".into()],
-            ..Default::default()
-        },
-    )?;
+    let as_agent = new_agent_client(&cluster, "g")?;
     log_phase("the cluster raises itself to version 4, where pins bound resources");
     dispatcher::local_cluster::wait_for(DEADLINE, "cluster version 4", || async {
         let status = admin.cluster_status().await.ok()?;
         (status.cluster_version >= Some(4)).then_some(())
     })
     .await?;
-    let as_agent = Client::with_options(
-        cluster.endpoints(),
-        ClientOptions {
-            rpc_timeout: Duration::from_secs(2),
-            call_timeout: Duration::from_secs(5),
-            source_ip: None,
-            credentials: Credentials::tls(TlsConfig::load(&TlsFiles::new(&dir, "tm-g"))?, None),
-        },
-    )?;
     let claim = |cpu_millis: u64, gpus: u64| RegisterTaskManagerRequest {
         id: "g".into(),
         addr: "127.0.0.1:9".into(),
@@ -312,11 +307,6 @@ async fn an_agent_declares_only_the_named_resources_and_cpu_an_admin_pinned() ->
         }),
         isolation: "none".into(),
         ..Default::default()
-    };
-    let refusal = |result: Result<_, ClientError>| match result {
-        Ok(reply) => panic!("admitted: {reply:?}"),
-        Err(ClientError::Rejected(status)) => (status.code(), status.message().to_string()),
-        Err(e) => panic!("unexpected: {e}"),
     };
 
     log_phase("an agent certificate may not declare a GPU nobody pinned to it");
