@@ -192,6 +192,11 @@ impl WorkDir {
 /// The last `max_bytes` of a file as they are (output may be binary), and the file's
 /// length.
 pub fn tail_bytes(path: &Path, max_bytes: u64) -> (Vec<u8>, u64) {
+    // Most short runs print nothing: one stat then, instead of open, stat, seek, read and
+    // close (the agent reads two files per run).
+    if fs::metadata(path).map_or(true, |m| m.len() == 0) {
+        return (Vec::new(), 0);
+    }
     let Ok(mut f) = fs::File::open(path) else {
         return (Vec::new(), 0);
     };
@@ -249,6 +254,11 @@ mod tests {
         assert_eq!(wd.record("j-1", 0, 8), RunRecord::NeverStarted);
         fs::write(dir.path().join("log"), "a\nb\nc\nlast line\n").expect("write");
         assert_eq!(tail(&dir.path().join("log"), 11), "last line");
+        let log = dir.path().join("log");
+        assert_eq!(tail_bytes(&log, 5), (b"line\n".to_vec(), 16));
+        fs::write(&log, "").expect("empty");
+        assert_eq!(tail_bytes(&log, 5), (Vec::new(), 0));
+        assert_eq!(tail_bytes(&dir.path().join("missing"), 5), (Vec::new(), 0));
     }
 
     #[tokio::test]
