@@ -106,6 +106,14 @@ pub struct TaskManagerPin {
     pub slots: Option<u32>,
 }
 
+/// `k=v,k=v` of a map, in its order.
+fn pairs<K: std::fmt::Display, V: std::fmt::Display>(
+    map: impl IntoIterator<Item = (K, V)>,
+) -> String {
+    let shown: Vec<String> = map.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    shown.join(",")
+}
+
 /// The `tm pin` command that pins `id` to these, as an admin would type it: a refusal
 /// suggests the whole pin, since a pin replaces the one before.
 pub fn pin_command(
@@ -114,11 +122,9 @@ pub fn pin_command(
     slots: Option<u32>,
     resources: &ResourcePin,
 ) -> String {
-    let pairs = |items: Vec<String>| items.join(",");
     let mut command = format!("dispatcher tm pin {id}");
     if !labels.is_empty() {
-        let shown = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        command.push_str(&format!(" --labels {}", pairs(shown)));
+        command.push_str(&format!(" --labels {}", pairs(labels)));
     }
     if let Some(slots) = slots {
         command.push_str(&format!(" --slots {slots}"));
@@ -130,12 +136,7 @@ pub fn pin_command(
         command.push_str(&format!(" --memory {}", super::format_size(bytes)));
     }
     if !resources.named.is_empty() {
-        let shown = resources
-            .named
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        command.push_str(&format!(" --resources {}", pairs(shown)));
+        command.push_str(&format!(" --resources {}", pairs(&resources.named)));
     }
     command
 }
@@ -150,10 +151,10 @@ pub fn pin_refusal(
     slots: u32,
 ) -> Option<String> {
     let allowed = pin.map(|p| &p.labels);
-    let unpinned: Vec<String> = labels
+    let unpinned: Labels = labels
         .iter()
         .filter(|(k, v)| allowed.and_then(|a| a.get(*k)) != Some(*v))
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let pinned_slots = pin.and_then(|p| p.slots);
     let resources = resources.cloned().unwrap_or_default();
@@ -163,7 +164,7 @@ pub fn pin_refusal(
         return Some(format!(
             "TaskManager '{id}' claims label {}, which no admin pinned to it; labels pick \
              trusted pools, so an admin pins them (`{}`), or start the agent without them",
-            unpinned.join(","),
+            pairs(&unpinned),
             pin_command(id, &wanted, pinned_slots, &resources)
         ));
     }
@@ -196,6 +197,20 @@ impl ResourcePin {
     }
 }
 
+/// An agent offers more of one amount than pinned: (what it offers, the pin, the pin as
+/// `--flag` takes it), and the pin an admin would raise it to.
+fn over_pin(
+    id: &str,
+    flag: &str,
+    (offers, most, as_flag): (String, String, String),
+    raise: &str,
+) -> String {
+    format!(
+        "TaskManager '{id}' offers {offers} but is pinned to at most {most}; start it with \
+         --{flag} {as_flag}, or have an admin raise the pin (`{raise}`)"
+    )
+}
+
 /// Why TaskManager `id` may not declare `declared` (`None`: an agent of a release that
 /// declares nothing, so unbounded CPU and memory) under `pin`, its resource pin (none: no
 /// resource pin), if it may not. `labels` is its label pin, kept in the pin a refusal
@@ -222,11 +237,10 @@ pub fn resource_pin_refusal(
         return None;
     };
     let pinned = |name: &str| current.named.get(name).copied().unwrap_or(0);
-    let over: Vec<String> = declared
+    let over: Vec<(&String, &u64)> = declared
         .named
         .iter()
         .filter(|(name, count)| **count > pinned(name))
-        .map(|(name, count)| format!("{name}={count}"))
         .collect();
     if !over.is_empty() {
         let mut wanted = current.clone();
@@ -237,17 +251,12 @@ pub fn resource_pin_refusal(
         let was = if current.named.is_empty() {
             "no admin pinned named resources to it".to_string()
         } else {
-            let shown: Vec<String> = current
-                .named
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            format!("it is pinned to at most {}", shown.join(","))
+            format!("it is pinned to at most {}", pairs(&current.named))
         };
         return Some(format!(
             "TaskManager '{id}' declares {}, but {was}; named resources pick the jobs that ask \
              for them, so an admin pins them (`{}`), or start the agent with no more",
-            over.join(","),
+            pairs(over),
             suggest(&wanted)
         ));
     }
@@ -259,14 +268,13 @@ pub fn resource_pin_refusal(
             cpu_millis: Some(declared.cpu_millis),
             ..current.clone()
         };
-        return Some(format!(
-            "TaskManager '{id}' offers {} CPUs but is pinned to at most {}; start it with \
-             --cpus {}, or have an admin raise the pin (`{}`)",
-            super::format_cpu(declared.cpu_millis),
+        let cpus = |millis| format!("{} CPUs", super::format_cpu(millis));
+        let amounts = (
+            cpus(declared.cpu_millis),
+            cpus(most),
             super::format_cpu(most),
-            super::format_cpu(most),
-            suggest(&raised)
-        ));
+        );
+        return Some(over_pin(id, "cpus", amounts, &suggest(&raised)));
     }
     if let Some(most) = current
         .memory_bytes
@@ -276,14 +284,13 @@ pub fn resource_pin_refusal(
             memory_bytes: Some(declared.memory_bytes),
             ..current.clone()
         };
-        return Some(format!(
-            "TaskManager '{id}' offers {} of memory but is pinned to at most {}; start it with \
-             --memory {}, or have an admin raise the pin (`{}`)",
-            super::format_size(declared.memory_bytes),
+        let memory = |bytes| format!("{} of memory", super::format_size(bytes));
+        let amounts = (
+            memory(declared.memory_bytes),
+            memory(most),
             super::format_size(most),
-            super::format_size(most),
-            suggest(&raised)
-        ));
+        );
+        return Some(over_pin(id, "memory", amounts, &suggest(&raised)));
     }
     None
 }

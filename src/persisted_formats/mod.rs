@@ -19,7 +19,7 @@
 mod samples;
 mod workdir;
 
-use crate::domain::ClusterVersion;
+use crate::domain::{ClusterState, ClusterVersion};
 use crate::fsm::COMMAND_KINDS;
 use crate::raft::snapshot_store::{decode_state, encode_state, SNAPSHOT_FORMAT_VERSION};
 use crate::raft::wal::record::{decode_frame, encode_frame, Frame, LOG_FORMAT_VERSION};
@@ -132,48 +132,27 @@ fn snapshots_of_every_version_read_and_todays_is_unchanged() {
         "SNAPSHOT_FORMAT_VERSION",
         &encode_state(&state),
     );
-    // At cluster version 1 a replica writes format 10, byte for byte as v0.1.0 did: an
-    // older replica reads what a newer one sends it and what a downgrade leaves.
-    let first = samples::state_at(ClusterVersion::FIRST);
-    assert_eq!(first.format_version(), 10);
-    check_current(
-        "snapshot",
-        10,
-        "the encoding at cluster version 1",
-        &encode_state(&first),
-    );
-    // At cluster version 2, format 11 as the release before periodic jobs wrote it.
-    let second = samples::state_at(ClusterVersion(2));
-    assert_eq!(second.format_version(), 11);
-    check_current(
-        "snapshot",
-        11,
-        "the encoding at cluster version 2",
-        &encode_state(&second),
-    );
-    // At cluster version 3, format 12 as the release before resource pins wrote it.
-    let third = samples::state_at(ClusterVersion(3));
-    assert_eq!(third.format_version(), 12);
-    check_current(
-        "snapshot",
-        12,
-        "the encoding at cluster version 3",
-        &encode_state(&third),
-    );
+    // Below the newest cluster version a replica writes the format of that version, byte
+    // for byte as the release of it did (format 10 as v0.1.0): an older replica reads what a
+    // newer one sends it and what a downgrade leaves.
+    let older: Vec<(u32, ClusterState)> = [(1, 10), (2, 11), (3, 12)]
+        .into_iter()
+        .map(|(cluster_version, format)| {
+            let state = samples::state_at(ClusterVersion(cluster_version));
+            assert_eq!(state.format_version(), format);
+            let constant = format!("the encoding at cluster version {cluster_version}");
+            check_current("snapshot", format, &constant, &encode_state(&state));
+            (format, state)
+        })
+        .collect();
     for (version, bytes) in every_version("snapshot") {
         let read = decode_state(&bytes)
             .unwrap_or_else(|e| panic!("snapshot format {version} no longer reads: {e}"));
         if version == SNAPSHOT_FORMAT_VERSION {
             assert_eq!(read, state);
         }
-        if version == 12 {
-            assert_eq!(read, third);
-        }
-        if version == 10 {
-            assert_eq!(read, first);
-        }
-        if version == 11 {
-            assert_eq!(read, second);
+        if let Some((_, older)) = older.iter().find(|(format, _)| *format == version) {
+            assert_eq!(&read, older);
         }
     }
 }

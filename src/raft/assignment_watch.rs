@@ -52,6 +52,16 @@ impl AssignmentWatches {
         }
     }
 
+    /// Whether any TaskManager is watched (followers serve no assignment streams): apply
+    /// skips reading the state for `applied` when none is.
+    pub fn any(&self) -> bool {
+        !self
+            .senders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// After entries applied to `state`: wake the streams whose TaskManager changed, and
     /// forget the TaskManagers no stream watches any more.
     pub fn applied(&self, state: &ClusterState) {

@@ -105,7 +105,10 @@ impl SharedState {
 
     /// Entries were applied up to `index`: wake who waits on them.
     fn publish(&self, index: u64) {
-        self.assignment_watches.applied(&self.read().state);
+        // The state's lock before the watches', as `watch_assignments` takes them.
+        if self.assignment_watches.any() {
+            self.assignment_watches.applied(&self.read().state);
+        }
         self.applied_index.send_replace(index);
     }
 

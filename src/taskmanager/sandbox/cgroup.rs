@@ -36,7 +36,11 @@ use std::path::{Path, PathBuf};
 /// down the unified tree.
 const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 /// Where the cgroup filesystem is mounted unless `taskmanager --cgroup-root` says otherwise.
-pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+/// Where the cgroup filesystem is mounted: `custom` (`--cgroup-root`), else the usual place.
+pub fn root(custom: Option<&Path>) -> &Path {
+    custom.unwrap_or(Path::new(DEFAULT_ROOT))
+}
 /// On v2, the leaf of the delegated cgroup that the agent and its shard hosts move into.
 const PROCESS_LEAF: &str = "dispatcher-processes";
 /// CFS period for CPU limits, in microseconds.

@@ -38,9 +38,7 @@ pub struct SandboxConfig {
 impl SandboxConfig {
     /// The cgroup filesystem's mount point.
     pub fn cgroup_root(&self) -> &std::path::Path {
-        self.cgroup_root
-            .as_deref()
-            .unwrap_or(std::path::Path::new(cgroup::DEFAULT_ROOT))
+        cgroup::root(self.cgroup_root.as_deref())
     }
 }
 
@@ -124,27 +122,24 @@ pub fn probe(agent: &str, request: &SandboxRequest) -> (SandboxConfig, Isolation
         from: uids::DEFAULT_POOL.0,
         to: uids::DEFAULT_POOL.1,
     });
-    let root = request
-        .cgroup_root
-        .as_deref()
-        .unwrap_or(std::path::Path::new(cgroup::DEFAULT_ROOT));
-    let cgroup_name = match cgroup::Cgroups::open(root, agent) {
-        Ok(mut cgroups) => {
-            if !cgroups.missing().is_empty() {
-                missing.push(format!(
-                    "limits on {} (the agent's cgroup was not given those controllers)",
-                    cgroups.missing().join(", ")
-                ));
+    let cgroup_name =
+        match cgroup::Cgroups::open(cgroup::root(request.cgroup_root.as_deref()), agent) {
+            Ok(mut cgroups) => {
+                if !cgroups.missing().is_empty() {
+                    missing.push(format!(
+                        "limits on {} (the agent's cgroup was not given those controllers)",
+                        cgroups.missing().join(", ")
+                    ));
+                }
+                // The shard host makes them again when it starts.
+                cgroups.remove_base();
+                Some(agent.to_string())
             }
-            // The shard host makes them again when it starts.
-            cgroups.remove_base();
-            Some(agent.to_string())
-        }
-        Err(e) => {
-            missing.push(format!("cgroups ({e})"));
-            None
-        }
-    };
+            Err(e) => {
+                missing.push(format!("cgroups ({e})"));
+                None
+            }
+        };
     let namespaces = match namespaces_work() {
         Ok(()) => true,
         Err(e) => {

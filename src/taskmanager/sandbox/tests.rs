@@ -55,8 +55,7 @@ fn a_confined_run_is_pid_1_of_its_own_namespace_as_its_own_user() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut cgroups =
-        Cgroups::open(Path::new(super::cgroup::DEFAULT_ROOT), "unit-identity").unwrap();
+    let mut cgroups = Cgroups::open(super::cgroup::root(None), "unit-identity").unwrap();
     let (ended, out, cgroup) = run(
         dir.path(),
         "echo $$ $(id -u) $(ls /proc | grep -c '^[0-9]')",
@@ -79,7 +78,7 @@ fn a_run_over_its_memory_limit_is_killed_and_counted() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut cgroups = Cgroups::open(Path::new(super::cgroup::DEFAULT_ROOT), "unit-oom").unwrap();
+    let mut cgroups = Cgroups::open(super::cgroup::root(None), "unit-oom").unwrap();
     let limits = RunLimits {
         memory_bytes: Some(32 << 20),
         ..Default::default()
@@ -105,7 +104,7 @@ fn a_busy_loop_limited_to_half_a_cpu_uses_at_most_six_tenths_of_one() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut cgroups = Cgroups::open(Path::new(super::cgroup::DEFAULT_ROOT), "unit-cpu").unwrap();
+    let mut cgroups = Cgroups::open(super::cgroup::root(None), "unit-cpu").unwrap();
     let limits = RunLimits {
         cpu_millis: Some(500),
         ..Default::default()
@@ -136,7 +135,7 @@ fn sandbox_costs() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut cgroups = Cgroups::open(Path::new(super::cgroup::DEFAULT_ROOT), "unit-cost").unwrap();
+    let mut cgroups = Cgroups::open(super::cgroup::root(None), "unit-cost").unwrap();
     let null = File::open("/dev/null").unwrap();
     let out = std::fs::OpenOptions::new()
         .write(true)
