@@ -5,6 +5,7 @@ use super::ServiceContext;
 use crate::fsm::{Command, Response};
 use crate::raft::{Node, NodeId, TypeConfig};
 use crate::upgrade::proposal_gate::{judge, Verdict};
+use futures::StreamExt;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
@@ -160,6 +161,55 @@ async fn propose(ctx: &ServiceContext, command: Command) -> Result<Response, Api
         Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
         other => Ok(other),
     }
+}
+
+/// Propose commands that every cluster version reads in one message to the Raft core, which
+/// appends them together: one write and one `fdatasync` on each replica and one replication
+/// message for all of them, where separate proposals may each be appended, synced and sent
+/// on their own. Each command gets its own answer, in order, as from `write` (a business
+/// rejection becomes an error).
+pub async fn propose_together(
+    ctx: &ServiceContext,
+    commands: Vec<Command>,
+) -> Vec<Result<Response, ApiError>> {
+    debug_assert!(commands
+        .iter()
+        .all(|c| c.needs_cluster_version() == crate::domain::ClusterVersion::FIRST));
+    ride_out_election(ctx).await;
+    let count = commands.len();
+    let proposal = async {
+        let answers = ctx
+            .raft
+            .client_write_many(commands)
+            .await
+            .map_err(RaftError::Fatal)?;
+        Ok(answers.collect::<Vec<_>>().await)
+    };
+    let answers = match ctx.shared.metrics().time_proposal(proposal).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            let said = e.to_string();
+            return (0..count)
+                .map(|_| Err(ApiError::Unavailable(format!("raft stopped: {said}"))))
+                .collect();
+        }
+    };
+    let mut answers: Vec<Result<Response, ApiError>> = answers
+        .into_iter()
+        .map(|answer| match answer {
+            Ok(Ok(written)) => match written.response {
+                Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+                other => Ok(other),
+            },
+            Ok(Err(e)) => Err(write_error(RaftError::APIError(e))),
+            Err(fatal) => Err(ApiError::Unavailable(format!("raft stopped: {fatal}"))),
+        })
+        .collect();
+    // The core stopped before answering them all.
+    while answers.len() < count {
+        answers.push(Err(ApiError::Unavailable("raft stopped".into())));
+    }
+    answers
 }
 
 /// Make the following read of the local state linearizable (ReadIndex: the leader confirms

@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use super::leader_lease::ensure_leader_lease;
-use super::raft_access::write;
+use super::raft_access::{propose_together, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
 use crate::domain::{cut_error, JobId, PrintedTail};
@@ -16,7 +16,6 @@ use crate::leader::behind_reports::{self, plan_behind};
 use crate::pb::api::*;
 use crate::scheduler::retry_delay_ms;
 use openraft::async_runtime::watch::WatchReceiver;
-use std::task::Poll;
 
 /// Longest shard run a report may claim.
 const MAX_REPORTED_RUN_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -260,29 +259,23 @@ async fn write_with_placements_behind(
         return write(ctx, Command::Batch(reports)).await;
     }
     let _in_flight = ctx.placements_behind.begin();
-    let batch = write(ctx, Command::Batch(reports));
-    tokio::pin!(batch);
-    // Polled once, the batch is on its way to the Raft core (or queued for it, in order):
-    // only then may the plan follow, so that it lands behind the batch.
-    if let Poll::Ready(result) = futures::poll!(batch.as_mut()) {
-        return result;
-    }
     let count = placements.len();
-    let place = ctx
-        .shared
-        .metrics()
-        .time_proposal(ctx.raft.client_write(Command::PlaceShards {
-            placements,
-            now_ms: now_ms(),
-        }));
-    let (batch, placed) = tokio::join!(batch, place);
-    match placed {
-        Ok(reply) => {
-            behind_reports::placed(count, &reply.data, "behind reports");
+    let plan = Command::PlaceShards {
+        placements,
+        now_ms: now_ms(),
+    };
+    let mut answers = propose_together(ctx, vec![Command::Batch(reports), plan])
+        .await
+        .into_iter();
+    let batch = answers.next();
+    match answers.next() {
+        Some(Ok(reply)) => {
+            behind_reports::placed(count, &reply, "behind reports");
         }
-        Err(e) => tracing::debug!("plan behind reports not applied: {e}"),
+        Some(Err(e)) => tracing::debug!("plan behind reports not applied: {e}"),
+        None => {}
     }
-    batch
+    batch.unwrap_or_else(|| Err(ApiError::Unavailable("raft stopped".into())))
 }
 
 fn outcome_of(result: Result<(), ApiError>) -> ShardReportOutcome {
