@@ -13,6 +13,7 @@
 //!
 //! Blocking std code, like the rest of the host.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,10 @@ pub struct RunDirPool {
     dir: Option<PathBuf>,
     free: Vec<PathBuf>,
     next: u64,
+    /// Runs prepared and not yet recycled, by job directory: a job's directory is removed
+    /// when its last run here is recycled, not tried (and refused) at every run's end.
+    /// Runs a previous host started are not counted; their job directories are tried.
+    runs_in: HashMap<PathBuf, usize>,
 }
 
 /// A run directory ready for a run: its output files, empty.
@@ -46,6 +51,7 @@ impl RunDirPool {
             dir: None,
             free: Vec::new(),
             next: 0,
+            runs_in: HashMap::new(),
         };
         let Some(dir) = dir else {
             return pool;
@@ -82,10 +88,14 @@ impl RunDirPool {
         if !self.reuse(run_dir) {
             crate::private_files::create_dir(run_dir)?;
         }
-        Ok(Prepared {
+        let prepared = Prepared {
             stdout: crate::private_files::create_file(&run_dir.join(OUTPUT_FILES[0]))?,
             stderr: crate::private_files::create_file(&run_dir.join(OUTPUT_FILES[1]))?,
-        })
+        };
+        if let Some(parent) = run_dir.parent() {
+            *self.runs_in.entry(parent.to_path_buf()).or_default() += 1;
+        }
+        Ok(prepared)
     }
 
     fn reuse(&mut self, run_dir: &Path) -> bool {
@@ -121,26 +131,29 @@ impl RunDirPool {
     }
 
     /// A run is over and nothing will read its directory again: pool it (emptied) or remove
-    /// it; then remove its job's directory if that left it empty.
+    /// it; then remove its job's directory if that was the job's last run here.
     pub fn recycle(&mut self, run_dir: &Path) {
-        if !run_dir.exists() {
-            return;
-        }
-        let pooled = match &self.dir {
-            Some(pool) if self.free.len() < MAX_FREE && empty_for_reuse(run_dir).is_ok() => {
-                let target = pool.join(self.next.to_string());
-                self.next += 1;
-                match fs::rename(run_dir, &target) {
-                    Ok(()) => {
-                        self.free.push(target);
-                        true
+        // Pooled, or not there to pool.
+        let done = match &self.dir {
+            Some(pool) if self.free.len() < MAX_FREE => match empty_for_reuse(run_dir) {
+                Ok(()) => {
+                    let target = pool.join(self.next.to_string());
+                    self.next += 1;
+                    match fs::rename(run_dir, &target) {
+                        Ok(()) => {
+                            self.free.push(target);
+                            true
+                        }
+                        Err(_) => false,
                     }
-                    Err(_) => false,
                 }
-            }
+                // Gone already: only the job's directory is left to see to.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(_) => false,
+            },
             _ => false,
         };
-        if !pooled {
+        if !done {
             if let Err(e) = fs::remove_dir_all(run_dir) {
                 if e.kind() != io::ErrorKind::NotFound {
                     eprintln!(
@@ -150,8 +163,22 @@ impl RunDirPool {
                 }
             }
         }
-        if let Some(parent) = run_dir.parent() {
-            // Fails, as it should, while the job has other runs here.
+        let Some(parent) = run_dir.parent() else {
+            return;
+        };
+        let last_here = match self.runs_in.get_mut(parent) {
+            Some(runs) if *runs > 1 => {
+                *runs -= 1;
+                false
+            }
+            Some(_) => {
+                self.runs_in.remove(parent);
+                true
+            }
+            None => true,
+        };
+        if last_here {
+            // Still refused while runs a previous host started are there.
             let _ = fs::remove_dir(parent);
         }
     }
@@ -166,7 +193,10 @@ fn empty_for_reuse(dir: &Path) -> io::Result<()> {
         let is_output = OUTPUT_FILES.iter().any(|f| name == *f);
         let file_type = entry.file_type()?;
         if is_output && file_type.is_file() {
-            File::options().write(true).open(entry.path())?.set_len(0)?;
+            // Most runs print nothing: one stat instead of open, truncate and close.
+            if entry.metadata()?.len() > 0 {
+                File::options().write(true).open(entry.path())?.set_len(0)?;
+            }
         } else if file_type.is_dir() {
             fs::remove_dir_all(entry.path())?;
         } else {
@@ -206,6 +236,33 @@ mod tests {
         names.sort();
         assert_eq!(names, vec!["stderr", "stdout"]);
         assert_eq!(fs::read(second.join("stdout")).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_job_directory_goes_with_its_last_run_and_pooled_output_is_emptied() {
+        let root = tempfile::tempdir().unwrap();
+        let mut pool = RunDirPool::open(Some(root.path().join(".free")));
+        let job = root.path().join("j-1");
+        let (first, second) = (job.join("shard-0.epoch-1"), job.join("shard-1.epoch-1"));
+        let mut prepared = pool.prepare(&first).unwrap();
+        pool.prepare(&second).unwrap();
+        prepared
+            .stderr
+            .write_all(b"a secret of the first run")
+            .unwrap();
+        pool.recycle(&first);
+        assert!(job.exists(), "the job's other run is still there");
+        let pooled = root.path().join(".free").join("0");
+        assert_eq!(fs::metadata(pooled.join("stderr")).unwrap().len(), 0);
+        assert_eq!(fs::metadata(pooled.join("stdout")).unwrap().len(), 0);
+        pool.recycle(&second);
+        assert!(
+            !job.exists(),
+            "the last run's end takes the job's directory"
+        );
+        // Asked again for a run already recycled: nothing happens, nothing fails.
+        pool.recycle(&second);
+        assert_eq!(pool.free_count(), 2);
     }
 
     #[test]
