@@ -7,6 +7,7 @@ mod common;
 use common::cdp::Browser;
 use common::http_client::{get, HttpTarget};
 use common::*;
+use dispatcher::local_cluster::wait_for;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,9 +190,30 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
         Ok(())
     })?;
 
-    log_phase("its TaskManager's page lists both shards; the tenants page, the quota held");
+    log_phase(
+        "its TaskManager's page lists both shards and its pin; the tenants page, the quota held",
+    );
     client.set_quota("default", Some(10), false, None).await?;
+    client
+        .pin_taskmanager_with(
+            "web-b",
+            [("zone".to_string(), "a".to_string())].into(),
+            Some(2),
+            dispatcher::domain::ResourcePin {
+                cpu_millis: None,
+                memory_bytes: None,
+                named: [("gpu".to_string(), 1)].into(),
+            },
+        )
+        .await?;
     let http = cluster.replica(follower)?.http.clone();
+    // The page reloads on shard and TaskManager events, not on a pin: open it once the
+    // follower has applied the pin.
+    wait_for(DEADLINE, "the follower to apply the pin", || async {
+        let page = get(&HttpTarget::Plain, &http, "/api/taskmanagers/web-b", &[]).await;
+        page.ok()?.body.contains("\"pinned_slots\":2").then_some(())
+    })
+    .await?;
     let (tm_profile, tenants_profile) = (tempfile::tempdir()?, tempfile::tempdir()?);
     tokio::task::block_in_place(|| -> anyhow::Result<()> {
         let mut tm_page = Browser::open(
@@ -199,10 +221,13 @@ async fn a_jobs_page_opened_by_its_link_on_a_follower_follows_the_job_to_its_end
             tm_profile.path(),
         )?;
         tm_page.wait_until(
-            "both shards on web-b, two of its two slots used",
+            "both shards on web-b, two of its two slots used, its pin beside them",
             &format!(
                 "document.querySelectorAll('#shards tr[data-job=\"{job}\"]').length === 2 && \
                  document.querySelector('tr[data-resource=\"slots\"]').children[1].textContent === '2' && \
+                 document.querySelector('tr[data-resource=\"slots\"]').children[3].textContent === '2' && \
+                 document.querySelector('tr[data-resource=\"gpu\"]').children[3].textContent === '1' && \
+                 document.getElementById('facts').textContent.includes('zone=a') && \
                  document.getElementById('tm-state').dataset.state === 'alive'"
             ),
             within,

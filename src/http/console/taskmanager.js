@@ -1,6 +1,6 @@
 // A TaskManager's page, `/taskmanagers/<id>`: its state, address, labels, isolation, runs
-// and failures (with its exclusion, if any), capacity and use per resource, and the shards
-// it holds. Kept live by the event stream: an event naming it reloads the page.
+// and failures (with its exclusion, if any), capacity and use per resource beside what its
+// pin (`tm pin`) lets it declare, and the shards it holds. Kept live by the event stream: an event naming it reloads the page.
 "use strict";
 
 const tmId = decodeURIComponent(location.pathname.replace(/^\/taskmanagers\//, ""));
@@ -25,10 +25,13 @@ function renderTaskManager(page) {
   $("applied").textContent = page.applied_index;
   document.title = t.id + " – dispatcher";
   const rate = t.shard_runs ? (100 * t.shard_failures / t.shard_runs).toFixed(1) + " %" : "–";
-  const labels = Object.entries(t.labels).map(([k, v]) => k + "=" + v).join(", ");
+  const pairs = (map) => Object.entries(map || {}).map(([k, v]) => k + "=" + v).join(", ");
+  const labels = pairs(t.labels);
   $("facts").replaceChildren(...[
     fact("address", t.addr.endsWith(":0") ? t.addr.slice(0, -2) : t.addr),
     fact("labels", labels || "–"),
+    // What the agent may claim from its next registration on (none: no pin).
+    fact("pinned labels", pairs(t.pinned_labels) || "–"),
     // The note says the level and what is missing ("partial: no cgroup ...").
     fact("isolation", t.isolation_missing || t.isolation),
     fact("runs", t.shard_runs),
@@ -49,12 +52,16 @@ function renderTaskManager(page) {
         path + "/undrain")
       : "–");
   }
-  const names = [...new Set([...Object.keys(t.capacity), ...Object.keys(t.used)])];
+  const pinned = Object.assign({}, t.pinned_resources || {},
+    t.pinned_slots != null ? { slots: t.pinned_slots } : {});
+  const names = [...new Set([...Object.keys(t.capacity), ...Object.keys(t.used),
+    ...Object.keys(pinned)])];
   const amount = (name, value) => name === "memory" && value != null ? bytes(value) : value;
   $("resources").replaceChildren(...names.map((name) =>
     el("tr", { "data-resource": name }, el("td", {}, name),
       el("td", {}, amount(name, t.used[name] ?? 0)),
-      el("td", {}, amount(name, t.capacity[name]) ?? "–"))));
+      el("td", {}, amount(name, t.capacity[name]) ?? "–"),
+      el("td", {}, amount(name, pinned[name]) ?? "–"))));
   $("shards").replaceChildren(...page.shards.map((s) =>
     el("tr", { "data-job": s.job_id, "data-shard": s.shard },
       el("td", {}, el("a", { href: "/jobs/" + encodeURIComponent(s.job_id) }, s.job_id)),
