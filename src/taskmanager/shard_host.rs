@@ -467,8 +467,9 @@ impl Host {
         };
         // Take any background processes the shard left behind with it.
         kill_group(running.pgid);
-        let reason = running.cgroup.as_ref().and_then(out_of_memory);
-        self.sandbox.release(running.user, running.cgroup);
+        let memory_limit = running.cgroup.as_ref().and_then(RunCgroup::memory_limit);
+        let oom_kills = self.sandbox.release(running.user, running.cgroup);
+        let reason = out_of_memory(oom_kills, memory_limit);
         if running.recycle_on_exit {
             self.dirs.recycle(&running.dir);
         }
@@ -488,26 +489,30 @@ impl Host {
 }
 
 impl Sandbox {
-    /// The run is over: its cgroup goes (with anything left in it), then its user.
-    fn release(&mut self, user: Option<Identity>, cgroup: Option<RunCgroup>) {
-        if let Some(cgroup) = cgroup {
-            match self.cgroups.as_mut() {
-                Some(cgroups) => cgroups.release(cgroup),
-                None => cgroup.remove(),
+    /// The run is over: its cgroup goes (with anything left in it), then its user. Returns
+    /// how many of its processes the memory limit killed.
+    fn release(&mut self, user: Option<Identity>, cgroup: Option<RunCgroup>) -> u64 {
+        let oom_kills = match (cgroup, self.cgroups.as_mut()) {
+            (Some(cgroup), Some(cgroups)) => cgroups.release(cgroup),
+            (Some(cgroup), None) => {
+                cgroup.remove();
+                0
             }
-        }
+            (None, _) => 0,
+        };
         if let (Some(users), Some(user)) = (self.users.as_mut(), user) {
             users.release(user.uid);
         }
+        oom_kills
     }
 }
 
 /// "out of memory (limit 512 MiB)" when the run's memory limit killed something in it.
-fn out_of_memory(cgroup: &RunCgroup) -> Option<String> {
-    if cgroup.oom_kills() == 0 {
+fn out_of_memory(oom_kills: u64, memory_limit: Option<u64>) -> Option<String> {
+    if oom_kills == 0 {
         return None;
     }
-    Some(match cgroup.memory_limit() {
+    Some(match memory_limit {
         Some(bytes) => format!("out of memory (limit {} MiB)", bytes.div_ceil(1 << 20)),
         None => "out of memory".to_string(),
     })

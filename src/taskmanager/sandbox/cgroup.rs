@@ -15,8 +15,8 @@
 //!
 //! The run's first process joins its cgroups itself, between clone and exec, by writing `0`
 //! to descriptors of their `cgroup.procs` files opened here (`RunCgroup::procs`): so nothing
-//! the command forks can start outside them. After the run, `oom_kills` says whether the
-//! memory limit killed something, and `Cgroups::release` ends whatever is left.
+//! the command forks can start outside them. After the run, `Cgroups::release` ends whatever
+//! is left and says how many processes the memory limit killed.
 //!
 //! Making and removing a cgroup in three hierarchies was most of what the sandbox cost a run
 //! (0.6 ms of 1.6 ms, `sandbox_costs`), so an emptied cgroup goes back to a pool with its
@@ -24,11 +24,17 @@
 //! cgroup that had a memory limit is not reused: the page cache its run left stays charged to
 //! it.
 //!
+//! What a run's end costs is counted in system calls, since every run pays it: the cgroup's
+//! `cgroup.procs` files are read once (the kill of strays and the check that it is empty are
+//! one pass), its out-of-memory counter once (read after it is empty, the count is final for
+//! this run and the starting point of the next), and each small file with an open, a read and
+//! a close (`read_small`; `fs::read_to_string` adds a stat and a seek).
+//!
 //! Plain file writes: the few files involved are simpler to write than to wrap (the cgroups
 //! crates do not offer the join-by-descriptor a vfork-style child needs).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -165,6 +171,15 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
+/// A small cgroup file's text: an open, a read or two and a close. (A `File`'s own
+/// `read_to_string` first stats the file and seeks for a size hint, which cgroup files do not
+/// give anyway.)
+fn read_small(path: &Path) -> io::Result<String> {
+    let mut text = String::with_capacity(256);
+    File::open(path)?.take(u64::MAX).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 impl Cgroups {
     /// The agent's cgroup directories under the cgroup filesystem mounted at `root`, made if
     /// missing; an error says what is missing.
@@ -254,17 +269,23 @@ impl Cgroups {
         }
     }
 
-    /// The run is over: kill what is left, and pool the cgroup (or remove it).
-    pub fn release(&mut self, cgroup: RunCgroup) {
-        cgroup.kill_all();
-        let reusable = cgroup.limits.memory_bytes.is_none()
-            && self.pool.len() < MAX_POOLED
-            && cgroup.is_empty();
+    /// The run is over: kill what is left, and pool the cgroup (or remove it). Returns how
+    /// many processes its memory limit killed during the run.
+    pub fn release(&mut self, mut cgroup: RunCgroup) -> u64 {
+        let empty = cgroup.kill_all();
+        // Read once it is empty: nothing can be killed in it again before the next run, so
+        // the count is final for this one and where the next one's starts.
+        let total = cgroup.oom_total();
+        let oom_kills = total.saturating_sub(cgroup.oom_before);
+        cgroup.oom_before = total;
+        let reusable =
+            cgroup.limits.memory_bytes.is_none() && self.pool.len() < MAX_POOLED && empty;
         if reusable {
             self.pool.push(cgroup);
         } else {
             cgroup.remove();
         }
+        oom_kills
     }
 
     /// A handle on cgroup dirs without limits written or descriptors open.
@@ -274,6 +295,8 @@ impl Cgroups {
             dirs,
             procs: Vec::new(),
             limits: RunLimits::default(),
+            // A new cgroup's counters start at zero; a pooled one keeps the count its last
+            // run ended with (`release`).
             oom_before: 0,
         }
     }
@@ -284,7 +307,6 @@ impl Cgroups {
             self.limit(controller, dir, &cgroup.limits, limits)?;
         }
         cgroup.limits = *limits;
-        cgroup.oom_before = cgroup.oom_total();
         Ok(())
     }
 
@@ -393,11 +415,6 @@ impl RunCgroup {
             .collect()
     }
 
-    /// How many processes the memory limit killed during this run.
-    pub fn oom_kills(&self) -> u64 {
-        self.oom_total().saturating_sub(self.oom_before)
-    }
-
     /// The memory limit, if one is set (for the out-of-memory reason).
     pub fn memory_limit(&self) -> Option<u64> {
         self.limits.memory_bytes
@@ -412,7 +429,7 @@ impl RunCgroup {
         self.dirs
             .iter()
             .filter(|(c, _)| c.is_empty() || c == "memory")
-            .filter_map(|(_, dir)| fs::read_to_string(dir.join(file)).ok())
+            .filter_map(|(_, dir)| read_small(&dir.join(file)).ok())
             .flat_map(|text| {
                 text.lines()
                     .filter_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
@@ -421,26 +438,26 @@ impl RunCgroup {
             .sum()
     }
 
-    /// Whether no process is left in it.
-    fn is_empty(&self) -> bool {
-        self.dirs.iter().all(|(_, dir)| {
-            fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|t| t.trim().is_empty())
-        })
-    }
-
-    /// SIGKILL every process in the cgroup (a stray that left the run's process group).
-    pub fn kill_all(&self) {
+    /// SIGKILL every process in the cgroup (a stray that left the run's process group);
+    /// whether none is left, as its `cgroup.procs` files said.
+    pub fn kill_all(&self) -> bool {
+        let mut empty = true;
         for (_, dir) in &self.dirs {
+            let procs = dir.join("cgroup.procs");
             if self.version == Version::V2 && write(&dir.join("cgroup.kill"), "1").is_ok() {
+                // Killed, but maybe not gone yet.
+                empty &= read_small(&procs).is_ok_and(|t| t.trim().is_empty());
                 continue;
             }
             // v1 (or a v2 kernel before 5.14): one by one, until none is left or none dies.
+            let mut emptied = false;
             for _ in 0..10 {
-                let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) else {
+                let Ok(text) = read_small(&procs) else {
                     break;
                 };
                 let pids: Vec<i32> = text.lines().filter_map(|l| l.parse().ok()).collect();
                 if pids.is_empty() {
+                    emptied = true;
                     break;
                 }
                 for pid in pids {
@@ -451,7 +468,9 @@ impl RunCgroup {
                 }
                 std::thread::yield_now();
             }
+            empty &= emptied;
         }
+        empty
     }
 
     /// Kill what is left and remove the cgroup (a cgroup with a process cannot go; it is

@@ -92,9 +92,8 @@ fn a_run_over_its_memory_limit_is_killed_and_counted() {
     );
     let cgroup = cgroup.unwrap();
     assert_ne!(ended.code, Some(0), "{ended:?}");
-    assert!(cgroup.oom_kills() > 0, "{ended:?}");
     assert_eq!(cgroup.memory_limit(), Some(32 << 20));
-    cgroups.release(cgroup);
+    assert!(cgroups.release(cgroup) > 0, "{ended:?}");
     cgroups.remove_base();
 }
 
