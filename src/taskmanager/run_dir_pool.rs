@@ -13,7 +13,8 @@
 //!
 //! Blocking std code, like the rest of the host.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,10 +33,11 @@ pub struct RunDirPool {
     dir: Option<PathBuf>,
     free: Vec<PathBuf>,
     next: u64,
-    /// Runs prepared and not yet recycled, by job directory: a job's directory is removed
-    /// when its last run here is recycled, not tried (and refused) at every run's end.
-    /// Runs a previous host started are not counted; their job directories are tried.
-    runs_in: HashMap<PathBuf, usize>,
+    /// The run directories prepared and not yet recycled, by job directory: a job's
+    /// directory is removed when its last run here is recycled, not tried (and refused) at
+    /// every run's end. Runs a previous host started are not known; their job directories
+    /// are tried.
+    runs_in: HashMap<PathBuf, HashSet<OsString>>,
 }
 
 /// A run directory ready for a run: its output files, empty.
@@ -92,8 +94,11 @@ impl RunDirPool {
             stdout: crate::private_files::create_file(&run_dir.join(OUTPUT_FILES[0]))?,
             stderr: crate::private_files::create_file(&run_dir.join(OUTPUT_FILES[1]))?,
         };
-        if let Some(parent) = run_dir.parent() {
-            *self.runs_in.entry(parent.to_path_buf()).or_default() += 1;
+        if let (Some(parent), Some(name)) = (run_dir.parent(), run_dir.file_name()) {
+            self.runs_in
+                .entry(parent.to_path_buf())
+                .or_default()
+                .insert(name.to_os_string());
         }
         Ok(prepared)
     }
@@ -136,7 +141,7 @@ impl RunDirPool {
         // Pooled, or not there to pool.
         let done = match &self.dir {
             Some(pool) if self.free.len() < MAX_FREE => match empty_for_reuse(run_dir) {
-                Ok(()) => {
+                Ok(true) => {
                     let target = pool.join(self.next.to_string());
                     self.next += 1;
                     match fs::rename(run_dir, &target) {
@@ -148,7 +153,7 @@ impl RunDirPool {
                     }
                 }
                 // Gone already: only the job's directory is left to see to.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Ok(false) => true,
                 Err(_) => false,
             },
             _ => false,
@@ -167,13 +172,15 @@ impl RunDirPool {
             return;
         };
         let last_here = match self.runs_in.get_mut(parent) {
-            Some(runs) if *runs > 1 => {
-                *runs -= 1;
-                false
-            }
-            Some(_) => {
-                self.runs_in.remove(parent);
-                true
+            Some(runs) => {
+                if let Some(name) = run_dir.file_name() {
+                    runs.remove(name);
+                }
+                let last = runs.is_empty();
+                if last {
+                    self.runs_in.remove(parent);
+                }
+                last
             }
             None => true,
         };
@@ -185,9 +192,14 @@ impl RunDirPool {
 }
 
 /// Remove whatever the shard left beside its output files, and truncate those, so the
-/// directory holds nothing of the run that used it.
-fn empty_for_reuse(dir: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
+/// directory holds nothing of the run that used it; `false` when the directory is not there.
+fn empty_for_reuse(dir: &Path) -> io::Result<bool> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
         let is_output = OUTPUT_FILES.iter().any(|f| name == *f);
@@ -203,7 +215,7 @@ fn empty_for_reuse(dir: &Path) -> io::Result<()> {
             fs::remove_file(entry.path())?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
