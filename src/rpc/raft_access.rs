@@ -183,10 +183,21 @@ pub async fn propose_together(
             .client_write_many(commands)
             .await
             .map_err(RaftError::Fatal)?;
-        Ok(answers.collect::<Vec<_>>().await)
+        let answers: Vec<_> = answers.collect().await;
+        // Away from the leader the core refuses the whole batch: counted as a proposal that
+        // found no leader here, as `client_write`'s refusal is.
+        if let Some(Ok(Err(ClientWriteError::ForwardToLeader(f)))) = answers.first() {
+            return Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+                f.clone(),
+            )));
+        }
+        Ok(answers)
     };
     let answers = match ctx.shared.metrics().time_proposal(proposal).await {
         Ok(answers) => answers,
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            return (0..count).map(|_| Err(not_leader(&f))).collect();
+        }
         Err(e) => {
             let said = e.to_string();
             return (0..count)
