@@ -309,24 +309,15 @@ impl ClusterState {
         let (mut state, rest) = Self::split_sections(bytes)?;
         let (extensions, used): (Extensions, usize) = crate::decode::decode_untrusted_prefix(rest)?;
         state.install_v10(extensions);
-        if let Some(after) = rest.get(used..).filter(|after| !after.is_empty()) {
-            let (version, used): (super::ClusterVersion, usize) =
-                crate::decode::decode_untrusted_prefix(after)?;
+        let mut rest = rest.get(used..).unwrap_or(&[]);
+        if let Some(version) = next_section(&mut rest, true)? {
             state.cluster_version = version;
-            let cron = after
-                .get(used..)
-                .filter(|cron| !cron.is_empty() && format >= 12);
-            if let Some(cron) = cron {
-                let (schedules, used): (super::cron::CronState, usize) =
-                    crate::decode::decode_untrusted_prefix(cron)?;
-                state.cron = schedules;
-                let pins = cron
-                    .get(used..)
-                    .filter(|pins| !pins.is_empty() && format >= 13);
-                if let Some(pins) = pins {
-                    state.resource_pins = crate::decode::decode_untrusted(pins)?;
-                }
-            }
+        }
+        if let Some(cron) = next_section(&mut rest, format >= 12)? {
+            state.cron = cron;
+        }
+        if let Some(pins) = next_section(&mut rest, format >= 13)? {
+            state.resource_pins = pins;
         }
         state.rebuild_derived();
         Ok(state)
@@ -716,4 +707,20 @@ impl ClusterState {
                 }
             })
     }
+}
+
+/// The next of the sections `encode` appends after the extensions, in the order formats added
+/// them: `None` when this `format` does not have it or it was not written (then none after it
+/// is read either), and the rest moves past it.
+fn next_section<T: serde::de::DeserializeOwned>(
+    rest: &mut &[u8],
+    format_has_it: bool,
+) -> Result<Option<T>, bincode::error::DecodeError> {
+    if !format_has_it || rest.is_empty() {
+        *rest = &[];
+        return Ok(None);
+    }
+    let (value, used) = crate::decode::decode_untrusted_prefix(rest)?;
+    *rest = rest.get(used..).unwrap_or(&[]);
+    Ok(Some(value))
 }
