@@ -201,7 +201,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             credentials: opts.credentials.clone(),
         },
     )?;
-    let (reports, reporter_task) = reporter::start(client.clone());
+    let (in_flight, in_flight_rx) = tokio::sync::watch::channel(0usize);
+    let (reports, reporter_task) = reporter::start(client.clone(), in_flight_rx);
     let lease = Arc::new(Lease::new(DEFAULT_LEASE));
     let runs: Runs = Arc::new(Mutex::new(HashMap::new()));
     // Runs whose outcome was reported lately (by the run itself, or again from the work
@@ -209,6 +210,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     // which may trail the report, still names them.
     let reported: Reported = Arc::new(Mutex::new(HashMap::new()));
     let ctx = RunContext {
+        in_flight: Arc::new(in_flight),
         taskmanager_id: opts.id.clone(),
         incarnation: identity.incarnation,
         host: Arc::new(ShardHost::new(

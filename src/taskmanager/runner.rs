@@ -39,6 +39,9 @@ pub struct RunContext {
     pub workdir: WorkDir,
     pub lease: Arc<Lease>,
     pub reports: ReportSender,
+    /// How many runs are in flight here: counted up as a run starts, down once its task is
+    /// over (its end reported). The reporter holds an end back for more only while some are.
+    pub in_flight: Arc<tokio::sync::watch::Sender<usize>>,
     pub specs: SpecCache,
     /// Called with the run's key when it is over, whatever the reason, and whether its
     /// outcome was reported.
@@ -119,10 +122,12 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// Start a run; the returned handle stops it when dropped.
 pub fn start(ctx: RunContext, a: Assignment) -> RunHandle {
     let (stop_tx, stop_rx) = oneshot::channel();
+    ctx.in_flight.send_modify(|n| *n += 1);
     tokio::spawn(async move {
         let key = (a.job_id.clone(), a.index, a.epoch);
         let reported = run(&ctx, &a, stop_rx).await;
         (ctx.on_exit)(&key, reported);
+        ctx.in_flight.send_modify(|n| *n = n.saturating_sub(1));
     });
     RunHandle { _stop: stop_tx }
 }
