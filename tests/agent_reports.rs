@@ -276,6 +276,20 @@ async fn an_agent_claims_only_the_labels_and_slots_an_admin_pinned() -> anyhow::
         refused.err().and_then(|e| e.code()),
         Some(Code::PermissionDenied)
     );
+
+    log_phase(
+        "an admin narrows the pin to 1 slot: the agent, registered with 2, loses its registration",
+    );
+    admin
+        .pin_taskmanager("p", [("pool".into(), "trusted".into())].into(), Some(1))
+        .await?;
+    dispatcher::local_cluster::wait_for(DEADLINE, "TaskManager p declared lost", || async {
+        let tms = admin.list_taskmanagers().await.ok()?;
+        tms.iter()
+            .any(|t| t.id == "p" && t.state == "lost")
+            .then_some(())
+    })
+    .await?;
     Ok(())
 }
 

@@ -47,8 +47,8 @@ pub use scheduling::{
 pub use state::{AssignmentsVersion, ClusterState, StateDigest};
 pub use stopping::{Held, StoppingHolds};
 pub use taskmanager::{
-    pin_command, pin_refusal, resource_pin_refusal, Labels, ResourcePin, RunStats, TaskManager,
-    TaskManagerPin, TaskManagerState,
+    claims_refusal, pin_command, pin_refusal, registered_claims_refusal, resource_pin_refusal,
+    Labels, ResourcePin, RunStats, TaskManager, TaskManagerPin, TaskManagerState,
 };
 pub use token::{
     find_token, Permission, Role, Token, TokenHash, BOOTSTRAP_TOKEN_NAME, MAX_TOKENS,

@@ -295,6 +295,34 @@ pub fn resource_pin_refusal(
     None
 }
 
+/// Why TaskManager `id` may not claim `labels`, `slots` and `declared` resources (`None`: an
+/// agent of a release that declares none) under what an admin pinned to it in `state`, if it
+/// may not: the label and slot pin always, the resource pin from cluster version 4, where
+/// pins can say it. Checked (with TLS only) when an agent registers, and on each heartbeat
+/// against what it registered with, so that a pin narrowed or taken back since holds as
+/// soon as its next heartbeat.
+pub fn claims_refusal(
+    state: &super::ClusterState,
+    id: &str,
+    labels: &Labels,
+    slots: u32,
+    declared: Option<&super::Resources>,
+) -> Option<String> {
+    let pin = state.pins.get(id);
+    let resource_pin = state.resource_pins.get(id);
+    pin_refusal(id, pin, resource_pin, labels, slots).or_else(|| {
+        (state.cluster_version >= super::ClusterVersion(4))
+            .then(|| resource_pin_refusal(id, pin, resource_pin, declared))
+            .flatten()
+    })
+}
+
+/// The same, for `tm` as it registered.
+pub fn registered_claims_refusal(state: &super::ClusterState, tm: &TaskManager) -> Option<String> {
+    let declared = state.tm_resources.get(&tm.id).map(|r| &r.capacity);
+    claims_refusal(state, &tm.id, &tm.labels, tm.slots, declared)
+}
+
 #[cfg(test)]
 mod pin_tests {
     use super::*;

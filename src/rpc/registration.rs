@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::raft_access::{not_leader_here, write};
 use super::ServiceContext;
 use crate::clock::now_ms;
-use crate::domain::{ClusterVersion, TaskManagerState};
+use crate::domain::TaskManagerState;
 use crate::fsm::{validate_registration, Command, Response as FsmResponse};
 use crate::leader::fencing;
 use crate::pb::api::{RegisterTaskManagerReply, RegisterTaskManagerRequest};
@@ -83,25 +83,11 @@ pub async fn register(
         // With TLS, what an agent claims is checked against what an admin pinned to it;
         // under --insecure anyone may claim anything anyway.
         if ctx.transport.is_tls() {
-            let pin = view.state.pins.get(&req.id);
-            let resource_pin = view.state.resource_pins.get(&req.id);
+            let capacity = declared.as_ref().map(|d| &d.capacity);
             if let Some(why) =
-                crate::domain::pin_refusal(&req.id, pin, resource_pin, &labels, req.slots)
+                crate::domain::claims_refusal(&view.state, &req.id, &labels, req.slots, capacity)
             {
                 return Err(ApiError::PermissionDenied(why));
-            }
-            // From cluster version 4, where a pin can bound them: named resources pick jobs
-            // as labels pick pools, and CPU and memory weigh in the score. An agent that
-            // declares nothing counts as unbounded CPU and memory.
-            if view.state.cluster_version >= ClusterVersion(4) {
-                if let Some(why) = crate::domain::resource_pin_refusal(
-                    &req.id,
-                    pin,
-                    resource_pin,
-                    declared.as_ref().map(|d| &d.capacity),
-                ) {
-                    return Err(ApiError::PermissionDenied(why));
-                }
             }
         }
         let most = ctx.limits.max_taskmanagers;

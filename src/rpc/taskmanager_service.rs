@@ -62,6 +62,14 @@ impl TaskManagers for TaskManagerService {
         {
             return Ok(Response::new(reply));
         }
+        // An admin narrowed or took back its pin since it registered: it is told it is not
+        // registered, and registering again with the same claims is refused with what to do.
+        // It is declared lost once silent (its shards move on), like any agent that stops.
+        if self.ctx.transport.is_tls()
+            && crate::domain::registered_claims_refusal(&view.state, tm).is_some()
+        {
+            return Ok(Response::new(reply));
+        }
         // Refused if the failure detector has condemned it: its shards are being moved.
         if !self.ctx.liveness.heartbeat(&tm.id, received) {
             return Ok(Response::new(reply));

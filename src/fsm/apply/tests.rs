@@ -1315,3 +1315,33 @@ fn a_tenants_priority_ceiling_holds_in_apply_for_every_token_but_an_admins() {
 
 mod cron;
 mod versions;
+
+/// What a TaskManager registered with is checked against its pin as it is now: a pin narrowed
+/// (or taken back) after the registration is found, and a pin that still covers it is not.
+#[test]
+fn a_registration_beyond_a_narrowed_pin_is_found() {
+    use crate::domain::registered_claims_refusal;
+    let mut state = ClusterState::default();
+    let pin = |labels: &[(&str, &str)], slots| Command::PinTaskManager {
+        id: "a".into(),
+        labels: self::labels(labels),
+        slots,
+        now_ms: 1_000,
+    };
+    apply(&mut state, 1, pin(&[("pool", "trusted")], Some(2)));
+    apply(
+        &mut state,
+        2,
+        register_cmd("a", "h:1", 2, &[("pool", "trusted")]),
+    );
+    let tm = |state: &ClusterState| state.taskmanager("a").expect("registered").clone();
+    assert_eq!(registered_claims_refusal(&state, &tm(&state)), None);
+
+    apply(&mut state, 3, pin(&[("pool", "trusted")], Some(1)));
+    let why = registered_claims_refusal(&state, &tm(&state)).expect("2 slots over a pin of 1");
+    assert!(why.contains("at most 1"), "{why}");
+
+    apply(&mut state, 4, pin(&[], None));
+    let why = registered_claims_refusal(&state, &tm(&state)).expect("a label nobody pins");
+    assert!(why.contains("pool=trusted"), "{why}");
+}
