@@ -1345,3 +1345,37 @@ fn a_registration_beyond_a_narrowed_pin_is_found() {
     let why = registered_claims_refusal(&state, &tm(&state)).expect("a label nobody pins");
     assert!(why.contains("pool=trusted"), "{why}");
 }
+
+/// What the copy of the state costs that a snapshot takes on the apply task (applying waits
+/// for it): 100,000 jobs of 4 shards, each submitted with an idempotency key. A figure, not a
+/// check: `cargo test --release --lib snapshot_copy_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn snapshot_copy_cost() {
+    let mut state = ClusterState::default();
+    let jobs = 100_000u64;
+    for idx in 1..=jobs {
+        let key = format!("client-17-{idx}");
+        apply(&mut state, idx, submit_cmd(spec(4, 1), Some(&key)));
+    }
+    assert_eq!(state.idempotency_keys.len() as u64, jobs);
+    let mut copies = Vec::new();
+    for _ in 0..7 {
+        let started = std::time::Instant::now();
+        let copy = state.clone();
+        copies.push(started.elapsed());
+        // The next write after a copy pays for what the copy still shares.
+        let started = std::time::Instant::now();
+        let key = format!("client-18-{}", copies.len());
+        apply(
+            &mut state,
+            jobs + copies.len() as u64,
+            submit_cmd(spec(4, 1), Some(&key)),
+        );
+        let write = started.elapsed();
+        drop(copy);
+        println!("copy {:?}, the write after it {write:?}", copies.last());
+    }
+    copies.sort();
+    println!("median copy of the state: {:?}", copies[copies.len() / 2]);
+}
