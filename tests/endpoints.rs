@@ -107,13 +107,21 @@ async fn a_call_to_a_leader_that_stops_answering_goes_to_the_next_one() -> anyho
         let leader = agreed_leader(&cluster).await?;
         cluster.pause(leader)?;
         let started = Instant::now();
-        let reply = client
+        let reply = match client
             .submit(submit_request(
                 &format!("after-{round}"),
                 1,
                 &format!("hedge-{round}"),
             ))
-            .await?;
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => {
+                // Seen once in CI (no leader found in 35 s), never here: say what each saw.
+                explain_replicas(&cluster, Some(leader)).await;
+                return Err(e.into());
+            }
+        };
         took.push(started.elapsed());
         // (`created` may be false: an attempt left behind that still landed is found again
         // by its key when retried.)

@@ -379,3 +379,26 @@ pub fn five_timed_calls(
     took.sort();
     Ok(took)
 }
+
+/// On a failure that may be a rare timing, say what each replica saw: its own status (term,
+/// leader) and the end of its log. For tests whose failure cannot be reproduced at will.
+pub async fn explain_replicas(cluster: &TestCluster, paused: Option<u64>) {
+    for id in cluster.ids() {
+        if Some(id) == paused {
+            eprintln!("--- replica {id}: paused");
+        } else {
+            let status = cluster.local_status(id).await;
+            eprintln!(
+                "--- replica {id}: leader {:?}, term {:?}",
+                status.as_ref().and_then(|s| s.leader_id),
+                status.as_ref().map(|s| s.term)
+            );
+        }
+        let log = cluster.root().join(format!("replica-{id}.log"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("    {line}");
+        }
+    }
+}
