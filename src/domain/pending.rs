@@ -13,6 +13,7 @@ use super::job::ShardState;
 use super::state::ClusterState;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// A job's place in a queue: highest priority first, then oldest (smallest id).
 pub type QueueKey = (Reverse<u32>, JobId);
@@ -32,7 +33,8 @@ pub struct PendingIndex {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    tenant: String,
+    /// Shared, so that a copy of the index (a snapshot's) copies no name.
+    tenant: Arc<str>,
     priority: u32,
     ready: bool,
     gang: bool,
@@ -44,20 +46,20 @@ impl PendingIndex {
         let entry = self.entries.remove(&job)?;
         let key = (Reverse(entry.priority), job);
         if entry.ready {
-            if let Some(queue) = self.ready.get_mut(&entry.tenant) {
+            if let Some(queue) = self.ready.get_mut(&*entry.tenant) {
                 queue.remove(&key);
                 if queue.is_empty() {
-                    self.ready.remove(&entry.tenant);
+                    self.ready.remove(&*entry.tenant);
                 }
             }
         }
         if entry.gang {
             self.gangs.remove(&key);
         }
-        if let Some(slots) = self.slots.get_mut(&entry.tenant) {
+        if let Some(slots) = self.slots.get_mut(&*entry.tenant) {
             *slots = slots.saturating_sub(entry.slots);
             if *slots == 0 {
-                self.slots.remove(&entry.tenant);
+                self.slots.remove(&*entry.tenant);
             }
         }
         Some(entry)
@@ -67,7 +69,7 @@ impl PendingIndex {
         let key = (Reverse(entry.priority), job);
         if entry.ready {
             self.ready
-                .entry(entry.tenant.clone())
+                .entry(entry.tenant.to_string())
                 .or_default()
                 .insert(key);
         }
@@ -75,7 +77,7 @@ impl PendingIndex {
             self.gangs.insert(key);
         }
         if entry.slots > 0 {
-            *self.slots.entry(entry.tenant.clone()).or_default() += entry.slots;
+            *self.slots.entry(entry.tenant.to_string()).or_default() += entry.slots;
         }
         self.entries.insert(job, entry);
     }
@@ -153,7 +155,7 @@ impl ClusterState {
         let ready = self.unfinished_dependency(job).is_none();
         let gang = self.is_gang(job);
         if let Some(entry) = self.pending.entries.get_mut(&job) {
-            if entry.tenant == tenant
+            if *entry.tenant == *tenant
                 && entry.priority == priority
                 && entry.ready == ready
                 && entry.gang == gang
@@ -170,7 +172,7 @@ impl ClusterState {
             }
         }
         let entry = Entry {
-            tenant: tenant.to_string(),
+            tenant: Arc::from(tenant),
             priority,
             ready,
             gang,
@@ -206,7 +208,7 @@ mod tests {
 
     fn entry(tenant: &str, priority: u32, ready: bool, gang: bool, slots: u64) -> Entry {
         Entry {
-            tenant: tenant.to_string(),
+            tenant: Arc::from(tenant),
             priority,
             ready,
             gang,
