@@ -64,6 +64,18 @@ pub const KIND_CLUSTER_VERSIONS: [u32; COMMAND_KINDS as usize] = [
 ];
 
 impl Command {
+    /// Whether applying it may add, replace or remove an access token: what a stream opened
+    /// with a token must look at again (`rpc::stream_right`), and nothing else must.
+    pub fn may_change_tokens(&self) -> bool {
+        match self {
+            Command::CreateToken { .. }
+            | Command::RevokeToken { .. }
+            | Command::SeedBootstrapToken { .. }
+            | Command::CreateTenantToken { .. } => true,
+            _ => false,
+        }
+    }
+
     /// This command's kind id (see the module doc).
     pub fn kind_id(&self) -> u32 {
         match self {
@@ -117,5 +129,32 @@ impl Command {
     /// This command's kind name.
     pub fn kind_name(&self) -> &'static str {
         KIND_NAMES[self.kind_id() as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Streams opened with a token look again only after commands that may change tokens:
+    /// every command that writes `state.tokens` must be among them.
+    #[test]
+    fn the_token_commands_and_no_others_may_change_tokens() {
+        let revoke = Command::RevokeToken {
+            name: "ci".into(),
+            now_ms: 1,
+        };
+        assert!(revoke.may_change_tokens());
+        let seed = Command::SeedBootstrapToken {
+            hash: crate::domain::TokenHash::of("secret"),
+            now_ms: 1,
+        };
+        assert!(seed.may_change_tokens());
+        assert!(!Command::Batch(Vec::new()).may_change_tokens());
+        let forget = Command::ForgetJobs {
+            job_ids: Vec::new(),
+            now_ms: 1,
+        };
+        assert!(!forget.may_change_tokens());
     }
 }

@@ -44,6 +44,9 @@ pub enum NextEvents {
 pub struct SharedState {
     applied: RwLock<AppliedState>,
     applied_index: watch::Sender<u64>,
+    /// Counts the applied batches that may have changed the access tokens (and installed
+    /// snapshots): what a stream opened with a token waits on, rather than on every entry.
+    tokens_changed: watch::Sender<u64>,
     /// What each open assignment stream's TaskManager looks like, woken per TaskManager.
     assignment_watches: super::assignment_watch::AssignmentWatches,
     /// Recent events, for streams (not part of the replicated state).
@@ -63,6 +66,7 @@ impl SharedState {
         Arc::new(SharedState {
             applied: RwLock::new(initial),
             applied_index: watch::Sender::new(index),
+            tokens_changed: watch::Sender::new(0),
             assignment_watches: Default::default(),
             events: std::sync::Mutex::new(EventRing::new(EVENT_RING_CAPACITY, index + 1)),
             metrics,
@@ -89,6 +93,11 @@ impl SharedState {
         self.applied_index.subscribe()
     }
 
+    /// A receiver that changes when applying may have changed the access tokens.
+    pub fn subscribe_tokens(&self) -> watch::Receiver<u64> {
+        self.tokens_changed.subscribe()
+    }
+
     /// The index applied last.
     pub fn applied_index(&self) -> u64 {
         *self.applied_index.borrow()
@@ -104,10 +113,13 @@ impl SharedState {
     }
 
     /// Entries were applied up to `index`: wake who waits on them.
-    fn publish(&self, index: u64) {
+    fn publish(&self, index: u64, tokens_changed: bool) {
         // The state's lock before the watches', as `watch_assignments` takes them.
         if self.assignment_watches.any() {
             self.assignment_watches.applied(&self.read().state);
+        }
+        if tokens_changed {
+            self.tokens_changed.send_modify(|n| *n += 1);
         }
         self.applied_index.send_replace(index);
     }
@@ -252,12 +264,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let mut last_index = None;
+        let mut tokens_changed = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             if let EntryPayload::Normal(Command::SetClusterVersion { version, .. }) = &entry.payload
             {
                 refuse_unknown_cluster_version(*version, log_id.index())?;
             }
+            tokens_changed |=
+                matches!(&entry.payload, EntryPayload::Normal(c) if c.may_change_tokens());
             let started = std::time::Instant::now();
             let mut dispatch_ms = Vec::new();
             let (response, events) = self.shared.write(|applied| {
@@ -298,7 +313,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         if let Some(index) = last_index {
-            self.shared.publish(index);
+            self.shared.publish(index, tokens_changed);
         }
         Ok(())
     }
@@ -332,7 +347,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .restart_at(index + 1);
-        self.shared.publish(index);
+        self.shared.publish(index, true);
         tracing::info!(index, "snapshot installed");
         Ok(())
     }

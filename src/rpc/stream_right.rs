@@ -2,8 +2,10 @@
 //! cluster:
 //! - a stream opened with a token (events, job watch, followed output, the dashboard's
 //!   events) is closed with `UNAUTHENTICATED` as soon as this replica applies the token's
-//!   revocation. The check runs on every entry this replica applies (a revocation is one), so
-//!   it takes effect on each replica as it applies it, with no timer;
+//!   revocation. The check runs whenever this replica applies a command that may change the
+//!   tokens (a revocation is one; `Command::may_change_tokens`) or installs a snapshot, so it
+//!   takes effect on each replica as it applies it, with no timer, and the thousands of other
+//!   entries a second wake no stream;
 //! - a stream served from this replica's applied state is closed with `UNAVAILABLE` once the
 //!   replica has been out of touch with a leader longer than an election timeout
 //!   (`leader_contact`): cut off, it would not learn of a revocation. Clients resume on
@@ -102,7 +104,8 @@ where
     S: Stream<Item = T> + Send + Unpin + 'static,
     T: Send + 'static,
 {
-    let applied = guard.shared.subscribe();
+    // Woken when applying may have changed the tokens, not by every entry.
+    let applied = guard.shared.subscribe_tokens();
     let watching = guard.right.token.is_some();
     // The touch is checked a few times per bound.
     let period = guard.touch.as_ref().map_or(Duration::from_secs(3600), |t| {
