@@ -67,13 +67,13 @@ impl Command {
     /// Whether applying it may add, replace or remove an access token: what a stream opened
     /// with a token must look at again (`rpc::stream_right`), and nothing else must.
     pub fn may_change_tokens(&self) -> bool {
-        match self {
+        matches!(
+            self,
             Command::CreateToken { .. }
-            | Command::RevokeToken { .. }
-            | Command::SeedBootstrapToken { .. }
-            | Command::CreateTenantToken { .. } => true,
-            _ => false,
-        }
+                | Command::RevokeToken { .. }
+                | Command::SeedBootstrapToken { .. }
+                | Command::CreateTenantToken { .. }
+        )
     }
 
     /// This command's kind id (see the module doc).
