@@ -317,10 +317,16 @@ pub fn claims_refusal(
     })
 }
 
-/// The same, for `tm` as it registered.
+/// The same, for `tm` as it registered (checked on its heartbeats). Its resources only where
+/// an admin pinned some to it: an agent that registered before the cluster reached version 4
+/// declared them unchecked, and the raise to 4 must not turn it away mid-run; it is checked
+/// at its next registration. Labels and slots were checked at every registration with TLS.
 pub fn registered_claims_refusal(state: &super::ClusterState, tm: &TaskManager) -> Option<String> {
-    let declared = state.tm_resources.get(&tm.id).map(|r| &r.capacity);
-    claims_refusal(state, &tm.id, &tm.labels, tm.slots, declared)
+    if state.resource_pins.contains_key(&tm.id) {
+        let declared = state.tm_resources.get(&tm.id).map(|r| &r.capacity);
+        return claims_refusal(state, &tm.id, &tm.labels, tm.slots, declared);
+    }
+    pin_refusal(&tm.id, state.pins.get(&tm.id), None, &tm.labels, tm.slots)
 }
 
 #[cfg(test)]

@@ -1344,6 +1344,55 @@ fn a_registration_beyond_a_narrowed_pin_is_found() {
     apply(&mut state, 4, pin(&[], None));
     let why = registered_claims_refusal(&state, &tm(&state)).expect("a label nobody pins");
     assert!(why.contains("pool=trusted"), "{why}");
+
+    // A GPU declared before any resource pin (an agent registered before the cluster reached
+    // version 4) is let be until the agent registers again; once an admin pins its
+    // resources, the pin holds.
+    use crate::domain::{Isolation, ResourcePin, Resources, TaskManagerResources};
+    state.cluster_version = crate::domain::ClusterVersion(4);
+    let gpu = Resources {
+        cpu_millis: 1_000,
+        memory_bytes: 1 << 30,
+        named: [("gpu".to_string(), 1)].into(),
+    };
+    apply(
+        &mut state,
+        5,
+        Command::RegisterTaskManagerWithResources {
+            incarnation: 0,
+            successor_of: None,
+            replaces: None,
+            id: "g".into(),
+            addr: "h:2".into(),
+            slots: 1,
+            labels: Labels::new(),
+            resources: TaskManagerResources {
+                capacity: gpu,
+                isolation: Isolation::None,
+                isolation_missing: String::new(),
+            },
+            now_ms: 1_000,
+        },
+    );
+    let g = state.taskmanager("g").expect("registered").clone();
+    assert_eq!(registered_claims_refusal(&state, &g), None);
+    apply(
+        &mut state,
+        6,
+        Command::PinTaskManagerWithResources {
+            id: "g".into(),
+            labels: Labels::new(),
+            slots: None,
+            resources: ResourcePin {
+                cpu_millis: Some(500),
+                memory_bytes: None,
+                named: [("gpu".to_string(), 1)].into(),
+            },
+            now_ms: 1_000,
+        },
+    );
+    let why = registered_claims_refusal(&state, &g).expect("1 CPU over a pin of half");
+    assert!(why.contains("CPU"), "{why}");
 }
 
 /// What the copy of the state costs that a snapshot takes on the apply task (applying waits
