@@ -137,7 +137,8 @@ mod tests {
     use super::*;
 
     /// Streams opened with a token look again only after commands that may change tokens:
-    /// every command that writes `state.tokens` must be among them.
+    /// the token commands are among them (every write of `state.tokens` is in
+    /// `fsm/apply/tokens.rs`, one per such command), other commands are not.
     #[test]
     fn the_token_commands_and_no_others_may_change_tokens() {
         let revoke = Command::RevokeToken {

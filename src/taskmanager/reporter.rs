@@ -1,8 +1,9 @@
 //! Sends shard reports to the leader in order, retrying until each is accepted or refused
 //! as stale. Whatever has queued up while a batch was on its way goes in the next one
 //! (`TaskManagers.ReportShards`), so a burst of short shards costs a few round trips, not one
-//! per report; an end also waits a few milliseconds for the ends of the other runs in flight. Reports survive leader changes; they do not survive the agent (a restarted
-//! agent re-derives them from its work directory).
+//! per report; an end also waits a few milliseconds for the ends of the other runs in
+//! flight. Reports survive leader changes; they do not survive the agent (a restarted agent
+//! re-derives them from its work directory).
 
 use crate::client::{Client, ClientError};
 use crate::pb::api::task_managers_client::TaskManagersClient;
@@ -90,7 +91,7 @@ async fn linger_for_an_end(
 /// here (none: it goes at once). Every report batch costs each replica a log append, an
 /// `fdatasync` and a message, and the leader a plan behind it; with many short shards ending
 /// one by one, gathering the ends of 3 ms into one batch cut the log entries per shard from
-/// 0.8 to 0.3 and the dispatcher's CPU per shard by a quarter, and raised the rate (the slot
+/// 0.8 to 0.3 and the dispatcher's CPU per shard by about a third, and raised the rate (the slot
 /// waits those milliseconds, where the CPU saved is what the whole machine was short of;
 /// BENCHMARKS.md, issue 26). Longer (8 ms) saved little more and cost rate.
 const END_LINGER: Duration = Duration::from_millis(3);

@@ -1,6 +1,7 @@
 // A TaskManager's page, `/taskmanagers/<id>`: its state, address, labels, isolation, runs
 // and failures (with its exclusion, if any), capacity and use per resource beside what its
-// pin (`tm pin`) lets it declare, and the shards it holds. Kept live by the event stream: an event naming it reloads the page.
+// pin (`tm pin`) lets it declare, and the shards it holds. Kept live by the event stream: an
+// event naming it reloads the page.
 "use strict";
 
 const tmId = decodeURIComponent(location.pathname.replace(/^\/taskmanagers\//, ""));
