@@ -391,3 +391,75 @@ async fn follower_of_the_previous_release_kept_up(secure: bool) -> anyhow::Resul
     .await?;
     Ok(())
 }
+
+/// A downgrade's hold outlives a restart of the same binary (a crash or a reboot before the
+/// binaries were replaced): every replica restarted still reports the lower version, so the
+/// leader does not raise the cluster back and a kind above it stays refused, naming the
+/// hold; `downgrade --cancel` lifts it and the leader raises the version again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_hold_outlives_a_restart_of_the_same_binary() -> anyhow::Result<()> {
+    let mut cluster = start_cluster(3, test_config()).await?;
+    let output = cli(&cluster, &["cluster", "downgrade", "2", "--output", "json"])?;
+    assert!(output.status.success(), "downgrade failed: {output:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(reply["cluster_version"], 2, "{reply}");
+
+    log_phase("every replica killed and started again on this same build");
+    for id in cluster.ids() {
+        cluster.kill(id)?;
+    }
+    for id in cluster.ids() {
+        cluster.restart(id)?;
+    }
+    let ids = cluster.ids();
+    cluster.wait_for_leader(&ids, DEADLINE).await?;
+    let cluster_ref = &cluster;
+    dispatcher::local_cluster::wait_for(DEADLINE, "every replica held at 2", || async {
+        for id in cluster_ref.ids() {
+            let status = cluster_ref.local_status(id).await?;
+            (status.held_at_version == Some(2)).then_some(())?;
+        }
+        Some(())
+    })
+    .await?;
+
+    let schedule = || dispatcher::pb::api::AddScheduleRequest {
+        name: "nightly".into(),
+        schedule: "0 3 * * *".into(),
+        job: Some(submit_request("nightly", 1, "")),
+        ..Default::default()
+    };
+    let client = cluster.client()?;
+    let refused = client
+        .add_schedule(schedule())
+        .await
+        .expect_err("a schedule is a kind of version 3");
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::FailedPrecondition),
+        "{refused}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("held at version 2 by a downgrade"),
+        "{refused}"
+    );
+    for id in cluster.ids() {
+        assert_eq!(cluster_version(&cluster, id).await, Some(2));
+    }
+
+    log_phase("the hold lifted: the leader raises the version, the schedule is taken");
+    let lifted = cli(&cluster, &["cluster", "downgrade", "--cancel"])?;
+    assert!(lifted.status.success(), "cancel failed: {lifted:?}");
+    let newest = dispatcher::formats::MAX_CLUSTER_VERSION;
+    dispatcher::local_cluster::wait_for(DEADLINE, "the newest version again", || async {
+        for id in cluster_ref.ids() {
+            (cluster_version(cluster_ref, id).await? == newest).then_some(())?;
+        }
+        Some(())
+    })
+    .await?;
+    client.add_schedule(schedule()).await?;
+    Ok(())
+}

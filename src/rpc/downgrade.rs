@@ -4,8 +4,9 @@
 //! 1. Alone against proposals of newer kinds (`VersionSurvey::proposals`), the leader checks
 //!    that the state holds nothing the lower version cannot express (`fsm::needs_above`).
 //! 2. Every member is told to hold at the lower version: it reports no newer one, so the
-//!    leader does not raise the cluster straight back up. A member that does not answer
-//!    stops the downgrade before anything changed.
+//!    leader does not raise the cluster straight back up. The hold is on the member's disk
+//!    before it answers (`upgrade::hold_record`), so a restart of the same binary keeps it.
+//!    A member that does not answer stops the downgrade before anything changed.
 //! 3. `SetClusterVersion` down, through the log; from then on proposals of newer kinds are
 //!    refused, and apply refuses any that raced in.
 //! 4. Every member, once it applied that entry: a new log segment, a snapshot in the lower
@@ -120,7 +121,12 @@ pub async fn prepare(
             req.version
         )));
     }
-    ctx.versions.hold_at(req.version);
+    ctx.versions.hold_at(req.version).map_err(|e| {
+        ApiError::Unavailable(format!(
+            "cannot record the hold on this replica's data dir: {e}; free or fix the disk and \
+             try again"
+        ))
+    })?;
     if req.after_index == 0 {
         return Ok(PrepareDowngradeReply::default());
     }

@@ -3,6 +3,7 @@
 //!
 //! - `survey`: what each member runs (asked by ping), and this replica's own hold during a
 //!   downgrade. It also serializes the proposals of a newer kind with a downgrade.
+//! - `hold_record`: that hold on the data dir, so a restart of the same binary keeps it.
 //! - `raise`: the leader-only loop that proposes `SetClusterVersion` upward.
 //! - `proposal_gate`: a command of a kind newer than the cluster version is refused where
 //!   it is proposed, naming the replicas that hold the cluster back.
@@ -14,6 +15,7 @@
 //! `fsm`, the state's version in `domain`.
 
 pub mod compaction;
+pub mod hold_record;
 pub mod proposal_gate;
 pub mod raise;
 pub mod survey;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::hold_record::HoldRecord;
 use crate::security::Transport;
 
 /// One member's answer to a version ping.
@@ -61,10 +62,13 @@ impl Round {
 /// Shared by the ping handler, the raise loop, the proposal gate and the downgrade.
 #[derive(Debug, Default)]
 pub struct VersionSurvey {
-    /// A downgrade holds this replica at a version (0: no hold) until it restarts or the
-    /// downgrade is cancelled: it reports no newer version, so the leader does not raise the
-    /// cluster straight back up before the binaries are replaced.
+    /// A downgrade holds this replica at a version (0: no hold) until the downgrade is
+    /// cancelled or the replica starts as another release: it reports no newer version, so
+    /// the leader does not raise the cluster straight back up before the binaries are
+    /// replaced.
     hold: AtomicU32,
+    /// Where the hold is kept across restarts (none in unit tests).
+    record: Option<HoldRecord>,
     last: Mutex<Option<Round>>,
     /// Proposals of a kind newer than version 1 hold it shared from their check to their
     /// commit (and `cluster add` from its check of the new member's release to the member
@@ -82,6 +86,15 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct Busy;
 
 impl VersionSurvey {
+    /// A replica's survey, holding at what `record` kept for this release.
+    pub fn with_record(record: HoldRecord, held_at: Option<u32>) -> Self {
+        VersionSurvey {
+            hold: AtomicU32::new(held_at.unwrap_or(0)),
+            record: Some(record),
+            ..VersionSurvey::default()
+        }
+    }
+
     /// The newest cluster version this replica runs in now: its release's, or the hold.
     pub fn max_cluster_version(&self) -> u32 {
         let release = crate::formats::MAX_CLUSTER_VERSION;
@@ -96,9 +109,14 @@ impl VersionSurvey {
         Some(self.hold.load(Ordering::SeqCst)).filter(|v| *v != 0)
     }
 
-    /// Hold at `version` (0: no hold).
-    pub fn hold_at(&self, version: u32) {
+    /// Hold at `version` (0: no hold), on disk before in effect: a hold this replica
+    /// answered for survives its restart.
+    pub fn hold_at(&self, version: u32) -> std::io::Result<()> {
+        if let Some(record) = &self.record {
+            record.store(version, crate::formats::release())?;
+        }
         self.hold.store(version, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Shared with other proposals and member changes (see `proposals`).
@@ -221,14 +239,31 @@ mod tests {
             survey.max_cluster_version(),
             crate::formats::MAX_CLUSTER_VERSION
         );
-        survey.hold_at(1);
+        survey.hold_at(1).expect("hold");
         assert_eq!(survey.max_cluster_version(), 1);
         assert_eq!(survey.held_at(), Some(1));
-        survey.hold_at(0);
+        survey.hold_at(0).expect("lift");
         assert_eq!(survey.held_at(), None);
         assert_eq!(
             survey.max_cluster_version(),
             crate::formats::MAX_CLUSTER_VERSION
         );
+    }
+
+    #[test]
+    fn a_recorded_hold_is_back_after_a_restart_of_the_same_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = HoldRecord::in_dir(dir.path());
+        let survey = VersionSurvey::with_record(record.clone(), None);
+        survey.hold_at(2).expect("hold");
+        drop(survey);
+        let release = crate::formats::release();
+        let found = record.load(release).expect("load");
+        assert_eq!(found, super::super::hold_record::Found::Hold(2));
+        let restarted = VersionSurvey::with_record(record.clone(), Some(2));
+        assert_eq!(restarted.max_cluster_version(), 2);
+        restarted.hold_at(0).expect("lift");
+        let found = record.load(release).expect("load");
+        assert_eq!(found, super::super::hold_record::Found::None);
     }
 }
