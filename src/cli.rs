@@ -446,6 +446,10 @@ pub struct BenchArgs {
     /// How many such jobs, one after another; the figures are their medians.
     #[arg(long, default_value_t = 5)]
     pub end_to_end_runs: usize,
+    /// Tenants to share the end-to-end shards out between, one job each submitted at once
+    /// (fair share decides between them); 1: one job, no tenant named.
+    #[arg(long, default_value_t = 1)]
+    pub end_to_end_tenants: u32,
     /// Jobs that name one `--end-to-end-shards` job in `--after`, for its rate against the
     /// same job alone (0 skips).
     #[arg(long, default_value_t = 20_000)]

@@ -43,6 +43,8 @@ pub struct EndToEndRun {
 pub struct EndToEnd {
     pub shards: u32,
     pub slots: u32,
+    /// Tenants the shards were shared out between, one job each.
+    pub tenants: u32,
     pub seconds: f64,
     pub per_second: f64,
     pub floor_per_second: f64,
@@ -260,22 +262,25 @@ async fn committed_index(cluster: &LocalCluster) -> u64 {
     }
 }
 
-/// `runs` jobs of `shards` shards of `/bin/true`, one after another: `dispatcher submit`,
-/// then `dispatcher job wait`, each after a measure of the spawn floor.
+/// `runs` rounds of `shards` shards of `/bin/true`, one after another: `dispatcher submit`
+/// (one job per tenant, all at once; no `--tenant` when there is one), then `dispatcher job
+/// wait` for each, each round after a measure of the spawn floor.
 pub async fn measure_end_to_end(
     cluster: &LocalCluster,
     binary: &Path,
     shards: u32,
     slots: u32,
     runs: usize,
+    tenants: u32,
 ) -> Result<EndToEnd, BenchError> {
     let mut measured = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
-        measured.push(end_to_end_run(cluster, binary, shards).await?);
+        measured.push(end_to_end_run(cluster, binary, shards, tenants).await?);
     }
     Ok(EndToEnd {
         shards,
         slots,
+        tenants: tenants.max(1),
         seconds: median_of(&measured, |r| r.seconds),
         per_second: median_of(&measured, |r| r.per_second),
         floor_per_second: median_of(&measured, |r| r.floor_per_second),
@@ -298,48 +303,70 @@ async fn end_to_end_run(
     cluster: &LocalCluster,
     binary: &Path,
     shards: u32,
+    tenants: u32,
 ) -> Result<EndToEndRun, BenchError> {
     let floor = measure_spawn_floor(2000, 2)?;
     let committed_before = committed_index(cluster).await;
     // After the floor, whose processes this one reaped too.
     let cpu = super::process::CpuSpent::start(&cluster_processes(cluster));
     let started = Instant::now();
-    let shard_count = shards.to_string();
-    let out = cli(
-        binary,
-        cluster,
-        &[
-            "submit",
-            "--output",
-            "json",
-            "--name",
-            "end-to-end",
-            "--shards",
-            &shard_count,
-        ],
-    )
-    .args(["--", "/bin/true"])
-    .output()?;
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        BenchError::Failed(format!(
-            "submit: {e}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    })?;
-    let job_id = reply["job_id"].as_str().unwrap_or_default().to_string();
-    let waited = cli(
-        binary,
-        cluster,
-        &["job", "wait", &job_id, "--timeout", "600"],
-    )
-    .stdout(Stdio::null())
-    .status()?;
-    let seconds = started.elapsed().as_secs_f64();
-    if !waited.success() {
-        return Err(BenchError::Failed(format!(
-            "job wait {job_id} ended with {waited}"
-        )));
+    // One job per tenant, submitted at once, the shards shared out evenly.
+    let tenants = tenants.clamp(1, shards.max(1));
+    let submits = (0..tenants)
+        .map(|t| {
+            let share = shards / tenants + u32::from(t < shards % tenants);
+            let mut args = vec![
+                "submit".to_string(),
+                "--output".into(),
+                "json".into(),
+                "--name".into(),
+                "end-to-end".into(),
+                "--shards".into(),
+                share.to_string(),
+            ];
+            if tenants > 1 {
+                args.extend(["--tenant".into(), format!("bench-tenant-{t}")]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            // The command last: the cluster's flags go before the `--`.
+            Ok(cli(binary, cluster, &args)
+                .args(["--", "/bin/true"])
+                .stdout(Stdio::piped())
+                .spawn()?)
+        })
+        .collect::<Result<Vec<_>, BenchError>>()?;
+    let mut job_ids = Vec::with_capacity(submits.len());
+    for submit in submits {
+        let out = submit.wait_with_output()?;
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            BenchError::Failed(format!(
+                "submit: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        })?;
+        job_ids.push(reply["job_id"].as_str().unwrap_or_default().to_string());
     }
+    let waits = job_ids
+        .iter()
+        .map(|job_id| {
+            Ok(cli(
+                binary,
+                cluster,
+                &["job", "wait", job_id, "--timeout", "600"],
+            )
+            .stdout(Stdio::null())
+            .spawn()?)
+        })
+        .collect::<Result<Vec<_>, BenchError>>()?;
+    for (mut wait, job_id) in waits.into_iter().zip(&job_ids) {
+        let waited = wait.wait()?;
+        if !waited.success() {
+            return Err(BenchError::Failed(format!(
+                "job wait {job_id} ended with {waited}"
+            )));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
     let per_second = f64::from(shards) / seconds;
     let mut cpu_ms_per_shard: BTreeMap<String, f64> = cpu
         .seconds(&cluster_processes(cluster))

@@ -267,6 +267,7 @@ async fn end_to_end(
         args.end_to_end_shards,
         AGENTS as u32 * SLOTS,
         args.end_to_end_runs,
+        args.end_to_end_tenants,
     )
     .await
 }
@@ -290,8 +291,13 @@ fn end_to_end_row(table: &mut Table, r: &bench::EndToEnd, how: &str) {
     row(
         table,
         format!(
-            "{} `true` shards on {AGENTS}×{SLOTS} slots, submit → job wait{how}",
-            r.shards
+            "{} `true` shards on {AGENTS}×{SLOTS} slots{}, submit → job wait{how}",
+            r.shards,
+            if r.tenants > 1 {
+                format!(", {} tenants", r.tenants)
+            } else {
+                String::new()
+            }
         ),
         format!(
             "{:.0}/s = {:.0}% of the spawn floor ({:.0}/s), {:.2} log entries per shard; \

@@ -16,8 +16,10 @@
 //! and place twice into it (the second plan only to be skipped at apply, an entry for
 //! nothing). Briefly, because the loop must still plan what these plans do not.
 //!
-//! Left to the loop: several tenants' turns and quotas, gangs (placed whole, restarted whole,
-//! and held room by reservations), and preemption (see `scheduler::plan_into`). Shards that
+//! Several tenants take turns here as in the loop, each one's share counted without what its
+//! ending shards hold. Left to the loop: quotas (a bound apply does not check again), gangs
+//! (placed whole, restarted whole, and held room by reservations), and preemption (see
+//! `scheduler::plan_into`). Shards that
 //! ran before are placed here too: into room that ends give back, so at the pace shards end,
 //! which the loop's recovery throttle exists to keep.
 
@@ -74,7 +76,7 @@ impl PlacementsBehind {
 /// The slots and resources that `reports`' ends give back, as of `state`: only ends of
 /// the shards' current assignments count (what apply will release).
 pub fn freed_by(state: &ClusterState, reports: &[Report]) -> Freed {
-    let mut freed = Freed::new();
+    let mut freed = Freed::default();
     for report in reports {
         let Report::Ended {
             taskmanager,
@@ -92,11 +94,12 @@ pub fn freed_by(state: &ClusterState, reports: &[Report]) -> Freed {
         let Some(job) = state.job(*job_id) else {
             continue;
         };
-        let room = freed.entry(taskmanager.clone()).or_default();
-        room.slots = room.slots.saturating_add(job.spec.slots_per_shard);
-        if let Some(asked) = state.asked_resources(*job_id) {
-            room.resources.add_times(asked, 1);
-        }
+        freed.add(
+            taskmanager,
+            state.tenant(*job_id),
+            job.spec.slots_per_shard,
+            state.asked_resources(*job_id),
+        );
     }
     freed
 }

@@ -108,10 +108,42 @@ pub fn plan(
     plan_with(state, now_ms, weights, limits, None)
 }
 
-/// Room that shards about to end give back, by TaskManager: what `plan_into` plans into.
-pub type Freed = BTreeMap<String, FreedRoom>;
+/// Room that shards about to end give back: what `plan_into` plans into.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Freed {
+    /// By TaskManager: the slots and resources the ending shards hold there.
+    pub rooms: BTreeMap<String, FreedRoom>,
+    /// By tenant: what its ending shards hold, no longer counted in its share once their
+    /// ends apply.
+    pub tenants: BTreeMap<String, FreedRoom>,
+}
 
-/// The slots and resources ending shards hold on one TaskManager.
+impl Freed {
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// Count one ending shard of `tenant` on `taskmanager`, holding `slots` and `resources`.
+    pub fn add(
+        &mut self,
+        taskmanager: &str,
+        tenant: &str,
+        slots: u32,
+        resources: Option<&Resources>,
+    ) {
+        for room in [
+            self.rooms.entry(taskmanager.to_string()).or_default(),
+            self.tenants.entry(tenant.to_string()).or_default(),
+        ] {
+            room.slots = room.slots.saturating_add(slots);
+            if let Some(asked) = resources {
+                room.resources.add_times(asked, 1);
+            }
+        }
+    }
+}
+
+/// The slots and resources ending shards hold (on one TaskManager, or of one tenant).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FreedRoom {
     pub slots: u32,
@@ -123,10 +155,12 @@ pub struct FreedRoom {
 /// back before that batch applies, and proposes the plan right behind it
 /// (`leader::behind_reports`). Room the state already shows free is the placement loop's,
 /// so the two never plan into the same slots. Apply checks every placement again, as for
-/// any plan; one that lands without the room it counted on is skipped. Only while one tenant
-/// waits, no quota is set and no gang waits: shares and quotas count what each tenant holds,
-/// ending shards included, and a gang's reservation is made from the state's free room; in
-/// those cases this plans nothing and the loop decides after the ends have applied.
+/// any plan; one that lands without the room it counted on is skipped. Tenants take turns
+/// as in the loop, their shares counted without what their ending shards hold. Not while a
+/// tenant has a slot or resource quota or a gang waits: a quota is a bound apply does not
+/// check again, so a plan counting on ends that then do not apply as counted could pass
+/// it, and a gang's reservation is made from the state's free room; in those cases this
+/// plans nothing and the loop decides after the ends have applied.
 pub fn plan_into(
     state: &ClusterState,
     now_ms: u64,
@@ -147,10 +181,12 @@ fn plan_with(
     let one_tenant = state.pending.ready_tenants().nth(1).is_none();
     let shares_matter =
         !(one_tenant && state.quotas.is_empty() && state.resource_quotas.is_empty());
-    if freed.is_some() && (shares_matter || state.pending.gangs().next().is_some()) {
-        // Turns between tenants and quotas weigh what each tenant holds, and the ending
-        // shards are still held in this state; a waiting gang may hold room by a
-        // reservation made from that state: the loop decides once the ends have applied.
+    let bounded =
+        state.quotas.values().any(|q| q.slots.is_some()) || !state.resource_quotas.is_empty();
+    if freed.is_some() && (bounded || state.pending.gangs().next().is_some()) {
+        // A quota must hold even if the ends counted on do not apply as counted; a waiting
+        // gang may hold room by a reservation made from this state: the loop decides once
+        // the ends have applied.
         return Vec::new();
     }
     let scorer = TaskManagerScorer::new(state, weights);
@@ -160,6 +196,7 @@ fn plan_with(
         None => Box::new(state.taskmanagers.values().map(|tm| (tm, None))),
         Some(freed) => Box::new(
             freed
+                .rooms
                 .iter()
                 .filter_map(|(id, room)| Some((state.taskmanagers.get(id)?, Some(room)))),
         ),
@@ -218,7 +255,7 @@ fn plan_with(
             round.plan_job(job_id, budget);
         }
     } else {
-        round.plan_fair_share(limits.max_placements);
+        round.plan_fair_share(limits.max_placements, freed.map(|f| &f.tenants));
     }
     round.placements
 }
@@ -273,7 +310,13 @@ impl<'a> Round<'a> {
     /// of the tenant's first job (a gang whole) within its quota. A tenant whose next job
     /// would pass its quota waits whole; a job that finds no room is passed over for the
     /// tenant's next one.
-    fn plan_fair_share(&mut self, max_placements: usize) {
+    /// `released`: what each tenant's ending shards hold (a plan into freed room), left out
+    /// of its share.
+    fn plan_fair_share(
+        &mut self,
+        max_placements: usize,
+        released: Option<&BTreeMap<String, FreedRoom>>,
+    ) {
         let state = self.state;
         // Each tenant's ready jobs, taken from the index only as far as the round goes.
         let mut queues: BTreeMap<&str, _> = state
@@ -282,6 +325,9 @@ impl<'a> Round<'a> {
             .map(|tenant| (tenant, state.pending.ready_of(tenant).peekable()))
             .collect();
         let mut meter = ShareMeter::new(state, queues.keys().copied(), self.now_ms);
+        for (tenant, room) in released.into_iter().flatten() {
+            meter.release(tenant, u64::from(room.slots), &room.resources);
+        }
         let mut blocked: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         let mut turns = FairQueue::default();
         for tenant in queues.keys() {

@@ -215,6 +215,14 @@ impl<'a> ShareMeter<'a> {
     }
 
     /// Count `shards` more shards of `job` as held by `tenant`.
+    /// Leave out of `tenant`'s usage what its ending shards hold (`slots`, `resources`).
+    pub fn release(&mut self, tenant: &str, slots: u64, resources: &Resources) {
+        if let Some((held_slots, held)) = self.usage.get_mut(tenant) {
+            *held_slots = held_slots.saturating_sub(slots);
+            held.subtract(resources);
+        }
+    }
+
     pub fn grant(&mut self, tenant: &'a str, job: JobId, shards: u64) {
         if shards == 0 {
             return;

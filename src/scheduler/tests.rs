@@ -225,13 +225,8 @@ fn a_plan_into_room_an_ending_shard_frees_fits_right_behind_its_report() {
     // Room the state already shows free is the placement loop's, not the plan behind.
     register(&mut state, 6, "tm-b", 1, &[]);
 
-    let freed = Freed::from([(
-        "tm-a".to_string(),
-        FreedRoom {
-            slots: 1,
-            resources: Default::default(),
-        },
-    )]);
+    let mut freed = Freed::default();
+    freed.add("tm-a", crate::domain::DEFAULT_TENANT, 1, None);
     let planned = plan_into(
         &state,
         NOW_MS,

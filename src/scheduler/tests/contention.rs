@@ -574,44 +574,64 @@ fn the_search_takes_the_lowest_priority_victim_even_on_a_later_taskmanager() {
     assert_eq!(victims[0].0, low);
 }
 
-/// A plan into the room ending shards give back plans nothing while two tenants wait (or a
-/// quota is set): their turns weigh what each holds, and the ending shards still count as
-/// held until their reports apply. The placement loop decides then.
+/// A plan into the room ending shards give back: with several tenants waiting, they take
+/// turns as in the loop, each one's share counted without what its ending shards hold; with
+/// a quota set or a gang waiting it plans nothing, and the placement loop decides once the
+/// ends have applied.
 #[test]
-fn a_plan_into_freed_room_leaves_tenants_turns_to_the_loop() {
+fn a_plan_into_freed_room_takes_turns_without_the_ending_shards() {
     let mut state = ClusterState::default();
     register(&mut state, 1, "tm-a", 2, &[]);
     let bob = tenant_job(&mut state, 2, 4, "bob", false);
     let first = plan_default(&state);
     apply_plan(&mut state, 3, &first);
-    let freed = Freed::from([(
-        "tm-a".to_string(),
-        FreedRoom {
-            slots: 1,
-            resources: Default::default(),
-        },
-    )]);
-    let into = |state: &ClusterState| {
+    let mut freed = Freed::default();
+    freed.add("tm-a", "bob", 1, None);
+    let into = |state: &ClusterState, freed: &Freed| {
         plan_into(
             state,
             NOW_MS,
             ScoreWeights::default(),
             PlanLimits::default(),
-            &freed,
+            freed,
         )
     };
-    assert_eq!(into(&state).len(), 1, "bob alone waits: his next shard");
-    assert!(into(&state).iter().all(|p| p.job_id == bob));
+    assert_eq!(
+        into(&state, &freed).len(),
+        1,
+        "bob alone waits: his next shard"
+    );
+    assert!(into(&state, &freed).iter().all(|p| p.job_id == bob));
 
-    let mut two_tenants = state.clone();
-    tenant_job(&mut two_tenants, 4, 2, "carol", false);
-    assert!(into(&two_tenants).is_empty(), "carol and bob both wait");
+    // Bob holds 3 slots on tm-c, two of them ending; Carol holds 2 on tm-b. Counted as held,
+    // Bob's share (3) is above Carol's (2) and the first freed slot would go to her; without
+    // his ending shards it is 1, and it goes to him.
+    let mut two_tenants = ClusterState::default();
+    register(&mut two_tenants, 1, "tm-c", 3, &[]);
+    let bob = tenant_job(&mut two_tenants, 2, 5, "bob", false);
+    let first = plan_default(&two_tenants);
+    apply_plan(&mut two_tenants, 3, &first);
+    register(&mut two_tenants, 4, "tm-b", 2, &[]);
+    let carol = tenant_job(&mut two_tenants, 5, 4, "carol", false);
+    let second = plan_default(&two_tenants);
+    assert!(second.iter().all(|p| p.job_id == carol), "{second:?}");
+    apply_plan(&mut two_tenants, 6, &second);
+    let mut freed_by_bob = Freed::default();
+    freed_by_bob.add("tm-c", "bob", 1, None);
+    freed_by_bob.add("tm-c", "bob", 1, None);
+    let planned = into(&two_tenants, &freed_by_bob);
+    assert_eq!(planned.len(), 2, "{planned:?}");
+    assert_eq!(planned[0].job_id, bob, "{planned:?}");
+    assert!(
+        planned.iter().all(|p| p.taskmanager == "tm-c"),
+        "{planned:?}"
+    );
 
     let mut with_a_quota = state.clone();
     set_slots(&mut with_a_quota, 4, "bob", 3);
-    assert!(into(&with_a_quota).is_empty(), "a quota is set");
+    assert!(into(&with_a_quota, &freed).is_empty(), "a quota is set");
 
     let mut with_a_gang = state.clone();
     tenant_job(&mut with_a_gang, 4, 2, "bob", true);
-    assert!(into(&with_a_gang).is_empty(), "a gang waits");
+    assert!(into(&with_a_gang, &freed).is_empty(), "a gang waits");
 }
