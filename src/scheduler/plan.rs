@@ -475,8 +475,14 @@ impl<'a> Round<'a> {
         let (need, asked, full_only, held_back) =
             (shape.slots, shape.asked, shape.full_only, shape.held_back);
         // The job's shards on each TaskManager, from the index of what each holds (sorted
-        // by job): a walk of the job's shards would cost O(S) per round.
+        // by job): a walk of the job's shards would cost O(S) per round. A job none of whose
+        // shards holds slots (a new one, most often) needs no look at all.
+        let holds_any =
+            job.counts.get(ShardState::Assigned) + job.counts.get(ShardState::Running) > 0;
         let held_of_job = |tm: &str| -> u32 {
+            if !holds_any {
+                return 0;
+            }
             state.shards_by_taskmanager.get(tm).map_or(0, |held| {
                 held.range((job.id, 0)..=(job.id, u32::MAX)).count() as u32
             })
