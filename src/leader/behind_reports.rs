@@ -16,9 +16,10 @@
 //! and place twice into it (the second plan only to be skipped at apply, an entry for
 //! nothing). Briefly, because the loop must still plan what these plans do not.
 //!
-//! Several tenants take turns here as in the loop, each one's share counted without what its
-//! ending shards hold. Left to the loop: quotas (a bound apply does not check again), gangs
-//! (placed whole, restarted whole, and held room by reservations), and preemption (see
+//! Several tenants take turns here as in the loop, within their quotas, each one's share and
+//! quota counted without what its ending shards hold; apply checks the quota again, so an
+//! end that does not apply as counted cannot let a tenant pass it. Left to the loop: gangs
+//! (placed whole, restarted whole, and held room by reservations) and preemption (see
 //! `scheduler::plan_into`). Shards that
 //! ran before are placed here too: into room that ends give back, so at the pace shards end,
 //! which the loop's recovery throttle exists to keep.

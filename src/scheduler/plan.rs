@@ -155,12 +155,11 @@ pub struct FreedRoom {
 /// back before that batch applies, and proposes the plan right behind it
 /// (`leader::behind_reports`). Room the state already shows free is the placement loop's,
 /// so the two never plan into the same slots. Apply checks every placement again, as for
-/// any plan; one that lands without the room it counted on is skipped. Tenants take turns
-/// as in the loop, their shares counted without what their ending shards hold. Not while a
-/// tenant has a slot or resource quota or a gang waits: a quota is a bound apply does not
-/// check again, so a plan counting on ends that then do not apply as counted could pass
-/// it, and a gang's reservation is made from the state's free room; in those cases this
-/// plans nothing and the loop decides after the ends have applied.
+/// any plan, quotas included; one that lands without the room it counted on, or that its
+/// tenant's quota no longer allows, is skipped. Tenants take turns and quotas bound them as
+/// in the loop, with what their ending shards hold left out. Not while a gang waits: a
+/// gang's reservation is made from the state's free room, so this plans nothing and the
+/// loop decides after the ends have applied.
 pub fn plan_into(
     state: &ClusterState,
     now_ms: u64,
@@ -181,12 +180,9 @@ fn plan_with(
     let one_tenant = state.pending.ready_tenants().nth(1).is_none();
     let shares_matter =
         !(one_tenant && state.quotas.is_empty() && state.resource_quotas.is_empty());
-    let bounded =
-        state.quotas.values().any(|q| q.slots.is_some()) || !state.resource_quotas.is_empty();
-    if freed.is_some() && (bounded || state.pending.gangs().next().is_some()) {
-        // A quota must hold even if the ends counted on do not apply as counted; a waiting
-        // gang may hold room by a reservation made from this state: the loop decides once
-        // the ends have applied.
+    if freed.is_some() && state.pending.gangs().next().is_some() {
+        // A waiting gang may hold room by a reservation made from this state: the loop
+        // decides once the ends have applied.
         return Vec::new();
     }
     let scorer = TaskManagerScorer::new(state, weights);

@@ -575,11 +575,11 @@ fn the_search_takes_the_lowest_priority_victim_even_on_a_later_taskmanager() {
 }
 
 /// A plan into the room ending shards give back: with several tenants waiting, they take
-/// turns as in the loop, each one's share counted without what its ending shards hold; with
-/// a quota set or a gang waiting it plans nothing, and the placement loop decides once the
-/// ends have applied.
+/// turns and quotas bound them as in the loop, with what their ending shards hold left out;
+/// with a gang waiting it plans nothing, and the placement loop decides once the ends have
+/// applied.
 #[test]
-fn a_plan_into_freed_room_takes_turns_without_the_ending_shards() {
+fn a_plan_into_freed_room_counts_turns_and_quotas_without_the_ending_shards() {
     let mut state = ClusterState::default();
     register(&mut state, 1, "tm-a", 2, &[]);
     let bob = tenant_job(&mut state, 2, 4, "bob", false);
@@ -627,9 +627,23 @@ fn a_plan_into_freed_room_takes_turns_without_the_ending_shards() {
         "{planned:?}"
     );
 
+    // Quotas bound the plan as in the loop, the ending shards left out of what bob holds:
+    // at a quota of 2 (he holds 2, one ending) his next shard fits; at 1 it does not. Apply
+    // checks the quota again.
     let mut with_a_quota = state.clone();
-    set_slots(&mut with_a_quota, 4, "bob", 3);
-    assert!(into(&with_a_quota, &freed).is_empty(), "a quota is set");
+    set_slots(&mut with_a_quota, 4, "bob", 2);
+    let planned = into(&with_a_quota, &freed);
+    assert_eq!(planned.len(), 1, "within his quota once his end applies");
+    let mut lowered = with_a_quota.clone();
+    set_slots(&mut lowered, 5, "bob", 1);
+    assert!(
+        into(&lowered, &freed).is_empty(),
+        "at his quota even after the end"
+    );
+    // Had the end not applied as counted, apply refuses the placement the quota no longer
+    // allows: the shard stays pending for the loop.
+    let outcome = place(&mut with_a_quota, 6, planned);
+    assert_eq!((outcome.placed, outcome.stale), (0, 1));
 
     let mut with_a_gang = state.clone();
     tenant_job(&mut with_a_gang, 4, 2, "bob", true);
