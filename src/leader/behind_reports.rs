@@ -20,9 +20,8 @@
 //! quota counted without what its ending shards hold; apply checks the quota again, so an
 //! end that does not apply as counted cannot let a tenant pass it. Left to the loop: gangs
 //! (placed whole, restarted whole, and held room by reservations) and preemption (see
-//! `scheduler::plan_into`). Shards that
-//! ran before are placed here too: into room that ends give back, so at the pace shards end,
-//! which the loop's recovery throttle exists to keep.
+//! `scheduler::plan_into`). Shards that ran before are placed here too: into room that ends
+//! give back, so at the pace shards end, which the loop's recovery throttle exists to keep.
 
 use crate::domain::ClusterState;
 use crate::fsm::{Placement, Report, Response};

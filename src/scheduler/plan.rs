@@ -306,8 +306,9 @@ impl<'a> Round<'a> {
     /// of the tenant's first job (a gang whole) within its quota. A tenant whose next job
     /// would pass its quota waits whole; a job that finds no room is passed over for the
     /// tenant's next one.
+    ///
     /// `released`: what each tenant's ending shards hold (a plan into freed room), left out
-    /// of its share.
+    /// of its share and of what its quota counts.
     fn plan_fair_share(
         &mut self,
         max_placements: usize,

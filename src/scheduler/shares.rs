@@ -214,7 +214,6 @@ impl<'a> ShareMeter<'a> {
         })
     }
 
-    /// Count `shards` more shards of `job` as held by `tenant`.
     /// Leave out of `tenant`'s usage what its ending shards hold (`slots`, `resources`).
     pub fn release(&mut self, tenant: &str, slots: u64, resources: &Resources) {
         if let Some((held_slots, held)) = self.usage.get_mut(tenant) {
@@ -223,6 +222,7 @@ impl<'a> ShareMeter<'a> {
         }
     }
 
+    /// Count `shards` more shards of `job` as held by `tenant`.
     pub fn grant(&mut self, tenant: &'a str, job: JobId, shards: u64) {
         if shards == 0 {
             return;
