@@ -41,6 +41,8 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
             "20",
             "--end-to-end-runs",
             "2",
+            "--end-to-end-tenants",
+            "2",
             "--dependents",
             "50",
             "--dependents-runs",
@@ -82,6 +84,11 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     }
     assert!(report["wait_latency"]["median_ms"].as_f64() > Some(0.0));
     assert!(report["end_to_end"]["per_second"].as_f64() > Some(0.0));
+    assert_eq!(report["end_to_end"]["tenants"], 2);
+    assert!(
+        table.contains("20 `true` shards on 3×8 slots, 2 tenants"),
+        "{table}"
+    );
     assert!(report["dependents"]["ratio"].as_f64() > Some(0.0));
     let planning = &report["planning"];
     assert_eq!(planning["shards"], 2000, "{planning}");
