@@ -18,10 +18,11 @@
 //!
 //! Several tenants take turns here as in the loop, within their quotas, each one's share and
 //! quota counted without what its ending shards hold; apply checks the quota again, so an
-//! end that does not apply as counted cannot let a tenant pass it. Left to the loop: gangs
-//! (placed whole, restarted whole, and held room by reservations) and preemption (see
-//! `scheduler::plan_into`). Shards that ran before are placed here too: into room that ends
-//! give back, so at the pace shards end, which the loop's recovery throttle exists to keep.
+//! end that does not apply as counted cannot let a tenant pass it. A waiting gang's
+//! reservation holds back the freed room as the loop's round holds back free room. Left to
+//! the loop: preemption (see `scheduler::plan_into`). Shards that ran before are placed here
+//! too: into room that ends give back, so at the pace shards end, which the loop's recovery
+//! throttle exists to keep.
 
 use crate::domain::ClusterState;
 use crate::fsm::{Placement, Report, Response};

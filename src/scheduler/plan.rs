@@ -157,9 +157,11 @@ pub struct FreedRoom {
 /// so the two never plan into the same slots. Apply checks every placement again, as for
 /// any plan, quotas included; one that lands without the room it counted on, or that its
 /// tenant's quota no longer allows, is skipped. Tenants take turns and quotas bound them as
-/// in the loop, with what their ending shards hold left out. Not while a gang waits: a
-/// gang's reservation is made from the state's free room, so this plans nothing and the
-/// loop decides after the ends have applied.
+/// in the loop, with what their ending shards hold left out. A waiting gang's reservation
+/// holds here too: on a TaskManager it reserves slots of, a job behind the gang may use only
+/// the freed slots beyond the reserved ones, so the room that the loop (planning from the
+/// state) and this plan (from the ends) hold back together is never less than the
+/// reservation; a gang is placed here when the freed room takes it whole.
 pub fn plan_into(
     state: &ClusterState,
     now_ms: u64,
@@ -180,11 +182,6 @@ fn plan_with(
     let one_tenant = state.pending.ready_tenants().nth(1).is_none();
     let shares_matter =
         !(one_tenant && state.quotas.is_empty() && state.resource_quotas.is_empty());
-    if freed.is_some() && state.pending.gangs().next().is_some() {
-        // A waiting gang may hold room by a reservation made from this state: the loop
-        // decides once the ends have applied.
-        return Vec::new();
-    }
     let scorer = TaskManagerScorer::new(state, weights);
     // In id order either way (ties go to the smallest id); into freed room, only the
     // TaskManagers it lists are looked at, not every one.

@@ -576,8 +576,7 @@ fn the_search_takes_the_lowest_priority_victim_even_on_a_later_taskmanager() {
 
 /// A plan into the room ending shards give back: with several tenants waiting, they take
 /// turns and quotas bound them as in the loop, with what their ending shards hold left out;
-/// with a gang waiting it plans nothing, and the placement loop decides once the ends have
-/// applied.
+/// a waiting gang's reservation holds as in the loop.
 #[test]
 fn a_plan_into_freed_room_counts_turns_and_quotas_without_the_ending_shards() {
     let mut state = ClusterState::default();
@@ -645,7 +644,25 @@ fn a_plan_into_freed_room_counts_turns_and_quotas_without_the_ending_shards() {
     let outcome = place(&mut with_a_quota, 6, planned);
     assert_eq!((outcome.placed, outcome.stale), (0, 1));
 
-    let mut with_a_gang = state.clone();
-    tenant_job(&mut with_a_gang, 4, 2, "bob", true);
-    assert!(into(&with_a_gang, &freed).is_empty(), "a gang waits");
+    // A waiting gang's reservation holds as in the loop: a job behind the gang does not
+    // take the room its first end gives back, and the gang starts whole once both end.
+    let mut with_a_gang = ClusterState::default();
+    register(&mut with_a_gang, 1, "tm-a", 2, &[]);
+    tenant_job(&mut with_a_gang, 2, 2, "bob", false);
+    let first = plan_default(&with_a_gang);
+    apply_plan(&mut with_a_gang, 3, &first);
+    let gang = tenant_job(&mut with_a_gang, 4, 2, "bob", true);
+    let behind = tenant_job(&mut with_a_gang, 5, 1, "bob", false);
+    assert!(plan_default(&with_a_gang).is_empty(), "tm-a is full");
+    let planned = into(&with_a_gang, &freed);
+    assert!(
+        planned.is_empty(),
+        "{behind} is behind the gang: {planned:?}"
+    );
+    let mut both_end = Freed::default();
+    both_end.add("tm-a", "bob", 1, None);
+    both_end.add("tm-a", "bob", 1, None);
+    let planned = into(&with_a_gang, &both_end);
+    assert_eq!(planned.len(), 2, "{planned:?}");
+    assert!(planned.iter().all(|p| p.job_id == gang), "{planned:?}");
 }
