@@ -107,8 +107,7 @@ pub fn cluster_status(format: OutputFormat, s: &ClusterStatusReply, local: bool)
             if let Some(held) = s.held_at_version.filter(|_| local) {
                 println!(
                     "held at cluster version {held} by a downgrade (until it restarts as \
-                     another release, or \
-                     `dispatcher cluster downgrade --cancel`)"
+                     another release, or `dispatcher cluster downgrade --cancel`)"
                 );
             }
             if local {

@@ -58,37 +58,6 @@ pub enum NodeError {
     Http(#[from] crate::http::HttpError),
 }
 
-/// This replica's survey, holding where a downgrade left it before a restart of this release.
-fn open_hold(data_dir: &std::path::Path) -> Result<crate::upgrade::VersionSurvey, NodeError> {
-    use crate::upgrade::hold_record::{Found, HoldRecord};
-    let record = HoldRecord::in_dir(data_dir);
-    let release = crate::formats::release();
-    let held_at = match record.load(release).map_err(storage_err(data_dir))? {
-        Found::None => None,
-        Found::Hold(version) => {
-            tracing::warn!(
-                version,
-                "a downgrade holds this replica at cluster version {version} (it was taken \
-                 before the restart); replace the binary, or lift it with \
-                 `dispatcher cluster downgrade --cancel`"
-            );
-            Some(version)
-        }
-        Found::Dropped {
-            version,
-            release: by,
-        } => {
-            tracing::info!(
-                version,
-                "the hold at cluster version {version} that release {by} took for a downgrade \
-                 is dropped: this is release {release}"
-            );
-            None
-        }
-    };
-    Ok(crate::upgrade::VersionSurvey::with_record(record, held_at))
-}
-
 /// Everything `dispatcher serve` is given.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -204,7 +173,9 @@ pub async fn serve(
     // Dial peers from the address we listen on, unless that is a wildcard.
     let source_ip = Some(opts.listen.ip()).filter(|ip| !ip.is_unspecified());
     let wal = log_store.clone();
-    let versions = Arc::new(open_hold(&opts.data_dir)?);
+    let versions = Arc::new(
+        crate::upgrade::VersionSurvey::open(&opts.data_dir).map_err(storage_err(&opts.data_dir))?,
+    );
     let election_timeline = Arc::new(crate::raft::election_timeline::ElectionTimeline::default());
     let raft: Raft = Raft::new(
         opts.id,

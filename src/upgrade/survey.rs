@@ -86,6 +86,38 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct Busy;
 
 impl VersionSurvey {
+    /// The survey of a replica starting on `data_dir`: holding where a downgrade left it, if
+    /// this same release took the hold (`hold_record`).
+    pub fn open(data_dir: &std::path::Path) -> std::io::Result<Self> {
+        use super::hold_record::Found;
+        let record = HoldRecord::in_dir(data_dir);
+        let release = crate::formats::release();
+        let held_at = match record.load(release)? {
+            Found::None => None,
+            Found::Hold(version) => {
+                tracing::warn!(
+                    version,
+                    "a downgrade holds this replica at cluster version {version} (it was taken \
+                     before the restart); replace the binary, or lift it with \
+                     `dispatcher cluster downgrade --cancel`"
+                );
+                Some(version)
+            }
+            Found::Dropped {
+                version,
+                release: by,
+            } => {
+                tracing::info!(
+                    version,
+                    "the hold at cluster version {version} that release {by} took for a \
+                     downgrade is dropped: this is release {release}"
+                );
+                None
+            }
+        };
+        Ok(Self::with_record(record, held_at))
+    }
+
     /// A replica's survey, holding at what `record` kept for this release.
     pub fn with_record(record: HoldRecord, held_at: Option<u32>) -> Self {
         VersionSurvey {
@@ -112,6 +144,10 @@ impl VersionSurvey {
     /// Hold at `version` (0: no hold), on disk before in effect: a hold this replica
     /// answered for survives its restart.
     pub fn hold_at(&self, version: u32) -> std::io::Result<()> {
+        // A downgrade asks again at its compaction step: the record already says so.
+        if self.hold.load(Ordering::SeqCst) == version {
+            return Ok(());
+        }
         if let Some(record) = &self.record {
             record.store(version, crate::formats::release())?;
         }
