@@ -205,6 +205,29 @@ async fn metrics_health_and_readiness_of_replicas_and_agents() -> anyhow::Result
     })
     .await?;
 
+    log_phase("the leader's heartbeats to the follower ride one stream");
+    // A heartbeat sent on a stream of its own would end that stream, and count one
+    // AppendStream call, every heartbeat interval (100 ms here): 20 in the window.
+    let ended_streams = |samples: &Samples| -> f64 {
+        samples
+            .iter()
+            .filter(|((name, labels), _)| {
+                name == "dispatcher_rpcs_total"
+                    && labels.get("method").map(String::as_str)
+                        == Some("/dispatcher.raft.v1.RaftService/AppendStream")
+            })
+            .map(|(_, count)| count)
+            .sum()
+    };
+    let before = ended_streams(&scrape(&plain, &follower_http).await?);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await; // the window measured, not a wait
+    let after = ended_streams(&scrape(&plain, &follower_http).await?);
+    assert!(
+        after - before <= 4.0,
+        "{} append streams ended in 2 s: heartbeats open a stream each",
+        after - before
+    );
+
     log_phase("the agent's metrics count its runs");
     let agent = scrape(&plain, &agent_http).await?;
     assert!(value(&agent, "dispatcher_agent_runs_started_total", &[]).unwrap_or(0.0) >= 6.0);

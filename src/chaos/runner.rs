@@ -83,8 +83,34 @@ fn taskmanager_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 100 + index as u8))
 }
 
+/// What a run leaves in its directory. A replay of the same seed goes to the same directory
+/// by default: the previous run's record, its cluster's data dirs above all, is removed
+/// first, or the new replicas would start from the old ones' logs and membership (whose
+/// proxy ports are gone) and never elect a leader.
+const RECORD: [&str; 5] = [
+    "cluster",
+    "history.jsonl",
+    "executions.log",
+    "record.sh",
+    "report.json",
+];
+
+fn clear_previous_record(dir: &std::path::Path) -> std::io::Result<()> {
+    for name in RECORD {
+        let path = dir.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path)?,
+            Ok(_) => std::fs::remove_file(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, ChaosError> {
     std::fs::create_dir_all(&opts.dir)?;
+    clear_previous_record(&opts.dir)?;
     {
         // The shards run sandboxed (as root), as users of their own: they reach the recording
         // script and file through this directory, and nothing else in it is theirs to read.
@@ -554,3 +580,26 @@ async fn hostile_task(
 }
 /// Slots of each chaos agent.
 const AGENT_SLOTS: u32 = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_removes_the_previous_record_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("chaos-record-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("cluster/replica-1")).unwrap();
+        std::fs::write(dir.join("cluster/replica-1/log"), b"old").unwrap();
+        std::fs::write(dir.join("history.jsonl"), b"old").unwrap();
+        std::fs::write(dir.join("report.json"), b"old").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"the operator's").unwrap();
+        clear_previous_record(&dir).unwrap();
+        assert!(!dir.join("cluster").exists());
+        assert!(!dir.join("history.jsonl").exists());
+        assert!(!dir.join("report.json").exists());
+        assert!(dir.join("notes.txt").exists());
+        // Nothing to clear is no error.
+        clear_previous_record(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -15,7 +15,7 @@ use super::network::{
     decode, encode, network, status_to_rpc_error, unreachable, why_failed, PeerClient,
     APPEND_DEADLINE_FLOOR,
 };
-use super::types::TypeConfig;
+use super::types::{NodeId, TypeConfig};
 use crate::pb::raft::RaftPayload;
 use futures::StreamExt;
 use openraft::base::{BoxFuture, BoxStream};
@@ -100,13 +100,7 @@ impl PeerClient {
                     let answer = match next {
                         Ok(payload) => {
                             troubles.answered(target);
-                            decode::<Result<StreamAppendResult<TypeConfig>, String>>(&payload.data)
-                                .map_err(network)
-                                .and_then(|remote| {
-                                    remote.map_err(|e| {
-                                        unreachable(format!("replica {target} failed: {e}"))
-                                    })
-                                })
+                            answer_of(target, &payload)
                         }
                         Err(status) => {
                             troubles.failed(target, &addr, &why_failed(&status));
@@ -123,8 +117,15 @@ impl PeerClient {
     }
 }
 
+/// A follower's answer to one request, as openraft takes it.
+pub(super) fn answer_of(target: NodeId, payload: &RaftPayload) -> AppendAnswer {
+    decode::<Result<StreamAppendResult<TypeConfig>, String>>(&payload.data)
+        .map_err(network)
+        .and_then(|remote| remote.map_err(|e| unreachable(format!("replica {target} failed: {e}"))))
+}
+
 impl PeerClient {
-    fn stream_refused_recently(&self) -> bool {
+    pub(super) fn stream_refused_recently(&self) -> bool {
         self.factory
             .stream_refused
             .lock()
@@ -134,7 +135,7 @@ impl PeerClient {
     }
 
     /// Note that this peer refused the stream (`Some`), or took it (`None`).
-    fn refused_stream(&self, at: Option<Instant>) {
+    pub(super) fn refused_stream(&self, at: Option<Instant>) {
         let mut refused = self
             .factory
             .stream_refused
@@ -151,7 +152,7 @@ impl PeerClient {
 /// access layer refuses a method it does not know before gRPC sees it (PERMISSION_DENIED, "is
 /// not a method this replica serves"). A peer that refuses this replica outright refuses the
 /// unary calls too, and says so there.
-fn refuses_stream(status: &tonic::Status) -> bool {
+pub(super) fn refuses_stream(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
         tonic::Code::Unimplemented | tonic::Code::PermissionDenied

@@ -9,6 +9,7 @@ pub mod election_timeline;
 pub mod event_ring;
 pub mod fuzzing;
 pub mod gate;
+mod heartbeat_lane;
 pub mod network;
 pub mod peer_troubles;
 pub mod snapshot_store;

@@ -3,6 +3,7 @@
 //! messages encoded with bincode inside a bytes field. Snapshots are streamed in chunks.
 
 use super::append_stream::AppendAnswer;
+use super::heartbeat_lane::HeartbeatLane;
 use super::types::{Node, NodeId, Snapshot, TypeConfig, Vote};
 use crate::pb::raft::raft_service_client::RaftServiceClient;
 use crate::pb::raft::{RaftPayload, SnapshotChunk};
@@ -88,6 +89,11 @@ impl GrpcNetworkFactory {
             stream_refused: Arc::default(),
         }
     }
+    /// The generation of this replica's certificate (a rotation raises it).
+    pub(super) fn transport_generation(&self) -> u64 {
+        self.transport.generation()
+    }
+
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let generation = self.transport.generation();
@@ -136,7 +142,15 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
             troubles: self.troubles.clone(),
             generation: self.transport.generation(),
             factory: self.clone(),
+            heartbeat: None,
         }
+    }
+
+    /// A client whose heartbeats share one long-lived stream (`heartbeat_lane`).
+    async fn new_heartbeat_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        let mut client = self.new_client(target, node).await;
+        client.heartbeat = Some(HeartbeatLane::default());
+        client
     }
 }
 
@@ -163,6 +177,8 @@ pub struct PeerClient {
     /// The certificate generation `client` was opened with; a newer one gets a new channel.
     generation: u64,
     pub(super) factory: GrpcNetworkFactory,
+    /// `Some` for the heartbeat client: its heartbeats go down one stream kept open.
+    pub(super) heartbeat: Option<HeartbeatLane>,
 }
 
 pub(super) fn unreachable(msg: String) -> RPCError<TypeConfig> {
@@ -280,7 +296,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             + Unpin
             + 'static,
     {
-        self.append_stream(input, option)
+        if self.heartbeat.is_some() {
+            self.heartbeat_append(input, option)
+        } else {
+            self.append_stream(input, option)
+        }
     }
 
     async fn vote(
