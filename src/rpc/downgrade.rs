@@ -121,7 +121,13 @@ pub async fn prepare(
             req.version
         )));
     }
-    ctx.versions.hold_at(req.version).map_err(|e| {
+    // The record is written and synced off the async workers.
+    let versions = ctx.versions.clone();
+    let version = req.version;
+    let held = tokio::task::spawn_blocking(move || versions.hold_at(version))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    held.map_err(|e| {
         ApiError::Unavailable(format!(
             "cannot record the hold on this replica's data dir: {e}; free or fix the disk and \
              try again"
