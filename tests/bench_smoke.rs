@@ -114,6 +114,24 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     assert!(largest["memory"]["snapshot_bytes"].as_u64() > Some(0));
     assert!(largest["memory"]["follower_rss_full_bytes"].as_u64() > Some(0));
     assert!(largest["memory"]["restart_seconds"].as_f64() > Some(0.0));
+    // etcd's column beside ours: measured when `etcd` is on PATH (.ci/run installs Debian's
+    // etcd-server), and said to be missing otherwise.
+    let etcd_on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("etcd").is_file())
+    });
+    if etcd_on_path {
+        let etcd = report["etcd"]["results"].as_array().expect("etcd figures");
+        assert_eq!(etcd.len(), 2, "{}", report["etcd"]);
+        for figure in etcd {
+            assert!(
+                figure["result"]["per_second"].as_f64() > Some(0.0),
+                "{figure}"
+            );
+        }
+        assert!(table.contains("etcd put (3 members"), "{table}");
+    } else {
+        assert!(table.contains("no `etcd` on PATH"), "{table}");
+    }
     assert_eq!(&std::fs::read(&png)?[1..4], b"PNG");
     // One client from one address: the per-client cap (250,000) stops it after two jobs.
     let flood = &report["flood"];
