@@ -22,8 +22,8 @@ use super::types::TypeConfig;
 use crate::pb::raft::RaftPayload;
 use futures::StreamExt;
 use openraft::base::{BoxFuture, BoxStream};
-use openraft::errors::RPCError;
-use openraft::network::{stream_append_sequential, RPCOption};
+use openraft::errors::{RPCError, Timeout};
+use openraft::network::{stream_append_sequential, RPCOption, RPCTypes};
 use openraft::raft::AppendEntriesRequest;
 use openraft::OptionalSend;
 use std::time::{Duration, Instant};
@@ -116,10 +116,12 @@ impl PeerClient {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                return Err(unreachable(format!(
-                    "replica {}: no heartbeat answer in {deadline:?}",
-                    self.target
-                )))
+                return Err(RPCError::Timeout(Timeout {
+                    action: RPCTypes::AppendEntries,
+                    id: 0,
+                    target: self.target,
+                    timeout: deadline,
+                }))
             }
         };
         self.troubles.answered(self.target);
