@@ -116,9 +116,8 @@ fn bench_reports_every_figure_and_draws_the_plot() -> anyhow::Result<()> {
     assert!(largest["memory"]["restart_seconds"].as_f64() > Some(0.0));
     // etcd's column beside ours: measured when `etcd` is on PATH (.ci/run installs Debian's
     // etcd-server), and said to be missing otherwise.
-    let etcd_on_path = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join("etcd").is_file())
-    });
+    let etcd_on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("etcd").is_file()));
     if etcd_on_path {
         let etcd = report["etcd"]["results"].as_array().expect("etcd figures");
         assert_eq!(etcd.len(), 2, "{}", report["etcd"]);
