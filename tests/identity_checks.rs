@@ -227,12 +227,29 @@ async fn a_replica_speaks_raft_only_for_itself() -> anyhow::Result<()> {
     };
 
     common::log_phase("a vote in another replica's name is refused");
-    let forged = raft.vote(vote_as(impersonated, before.term + 100)?).await;
-    assert_eq!(forged.expect_err("forged").code(), Code::PermissionDenied);
+    // A replica slower to start than the two that formed the cluster is taken back as one
+    // that lost its disk, and refuses every vote (UNAVAILABLE) until it is a voter again.
+    let forged =
+        dispatcher::local_cluster::wait_for(common::DEADLINE, "the target to take votes", || {
+            let mut raft = raft.clone();
+            let request = vote_as(impersonated, before.term + 100);
+            async move {
+                let answer = raft.vote(request.ok()?).await;
+                let not_yet = answer.as_ref().is_err_and(|refused| {
+                    refused.code() == Code::Unavailable
+                        && refused.message().contains("does not vote")
+                });
+                (!not_yet).then_some(answer)
+            }
+        })
+        .await?
+        .expect_err("forged");
+    assert_eq!(forged.code(), Code::PermissionDenied, "{forged:?}");
     let forged = raft
         .pre_vote(vote_as(impersonated, before.term + 100)?)
-        .await;
-    assert_eq!(forged.expect_err("forged").code(), Code::PermissionDenied);
+        .await
+        .expect_err("forged");
+    assert_eq!(forged.code(), Code::PermissionDenied, "{forged:?}");
 
     common::log_phase("its own (stale) vote is answered");
     raft.vote(vote_as(speaker, 0)?).await?;

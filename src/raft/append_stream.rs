@@ -34,21 +34,30 @@ const RETRY_STREAM_AFTER: Duration = Duration::from_secs(60);
 /// One follower's answer to one request, as openraft takes it.
 pub(super) type AppendAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 
+/// The answers to a stream of requests, once the call is open.
+pub(super) type AppendAnswers<'s> =
+    BoxFuture<'s, Result<BoxStream<'s, AppendAnswer>, RPCError<TypeConfig>>>;
+
+/// The requests openraft hands to `stream_append`.
+pub(super) trait AppendRequests:
+    futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static
+{
+}
+
+impl<S> AppendRequests for S where
+    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static
+{
+}
+
 /// The requests on the wire: when each was sent, and its place in the window.
 type InFlight = Arc<Mutex<VecDeque<(Instant, OwnedSemaphorePermit)>>>;
 
 impl PeerClient {
-    pub(super) fn append_stream<'s, S>(
+    pub(super) fn append_stream<'s, S: AppendRequests>(
         &'s mut self,
         input: S,
         option: RPCOption,
-    ) -> BoxFuture<'s, Result<BoxStream<'s, AppendAnswer>, RPCError<TypeConfig>>>
-    where
-        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
-            + OptionalSend
-            + Unpin
-            + 'static,
-    {
+    ) -> AppendAnswers<'s> {
         if self.stream_refused_recently() {
             return stream_append_sequential(self, input, option);
         }

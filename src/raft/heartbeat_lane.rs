@@ -16,16 +16,17 @@
 //! Must not: be used for replication (one request in flight at a time, by design), or read an
 //! answer as another request's.
 
-use super::append_stream::{answer_of, refuses_stream, AppendAnswer};
+use super::append_stream::{
+    answer_of, refuses_stream, AppendAnswer, AppendAnswers, AppendRequests,
+};
 use super::network::{encode, network, status_to_rpc_error, unreachable, why_failed, PeerClient};
 use super::types::TypeConfig;
 use crate::pb::raft::RaftPayload;
 use futures::StreamExt;
-use openraft::base::{BoxFuture, BoxStream};
+use openraft::base::BoxStream;
 use openraft::errors::{RPCError, Timeout};
 use openraft::network::{stream_append_sequential, RPCOption, RPCTypes};
 use openraft::raft::AppendEntriesRequest;
-use openraft::OptionalSend;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -44,17 +45,11 @@ struct OpenLane {
 
 impl PeerClient {
     /// openraft's heartbeat: each request of `input` down the lane, its answer back.
-    pub(super) fn heartbeat_append<'s, S>(
+    pub(super) fn heartbeat_append<'s, S: AppendRequests>(
         &'s mut self,
         input: S,
         option: RPCOption,
-    ) -> BoxFuture<'s, Result<BoxStream<'s, AppendAnswer>, RPCError<TypeConfig>>>
-    where
-        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
-            + OptionalSend
-            + Unpin
-            + 'static,
-    {
+    ) -> AppendAnswers<'s> {
         if self.stream_refused_recently() {
             return stream_append_sequential(self, input, option);
         }
