@@ -83,10 +83,11 @@ fn taskmanager_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 100 + index as u8))
 }
 
-/// What a run leaves in its directory. A replay of the same seed goes to the same directory
-/// by default: the previous run's record, its cluster's data dirs above all, is removed
-/// first, or the new replicas would start from the old ones' logs and membership (whose
-/// proxy ports are gone) and never elect a leader.
+/// What a run leaves in its directory, `history.jsonl` (made first) marking it as a run's.
+/// A replay of the same seed goes to the same directory by default: the previous run's
+/// record, its cluster's data dirs above all, is removed first, or the new replicas would
+/// start from the old ones' logs and membership (whose proxy ports are gone) and never elect
+/// a leader. A directory without the mark is not a run's: nothing in it is removed.
 const RECORD: [&str; 5] = [
     "cluster",
     "history.jsonl",
@@ -96,6 +97,9 @@ const RECORD: [&str; 5] = [
 ];
 
 fn clear_previous_record(dir: &std::path::Path) -> std::io::Result<()> {
+    if !dir.join("history.jsonl").is_file() {
+        return Ok(());
+    }
     for name in RECORD {
         let path = dir.join(name);
         match std::fs::symlink_metadata(&path) {
@@ -600,6 +604,10 @@ mod tests {
         assert!(dir.join("notes.txt").exists());
         // Nothing to clear is no error.
         clear_previous_record(&dir).unwrap();
+        // Without a run's history the directory is not a record: its `cluster` stays.
+        std::fs::create_dir_all(dir.join("cluster")).unwrap();
+        clear_previous_record(&dir).unwrap();
+        assert!(dir.join("cluster").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

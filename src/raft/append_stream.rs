@@ -20,7 +20,7 @@ use crate::pb::raft::RaftPayload;
 use futures::StreamExt;
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{RPCError, Timeout};
-use openraft::network::{stream_append_sequential, RPCOption, RPCTypes};
+use openraft::network::{RPCOption, RPCTypes};
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use openraft::OptionalSend;
 use std::collections::VecDeque;
@@ -58,9 +58,6 @@ impl PeerClient {
         input: S,
         option: RPCOption,
     ) -> AppendAnswers<'s> {
-        if self.stream_refused_recently() {
-            return stream_append_sequential(self, input, option);
-        }
         Box::pin(async move {
             let deadline = option.hard_ttl().max(APPEND_DEADLINE_FLOOR);
             let window = Arc::new(Semaphore::new(self.factory.append_pipeline));
@@ -126,7 +123,7 @@ impl PeerClient {
     }
 }
 
-/// A follower's answer to one request, as openraft takes it.
+/// Decode what the follower sent back for one request.
 pub(super) fn answer_of(target: NodeId, payload: &RaftPayload) -> AppendAnswer {
     decode::<Result<StreamAppendResult<TypeConfig>, String>>(&payload.data)
         .map_err(network)

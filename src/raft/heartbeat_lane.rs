@@ -25,7 +25,7 @@ use crate::pb::raft::RaftPayload;
 use futures::StreamExt;
 use openraft::base::BoxStream;
 use openraft::errors::{RPCError, Timeout};
-use openraft::network::{stream_append_sequential, RPCOption, RPCTypes};
+use openraft::network::{RPCOption, RPCTypes};
 use openraft::raft::AppendEntriesRequest;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -50,9 +50,6 @@ impl PeerClient {
         input: S,
         option: RPCOption,
     ) -> AppendAnswers<'s> {
-        if self.stream_refused_recently() {
-            return stream_append_sequential(self, input, option);
-        }
         // Each exchange has a deadline of its own, whatever the caller does.
         let deadline = option.soft_ttl();
         Box::pin(async move {

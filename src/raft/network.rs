@@ -12,7 +12,7 @@ use crate::raft::peer_troubles::PeerTroubles;
 use crate::security::Transport;
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{stream_append_sequential, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -296,7 +296,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             + Unpin
             + 'static,
     {
-        if self.heartbeat.is_some() {
+        // A peer on a release without the stream gets unary calls, one at a time, for a while.
+        if self.stream_refused_recently() {
+            stream_append_sequential(self, input, option)
+        } else if self.heartbeat.is_some() {
             self.heartbeat_append(input, option)
         } else {
             self.append_stream(input, option)
