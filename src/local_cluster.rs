@@ -249,6 +249,22 @@ impl LocalCluster {
         config: &ServeConfig,
         secure: bool,
     ) -> Result<Self> {
+        let mut cluster = Self::prepare_with(binary, root, count, config, secure)?;
+        for id in cluster.ids() {
+            cluster.restart(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Like `start_with`, but no replica is started yet: the caller starts each with
+    /// `restart`, in the order and at the moments it wants (a staggered first start).
+    pub fn prepare_with(
+        binary: impl AsRef<Path>,
+        root: impl AsRef<Path>,
+        count: u64,
+        config: &ServeConfig,
+        secure: bool,
+    ) -> Result<Self> {
         let mut replicas = Vec::new();
         for id in 1..=count {
             let addr = format!("127.0.0.1:{}", free_port()?);
@@ -259,7 +275,7 @@ impl LocalCluster {
         } else {
             HarnessSecurity::Insecure
         };
-        Self::start_proxied_with(binary, root, &replicas, config, security)
+        Self::prepare_proxied_with(binary, root, &replicas, config, security)
     }
 
     /// Start replicas that listen on one address and are known to the cluster by another
@@ -274,6 +290,20 @@ impl LocalCluster {
     }
 
     pub fn start_proxied_with(
+        binary: impl AsRef<Path>,
+        root: impl AsRef<Path>,
+        replicas: &[(u64, String, String)],
+        config: &ServeConfig,
+        security: HarnessSecurity,
+    ) -> Result<Self> {
+        let mut cluster = Self::prepare_proxied_with(binary, root, replicas, config, security)?;
+        for (id, _, _) in replicas {
+            cluster.restart(*id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn prepare_proxied_with(
         binary: impl AsRef<Path>,
         root: impl AsRef<Path>,
         replicas: &[(u64, String, String)],
@@ -299,16 +329,18 @@ impl LocalCluster {
             agent_cgroup: None,
         };
         for (id, listen, advertised) in replicas {
-            cluster.add_process_at(*id, listen.clone(), advertised.clone())?;
+            cluster.register_at(*id, listen.clone(), advertised.clone())?;
         }
         Ok(cluster)
     }
 
     fn add_process(&mut self, id: u64, addr: String) -> Result<()> {
-        self.add_process_at(id, addr.clone(), addr)
+        self.register_at(id, addr.clone(), addr)?;
+        self.restart(id)
     }
 
-    fn add_process_at(&mut self, id: u64, listen: String, addr: String) -> Result<()> {
+    /// Name a replica's addresses, data dir and log; `restart` starts it.
+    fn register_at(&mut self, id: u64, listen: String, addr: String) -> Result<()> {
         let data_dir = self.root.join(format!("replica-{id}"));
         let log_file = self.root.join(format!("replica-{id}.log"));
         self.replicas.insert(
@@ -325,7 +357,7 @@ impl LocalCluster {
                 child: None,
             },
         );
-        self.restart(id)
+        Ok(())
     }
 
     /// The binary that replicas and agents (re)started from now on run (a rolling upgrade

@@ -8,8 +8,9 @@
 //!   be added): it goes through `rejoin` and votes only once the leader has taken it back;
 //! - only when every named peer answers and none has taken part in a cluster (no membership,
 //!   no vote, no entries) is this a first formation: the gate opens (nobody can have forgotten
-//!   anything), and once a majority has opened, the replica with the smallest id initializes
-//!   the membership — the same membership on whichever replica does it, which openraft allows;
+//!   anything), and once every replica has opened (or a majority has, for a bounded grace), the
+//!   replica with the smallest id initializes the membership — the same membership on
+//!   whichever replica does it, which openraft allows;
 //! - when nothing can be learned (too few peers answer), it waits: it never guesses.
 
 use super::rejoin::{enter, open, rejoin, RejoinMarker, RejoinPhase};
@@ -19,10 +20,12 @@ use crate::security::{Credentials, Transport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY_EVERY: Duration = Duration::from_millis(300);
+/// How long the founder waits for the last pristine replicas to open once a majority has.
+const STRAGGLER_GRACE: Duration = Duration::from_secs(2);
 
 /// What a peer said about itself.
 struct Probe {
@@ -103,6 +106,7 @@ pub async fn form_or_join(b: Bootstrap) {
         (Some(RejoinPhase::Founding), false) => open(&b.gate, &b.raft),
         (None, false) => {}
     }
+    let mut majority_ready_since: Option<Instant> = None;
     loop {
         match b.raft.is_initialized().await {
             Ok(true) => return,
@@ -152,8 +156,22 @@ pub async fn form_or_join(b: Bootstrap) {
                 enter(&b.marker, &b.gate, &b.raft, Some(RejoinPhase::Founding)).await;
                 ready.insert(b.id);
             }
-            // The founder waits until a majority may vote, or it could never be elected.
-            if pristine.first() == Some(&b.id) && ready.len() >= majority {
+            // The founder waits until every replica may vote. A majority would be enough to
+            // elect a leader, but a replica that answered as pristine and has not yet opened
+            // (it started last, and its own probe missed a peer) would find the cluster formed
+            // without it and take the path of one that lost its disk: demoted, caught up and
+            // restored before it votes. The wait is bounded so that a replica dying during the
+            // formation does not stall it.
+            let majority_ready = ready.len() >= majority;
+            if !majority_ready {
+                majority_ready_since = None;
+            } else if majority_ready_since.is_none() {
+                majority_ready_since = Some(Instant::now());
+            }
+            let everyone_ready = ready.len() == b.peers.len();
+            let waited_enough =
+                majority_ready_since.is_some_and(|since| since.elapsed() >= STRAGGLER_GRACE);
+            if pristine.first() == Some(&b.id) && (everyone_ready || waited_enough) {
                 let members: BTreeMap<u64, Node> = b
                     .peers
                     .iter()
