@@ -27,6 +27,29 @@ const RETRY_EVERY: Duration = Duration::from_millis(300);
 /// How long the founder waits for the last pristine replicas to open once a majority has.
 const STRAGGLER_GRACE: Duration = Duration::from_secs(2);
 
+/// When the founder may initialize the membership: once every replica has opened for the
+/// formation, or a majority has for `STRAGGLER_GRACE`. A majority would be enough to elect a
+/// leader, but a replica that answered as pristine and has not opened yet (it started before
+/// the others, and was asleep between probes that found nobody) would find the cluster formed
+/// without it and take the path of one that lost its disk: demoted, caught up and restored
+/// before it votes. The wait is bounded so that a replica that answers but cannot open (it
+/// cannot reach every peer itself) does not stall the formation.
+#[derive(Debug, Default)]
+struct FounderWait {
+    majority_ready_since: Option<Instant>,
+}
+
+impl FounderWait {
+    fn may_found(&mut self, ready: usize, members: usize, now: Instant) -> bool {
+        if ready < members / 2 + 1 {
+            self.majority_ready_since = None;
+            return false;
+        }
+        let since = *self.majority_ready_since.get_or_insert(now);
+        ready == members || now.duration_since(since) >= STRAGGLER_GRACE
+    }
+}
+
 /// What a peer said about itself.
 struct Probe {
     /// It belongs to a cluster, or has voted or holds entries (it took part in forming one).
@@ -106,7 +129,7 @@ pub async fn form_or_join(b: Bootstrap) {
         (Some(RejoinPhase::Founding), false) => open(&b.gate, &b.raft),
         (None, false) => {}
     }
-    let mut majority_ready_since: Option<Instant> = None;
+    let mut founder_wait = FounderWait::default();
     loop {
         match b.raft.is_initialized().await {
             Ok(true) => return,
@@ -136,7 +159,6 @@ pub async fn form_or_join(b: Bootstrap) {
                 None => {}
             }
         }
-        let majority = b.peers.len() / 2 + 1;
         if someone_initialized && !founding {
             // The cluster exists and this replica has no memory of it: it may be a member
             // that lost its disk. It votes again only once the leader has taken it back.
@@ -156,22 +178,8 @@ pub async fn form_or_join(b: Bootstrap) {
                 enter(&b.marker, &b.gate, &b.raft, Some(RejoinPhase::Founding)).await;
                 ready.insert(b.id);
             }
-            // The founder waits until every replica may vote. A majority would be enough to
-            // elect a leader, but a replica that answered as pristine and has not yet opened
-            // (it started last, and its own probe missed a peer) would find the cluster formed
-            // without it and take the path of one that lost its disk: demoted, caught up and
-            // restored before it votes. The wait is bounded so that a replica dying during the
-            // formation does not stall it.
-            let majority_ready = ready.len() >= majority;
-            if !majority_ready {
-                majority_ready_since = None;
-            } else if majority_ready_since.is_none() {
-                majority_ready_since = Some(Instant::now());
-            }
-            let everyone_ready = ready.len() == b.peers.len();
-            let waited_enough =
-                majority_ready_since.is_some_and(|since| since.elapsed() >= STRAGGLER_GRACE);
-            if pristine.first() == Some(&b.id) && (everyone_ready || waited_enough) {
+            let may_found = founder_wait.may_found(ready.len(), b.peers.len(), Instant::now());
+            if pristine.first() == Some(&b.id) && may_found {
                 let members: BTreeMap<u64, Node> = b
                     .peers
                     .iter()
@@ -187,5 +195,33 @@ pub async fn form_or_join(b: Bootstrap) {
             }
         }
         tokio::time::sleep(RETRY_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_founder_goes_at_once_when_everyone_is_ready() {
+        let mut wait = FounderWait::default();
+        assert!(wait.may_found(3, 3, Instant::now()));
+    }
+
+    #[test]
+    fn a_majority_alone_waits_out_the_grace_and_a_lost_majority_starts_it_again() {
+        let start = Instant::now();
+        let mut wait = FounderWait::default();
+        assert!(!wait.may_found(1, 3, start), "no majority");
+        assert!(!wait.may_found(2, 3, start), "a majority, just now");
+        let almost = start + STRAGGLER_GRACE - Duration::from_millis(1);
+        assert!(!wait.may_found(2, 3, almost));
+        assert!(!wait.may_found(1, 3, almost), "the majority went");
+        let later = start + STRAGGLER_GRACE;
+        assert!(
+            !wait.may_found(2, 3, later),
+            "the grace counts from the majority's return"
+        );
+        assert!(wait.may_found(2, 3, later + STRAGGLER_GRACE));
     }
 }
