@@ -62,6 +62,7 @@ pub mod rpc;
 pub mod scheduler;
 pub mod security;
 pub mod taskmanager;
+pub mod thread_priority;
 pub mod traces;
 pub mod upgrade;
 pub mod zeroed_tail;

@@ -142,7 +142,7 @@ impl SnapshotStore {
         };
         let bytes = bincode::serde::encode_to_vec(&file, bincode::config::standard())
             .map_err(io::Error::other)?;
-        crate::durable::replace_file(&self.dir.join(&name), &bytes)?;
+        crate::durable::replace_large_file(&self.dir.join(&name), &bytes)?;
         // Names sort by index: drop only the older ones.
         for old in self.list()? {
             if old < name {

@@ -1427,4 +1427,16 @@ fn snapshot_copy_cost() {
     }
     copies.sort();
     println!("median copy of the state: {:?}", copies[copies.len() / 2]);
+    let mut encodes = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        bytes = state.encode().len();
+        encodes.push(started.elapsed());
+    }
+    encodes.sort();
+    println!(
+        "median encode of the state: {:?} ({bytes} bytes)",
+        encodes[encodes.len() / 2]
+    );
 }
