@@ -13,20 +13,41 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Like `replace_file`, for a large file written while the disk also serves the Raft log's
-/// syncs: it is written a chunk at a time, each chunk on disk before the next is written, so
-/// the final sync has little left to flush. Written whole and synced once, a snapshot's
-/// megabytes went to the disk in one burst that the log's syncs queued behind (BENCHMARKS.md,
-/// "Snapshots without a stall"). The same pacing as RocksDB's `bytes_per_sync`.
+/// syncs: it is written a chunk at a time, and each chunk's write-back has ended before the
+/// next is written (the device's cache is flushed by the final sync alone), so that sync has
+/// little left to write. Written whole and synced once, a snapshot's megabytes went to the
+/// disk in one burst that the log's syncs queued behind (BENCHMARKS.md, "Snapshots without a
+/// stall"). RocksDB's `bytes_per_sync` and Pebble pace the same way, with one chunk in flight
+/// where this waits for each.
 pub fn replace_large_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace_file_with(path, |file| {
         let mut offset = 0;
+        let mut paced = true;
         for chunk in bytes.chunks(PACED_CHUNK) {
             file.write_all(chunk)?;
-            written_to_disk(file, offset, chunk.len())?;
+            if paced {
+                match written_to_disk(file, offset, chunk.len()) {
+                    Ok(()) => {}
+                    // A file system without the call is written unpaced; the final sync
+                    // makes it durable all the same.
+                    Err(e) if unsupported(&e) => paced = false,
+                    // A write-back error is reported once, here, and would not be again by
+                    // the final sync: it fails the write.
+                    Err(e) => return Err(e),
+                }
+            }
             offset += chunk.len();
         }
         Ok(())
     })
+}
+
+/// The errors of a file system (or a sandbox's system call filter) without `sync_file_range`.
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::ESPIPE | libc::EPERM)
+    )
 }
 
 /// How much of a large file is written before it waits for the disk.
@@ -39,9 +60,11 @@ fn written_to_disk(file: &File, offset: usize, len: usize) -> io::Result<()> {
     let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
         | libc::SYNC_FILE_RANGE_WRITE
         | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: sync_file_range(2) on a descriptor this function's caller owns; no memory is
-    // passed.
-    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, flags) };
+    let overflow = || io::Error::from_raw_os_error(libc::EOVERFLOW);
+    let offset = libc::off64_t::try_from(offset).map_err(|_| overflow())?;
+    let len = libc::off64_t::try_from(len).map_err(|_| overflow())?;
+    // SAFETY: sync_file_range(2) on a descriptor the caller owns; no memory is passed.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
     if rc == 0 {
         Ok(())
     } else {

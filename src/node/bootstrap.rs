@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY_EVERY: Duration = Duration::from_millis(300);
 /// How long the founder waits for the last pristine replicas to open once a majority has.
-const STRAGGLER_GRACE: Duration = Duration::from_secs(2);
+const STRAGGLER_GRACE: Duration = Duration::from_secs(5);
 
 /// When the founder may initialize the membership: once every replica has opened for the
 /// formation, or a majority has for `STRAGGLER_GRACE`. A majority would be enough to elect a
@@ -193,6 +193,9 @@ pub async fn form_or_join(b: Bootstrap) {
                     Err(e) => tracing::info!("initialize: {e}"),
                 }
             }
+        } else {
+            // Not every replica answered as pristine: the grace starts again once they do.
+            founder_wait = FounderWait::default();
         }
         tokio::time::sleep(RETRY_EVERY).await;
     }

@@ -220,8 +220,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .name("snapshot".into())
             .spawn(move || {
                 crate::thread_priority::lower_this_thread();
-                let data = encode_state(&state);
-                let _ = done.send(store.save(&meta_for_disk, &data).map(|_| data));
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let data = encode_state(&state);
+                    store.save(&meta_for_disk, &data).map(|_| data)
+                }))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(io::Error::other(format!(
+                        "building the snapshot panicked: {what}"
+                    )))
+                });
+                let _ = done.send(built);
             })?;
         let data = result.await.map_err(io::Error::other)??;
         self.metrics.snapshot_built(data.len(), started.elapsed());
@@ -344,9 +357,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let state = decode_state(&snapshot)?;
-        crate::crash_point!("snapshot-install-before-save");
-        self.snapshots.save(meta, &snapshot)?;
+        // Decoding and writing megabytes: off the async workers.
+        let store = self.snapshots.clone();
+        let meta_for_disk = meta.clone();
+        let state = tokio::task::spawn_blocking(move || {
+            let state = decode_state(&snapshot)?;
+            crate::crash_point!("snapshot-install-before-save");
+            store.save(&meta_for_disk, &snapshot)?;
+            Ok::<_, io::Error>(state)
+        })
+        .await
+        .map_err(io::Error::other)??;
         // Saved to disk, not yet swapped into memory.
         crate::crash_point!("snapshot-install-after-save");
         self.shared.write(|applied| {
