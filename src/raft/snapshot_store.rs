@@ -86,6 +86,14 @@ struct SnapshotFile {
     data: Vec<u8>,
 }
 
+/// `SnapshotFile` as written, borrowing the data (megabytes) instead of copying it: serde
+/// lays out a slice as it does a `Vec`, so the bytes are the same.
+#[derive(Serialize)]
+struct SnapshotFileRef<'a> {
+    meta: &'a SnapshotMeta,
+    data: &'a [u8],
+}
+
 /// A snapshot as stored: its Raft meta and its data.
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
@@ -136,10 +144,7 @@ impl SnapshotStore {
         if self.list()?.last().is_some_and(|newest| *newest > name) {
             return Ok(());
         }
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            data: data.to_vec(),
-        };
+        let file = SnapshotFileRef { meta, data };
         let bytes = bincode::serde::encode_to_vec(&file, bincode::config::standard())
             .map_err(io::Error::other)?;
         crate::durable::replace_large_file(&self.dir.join(&name), &bytes)?;
@@ -189,6 +194,34 @@ pub fn decode_snapshot_file(bytes: &[u8]) -> io::Result<StoredSnapshot> {
 mod tests {
     use super::*;
     use crate::domain::{JobId, ShardOutput};
+
+    #[test]
+    fn the_borrowed_file_is_written_as_the_owned_one_reads() {
+        let last = openraft::testing::log_id::<crate::raft::TypeConfig>(3, 1, 42);
+        let meta = SnapshotMeta {
+            last_log_id: Some(last),
+            last_membership: Default::default(),
+        };
+        let data = b"state bytes".to_vec();
+        let config = bincode::config::standard();
+        let borrowed = bincode::serde::encode_to_vec(
+            SnapshotFileRef {
+                meta: &meta,
+                data: &data,
+            },
+            config,
+        )
+        .expect("encode");
+        let owned = bincode::serde::encode_to_vec(
+            SnapshotFile {
+                meta: meta.clone(),
+                data: data.clone(),
+            },
+            config,
+        )
+        .expect("encode");
+        assert_eq!(borrowed, owned);
+    }
 
     #[test]
     fn outputs_and_scheduling_travel_in_snapshots_and_formats_4_to_7_still_read() {
