@@ -227,8 +227,9 @@ async fn a_replica_speaks_raft_only_for_itself() -> anyhow::Result<()> {
     };
 
     common::log_phase("a vote in another replica's name is refused");
-    // A replica slower to start than the two that formed the cluster is taken back as one
-    // that lost its disk, and refuses every vote (UNAVAILABLE) until it is a voter again.
+    // A replica taken back as one that lost its disk refuses every vote (UNAVAILABLE) until
+    // it is a voter again. A first formation no longer does that to the replica started
+    // first (node/bootstrap.rs), but only within its grace: the test waits it out.
     let forged =
         dispatcher::local_cluster::wait_for(common::DEADLINE, "the target to take votes", || {
             let mut raft = raft.clone();

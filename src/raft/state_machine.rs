@@ -220,23 +220,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .name("snapshot".into())
             .spawn(move || {
                 crate::thread_priority::lower_this_thread();
-                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let data = encode_state(&state);
-                    store.save(&meta_for_disk, &data).map(|_| data)
-                }))
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Err(io::Error::other(format!(
-                        "building the snapshot panicked: {what}"
-                    )))
-                });
+                let data = encode_state(&state);
+                let built = store.save(&meta_for_disk, &data).map(|_| data);
                 let _ = done.send(built);
             })?;
-        let data = result.await.map_err(io::Error::other)??;
+        // A panic drops the sender; its message went to the log (stderr) as it happened.
+        let data = result
+            .await
+            .map_err(|_| io::Error::other("the snapshot thread panicked (see the log)"))??;
         self.metrics.snapshot_built(data.len(), started.elapsed());
         tracing::info!(
             index = self.copy.last_applied.map(|l| l.index()),
